@@ -1,0 +1,45 @@
+# A thin layer over CMake: `make run` and `make test` are the README's two commands.
+BUILD ?= build
+BUILD_TYPE ?= Release
+CMAKE_FLAGS ?=
+JOBS ?= $(shell nproc)
+
+# Debian packages: to build and run / to run the tests / to regenerate fixtures and benchmark.
+PACKAGES = build-essential cmake pkg-config lua5.4 liblua5.4-dev libopenblas-openmp-dev libhdf5-dev \
+           libpng-dev zlib1g-dev libreadline-dev libcjson-dev lua-argparse dataset-fashion-mnist
+TEST_PACKAGES = lua-busted tmux python3-h5py
+DEV_PACKAGES = python3-torch python3-h5py hdf5-tools
+
+.PHONY: all build run test deps test-deps dev-deps sanitize clean
+
+all: build
+
+deps:
+	@sh tests/install_packages.sh $(PACKAGES)
+
+test-deps:
+	@sh tests/install_packages.sh $(PACKAGES) $(TEST_PACKAGES)
+
+dev-deps:
+	@sh tests/install_packages.sh $(PACKAGES) $(TEST_PACKAGES) $(DEV_PACKAGES)
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_FLAGS)
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+# The main job.
+run: deps build
+	$(BUILD)/ftlua scripts/train_fashion_mnist.lua
+
+# Every test, through ctest.
+test: test-deps build
+	cd $(BUILD) && ctest --output-on-failure -j 2
+
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+sanitize: test-deps
+	$(MAKE) test BUILD=build-sanitize BUILD_TYPE=Debug CMAKE_FLAGS=-DFT_SANITIZE=ON
+
+clean:
+	rm -rf $(BUILD) build-sanitize

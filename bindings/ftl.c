@@ -1,0 +1,344 @@
+/* Shared helpers of the Lua bindings and the module entry point luaopen_ft. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ft/ops.h"
+#include "ft/runtime.h"
+#include "ftl.h"
+
+/* ---- tensors as userdata -------------------------------------------------------- */
+
+ft_tensor *ftl_to_tensor(lua_State *L, int idx) {
+    ft_tensor **ud = luaL_testudata(L, idx, FTL_TENSOR_MT);
+    if (!ud) return NULL;
+    if (!*ud) luaL_error(L, "ft: the tensor was closed");
+    return *ud;
+}
+
+ft_tensor *ftl_check_tensor(lua_State *L, int idx) {
+    ft_tensor *t = ftl_to_tensor(L, idx);
+    if (!t) {
+        const char *got = luaL_typename(L, idx);
+        luaL_argerror(L, idx, lua_pushfstring(L, "tensor expected, got %s", got));
+    }
+    return t;
+}
+
+/* Tensor bytes are invisible to Lua's collector, so it is told about them: when the bytes
+ * held by tensors have grown past a threshold since the last collection, collect now.
+ * The threshold follows the live set, so steady training loops stay flat. */
+#define GC_MIN_THRESHOLD ((size_t)64 << 20)
+static size_t gc_threshold = GC_MIN_THRESHOLD;
+
+static void account_bytes(lua_State *L) {
+    size_t live = ft_live_bytes();
+    if (live <= gc_threshold) return;
+    lua_gc(L, LUA_GCCOLLECT);
+    live = ft_live_bytes();
+    size_t next = live + live / 2;
+    gc_threshold = next > GC_MIN_THRESHOLD ? next : GC_MIN_THRESHOLD;
+}
+
+void ftl_push_tensor(lua_State *L, ft_tensor *t, const char *op) {
+    if (!t) {
+        ftl_error(L, op);
+        return;
+    }
+    ft_tensor **ud = lua_newuserdatauv(L, sizeof *ud, 0);
+    *ud = t;
+    luaL_setmetatable(L, FTL_TENSOR_MT);
+    account_bytes(L);
+}
+
+int ftl_error(lua_State *L, const char *op) {
+    const char *msg = ft_last_error();
+    /* Core messages start with the op name ("add: ..."); avoid "ft.add: add: ...". */
+    size_t n = strlen(op);
+    if (strncmp(msg, op, n) == 0 && msg[n] == ':') return luaL_error(L, "ft.%s", msg);
+    return luaL_error(L, "ft.%s: %s", op, msg);
+}
+
+/* ---- numbers, tables and shapes ------------------------------------------------- */
+
+static int table_depth_shape(lua_State *L, int idx, int64_t *shape, int depth) {
+    if (lua_type(L, idx) != LUA_TTABLE) return depth;
+    if (depth >= FT_MAX_DIMS) luaL_error(L, "ft.tensor: more than %d nested levels", FT_MAX_DIMS);
+    lua_Integer n = luaL_len(L, idx);
+    shape[depth] = n;
+    if (n == 0) return depth + 1;
+    lua_geti(L, idx, 1);
+    int d = table_depth_shape(L, lua_gettop(L), shape, depth + 1);
+    lua_pop(L, 1);
+    return d;
+}
+
+static void table_fill(lua_State *L, int idx, const int64_t *shape, int ndim, int depth, ft_tensor *t,
+                       int64_t *pos) {
+    lua_Integer n = luaL_len(L, idx);
+    if (n != shape[depth])
+        luaL_error(L, "ft.tensor: ragged nested table (a row of %d where %d was expected at depth %d)",
+                   (int)n, (int)shape[depth], depth + 1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, idx, i);
+        if (depth + 1 < ndim) {
+            if (!lua_istable(L, -1)) luaL_error(L, "ft.tensor: ragged nested table (number where a row was expected)");
+            table_fill(L, lua_gettop(L), shape, ndim, depth + 1, t, pos);
+        } else {
+            int isnum;
+            lua_Number v = lua_tonumberx(L, -1, &isnum);
+            if (!isnum) {
+                if (lua_isboolean(L, -1)) v = lua_toboolean(L, -1);
+                else luaL_error(L, "ft.tensor: expected numbers, got %s", luaL_typename(L, -1));
+            }
+            if (t->dtype == FT_INT64) {
+                lua_Integer iv;
+                if (lua_isinteger(L, -1)) iv = lua_tointeger(L, -1);
+                else iv = (lua_Integer)v;
+                ft_i64(t)[*pos] = iv;
+            } else {
+                ft_f32(t)[*pos] = (float)v;
+            }
+            (*pos)++;
+        }
+        lua_pop(L, 1);
+    }
+}
+
+ft_tensor *ftl_table_to_tensor(lua_State *L, int idx, ft_dtype dtype) {
+    idx = lua_absindex(L, idx);
+    int64_t shape[FT_MAX_DIMS];
+    int ndim = table_depth_shape(L, idx, shape, 0);
+    ft_tensor *t = ft_empty(shape, ndim, dtype);
+    if (!t) ftl_error(L, "tensor");
+    int64_t pos = 0;
+    /* A Lua error inside table_fill would leak t: anchor it on the stack first. */
+    ft_tensor **ud = lua_newuserdatauv(L, sizeof *ud, 0);
+    *ud = t;
+    luaL_setmetatable(L, FTL_TENSOR_MT);
+    if (ndim > 0 && shape[ndim - 1] > 0) table_fill(L, idx, shape, ndim, 0, t, &pos);
+    else if (ndim == 0) luaL_error(L, "ft.tensor: expected a table of numbers");
+    ft_retain(t);
+    lua_pop(L, 1);
+    return t;
+}
+
+ft_tensor *ftl_check_tensor_like(lua_State *L, int idx) {
+    ft_tensor *t = ftl_to_tensor(L, idx);
+    if (t) return ft_retain(t);
+    if (lua_isnumber(L, idx)) {
+        t = ft_scalar(lua_tonumber(L, idx), FT_FLOAT32);
+        if (!t) ftl_error(L, "tensor");
+        return t;
+    }
+    if (lua_istable(L, idx)) return ftl_table_to_tensor(L, idx, FT_FLOAT32);
+    luaL_argerror(L, idx, lua_pushfstring(L, "tensor, number or table expected, got %s", luaL_typename(L, idx)));
+    return NULL;
+}
+
+int ftl_check_dim(lua_State *L, int idx, int ndim) {
+    lua_Integer d = luaL_checkinteger(L, idx);
+    int n = ndim > 0 ? ndim : 1;
+    if (d == 0 || d > n || d < -n)
+        luaL_error(L, "ft: dim %d out of range for a %d-dim tensor (dims are 1..%d, or negative from the end)",
+                   (int)d, ndim, n);
+    return d > 0 ? (int)d - 1 : (int)d + n;
+}
+
+int ftl_opt_dim(lua_State *L, int idx, int ndim, int def0) {
+    if (lua_isnoneornil(L, idx)) return def0;
+    return ftl_check_dim(L, idx, ndim);
+}
+
+int ftl_check_shape(lua_State *L, int idx, int64_t *shape) {
+    int ndim = 0;
+    if (lua_istable(L, idx)) {
+        lua_Integer n = luaL_len(L, idx);
+        if (n > FT_MAX_DIMS) luaL_error(L, "ft: shape has %d dims, at most %d supported", (int)n, FT_MAX_DIMS);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_geti(L, idx, i);
+            int ok;
+            lua_Integer v = lua_tointegerx(L, -1, &ok);
+            if (!ok) luaL_error(L, "ft: shape entries must be integers");
+            shape[ndim++] = v;
+            lua_pop(L, 1);
+        }
+        return ndim;
+    }
+    int top = lua_gettop(L);
+    for (int i = idx; i <= top && lua_type(L, i) == LUA_TNUMBER; i++) {
+        if (ndim >= FT_MAX_DIMS) luaL_error(L, "ft: shape has more than %d dims", FT_MAX_DIMS);
+        shape[ndim++] = luaL_checkinteger(L, i);
+    }
+    return ndim;
+}
+
+static int push_field(lua_State *L, int idx, const char *key) {
+    if (!lua_istable(L, idx)) return 0;
+    lua_getfield(L, idx, key);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    return 1;
+}
+
+double ftl_opt_number_field(lua_State *L, int idx, const char *key, double def) {
+    idx = lua_absindex(L, idx);
+    if (!push_field(L, idx, key)) return def;
+    if (!lua_isnumber(L, -1)) luaL_error(L, "ft: option '%s' must be a number, got %s", key, luaL_typename(L, -1));
+    double v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+int64_t ftl_opt_integer_field(lua_State *L, int idx, const char *key, int64_t def) {
+    idx = lua_absindex(L, idx);
+    if (!push_field(L, idx, key)) return def;
+    int ok;
+    lua_Integer v = lua_tointegerx(L, -1, &ok);
+    if (!ok) luaL_error(L, "ft: option '%s' must be an integer, got %s", key, luaL_typename(L, -1));
+    lua_pop(L, 1);
+    return v;
+}
+
+int ftl_opt_bool_field(lua_State *L, int idx, const char *key, int def) {
+    idx = lua_absindex(L, idx);
+    if (!push_field(L, idx, key)) return def;
+    int v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+const char *ftl_opt_string_field(lua_State *L, int idx, const char *key, const char *def) {
+    idx = lua_absindex(L, idx);
+    if (!push_field(L, idx, key)) return def;
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "ft: option '%s' must be a string", key);
+    const char *v = lua_tostring(L, -1);
+    lua_pop(L, 1); /* the options table keeps the string alive */
+    return v;
+}
+
+void ftl_opt_pair_field(lua_State *L, int idx, const char *key, int def, int out[2]) {
+    idx = lua_absindex(L, idx);
+    out[0] = out[1] = def;
+    if (!push_field(L, idx, key)) return;
+    if (lua_istable(L, -1)) {
+        for (int i = 0; i < 2; i++) {
+            lua_geti(L, -1, i + 1);
+            int ok;
+            lua_Integer v = lua_tointegerx(L, -1, &ok);
+            if (!ok) luaL_error(L, "ft: option '%s' must be an integer or a pair of integers", key);
+            out[i] = (int)v;
+            lua_pop(L, 1);
+        }
+    } else {
+        int ok;
+        lua_Integer v = lua_tointegerx(L, -1, &ok);
+        if (!ok) luaL_error(L, "ft: option '%s' must be an integer or a pair of integers", key);
+        out[0] = out[1] = (int)v;
+    }
+    lua_pop(L, 1);
+}
+
+ft_tensor *ftl_index_to_core(lua_State *L, const ft_tensor *index, const char *op) {
+    if (index->dtype != FT_INT64) luaL_error(L, "ft.%s: indices must be an int64 tensor, got %s", op, ft_dtype_name(index->dtype));
+    ft_tensor *c = ft_empty(index->shape, index->ndim, FT_INT64);
+    if (!c || ft_copy_(c, index) < 0) {
+        ft_release(c);
+        ftl_error(L, op);
+    }
+    int64_t *p = ft_i64(c);
+    for (int64_t i = 0, n = ft_numel(c); i < n; i++) p[i] -= 1;
+    return c;
+}
+
+void ftl_check_index_range(lua_State *L, const ft_tensor *index, int64_t size, const char *op, int dim0) {
+    if (index->dtype != FT_INT64) luaL_error(L, "ft.%s: indices must be an int64 tensor, got %s", op, ft_dtype_name(index->dtype));
+    ft_tensor *c = ft_contiguous(index);
+    if (!c) ftl_error(L, op);
+    const int64_t *p = ft_i64(c);
+    for (int64_t i = 0, n = ft_numel(c); i < n; i++) {
+        if (p[i] < 1 || p[i] > size) {
+            lua_Integer bad = (lua_Integer)p[i];
+            ft_release(c);
+            if (dim0 >= 0)
+                luaL_error(L, "ft.%s: index %I out of range 1..%I of dim %d", op, bad, (lua_Integer)size, dim0 + 1);
+            luaL_error(L, "ft.%s: index %I out of range 1..%I", op, bad, (lua_Integer)size);
+        }
+    }
+    ft_release(c);
+}
+
+void ftl_index_from_core(ft_tensor *index) {
+    int64_t *p = ft_i64(index);
+    for (int64_t i = 0, n = ft_numel(index); i < n; i++) p[i] += 1;
+}
+
+void ftl_register(lua_State *L, const luaL_Reg *fns) { luaL_setfuncs(L, fns, 0); }
+
+/* ---- module ------------------------------------------------------------------------ */
+
+/* Lua halves loaded on first use: ft.nn, ft.optim, ... */
+static const char *const lazy_submodules[] = {"nn", "optim", "data", NULL};
+
+static int module_index(lua_State *L) {
+    const char *key = lua_tostring(L, 2);
+    if (!key) return 0;
+    for (int i = 0; lazy_submodules[i]; i++) {
+        if (strcmp(key, lazy_submodules[i]) == 0) {
+            lua_getglobal(L, "require");
+            lua_pushfstring(L, "ft.%s", key);
+            lua_call(L, 1, 1);
+            lua_pushvalue(L, 2);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, 1);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int luaopen_ft(lua_State *L) {
+    lua_newtable(L);
+    int module = lua_gettop(L);
+    ftl_open_tensor(L);
+    ftl_open_autograd(L);
+    ftl_open_nn(L);
+    ftl_open_optim(L);
+    ftl_open_io(L);
+    lua_settop(L, module);
+
+    lua_createtable(L, 0, 3);
+    for (int i = 0; lazy_submodules[i]; i++) {
+        lua_pushstring(L, lazy_submodules[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, module, "_submodules");
+    lua_pushliteral(L, "0.1.0");
+    lua_setfield(L, module, "_VERSION");
+
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, module_index);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, module);
+
+    /* Register before loading the Lua half, which itself does require "ft". */
+    lua_pushvalue(L, module);
+    lua_setfield(L, LUA_REGISTRYINDEX, "ft.module");
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushvalue(L, module);
+    lua_setfield(L, -2, "ft");
+    lua_pop(L, 1);
+
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "ft.tensor");
+    lua_call(L, 1, 0);
+    lua_settop(L, module);
+    return 1;
+}
+
+/* Binding groups not built yet fall back to these empty openers. */
+__attribute__((weak)) void ftl_open_nn(lua_State *L) { (void)L; }
+__attribute__((weak)) void ftl_open_optim(lua_State *L) { (void)L; }
+__attribute__((weak)) void ftl_open_io(lua_State *L) { (void)L; }

@@ -1,0 +1,65 @@
+/* Shared helpers of the Lua bindings (the `ft` C module).
+ *
+ * Conventions at the boundary:
+ *  - dims and positions are 1-based in Lua, negative counts from the end; ftl_check_dim
+ *    turns them into the core's 0-based dims.
+ *  - index *values* held by int64 tensors are 1-based in Lua: ftl_index_to_core makes a
+ *    0-based copy before calling the core; ftl_index_from_core adds 1 in place to a
+ *    fresh result (argmax, max indices).
+ *  - errors: a core function returning NULL/-1 becomes a Lua error "ft.<op>: <message>". */
+#ifndef FTL_H
+#define FTL_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "ft/tensor.h"
+
+#define FTL_TENSOR_MT "ft.Tensor"
+
+/* The tensor at idx (borrowed), or a Lua argument error. */
+ft_tensor *ftl_check_tensor(lua_State *L, int idx);
+/* The tensor at idx, or NULL if the value is not a tensor. */
+ft_tensor *ftl_to_tensor(lua_State *L, int idx);
+/* A tensor from idx: a tensor (new reference to it), a number (0-dim float32 scalar) or a
+ * nested table of numbers (float32). Raises a Lua error otherwise. Caller releases. */
+ft_tensor *ftl_check_tensor_like(lua_State *L, int idx);
+/* A new tensor of dtype from a (nested) table of numbers at idx. */
+ft_tensor *ftl_table_to_tensor(lua_State *L, int idx, ft_dtype dtype);
+/* Pushes t as a userdata, taking over the caller's reference. t == NULL raises the
+ * core's last error prefixed with "ft.<op>: ". */
+void ftl_push_tensor(lua_State *L, ft_tensor *t, const char *op);
+/* Raises "ft.<op>: <ft_last_error()>". */
+int ftl_error(lua_State *L, const char *op);
+/* 1-based/negative Lua dim at idx -> 0-based dim for a tensor of ndim dims. */
+int ftl_check_dim(lua_State *L, int idx, int ndim);
+int ftl_opt_dim(lua_State *L, int idx, int ndim, int def0);
+/* Reads a shape given either as varargs of integers starting at idx or as one table. */
+int ftl_check_shape(lua_State *L, int idx, int64_t *shape);
+/* Field of an options table at idx (absent/nil table allowed). */
+double ftl_opt_number_field(lua_State *L, int idx, const char *key, double def);
+int64_t ftl_opt_integer_field(lua_State *L, int idx, const char *key, int64_t def);
+int ftl_opt_bool_field(lua_State *L, int idx, const char *key, int def);
+const char *ftl_opt_string_field(lua_State *L, int idx, const char *key, const char *def);
+/* An int field given as a number or a {h, w} pair. */
+void ftl_opt_pair_field(lua_State *L, int idx, const char *key, int def, int out[2]);
+/* 1-based int64 index tensor -> new 0-based copy (bounds are checked by the core op). */
+ft_tensor *ftl_index_to_core(lua_State *L, const ft_tensor *index, const char *op);
+/* Raises "ft.<op>: index <i> out of range 1..<size> (dim <d+1>)" for a 1-based int64 index
+ * tensor holding a value outside 1..size; dim0 < 0 leaves the dim out of the message. */
+void ftl_check_index_range(lua_State *L, const ft_tensor *index, int64_t size, const char *op, int dim0);
+/* Adds 1 in place to a freshly computed 0-based int64 result. */
+void ftl_index_from_core(ft_tensor *index);
+/* Adds the functions to the table on top of the stack. */
+void ftl_register(lua_State *L, const luaL_Reg *fns);
+
+/* Each binding file adds its functions to the module table on top of the stack. */
+void ftl_open_tensor(lua_State *L);    /* lua_tensor.c: creation, methods, metamethods */
+void ftl_open_autograd(lua_State *L);  /* lua_autograd.c: backward, no_grad, grad mode */
+void ftl_open_nn(lua_State *L);        /* lua_nn.c: ft._F, the functional kernels */
+void ftl_open_optim(lua_State *L);     /* lua_optim.c: ft._optim, fused optimizer steps */
+void ftl_open_io(lua_State *L);        /* lua_io.c: save/load, image, _idx */
+
+int luaopen_ft(lua_State *L);
+
+#endif

@@ -1,0 +1,75 @@
+-- ft.nn.init: in-place parameter initialisers, as torch.nn.init. They draw from the global
+-- generator, so ft.manual_seed makes models reproducible.
+local ft = require "ft"
+
+local init = {}
+
+--- Gain recommended for a nonlinearity (torch.nn.init.calculate_gain).
+function init.calculate_gain(nonlinearity, param)
+  if nonlinearity == "linear" or nonlinearity == "sigmoid" or nonlinearity:match("^conv") then return 1 end
+  if nonlinearity == "tanh" then return 5 / 3 end
+  if nonlinearity == "relu" then return math.sqrt(2) end
+  if nonlinearity == "leaky_relu" then
+    local slope = param or 0.01
+    return math.sqrt(2 / (1 + slope * slope))
+  end
+  if nonlinearity == "selu" then return 3 / 4 end
+  error("ft.nn.init: unsupported nonlinearity '" .. tostring(nonlinearity) .. "'", 2)
+end
+
+--- fan_in, fan_out of a weight [out, in, k...] (torch's convention).
+function init.fan_in_and_fan_out(t)
+  local shape = t:shape()
+  assert(#shape >= 2, "ft.nn.init: fan in and fan out need a tensor of at least 2 dims")
+  local receptive = 1
+  for i = 3, #shape do receptive = receptive * shape[i] end
+  return shape[2] * receptive, shape[1] * receptive
+end
+
+-- Parameters require grad, so in-place changes run with grad mode off.
+local function inplace(t, method, ...)
+  local args = table.pack(...)
+  ft.no_grad(function() t[method](t, table.unpack(args, 1, args.n)) end)
+  return t
+end
+
+function init.uniform_(t, a, b) return inplace(t, "uniform_", a or 0, b or 1) end
+function init.normal_(t, mean, std) return inplace(t, "normal_", mean or 0, std or 1) end
+function init.constant_(t, v) return inplace(t, "fill_", v) end
+function init.zeros_(t) return inplace(t, "fill_", 0) end
+function init.ones_(t) return inplace(t, "fill_", 1) end
+
+local function kaiming_std(t, opts)
+  opts = opts or {}
+  local fan_in, fan_out = init.fan_in_and_fan_out(t)
+  local fan = (opts.mode or "fan_in") == "fan_in" and fan_in or fan_out
+  local gain = init.calculate_gain(opts.nonlinearity or "leaky_relu", opts.a or 0)
+  return fan > 0 and gain / math.sqrt(fan) or 0
+end
+
+--- kaiming_uniform_(t, {a=0, mode="fan_in", nonlinearity="leaky_relu"})
+function init.kaiming_uniform_(t, opts)
+  local bound = math.sqrt(3) * kaiming_std(t, opts)
+  return init.uniform_(t, -bound, bound)
+end
+
+--- kaiming_normal_(t, {a=0, mode="fan_in", nonlinearity="leaky_relu"})
+function init.kaiming_normal_(t, opts)
+  return init.normal_(t, 0, kaiming_std(t, opts))
+end
+
+--- xavier_uniform_(t, {gain=1})
+function init.xavier_uniform_(t, opts)
+  local fan_in, fan_out = init.fan_in_and_fan_out(t)
+  local std = ((opts and opts.gain) or 1) * math.sqrt(2 / (fan_in + fan_out))
+  local bound = math.sqrt(3) * std
+  return init.uniform_(t, -bound, bound)
+end
+
+--- xavier_normal_(t, {gain=1})
+function init.xavier_normal_(t, opts)
+  local fan_in, fan_out = init.fan_in_and_fan_out(t)
+  return init.normal_(t, 0, ((opts and opts.gain) or 1) * math.sqrt(2 / (fan_in + fan_out)))
+end
+
+return init

@@ -1,0 +1,271 @@
+/* Files: ft.save / ft.load (HDF5 checkpoints), ft.image.load / ft.image.save (PNG), and
+ * the raw helpers the Lua data loaders build on: ft._idx_read and ft._listdir.
+ *
+ * Integer tensors are stored and loaded as they are: a checkpoint holds the values the
+ * Lua program had (1-based labels stay 1-based), and integer data written by 0-based
+ * tools loads unchanged (add 1 yourself where it holds indices). */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ft/io.h"
+#include "ftl.h"
+
+#define CHECKPOINT_MT "ft.Checkpoint"
+#define DIR_MT "ft.Dir"
+#define MAX_NESTING 64
+
+/* ---- ft.save(path, tensors [, {meta = {...}}]) ------------------------------------ */
+
+/* Adds the tensors of the (nested) table at idx to the table at flat as dotted names. */
+static void flatten(lua_State *L, int idx, int flat, const char *prefix, int depth) {
+    if (depth > MAX_NESTING)
+        luaL_error(L, "ft.save: tables nested more than %d levels deep at '%s' (a cycle?)",
+                   MAX_NESTING, prefix);
+    luaL_checkstack(L, 8, "ft.save: tables nested too deeply");
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        int value = lua_gettop(L), key = value - 1;
+        const char *part = NULL;
+        if (lua_type(L, key) == LUA_TSTRING)
+            part = lua_tostring(L, key);
+        else if (lua_isinteger(L, key))   /* {[0] = w} or an array: "layers.1.weight" */
+            part = lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, key));
+        else
+            luaL_error(L, "ft.save: keys must be strings or integers, got a %s key in %s%s%s",
+                       luaL_typename(L, key), prefix[0] ? "'" : "the table", prefix, prefix[0] ? "'" : "");
+        const char *name = prefix[0] ? lua_pushfstring(L, "%s.%s", prefix, part) : lua_pushstring(L, part);
+        if (ftl_to_tensor(L, value)) {
+            if (lua_getfield(L, flat, name) != LUA_TNIL)
+                luaL_error(L, "ft.save: the name '%s' is given twice", name);
+            lua_pop(L, 1);
+            lua_pushvalue(L, value);
+            lua_setfield(L, flat, name);
+        } else if (lua_istable(L, value)) {
+            flatten(L, value, flat, name, depth + 1);
+        } else {
+            luaL_error(L, "ft.save: the value at '%s' is a %s; expected a tensor or a table of tensors",
+                       name, luaL_typename(L, value));
+        }
+        lua_settop(L, key);   /* keep the key for lua_next */
+    }
+}
+
+/* Fills meta[] from the table at idx (strings and numbers); returns the count. The
+ * strings stay owned by that table, which the caller keeps on the stack. */
+static int read_meta(lua_State *L, int idx, ft_meta **out) {
+    int n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        n++;
+        lua_pop(L, 1);
+    }
+    ft_meta *meta = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *meta, 0);
+    int k = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "ft.save: meta keys must be strings, got a %s", luaL_typename(L, -2));
+        const char *key = lua_tostring(L, -2);
+        ft_meta *m = &meta[k++];
+        memset(m, 0, sizeof *m);
+        m->key = (char *)key;
+        switch (lua_type(L, -1)) {
+        case LUA_TSTRING: {
+            size_t len;
+            m->kind = FT_META_STRING;
+            m->str = (char *)lua_tolstring(L, -1, &len);
+            if (strlen(m->str) != len)
+                luaL_error(L, "ft.save: meta '%s' contains a zero byte (store binary data as a tensor)", key);
+            break;
+        }
+        case LUA_TNUMBER:
+            if (lua_isinteger(L, -1)) {
+                m->kind = FT_META_INT;
+                m->i = lua_tointeger(L, -1);
+            } else {
+                m->kind = FT_META_FLOAT;
+                m->f = lua_tonumber(L, -1);
+            }
+            break;
+        default:
+            luaL_error(L, "ft.save: meta '%s' is a %s; metadata values must be strings or numbers "
+                       "(encode tables as JSON)", key, luaL_typename(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+    *out = meta;
+    return n;
+}
+
+static int l_save(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int nmeta = 0;
+    ft_meta *meta = NULL;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        int t = lua_getfield(L, 3, "meta");
+        if (t != LUA_TNIL && t != LUA_TTABLE)
+            luaL_error(L, "ft.save: option 'meta' must be a table, got %s", luaL_typename(L, -1));
+        if (t == LUA_TTABLE) nmeta = read_meta(L, lua_gettop(L), &meta);
+    }
+    lua_newtable(L);
+    int flat = lua_gettop(L);
+    flatten(L, 2, flat, "", 0);
+
+    int n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, flat)) {
+        n++;
+        lua_pop(L, 1);
+    }
+    /* Arrays live in userdata (freed by the collector, also if an error is raised). */
+    const char **names = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *names, 0);
+    ft_tensor **tensors = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *tensors, 0);
+    int k = 0;
+    lua_pushnil(L);
+    while (lua_next(L, flat)) {
+        names[k] = lua_tostring(L, -2);   /* a string key: kept alive by flat */
+        tensors[k] = ftl_to_tensor(L, -1);
+        k++;
+        lua_pop(L, 1);
+    }
+    if (ft_h5_save(path, n, names, tensors, nmeta, meta) != 0) return ftl_error(L, "save");
+    return 0;
+}
+
+/* ---- ft.load(path) --> tensors, meta --------------------------------------------- */
+
+static int checkpoint_gc(lua_State *L) {
+    ft_checkpoint_free(luaL_checkudata(L, 1, CHECKPOINT_MT));
+    return 0;
+}
+
+static int l_load(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    /* Owned by a userdata so that a Lua error while building the tables leaks nothing. */
+    ft_checkpoint *c = lua_newuserdatauv(L, sizeof *c, 0);
+    memset(c, 0, sizeof *c);
+    luaL_setmetatable(L, CHECKPOINT_MT);
+    if (ft_h5_load(path, c) != 0) return ftl_error(L, "load");
+
+    lua_createtable(L, 0, c->n);
+    for (int k = 0; k < c->n; k++) {
+        ft_tensor *t = c->tensors[k];
+        c->tensors[k] = NULL;
+        ftl_push_tensor(L, t, "load");
+        lua_setfield(L, -2, c->names[k]);
+    }
+    lua_createtable(L, 0, c->nmeta);
+    for (int k = 0; k < c->nmeta; k++) {
+        const ft_meta *m = &c->meta[k];
+        if (m->kind == FT_META_STRING) lua_pushstring(L, m->str);
+        else if (m->kind == FT_META_INT) lua_pushinteger(L, (lua_Integer)m->i);
+        else lua_pushnumber(L, m->f);
+        lua_setfield(L, -2, m->key);
+    }
+    ft_checkpoint_free(c);
+    return 2;
+}
+
+/* ---- ft.image ---------------------------------------------------------------------- */
+
+static int l_image_load(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    ftl_push_tensor(L, ft_png_load(path), "image.load");
+    return 1;
+}
+
+static int l_image_save(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    ft_tensor *t = ftl_check_tensor(L, 2);
+    if (ft_png_save(path, t) != 0) return ftl_error(L, "image.save");
+    return 0;
+}
+
+/* ---- raw helpers for ft.data ---------------------------------------------------- */
+
+/* ft._idx_read(path [, {dtype = "float32"|"int64", scale = 1, offset = 0}]) --> tensor of
+ * the file's values v as v * scale + offset. */
+static int l_idx_read(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+    const char *dtype = ftl_opt_string_field(L, 2, "dtype", "float32");
+    double scale = ftl_opt_number_field(L, 2, "scale", 1.0);
+    double offset = ftl_opt_number_field(L, 2, "offset", 0.0);
+    ft_dtype dt;
+    if (strcmp(dtype, "float32") == 0) dt = FT_FLOAT32;
+    else if (strcmp(dtype, "int64") == 0) dt = FT_INT64;
+    else return luaL_error(L, "ft._idx_read: dtype must be 'float32' or 'int64', got '%s'", dtype);
+    ftl_push_tensor(L, ft_idx_read(path, dt, scale, offset), "_idx_read");
+    return 1;
+}
+
+static int dir_gc(lua_State *L) {
+    DIR **d = luaL_checkudata(L, 1, DIR_MT);
+    if (*d) closedir(*d);
+    *d = NULL;
+    return 0;
+}
+
+/* ft._listdir(path) --> {name = "directory" | "file" | "other", ...} without "." and
+ * "..". Symbolic links are followed. */
+static int l_listdir(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    DIR **d = lua_newuserdatauv(L, sizeof *d, 0);
+    *d = NULL;
+    luaL_setmetatable(L, DIR_MT);
+    *d = opendir(path);
+    if (!*d) return luaL_error(L, "ft._listdir: cannot open '%s': %s", path, strerror(errno));
+    lua_newtable(L);
+    struct dirent *e;
+    while ((errno = 0, e = readdir(*d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        const char *full = lua_pushfstring(L, "%s/%s", path, e->d_name);
+        struct stat st;
+        const char *kind = stat(full, &st) != 0 ? "other"
+                         : S_ISDIR(st.st_mode)  ? "directory"
+                         : S_ISREG(st.st_mode)  ? "file" : "other";
+        lua_pop(L, 1);
+        lua_pushstring(L, kind);
+        lua_setfield(L, -2, e->d_name);
+    }
+    if (errno) return luaL_error(L, "ft._listdir: cannot read '%s': %s", path, strerror(errno));
+    closedir(*d);
+    *d = NULL;
+    return 1;
+}
+
+void ftl_open_io(lua_State *L) {
+    luaL_newmetatable(L, CHECKPOINT_MT);
+    lua_pushcfunction(L, checkpoint_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, DIR_MT);
+    lua_pushcfunction(L, dir_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+
+    static const luaL_Reg fns[] = {
+        {"save", l_save},
+        {"load", l_load},
+        {"_idx_read", l_idx_read},
+        {"_listdir", l_listdir},
+        {NULL, NULL},
+    };
+    ftl_register(L, fns);
+
+    static const luaL_Reg image_fns[] = {
+        {"load", l_image_load},
+        {"save", l_image_save},
+        {NULL, NULL},
+    };
+    lua_createtable(L, 0, 2);
+    ftl_register(L, image_fns);
+    lua_setfield(L, -2, "image");
+}

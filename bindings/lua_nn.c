@@ -1,0 +1,307 @@
+/* Lua bindings of the neural-network ops (ft._F): the C half of ft.nn.functional.
+ *
+ * Argument conventions follow PyTorch's torch.nn.functional, with options as a trailing
+ * table. Index values (class targets, embedding ids, ignore_index) are 1-based in Lua
+ * and converted here before the core sees them. */
+#include <string.h>
+
+#include "ft/ops.h"
+#include "ftl.h"
+
+/* ---- argument helpers ------------------------------------------------------- */
+
+/* Optional tensor argument: nil/none -> NULL. */
+static ft_tensor *opt_tensor(lua_State *L, int idx) {
+    return lua_isnoneornil(L, idx) ? NULL : ftl_check_tensor(L, idx);
+}
+
+/* A positive int given as a number or a {h, w} pair (e.g. a kernel size). */
+static void check_pair(lua_State *L, int idx, const char *op, const char *what, int out[2]) {
+    if (lua_isinteger(L, idx)) {
+        out[0] = out[1] = (int)lua_tointeger(L, idx);
+    } else if (lua_istable(L, idx) && lua_rawlen(L, idx) == 2) {
+        for (int i = 0; i < 2; i++) {
+            lua_rawgeti(L, idx, i + 1);
+            if (!lua_isinteger(L, -1))
+                luaL_error(L, "ft.%s: %s must be an integer or a pair of integers", op, what);
+            out[i] = (int)lua_tointeger(L, -1);
+            lua_pop(L, 1);
+        }
+    } else {
+        luaL_error(L, "ft.%s: %s must be an integer or a pair of integers, got %s", op, what,
+                   luaL_typename(L, idx));
+    }
+}
+
+/* The options table index: arguments from `idx` on may be absent; a non-table is an error. */
+static int opts_index(lua_State *L, int idx, const char *op) {
+    if (!lua_isnoneornil(L, idx) && !lua_istable(L, idx))
+        luaL_error(L, "ft.%s: options must be a table, got %s", op, luaL_typename(L, idx));
+    return idx;
+}
+
+static ft_reduction check_reduction(lua_State *L, int opts, const char *op) {
+    const char *r = ftl_opt_string_field(L, opts, "reduction", "mean");
+    if (strcmp(r, "mean") == 0) return FT_REDUCE_MEAN;
+    if (strcmp(r, "sum") == 0) return FT_REDUCE_SUM;
+    if (strcmp(r, "none") == 0) return FT_REDUCE_NONE;
+    luaL_error(L, "ft.%s: reduction must be 'mean', 'sum' or 'none', got '%s'", op, r);
+    return FT_REDUCE_MEAN;
+}
+
+/* ---- linear and convolution ------------------------------------------------- */
+
+/* linear(x [..., in], weight [out, in], bias [out]?) */
+static int l_linear(lua_State *L) {
+    ft_tensor *x = ftl_check_tensor(L, 1), *w = ftl_check_tensor(L, 2);
+    ft_tensor *b = opt_tensor(L, 3);
+    ftl_push_tensor(L, ft_linear(x, w, b), "linear");
+    return 1;
+}
+
+/* conv2d(x [N,C,H,W], w [O,C/g,kH,kW], b [O]?, {stride=, padding=, dilation=, groups=})
+ * padding may also be "valid" or "same" (stride 1, odd effective kernel). The bias may
+ * be left out: conv2d(x, w, opts). */
+static int l_conv2d(lua_State *L) {
+    ft_tensor *x = ftl_check_tensor(L, 1), *w = ftl_check_tensor(L, 2);
+    ft_tensor *b = NULL;
+    int opts = 4;
+    if (lua_istable(L, 3)) opts = 3;   /* tensors are userdata, so a table is options */
+    else b = opt_tensor(L, 3);
+    opts_index(L, opts, "conv2d");
+
+    ft_conv2d_opts o;
+    ftl_opt_pair_field(L, opts, "stride", 1, o.stride);
+    ftl_opt_pair_field(L, opts, "dilation", 1, o.dilation);
+    o.groups = (int)ftl_opt_integer_field(L, opts, "groups", 1);
+
+    int ptype = lua_istable(L, opts) ? lua_getfield(L, opts, "padding") : LUA_TNIL;
+    if (ptype == LUA_TSTRING) {
+        const char *mode = lua_tostring(L, -1);
+        if (strcmp(mode, "valid") == 0) {
+            o.padding[0] = o.padding[1] = 0;
+        } else if (strcmp(mode, "same") == 0) {
+            if (w->ndim != 4) luaL_error(L, "ft.conv2d: weight must be 4-D [O,C/groups,kH,kW]");
+            if (o.stride[0] != 1 || o.stride[1] != 1)
+                luaL_error(L, "ft.conv2d: padding='same' needs stride 1");
+            for (int d = 0; d < 2; d++) {
+                int64_t span = (int64_t)o.dilation[d] * (w->shape[2 + d] - 1);
+                if (span % 2) luaL_error(L, "ft.conv2d: padding='same' needs an odd effective kernel size");
+                o.padding[d] = (int)(span / 2);
+            }
+        } else {
+            luaL_error(L, "ft.conv2d: padding must be an integer, a pair, 'valid' or 'same', got '%s'", mode);
+        }
+    } else {
+        ftl_opt_pair_field(L, opts, "padding", 0, o.padding);
+    }
+    if (lua_istable(L, opts)) lua_pop(L, 1);
+    ftl_push_tensor(L, ft_conv2d(x, w, b, o), "conv2d");
+    return 1;
+}
+
+/* ---- pooling ------------------------------------------------------------------ */
+
+/* Shared option parsing of max_pool2d / avg_pool2d: (x, kernel, {stride=kernel, padding=0,
+ * ceil_mode=false, count_include_pad=true}). */
+static ft_pool2d_opts check_pool_opts(lua_State *L, const char *op) {
+    ft_pool2d_opts o;
+    check_pair(L, 2, op, "kernel size", o.kernel);
+    int opts = opts_index(L, 3, op);
+    int stride_given = lua_istable(L, opts) && lua_getfield(L, opts, "stride") != LUA_TNIL;
+    if (lua_istable(L, opts)) lua_pop(L, 1);
+    if (stride_given) ftl_opt_pair_field(L, opts, "stride", 1, o.stride);
+    else o.stride[0] = o.kernel[0], o.stride[1] = o.kernel[1];   /* torch: stride defaults to kernel */
+    ftl_opt_pair_field(L, opts, "padding", 0, o.padding);
+    int dil[2];
+    ftl_opt_pair_field(L, opts, "dilation", 1, dil);
+    if (dil[0] != 1 || dil[1] != 1) luaL_error(L, "ft.%s: dilation other than 1 is not supported", op);
+    o.ceil_mode = ftl_opt_bool_field(L, opts, "ceil_mode", 0);
+    o.count_include_pad = ftl_opt_bool_field(L, opts, "count_include_pad", 1);
+    return o;
+}
+
+static int l_max_pool2d(lua_State *L) {
+    ft_tensor *x = ftl_check_tensor(L, 1);
+    ft_pool2d_opts o = check_pool_opts(L, "max_pool2d");
+    ftl_push_tensor(L, ft_max_pool2d(x, o), "max_pool2d");
+    return 1;
+}
+
+static int l_avg_pool2d(lua_State *L) {
+    ft_tensor *x = ftl_check_tensor(L, 1);
+    ft_pool2d_opts o = check_pool_opts(L, "avg_pool2d");
+    ftl_push_tensor(L, ft_avg_pool2d(x, o), "avg_pool2d");
+    return 1;
+}
+
+/* adaptive_avg_pool2d(x [N,C,H,W] or [C,H,W], size or {h, w}) */
+static int l_adaptive_avg_pool2d(lua_State *L) {
+    ft_tensor *x = ftl_check_tensor(L, 1);
+    int size[2];
+    check_pair(L, 2, "adaptive_avg_pool2d", "output size", size);
+    ftl_push_tensor(L, ft_adaptive_avg_pool2d(x, size[0], size[1]), "adaptive_avg_pool2d");
+    return 1;
+}
+
+/* ---- normalisation and regularisation ----------------------------------------- */
+
+/* batch_norm(x [N,C,...], running_mean?, running_var?, weight?, bias?, training, momentum, eps)
+ * The running statistics are updated in place when training. */
+static int l_batch_norm(lua_State *L) {
+    ft_tensor *x = ftl_check_tensor(L, 1);
+    ft_tensor *rm = opt_tensor(L, 2), *rv = opt_tensor(L, 3);
+    ft_tensor *w = opt_tensor(L, 4), *b = opt_tensor(L, 5);
+    int training = lua_toboolean(L, 6);
+    double momentum = luaL_optnumber(L, 7, 0.1), eps = luaL_optnumber(L, 8, 1e-5);
+    if ((rm == NULL) != (rv == NULL))
+        luaL_error(L, "ft.batch_norm: running_mean and running_var must be given together");
+    if (!training && rm == NULL)
+        luaL_error(L, "ft.batch_norm: running_mean and running_var are required when training is false");
+    ftl_push_tensor(L, ft_batch_norm(x, rm, rv, w, b, training, momentum, eps), "batch_norm");
+    return 1;
+}
+
+/* layer_norm(x, normalized_shape (integer or table), weight?, bias?, eps) */
+static int l_layer_norm(lua_State *L) {
+    ft_tensor *x = ftl_check_tensor(L, 1);
+    int64_t shape[FT_MAX_DIMS];
+    int nnorm;
+    if (lua_isinteger(L, 2)) {
+        shape[0] = lua_tointeger(L, 2);
+        nnorm = 1;
+    } else {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        nnorm = (int)lua_rawlen(L, 2);
+        if (nnorm < 1 || nnorm > FT_MAX_DIMS) luaL_error(L, "ft.layer_norm: normalized_shape must have 1 to 8 dims");
+        for (int i = 0; i < nnorm; i++) {
+            lua_rawgeti(L, 2, i + 1);
+            shape[i] = luaL_checkinteger(L, -1);
+            lua_pop(L, 1);
+        }
+    }
+    int ok = nnorm <= x->ndim;
+    for (int i = 0; ok && i < nnorm; i++) ok = x->shape[x->ndim - nnorm + i] == shape[i];
+    if (!ok) {
+        char a[128], b[128];
+        luaL_error(L, "ft.layer_norm: normalized_shape %s does not match the trailing dims of input %s",
+                   ft_shape_str(shape, nnorm, b, sizeof b), ft_shape_str(x->shape, x->ndim, a, sizeof a));
+    }
+    ft_tensor *w = opt_tensor(L, 3), *b = opt_tensor(L, 4);
+    double eps = luaL_optnumber(L, 5, 1e-5);
+    ftl_push_tensor(L, ft_layer_norm(x, nnorm, w, b, eps), "layer_norm");
+    return 1;
+}
+
+/* dropout(x, p, training) */
+static int l_dropout(lua_State *L) {
+    ft_tensor *x = ftl_check_tensor(L, 1);
+    double p = luaL_optnumber(L, 2, 0.5);
+    int training = lua_isnoneornil(L, 3) ? 1 : lua_toboolean(L, 3);
+    if (!(p >= 0.0 && p <= 1.0)) luaL_error(L, "ft.dropout: probability must be in [0, 1], got %g", p);
+    ftl_push_tensor(L, ft_dropout(x, p, training), "dropout");
+    return 1;
+}
+
+/* embedding(indices (int64, 1-based, any shape), weight [num, dim]) -> [..., dim] */
+static int l_embedding(lua_State *L) {
+    ft_tensor *idx = ftl_check_tensor(L, 1), *w = ftl_check_tensor(L, 2);
+    if (w->ndim == 2) ftl_check_index_range(L, idx, w->shape[0], "embedding", -1);
+    ft_tensor *idx0 = ftl_index_to_core(L, idx, "embedding");
+    ft_tensor *y = ft_embedding(w, idx0);
+    ft_release(idx0);
+    ftl_push_tensor(L, y, "embedding");
+    return 1;
+}
+
+/* ---- activations ------------------------------------------------------------------ */
+
+/* gelu(x, approximate) with approximate "none" | "tanh", given as a string or {approximate=}. */
+static int l_gelu(lua_State *L) {
+    ft_tensor *x = ftl_check_tensor(L, 1);
+    const char *mode = "none";
+    if (lua_type(L, 2) == LUA_TSTRING) mode = lua_tostring(L, 2);
+    else if (lua_istable(L, 2)) mode = ftl_opt_string_field(L, 2, "approximate", "none");
+    else if (!lua_isnoneornil(L, 2)) luaL_error(L, "ft.gelu: approximate must be 'none' or 'tanh'");
+    bool tanh_approx;
+    if (strcmp(mode, "none") == 0) tanh_approx = false;
+    else if (strcmp(mode, "tanh") == 0) tanh_approx = true;
+    else return luaL_error(L, "ft.gelu: approximate must be 'none' or 'tanh', got '%s'", mode);
+    ftl_push_tensor(L, ft_gelu(x, tanh_approx), "gelu");
+    return 1;
+}
+
+static int l_silu(lua_State *L) {
+    ftl_push_tensor(L, ft_silu(ftl_check_tensor(L, 1)), "silu");
+    return 1;
+}
+
+/* ---- losses ------------------------------------------------------------------------- */
+
+/* Class ids outside 1..C (other than ignore_index) are reported as the user wrote them. */
+static void check_targets(lua_State *L, const ft_tensor *logits, const ft_tensor *target, int64_t ignore_index) {
+    if (target->dtype != FT_INT64 || logits->ndim == 0) return; /* the core names these */
+    int64_t classes = logits->ndim == 1 ? logits->shape[0] : logits->shape[1];
+    ft_tensor *c = ft_contiguous(target);
+    if (!c) ftl_error(L, "cross_entropy");
+    const int64_t *p = ft_i64(c);
+    for (int64_t i = 0, n = ft_numel(c); i < n; i++) {
+        if (p[i] != ignore_index && (p[i] < 1 || p[i] > classes)) {
+            lua_Integer bad = (lua_Integer)p[i];
+            ft_release(c);
+            luaL_error(L, "ft.cross_entropy: target %I out of range for %I classes (class ids are 1..%I)", bad,
+                       (lua_Integer)classes, (lua_Integer)classes);
+        }
+    }
+    ft_release(c);
+}
+
+/* cross_entropy(logits [N,C] or [N,C,d...], target int64 1-based [N] or [N,d...],
+ *               {reduction="mean", ignore_index=-100, label_smoothing=0}) */
+static int l_cross_entropy(lua_State *L) {
+    ft_tensor *logits = ftl_check_tensor(L, 1), *target = ftl_check_tensor(L, 2);
+    int opts = opts_index(L, 3, "cross_entropy");
+    ft_reduction red = check_reduction(L, opts, "cross_entropy");
+    /* Shift with the targets so that a user's ignore_index still matches its label. */
+    int64_t ignore_index = ftl_opt_integer_field(L, opts, "ignore_index", -100) - 1;
+    double smoothing = ftl_opt_number_field(L, opts, "label_smoothing", 0.0);
+    if (!(smoothing >= 0.0 && smoothing <= 1.0))
+        luaL_error(L, "ft.cross_entropy: label_smoothing must be in [0, 1], got %g", smoothing);
+    check_targets(L, logits, target, ignore_index + 1);
+    ft_tensor *t0 = ftl_index_to_core(L, target, "cross_entropy");
+    ft_tensor *loss = ft_cross_entropy(logits, t0, red, ignore_index, smoothing);
+    ft_release(t0);
+    ftl_push_tensor(L, loss, "cross_entropy");
+    return 1;
+}
+
+/* mse_loss(input, target, {reduction="mean"}) */
+static int l_mse_loss(lua_State *L) {
+    ft_tensor *x = ftl_check_tensor(L, 1), *t = ftl_check_tensor(L, 2);
+    int opts = opts_index(L, 3, "mse_loss");
+    ftl_push_tensor(L, ft_mse_loss(x, t, check_reduction(L, opts, "mse_loss")), "mse_loss");
+    return 1;
+}
+
+static const luaL_Reg nn_functions[] = {
+    {"linear", l_linear},
+    {"conv2d", l_conv2d},
+    {"max_pool2d", l_max_pool2d},
+    {"avg_pool2d", l_avg_pool2d},
+    {"adaptive_avg_pool2d", l_adaptive_avg_pool2d},
+    {"batch_norm", l_batch_norm},
+    {"layer_norm", l_layer_norm},
+    {"dropout", l_dropout},
+    {"embedding", l_embedding},
+    {"gelu", l_gelu},
+    {"silu", l_silu},
+    {"cross_entropy", l_cross_entropy},
+    {"mse_loss", l_mse_loss},
+    {NULL, NULL},
+};
+
+void ftl_open_nn(lua_State *L) {
+    lua_newtable(L);
+    luaL_setfuncs(L, nn_functions, 0);
+    lua_setfield(L, -2, "_F");
+}

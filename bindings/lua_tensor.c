@@ -1,0 +1,1095 @@
+#define _POSIX_C_SOURCE 200809L /* fileno, isatty */
+
+/* ft tensors in Lua: creation, inspection, views, arithmetic, reductions and the
+ * metatable. Dims, positions and index values are 1-based here (see ftl.h). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ft/autograd.h"
+#include "ft/ops.h"
+#include "ft/runtime.h"
+#include "ftl.h"
+
+/* ---- creation ------------------------------------------------------------------------ */
+
+static ft_dtype check_dtype_name(lua_State *L, const char *name) {
+    if (strcmp(name, "float32") == 0 || strcmp(name, "float") == 0) return FT_FLOAT32;
+    if (strcmp(name, "int64") == 0 || strcmp(name, "long") == 0) return FT_INT64;
+    luaL_error(L, "ft: unknown dtype '%s' (float32 or int64)", name);
+    return FT_FLOAT32;
+}
+
+/* Applies {dtype=, requires_grad=} options at idx to a fresh tensor, then pushes it. */
+static int push_created(lua_State *L, ft_tensor *t, int opts, const char *op) {
+    ftl_push_tensor(L, t, op);
+    if (lua_istable(L, opts) && ftl_opt_bool_field(L, opts, "requires_grad", 0)) {
+        if (ft_set_requires_grad(t, true) < 0) return ftl_error(L, op);
+    }
+    return 1;
+}
+
+static ft_dtype opt_dtype(lua_State *L, int opts, ft_dtype def) {
+    if (!lua_istable(L, opts)) return def;
+    const char *name = ftl_opt_string_field(L, opts, "dtype", NULL);
+    return name ? check_dtype_name(L, name) : def;
+}
+
+/* Shape from varargs or a table starting at 1; returns the index of a trailing options table. */
+static int creation_shape(lua_State *L, int64_t *shape, int *ndim) {
+    *ndim = ftl_check_shape(L, 1, shape);
+    int next = lua_istable(L, 1) ? 2 : *ndim + 1;
+    return next;
+}
+
+static int l_tensor(lua_State *L) {
+    int opts = 2;
+    ft_tensor *src = ftl_to_tensor(L, 1);
+    ft_tensor *t;
+    if (src) {
+        t = ft_to_dtype(src, opt_dtype(L, opts, src->dtype));
+        if (t == src) { ft_release(t); t = ft_clone(src); }
+        if (t && t->grad_fn) { ft_tensor *d = ft_detach(t); ft_release(t); t = d; }
+    } else if (lua_isnumber(L, 1)) {
+        t = ft_scalar(lua_tonumber(L, 1), opt_dtype(L, opts, FT_FLOAT32));
+    } else {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        t = ftl_table_to_tensor(L, 1, opt_dtype(L, opts, FT_FLOAT32));
+    }
+    return push_created(L, t, opts, "tensor");
+}
+
+static int l_zeros(lua_State *L) {
+    int64_t shape[FT_MAX_DIMS];
+    int ndim, opts = creation_shape(L, shape, &ndim);
+    return push_created(L, ft_zeros(shape, ndim, opt_dtype(L, opts, FT_FLOAT32)), opts, "zeros");
+}
+
+static int l_ones(lua_State *L) {
+    int64_t shape[FT_MAX_DIMS];
+    int ndim, opts = creation_shape(L, shape, &ndim);
+    return push_created(L, ft_full(shape, ndim, opt_dtype(L, opts, FT_FLOAT32), 1.0), opts, "ones");
+}
+
+static int l_empty(lua_State *L) {
+    int64_t shape[FT_MAX_DIMS];
+    int ndim, opts = creation_shape(L, shape, &ndim);
+    return push_created(L, ft_zeros(shape, ndim, opt_dtype(L, opts, FT_FLOAT32)), opts, "empty");
+}
+
+static int l_full(lua_State *L) {
+    int64_t shape[FT_MAX_DIMS];
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int ndim = ftl_check_shape(L, 1, shape);
+    double v = luaL_checknumber(L, 2);
+    return push_created(L, ft_full(shape, ndim, opt_dtype(L, 3, FT_FLOAT32), v), 3, "full");
+}
+
+static int l_randn(lua_State *L) {
+    int64_t shape[FT_MAX_DIMS];
+    int ndim, opts = creation_shape(L, shape, &ndim);
+    return push_created(L, ft_randn(shape, ndim), opts, "randn");
+}
+
+static int l_rand(lua_State *L) {
+    int64_t shape[FT_MAX_DIMS];
+    int ndim, opts = creation_shape(L, shape, &ndim);
+    return push_created(L, ft_rand(shape, ndim), opts, "rand");
+}
+
+/* ft.randint(low, high, shape): integers in [low, high], both ends included (1-based habit). */
+static int l_randint(lua_State *L) {
+    lua_Integer lo = luaL_checkinteger(L, 1), hi = luaL_checkinteger(L, 2);
+    int64_t shape[FT_MAX_DIMS];
+    int ndim = ftl_check_shape(L, 3, shape);
+    return push_created(L, ft_randint(lo, hi + 1, shape, ndim), 0, "randint");
+}
+
+/* ft.randperm(n): a random permutation of 1..n (int64). */
+static int l_randperm(lua_State *L) {
+    int64_t n = luaL_checkinteger(L, 1);
+    ft_tensor *t = ft_arange(1, (double)n + 1, 1, FT_INT64);
+    if (!t) return ftl_error(L, "randperm");
+    int64_t *p = ft_i64(t);
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(ft_rng_next() % (uint64_t)(i + 1));
+        int64_t tmp = p[i];
+        p[i] = p[j], p[j] = tmp;
+    }
+    ftl_push_tensor(L, t, "randperm");
+    return 1;
+}
+
+static int l_arange(lua_State *L) {
+    double start = luaL_checknumber(L, 1), end, step = luaL_optnumber(L, 3, 1);
+    int all_int = lua_isinteger(L, 1) && (lua_isnoneornil(L, 2) || lua_isinteger(L, 2)) &&
+                  (lua_isnoneornil(L, 3) || lua_isinteger(L, 3));
+    if (lua_isnoneornil(L, 2)) end = start, start = 0;
+    else end = luaL_checknumber(L, 2);
+    int opts = lua_gettop(L);
+    ft_dtype dt = opt_dtype(L, opts, all_int ? FT_INT64 : FT_FLOAT32);
+    return push_created(L, ft_arange(start, end, step, dt), opts, "arange");
+}
+
+static int l_like(lua_State *L, double value, int random) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    ft_tensor *r;
+    if (random) r = ft_randn(t->shape, t->ndim);
+    else r = ft_full(t->shape, t->ndim, opt_dtype(L, 2, t->dtype), value);
+    return push_created(L, r, 2, "like");
+}
+static int l_zeros_like(lua_State *L) { return l_like(L, 0, 0); }
+static int l_ones_like(lua_State *L) { return l_like(L, 1, 0); }
+static int l_randn_like(lua_State *L) { return l_like(L, 0, 1); }
+
+static int l_is_tensor(lua_State *L) {
+    lua_pushboolean(L, luaL_testudata(L, 1, FTL_TENSOR_MT) != NULL);
+    return 1;
+}
+
+/* ---- runtime --------------------------------------------------------------------------- */
+
+static int l_manual_seed(lua_State *L) {
+    ft_manual_seed((uint64_t)luaL_checkinteger(L, 1));
+    return 0;
+}
+
+static int l_set_num_threads(lua_State *L) {
+    ft_set_num_threads((int)luaL_checkinteger(L, 1));
+    return 0;
+}
+
+static int l_get_num_threads(lua_State *L) {
+    lua_pushinteger(L, ft_get_num_threads());
+    return 1;
+}
+
+/* The generator state as an int64 tensor of 4 words, for resumable checkpoints. */
+static int l_get_rng_state(lua_State *L) {
+    uint64_t s[4];
+    ft_rng_get_state(s);
+    int64_t shape = 4;
+    ftl_push_tensor(L, ft_from_data(s, &shape, 1, FT_INT64), "get_rng_state");
+    return 1;
+}
+
+static int l_set_rng_state(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    if (t->dtype != FT_INT64 || ft_numel(t) != 4 || !ft_is_contiguous(t))
+        return luaL_error(L, "ft.set_rng_state: expected the int64 tensor of 4 words from ft.get_rng_state()");
+    ft_rng_set_state((const uint64_t *)ft_i64(t));
+    return 0;
+}
+
+static int l_isatty(lua_State *L) {
+    luaL_Stream *s = luaL_testudata(L, 1, LUA_FILEHANDLE);
+    int fd = s && s->f ? fileno(s->f) : (int)luaL_optinteger(L, 1, 2);
+    lua_pushboolean(L, isatty(fd));
+    return 1;
+}
+
+static int l_live_bytes(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)ft_live_bytes());
+    return 1;
+}
+
+static int l_empty_cache(lua_State *L) {
+    ft_empty_cache();
+    return 0;
+}
+
+/* ---- inspection ------------------------------------------------------------------------ */
+
+static int l_shape(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    lua_createtable(L, t->ndim, 0);
+    for (int d = 0; d < t->ndim; d++) {
+        lua_pushinteger(L, t->shape[d]);
+        lua_rawseti(L, -2, d + 1);
+    }
+    return 1;
+}
+
+static int l_size(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    if (lua_isnoneornil(L, 2)) return l_shape(L);
+    lua_pushinteger(L, t->shape[ftl_check_dim(L, 2, t->ndim)]);
+    return 1;
+}
+
+static int l_stride(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    lua_pushinteger(L, t->strides[ftl_check_dim(L, 2, t->ndim)]);
+    return 1;
+}
+
+static int l_dim(lua_State *L) {
+    lua_pushinteger(L, ftl_check_tensor(L, 1)->ndim);
+    return 1;
+}
+
+static int l_numel(lua_State *L) {
+    lua_pushinteger(L, ft_numel(ftl_check_tensor(L, 1)));
+    return 1;
+}
+
+static int l_dtype(lua_State *L) {
+    lua_pushstring(L, ft_dtype_name(ftl_check_tensor(L, 1)->dtype));
+    return 1;
+}
+
+static int l_is_contiguous(lua_State *L) {
+    lua_pushboolean(L, ft_is_contiguous(ftl_check_tensor(L, 1)));
+    return 1;
+}
+
+static void push_value(lua_State *L, const ft_tensor *t, double v) {
+    if (t->dtype == FT_INT64) lua_pushinteger(L, (lua_Integer)v);
+    else lua_pushnumber(L, v);
+}
+
+static int l_item(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    if (ft_numel(t) != 1) {
+        char buf[160];
+        return luaL_error(L, "ft.item: a tensor of shape %s has %d elements, not 1",
+                          ft_shape_str(t->shape, t->ndim, buf, sizeof buf), (int)ft_numel(t));
+    }
+    int64_t zero[FT_MAX_DIMS] = {0};
+    if (t->dtype == FT_INT64) lua_pushinteger(L, ((int64_t *)t->storage->data)[t->offset]);
+    else push_value(L, t, ft_get(t, zero));
+    return 1;
+}
+
+static void totable_rec(lua_State *L, const ft_tensor *t, int depth, int64_t *index) {
+    lua_createtable(L, (int)t->shape[depth], 0);
+    for (int64_t i = 0; i < t->shape[depth]; i++) {
+        index[depth] = i;
+        if (depth + 1 == t->ndim) {
+            if (t->dtype == FT_INT64) {
+                int64_t off = t->offset;
+                for (int d = 0; d < t->ndim; d++) off += index[d] * t->strides[d];
+                lua_pushinteger(L, ((int64_t *)t->storage->data)[off]);
+            } else {
+                lua_pushnumber(L, ft_get(t, index));
+            }
+        } else {
+            totable_rec(L, t, depth + 1, index);
+        }
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
+static int l_totable(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    if (t->ndim == 0) return l_item(L);
+    int64_t index[FT_MAX_DIMS] = {0};
+    totable_rec(L, t, 0, index);
+    return 1;
+}
+
+/* ---- views ------------------------------------------------------------------------------ */
+
+static int l_view(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    int64_t shape[FT_MAX_DIMS];
+    int ndim = ftl_check_shape(L, 2, shape);
+    ftl_push_tensor(L, ft_view(t, shape, ndim), "view");
+    return 1;
+}
+
+static int l_reshape(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    int64_t shape[FT_MAX_DIMS];
+    int ndim = ftl_check_shape(L, 2, shape);
+    ftl_push_tensor(L, ft_reshape(t, shape, ndim), "reshape");
+    return 1;
+}
+
+static int l_t(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    if (t->ndim > 2) {
+        char buf[160];
+        return luaL_error(L, "ft.t: expects a tensor with <= 2 dims, got %s; use transpose",
+                          ft_shape_str(t->shape, t->ndim, buf, sizeof buf));
+    }
+    ftl_push_tensor(L, t->ndim < 2 ? ft_detach(t) : ft_transpose(t, 0, 1), "t");
+    if (t->ndim < 2 && t->requires_grad) {
+        lua_pop(L, 1);
+        ftl_push_tensor(L, ft_view(t, t->shape, t->ndim), "t");
+    }
+    return 1;
+}
+
+static int l_transpose(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    int d0 = ftl_check_dim(L, 2, t->ndim), d1 = ftl_check_dim(L, 3, t->ndim);
+    ftl_push_tensor(L, ft_transpose(t, d0, d1), "transpose");
+    return 1;
+}
+
+static int l_permute(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    int dims[FT_MAX_DIMS];
+    int64_t raw[FT_MAX_DIMS];
+    int n = ftl_check_shape(L, 2, raw);
+    if (n != t->ndim) return luaL_error(L, "ft.permute: %d dims given for a %d-dim tensor", n, t->ndim);
+    for (int i = 0; i < n; i++) {
+        lua_pushinteger(L, raw[i]);
+        dims[i] = ftl_check_dim(L, -1, t->ndim);
+        lua_pop(L, 1);
+    }
+    ftl_push_tensor(L, ft_permute(t, dims), "permute");
+    return 1;
+}
+
+static int l_narrow(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    int d = ftl_check_dim(L, 2, t->ndim);
+    lua_Integer start = luaL_checkinteger(L, 3), len = luaL_checkinteger(L, 4);
+    if (t->ndim > 0 && (start < 1 || len < 0 || start - 1 + len > t->shape[d]))
+        return luaL_error(L, "ft.narrow: start %d with length %d does not fit in size %d of dim %d", (int)start,
+                          (int)len, (int)t->shape[d], d + 1);
+    ftl_push_tensor(L, ft_narrow(t, d, start - 1, len), "narrow");
+    return 1;
+}
+
+static int l_select(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    int d = ftl_check_dim(L, 2, t->ndim);
+    lua_Integer i = luaL_checkinteger(L, 3);
+    if (t->ndim > 0 && i < 0) i += t->shape[d] + 1; /* -1 = last */
+    if (t->ndim > 0 && (i < 1 || i > t->shape[d]))
+        return luaL_error(L, "ft.select: index %d out of range for size %d of dim %d", (int)lua_tointeger(L, 3),
+                          (int)t->shape[d], d + 1);
+    ftl_push_tensor(L, ft_select(t, d, i - 1), "select");
+    return 1;
+}
+
+static int l_squeeze(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    int d = lua_isnoneornil(L, 2) ? -FT_MAX_DIMS - 1 : ftl_check_dim(L, 2, t->ndim);
+    ftl_push_tensor(L, ft_squeeze(t, d), "squeeze");
+    return 1;
+}
+
+static int l_unsqueeze(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    int d = ftl_check_dim(L, 2, t->ndim + 1);
+    ftl_push_tensor(L, ft_unsqueeze(t, d), "unsqueeze");
+    return 1;
+}
+
+static int l_expand(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    int64_t shape[FT_MAX_DIMS];
+    int ndim;
+    ft_tensor *other = ftl_to_tensor(L, 2);
+    if (other) {
+        ndim = other->ndim;
+        memcpy(shape, other->shape, sizeof shape);
+    } else {
+        ndim = ftl_check_shape(L, 2, shape);
+    }
+    ftl_push_tensor(L, ft_expand(t, shape, ndim), "expand");
+    return 1;
+}
+
+static int l_contiguous(lua_State *L) {
+    ftl_push_tensor(L, ft_contiguous(ftl_check_tensor(L, 1)), "contiguous");
+    return 1;
+}
+
+static int l_clone(lua_State *L) {
+    ftl_push_tensor(L, ft_clone(ftl_check_tensor(L, 1)), "clone");
+    return 1;
+}
+
+static int l_detach(lua_State *L) {
+    ftl_push_tensor(L, ft_detach(ftl_check_tensor(L, 1)), "detach");
+    return 1;
+}
+
+static int l_to(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    ft_dtype dt = check_dtype_name(L, luaL_checkstring(L, 2));
+    ftl_push_tensor(L, ft_to_dtype(t, dt), "to");
+    return 1;
+}
+
+static int l_float(lua_State *L) {
+    ftl_push_tensor(L, ft_to_dtype(ftl_check_tensor(L, 1), FT_FLOAT32), "float");
+    return 1;
+}
+
+static int l_long(lua_State *L) {
+    ftl_push_tensor(L, ft_to_dtype(ftl_check_tensor(L, 1), FT_INT64), "long");
+    return 1;
+}
+
+/* ---- arithmetic -------------------------------------------------------------------------- */
+
+typedef ft_tensor *(*binary_fn)(const ft_tensor *, const ft_tensor *);
+typedef ft_tensor *(*scalar_fn)(const ft_tensor *, double);
+
+/* A binary operand: a tensor, a number (a 0-dim tensor of the other side's dtype) or a table. */
+static ft_tensor *operand(lua_State *L, int idx, const ft_tensor *other) {
+    ft_tensor *t = ftl_to_tensor(L, idx);
+    if (t) return ft_retain(t);
+    if (lua_isnumber(L, idx)) {
+        /* an integral number next to an int64 tensor stays int64; 0.5 makes the result float */
+        lua_Number v = lua_tonumber(L, idx);
+        bool integral = lua_isinteger(L, idx) || v == floor(v);
+        t = ft_scalar(v, other && other->dtype == FT_INT64 && integral ? FT_INT64 : FT_FLOAT32);
+        if (!t) ftl_error(L, "tensor");
+        return t;
+    }
+    return ftl_check_tensor_like(L, idx);
+}
+
+/* a op b where either side may be a number; float32 tensors use the scalar kernels. */
+static int arith(lua_State *L, const char *op, binary_fn fn, scalar_fn with_scalar, scalar_fn scalar_first) {
+    ft_tensor *a = ftl_to_tensor(L, 1), *b = ftl_to_tensor(L, 2);
+    if (a && !b && lua_isnumber(L, 2) && with_scalar && a->dtype == FT_FLOAT32) {
+        /* float32 tensor op number: the scalar kernels */
+        ftl_push_tensor(L, with_scalar(a, lua_tonumber(L, 2)), op);
+        return 1;
+    }
+    if (!a && b && lua_isnumber(L, 1) && scalar_first && b->dtype == FT_FLOAT32) {
+        ftl_push_tensor(L, scalar_first(b, lua_tonumber(L, 1)), op);
+        return 1;
+    }
+    ft_tensor *ta = operand(L, 1, b);
+    ft_tensor *tb = operand(L, 2, ta);
+    ft_tensor *r = fn(ta, tb);
+    ft_release(ta);
+    ft_release(tb);
+    ftl_push_tensor(L, r, op);
+    return 1;
+}
+
+static ft_tensor *sub_scalar(const ft_tensor *a, double s) { return ft_add_scalar(a, -s); }
+static ft_tensor *div_scalar(const ft_tensor *a, double s) { return ft_mul_scalar(a, 1.0 / s); }
+static ft_tensor *add_scalar_first(const ft_tensor *a, double s) { return ft_add_scalar(a, s); }
+static ft_tensor *mul_scalar_first(const ft_tensor *a, double s) { return ft_mul_scalar(a, s); }
+
+static int l_add(lua_State *L) { return arith(L, "add", ft_add, ft_add_scalar, add_scalar_first); }
+static int l_sub(lua_State *L) { return arith(L, "sub", ft_sub, sub_scalar, ft_rsub_scalar); }
+static int l_mul(lua_State *L) { return arith(L, "mul", ft_mul, ft_mul_scalar, mul_scalar_first); }
+static int l_div(lua_State *L) { return arith(L, "div", ft_div, div_scalar, ft_rdiv_scalar); }
+static int l_pow(lua_State *L) { return arith(L, "pow", ft_pow, ft_pow_scalar, NULL); }
+
+static int l_neg(lua_State *L) {
+    ftl_push_tensor(L, ft_neg(ftl_check_tensor(L, 1)), "neg");
+    return 1;
+}
+
+typedef ft_tensor *(*unary_fn)(const ft_tensor *);
+
+static int unary(lua_State *L) {
+    unary_fn fn = (unary_fn)lua_touserdata(L, lua_upvalueindex(1));
+    const char *name = lua_tostring(L, lua_upvalueindex(2));
+    ftl_push_tensor(L, fn(ftl_check_tensor(L, 1)), name);
+    return 1;
+}
+
+static const struct {
+    const char *name;
+    unary_fn fn;
+} unary_ops[] = {
+    {"exp", ft_exp},   {"log", ft_log},         {"sqrt", ft_sqrt}, {"abs", ft_abs},
+    {"tanh", ft_tanh}, {"sigmoid", ft_sigmoid}, {"relu", ft_relu}, {"silu", ft_silu},
+    {NULL, NULL},
+};
+
+static int l_gelu(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    const char *approx = lua_isstring(L, 2) ? lua_tostring(L, 2) : ftl_opt_string_field(L, 2, "approximate", "none");
+    if (strcmp(approx, "none") != 0 && strcmp(approx, "tanh") != 0)
+        return luaL_error(L, "ft.gelu: approximate must be 'none' or 'tanh', got '%s'", approx);
+    ftl_push_tensor(L, ft_gelu(t, strcmp(approx, "tanh") == 0), "gelu");
+    return 1;
+}
+
+static int l_clamp(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    double lo = luaL_optnumber(L, 2, -INFINITY), hi = luaL_optnumber(L, 3, INFINITY);
+    ftl_push_tensor(L, ft_clamp(t, lo, hi), "clamp");
+    return 1;
+}
+
+static int compare(lua_State *L, ft_cmp cmp, const char *op) {
+    ft_tensor *a = ftl_check_tensor(L, 1);
+    ft_tensor *b = ftl_to_tensor(L, 2);
+    ft_tensor *tb = b ? ft_retain(b) : ft_scalar(luaL_checknumber(L, 2), a->dtype);
+    ft_tensor *r = ft_compare(a, tb, cmp);
+    ft_release(tb);
+    ftl_push_tensor(L, r, op);
+    return 1;
+}
+static int l_eq(lua_State *L) { return compare(L, FT_EQ, "eq"); }
+static int l_ne(lua_State *L) { return compare(L, FT_NE, "ne"); }
+static int l_lt(lua_State *L) { return compare(L, FT_LT, "lt"); }
+static int l_le(lua_State *L) { return compare(L, FT_LE, "le"); }
+static int l_gt(lua_State *L) { return compare(L, FT_GT, "gt"); }
+static int l_ge(lua_State *L) { return compare(L, FT_GE, "ge"); }
+
+static int l_masked_fill(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1), *mask = ftl_check_tensor(L, 2);
+    ftl_push_tensor(L, ft_masked_fill(t, mask, luaL_checknumber(L, 3)), "masked_fill");
+    return 1;
+}
+
+/* ft.where(cond, a, b): a and b may be numbers. */
+static int l_where(lua_State *L) {
+    ft_tensor *cond = ftl_check_tensor(L, 1);
+    ft_tensor *a = ftl_check_tensor_like(L, 2), *b = ftl_check_tensor_like(L, 3);
+    ft_tensor *r = ft_where(cond, a, b);
+    ft_release(a);
+    ft_release(b);
+    ftl_push_tensor(L, r, "where");
+    return 1;
+}
+
+/* ---- reductions -------------------------------------------------------------------------- */
+
+/* Dims at idx: nil (all), an integer, or a table of integers. */
+static int check_dims(lua_State *L, int idx, int ndim, int *dims) {
+    if (lua_isnoneornil(L, idx)) return 0;
+    if (lua_istable(L, idx)) {
+        int n = (int)luaL_len(L, idx);
+        if (n > FT_MAX_DIMS) luaL_error(L, "ft: too many dims");
+        for (int i = 0; i < n; i++) {
+            lua_geti(L, idx, i + 1);
+            dims[i] = ftl_check_dim(L, -1, ndim);
+            lua_pop(L, 1);
+        }
+        return n;
+    }
+    dims[0] = ftl_check_dim(L, idx, ndim);
+    return 1;
+}
+
+static int l_sum(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    int dims[FT_MAX_DIMS];
+    int n = check_dims(L, 2, t->ndim, dims);
+    ftl_push_tensor(L, ft_sum(t, dims, n, lua_toboolean(L, 3)), "sum");
+    return 1;
+}
+
+static int l_mean(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    int dims[FT_MAX_DIMS];
+    int n = check_dims(L, 2, t->ndim, dims);
+    ftl_push_tensor(L, ft_mean(t, dims, n, lua_toboolean(L, 3)), "mean");
+    return 1;
+}
+
+/* 0-based indices from the core -> a private 1-based copy (backward may hold the original). */
+static ft_tensor *lua_indices(ft_tensor *core_indices) {
+    ft_tensor *copy = ft_clone(core_indices);
+    ft_release(core_indices);
+    if (copy) ftl_index_from_core(copy);
+    return copy;
+}
+
+/* t:max() -> 0-dim tensor; t:max(dim, keepdim) -> values, 1-based indices. */
+static int l_max(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    if (lua_isnoneornil(L, 2)) {
+        ftl_push_tensor(L, ft_max_all(t), "max");
+        return 1;
+    }
+    int d = ftl_check_dim(L, 2, t->ndim);
+    ft_tensor *values = NULL, *indices = NULL;
+    if (ft_max_dim(t, d, lua_toboolean(L, 3), &values, &indices) < 0) return ftl_error(L, "max");
+    indices = lua_indices(indices);
+    ftl_push_tensor(L, values, "max");
+    ftl_push_tensor(L, indices, "max");
+    return 2;
+}
+
+/* t:min via -max(-t), so it shares max's kernels and gradient. */
+static int l_min(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    ft_tensor *neg = ft_neg(t);
+    if (!neg) return ftl_error(L, "min");
+    if (lua_isnoneornil(L, 2)) {
+        ft_tensor *m = ft_max_all(neg);
+        ft_release(neg);
+        if (!m) return ftl_error(L, "min");
+        ftl_push_tensor(L, ft_neg(m), "min");
+        ft_release(m);
+        return 1;
+    }
+    int d = ftl_check_dim(L, 2, t->ndim);
+    ft_tensor *values = NULL, *indices = NULL;
+    int rc = ft_max_dim(neg, d, lua_toboolean(L, 3), &values, &indices);
+    ft_release(neg);
+    if (rc < 0) return ftl_error(L, "min");
+    indices = lua_indices(indices);
+    ftl_push_tensor(L, ft_neg(values), "min");
+    ft_release(values);
+    ftl_push_tensor(L, indices, "min");
+    return 2;
+}
+
+static int l_argmax(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    ft_tensor *r;
+    if (lua_isnoneornil(L, 2)) {
+        int64_t n = ft_numel(t);
+        ft_tensor *flat = ft_reshape(t, &n, 1);
+        if (!flat) return ftl_error(L, "argmax");
+        r = ft_argmax(flat, 0, false);
+        ft_release(flat);
+    } else {
+        r = ft_argmax(t, ftl_check_dim(L, 2, t->ndim), lua_toboolean(L, 3));
+    }
+    if (!r) return ftl_error(L, "argmax");
+    r = lua_indices(r);
+    ftl_push_tensor(L, r, "argmax");
+    return 1;
+}
+
+static int l_softmax(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    ftl_push_tensor(L, ft_softmax(t, ftl_check_dim(L, 2, t->ndim)), "softmax");
+    return 1;
+}
+
+static int l_log_softmax(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    ftl_push_tensor(L, ft_log_softmax(t, ftl_check_dim(L, 2, t->ndim)), "log_softmax");
+    return 1;
+}
+
+/* ---- products, joining and indexing -------------------------------------------------------- */
+
+static int l_matmul(lua_State *L) {
+    ft_tensor *a = ftl_check_tensor(L, 1), *b = ftl_check_tensor(L, 2);
+    ftl_push_tensor(L, ft_matmul(a, b), "matmul");
+    return 1;
+}
+
+/* Tensors of a Lua array at idx, as borrowed pointers in a buffer owned by a userdata. */
+static ft_tensor **check_tensor_list(lua_State *L, int idx, int *n, const char *op) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    *n = (int)luaL_len(L, idx);
+    if (*n == 0) luaL_error(L, "ft.%s: expected a non-empty list of tensors", op);
+    ft_tensor **ts = lua_newuserdatauv(L, sizeof(ft_tensor *) * (size_t)*n, 0);
+    for (int i = 0; i < *n; i++) {
+        lua_geti(L, idx, i + 1);
+        ts[i] = ftl_to_tensor(L, -1);
+        if (!ts[i]) luaL_error(L, "ft.%s: element %d of the list is a %s, not a tensor", op, i + 1, luaL_typename(L, -1));
+        lua_pop(L, 1); /* the list keeps it alive */
+    }
+    return ts;
+}
+
+static int l_cat(lua_State *L) {
+    int n;
+    ft_tensor **ts = check_tensor_list(L, 1, &n, "cat");
+    int d = ftl_opt_dim(L, 2, ts[0]->ndim, 0);
+    ftl_push_tensor(L, ft_cat(ts, n, d), "cat");
+    return 1;
+}
+
+static int l_stack(lua_State *L) {
+    int n;
+    ft_tensor **ts = check_tensor_list(L, 1, &n, "stack");
+    int d = ftl_opt_dim(L, 2, ts[0]->ndim + 1, 0);
+    ftl_push_tensor(L, ft_stack(ts, n, d), "stack");
+    return 1;
+}
+
+/* t:split(size, dim) -> array of views */
+static int l_split(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    int64_t size = luaL_checkinteger(L, 2);
+    int d = ftl_opt_dim(L, 3, t->ndim, 0);
+    ft_tensor **parts = NULL;
+    int n = 0;
+    if (ft_split(t, size, d, &parts, &n) < 0) return ftl_error(L, "split");
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        ftl_push_tensor(L, parts[i], "split");
+        lua_rawseti(L, -2, i + 1);
+    }
+    free(parts);
+    return 1;
+}
+
+static int l_index_select(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    int d = ftl_check_dim(L, 2, t->ndim);
+    ftl_check_index_range(L, ftl_check_tensor(L, 3), t->ndim ? t->shape[d] : 1, "index_select", d);
+    ft_tensor *idx = ftl_index_to_core(L, ftl_check_tensor(L, 3), "index_select");
+    ft_tensor *r = ft_index_select(t, d, idx);
+    ft_release(idx);
+    ftl_push_tensor(L, r, "index_select");
+    return 1;
+}
+
+static int l_gather(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    int d = ftl_check_dim(L, 2, t->ndim);
+    ftl_check_index_range(L, ftl_check_tensor(L, 3), t->ndim ? t->shape[d] : 1, "gather", d);
+    ft_tensor *idx = ftl_index_to_core(L, ftl_check_tensor(L, 3), "gather");
+    ft_tensor *r = ft_gather(t, d, idx);
+    ft_release(idx);
+    ftl_push_tensor(L, r, "gather");
+    return 1;
+}
+
+/* ---- in-place (no autograd: refused on tensors that require grad while grad is on) -------- */
+
+static ft_tensor *check_inplace(lua_State *L, const char *op) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    if (t->requires_grad && ft_grad_enabled())
+        luaL_error(L, "ft.%s: in-place change of a tensor that requires grad; wrap it in ft.no_grad", op);
+    return t;
+}
+
+static int l_fill_(lua_State *L) {
+    ft_tensor *t = check_inplace(L, "fill_");
+    ft_fill_(t, luaL_checknumber(L, 2));
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int l_zero_(lua_State *L) {
+    ft_fill_(check_inplace(L, "zero_"), 0);
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int l_copy_(lua_State *L) {
+    ft_tensor *t = check_inplace(L, "copy_");
+    ft_tensor *src = ftl_check_tensor_like(L, 2);
+    ft_tensor *b = NULL;
+    if (!ft_same_shape(t, src)) { /* broadcast the source like torch's copy_ */
+        b = ft_expand(src, t->shape, t->ndim);
+        ft_release(src);
+        if (!b) return ftl_error(L, "copy_");
+        src = b;
+    }
+    int rc = ft_copy_(t, src);
+    ft_release(src);
+    if (rc < 0) return ftl_error(L, "copy_");
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int l_uniform_(lua_State *L) {
+    ft_tensor *t = check_inplace(L, "uniform_");
+    double lo = luaL_optnumber(L, 2, 0), hi = luaL_optnumber(L, 3, 1);
+    ft_tensor *r = ft_rand(t->shape, t->ndim);
+    if (!r) return ftl_error(L, "uniform_");
+    float *p = ft_f32(r);
+    for (int64_t i = 0, n = ft_numel(r); i < n; i++) p[i] = (float)(lo + (hi - lo) * p[i]);
+    ft_copy_(t, r);
+    ft_release(r);
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int l_normal_(lua_State *L) {
+    ft_tensor *t = check_inplace(L, "normal_");
+    double mean = luaL_optnumber(L, 2, 0), std = luaL_optnumber(L, 3, 1);
+    ft_tensor *r = ft_randn(t->shape, t->ndim);
+    if (!r) return ftl_error(L, "normal_");
+    float *p = ft_f32(r);
+    for (int64_t i = 0, n = ft_numel(r); i < n; i++) p[i] = (float)(mean + std * p[i]);
+    ft_copy_(t, r);
+    ft_release(r);
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* t:add_(u [, alpha]) and t:mul_(number or tensor): t = t + alpha * u, t = t * u. */
+static int inplace_binary(lua_State *L, const char *op, int is_mul) {
+    ft_tensor *t = check_inplace(L, op);
+    bool mode = ft_set_grad_enabled(false);
+    ft_tensor *r;
+    if (lua_isnumber(L, 2)) {
+        double s = lua_tonumber(L, 2);
+        r = is_mul ? ft_mul_scalar(t, s) : ft_add_scalar(t, s);
+    } else {
+        ft_tensor *u = ftl_check_tensor(L, 2);
+        double alpha = luaL_optnumber(L, 3, 1);
+        ft_tensor *su = (alpha == 1 || is_mul) ? ft_retain(u) : ft_mul_scalar(u, alpha);
+        r = su ? (is_mul ? ft_mul(t, su) : ft_add(t, su)) : NULL;
+        ft_release(su);
+    }
+    ft_set_grad_enabled(mode);
+    if (!r) return ftl_error(L, op);
+    if (!ft_same_shape(r, t)) {
+        ft_release(r);
+        return luaL_error(L, "ft.%s: the result's shape differs from the tensor's; in-place ops cannot grow a tensor", op);
+    }
+    int rc = ft_copy_(t, r);
+    ft_release(r);
+    if (rc < 0) return ftl_error(L, op);
+    lua_settop(L, 1);
+    return 1;
+}
+static int l_add_(lua_State *L) { return inplace_binary(L, "add_", 0); }
+static int l_mul_(lua_State *L) { return inplace_binary(L, "mul_", 1); }
+
+static int l_requires_grad_(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    if (ft_set_requires_grad(t, lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2)) < 0)
+        return ftl_error(L, "requires_grad_");
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* ---- metatable ------------------------------------------------------------------------------ */
+
+static int l_gc(lua_State *L) {
+    ft_tensor **ud = luaL_checkudata(L, 1, FTL_TENSOR_MT);
+    ft_release(*ud);
+    *ud = NULL;
+    return 0;
+}
+
+static int l_index(lua_State *L) {
+    /* methods first */
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    if (!lua_isnil(L, -1)) return 1;
+    lua_pop(L, 1);
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        const char *key = lua_tostring(L, 2);
+        if (strcmp(key, "requires_grad") == 0) {
+            lua_pushboolean(L, t->requires_grad);
+            return 1;
+        }
+        if (strcmp(key, "grad") == 0) {
+            if (!t->grad) return 0;
+            ftl_push_tensor(L, ft_retain(t->grad), "grad");
+            return 1;
+        }
+        if (strcmp(key, "is_leaf") == 0) {
+            lua_pushboolean(L, t->grad_fn == NULL);
+            return 1;
+        }
+        if (strcmp(key, "grad_fn") == 0) {
+            if (!t->grad_fn) return 0;
+            lua_pushstring(L, t->grad_fn->op);
+            return 1;
+        }
+        return 0;
+    }
+    if (lua_isinteger(L, 2)) { /* t[i] = t:select(1, i) */
+        lua_settop(L, 2);
+        lua_pushinteger(L, 1);
+        lua_insert(L, 2);
+        return l_select(L);
+    }
+    return 0;
+}
+
+static int l_newindex(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        const char *key = lua_tostring(L, 2);
+        if (strcmp(key, "requires_grad") == 0) {
+            if (ft_set_requires_grad(t, lua_toboolean(L, 3)) < 0) return ftl_error(L, "requires_grad");
+            return 0;
+        }
+        if (strcmp(key, "grad") == 0) {
+            ft_tensor *g = lua_isnil(L, 3) ? NULL : ftl_check_tensor(L, 3);
+            if (g && !ft_same_shape(g, t)) {
+                char a[160], b[160];
+                return luaL_error(L, "ft.grad: a gradient of shape %s for a tensor of shape %s",
+                                  ft_shape_str(g->shape, g->ndim, a, sizeof a), ft_shape_str(t->shape, t->ndim, b, sizeof b));
+            }
+            ft_tensor *old = t->grad;
+            t->grad = g ? ft_clone(g) : NULL;
+            if (t->grad && t->grad->grad_fn) {
+                ft_tensor *d = ft_detach(t->grad);
+                ft_release(t->grad);
+                t->grad = d;
+            }
+            ft_release(old);
+            return 0;
+        }
+        return luaL_error(L, "ft: cannot set field '%s' of a tensor", key);
+    }
+    if (lua_isinteger(L, 2)) { /* t[i] = value */
+        lua_Integer i = lua_tointeger(L, 2);
+        if (t->ndim == 0 || i < 1 || i > t->shape[0])
+            return luaL_error(L, "ft: index %d out of range for dim 1 of size %d", (int)i, t->ndim ? (int)t->shape[0] : 0);
+        if (t->requires_grad && ft_grad_enabled())
+            return luaL_error(L, "ft: in-place change of a tensor that requires grad; wrap it in ft.no_grad");
+        ft_tensor *row = ft_select(t, 0, i - 1);
+        bool mode = ft_set_grad_enabled(false);
+        ft_tensor *src = lua_isnumber(L, 3) ? NULL : ftl_check_tensor_like(L, 3);
+        int rc;
+        if (!src) rc = ft_fill_(row, lua_tonumber(L, 3));
+        else {
+            ft_tensor *e = ft_same_shape(src, row) ? ft_retain(src) : ft_expand(src, row->shape, row->ndim);
+            rc = e ? ft_copy_(row, e) : -1;
+            ft_release(e);
+        }
+        ft_set_grad_enabled(mode);
+        ft_release(src);
+        ft_release(row);
+        if (rc < 0) return ftl_error(L, "setindex");
+        return 0;
+    }
+    return luaL_error(L, "ft: cannot index a tensor with a %s", luaL_typename(L, 2));
+}
+
+static int l_len(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    lua_pushinteger(L, t->ndim ? t->shape[0] : 0);
+    return 1;
+}
+
+/* __tostring defers to the Lua formatter ft._format_tensor (bindings/lua/ft/tensor.lua). */
+static int l_tostring(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, "ft.module");
+    lua_getfield(L, -1, "_format_tensor");
+    if (lua_isfunction(L, -1)) {
+        lua_pushvalue(L, 1);
+        lua_call(L, 1, 1);
+        return 1;
+    }
+    char buf[160];
+    lua_pushfstring(L, "ft.Tensor of shape %s (%s)", ft_shape_str(t->shape, t->ndim, buf, sizeof buf),
+                    ft_dtype_name(t->dtype));
+    return 1;
+}
+
+static const luaL_Reg methods[] = {
+    {"shape", l_shape},
+    {"size", l_size},
+    {"stride", l_stride},
+    {"dim", l_dim},
+    {"numel", l_numel},
+    {"dtype", l_dtype},
+    {"item", l_item},
+    {"totable", l_totable},
+    {"is_contiguous", l_is_contiguous},
+    {"view", l_view},
+    {"reshape", l_reshape},
+    {"t", l_t},
+    {"transpose", l_transpose},
+    {"permute", l_permute},
+    {"narrow", l_narrow},
+    {"select", l_select},
+    {"squeeze", l_squeeze},
+    {"unsqueeze", l_unsqueeze},
+    {"expand", l_expand},
+    {"contiguous", l_contiguous},
+    {"clone", l_clone},
+    {"detach", l_detach},
+    {"to", l_to},
+    {"float", l_float},
+    {"long", l_long},
+    {"add", l_add},
+    {"sub", l_sub},
+    {"mul", l_mul},
+    {"div", l_div},
+    {"pow", l_pow},
+    {"neg", l_neg},
+    {"gelu", l_gelu},
+    {"clamp", l_clamp},
+    {"eq", l_eq},
+    {"ne", l_ne},
+    {"lt", l_lt},
+    {"le", l_le},
+    {"gt", l_gt},
+    {"ge", l_ge},
+    {"masked_fill", l_masked_fill},
+    {"sum", l_sum},
+    {"mean", l_mean},
+    {"max", l_max},
+    {"min", l_min},
+    {"argmax", l_argmax},
+    {"softmax", l_softmax},
+    {"log_softmax", l_log_softmax},
+    {"matmul", l_matmul},
+    {"mm", l_matmul},
+    {"split", l_split},
+    {"index_select", l_index_select},
+    {"gather", l_gather},
+    {"fill_", l_fill_},
+    {"zero_", l_zero_},
+    {"copy_", l_copy_},
+    {"uniform_", l_uniform_},
+    {"normal_", l_normal_},
+    {"add_", l_add_},
+    {"mul_", l_mul_},
+    {"requires_grad_", l_requires_grad_},
+    {NULL, NULL},
+};
+
+static const luaL_Reg metamethods[] = {
+    {"__gc", l_gc},       {"__close", l_gc},  {"__newindex", l_newindex}, {"__len", l_len},
+    {"__tostring", l_tostring}, {"__add", l_add}, {"__sub", l_sub}, {"__mul", l_mul},
+    {"__div", l_div},     {"__pow", l_pow},   {"__unm", l_neg},           {NULL, NULL},
+};
+
+static const luaL_Reg functions[] = {
+    {"tensor", l_tensor},
+    {"zeros", l_zeros},
+    {"ones", l_ones},
+    {"empty", l_empty},
+    {"full", l_full},
+    {"randn", l_randn},
+    {"rand", l_rand},
+    {"randint", l_randint},
+    {"randperm", l_randperm},
+    {"arange", l_arange},
+    {"zeros_like", l_zeros_like},
+    {"ones_like", l_ones_like},
+    {"randn_like", l_randn_like},
+    {"is_tensor", l_is_tensor},
+    {"cat", l_cat},
+    {"stack", l_stack},
+    {"where", l_where},
+    {"matmul", l_matmul},
+    {"manual_seed", l_manual_seed},
+    {"set_num_threads", l_set_num_threads},
+    {"get_num_threads", l_get_num_threads},
+    {"get_rng_state", l_get_rng_state},
+    {"set_rng_state", l_set_rng_state},
+    {"isatty", l_isatty},
+    {"live_bytes", l_live_bytes},
+    {"empty_cache", l_empty_cache},
+    {NULL, NULL},
+};
+
+void ftl_open_tensor(lua_State *L) {
+    int module = lua_gettop(L);
+    luaL_newmetatable(L, FTL_TENSOR_MT);
+    int mt = lua_gettop(L);
+    luaL_setfuncs(L, metamethods, 0);
+
+    lua_newtable(L); /* methods */
+    int m = lua_gettop(L);
+    luaL_setfuncs(L, methods, 0);
+    for (int i = 0; unary_ops[i].name; i++) {
+        lua_pushlightuserdata(L, (void *)unary_ops[i].fn);
+        lua_pushstring(L, unary_ops[i].name);
+        lua_pushcclosure(L, unary, 2);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, m, unary_ops[i].name);
+        lua_setfield(L, module, unary_ops[i].name); /* also ft.exp(t), ... */
+    }
+    lua_pushvalue(L, m);
+    lua_setfield(L, module, "Tensor"); /* ft.Tensor: the methods table, extensible from Lua */
+    lua_pushvalue(L, m);
+    lua_pushcclosure(L, l_index, 1);
+    lua_setfield(L, mt, "__index");
+    lua_settop(L, module);
+    luaL_setfuncs(L, functions, 0);
+}

@@ -1,0 +1,87 @@
+/* Storage buffers. Large buffers come straight from mmap and are kept in a small cache
+ * keyed by size when freed: a training loop allocates the same sizes every step, so
+ * they are reused instead of faulting fresh pages in, and resident memory follows the
+ * loop's peak instead of growing with malloc's heap fragmentation. */
+#define _DEFAULT_SOURCE
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "alloc.h"
+
+#define LARGE_BYTES (256u << 10)      /* from this size on, buffers are mmapped pages */
+#define PAGE 4096u
+#define CACHE_SLOTS 512
+#define CACHE_MAX_BYTES (1ull << 30)  /* cached bytes beyond this are returned to the OS */
+
+typedef struct {
+    void *ptr;
+    size_t size;
+} block;
+
+static block cache[CACHE_SLOTS];
+static int cache_len = 0;
+static size_t cache_bytes = 0;
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static size_t large_size(size_t nbytes) { return (nbytes + PAGE - 1) / PAGE * PAGE; }
+
+void *ft_alloc(size_t nbytes) {
+    if (nbytes < LARGE_BYTES) {
+        size_t rounded = (nbytes + 63) / 64 * 64;
+        return aligned_alloc(64, rounded ? rounded : 64);
+    }
+    size_t size = large_size(nbytes);
+    pthread_mutex_lock(&cache_lock);
+    for (int i = cache_len - 1; i >= 0; i--) {
+        if (cache[i].size == size) {
+            void *p = cache[i].ptr;
+            cache[i] = cache[--cache_len];
+            cache_bytes -= size;
+            pthread_mutex_unlock(&cache_lock);
+            return p;
+        }
+    }
+    pthread_mutex_unlock(&cache_lock);
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void ft_free(void *ptr, size_t nbytes) {
+    if (!ptr) return;
+    if (nbytes < LARGE_BYTES) {
+        free(ptr);
+        return;
+    }
+    size_t size = large_size(nbytes);
+    pthread_mutex_lock(&cache_lock);
+    /* Make room: evict the oldest blocks (front of the array) first. */
+    while (cache_len > 0 && (cache_len == CACHE_SLOTS || cache_bytes + size > CACHE_MAX_BYTES)) {
+        munmap(cache[0].ptr, cache[0].size);
+        cache_bytes -= cache[0].size;
+        memmove(cache, cache + 1, sizeof(block) * (size_t)--cache_len);
+    }
+    if (size <= CACHE_MAX_BYTES) {
+        cache[cache_len++] = (block){ptr, size};
+        cache_bytes += size;
+        ptr = NULL;
+    }
+    pthread_mutex_unlock(&cache_lock);
+    if (ptr) munmap(ptr, size);
+}
+
+void ft_empty_cache(void) {
+    pthread_mutex_lock(&cache_lock);
+    for (int i = 0; i < cache_len; i++) munmap(cache[i].ptr, cache[i].size);
+    cache_len = 0;
+    cache_bytes = 0;
+    pthread_mutex_unlock(&cache_lock);
+}
+
+size_t ft_cached_bytes(void) {
+    pthread_mutex_lock(&cache_lock);
+    size_t n = cache_bytes;
+    pthread_mutex_unlock(&cache_lock);
+    return n;
+}

@@ -1,0 +1,89 @@
+/* Differentiable operations. All dims are 0-based and may be negative (from the end).
+ * Index tensors (int64) hold 0-based indices. Every function returns a new reference
+ * or NULL with an error message naming the op and the offending shapes/dtypes. */
+#ifndef FT_OPS_H
+#define FT_OPS_H
+
+#include "ft/tensor.h"
+
+/* ---- elementwise (core/ops/elementwise.c); binary ops broadcast ------------ */
+ft_tensor *ft_add(const ft_tensor *a, const ft_tensor *b);
+ft_tensor *ft_sub(const ft_tensor *a, const ft_tensor *b);
+ft_tensor *ft_mul(const ft_tensor *a, const ft_tensor *b);
+ft_tensor *ft_div(const ft_tensor *a, const ft_tensor *b);
+ft_tensor *ft_pow(const ft_tensor *a, const ft_tensor *b);          /* a ^ b, both differentiable */
+ft_tensor *ft_add_scalar(const ft_tensor *a, double s);
+ft_tensor *ft_mul_scalar(const ft_tensor *a, double s);
+ft_tensor *ft_pow_scalar(const ft_tensor *a, double exponent);
+ft_tensor *ft_rsub_scalar(const ft_tensor *a, double s);             /* s - a */
+ft_tensor *ft_rdiv_scalar(const ft_tensor *a, double s);             /* s / a */
+ft_tensor *ft_neg(const ft_tensor *a);
+ft_tensor *ft_exp(const ft_tensor *a);
+ft_tensor *ft_log(const ft_tensor *a);
+ft_tensor *ft_sqrt(const ft_tensor *a);
+ft_tensor *ft_abs(const ft_tensor *a);
+ft_tensor *ft_tanh(const ft_tensor *a);
+ft_tensor *ft_sigmoid(const ft_tensor *a);
+ft_tensor *ft_relu(const ft_tensor *a);
+ft_tensor *ft_gelu(const ft_tensor *a, bool tanh_approx);
+ft_tensor *ft_silu(const ft_tensor *a);
+ft_tensor *ft_clamp(const ft_tensor *a, double lo, double hi);       /* use +-INFINITY for none */
+/* Comparisons give float32 0/1 (not differentiable). */
+typedef enum { FT_EQ, FT_NE, FT_LT, FT_LE, FT_GT, FT_GE } ft_cmp;
+ft_tensor *ft_compare(const ft_tensor *a, const ft_tensor *b, ft_cmp cmp);
+/* mask: any dtype, nonzero = true; broadcasts against a. */
+ft_tensor *ft_masked_fill(const ft_tensor *a, const ft_tensor *mask, double value);
+ft_tensor *ft_where(const ft_tensor *cond, const ft_tensor *a, const ft_tensor *b);
+
+/* ---- reductions (core/ops/reduce.c) ---------------------------------------- */
+/* dims: list of dims to reduce; ndims == 0 reduces everything. */
+ft_tensor *ft_sum(const ft_tensor *a, const int *dims, int ndims, bool keepdim);
+ft_tensor *ft_mean(const ft_tensor *a, const int *dims, int ndims, bool keepdim);
+/* max over one dim: values (differentiable) and 0-based int64 indices. */
+int ft_max_dim(const ft_tensor *a, int dim, bool keepdim, ft_tensor **values, ft_tensor **indices);
+ft_tensor *ft_max_all(const ft_tensor *a);
+ft_tensor *ft_argmax(const ft_tensor *a, int dim, bool keepdim);     /* int64, 0-based */
+ft_tensor *ft_softmax(const ft_tensor *a, int dim);
+ft_tensor *ft_log_softmax(const ft_tensor *a, int dim);
+
+/* ---- matrix products (core/ops/matmul.c), cblas_sgemm ---------------------- */
+/* 1-D/2-D/batched with broadcasting of the batch dims, as torch.matmul. */
+ft_tensor *ft_matmul(const ft_tensor *a, const ft_tensor *b);
+/* x [..., in], weight [out, in], bias [out] or NULL. */
+ft_tensor *ft_linear(const ft_tensor *x, const ft_tensor *weight, const ft_tensor *bias);
+
+/* ---- shape ops (core/ops/shape.c) ------------------------------------------ */
+ft_tensor *ft_cat(ft_tensor *const *ts, int n, int dim);
+ft_tensor *ft_stack(ft_tensor *const *ts, int n, int dim);
+/* Splits into pieces of `size` along dim (last may be smaller); *out is malloc'd array. */
+int ft_split(const ft_tensor *a, int64_t size, int dim, ft_tensor ***out, int *n);
+ft_tensor *ft_index_select(const ft_tensor *a, int dim, const ft_tensor *index);  /* index 1-D int64 */
+ft_tensor *ft_gather(const ft_tensor *a, int dim, const ft_tensor *index);
+
+/* ---- neural-network ops (core/ops/conv.c, pool.c, norm.c, loss.c, nn.c) ---- */
+typedef struct { int stride[2], padding[2], dilation[2], groups; } ft_conv2d_opts;
+/* x [N,C,H,W], w [O, C/groups, kH, kW], b [O] or NULL. */
+ft_tensor *ft_conv2d(const ft_tensor *x, const ft_tensor *w, const ft_tensor *b, ft_conv2d_opts o);
+typedef struct { int kernel[2], stride[2], padding[2]; bool ceil_mode; bool count_include_pad; } ft_pool2d_opts;
+ft_tensor *ft_max_pool2d(const ft_tensor *x, ft_pool2d_opts o);
+ft_tensor *ft_avg_pool2d(const ft_tensor *x, ft_pool2d_opts o);
+ft_tensor *ft_adaptive_avg_pool2d(const ft_tensor *x, int out_h, int out_w);
+/* x [N,C,...]; running stats (may be NULL) are updated in place in training mode
+ * (unbiased variance, as PyTorch). weight/bias may be NULL. */
+ft_tensor *ft_batch_norm(const ft_tensor *x, ft_tensor *running_mean, ft_tensor *running_var,
+                         const ft_tensor *weight, const ft_tensor *bias, bool training,
+                         double momentum, double eps);
+/* Normalises over the trailing `nnorm` dims; weight/bias of that trailing shape or NULL. */
+ft_tensor *ft_layer_norm(const ft_tensor *x, int nnorm, const ft_tensor *weight,
+                         const ft_tensor *bias, double eps);
+ft_tensor *ft_dropout(const ft_tensor *x, double p, bool training);   /* global RNG */
+/* indices int64 (0-based) any shape, weight [num, dim] -> [..., dim]. */
+ft_tensor *ft_embedding(const ft_tensor *weight, const ft_tensor *indices);
+
+typedef enum { FT_REDUCE_NONE, FT_REDUCE_MEAN, FT_REDUCE_SUM } ft_reduction;
+/* logits [N,C] or [N,C,d1...], target int64 [N] / [N,d1...] 0-based. */
+ft_tensor *ft_cross_entropy(const ft_tensor *logits, const ft_tensor *target,
+                            ft_reduction reduction, int64_t ignore_index, double label_smoothing);
+ft_tensor *ft_mse_loss(const ft_tensor *input, const ft_tensor *target, ft_reduction reduction);
+
+#endif

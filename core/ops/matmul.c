@@ -1,0 +1,368 @@
+/* Matrix products: matmul (torch.matmul semantics) and linear, forward and backward.
+ * Every product is a cblas_sgemm call. An operand whose trailing matrix is row-major
+ * or a transposed row-major matrix is passed as is with the matching transpose flag;
+ * only other layouts are copied with ft_contiguous. */
+#include <cblas.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "ft/autograd.h"
+#include "ft/ops.h"
+#include "ft/tensor.h"
+
+static int expect_f32(const ft_tensor *a, const char *op) {
+    if (a->dtype == FT_FLOAT32) return 0;
+    ft_set_error("%s: expected a float32 tensor, got %s", op, ft_dtype_name(a->dtype));
+    return -1;
+}
+
+/* An alias of a that records no autograd (views of it record nothing either). */
+static ft_tensor *plain(const ft_tensor *a) { return ft_detach(a); }
+
+static ft_tensor *plain_contiguous(const ft_tensor *a) {
+    ft_tensor *d = ft_detach(a);
+    if (!d) return NULL;
+    ft_tensor *c = ft_contiguous(d);
+    ft_release(d);
+    return c;
+}
+
+/* A row-major [rows, cols] matrix as sgemm sees it: element (r, c) is at
+ * p[r * ld + c] (NoTrans) or p[r + c * ld] (Trans). */
+typedef struct {
+    const float *p;
+    CBLAS_TRANSPOSE trans;
+    int ld;
+} gemm_operand;
+
+/* Describes the trailing matrix of t (ndim >= 2) without copying; false when its
+ * strides fit neither layout. Strides of size-1 dims do not matter. */
+static bool gemm_layout(const ft_tensor *t, CBLAS_TRANSPOSE *trans, int *ld) {
+    int nd = t->ndim;
+    int64_t rows = t->shape[nd - 2], cols = t->shape[nd - 1];
+    int64_t sr = t->strides[nd - 2], sc = t->strides[nd - 1];
+    int64_t minr = cols > 1 ? cols : 1, minc = rows > 1 ? rows : 1;
+    if ((cols == 1 || sc == 1) && (rows == 1 || sr >= minr)) {
+        *trans = CblasNoTrans;
+        *ld = (int)(rows == 1 ? minr : sr);
+        return true;
+    }
+    if ((rows == 1 || sr == 1) && (cols == 1 || sc >= minc)) {
+        *trans = CblasTrans;
+        *ld = (int)(cols == 1 ? minc : sc);
+        return true;
+    }
+    return false;
+}
+
+/* t itself when gemm_layout accepts it, else a contiguous copy. */
+static ft_tensor *gemm_ready(const ft_tensor *t) {
+    CBLAS_TRANSPOSE tr;
+    int ld;
+    if (gemm_layout(t, &tr, &ld)) return ft_retain((ft_tensor *)t);
+    return ft_contiguous(t);
+}
+
+/* C[M,N] = A[M,K] @ B[K,N] (+ C when beta is 1); zero-sized products handled here
+ * because BLAS rejects them or leaves C untouched. */
+static void gemm(int M, int N, int K, gemm_operand A, gemm_operand B, float beta, float *C, int ldc) {
+    if (M == 0 || N == 0) return;
+    if (K == 0) {
+        if (beta == 0.0f)
+            for (int r = 0; r < M; r++) memset(C + (int64_t)r * ldc, 0, sizeof(float) * (size_t)N);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, A.trans, B.trans, M, N, K, 1.0f, A.p, A.ld, B.p, B.ld, beta, C, ldc);
+}
+
+/* out [batch..., n, m] = a [batchA..., n, k] @ b [batchB..., k, m] with the batch
+ * dims broadcast; a, b have ndim >= 2 and matching k. No autograd. */
+static ft_tensor *bmm(const ft_tensor *a_in, const ft_tensor *b_in) {
+    int na = a_in->ndim, nb = b_in->ndim;
+    int64_t n = a_in->shape[na - 2], k = a_in->shape[na - 1], m = b_in->shape[nb - 1];
+    int64_t batch[FT_MAX_DIMS], oshape[FT_MAX_DIMS];
+    int nbatch;
+    if (ft_broadcast_shape(a_in->shape, na - 2, b_in->shape, nb - 2, batch, &nbatch, "matmul") < 0) {
+        char sa[160], sb[160];
+        ft_set_error("matmul: batch dims of %s and %s cannot broadcast",
+                     ft_shape_str(a_in->shape, na, sa, sizeof sa), ft_shape_str(b_in->shape, nb, sb, sizeof sb));
+        return NULL;
+    }
+    memcpy(oshape, batch, sizeof(int64_t) * (size_t)nbatch);
+    oshape[nbatch] = n;
+    oshape[nbatch + 1] = m;
+    ft_tensor *out = ft_empty(oshape, nbatch + 2, FT_FLOAT32);
+    ft_tensor *a = out ? gemm_ready(a_in) : NULL;
+    ft_tensor *b = a ? gemm_ready(b_in) : NULL;
+    if (!b) {
+        ft_release(out);
+        ft_release(a);
+        return NULL;
+    }
+    gemm_operand A = {0}, B = {0};
+    gemm_layout(a, &A.trans, &A.ld);
+    gemm_layout(b, &B.trans, &B.ld);
+    int64_t nmat = 1;
+    for (int d = 0; d < nbatch; d++) nmat *= batch[d];
+    float *C = ft_f32(out);
+
+    /* b is one matrix and a's batch dims step like extra rows: one sgemm, as for
+     * [B,T,k] @ [k,m]. */
+    bool b_single = ft_numel(b) == k * m;
+    bool a_rows = A.trans == CblasNoTrans;
+    int64_t step = (int64_t)A.ld * n;   /* stride the next batch dim needs */
+    for (int d = na - 3; d >= 0 && a_rows; d--) {
+        a_rows = a->shape[d] == 1 || a->strides[d] == step;
+        step *= a->shape[d];
+    }
+    if (b_single && a_rows) {
+        A.p = ft_f32(a);
+        B.p = ft_f32(b);
+        gemm((int)(nmat * n), (int)m, (int)k, A, B, 0.0f, C, (int)m);
+    } else {
+        /* broadcast strides of the batch dims of a and b */
+        int64_t sa[FT_MAX_DIMS], sb[FT_MAX_DIMS];
+        for (int d = 0; d < nbatch; d++) {
+            int da = d - (nbatch - (na - 2)), db = d - (nbatch - (nb - 2));
+            sa[d] = (da < 0 || a->shape[da] == 1) ? 0 : a->strides[da];
+            sb[d] = (db < 0 || b->shape[db] == 1) ? 0 : b->strides[db];
+        }
+        for (int64_t i = 0; i < nmat; i++) {
+            int64_t rem = i, oa = 0, ob = 0;
+            for (int d = nbatch - 1; d >= 0; d--) {
+                int64_t idx = rem % batch[d];
+                rem /= batch[d];
+                oa += idx * sa[d];
+                ob += idx * sb[d];
+            }
+            A.p = ft_f32(a) + oa;
+            B.p = ft_f32(b) + ob;
+            gemm((int)n, (int)m, (int)k, A, B, 0.0f, C + i * n * m, (int)m);
+        }
+    }
+    ft_release(a);
+    ft_release(b);
+    return out;
+}
+
+/* A view of t with its last two dims swapped that records no autograd. */
+static ft_tensor *plain_t(const ft_tensor *t) {
+    ft_tensor *p = plain(t);
+    ft_tensor *r = p ? ft_transpose(p, t->ndim - 2, t->ndim - 1) : NULL;
+    ft_release(p);
+    return r;
+}
+
+/* full summed over the batch dims that operand was broadcast along. */
+static ft_tensor *sum_batch(ft_tensor *full, const ft_tensor *operand) {
+    if (ft_same_shape(full, operand)) return ft_retain(full);
+    return ft_sum_to_shape(full, operand->shape, operand->ndim);
+}
+
+/* node->i[0] = a was 1-D, i[1] = b was 1-D; saved[0] = a2, saved[1] = b2 (the
+ * operands with their vector dims restored: a2 [..., n, k], b2 [..., k, m]). */
+static int matmul_backward(ft_node *node, const ft_tensor *g, ft_tensor **gi) {
+    bool a_vec = node->i[0], b_vec = node->i[1];
+    const ft_tensor *a2 = node->saved[0], *b2 = node->saved[1];
+    /* g2 [batch..., n, m]: put back the dims that the 1-D operands dropped */
+    ft_tensor *g2 = ft_retain((ft_tensor *)g), *tmp;
+    if (b_vec) { tmp = ft_unsqueeze(g2, g2->ndim); ft_release(g2); g2 = tmp; }
+    if (g2 && a_vec) { tmp = ft_unsqueeze(g2, g2->ndim - 1); ft_release(g2); g2 = tmp; }
+    if (!g2) return -1;
+    int rc = 0;
+    if (node->inputs[0]) {   /* dA = G @ B^T, summed over broadcast batch dims */
+        const ft_tensor *a = node->inputs[0];
+        ft_tensor *bt = plain_t(b2);
+        ft_tensor *full = bt ? bmm(g2, bt) : NULL;
+        ft_tensor *red = full ? sum_batch(full, a2) : NULL;
+        gi[0] = red ? ft_reshape(red, a->shape, a->ndim) : NULL;
+        ft_release(bt);
+        ft_release(full);
+        ft_release(red);
+        if (!gi[0]) rc = -1;
+    }
+    if (rc == 0 && node->inputs[1]) {   /* dB = A^T @ G, summed over broadcast batch dims */
+        const ft_tensor *b = node->inputs[1];
+        ft_tensor *full = NULL;
+        if (b2->ndim == 2 && a2->ndim > 2) {
+            /* one product over all rows: [k, B*n] @ [B*n, m] */
+            int64_t k = a2->shape[a2->ndim - 1], m = g2->shape[g2->ndim - 1];
+            int64_t sa[2] = {-1, k}, sg[2] = {-1, m};
+            ft_tensor *af = ft_reshape(a2, sa, 2);
+            ft_tensor *gf = af ? ft_reshape(g2, sg, 2) : NULL;
+            ft_tensor *aft = gf ? plain_t(af) : NULL;
+            full = aft ? bmm(aft, gf) : NULL;
+            ft_release(af);
+            ft_release(gf);
+            ft_release(aft);
+        } else {
+            ft_tensor *at = plain_t(a2);
+            full = at ? bmm(at, g2) : NULL;
+            ft_release(at);
+        }
+        ft_tensor *red = full ? sum_batch(full, b2) : NULL;
+        gi[1] = red ? ft_reshape(red, b->shape, b->ndim) : NULL;
+        ft_release(full);
+        ft_release(red);
+        if (!gi[1]) rc = -1;
+    }
+    ft_release(g2);
+    return rc;
+}
+
+ft_tensor *ft_matmul(const ft_tensor *a, const ft_tensor *b) {
+    char sa[128], sb[128];
+    if (expect_f32(a, "matmul") < 0 || expect_f32(b, "matmul") < 0) return NULL;
+    if (a->ndim == 0 || b->ndim == 0) {
+        ft_set_error("matmul: both arguments need at least 1 dimension, got %s and %s",
+                     ft_shape_str(a->shape, a->ndim, sa, sizeof sa),
+                     ft_shape_str(b->shape, b->ndim, sb, sizeof sb));
+        return NULL;
+    }
+    int64_t ka = a->shape[a->ndim - 1];
+    int64_t kb = b->ndim == 1 ? b->shape[0] : b->shape[b->ndim - 2];
+    if (ka != kb) {
+        ft_set_error("matmul: shapes %s and %s cannot be multiplied (%lld != %lld)",
+                     ft_shape_str(a->shape, a->ndim, sa, sizeof sa),
+                     ft_shape_str(b->shape, b->ndim, sb, sizeof sb), (long long)ka, (long long)kb);
+        return NULL;
+    }
+    bool a_vec = a->ndim == 1, b_vec = b->ndim == 1;
+    /* a2 [..., n, k] and b2 [..., k, m]: vectors become a row and a column */
+    ft_tensor *ap = plain(a), *bp = plain(b);
+    ft_tensor *a2 = ap ? (a_vec ? ft_unsqueeze(ap, 0) : ft_retain(ap)) : NULL;
+    ft_tensor *b2 = bp ? (b_vec ? ft_unsqueeze(bp, 1) : ft_retain(bp)) : NULL;
+    ft_release(ap);
+    ft_release(bp);
+    ft_tensor *out2 = (a2 && b2) ? bmm(a2, b2) : NULL;
+    ft_tensor *out = NULL;
+    if (out2) {
+        /* drop the dims the vectors were given */
+        int64_t shape[FT_MAX_DIMS];
+        int nd = 0;
+        for (int d = 0; d < out2->ndim - 2; d++) shape[nd++] = out2->shape[d];
+        if (!a_vec) shape[nd++] = out2->shape[out2->ndim - 2];
+        if (!b_vec) shape[nd++] = out2->shape[out2->ndim - 1];
+        out = nd == out2->ndim ? ft_retain(out2) : ft_view(out2, shape, nd);
+    }
+    if (out && ft_grad_needed2(a, b)) {
+        ft_node *node = ft_node_new("matmul", matmul_backward, out, 2, a, b);
+        if (node) {
+            node->i[0] = a_vec;
+            node->i[1] = b_vec;
+            node->saved[0] = ft_retain(a2);   /* both are detached aliases already */
+            node->saved[1] = ft_retain(b2);
+        }
+    }
+    ft_release(out2);
+    ft_release(a2);
+    ft_release(b2);
+    return out;
+}
+
+/* ---- linear -------------------------------------------------------------------- */
+
+/* i[0..2] = out, in, M; saved[0] = x as contiguous [M, in], saved[1] = weight [out, in] */
+static int linear_backward(ft_node *node, const ft_tensor *g, ft_tensor **gi) {
+    const ft_tensor *x2 = node->saved[0], *w = node->saved[1];
+    int64_t nout = node->i[0], nin = node->i[1], rows = node->i[2];
+    int64_t g2shape[2] = {rows, nout};
+    ft_tensor *gc = ft_contiguous(g);
+    ft_tensor *g2 = gc ? ft_reshape(gc, g2shape, 2) : NULL;   /* [M, out] */
+    ft_release(gc);
+    if (!g2) return -1;
+    int M = (int)g2->shape[0];
+    int rc = 0;
+    if (node->inputs[0]) {   /* dx [M, in] = G [M, out] @ W [out, in] */
+        const ft_tensor *x = node->inputs[0];
+        ft_tensor *wr = gemm_ready(w);
+        ft_tensor *dx = wr ? ft_empty(x->shape, x->ndim, FT_FLOAT32) : NULL;
+        if (dx) {
+            gemm_operand A = {ft_f32(g2), CblasNoTrans, (int)(nout > 1 ? nout : 1)}, B;
+            B.p = ft_f32(wr);
+            gemm_layout(wr, &B.trans, &B.ld);
+            gemm(M, (int)nin, (int)nout, A, B, 0.0f, ft_f32(dx), (int)nin);
+        }
+        ft_release(wr);
+        gi[0] = dx;
+        if (!dx) rc = -1;
+    }
+    if (rc == 0 && node->inputs[1]) {   /* dW [out, in] = G^T [out, M] @ X [M, in] */
+        int64_t wshape[2] = {nout, nin};
+        ft_tensor *dw = ft_empty(wshape, 2, FT_FLOAT32);
+        if (dw) {
+            gemm_operand A = {ft_f32(g2), CblasTrans, (int)(nout > 1 ? nout : 1)};
+            gemm_operand B = {ft_f32(x2), CblasNoTrans, (int)(nin > 1 ? nin : 1)};
+            gemm((int)nout, (int)nin, M, A, B, 0.0f, ft_f32(dw), (int)nin);
+        }
+        gi[1] = dw;
+        if (!dw) rc = -1;
+    }
+    if (rc == 0 && node->inputs[2]) {   /* db [out] = column sums of G */
+        int dim0 = 0;
+        gi[2] = ft_sum(g2, &dim0, 1, false);
+        if (!gi[2]) rc = -1;
+    }
+    ft_release(g2);
+    return rc;
+}
+
+ft_tensor *ft_linear(const ft_tensor *x, const ft_tensor *weight, const ft_tensor *bias) {
+    char sx[128], sw[128], sb[128];
+    if (expect_f32(x, "linear") < 0 || expect_f32(weight, "linear") < 0 ||
+        (bias && expect_f32(bias, "linear") < 0))
+        return NULL;
+    if (weight->ndim != 2 || x->ndim == 0 || x->shape[x->ndim - 1] != weight->shape[1]) {
+        ft_set_error("linear: input %s and weight %s do not match (expected input [..., in] "
+                     "and weight [out, in])",
+                     ft_shape_str(x->shape, x->ndim, sx, sizeof sx),
+                     ft_shape_str(weight->shape, weight->ndim, sw, sizeof sw));
+        return NULL;
+    }
+    int64_t nout = weight->shape[0], nin = weight->shape[1];
+    if (bias && (bias->ndim != 1 || bias->shape[0] != nout)) {
+        ft_set_error("linear: bias %s does not match weight %s (expected [%lld])",
+                     ft_shape_str(bias->shape, bias->ndim, sb, sizeof sb),
+                     ft_shape_str(weight->shape, weight->ndim, sw, sizeof sw), (long long)nout);
+        return NULL;
+    }
+    int64_t oshape[FT_MAX_DIMS];
+    memcpy(oshape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+    oshape[x->ndim - 1] = nout;
+    int64_t M = 1;   /* rows of the flattened input */
+    for (int d = 0; d < x->ndim - 1; d++) M *= x->shape[d];
+    ft_tensor *xc = plain_contiguous(x);                /* [M, in] */
+    ft_tensor *wd = xc ? plain(weight) : NULL;
+    ft_tensor *wr = wd ? gemm_ready(wd) : NULL;
+    ft_tensor *bc = (wr && bias) ? plain_contiguous(bias) : NULL;
+    ft_tensor *out = (wr && (bc || !bias)) ? ft_empty(oshape, x->ndim, FT_FLOAT32) : NULL;
+    if (out) {
+        float *y = ft_f32(out);
+        if (bc) {   /* start every row at the bias, then accumulate with beta = 1 */
+            const float *bp = ft_f32(bc);
+            for (int64_t r = 0; r < M; r++) memcpy(y + r * nout, bp, sizeof(float) * (size_t)nout);
+        }
+        /* y [M, out] = x [M, in] @ W^T: W [out, in] is sgemm's B with the flag flipped */
+        gemm_operand A = {ft_f32(xc), CblasNoTrans, (int)(nin > 1 ? nin : 1)}, B;
+        B.p = ft_f32(wr);
+        gemm_layout(wr, &B.trans, &B.ld);
+        B.trans = B.trans == CblasNoTrans ? CblasTrans : CblasNoTrans;
+        gemm((int)M, (int)nout, (int)nin, A, B, bc ? 1.0f : 0.0f, y, (int)(nout > 1 ? nout : 1));
+        if (ft_grad_needed3(x, weight, bias)) {
+            ft_node *node = ft_node_new("linear", linear_backward, out, 3, x, weight, bias);
+            if (node) {
+                node->i[0] = nout;
+                node->i[1] = nin;
+                node->i[2] = M;
+                if (node->inputs[1]) node->saved[0] = ft_retain(xc);   /* detached already */
+                if (node->inputs[0]) node->saved[1] = ft_retain(wr);
+            }
+        }
+    }
+    ft_release(xc);
+    ft_release(wd);
+    ft_release(wr);
+    ft_release(bc);
+    return out;
+}

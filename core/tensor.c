@@ -1,0 +1,759 @@
+/* Tensor storage, lifetime, creation, copies and views. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "ft/autograd.h"
+#include "ft/runtime.h"
+#include "ft/tensor.h"
+
+/* ---- storage ------------------------------------------------------------------ */
+
+static size_t live_bytes = 0;
+
+size_t ft_live_bytes(void) { return __atomic_load_n(&live_bytes, __ATOMIC_RELAXED); }
+
+static ft_storage *storage_new(size_t nbytes) {
+    ft_storage *s = malloc(sizeof *s);
+    if (!s) return NULL;
+    s->data = ft_alloc(nbytes);
+    if (!s->data) {
+        free(s);
+        return NULL;
+    }
+    s->nbytes = nbytes;
+    s->refcount = 1;
+    __atomic_add_fetch(&live_bytes, nbytes, __ATOMIC_RELAXED);
+    return s;
+}
+
+static void storage_release(ft_storage *s) {
+    if (!s || --s->refcount > 0) return;
+    __atomic_sub_fetch(&live_bytes, s->nbytes, __ATOMIC_RELAXED);
+    ft_free(s->data, s->nbytes);
+    free(s);
+}
+
+/* ---- lifetime ----------------------------------------------------------------- */
+
+ft_tensor *ft_retain(ft_tensor *t) {
+    if (t) t->refcount++;
+    return t;
+}
+
+void ft_release(ft_tensor *t) {
+    if (!t || --t->refcount > 0) return;
+    storage_release(t->storage);
+    ft_release(t->grad);
+    if (t->grad_fn) ft_node_release(t->grad_fn);
+    free(t);
+}
+
+static void set_contiguous_strides(ft_tensor *t) {
+    int64_t stride = 1;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        t->strides[d] = stride;
+        stride *= t->shape[d];
+    }
+}
+
+static int check_shape(const int64_t *shape, int ndim, const char *op) {
+    char buf[160];
+    if (ndim < 0 || ndim > FT_MAX_DIMS) {
+        ft_set_error("%s: %d dims requested, at most %d supported", op, ndim, FT_MAX_DIMS);
+        return -1;
+    }
+    for (int d = 0; d < ndim; d++)
+        if (shape[d] < 0) {
+            ft_set_error("%s: negative size in shape %s", op, ft_shape_str(shape, ndim, buf, sizeof buf));
+            return -1;
+        }
+    return 0;
+}
+
+ft_tensor *ft_empty(const int64_t *shape, int ndim, ft_dtype dtype) {
+    if (check_shape(shape, ndim, "empty") < 0) return NULL;
+    int64_t numel = 1;
+    for (int d = 0; d < ndim; d++) numel *= shape[d];
+    ft_tensor *t = calloc(1, sizeof *t);
+    if (!t) goto oom;
+    t->storage = storage_new((size_t)numel * ft_dtype_size(dtype));
+    if (!t->storage) {
+        free(t);
+        goto oom;
+    }
+    t->refcount = 1;
+    t->ndim = ndim;
+    t->dtype = dtype;
+    if (ndim) memcpy(t->shape, shape, sizeof(int64_t) * ndim);
+    set_contiguous_strides(t);
+    return t;
+oom:;
+    char buf[160];
+    ft_set_error("out of memory allocating a %s tensor of shape %s", ft_dtype_name(dtype),
+                 ft_shape_str(shape, ndim, buf, sizeof buf));
+    return NULL;
+}
+
+ft_tensor *ft_zeros(const int64_t *shape, int ndim, ft_dtype dtype) {
+    ft_tensor *t = ft_empty(shape, ndim, dtype);
+    if (t) memset(t->storage->data, 0, t->storage->nbytes);
+    return t;
+}
+
+ft_tensor *ft_full(const int64_t *shape, int ndim, ft_dtype dtype, double value) {
+    ft_tensor *t = ft_empty(shape, ndim, dtype);
+    if (t) ft_fill_(t, value);
+    return t;
+}
+
+ft_tensor *ft_empty_like(const ft_tensor *t) { return ft_empty(t->shape, t->ndim, t->dtype); }
+ft_tensor *ft_zeros_like(const ft_tensor *t) { return ft_zeros(t->shape, t->ndim, t->dtype); }
+
+ft_tensor *ft_from_data(const void *data, const int64_t *shape, int ndim, ft_dtype dtype) {
+    ft_tensor *t = ft_empty(shape, ndim, dtype);
+    if (t && t->storage->nbytes) memcpy(t->storage->data, data, t->storage->nbytes);
+    return t;
+}
+
+ft_tensor *ft_scalar(double value, ft_dtype dtype) { return ft_full(NULL, 0, dtype, value); }
+
+ft_tensor *ft_arange(double start, double end, double step, ft_dtype dtype) {
+    if (step == 0 || !isfinite(start) || !isfinite(end) || (end - start) / step < 0) {
+        ft_set_error("arange: cannot go from %g to %g in steps of %g", start, end, step);
+        return NULL;
+    }
+    int64_t n = (int64_t)ceil((end - start) / step);
+    ft_tensor *t = ft_empty(&n, 1, dtype);
+    if (!t) return NULL;
+    for (int64_t i = 0; i < n; i++) {
+        double v = start + (double)i * step;
+        if (dtype == FT_INT64) ft_i64(t)[i] = (int64_t)v;
+        else ft_f32(t)[i] = (float)v;
+    }
+    return t;
+}
+
+ft_tensor *ft_randn(const int64_t *shape, int ndim) {
+    ft_tensor *t = ft_empty(shape, ndim, FT_FLOAT32);
+    if (!t) return NULL;
+    float *p = ft_f32(t);
+    for (int64_t i = 0, n = ft_numel(t); i < n; i++) p[i] = (float)ft_rng_normal();
+    return t;
+}
+
+ft_tensor *ft_rand(const int64_t *shape, int ndim) {
+    ft_tensor *t = ft_empty(shape, ndim, FT_FLOAT32);
+    if (!t) return NULL;
+    float *p = ft_f32(t);
+    for (int64_t i = 0, n = ft_numel(t); i < n; i++) p[i] = (float)ft_rng_uniform();
+    return t;
+}
+
+ft_tensor *ft_randint(int64_t low, int64_t high, const int64_t *shape, int ndim) {
+    if (high <= low) {
+        ft_set_error("randint: empty range [%lld, %lld)", (long long)low, (long long)high);
+        return NULL;
+    }
+    ft_tensor *t = ft_empty(shape, ndim, FT_INT64);
+    if (!t) return NULL;
+    uint64_t range = (uint64_t)(high - low);
+    int64_t *p = ft_i64(t);
+    for (int64_t i = 0, n = ft_numel(t); i < n; i++) p[i] = low + (int64_t)(ft_rng_next() % range);
+    return t;
+}
+
+/* ---- inspection --------------------------------------------------------------- */
+
+int64_t ft_numel(const ft_tensor *t) {
+    int64_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+    return n;
+}
+
+bool ft_is_contiguous(const ft_tensor *t) {
+    int64_t stride = 1;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        if (t->shape[d] != 1 && t->strides[d] != stride) return false;
+        stride *= t->shape[d];
+    }
+    return true;
+}
+
+bool ft_same_shape(const ft_tensor *a, const ft_tensor *b) {
+    if (a->ndim != b->ndim) return false;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] != b->shape[d]) return false;
+    return true;
+}
+
+static int64_t offset_of(const ft_tensor *t, const int64_t *index) {
+    int64_t off = t->offset;
+    for (int d = 0; d < t->ndim; d++) off += index[d] * t->strides[d];
+    return off;
+}
+
+double ft_get(const ft_tensor *t, const int64_t *index) {
+    int64_t off = offset_of(t, index);
+    return t->dtype == FT_INT64 ? (double)((int64_t *)t->storage->data)[off]
+                                : (double)((float *)t->storage->data)[off];
+}
+
+void ft_set(ft_tensor *t, const int64_t *index, double value) {
+    int64_t off = offset_of(t, index);
+    if (t->dtype == FT_INT64) ((int64_t *)t->storage->data)[off] = (int64_t)value;
+    else ((float *)t->storage->data)[off] = (float)value;
+}
+
+double ft_item(const ft_tensor *t) {
+    if (ft_numel(t) != 1) {
+        char buf[160];
+        ft_set_error("item: a tensor of shape %s has %lld elements, not 1",
+                     ft_shape_str(t->shape, t->ndim, buf, sizeof buf), (long long)ft_numel(t));
+        return NAN;
+    }
+    int64_t zero[FT_MAX_DIMS] = {0};
+    return ft_get(t, zero);
+}
+
+int ft_wrap_dim(int dim, int ndim, const char *op) {
+    int n = ndim > 0 ? ndim : 1;
+    if (dim < -n || dim >= n) {
+        ft_set_error("%s: dim %d out of range for a %d-dim tensor", op, dim, ndim);
+        return -1;
+    }
+    return dim < 0 ? dim + n : dim;
+}
+
+/* ---- raw copies --------------------------------------------------------------- */
+
+/* Offset (in elements) of the flat row `row` of t seen as [numel/last, last]. */
+static int64_t row_offset(const ft_tensor *t, int64_t row) {
+    int64_t off = t->offset;
+    for (int d = t->ndim - 2; d >= 0; d--) {
+        int64_t i = row % t->shape[d];
+        row /= t->shape[d];
+        off += i * t->strides[d];
+    }
+    return off;
+}
+
+int ft_copy_(ft_tensor *dst, const ft_tensor *src) {
+    int64_t n = ft_numel(dst);
+    if (n != ft_numel(src)) {
+        char a[160], b[160];
+        ft_set_error("copy: destination %s and source %s differ in element count",
+                     ft_shape_str(dst->shape, dst->ndim, a, sizeof a),
+                     ft_shape_str(src->shape, src->ndim, b, sizeof b));
+        return -1;
+    }
+    if (n == 0) return 0;
+    /* Walk both in the destination's logical order; views of equal numel but other shape
+     * are first seen as contiguous sources. */
+    ft_tensor *s = (ft_tensor *)src;
+    bool reshaped = false;
+    if (!ft_same_shape(dst, src)) {
+        s = ft_contiguous(src);
+        if (!s) return -1;
+        reshaped = true;
+    }
+    bool same_dtype = dst->dtype == s->dtype;
+    if (ft_is_contiguous(dst) && ft_is_contiguous(s) && same_dtype) {
+        size_t es = ft_dtype_size(dst->dtype);
+        memmove((char *)dst->storage->data + dst->offset * es, (char *)s->storage->data + s->offset * es,
+                (size_t)n * es);
+    } else if (ft_is_contiguous(s) && reshaped) {
+        /* s is contiguous with another shape: index it flat. */
+        int64_t last = dst->ndim ? dst->shape[dst->ndim - 1] : 1, rows = n / last;
+        int64_t dls = dst->ndim ? dst->strides[dst->ndim - 1] : 1;
+        #pragma omp parallel for if (n > 65536)
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t doff = row_offset(dst, r);
+            for (int64_t j = 0; j < last; j++) {
+                int64_t si = s->offset + r * last + j, di = doff + j * dls;
+                double v = s->dtype == FT_INT64 ? (double)((int64_t *)s->storage->data)[si]
+                                                : ((float *)s->storage->data)[si];
+                if (dst->dtype == FT_INT64) ((int64_t *)dst->storage->data)[di] = (int64_t)v;
+                else ((float *)dst->storage->data)[di] = (float)v;
+            }
+        }
+    } else {
+        int64_t last = dst->ndim ? dst->shape[dst->ndim - 1] : 1, rows = n / last;
+        int64_t dls = dst->ndim ? dst->strides[dst->ndim - 1] : 1;
+        int64_t sls = s->ndim ? s->strides[s->ndim - 1] : 1;
+        #pragma omp parallel for if (n > 65536)
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t doff = row_offset(dst, r), soff = row_offset(s, r);
+            if (same_dtype && dst->dtype == FT_FLOAT32) {
+                float *dp = (float *)dst->storage->data + doff;
+                const float *sp = (const float *)s->storage->data + soff;
+                for (int64_t j = 0; j < last; j++) dp[j * dls] = sp[j * sls];
+            } else if (same_dtype) {
+                int64_t *dp = (int64_t *)dst->storage->data + doff;
+                const int64_t *sp = (const int64_t *)s->storage->data + soff;
+                for (int64_t j = 0; j < last; j++) dp[j * dls] = sp[j * sls];
+            } else if (dst->dtype == FT_FLOAT32) {
+                float *dp = (float *)dst->storage->data + doff;
+                const int64_t *sp = (const int64_t *)s->storage->data + soff;
+                for (int64_t j = 0; j < last; j++) dp[j * dls] = (float)sp[j * sls];
+            } else {
+                int64_t *dp = (int64_t *)dst->storage->data + doff;
+                const float *sp = (const float *)s->storage->data + soff;
+                for (int64_t j = 0; j < last; j++) dp[j * dls] = (int64_t)sp[j * sls];
+            }
+        }
+    }
+    if (reshaped) ft_release(s);
+    return 0;
+}
+
+int ft_fill_(ft_tensor *t, double value) {
+    int64_t n = ft_numel(t);
+    if (ft_is_contiguous(t)) {
+        if (t->dtype == FT_INT64) {
+            int64_t *p = ft_i64(t), v = (int64_t)value;
+            for (int64_t i = 0; i < n; i++) p[i] = v;
+        } else {
+            float *p = ft_f32(t), v = (float)value;
+            for (int64_t i = 0; i < n; i++) p[i] = v;
+        }
+        return 0;
+    }
+    int64_t last = t->ndim ? t->shape[t->ndim - 1] : 1, rows = n / (last ? last : 1);
+    int64_t ls = t->ndim ? t->strides[t->ndim - 1] : 1;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t off = row_offset(t, r);
+        for (int64_t j = 0; j < last; j++) {
+            if (t->dtype == FT_INT64) ((int64_t *)t->storage->data)[off + j * ls] = (int64_t)value;
+            else ((float *)t->storage->data)[off + j * ls] = (float)value;
+        }
+    }
+    return 0;
+}
+
+int ft_broadcast_shape(const int64_t *a, int na, const int64_t *b, int nb, int64_t *out, int *nout,
+                       const char *op) {
+    int n = na > nb ? na : nb;
+    for (int i = 0; i < n; i++) {
+        int64_t da = i < na ? a[na - 1 - i] : 1, db = i < nb ? b[nb - 1 - i] : 1;
+        if (da != db && da != 1 && db != 1) {
+            char sa[160], sb[160];
+            ft_set_error("%s: shapes %s and %s cannot broadcast", op, ft_shape_str(a, na, sa, sizeof sa),
+                         ft_shape_str(b, nb, sb, sizeof sb));
+            return -1;
+        }
+        out[n - 1 - i] = da == 1 ? db : da;
+    }
+    *nout = n;
+    return 0;
+}
+
+ft_tensor *ft_sum_to_shape(const ft_tensor *g, const int64_t *shape, int ndim) {
+    bool same = g->ndim == ndim;
+    for (int d = 0; same && d < ndim; d++) same = g->shape[d] == shape[d];
+    if (same) {
+        ft_tensor *out = ft_empty(shape, ndim, g->dtype);
+        if (out && ft_copy_(out, g) < 0) {
+            ft_release(out);
+            return NULL;
+        }
+        return out;
+    }
+    ft_tensor *out = ft_zeros(shape, ndim, FT_FLOAT32);
+    if (!out) return NULL;
+    /* Output strides seen from g's dims: 0 where out broadcasts. */
+    int64_t ostr[FT_MAX_DIMS];
+    int lead = g->ndim - ndim;
+    for (int d = 0; d < g->ndim; d++) {
+        int od = d - lead;
+        ostr[d] = (od < 0 || shape[od] == 1) ? 0 : out->strides[od];
+    }
+    float *o = ft_f32(out);
+    const float *gp = (const float *)g->storage->data;
+    int64_t idx[FT_MAX_DIMS] = {0}, n = ft_numel(g);
+    int64_t goff = g->offset, ooff = 0;
+    for (int64_t k = 0; k < n; k++) {
+        o[ooff] += gp[goff];
+        for (int d = g->ndim - 1; d >= 0; d--) {
+            if (++idx[d] < g->shape[d]) {
+                goff += g->strides[d];
+                ooff += ostr[d];
+                break;
+            }
+            goff -= (g->shape[d] - 1) * g->strides[d];
+            ooff -= (g->shape[d] - 1) * ostr[d];
+            idx[d] = 0;
+        }
+    }
+    return out;
+}
+
+/* ---- views ---------------------------------------------------------------------- */
+
+static ft_tensor *make_view(const ft_tensor *t, const int64_t *shape, const int64_t *strides, int ndim,
+                            int64_t offset) {
+    ft_tensor *v = calloc(1, sizeof *v);
+    if (!v) {
+        ft_set_error("out of memory");
+        return NULL;
+    }
+    v->refcount = 1;
+    v->storage = t->storage;
+    t->storage->refcount++;
+    v->offset = offset;
+    v->ndim = ndim;
+    v->dtype = t->dtype;
+    if (ndim) {
+        memcpy(v->shape, shape, sizeof(int64_t) * ndim);
+        memcpy(v->strides, strides, sizeof(int64_t) * ndim);
+    }
+    return v;
+}
+
+ft_tensor *ft_detach(const ft_tensor *t) { return make_view(t, t->shape, t->strides, t->ndim, t->offset); }
+
+/* Backward of every view that only changes the shape: reshape the gradient back.
+ * i[0..7] = input shape, i[8] = input ndim. */
+static int reshape_back(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
+    gi[0] = ft_reshape(g, n->i, (int)n->i[8]);
+    return gi[0] ? 0 : -1;
+}
+
+static void record_reshape(ft_tensor *out, const ft_tensor *in, const char *op) {
+    if (!ft_grad_needed1(in)) return;
+    ft_node *n = ft_node_new(op, reshape_back, out, 1, in);
+    memcpy(n->i, in->shape, sizeof(int64_t) * in->ndim);
+    n->i[8] = in->ndim;
+}
+
+/* Resolves one -1 in `shape` against numel; -1 with an error when impossible. */
+static int infer_shape(const ft_tensor *t, const int64_t *shape, int ndim, int64_t *out, const char *op) {
+    if (check_shape(shape, 0, op) < 0 || ndim > FT_MAX_DIMS) {
+        ft_set_error("%s: %d dims requested, at most %d supported", op, ndim, FT_MAX_DIMS);
+        return -1;
+    }
+    int infer = -1;
+    int64_t known = 1;
+    for (int d = 0; d < ndim; d++) {
+        out[d] = shape[d];
+        if (shape[d] == -1) {
+            if (infer >= 0) {
+                ft_set_error("%s: only one dimension can be -1", op);
+                return -1;
+            }
+            infer = d;
+        } else if (shape[d] < 0) {
+            ft_set_error("%s: invalid size %lld", op, (long long)shape[d]);
+            return -1;
+        } else {
+            known *= shape[d];
+        }
+    }
+    int64_t numel = ft_numel(t);
+    if (infer >= 0 && known > 0 && numel % known == 0) out[infer] = numel / known;
+    int64_t total = 1;
+    for (int d = 0; d < ndim; d++) total *= out[d];
+    if ((infer >= 0 && (known == 0 || numel % known != 0)) || total != numel) {
+        char a[160], b[160];
+        ft_set_error("%s: shape %s is invalid for a tensor of shape %s (%lld elements)", op,
+                     ft_shape_str(shape, ndim, a, sizeof a), ft_shape_str(t->shape, t->ndim, b, sizeof b),
+                     (long long)numel);
+        return -1;
+    }
+    return 0;
+}
+
+/* Strides for viewing t with new_shape without copying (PyTorch's rule); false if impossible. */
+static bool view_strides(const ft_tensor *t, const int64_t *new_shape, int new_ndim, int64_t *new_strides) {
+    if (ft_numel(t) == 0 || t->ndim == 0) {
+        int64_t stride = 1;
+        for (int d = new_ndim - 1; d >= 0; d--) {
+            new_strides[d] = stride;
+            stride *= new_shape[d] ? new_shape[d] : 1;
+        }
+        return true;
+    }
+    int view_d = new_ndim - 1;
+    int64_t chunk_base_stride = t->strides[t->ndim - 1], tensor_numel = 1, view_numel = 1;
+    for (int tensor_d = t->ndim - 1; tensor_d >= 0; tensor_d--) {
+        tensor_numel *= t->shape[tensor_d];
+        if (tensor_d == 0 ||
+            (t->shape[tensor_d - 1] != 1 && t->strides[tensor_d - 1] != tensor_numel * chunk_base_stride)) {
+            while (view_d >= 0 && (view_numel < tensor_numel || new_shape[view_d] == 1)) {
+                new_strides[view_d] = view_numel * chunk_base_stride;
+                view_numel *= new_shape[view_d];
+                view_d--;
+            }
+            if (view_numel != tensor_numel) return false;
+            if (tensor_d > 0) {
+                chunk_base_stride = t->strides[tensor_d - 1];
+                tensor_numel = 1;
+                view_numel = 1;
+            }
+        }
+    }
+    return view_d == -1;
+}
+
+ft_tensor *ft_view(const ft_tensor *t, const int64_t *shape, int ndim) {
+    int64_t s[FT_MAX_DIMS], st[FT_MAX_DIMS];
+    if (infer_shape(t, shape, ndim, s, "view") < 0) return NULL;
+    if (!view_strides(t, s, ndim, st)) {
+        char a[160], b[160];
+        ft_set_error("view: shape %s is not compatible with the strides of a %s view; use reshape",
+                     ft_shape_str(s, ndim, a, sizeof a), ft_shape_str(t->shape, t->ndim, b, sizeof b));
+        return NULL;
+    }
+    ft_tensor *v = make_view(t, s, st, ndim, t->offset);
+    if (v) record_reshape(v, t, "view");
+    return v;
+}
+
+ft_tensor *ft_reshape(const ft_tensor *t, const int64_t *shape, int ndim) {
+    int64_t s[FT_MAX_DIMS], st[FT_MAX_DIMS];
+    if (infer_shape(t, shape, ndim, s, "reshape") < 0) return NULL;
+    ft_tensor *v;
+    if (view_strides(t, s, ndim, st)) {
+        v = make_view(t, s, st, ndim, t->offset);
+    } else {
+        v = ft_empty(s, ndim, t->dtype);
+        if (v && ft_copy_(v, t) < 0) {
+            ft_release(v);
+            return NULL;
+        }
+    }
+    if (v) record_reshape(v, t, "reshape");
+    return v;
+}
+
+static int transpose_back(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
+    gi[0] = ft_transpose(g, (int)n->i[0], (int)n->i[1]);
+    return gi[0] ? 0 : -1;
+}
+
+ft_tensor *ft_transpose(const ft_tensor *t, int dim0, int dim1) {
+    int d0 = ft_wrap_dim(dim0, t->ndim, "transpose"), d1 = ft_wrap_dim(dim1, t->ndim, "transpose");
+    if (d0 < 0 || d1 < 0) return NULL;
+    if (t->ndim == 0) return ft_detach(t);
+    int64_t s[FT_MAX_DIMS], st[FT_MAX_DIMS];
+    memcpy(s, t->shape, sizeof s);
+    memcpy(st, t->strides, sizeof st);
+    s[d0] = t->shape[d1], s[d1] = t->shape[d0];
+    st[d0] = t->strides[d1], st[d1] = t->strides[d0];
+    ft_tensor *v = make_view(t, s, st, t->ndim, t->offset);
+    if (v && ft_grad_needed1(t)) {
+        ft_node *n = ft_node_new("transpose", transpose_back, v, 1, t);
+        n->i[0] = d0, n->i[1] = d1;
+    }
+    return v;
+}
+
+static int permute_back(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
+    int inv[FT_MAX_DIMS];
+    for (int d = 0; d < g->ndim; d++) inv[n->i[d]] = d;
+    gi[0] = ft_permute(g, inv);
+    return gi[0] ? 0 : -1;
+}
+
+ft_tensor *ft_permute(const ft_tensor *t, const int *dims) {
+    int64_t s[FT_MAX_DIMS], st[FT_MAX_DIMS];
+    bool seen[FT_MAX_DIMS] = {false};
+    int wrapped[FT_MAX_DIMS];
+    for (int d = 0; d < t->ndim; d++) {
+        int src = ft_wrap_dim(dims[d], t->ndim, "permute");
+        if (src < 0) return NULL;
+        if (seen[src]) {
+            ft_set_error("permute: dim %d repeated", dims[d]);
+            return NULL;
+        }
+        seen[src] = true;
+        wrapped[d] = src;
+        s[d] = t->shape[src];
+        st[d] = t->strides[src];
+    }
+    ft_tensor *v = make_view(t, s, st, t->ndim, t->offset);
+    if (v && ft_grad_needed1(t)) {
+        ft_node *n = ft_node_new("permute", permute_back, v, 1, t);
+        for (int d = 0; d < t->ndim; d++) n->i[d] = wrapped[d];
+    }
+    return v;
+}
+
+/* Backward of narrow/select: the gradient lands in a zero tensor of the input's shape.
+ * i[0..7] input shape, i[8] ndim, i[9] dim, i[10] start, i[11] length (-1: select). */
+static int slice_back(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
+    ft_tensor *full = ft_zeros(n->i, (int)n->i[8], FT_FLOAT32);
+    if (!full) return -1;
+    int dim = (int)n->i[9];
+    ft_tensor *part = n->i[11] < 0 ? ft_select(full, dim, n->i[10]) : ft_narrow(full, dim, n->i[10], n->i[11]);
+    int rc = part ? ft_copy_(part, g) : -1;
+    ft_release(part);
+    if (rc < 0) {
+        ft_release(full);
+        return -1;
+    }
+    gi[0] = full;
+    return 0;
+}
+
+static void record_slice(ft_tensor *out, const ft_tensor *in, const char *op, int dim, int64_t start,
+                         int64_t length) {
+    if (!ft_grad_needed1(in)) return;
+    ft_node *n = ft_node_new(op, slice_back, out, 1, in);
+    memcpy(n->i, in->shape, sizeof(int64_t) * in->ndim);
+    n->i[8] = in->ndim, n->i[9] = dim, n->i[10] = start, n->i[11] = length;
+}
+
+ft_tensor *ft_narrow(const ft_tensor *t, int dim, int64_t start, int64_t length) {
+    int d = ft_wrap_dim(dim, t->ndim, "narrow");
+    if (d < 0) return NULL;
+    if (t->ndim == 0) {
+        ft_set_error("narrow: cannot narrow a 0-dim tensor");
+        return NULL;
+    }
+    if (start < 0 || length < 0 || start + length > t->shape[d]) {
+        ft_set_error("narrow: start %lld + length %lld exceeds size %lld of dim %d", (long long)start,
+                     (long long)length, (long long)t->shape[d], d);
+        return NULL;
+    }
+    int64_t s[FT_MAX_DIMS];
+    memcpy(s, t->shape, sizeof s);
+    s[d] = length;
+    ft_tensor *v = make_view(t, s, t->strides, t->ndim, t->offset + start * t->strides[d]);
+    if (v) record_slice(v, t, "narrow", d, start, length);
+    return v;
+}
+
+ft_tensor *ft_select(const ft_tensor *t, int dim, int64_t index) {
+    int d = ft_wrap_dim(dim, t->ndim, "select");
+    if (d < 0) return NULL;
+    if (t->ndim == 0) {
+        ft_set_error("select: cannot index a 0-dim tensor");
+        return NULL;
+    }
+    if (index < 0 || index >= t->shape[d]) {
+        ft_set_error("select: index %lld out of range for size %lld of dim %d", (long long)index,
+                     (long long)t->shape[d], d);
+        return NULL;
+    }
+    int64_t s[FT_MAX_DIMS], st[FT_MAX_DIMS];
+    int k = 0;
+    for (int i = 0; i < t->ndim; i++)
+        if (i != d) s[k] = t->shape[i], st[k++] = t->strides[i];
+    ft_tensor *v = make_view(t, s, st, t->ndim - 1, t->offset + index * t->strides[d]);
+    if (v) record_slice(v, t, "select", d, index, -1);
+    return v;
+}
+
+/* i[0..7] input shape, i[8] ndim. */
+static int expand_back(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
+    gi[0] = ft_sum_to_shape(g, n->i, (int)n->i[8]);
+    return gi[0] ? 0 : -1;
+}
+
+ft_tensor *ft_expand(const ft_tensor *t, const int64_t *shape, int ndim) {
+    char a[160], b[160];
+    if (ndim < t->ndim || ndim > FT_MAX_DIMS) {
+        ft_set_error("expand: cannot expand %s to %d dims", ft_shape_str(t->shape, t->ndim, a, sizeof a), ndim);
+        return NULL;
+    }
+    int64_t s[FT_MAX_DIMS], st[FT_MAX_DIMS];
+    int lead = ndim - t->ndim;
+    for (int d = 0; d < ndim; d++) {
+        int td = d - lead;
+        int64_t want = shape[d];
+        if (td < 0) {
+            if (want < 0) goto bad;
+            s[d] = want, st[d] = 0;
+        } else if (want == -1 || want == t->shape[td]) {
+            s[d] = t->shape[td], st[d] = t->strides[td];
+        } else if (t->shape[td] == 1 && want >= 0) {
+            s[d] = want, st[d] = 0;
+        } else {
+            goto bad;
+        }
+    }
+    ft_tensor *v = make_view(t, s, st, ndim, t->offset);
+    if (v && ft_grad_needed1(t)) {
+        ft_node *n = ft_node_new("expand", expand_back, v, 1, t);
+        memcpy(n->i, t->shape, sizeof(int64_t) * t->ndim);
+        n->i[8] = t->ndim;
+    }
+    return v;
+bad:
+    ft_set_error("expand: cannot expand %s to %s", ft_shape_str(t->shape, t->ndim, a, sizeof a),
+                 ft_shape_str(shape, ndim, b, sizeof b));
+    return NULL;
+}
+
+ft_tensor *ft_squeeze(const ft_tensor *t, int dim) {
+    int64_t s[FT_MAX_DIMS], st[FT_MAX_DIMS];
+    int k = 0;
+    int only = -1;
+    if (dim >= -t->ndim) {
+        only = ft_wrap_dim(dim, t->ndim, "squeeze");
+        if (only < 0) return NULL;
+    }
+    for (int d = 0; d < t->ndim; d++) {
+        bool drop = t->shape[d] == 1 && (only < 0 || only == d);
+        if (!drop) s[k] = t->shape[d], st[k++] = t->strides[d];
+    }
+    ft_tensor *v = make_view(t, s, st, k, t->offset);
+    if (v) record_reshape(v, t, "squeeze");
+    return v;
+}
+
+ft_tensor *ft_unsqueeze(const ft_tensor *t, int dim) {
+    if (t->ndim >= FT_MAX_DIMS) {
+        ft_set_error("unsqueeze: a tensor already has the maximum of %d dims", FT_MAX_DIMS);
+        return NULL;
+    }
+    int d = ft_wrap_dim(dim, t->ndim + 1, "unsqueeze");
+    if (d < 0) return NULL;
+    int64_t s[FT_MAX_DIMS], st[FT_MAX_DIMS];
+    for (int i = 0, k = 0; i <= t->ndim; i++) {
+        if (i == d) {
+            s[i] = 1;
+            st[i] = d < t->ndim ? t->shape[d] * t->strides[d] : 1;
+        } else {
+            s[i] = t->shape[k], st[i] = t->strides[k];
+            k++;
+        }
+    }
+    ft_tensor *v = make_view(t, s, st, t->ndim + 1, t->offset);
+    if (v) record_reshape(v, t, "unsqueeze");
+    return v;
+}
+
+static int identity_back(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
+    gi[0] = ft_retain((ft_tensor *)g);
+    return 0;
+}
+
+ft_tensor *ft_clone(const ft_tensor *t) {
+    ft_tensor *c = ft_empty(t->shape, t->ndim, t->dtype);
+    if (!c) return NULL;
+    if (ft_copy_(c, t) < 0) {
+        ft_release(c);
+        return NULL;
+    }
+    if (ft_grad_needed1(t)) ft_node_new("clone", identity_back, c, 1, t);
+    return c;
+}
+
+ft_tensor *ft_contiguous(const ft_tensor *t) {
+    if (ft_is_contiguous(t)) return ft_retain((ft_tensor *)t);
+    return ft_clone(t);
+}
+
+ft_tensor *ft_to_dtype(const ft_tensor *t, ft_dtype dtype) {
+    if (t->dtype == dtype) return ft_retain((ft_tensor *)t);
+    ft_tensor *c = ft_empty(t->shape, t->ndim, dtype);
+    if (c && ft_copy_(c, t) < 0) {
+        ft_release(c);
+        return NULL;
+    }
+    return c;
+}

@@ -1,0 +1,176 @@
+-- ResNets with torchvision's structure and parameter names (conv1.weight, bn1.running_mean,
+-- layer1.0.conv1.weight, layer2.0.downsample.0.weight, fc.weight ...), so checkpoints map
+-- one to one.
+--
+--   local resnet = require "resnet"
+--   local model = resnet.resnet_s{num_classes = 10}     -- 1x28x28 inputs (Fashion-MNIST)
+--   local r18 = resnet.resnet18{num_classes = 1000}     -- 3x224x224 inputs, as torchvision
+--
+-- One builder, ResNet(cfg), covers the family: a block type, blocks per stage, stage widths
+-- and a stem ("small": conv3x3 stride 1, no pooling; "imagenet": conv7x7 stride 2 + maxpool).
+local ft = require "ft"
+local nn = ft.nn
+
+local M = {}
+
+local function conv3x3(cin, cout, stride)
+  return nn.Conv2d(cin, cout, 3, { stride = stride or 1, padding = 1, bias = false })
+end
+
+local function conv1x1(cin, cout, stride)
+  return nn.Conv2d(cin, cout, 1, { stride = stride or 1, bias = false })
+end
+
+--- BasicBlock(inplanes, planes, stride, downsample): conv3x3-BN-ReLU-conv3x3-BN, + shortcut, ReLU.
+local BasicBlock = nn.Module:extend("BasicBlock")
+BasicBlock.expansion = 1
+M.BasicBlock = BasicBlock
+
+function BasicBlock:init(inplanes, planes, stride, downsample)
+  self.conv1 = conv3x3(inplanes, planes, stride)
+  self.bn1 = nn.BatchNorm2d(planes)
+  self.relu = nn.ReLU()
+  self.conv2 = conv3x3(planes, planes)
+  self.bn2 = nn.BatchNorm2d(planes)
+  if downsample then self.downsample = downsample end
+  self.stride = stride or 1
+end
+
+function BasicBlock:forward(x)
+  local out = self.relu(self.bn1(self.conv1(x)))
+  out = self.bn2(self.conv2(out))
+  local identity = self.downsample and self.downsample(x) or x
+  return (out + identity):relu()
+end
+
+--- Bottleneck(inplanes, planes, stride, downsample): 1x1 reduce, 3x3 (stride here, as
+-- torchvision's ResNet v1.5), 1x1 expand to planes * 4, + shortcut, ReLU.
+local Bottleneck = nn.Module:extend("Bottleneck")
+Bottleneck.expansion = 4
+M.Bottleneck = Bottleneck
+
+function Bottleneck:init(inplanes, planes, stride, downsample)
+  local out = planes * Bottleneck.expansion
+  self.conv1 = conv1x1(inplanes, planes)
+  self.bn1 = nn.BatchNorm2d(planes)
+  self.conv2 = conv3x3(planes, planes, stride)
+  self.bn2 = nn.BatchNorm2d(planes)
+  self.conv3 = conv1x1(planes, out)
+  self.bn3 = nn.BatchNorm2d(out)
+  self.relu = nn.ReLU()
+  if downsample then self.downsample = downsample end
+  self.stride = stride or 1
+end
+
+function Bottleneck:forward(x)
+  local out = self.relu(self.bn1(self.conv1(x)))
+  out = self.relu(self.bn2(self.conv2(out)))
+  out = self.bn3(self.conv3(out))
+  local identity = self.downsample and self.downsample(x) or x
+  return (out + identity):relu()
+end
+
+local BLOCKS = { basic = BasicBlock, bottleneck = Bottleneck }
+
+--- ResNet(cfg):
+--   block        "basic" | "bottleneck" (or a block class with .expansion)
+--   layers       blocks per stage, e.g. {2, 2, 2, 2}
+--   widths       planes per stage, e.g. {64, 128, 256, 512}; stage i > 1 starts with stride 2
+--   stem         "imagenet" (conv7x7/2 + maxpool 3/2) or "small" (conv3x3/1, no pooling)
+--   stem_width   channels out of the stem (default widths[1])
+--   in_channels  default 3;  num_classes  default 1000
+--   zero_init_residual  last BN of each block starts at 0 (torchvision's option)
+local ResNet = nn.Module:extend("ResNet")
+M.ResNet = ResNet
+
+function ResNet:init(cfg)
+  local block = BLOCKS[cfg.block or "basic"] or cfg.block
+  assert(type(block) == "table" and block.expansion, "resnet: block must be 'basic', 'bottleneck' or a block class")
+  local widths = cfg.widths or { 64, 128, 256, 512 }
+  local layers = assert(cfg.layers, "resnet: cfg.layers (blocks per stage) is required")
+  assert(#layers == #widths, "resnet: layers and widths must have the same length")
+  local stem = cfg.stem or "imagenet"
+  local inplanes = cfg.stem_width or widths[1]
+  self.config = cfg
+
+  if stem == "imagenet" then
+    self.conv1 = nn.Conv2d(cfg.in_channels or 3, inplanes, 7, { stride = 2, padding = 3, bias = false })
+  elseif stem == "small" then
+    self.conv1 = conv3x3(cfg.in_channels or 3, inplanes, 1)
+  else
+    error("resnet: stem must be 'imagenet' or 'small', got " .. tostring(stem))
+  end
+  self.bn1 = nn.BatchNorm2d(inplanes)
+  self.relu = nn.ReLU()
+  if stem == "imagenet" then self.maxpool = nn.MaxPool2d(3, { stride = 2, padding = 1 }) end
+
+  for i, planes in ipairs(widths) do
+    local stride = i == 1 and 1 or 2
+    local out = planes * block.expansion
+    local downsample
+    if stride ~= 1 or inplanes ~= out then
+      downsample = nn.Sequential(conv1x1(inplanes, out, stride), nn.BatchNorm2d(out))
+    end
+    local stage = nn.Sequential(block(inplanes, planes, stride, downsample))
+    for _ = 2, layers[i] do stage:append(block(out, planes, 1)) end
+    self["layer" .. i] = stage
+    inplanes = out
+  end
+  self.num_stages = #widths
+  self.avgpool = nn.AdaptiveAvgPool2d({ 1, 1 })
+  self.fc = nn.Linear(inplanes, cfg.num_classes or 1000)
+
+  -- torchvision's initialisation: He normal (fan_out) convolutions, unit BatchNorm.
+  for _, m in self:named_modules() do
+    if m.__name == "Conv2d" then
+      nn.init.kaiming_normal_(m.weight, { mode = "fan_out", nonlinearity = "relu" })
+    elseif m.__name == "BatchNorm2d" then
+      nn.init.ones_(m.weight)
+      nn.init.zeros_(m.bias)
+    end
+  end
+  if cfg.zero_init_residual then
+    for _, m in self:named_modules() do
+      local last = (m.__name == "Bottleneck" and m.bn3) or (m.__name == "BasicBlock" and m.bn2)
+      if last then nn.init.zeros_(last.weight) end
+    end
+  end
+end
+
+function ResNet:forward(x)
+  x = self.relu(self.bn1(self.conv1(x)))
+  if self.maxpool then x = self.maxpool(x) end
+  for i = 1, self.num_stages do x = self["layer" .. i](x) end
+  x = self.avgpool(x)
+  return self.fc(x:reshape(x:size(1), -1))
+end
+
+local function with_defaults(cfg, defaults)
+  local out = {}
+  for k, v in pairs(defaults) do out[k] = v end
+  for k, v in pairs(cfg or {}) do out[k] = v end
+  return out
+end
+
+--- ResNet-S for 1x28x28 images (Fashion-MNIST): stem conv3x3(1->32), 3 stages of 2 BasicBlocks
+-- with widths 32, 64, 128; 696,042 parameters with 10 classes. cfg: {num_classes=10,
+-- in_channels=1, widths=} (a narrower width list gives the same structure, e.g. for tests).
+function M.resnet_s(cfg)
+  return ResNet(with_defaults(cfg, { block = "basic", layers = { 2, 2, 2 }, widths = { 32, 64, 128 },
+    stem = "small", in_channels = 1, num_classes = 10 }))
+end
+
+--- torchvision's resnet18/34/50 (3x224x224 inputs, 1000 classes by default).
+function M.resnet18(cfg)
+  return ResNet(with_defaults(cfg, { block = "basic", layers = { 2, 2, 2, 2 } }))
+end
+
+function M.resnet34(cfg)
+  return ResNet(with_defaults(cfg, { block = "basic", layers = { 3, 4, 6, 3 } }))
+end
+
+function M.resnet50(cfg)
+  return ResNet(with_defaults(cfg, { block = "bottleneck", layers = { 3, 4, 6, 3 } }))
+end
+
+return M

@@ -1,0 +1,276 @@
+-- ft.data: Fashion-MNIST, image folders, and the batch loader.
+-- The Fashion-MNIST tests need Debian's dataset-fashion-mnist package (or
+-- FT_FASHION_MNIST_DIR); without it they are marked pending.
+local ft = require "ft"
+
+local FIXTURES = assert(os.getenv("FT_FIXTURES"), "FT_FIXTURES is not set") .. "/io"
+local expected = dofile(FIXTURES .. "/expected.lua")
+local FASHION_DIR = os.getenv("FT_FASHION_MNIST_DIR") or "/usr/share/datasets/fashion-mnist"
+local CLASSES = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"}
+
+local function quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function run(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok = p:close()
+  return ok, out
+end
+
+local function make_tmpdir()
+  local ok, out = run("mktemp -d /tmp/ftlua-data-XXXXXX")
+  assert(ok, out)
+  return (out:gsub("%s+$", ""))
+end
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function error_of(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert.is_false(ok, "expected an error")
+  return tostring(err)
+end
+
+local function assert_contains(haystack, needle)
+  if not haystack:find(needle, 1, true) then
+    error(("expected %q to contain %q"):format(haystack, needle), 2)
+  end
+end
+
+-- The first label byte of an IDX label file, read with gzip and od (not with ft).
+local function first_label(path)
+  local ok, out = run("gzip -dc " .. quote(path) .. " | od -An -tu1 -j8 -N1")
+  assert(ok, out)
+  return assert(tonumber(out:match("%d+")), out)
+end
+
+local function need_fashion_mnist()
+  if not exists(FASHION_DIR .. "/train-labels-idx1-ubyte.gz") then
+    pending("Fashion-MNIST not found in " .. FASHION_DIR .. ": apt-get install dataset-fashion-mnist")
+  end
+end
+
+describe("ft.data.fashion_mnist", function()
+  it("loads the 60000 training images with labels 1..10", function()
+    need_fashion_mnist()
+    local ds = ft.data.fashion_mnist{split = "train"}
+    assert.are.same({60000, 1, 28, 28}, ds.x:shape())
+    assert.are.equal("float32", ds.x:dtype())
+    assert.are.same({60000}, ds.y:shape())
+    assert.are.equal("int64", ds.y:dtype())
+    assert.are.equal(0, ds.x:min():item())
+    assert.are.equal(1, ds.x:max():item())
+    local counts = {}
+    for _, label in ipairs(ds.y:totable()) do counts[label] = (counts[label] or 0) + 1 end
+    for label = 1, 10 do assert.are.equal(6000, counts[label], "class " .. label) end
+    local first = first_label(FASHION_DIR .. "/train-labels-idx1-ubyte.gz") + 1
+    assert.are.equal(first, ds.y:totable()[1])
+    assert.are.same(CLASSES, ds.classes)
+    assert.are.equal("Ankle boot", ds.classes[ds.y:totable()[1]])
+  end)
+
+  it("loads the 10000 test images", function()
+    need_fashion_mnist()
+    local ds = ft.data.fashion_mnist{split = "test"}
+    assert.are.same({10000, 1, 28, 28}, ds.x:shape())
+    assert.are.same({10000}, ds.y:shape())
+    local y = ds.y:totable()
+    for i = 1, #y do
+      if y[i] < 1 or y[i] > 10 then error("label " .. y[i] .. " at " .. i .. " is outside 1..10") end
+    end
+    assert.are.equal(first_label(FASHION_DIR .. "/t10k-labels-idx1-ubyte.gz") + 1, y[1])
+  end)
+
+  it("reads a folder given by dir= (gzip-compressed or plain files)", function()
+    local dir = FIXTURES .. "/fashion_mini"
+    for split, key in pairs{train = "fashion_mini_train", test = "fashion_mini_t10k"} do
+      local want = expected.idx[key]
+      local ds = ft.data.fashion_mnist{split = split, dir = dir}
+      assert.are.same({want.shape[1], 1, 28, 28}, ds.x:shape())
+      local labels = {}
+      for i, v in ipairs(want.labels) do labels[i] = v + 1 end
+      assert.are.same(labels, ds.y:totable())
+      local row = ds.x:select(1, 1):select(1, 1):select(1, 1):totable()
+      for i, v in ipairs(want.first_pixels) do
+        assert.is_true(math.abs(row[i] - v / 255) < 1e-6, "pixel " .. i)
+      end
+    end
+  end)
+
+  it("reads FT_FASHION_MNIST_DIR", function()
+    local ftlua = assert(os.getenv("FTLUA"), "FTLUA is not set")
+    local ok, out = run("FT_FASHION_MNIST_DIR=" .. quote(FIXTURES .. "/fashion_mini") .. " " .. quote(ftlua)
+      .. " -e " .. quote("local ds = ft.data.fashion_mnist{split = 'train'}; io.write(ds.x:size(1), ' ', ds.y:totable()[1])"))
+    assert.is_true(ok, out)
+    assert.are.equal("3 10", out)
+  end)
+
+  it("says how to get the data when it is missing", function()
+    local err = error_of(ft.data.fashion_mnist, {split = "train", dir = "/nonexistent"})
+    assert_contains(err, "not found in '/nonexistent'")
+    assert_contains(err, "dataset-fashion-mnist")
+    assert_contains(err, "dir=")
+    assert_contains(error_of(ft.data.fashion_mnist, {split = "valid"}), "split must be 'train' or 'test'")
+  end)
+end)
+
+describe("ft.data.image_folder", function()
+  local dir
+  before_each(function() dir = make_tmpdir() end)
+  after_each(function() os.execute("rm -rf " .. quote(dir)) end)
+
+  -- dir/<class>/<name>.png holding a constant image of value v/255.
+  local function put(class, name, v, shape)
+    os.execute("mkdir -p " .. quote(dir .. "/" .. class))
+    ft.image.save(dir .. "/" .. class .. "/" .. name, ft.full(shape or {3, 4, 5}, v / 255))
+  end
+
+  it("labels images by sorted class folder, 1-based", function()
+    put("dog", "b.png", 20)
+    put("dog", "a.png", 10)
+    put("cat", "x.PNG", 30)
+    put("zebra", "1.png", 40)
+    put(".hidden", "h.png", 50)
+    os.execute("mkdir " .. quote(dir .. "/empty"))
+    local f = io.open(dir .. "/dog/notes.txt", "w")
+    f:write("not an image")
+    f:close()
+    local ds = ft.data.image_folder(dir)
+    assert.are.same({"cat", "dog", "empty", "zebra"}, ds.classes)
+    assert.are.same({4, 3, 4, 5}, ds.x:shape())
+    assert.are.equal("int64", ds.y:dtype())
+    assert.are.same({1, 2, 2, 4}, ds.y:totable())
+    local firsts = {}
+    for i = 1, 4 do firsts[i] = math.floor(ds.x:select(1, i):max():item() * 255 + 0.5) end
+    assert.are.same({30, 10, 20, 40}, firsts)
+  end)
+
+  it("applies a transform to each image", function()
+    put("a", "1.png", 255, {1, 4, 4})
+    put("b", "1.png", 0, {1, 4, 4})
+    local ds = ft.data.image_folder(dir, {transform = function(img) return img:reshape(16) * 2 end})
+    assert.are.same({2, 16}, ds.x:shape())
+    assert.are.equal(2, ds.x:max():item())
+  end)
+
+  it("names the file whose shape differs", function()
+    put("a", "1.png", 1, {3, 4, 4})
+    put("b", "2.png", 1, {3, 5, 4})
+    local err = error_of(ft.data.image_folder, dir)
+    assert_contains(err, dir .. "/b/2.png' has shape [3,5,4]")
+    assert_contains(err, dir .. "/a/1.png' has shape [3,4,4]")
+  end)
+
+  it("reports a folder without classes or images", function()
+    assert_contains(error_of(ft.data.image_folder, dir), "no class subfolders in '" .. dir .. "'")
+    os.execute("mkdir " .. quote(dir .. "/a"))
+    assert_contains(error_of(ft.data.image_folder, dir), "no .png images")
+    assert_contains(error_of(ft.data.image_folder, dir .. "/missing"), "cannot open '" .. dir .. "/missing'")
+  end)
+end)
+
+describe("ft.data.loader", function()
+  -- N samples whose x row and y label both encode the sample number.
+  local function dataset(n)
+    local xs, ys = {}, {}
+    for i = 1, n do
+      xs[i] = {i, -i}
+      ys[i] = i
+    end
+    return {x = ft.tensor(xs), y = ft.tensor(ys, {dtype = "int64"})}
+  end
+
+  local function epoch(loader)
+    local order, sizes = {}, {}
+    for x, y in loader:iter() do
+      sizes[#sizes + 1] = x:size(1)
+      local xs, ys = x:totable(), y:totable()
+      for i = 1, #ys do
+        assert.are.equal(ys[i], xs[i][1])      -- x and y stay aligned
+        assert.are.equal(-ys[i], xs[i][2])
+        order[#order + 1] = ys[i]
+      end
+    end
+    return order, sizes
+  end
+
+  it("yields batches in order without shuffling, the last one short", function()
+    local loader = ft.data.loader(dataset(10), {batch_size = 4})
+    assert.are.equal(3, #loader)
+    local order, sizes = epoch(loader)
+    assert.are.same({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, order)
+    assert.are.same({4, 4, 2}, sizes)
+  end)
+
+  it("drops the short batch with drop_last", function()
+    local loader = ft.data.loader(dataset(10), {batch_size = 4, drop_last = true})
+    assert.are.equal(2, #loader)
+    local order, sizes = epoch(loader)
+    assert.are.same({4, 4}, sizes)
+    assert.are.same({1, 2, 3, 4, 5, 6, 7, 8}, order)
+  end)
+
+  it("shuffles reproducibly per seed, differently each epoch, visiting every sample once", function()
+    local a = ft.data.loader(dataset(100), {batch_size = 8, shuffle = true, seed = 42})
+    local b = ft.data.loader(dataset(100), {batch_size = 8, shuffle = true, seed = 42})
+    local c = ft.data.loader(dataset(100), {batch_size = 8, shuffle = true, seed = 43})
+    local a1, b1, c1 = epoch(a), epoch(b), epoch(c)
+    local a2, b2 = epoch(a), epoch(b)
+    assert.are.same(a1, b1)
+    assert.are.same(a2, b2)
+    assert.are_not.same(a1, a2)
+    assert.are_not.same(a1, c1)
+    for _, order in ipairs{a1, a2, c1} do
+      local sorted = table.move(order, 1, #order, 1, {})
+      table.sort(sorted)
+      for i = 1, 100 do assert.are.equal(i, sorted[i]) end
+    end
+    local seq = {}
+    for i = 1, 100 do seq[i] = i end
+    assert.are_not.same(seq, a1)
+    -- Resuming: setting the epoch counter replays that epoch.
+    local r = ft.data.loader(dataset(100), {batch_size = 8, shuffle = true, seed = 42})
+    r.epoch = 1
+    assert.are.same(a2, epoch(r))
+  end)
+
+  it("follows ft.manual_seed when no seed is given", function()
+    ft.manual_seed(7)
+    local a = epoch(ft.data.loader(dataset(50), {batch_size = 5, shuffle = true}))
+    ft.manual_seed(7)
+    local b = epoch(ft.data.loader(dataset(50), {batch_size = 5, shuffle = true}))
+    assert.are.same(a, b)
+  end)
+
+  it("applies the batch transform", function()
+    local loader = ft.data.loader(dataset(6), {batch_size = 3, transform = function(x, y) return x * 10, y + 100 end})
+    local xs, ys = {}, {}
+    for x, y in loader:iter() do
+      xs[#xs + 1] = x:totable()[1][1]
+      ys[#ys + 1] = y:totable()[1]
+    end
+    assert.are.same({10, 40}, xs)
+    assert.are.same({101, 104}, ys)
+  end)
+
+  it("yields x alone for a dataset without labels", function()
+    local n = 0
+    for x, y in ft.data.loader({x = ft.zeros(5, 2)}, {batch_size = 2}):iter() do
+      n = n + x:size(1)
+      assert.is_nil(y)
+    end
+    assert.are.equal(5, n)
+  end)
+
+  it("rejects bad options", function()
+    assert_contains(error_of(ft.data.loader, dataset(3), {batch_size = 0}), "batch_size must be a positive integer")
+    assert_contains(error_of(ft.data.loader, {x = ft.zeros(3), y = ft.zeros(2)}), "3 samples but dataset.y has 2")
+    assert_contains(error_of(ft.data.loader, {}), "expected a dataset table")
+  end)
+end)

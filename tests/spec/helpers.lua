@@ -1,0 +1,166 @@
+-- Shared assertions and fixture access for the Lua specs.
+--
+-- Values are compared through plain Lua tables (t:totable()), so a comparison never
+-- relies on the tensor ops it is checking.
+local ft = require "ft"
+
+local H = {}
+
+function H.fixture(name)
+  local dir = os.getenv("FT_FIXTURES") or "tests/fixtures"
+  return dir .. "/" .. name
+end
+
+function H.is_tensor(v)
+  return type(v) == "userdata" and getmetatable(v) ~= nil and v.shape ~= nil
+end
+
+function H.shape_str(shape)
+  return "[" .. table.concat(shape, ",") .. "]"
+end
+
+-- Flat row-major array of a tensor's values and its shape.
+function H.flat(t)
+  local shape = t:shape()
+  local nested = t:totable()
+  local out = {}
+  local function walk(v)
+    if type(v) == "table" then
+      for i = 1, #v do walk(v[i]) end
+    else
+      out[#out + 1] = v
+    end
+  end
+  walk(nested)
+  return out, shape
+end
+
+local function same_shape(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do
+    if a[i] ~= b[i] then return false end
+  end
+  return true
+end
+
+function H.max_abs(t)
+  local m = 0
+  for _, v in ipairs((H.flat(t))) do
+    local a = math.abs(v)
+    if a ~= a then return a end -- NaN
+    if a > m then m = a end
+  end
+  return m
+end
+
+-- Checks shape and values: max |actual - expected| <= rtol * max(1, max |expected|).
+-- NaN anywhere fails. `what` names the value in the failure message.
+function H.assert_close(actual, expected, rtol, what)
+  what = what or "value"
+  assert(H.is_tensor(actual), what .. ": expected a tensor, got " .. type(actual))
+  local av, ashape = H.flat(actual)
+  local ev, eshape = H.flat(expected)
+  if not same_shape(ashape, eshape) then
+    error(string.format("%s: shape %s, expected %s", what, H.shape_str(ashape),
+                        H.shape_str(eshape)), 2)
+  end
+  local scale = math.max(1, H.max_abs(expected))
+  local worst, at = 0, 1
+  for i = 1, #ev do
+    local d = math.abs(av[i] - ev[i])
+    if d ~= d then worst, at = d, i break end
+    if d > worst then worst, at = d, i end
+  end
+  if not (worst <= rtol * scale) then
+    error(string.format("%s: max abs error %.3g at flat element %d (got %.8g, expected %.8g);"
+                        .. " allowed %.3g (= %g * scale %.4g)", what, worst, at, av[at], ev[at],
+                        rtol * scale, rtol, scale), 2)
+  end
+  return true
+end
+
+-- Exact comparison of integer tensors (shape and every value).
+function H.assert_equal_ints(actual, expected, what)
+  what = what or "value"
+  assert(H.is_tensor(actual), what .. ": expected a tensor, got " .. type(actual))
+  local av, ashape = H.flat(actual)
+  local ev, eshape = H.flat(expected)
+  if not same_shape(ashape, eshape) then
+    error(string.format("%s: shape %s, expected %s", what, H.shape_str(ashape),
+                        H.shape_str(eshape)), 2)
+  end
+  for i = 1, #ev do
+    if av[i] ~= ev[i] then
+      error(string.format("%s: element %d is %s, expected %s", what, i, tostring(av[i]),
+                          tostring(ev[i])), 2)
+    end
+  end
+  return true
+end
+
+-- Rebuilds a nested table of the given shape from a flat array.
+function H.nest(flat, shape)
+  if #shape == 0 then return flat[1] end
+  local pos = 0
+  local function build(d)
+    local t = {}
+    for i = 1, shape[d] do
+      if d == #shape then
+        pos = pos + 1
+        t[i] = flat[pos]
+      else
+        t[i] = build(d + 1)
+      end
+    end
+    return t
+  end
+  return build(1)
+end
+
+-- A new tensor from flat values and a shape (independent of the ops under test).
+function H.from_flat(flat, shape, dtype)
+  if #shape == 0 then
+    return ft.tensor({flat[1]}, dtype and {dtype = dtype} or nil):reshape({})
+  end
+  return ft.tensor(H.nest(flat, shape), dtype and {dtype = dtype} or nil)
+end
+
+-- int64 0-based indices (as torch stores them) -> a new 1-based int64 tensor for Lua.
+function H.plus1(t)
+  local v, shape = H.flat(t)
+  for i = 1, #v do v[i] = math.tointeger(v[i] + 1) end
+  return H.from_flat(v, shape, "int64")
+end
+
+-- ft.load of an ops fixture file, grouped: cases[case][name] = tensor for keys
+-- "ops.<case>.<name>".
+function H.load_cases(file)
+  local flat = ft.load(H.fixture(file))
+  local cases = {}
+  for key, t in pairs(flat) do
+    local case, name = key:match("^ops%.([^.]+)%.([^.]+)$")
+    if case then
+      cases[case] = cases[case] or {}
+      cases[case][name] = t
+    end
+  end
+  return cases
+end
+
+-- pcall(fn) must fail; returns the error message (as a string).
+function H.error_of(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error, but the call succeeded")
+  return tostring(err)
+end
+
+-- Asserts the message contains every plain (non-pattern) substring given.
+function H.assert_mentions(msg, ...)
+  for _, s in ipairs({...}) do
+    if not msg:find(s, 1, true) then
+      error(string.format("error message %q does not mention %q", msg, s), 2)
+    end
+  end
+end
+
+return H

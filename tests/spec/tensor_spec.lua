@@ -1,0 +1,265 @@
+-- Tensors through the Lua API: creation, inspection, views, 1-based indexing,
+-- metamethods, printing, int64 tensors and the seeded RNG.
+local ft = require "ft"
+local H = require "helpers"
+
+local function values(t) return (H.flat(t)) end
+
+describe("creation", function()
+  it("ft.tensor takes nested tables", function()
+    local t = ft.tensor{{1, 2, 3}, {4, 5, 6}}
+    assert.are.same({2, 3}, t:shape())
+    assert.are.equal("float32", t:dtype())
+    assert.are.same({{1, 2, 3}, {4, 5, 6}}, t:totable())
+    assert.is_false(t.requires_grad)
+  end)
+
+  it("ft.tensor takes dtype and requires_grad options", function()
+    local i = ft.tensor({3, 1, 2}, {dtype = "int64"})
+    assert.are.equal("int64", i:dtype())
+    assert.are.same({3, 1, 2}, i:totable())
+    local w = ft.tensor({1.5, 2.5}, {requires_grad = true})
+    assert.is_true(w.requires_grad)
+  end)
+
+  it("zeros, ones and full take varargs or a table", function()
+    assert.are.same({{0, 0, 0}, {0, 0, 0}}, ft.zeros(2, 3):totable())
+    assert.are.same({{0, 0, 0}, {0, 0, 0}}, ft.zeros{2, 3}:totable())
+    assert.are.same({{1, 1, 1}, {1, 1, 1}}, ft.ones{2, 3}:totable())
+    assert.are.same({{1, 1}, {1, 1}, {1, 1}}, ft.ones(3, 2):totable())
+    assert.are.same({{7, 7, 7}, {7, 7, 7}}, ft.full({2, 3}, 7):totable())
+  end)
+
+  it("randn and rand have the requested shape and plausible values", function()
+    local n = ft.randn(100, 50)
+    assert.are.same({100, 50}, n:shape())
+    local v = values(n)
+    local mean, sq = 0, 0
+    for _, x in ipairs(v) do mean = mean + x; sq = sq + x * x end
+    mean = mean / #v
+    local var = sq / #v - mean * mean
+    assert.is_true(math.abs(mean) < 0.05, "randn mean " .. mean)
+    assert.is_true(math.abs(var - 1) < 0.08, "randn variance " .. var)
+    local u = values(ft.rand(2, 3, 4))
+    assert.are.equal(24, #u)
+    local lo, hi = math.huge, -math.huge
+    for _, x in ipairs(values(ft.rand(5000))) do lo = math.min(lo, x); hi = math.max(hi, x) end
+    assert.is_true(lo >= 0 and hi < 1, "rand outside [0,1)")
+    assert.is_true(lo < 0.01 and hi > 0.99, "rand does not cover [0,1)")
+  end)
+
+  it("arange counts from start up to (not including) end", function()
+    assert.are.same({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, ft.arange(0, 10):totable())
+    assert.are.same({10}, ft.arange(0, 10):shape())
+  end)
+end)
+
+describe("inspection", function()
+  local t = ft.tensor{{{1, 2}, {3, 4}, {5, 6}}, {{7, 8}, {9, 10}, {11, 12}}}
+
+  it("shape, dim, size, numel", function()
+    assert.are.same({2, 3, 2}, t:shape())
+    assert.are.equal(3, t:dim())
+    assert.are.equal(2, t:size(1))
+    assert.are.equal(3, t:size(2))
+    assert.are.equal(2, t:size(3))
+    assert.are.equal(2, t:size(-1))
+    assert.are.equal(3, t:size(-2))
+    assert.are.equal(2, t:size(-3))
+    assert.are.equal(12, t:numel())
+  end)
+
+  it("item on a one-element tensor", function()
+    assert.are.equal(2.5, ft.tensor{2.5}:item())
+    assert.are.equal(21, ft.tensor{{1, 2}, {3, 4}}:sum():item() + 11)
+    assert.are.equal(78, t:sum():item())
+  end)
+
+  it("a 0-dim tensor has shape {} and one element", function()
+    local s = t:sum()
+    assert.are.same({}, s:shape())
+    assert.are.equal(0, s:dim())
+    assert.are.equal(1, s:numel())
+  end)
+end)
+
+describe("views", function()
+  -- base = [[1,2,3,4],[5,6,7,8],[9,10,11,12]]
+  local function base() return ft.arange(1, 13):reshape(3, 4) * 1 end
+
+  it("narrow, select and t[i] use 1-based positions", function()
+    local b = base()
+    assert.are.same({{5, 6, 7, 8}, {9, 10, 11, 12}}, b:narrow(1, 2, 2):totable())
+    assert.are.same({{2, 3}, {6, 7}, {10, 11}}, b:narrow(2, 2, 2):totable())
+    assert.are.same({9, 10, 11, 12}, b:select(1, 3):totable())
+    assert.are.same({3, 7, 11}, b:select(2, 3):totable())
+    assert.are.same({4, 8, 12}, b:select(-1, -1):totable())
+    assert.are.same({1, 2, 3, 4}, b[1]:totable())
+    assert.are.same({9, 10, 11, 12}, b[3]:totable())
+    local e = b[2][3]
+    assert.are.equal(7, type(e) == "number" and e or e:item())
+  end)
+
+  it("transpose, t and permute with 1-based and negative dims", function()
+    local b = base()
+    assert.are.same({{1, 5, 9}, {2, 6, 10}, {3, 7, 11}, {4, 8, 12}}, b:t():totable())
+    assert.are.same(b:t():totable(), b:transpose(1, 2):totable())
+    assert.are.same(b:t():totable(), b:transpose(-1, -2):totable())
+    local c = ft.arange(0, 24):reshape(2, 3, 4)
+    local p = c:permute(3, 1, 2)
+    assert.are.same({4, 2, 3}, p:shape())
+    -- p[k][i][j] == c[i][j][k]
+    assert.are.equal(1 * 12 + 2 * 4 + 3, p:totable()[4][2][3])
+    assert.are.same({4, 3, 2}, c:transpose(1, -1):shape())
+  end)
+
+  it("reshape, view, squeeze, unsqueeze, expand", function()
+    local b = base()
+    assert.are.same({2, 6}, b:view(2, 6):shape())
+    assert.are.same({6, 2}, b:reshape(-1, 2):shape())
+    assert.are.same({12}, b:view{12}:shape())
+    assert.are.same({1, 3, 4}, b:unsqueeze(1):shape())
+    assert.are.same({3, 4, 1}, b:unsqueeze(-1):shape())
+    assert.are.same({3, 1, 4}, b:unsqueeze(2):shape())
+    assert.are.same({3, 4}, b:unsqueeze(2):squeeze(2):shape())
+    local col = ft.tensor{{1}, {2}, {3}}
+    assert.are.same({{1, 1}, {2, 2}, {3, 3}}, col:expand(3, 2):totable())
+    assert.are.same({{1, 1}, {2, 2}, {3, 3}}, col:expand(-1, 2):totable())
+    -- reshape of a non-contiguous tensor copies in logical order
+    assert.are.same({1, 5, 9, 2, 6, 10, 3, 7, 11, 4, 8, 12}, b:t():reshape(12):totable())
+    assert.are.same(b:t():totable(), b:t():contiguous():totable())
+  end)
+
+  it("views share storage with their base", function()
+    local b = base()
+    local fill = b.fill_ or ft._F.fill_
+    local row = b:select(1, 2)
+    fill(row, 0)
+    assert.are.same({{1, 2, 3, 4}, {0, 0, 0, 0}, {9, 10, 11, 12}}, b:totable())
+    fill(b:narrow(2, 4, 1), -1)
+    assert.are.same({{1, 2, 3, -1}, {0, 0, 0, -1}, {9, 10, 11, -1}}, b:totable())
+    fill(b:t():select(1, 1), 5)           -- first column through a transpose
+    assert.are.same({{5, 2, 3, -1}, {5, 0, 0, -1}, {5, 10, 11, -1}}, b:totable())
+    fill(b:view(12):narrow(1, 6, 2), 8)   -- flat positions 6 and 7
+    assert.are.same({{5, 2, 3, -1}, {5, 8, 8, -1}, {5, 10, 11, -1}}, b:totable())
+    fill(b:unsqueeze(1):permute(2, 3, 1):select(1, 3), 4)   -- third row
+    assert.are.same({{5, 2, 3, -1}, {5, 8, 8, -1}, {4, 4, 4, 4}}, b:totable())
+    -- and the other way: writing to the base shows through an existing view
+    local v = b:t()
+    fill(b, 1)
+    assert.are.same({{1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}}, v:totable())
+  end)
+
+  it("contiguous and clone-like copies do not share storage with a transposed base", function()
+    local b = base()
+    local fill = b.fill_ or ft._F.fill_
+    local c = b:t():contiguous()
+    fill(b, 0)
+    assert.are.same({1, 5, 9}, c:select(1, 1):totable())
+  end)
+end)
+
+describe("reductions use 1-based dims", function()
+  local m = ft.tensor{{1, 2, 3}, {4, 5, 6}}
+  it("sum and mean", function()
+    assert.are.same({5, 7, 9}, m:sum(1):totable())
+    assert.are.same({6, 15}, m:sum(2):totable())
+    assert.are.same({6, 15}, m:sum(-1):totable())
+    assert.are.same({{6}, {15}}, m:sum(2, true):totable())
+    assert.are.same({2.5, 3.5, 4.5}, m:mean(1):totable())
+    assert.are.equal(21, m:sum():item())
+    assert.are.equal(3.5, m:mean():item())
+  end)
+  it("max returns values and 1-based indices; argmax is 1-based", function()
+    local x = ft.tensor{{1, 9, 3}, {7, 5, 6}}
+    local v, i = x:max(2)
+    assert.are.same({9, 7}, v:totable())
+    assert.are.same({2, 1}, i:totable())
+    assert.are.equal("int64", i:dtype())
+    assert.are.same({2, 1}, x:argmax(2):totable())
+    assert.are.same({2, 1, 2}, x:argmax(1):totable())
+    assert.are.equal(9, x:max():item())
+  end)
+end)
+
+describe("arithmetic metamethods", function()
+  local a = ft.tensor{1, 2, 4}
+  local b = ft.tensor{2, 2, 2}
+  it("between tensors", function()
+    assert.are.same({3, 4, 6}, (a + b):totable())
+    assert.are.same({-1, 0, 2}, (a - b):totable())
+    assert.are.same({2, 4, 8}, (a * b):totable())
+    assert.are.same({0.5, 1, 2}, (a / b):totable())
+    assert.are.same({1, 4, 16}, (a ^ b):totable())
+    assert.are.same({-1, -2, -4}, (-a):totable())
+  end)
+  it("with a number on either side", function()
+    assert.are.same({3, 4, 6}, (a + 2):totable())
+    assert.are.same({3, 4, 6}, (2 + a):totable())
+    assert.are.same({0, 1, 3}, (a - 1):totable())
+    assert.are.same({0, -1, -3}, (1 - a):totable())
+    assert.are.same({3, 6, 12}, (a * 3):totable())
+    assert.are.same({3, 6, 12}, (3 * a):totable())
+    assert.are.same({0.5, 1, 2}, (a / 2):totable())
+    assert.are.same({4, 2, 1}, (4 / a):totable())
+    assert.are.same({1, 4, 16}, (a ^ 2):totable())
+  end)
+  it("broadcast", function()
+    local col = ft.tensor{{10}, {20}}
+    assert.are.same({{11, 12, 14}, {21, 22, 24}}, (col + a):totable())
+    assert.are.same({{11, 12, 14}, {21, 22, 24}}, (a + col):totable())
+  end)
+end)
+
+describe("printing", function()
+  it("shows the shape and the dtype", function()
+    local s = tostring(ft.zeros(7, 5))
+    assert.is_truthy(s:find("float32", 1, true), s)
+    assert.is_truthy(s:find("7%D+5"), s)
+    local i = tostring(ft.tensor({{3, 1}}, {dtype = "int64"}))
+    assert.is_truthy(i:find("int64", 1, true), i)
+  end)
+  it("shows the values", function()
+    local s = tostring(ft.tensor{1.5, -2.25})
+    assert.is_truthy(s:find("1.5", 1, true), s)
+    assert.is_truthy(s:find("-2.25", 1, true), s)
+  end)
+end)
+
+describe("int64 tensors", function()
+  it("keep integer values exactly", function()
+    local big = 2 ^ 40 + 3
+    local t = ft.tensor({math.tointeger(big), -5, 0}, {dtype = "int64"})
+    local v = t:totable()
+    assert.are.equal(math.tointeger(big), math.tointeger(v[1]))
+    assert.are.equal(-5, v[2])
+    assert.are.equal(0, v[3])
+  end)
+  it("support shape ops and give integer items", function()
+    local t = ft.tensor({{1, 2, 3}, {4, 5, 6}}, {dtype = "int64"})
+    assert.are.equal("int64", t:t():dtype())
+    assert.are.same({{1, 4}, {2, 5}, {3, 6}}, t:t():totable())
+    assert.are.equal(5, t:select(1, 2):select(1, 2):item())
+    assert.are.equal("int64", t:reshape(6):dtype())
+  end)
+end)
+
+describe("the random generator", function()
+  it("manual_seed makes randn and rand repeatable", function()
+    ft.manual_seed(42)
+    local a, u = ft.randn(3, 4), ft.rand(5)
+    ft.manual_seed(42)
+    local b, w = ft.randn(3, 4), ft.rand(5)
+    assert.are.same(a:totable(), b:totable())
+    assert.are.same(u:totable(), w:totable())
+  end)
+  it("different seeds and successive calls give different numbers", function()
+    ft.manual_seed(1)
+    local a = ft.randn(8)
+    local a2 = ft.randn(8)
+    ft.manual_seed(2)
+    local b = ft.randn(8)
+    assert.are_not.same(a:totable(), b:totable())
+    assert.are_not.same(a:totable(), a2:totable())
+  end)
+end)
