@@ -303,6 +303,7 @@ int luaopen_ft(lua_State *L) {
     lua_newtable(L);
     int module = lua_gettop(L);
     ftl_open_tensor(L);
+    ftl_open_ops(L);
     ftl_open_autograd(L);
     ftl_open_nn(L);
     ftl_open_optim(L);

@@ -54,7 +54,8 @@ void ftl_index_from_core(ft_tensor *index);
 void ftl_register(lua_State *L, const luaL_Reg *fns);
 
 /* Each binding file adds its functions to the module table on top of the stack. */
-void ftl_open_tensor(lua_State *L);    /* lua_tensor.c: creation, methods, metamethods */
+void ftl_open_tensor(lua_State *L);    /* lua_tensor.c: creation, views, in-place, the metatable */
+void ftl_open_ops(lua_State *L);       /* lua_ops.c: arithmetic, reductions, products, indexing */
 void ftl_open_autograd(lua_State *L);  /* lua_autograd.c: backward, no_grad, grad mode */
 void ftl_open_nn(lua_State *L);        /* lua_nn.c: ft._F, the functional kernels */
 void ftl_open_optim(lua_State *L);     /* lua_optim.c: ft._optim, fused optimizer steps */

@@ -16,6 +16,36 @@
 
 /* ---- cross entropy ------------------------------------------------------------ */
 
+/* exp(x) for the x <= 0 that log-softmax produces (x - max), written to vectorise:
+ * exp(x) = 2^n * e^r with n = round(x / ln 2) and r = x - n ln 2 in [-ln2/2, ln2/2];
+ * e^r by Cephes' expf polynomial (about 1 ulp). Below -87.3 the result is 0 (it would
+ * be subnormal); a NaN stays NaN. No branches and the final choice is a bit mask: with
+ * C's default trapping-math rules a conditional would keep the loop scalar. */
+static inline float exp_nonpos(float x) {
+    const float magic = 12582912.0f;                  /* 1.5 * 2^23: adds round to integer */
+    float t = x * 1.44269504088896341f + magic;      /* n in the low mantissa bits */
+    float n = t - magic;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;    /* x - n ln2, ln2 split in two */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t tb, mb, vb;
+    memcpy(&tb, &t, sizeof tb);
+    memcpy(&mb, &magic, sizeof mb);
+    uint32_t eb = (tb - mb + 127u) << 23;             /* 2^n as float bits */
+    float scale, v;
+    memcpy(&scale, &eb, sizeof scale);
+    v = p * scale;
+    memcpy(&vb, &v, sizeof vb);
+    vb &= (uint32_t)0 - (uint32_t) !(x < -87.3f);     /* all ones unless x < -87.3 */
+    memcpy(&v, &vb, sizeof v);
+    return v;
+}
+
 /* Layout: logits [N, C, S] (S = product of the trailing dims), sample i = n*S + s. */
 typedef struct {
     int64_t n, c, s;
@@ -52,7 +82,12 @@ static int cross_entropy_backward(ft_node *nd, const ft_tensor *grad_output, ft_
             continue;
         }
         float k_i = red == FT_REDUCE_NONE ? go[i] : scale, l = lse[i];
-        for (int64_t k = 0; k < c; k++) gr[k * s] = k_i * (expf(xr[k * s] - l) - off);
+        if (s == 1) {   /* [N, C]: contiguous rows */
+#pragma omp simd
+            for (int64_t k = 0; k < c; k++) gr[k] = k_i * (exp_nonpos(xr[k] - l) - off);
+        } else {
+            for (int64_t k = 0; k < c; k++) gr[k * s] = k_i * (exp_nonpos(xr[k * s] - l) - off);
+        }
         gr[t * s] -= k_i * (1.0f - eps);
     }
     ft_release(go_t);
@@ -151,12 +186,21 @@ ft_tensor *ft_cross_entropy(const ft_tensor *logits, const ft_tensor *target,
 #pragma omp parallel for schedule(static) reduction(+ : total)
     for (int64_t i = 0; i < m; i++) {
         const float *xr = x + (i / s) * c * s + i % s;
-        float mx = -INFINITY;
-        for (int64_t k = 0; k < c; k++) mx = xr[k * s] > mx ? xr[k * s] : mx;
-        float se = 0.0f, sx = 0.0f;
-        for (int64_t k = 0; k < c; k++) {
-            se += expf(xr[k * s] - mx);
-            sx += xr[k * s];
+        float mx = -INFINITY, se = 0.0f, sx = 0.0f;
+        if (s == 1) {   /* [N, C]: contiguous rows */
+#pragma omp simd reduction(max : mx)
+            for (int64_t k = 0; k < c; k++) mx = xr[k] > mx ? xr[k] : mx;
+#pragma omp simd reduction(+ : se, sx)
+            for (int64_t k = 0; k < c; k++) {
+                se += exp_nonpos(xr[k] - mx);
+                sx += xr[k];
+            }
+        } else {
+            for (int64_t k = 0; k < c; k++) mx = xr[k * s] > mx ? xr[k * s] : mx;
+            for (int64_t k = 0; k < c; k++) {
+                se += exp_nonpos(xr[k * s] - mx);
+                sx += xr[k * s];
+            }
         }
         float l = mx + logf(se);
         lse[i] = l;

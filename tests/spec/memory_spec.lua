@@ -10,6 +10,10 @@ end
 
 describe("memory", function()
   it("stays flat over a 1,000-step training loop", function()
+    if os.getenv("FT_SANITIZE") == "1" then
+      pending("resident memory is not meaningful under AddressSanitizer: its quarantine keeps freed memory")
+      return
+    end
     ft.manual_seed(0)
     local nn, F = ft.nn, ft.nn.functional
     local model = nn.Sequential{
