@@ -86,4 +86,19 @@ ft_tensor *ft_cross_entropy(const ft_tensor *logits, const ft_tensor *target,
                             ft_reduction reduction, int64_t ignore_index, double label_smoothing);
 ft_tensor *ft_mse_loss(const ft_tensor *input, const ft_tensor *target, ft_reduction reduction);
 
+/* ---- transformer ops (core/ops/attention.c, core/ops/rope.c, core/ops/norm.c) ---- */
+/* RMSNorm over the last dim: x / sqrt(mean(x^2) + eps) * weight; weight [D] or NULL. */
+ft_tensor *ft_rms_norm(const ft_tensor *x, const ft_tensor *weight, double eps);
+/* Rotary position embedding with HuggingFace's rotate_half convention:
+ * out = x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x2, x1) over the last dim.
+ * x [..., T, D]; cos, sin [T, D] (broadcast over the leading dims of x). */
+ft_tensor *ft_rope(const ft_tensor *x, const ft_tensor *cos, const ft_tensor *sin);
+/* Scaled dot-product attention. q [B,Hq,T,D], k and v [B,Hkv,S,D] with Hq a multiple of
+ * Hkv (grouped-query attention: query head h reads key/value head h / (Hq/Hkv)).
+ * mask: NULL, a float32 additive mask or an int64 boolean mask (nonzero = may attend),
+ * broadcastable to [B,Hq,T,S]. causal: query t attends keys s <= t + (S - T) (so a KV
+ * cache of S - T earlier positions works). scale <= 0 means 1/sqrt(D). -> [B,Hq,T,D] */
+ft_tensor *ft_scaled_dot_product_attention(const ft_tensor *q, const ft_tensor *k, const ft_tensor *v,
+                                           const ft_tensor *mask, bool causal, double scale);
+
 #endif
