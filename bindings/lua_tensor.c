@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ft/autograd.h"
@@ -186,6 +187,14 @@ static int l_isatty(lua_State *L) {
     luaL_Stream *s = luaL_testudata(L, 1, LUA_FILEHANDLE);
     int fd = s && s->f ? fileno(s->f) : (int)luaL_optinteger(L, 1, 2);
     lua_pushboolean(L, isatty(fd));
+    return 1;
+}
+
+/* ft.clock(): monotonic wall-clock seconds, for timing and ETAs. */
+static int l_clock(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
     return 1;
 }
 
@@ -715,6 +724,7 @@ static const luaL_Reg functions[] = {
     {"get_rng_state", l_get_rng_state},
     {"set_rng_state", l_set_rng_state},
     {"isatty", l_isatty},
+    {"clock", l_clock},
     {"live_bytes", l_live_bytes},
     {"empty_cache", l_empty_cache},
     {NULL, NULL},
