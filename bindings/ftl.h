@@ -60,6 +60,7 @@ void ftl_open_autograd(lua_State *L);  /* lua_autograd.c: backward, no_grad, gra
 void ftl_open_nn(lua_State *L);        /* lua_nn.c: ft._F, the functional kernels */
 void ftl_open_optim(lua_State *L);     /* lua_optim.c: ft._optim, fused optimizer steps */
 void ftl_open_io(lua_State *L);        /* lua_io.c: save/load, image, _idx */
+void ftl_open_json(lua_State *L);      /* lua_json.c: ft.json */
 
 int luaopen_ft(lua_State *L);
 

@@ -1,5 +1,6 @@
-/* Files: ft.save / ft.load (HDF5 checkpoints), ft.image.load / ft.image.save (PNG), and
- * the raw helpers the Lua data loaders build on: ft._idx_read and ft._listdir.
+/* Files: ft.save / ft.load (HDF5 checkpoints), ft.safetensors (HuggingFace's format),
+ * ft.image.load / ft.image.save (PNG), and the raw helpers the Lua data loaders build on:
+ * ft._idx_read and ft._listdir.
  *
  * Integer tensors are stored and loaded as they are: a checkpoint holds the values the
  * Lua program had (1-based labels stay 1-based), and integer data written by 0-based
@@ -17,16 +18,18 @@
 
 #define CHECKPOINT_MT "ft.Checkpoint"
 #define DIR_MT "ft.Dir"
+#define ST_FILE_MT "ft.SafetensorsFile"
 #define MAX_NESTING 64
 
 /* ---- ft.save(path, tensors [, {meta = {...}}]) ------------------------------------ */
 
-/* Adds the tensors of the (nested) table at idx to the table at flat as dotted names. */
-static void flatten(lua_State *L, int idx, int flat, const char *prefix, int depth) {
+/* Adds the tensors of the (nested) table at idx to the table at flat as dotted names;
+ * errors name the function op ("save", "safetensors.save"). */
+static void flatten(lua_State *L, int idx, int flat, const char *prefix, int depth, const char *op) {
     if (depth > MAX_NESTING)
-        luaL_error(L, "ft.save: tables nested more than %d levels deep at '%s' (a cycle?)",
+        luaL_error(L, "ft.%s: tables nested more than %d levels deep at '%s' (a cycle?)", op,
                    MAX_NESTING, prefix);
-    luaL_checkstack(L, 8, "ft.save: tables nested too deeply");
+    luaL_checkstack(L, 8, "tables nested too deeply");
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         int value = lua_gettop(L), key = value - 1;
@@ -36,20 +39,20 @@ static void flatten(lua_State *L, int idx, int flat, const char *prefix, int dep
         else if (lua_isinteger(L, key))   /* {[0] = w} or an array: "layers.1.weight" */
             part = lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, key));
         else
-            luaL_error(L, "ft.save: keys must be strings or integers, got a %s key in %s%s%s",
-                       luaL_typename(L, key), prefix[0] ? "'" : "the table", prefix, prefix[0] ? "'" : "");
+            luaL_error(L, "ft.%s: keys must be strings or integers, got a %s key in %s%s%s",
+                       op, luaL_typename(L, key), prefix[0] ? "'" : "the table", prefix, prefix[0] ? "'" : "");
         const char *name = prefix[0] ? lua_pushfstring(L, "%s.%s", prefix, part) : lua_pushstring(L, part);
         if (ftl_to_tensor(L, value)) {
             if (lua_getfield(L, flat, name) != LUA_TNIL)
-                luaL_error(L, "ft.save: the name '%s' is given twice", name);
+                luaL_error(L, "ft.%s: the name '%s' is given twice", op, name);
             lua_pop(L, 1);
             lua_pushvalue(L, value);
             lua_setfield(L, flat, name);
         } else if (lua_istable(L, value)) {
-            flatten(L, value, flat, name, depth + 1);
+            flatten(L, value, flat, name, depth + 1, op);
         } else {
-            luaL_error(L, "ft.save: the value at '%s' is a %s; expected a tensor or a table of tensors",
-                       name, luaL_typename(L, value));
+            luaL_error(L, "ft.%s: the value at '%s' is a %s; expected a tensor or a table of tensors",
+                       op, name, luaL_typename(L, value));
         }
         lua_settop(L, key);   /* keep the key for lua_next */
     }
@@ -116,7 +119,7 @@ static int l_save(lua_State *L) {
     }
     lua_newtable(L);
     int flat = lua_gettop(L);
-    flatten(L, 2, flat, "", 0);
+    flatten(L, 2, flat, "", 0, "save");
 
     int n = 0;
     lua_pushnil(L);
@@ -171,6 +174,221 @@ static int l_load(lua_State *L) {
     }
     ft_checkpoint_free(c);
     return 2;
+}
+
+/* ---- ft.safetensors ------------------------------------------------------------------
+ * Integer tensors come back as the file stores them: token ids and labels written by
+ * HuggingFace are 0-based and stay so (add 1 before using them as Lua indices). */
+
+static int st_file_gc(lua_State *L) {
+    ft_st_close(luaL_checkudata(L, 1, ST_FILE_MT));
+    return 0;
+}
+
+/* Raises the core's error as "ft.safetensors.<op>: ..." (its "safetensors: " dropped). */
+static int st_error(lua_State *L, const char *op) {
+    const char *msg = ft_last_error();
+    const char *prefix = "safetensors: ";
+    if (strncmp(msg, prefix, strlen(prefix)) == 0) msg += strlen(prefix);
+    return luaL_error(L, "ft.safetensors.%s: %s", op, msg);
+}
+
+/* Raises an error unless every key of the options table at idx is one of allowed. */
+static void check_options(lua_State *L, int idx, const char *op, const char *const *allowed) {
+    if (lua_isnoneornil(L, idx)) return;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        int known = 0;
+        if (lua_type(L, -2) == LUA_TSTRING)
+            for (int i = 0; allowed[i]; i++) known |= strcmp(lua_tostring(L, -2), allowed[i]) == 0;
+        if (!known) {
+            luaL_Buffer b;
+            lua_pop(L, 1);
+            const char *key = luaL_tolstring(L, -1, NULL);
+            luaL_buffinit(L, &b);
+            for (int i = 0; allowed[i]; i++) {
+                if (i) luaL_addstring(&b, ", ");
+                luaL_addstring(&b, allowed[i]);
+            }
+            luaL_pushresult(&b);
+            luaL_error(L, "ft.%s: unknown option '%s' (options: %s)", op, key, lua_tostring(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* Opens path into a userdata left on the stack (closed by the collector on errors). */
+static ft_st_file *st_open(lua_State *L, const char *path, const char *op) {
+    ft_st_file *f = lua_newuserdatauv(L, sizeof *f, 0);
+    memset(f, 0, sizeof *f);
+    luaL_setmetatable(L, ST_FILE_MT);
+    if (ft_st_open(path, f) != 0) st_error(L, op);
+    return f;
+}
+
+static void push_st_meta(lua_State *L, const ft_st_file *f) {
+    lua_createtable(L, 0, f->nmeta);
+    for (int k = 0; k < f->nmeta; k++) {
+        lua_pushstring(L, f->meta[k].str);
+        lua_setfield(L, -2, f->meta[k].key);
+    }
+}
+
+static void push_st_tensor(lua_State *L, const ft_st_file *f, int k) {
+    ft_tensor *t = ft_st_read(f, k);
+    if (!t) st_error(L, "load");
+    ftl_push_tensor(L, t, "safetensors.load");
+    lua_setfield(L, -2, f->entries[k].name);
+}
+
+/* ft.safetensors.load(path [, {names = {...}}]) --> flat table name -> tensor, metadata.
+ * F64/F32/F16/BF16 become float32, the integer dtypes int64. With names, only those
+ * tensors are decoded. */
+static int l_st_load(lua_State *L) {
+    static const char *const options[] = {"names", NULL};
+    const char *path = luaL_checkstring(L, 1);
+    check_options(L, 2, "safetensors.load", options);
+    int names = 0;
+    if (!lua_isnoneornil(L, 2) && lua_getfield(L, 2, "names") != LUA_TNIL) {
+        if (!lua_istable(L, -1))
+            luaL_error(L, "ft.safetensors.load: option 'names' must be a list of names, got %s",
+                       luaL_typename(L, -1));
+        names = lua_gettop(L);
+    }
+    ft_st_file *f = st_open(L, path, "load");
+    if (names) {
+        lua_Integer n = luaL_len(L, names);
+        lua_createtable(L, 0, (int)n);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_geti(L, names, i);
+            const char *name = lua_tostring(L, -1);
+            if (!name)
+                luaL_error(L, "ft.safetensors.load: option 'names' holds a %s at %I; expected strings",
+                           luaL_typename(L, -1), (LUAI_UACINT)i);
+            int k = ft_st_find(f, name);
+            if (k < 0) luaL_error(L, "ft.safetensors.load: '%s' has no tensor '%s'", path, name);
+            lua_pop(L, 1);
+            push_st_tensor(L, f, k);
+        }
+    } else {
+        lua_createtable(L, 0, f->n);
+        for (int k = 0; k < f->n; k++) push_st_tensor(L, f, k);
+    }
+    push_st_meta(L, f);
+    ft_st_close(f);   /* unmap now rather than at the next collection */
+    return 2;
+}
+
+/* ft.safetensors.info(path) --> {name = {dtype = "F32", shape = {...}, data_offsets = {b, e}}},
+ * metadata: the header only; nothing is decoded. */
+static int l_st_info(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    ft_st_file *f = st_open(L, path, "info");
+    lua_createtable(L, 0, f->n);
+    for (int k = 0; k < f->n; k++) {
+        const ft_st_entry *e = &f->entries[k];
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, e->dtype);
+        lua_setfield(L, -2, "dtype");
+        lua_createtable(L, e->ndim, 0);
+        for (int d = 0; d < e->ndim; d++) {
+            lua_pushinteger(L, (lua_Integer)e->shape[d]);
+            lua_rawseti(L, -2, d + 1);
+        }
+        lua_setfield(L, -2, "shape");
+        lua_createtable(L, 2, 0);
+        lua_pushinteger(L, (lua_Integer)e->begin);
+        lua_rawseti(L, -2, 1);
+        lua_pushinteger(L, (lua_Integer)e->end);
+        lua_rawseti(L, -2, 2);
+        lua_setfield(L, -2, "data_offsets");
+        lua_setfield(L, -2, e->name);
+    }
+    push_st_meta(L, f);
+    ft_st_close(f);
+    return 2;
+}
+
+/* ft.safetensors.save(path, tensors [, {metadata = {k = "v"}, dtype = "F32"|"F16"|"BF16"}]):
+ * a flat (or nested, joined with dots) table of tensors; dtype applies to float32
+ * tensors (int64 ones are stored as I64). Metadata values are strings (numbers are
+ * converted). */
+static int l_st_save(lua_State *L) {
+    static const char *const options[] = {"metadata", "dtype", NULL};
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    check_options(L, 3, "safetensors.save", options);
+    const char *dtype = ftl_opt_string_field(L, 3, "dtype", "F32");
+    if (strcmp(dtype, "F32") != 0 && strcmp(dtype, "F16") != 0 && strcmp(dtype, "BF16") != 0)
+        luaL_error(L, "ft.safetensors.save: option 'dtype' must be \"F32\", \"F16\" or \"BF16\", got '%s'", dtype);
+
+    /* Metadata as a table of strings, which keeps them alive while the core writes. */
+    lua_newtable(L);
+    int meta_strings = lua_gettop(L);
+    int nmeta = 0;
+    if (!lua_isnoneornil(L, 3)) {
+        int t = lua_getfield(L, 3, "metadata");
+        if (t != LUA_TNIL && t != LUA_TTABLE)
+            luaL_error(L, "ft.safetensors.save: option 'metadata' must be a table, got %s", luaL_typename(L, -1));
+        if (t == LUA_TTABLE) {
+            int src = lua_gettop(L);
+            lua_pushnil(L);
+            while (lua_next(L, src)) {
+                if (lua_type(L, -2) != LUA_TSTRING)
+                    luaL_error(L, "ft.safetensors.save: metadata keys must be strings, got a %s", luaL_typename(L, -2));
+                const char *key = lua_tostring(L, -2);
+                if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+                    luaL_error(L, "ft.safetensors.save: metadata '%s' is a %s; the format stores strings "
+                               "(encode tables with ft.json.encode)", key, luaL_typename(L, -1));
+                size_t len;
+                const char *v = lua_tolstring(L, -1, &len);   /* a copy on the stack: safe */
+                if (strlen(v) != len || strlen(key) != lua_rawlen(L, -2))
+                    luaL_error(L, "ft.safetensors.save: metadata '%s' contains a zero byte", key);
+                lua_pushvalue(L, -2);
+                lua_insert(L, -2);
+                lua_settable(L, meta_strings);
+                nmeta++;
+            }
+        }
+        lua_settop(L, meta_strings);
+    }
+    ft_meta *meta = lua_newuserdatauv(L, (size_t)(nmeta ? nmeta : 1) * sizeof *meta, 0);
+    int k = 0;
+    lua_pushnil(L);
+    while (lua_next(L, meta_strings)) {
+        memset(&meta[k], 0, sizeof meta[k]);
+        meta[k].kind = FT_META_STRING;
+        meta[k].key = (char *)lua_tostring(L, -2);
+        meta[k].str = (char *)lua_tostring(L, -1);
+        k++;
+        lua_pop(L, 1);
+    }
+
+    lua_newtable(L);
+    int flat = lua_gettop(L);
+    flatten(L, 2, flat, "", 0, "safetensors.save");
+    int n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, flat)) {
+        size_t len;
+        const char *name = lua_tolstring(L, -2, &len);
+        if (strlen(name) != len) luaL_error(L, "ft.safetensors.save: a tensor name contains a zero byte");
+        n++;
+        lua_pop(L, 1);
+    }
+    const char **names = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *names, 0);
+    ft_tensor **tensors = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *tensors, 0);
+    k = 0;
+    lua_pushnil(L);
+    while (lua_next(L, flat)) {
+        names[k] = lua_tostring(L, -2);   /* a string key: kept alive by flat */
+        tensors[k] = ftl_to_tensor(L, -1);
+        k++;
+        lua_pop(L, 1);
+    }
+    if (ft_safetensors_save(path, n, names, tensors, nmeta, meta, dtype) != 0) return st_error(L, "save");
+    return 0;
 }
 
 /* ---- ft.image ---------------------------------------------------------------------- */
@@ -246,6 +464,10 @@ void ftl_open_io(lua_State *L) {
     lua_pushcfunction(L, checkpoint_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
+    luaL_newmetatable(L, ST_FILE_MT);
+    lua_pushcfunction(L, st_file_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
     luaL_newmetatable(L, DIR_MT);
     lua_pushcfunction(L, dir_gc);
     lua_setfield(L, -2, "__gc");
@@ -268,4 +490,14 @@ void ftl_open_io(lua_State *L) {
     lua_createtable(L, 0, 2);
     ftl_register(L, image_fns);
     lua_setfield(L, -2, "image");
+
+    static const luaL_Reg st_fns[] = {
+        {"load", l_st_load},
+        {"save", l_st_save},
+        {"info", l_st_info},
+        {NULL, NULL},
+    };
+    lua_createtable(L, 0, 3);
+    ftl_register(L, st_fns);
+    lua_setfield(L, -2, "safetensors");
 }

@@ -193,6 +193,59 @@ static int l_layer_norm(lua_State *L) {
     return 1;
 }
 
+/* rms_norm(x, normalized_shape (integer or table), weight?, eps): over the trailing dims,
+ * which the core sees flattened into one. */
+static int l_rms_norm(lua_State *L) {
+    ft_tensor *x = ftl_check_tensor(L, 1);
+    int64_t shape[FT_MAX_DIMS];
+    int nnorm;
+    if (lua_isinteger(L, 2)) {
+        shape[0] = lua_tointeger(L, 2);
+        nnorm = 1;
+    } else {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        nnorm = (int)lua_rawlen(L, 2);
+        if (nnorm < 1 || nnorm > FT_MAX_DIMS) luaL_error(L, "ft.rms_norm: normalized_shape must have 1 to 8 dims");
+        for (int i = 0; i < nnorm; i++) {
+            lua_rawgeti(L, 2, i + 1);
+            shape[i] = luaL_checkinteger(L, -1);
+            lua_pop(L, 1);
+        }
+    }
+    int ok = nnorm <= x->ndim;
+    for (int i = 0; ok && i < nnorm; i++) ok = x->shape[x->ndim - nnorm + i] == shape[i];
+    if (!ok) {
+        char a[128], b[128];
+        luaL_error(L, "ft.rms_norm: normalized_shape %s does not match the trailing dims of input %s",
+                   ft_shape_str(shape, nnorm, b, sizeof b), ft_shape_str(x->shape, x->ndim, a, sizeof a));
+    }
+    ft_tensor *w = opt_tensor(L, 3);
+    double eps = luaL_checknumber(L, 4);
+    if (nnorm == 1) {
+        ftl_push_tensor(L, ft_rms_norm(x, w, eps), "rms_norm");
+        return 1;
+    }
+    /* [..., n1, n2, ...] -> [..., n1*n2*...] and back; the weight likewise */
+    int64_t flat[FT_MAX_DIMS], n = 1;
+    int lead = x->ndim - nnorm;
+    for (int i = 0; i < lead; i++) flat[i] = x->shape[i];
+    for (int i = 0; i < nnorm; i++) n *= shape[i];
+    flat[lead] = n;
+    if (w && (w->ndim != nnorm || memcmp(w->shape, shape, (size_t)nnorm * sizeof(int64_t)) != 0)) {
+        char a[128], b[128];
+        luaL_error(L, "ft.rms_norm: weight %s does not match normalized_shape %s",
+                   ft_shape_str(w->shape, w->ndim, a, sizeof a), ft_shape_str(shape, nnorm, b, sizeof b));
+    }
+    ft_tensor *x2 = ft_reshape(x, flat, lead + 1), *w2 = w ? ft_reshape(w, &n, 1) : NULL;
+    ft_tensor *y2 = x2 && (w2 || !w) ? ft_rms_norm(x2, w2, eps) : NULL;
+    ft_tensor *y = y2 ? ft_reshape(y2, x->shape, x->ndim) : NULL;
+    ft_release(x2);
+    ft_release(w2);
+    ft_release(y2);
+    ftl_push_tensor(L, y, "rms_norm");
+    return 1;
+}
+
 /* dropout(x, p, training) */
 static int l_dropout(lua_State *L) {
     ft_tensor *x = ftl_check_tensor(L, 1);
@@ -233,6 +286,29 @@ static int l_gelu(lua_State *L) {
 
 static int l_silu(lua_State *L) {
     ftl_push_tensor(L, ft_silu(ftl_check_tensor(L, 1)), "silu");
+    return 1;
+}
+
+/* ---- transformer ops ---------------------------------------------------------------- */
+
+/* rope(x [..., T, D], cos [T, D], sin [T, D]) */
+static int l_rope(lua_State *L) {
+    ft_tensor *x = ftl_check_tensor(L, 1), *c = ftl_check_tensor(L, 2), *s = ftl_check_tensor(L, 3);
+    ftl_push_tensor(L, ft_rope(x, c, s), "rope");
+    return 1;
+}
+
+/* scaled_dot_product_attention(q [B,Hq,T,D], k [B,Hkv,S,D], v [B,Hkv,S,Dv], mask?, causal,
+ * scale): the kernel as it is; ft.nn.functional adapts torch's signature to it. mask is a
+ * float32 additive mask or an int64 0/1 mask (1 = may attend); scale <= 0 or nil means
+ * 1/sqrt(D); causal aligns the diagonal bottom-right (query t sees keys s <= t + S - T). */
+static int l_scaled_dot_product_attention(lua_State *L) {
+    ft_tensor *q = ftl_check_tensor(L, 1), *k = ftl_check_tensor(L, 2), *v = ftl_check_tensor(L, 3);
+    ft_tensor *mask = opt_tensor(L, 4);
+    int causal = lua_toboolean(L, 5);
+    double scale = luaL_optnumber(L, 6, 0.0);
+    ftl_push_tensor(L, ft_scaled_dot_product_attention(q, k, v, mask, causal, scale),
+                    "scaled_dot_product_attention");
     return 1;
 }
 
@@ -291,10 +367,13 @@ static const luaL_Reg nn_functions[] = {
     {"adaptive_avg_pool2d", l_adaptive_avg_pool2d},
     {"batch_norm", l_batch_norm},
     {"layer_norm", l_layer_norm},
+    {"rms_norm", l_rms_norm},
     {"dropout", l_dropout},
     {"embedding", l_embedding},
     {"gelu", l_gelu},
     {"silu", l_silu},
+    {"rope", l_rope},
+    {"scaled_dot_product_attention", l_scaled_dot_product_attention},
     {"cross_entropy", l_cross_entropy},
     {"mse_loss", l_mse_loss},
     {NULL, NULL},

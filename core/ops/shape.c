@@ -165,7 +165,7 @@ ft_tensor *ft_cat(ft_tensor *const *ts, int n, int dim) {
     if (!out) return NULL;
     size_t es = ft_dtype_size(dtype);
     int64_t outer = prod(oshape, 0, d), inner = prod(oshape, d + 1, nd), total = oshape[d];
-    char *op = (char *)ft_f32(out);
+    char *op = (char *)ft_data(out);
     int64_t start = 0;
     for (int j = 0; j < n; j++) {
         int64_t len = ts[j]->shape[d];
@@ -180,7 +180,7 @@ ft_tensor *ft_cat(ft_tensor *const *ts, int n, int dim) {
             return NULL;
         }
         /* each outer row of input j is one block of len * inner elements */
-        const char *ip = (const char *)ft_f32(c);
+        const char *ip = (const char *)ft_data(c);
         size_t row = (size_t)(len * inner) * es;
         _Pragma("omp parallel for if (outer > 1 && outer * len * inner > PAR_MIN)")
         for (int64_t o = 0; o < outer; o++)

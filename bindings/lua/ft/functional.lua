@@ -45,17 +45,16 @@ function F.layer_norm(x, normalized_shape, weight, bias, opts)
 end
 
 --- F.rms_norm(x, normalized_shape, weight, {eps=}): x / sqrt(mean(x^2) + eps) * weight over the
--- trailing dims. eps defaults to float32 machine epsilon, as torch.
+-- trailing dims (as HF's LlamaRMSNorm for one dim). eps defaults to float32 machine epsilon, as torch.
 function F.rms_norm(x, normalized_shape, weight, opts)
   if type(weight) == "table" then weight, opts = nil, weight end
-  local eps = (opts and opts.eps) or 1.1920928955078125e-07
-  local n = type(normalized_shape) == "table" and #normalized_shape or 1
-  local ms = x * x
-  for _ = 1, n do ms = ms:mean(-1, true) end   -- equal-size groups: nested means = overall mean
-  local y = x / (ms + eps):sqrt()
-  if weight then y = y * weight end
-  return y
+  return C.rms_norm(x, normalized_shape, weight, (opts and opts.eps) or 1.1920928955078125e-07)
 end
+
+--- F.rope(x [..., T, D], cos [T, D], sin [T, D]): rotary position embedding with HF's
+-- rotate_half convention, x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x2, x1).
+-- cos and sin are constant tables (no gradient flows to them); D must be even.
+F.rope = C.rope
 
 -- ---- regularisation, embeddings ------------------------------------------------------
 
@@ -131,48 +130,86 @@ function F.pad(x, pad, value)
   return x
 end
 
+-- int64 0/1 masks [L, S], 1 where query i may see key j: j <= i + offset (offset 0: torch's
+-- top-left aligned is_causal; S - L: aligned bottom-right). Cached per size.
 local causal_masks = setmetatable({}, { __mode = "v" })
-
--- A float 0/1 mask [L, S], 1 above the diagonal (the positions a query may not see);
--- aligned top-left as torch's is_causal (ones(L, S).tril(0) marks the visible ones).
-local function causal_mask(L, S)
-  local key = L .. "x" .. S
+local function causal_mask(L, S, offset)
+  local key = L .. "x" .. S .. "+" .. offset
   local m = causal_masks[key]
   if not m then
-    local rows = {}
-    for i = 1, L do
-      local row = {}
-      for j = 1, S do row[j] = j > i and 1 or 0 end
-      rows[i] = row
-    end
-    m = ft.tensor(rows)
+    local rows = ft.arange(0, L):reshape(L, 1) + offset
+    m = ft.arange(0, S):reshape(1, S):le(rows):long()
     causal_masks[key] = m
   end
   return m
 end
 
---- F.scaled_dot_product_attention(q [..., L, E], k [..., S, E], v [..., S, Ev],
---   {attn_mask=, causal=false, scale=1/sqrt(E), dropout_p=0})
--- attn_mask: float additive mask, or a 0/1 mask given as {attn_mask=m, mask_is_bool=true}
--- where 1 marks allowed positions (as torch's boolean masks).
-function F.scaled_dot_product_attention(q, k, v, opts)
-  opts = opts or {}
-  local E = q:size(-1)
-  local scale = opts.scale or 1 / math.sqrt(E)
-  local scores = q:matmul(k:transpose(-2, -1)) * scale
-  if opts.causal or opts.is_causal then
-    scores = scores:masked_fill(causal_mask(q:size(-2), k:size(-2)), -math.huge)
-  end
-  if opts.attn_mask then
-    if opts.mask_is_bool then
-      scores = scores:masked_fill(1 - opts.attn_mask, -math.huge)
-    else
-      scores = scores + opts.attn_mask
+-- The attention math written out, for attention dropout (which the kernel lacks) and for
+-- shapes other than 2 to 4 dims alike (batch dims broadcast as in matmul). mask: int64 0/1
+-- or float additive, already holding any causal masking. A query that sees no key gets NaN
+-- here, as in torch.
+local function attention_explicit(q, k, v, mask, scale, dropout_p)
+  local Hq, Hkv = q:dim() == 4 and q:size(2), k:dim() == 4 and k:size(2)
+  if Hq and Hkv and Hq ~= Hkv and Hkv ~= 1 then   -- grouped-query: repeat each kv head
+    local function repeat_kv(t)
+      local B, S, D = t:size(1), t:size(3), t:size(4)
+      return t:unsqueeze(3):expand(B, Hkv, Hq // Hkv, S, D):reshape(B, Hq, S, D)
     end
+    k, v = repeat_kv(k), repeat_kv(v)
+  end
+  local scores = q:matmul(k:transpose(-2, -1)) * scale
+  if mask and mask:dtype() == "int64" then
+    scores = scores:masked_fill(mask:eq(0), -math.huge)
+  elseif mask then
+    scores = scores + mask
   end
   local attn = scores:softmax(-1)
-  if (opts.dropout_p or 0) > 0 then attn = C.dropout(attn, opts.dropout_p, true) end
+  if dropout_p > 0 then attn = C.dropout(attn, dropout_p, true) end
   return attn:matmul(v)
+end
+
+--- F.scaled_dot_product_attention(q [B,H,L,E], k [B,Hkv,S,E], v [B,Hkv,S,Ev],
+--   {attn_mask=, causal=false, scale=1/sqrt(E), dropout_p=0}) -> [B,H,L,Ev]
+-- q, k, v may also be [N,L,E] or [L,E]. k and v may have fewer heads than q (grouped-query
+-- attention): H a multiple of Hkv, query head h reading kv head ceil(h / (H / Hkv)).
+-- causal=true masks as torch's is_causal: query i sees keys j <= i (top-left aligned).
+-- causal="lower_right" aligns the diagonal bottom-right: query i sees keys j <= i + S - L,
+-- the form for a KV cache holding S - L earlier positions. The two agree when L == S.
+-- attn_mask, broadcastable to [B,H,L,S]: a float mask added to the scores, or an int64 0/1
+-- mask (1 = may attend; a float 0/1 mask too, given with mask_is_bool=true).
+-- A query that may see no key at all gets zeros (torch gives NaN).
+function F.scaled_dot_product_attention(q, k, v, opts)
+  opts = opts or {}
+  local causal = opts.causal
+  if causal == nil then causal = opts.is_causal end
+  if causal ~= nil and type(causal) ~= "boolean" and causal ~= "upper_left" and causal ~= "lower_right" then
+    error("ft.scaled_dot_product_attention: causal must be a boolean, 'upper_left' or 'lower_right', got "
+          .. tostring(causal), 2)
+  end
+  local mask = opts.attn_mask
+  if mask and opts.mask_is_bool and mask:dtype() ~= "int64" then mask = mask:ne(0):long() end
+  local L, S = q:size(-2), k:size(-2)
+  local kernel_causal = causal and true or false
+  local p = opts.dropout_p or 0
+  if causal and (p > 0 or (causal ~= "lower_right" and L ~= S)) then
+    -- the kernel's diagonal is bottom-right; any other causal mask is spelled out
+    local cm = causal_mask(L, S, causal == "lower_right" and S - L or 0)
+    if not mask then mask = cm
+    elseif mask:dtype() == "int64" then mask = mask * cm
+    else mask = mask + ft.zeros(L, S):masked_fill(cm:eq(0), -math.huge) end
+    kernel_causal = false
+  end
+  local scale = opts.scale or 1 / math.sqrt(q:size(-1))
+  if p > 0 then return attention_explicit(q, k, v, mask, scale, p) end
+  local nd = q:dim()
+  if nd == 4 then return C.scaled_dot_product_attention(q, k, v, mask, kernel_causal, scale) end
+  if nd ~= 3 and nd ~= 2 or k:dim() ~= nd or v:dim() ~= nd then   -- other shapes: broadcasting matmuls
+    return attention_explicit(q, k, v, mask, scale, 0)
+  end
+  -- [N,L,E] -> [1,N,L,E] (N as heads) keeps a mask's right-aligned broadcasting
+  local function up(t) return nd == 3 and t:unsqueeze(1) or t:unsqueeze(1):unsqueeze(1) end
+  local out = C.scaled_dot_product_attention(up(q), up(k), up(v), mask, kernel_causal, scale)
+  return nd == 3 and out:squeeze(1) or out:squeeze(1):squeeze(1)
 end
 
 return F

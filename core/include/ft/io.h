@@ -75,4 +75,63 @@ int ft_png_save(const char *path, const ft_tensor *t);
  * header. */
 ft_tensor *ft_idx_read(const char *path, ft_dtype dtype, double scale, double offset);
 
+/* ---- safetensors (core/io/safetensors.c) ------------------------------------- */
+/* HuggingFace's format: an 8-byte little-endian header length N, N bytes of JSON
+ *   {"<name>": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}, ...,
+ *    "__metadata__": {"<key>": "<string>", ...}}
+ * then the data buffer, which the tensors cover exactly (no holes, no overlaps); the
+ * offsets count bytes from the start of that buffer. Values are little-endian.
+ *
+ * Reading decodes F64/F32/F16/BF16 to float32 and I64/I32/I16/I8/U64/U32/U16/U8/BOOL
+ * to int64. Integer values are returned as stored (0-based token ids stay 0-based).
+ * Every error message starts with "safetensors: " and names the file and, where it
+ * applies, the tensor. */
+
+/* One tensor of a header, as the file describes it. */
+typedef struct ft_st_entry {
+    char *name;
+    char dtype[12];                 /* "F32", "BF16", "I64", ... as in the file */
+    int ndim;
+    int64_t shape[FT_MAX_DIMS];
+    int64_t begin, end;             /* data_offsets: byte range in the data buffer */
+} ft_st_entry;
+
+/* An open file with a validated header. The file stays mapped (read-only) until
+ * ft_st_close, so tensors can be decoded one at a time. */
+typedef struct ft_st_file {
+    char *path;
+    int n;
+    ft_st_entry *entries;           /* in the order of their data in the file */
+    int nmeta;
+    ft_meta *meta;                  /* "__metadata__": FT_META_STRING entries */
+    const unsigned char *data;      /* the data buffer, data_size bytes */
+    int64_t data_size;
+    void *map;                      /* the mapping of the whole file */
+    size_t map_size;
+} ft_st_file;
+
+/* Maps the file and validates the whole header against the file's size; decodes
+ * nothing. On failure f needs no ft_st_close. */
+int ft_st_open(const char *path, ft_st_file *f);
+/* Decodes entry k into a new contiguous float32 or int64 tensor. */
+ft_tensor *ft_st_read(const ft_st_file *f, int k);
+/* Index of the entry called name, or -1 (no error set). */
+int ft_st_find(const ft_st_file *f, const char *name);
+/* Unmaps the file and frees f's contents. */
+void ft_st_close(ft_st_file *f);
+
+/* Reads every tensor and the metadata of a file into *out (free with
+ * ft_checkpoint_free). */
+int ft_safetensors_load(const char *path, ft_checkpoint *out);
+
+/* Writes the tensors under their names with the given metadata (string values only).
+ * float32 tensors are stored as float_dtype: "F32" (NULL means F32), "F16" or "BF16",
+ * rounded to nearest even; int64 tensors as I64. As the reference implementation does,
+ * tensors are laid out by element size (largest first) then name, so each is aligned to
+ * its element size, and the header is padded with spaces to a multiple of 8 bytes.
+ * The write is atomic. */
+int ft_safetensors_save(const char *path, int n, const char *const *names,
+                        ft_tensor *const *tensors, int nmeta, const ft_meta *meta,
+                        const char *float_dtype);
+
 #endif

@@ -72,6 +72,10 @@ bool ft_is_contiguous(const ft_tensor *t);
 bool ft_same_shape(const ft_tensor *a, const ft_tensor *b);
 static inline float *ft_f32(const ft_tensor *t) { return (float *)t->storage->data + t->offset; }
 static inline int64_t *ft_i64(const ft_tensor *t) { return (int64_t *)t->storage->data + t->offset; }
+/* First element's address whatever the dtype. */
+static inline void *ft_data(const ft_tensor *t) {
+    return (char *)t->storage->data + (size_t)t->offset * (t->dtype == FT_INT64 ? 8 : 4);
+}
 double ft_item(const ft_tensor *t);                                /* error unless numel == 1 */
 /* Element at a multi-index (0-based), any strides. */
 double ft_get(const ft_tensor *t, const int64_t *index);

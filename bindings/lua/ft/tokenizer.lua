@@ -1,0 +1,110 @@
+-- ft.tokenizer: text <-> token ids.
+--
+--   local tok = ft.tokenizer.bytes()
+--   local ids = tok:encode("hello")          -- int64 [5]: byte b -> id b + 1 (1-based)
+--   tok:decode(ids)                          -- "hello"
+--   local batch = tok:encode_batch({"hi", "hello"})   -- {input_ids = [2,5], attention_mask = [2,5]}
+--
+-- The byte-level tokenizer has 256 ids, one per byte, and no special tokens; it suits the
+-- byte-level presets of ft.models ("gpt-s", "llama-s").
+local ft = require "ft"
+
+local tokenizer = {}
+
+local CHUNK = 4096   -- string.byte/char and table.unpack move at most this many values at once
+
+local Bytes = {}
+Bytes.__index = Bytes
+Bytes.__name = "ft.tokenizer.Bytes"
+
+--- The byte-level tokenizer. opts: {pad_id = 1} (the id used to pad batches).
+function tokenizer.bytes(opts)
+  return setmetatable({ vocab_size = 256, pad_id = (opts and opts.pad_id) or 1 }, Bytes)
+end
+
+-- Lua array of the ids of s.
+local function byte_ids(s)
+  local ids = {}
+  for i = 1, #s, CHUNK do
+    local part = { s:byte(i, math.min(i + CHUNK - 1, #s)) }
+    for j = 1, #part do ids[#ids + 1] = part[j] + 1 end
+  end
+  return ids
+end
+
+--- encode(str) -> int64 [#str]
+function Bytes:encode(s)
+  if type(s) ~= "string" then error("ft.tokenizer: encode expects a string, got " .. type(s), 2) end
+  if #s == 0 then return ft.zeros({ 0 }, { dtype = "int64" }) end
+  return ft.tensor(byte_ids(s), { dtype = "int64" })
+end
+
+--- decode(ids) -> string; ids: a 1-D int64 tensor or a Lua array of ids 1..256.
+function Bytes:decode(ids)
+  if ft.is_tensor(ids) then
+    if ids:dim() ~= 1 then
+      error(("ft.tokenizer: decode expects a 1-D tensor, got [%s] (decode_batch takes [B,T])"):format(
+        table.concat(ids:shape(), ",")), 2)
+    end
+    ids = ids:totable()
+  end
+  local bytes = {}
+  for i, id in ipairs(ids) do
+    if math.type(id) ~= "integer" and not (type(id) == "number" and id == math.floor(id)) or id < 1 or id > 256 then
+      error(("ft.tokenizer: id %s at position %d is not a byte id (1..256)"):format(tostring(id), i), 2)
+    end
+    bytes[i] = math.tointeger(id) - 1
+  end
+  local parts = {}
+  for i = 1, #bytes, CHUNK do
+    parts[#parts + 1] = string.char(table.unpack(bytes, i, math.min(i + CHUNK - 1, #bytes)))
+  end
+  return table.concat(parts)
+end
+
+--- encode_batch({str, ...}, {padding_side = "right" | "left", pad_id =}) ->
+-- {input_ids = int64 [B, Tmax], attention_mask = int64 [B, Tmax] (1 = token, 0 = padding)}
+function Bytes:encode_batch(strings, opts)
+  opts = opts or {}
+  local side = opts.padding_side or "right"
+  if side ~= "right" and side ~= "left" then
+    error("ft.tokenizer: padding_side must be 'right' or 'left', got '" .. tostring(side) .. "'", 2)
+  end
+  local pad = opts.pad_id or self.pad_id
+  local rows, width = {}, 0
+  for i, s in ipairs(strings) do
+    rows[i] = byte_ids(s)
+    width = math.max(width, #rows[i])
+  end
+  if #rows == 0 or width == 0 then error("ft.tokenizer: encode_batch needs at least one non-empty string", 2) end
+  local ids, mask = {}, {}
+  for i, row in ipairs(rows) do
+    local r, m, n = {}, {}, #row
+    local offset = side == "left" and width - n or 0
+    for j = 1, width do
+      local k = j - offset
+      if k >= 1 and k <= n then r[j], m[j] = row[k], 1 else r[j], m[j] = pad, 0 end
+    end
+    ids[i], mask[i] = r, m
+  end
+  return { input_ids = ft.tensor(ids, { dtype = "int64" }), attention_mask = ft.tensor(mask, { dtype = "int64" }) }
+end
+
+--- decode_batch(ids [B,T], {attention_mask=}) -> array of strings (padding dropped when a
+-- mask is given).
+function Bytes:decode_batch(ids, opts)
+  local rows = ids:totable()
+  local mask = opts and opts.attention_mask and opts.attention_mask:totable()
+  local out = {}
+  for i, row in ipairs(rows) do
+    if mask then
+      local kept = {}
+      for j, id in ipairs(row) do if mask[i][j] ~= 0 then kept[#kept + 1] = id end end
+      row = kept
+    end
+    out[i] = self:decode(row)
+  end
+  return out
+end
+
+return tokenizer

@@ -1,0 +1,225 @@
+-- GPT-2 as HuggingFace's GPT2LMHeadModel: same module tree and parameter names
+-- (transformer.wte.weight, transformer.h.0.attn.c_attn.weight, transformer.ln_f.bias ...),
+-- same numerics (pre-LN blocks, gelu_new = tanh GELU, attention scaled by 1/sqrt(head_dim),
+-- causal), so HF checkpoints load one to one (see ft.models.from_pretrained).
+--
+--   local gpt2 = require "gpt2"
+--   local model = gpt2.GPT2LMHeadModel(gpt2.config("gpt-s"))
+--   local out = model(ids, {labels = ids})          -- ids int64 [B,T], 1-based (HF id + 1)
+--   out.logits [B,T,V], out.loss (next-token, HF's shift), out.past_key_values
+--
+-- Presets (gpt2.config(name, overrides)):
+--   "gpt-s"  byte-level GPT for experiments: vocab 256, 6 layers, n_embd 384, 6 heads,
+--            context 256, dropout 0.1, tied lm_head.
+--
+-- HF's Conv1D layers keep their layout: weight [in, out], y = x @ W + b.
+-- lm_head shares transformer.wte.weight when tie_word_embeddings is true (the default); the
+-- tied copy is not written to or expected in checkpoints.
+local ft = require "ft"
+local models = require "ft.models"
+local nn = ft.nn
+local F = nn.functional
+
+local M = {}
+
+-- HF GPT2Config defaults for the fields a preset leaves out.
+local DEFAULTS = {
+  activation_function = "gelu_new", attn_pdrop = 0.1, embd_pdrop = 0.1, resid_pdrop = 0.1,
+  layer_norm_epsilon = 1e-5, initializer_range = 0.02, scale_attn_weights = true,
+  scale_attn_by_inverse_layer_idx = false, tie_word_embeddings = true, use_cache = true,
+}
+
+local PRESETS = {
+  ["gpt-s"] = { vocab_size = 256, n_positions = 256, n_embd = 384, n_layer = 6, n_head = 6 },
+}
+
+--- An HF-style config table for a preset, with overrides applied.
+function M.config(name, overrides)
+  local preset = PRESETS[name]
+  if not preset then error(("gpt2.config: unknown preset '%s'"):format(tostring(name)), 2) end
+  local config = models.copy_config(DEFAULTS, preset)
+  config.architectures = { "GPT2LMHeadModel" }
+  config.model_type = "gpt2"
+  return models.copy_config(config, overrides)
+end
+
+-- ---- Conv1D: HF's transposed linear layer ---------------------------------------------------
+
+--- Conv1D(nf, nx): weight [nx, nf] (in, out), bias [nf]; y = x @ W + b. Argument order as HF.
+local Conv1D = nn.Module:extend("Conv1D")
+M.Conv1D = Conv1D
+
+function Conv1D:init(nf, nx, std)
+  self.nf, self.nx = nf, nx
+  self.weight = nn.Parameter(ft.zeros(nx, nf))
+  self.bias = nn.Parameter(ft.zeros(nf))
+  nn.init.normal_(self.weight, 0, std or 0.02)
+end
+
+-- The transposed view goes to sgemm as is (no copy).
+function Conv1D:forward(x) return F.linear(x, self.weight:t(), self.bias) end
+
+function Conv1D:extra_repr() return ("nf=%d, nx=%d"):format(self.nf, self.nx) end
+
+-- ---- blocks -----------------------------------------------------------------------------------
+
+local Attention = nn.Module:extend("GPT2Attention")
+
+function Attention:init(c, layer_idx)
+  self.n_head, self.n_embd = c.n_head, c.n_embd
+  self.head_dim = c.n_embd // c.n_head
+  self.c_attn = Conv1D(3 * c.n_embd, c.n_embd, c.initializer_range)
+  -- HF scales the residual projections' init by 1/sqrt(2 * n_layer).
+  self.c_proj = Conv1D(c.n_embd, c.n_embd, c.initializer_range / math.sqrt(2 * c.n_layer))
+  self.attn_dropout = nn.Dropout(c.attn_pdrop)
+  self.resid_dropout = nn.Dropout(c.resid_pdrop)
+  self.scale = c.scale_attn_weights and 1 / math.sqrt(self.head_dim) or 1
+  if c.scale_attn_by_inverse_layer_idx then self.scale = self.scale / layer_idx end
+end
+
+-- x [B,T,C]; cache {k, v} of [B,H,P,hd] or nil; mask additive [B,1,1,P+T] or nil.
+-- -> [B,T,C], {k, v} of [B,H,P+T,hd]
+function Attention:forward(x, cache, mask)
+  local B, T, C = x:size(1), x:size(2), x:size(3)
+  local H, hd = self.n_head, self.head_dim
+  local qkv = self.c_attn(x)   -- [B,T,3C]
+  local function heads(i) return qkv:narrow(3, i * C + 1, C):reshape(B, T, H, hd):transpose(2, 3) end
+  local q, k, v = heads(0), heads(1), heads(2)   -- [B,H,T,hd]
+  if cache then
+    k = ft.cat({ cache[1], k }, 3)
+    v = ft.cat({ cache[2], v }, 3)
+  end
+  local y = models.attention(q, k, v, { causal = true, attn_mask = mask, scale = self.scale,
+    dropout_p = self.attn_dropout.p, training = self.training })
+  y = y:transpose(2, 3):reshape(B, T, C)
+  return self.resid_dropout(self.c_proj(y)), { k, v }
+end
+
+local MLP = nn.Module:extend("GPT2MLP")
+
+function MLP:init(c)
+  self.c_fc = Conv1D(c.n_inner, c.n_embd, c.initializer_range)
+  self.c_proj = Conv1D(c.n_embd, c.n_inner, c.initializer_range / math.sqrt(2 * c.n_layer))
+  self.act = c.act
+  self.dropout = nn.Dropout(c.resid_pdrop)
+end
+
+function MLP:forward(x) return self.dropout(self.c_proj(self.act(self.c_fc(x)))) end
+
+local Block = nn.Module:extend("GPT2Block")
+
+function Block:init(c, layer_idx)
+  self.ln_1 = nn.LayerNorm(c.n_embd, { eps = c.layer_norm_epsilon })
+  self.attn = Attention(c, layer_idx)
+  self.ln_2 = nn.LayerNorm(c.n_embd, { eps = c.layer_norm_epsilon })
+  self.mlp = MLP(c)
+end
+
+function Block:forward(x, cache, mask)
+  local a, present = self.attn(self.ln_1(x), cache, mask)
+  x = x + a
+  return x + self.mlp(self.ln_2(x)), present
+end
+
+-- ---- the model --------------------------------------------------------------------------------
+
+-- Reads and checks the HF config; raises "GPT2LMHeadModel: config field '...' ...".
+local function read_config(config)
+  local r = models.config_reader(config, "GPT2LMHeadModel")
+  local c = {
+    vocab_size = r:int("vocab_size"), n_positions = r:int("n_positions"), n_embd = r:int("n_embd"),
+    n_layer = r:int("n_layer"), n_head = r:int("n_head"),
+    activation_function = r:str("activation_function", "gelu_new"),
+    attn_pdrop = r:num("attn_pdrop", 0.1), embd_pdrop = r:num("embd_pdrop", 0.1),
+    resid_pdrop = r:num("resid_pdrop", 0.1), layer_norm_epsilon = r:num("layer_norm_epsilon", 1e-5),
+    initializer_range = r:num("initializer_range", 0.02),
+    scale_attn_weights = r:bool("scale_attn_weights", true),
+    scale_attn_by_inverse_layer_idx = r:bool("scale_attn_by_inverse_layer_idx", false),
+    tie_word_embeddings = r:bool("tie_word_embeddings", true),
+  }
+  c.n_inner = r:int("n_inner", 4 * c.n_embd)
+  if c.n_embd % c.n_head ~= 0 then
+    r:fail("n_embd %d is not a multiple of n_head %d", c.n_embd, c.n_head)
+  end
+  c.act = models.activation(c.activation_function, r, "activation_function")
+  return c
+end
+
+local GPT2Model = nn.Module:extend("GPT2Model")
+M.GPT2Model = GPT2Model
+
+function GPT2Model:init(c)
+  self.n_positions = c.n_positions
+  self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+  self.wpe = nn.Embedding(c.n_positions, c.n_embd)
+  nn.init.normal_(self.wte.weight, 0, c.initializer_range)
+  nn.init.normal_(self.wpe.weight, 0, c.initializer_range)
+  self.drop = nn.Dropout(c.embd_pdrop)
+  self.h = nn.ModuleList()
+  for i = 1, c.n_layer do self.h:append(Block(c, i)) end
+  self.ln_f = nn.LayerNorm(c.n_embd, { eps = c.layer_norm_epsilon })
+end
+
+--- (input_ids [B,T], {past_key_values=, attention_mask= [B,P+T], position_ids= (1-based)})
+-- -> hidden states [B,T,C], presents (one {k, v} per layer)
+function GPT2Model:forward(input_ids, opts)
+  opts = opts or {}
+  local past = opts.past_key_values
+  local P = past and past[1][1]:size(3) or 0
+  local T = input_ids:size(2)
+  if P + T > self.n_positions then
+    error(("GPT2Model: %d positions exceed n_positions %d"):format(P + T, self.n_positions), 3)
+  end
+  local positions = opts.position_ids or ft.arange(P + 1, P + T + 1)
+  local x = self.drop(self.wte(input_ids) + self.wpe(positions))
+  local mask = models.padding_mask(opts.attention_mask)
+  local presents = {}
+  for i = 1, #self.h do
+    x, presents[i] = self.h[i](x, past and past[i], mask)
+  end
+  return self.ln_f(x), presents
+end
+
+local GPT2LMHeadModel = nn.Module:extend("GPT2LMHeadModel")
+M.GPT2LMHeadModel = GPT2LMHeadModel
+GPT2LMHeadModel.hf_architecture = "GPT2LMHeadModel"
+GPT2LMHeadModel.hf_model_type = "gpt2"
+GPT2LMHeadModel.base_model_prefix = "transformer"
+-- Causal-mask buffers of older checkpoints, which HF also skips.
+GPT2LMHeadModel.ignore_on_load = { "%.attn%.bias$", "%.attn%.masked_bias$" }
+
+--- GPT2LMHeadModel(config): config is an HF config table (config.json decoded, or gpt2.config()).
+function GPT2LMHeadModel:init(config)
+  local c = read_config(config)
+  self.config = config
+  self.max_positions = c.n_positions
+  self.tied = c.tie_word_embeddings
+  self.transformer = GPT2Model(c)
+  self.lm_head = nn.Linear(c.n_embd, c.vocab_size, { bias = false })
+  if self.tied then
+    self.lm_head.weight = self.transformer.wte.weight
+  else
+    nn.init.normal_(self.lm_head.weight, 0, c.initializer_range)
+  end
+end
+
+--- Names of tied copies -> the parameter they share (left out of saved checkpoints).
+function GPT2LMHeadModel:tied_weights()
+  return self.tied and { ["lm_head.weight"] = "transformer.wte.weight" } or {}
+end
+
+--- model(input_ids [B,T] int64 1-based, {labels=, attention_mask=, past_key_values=,
+-- use_cache=, position_ids=}) -> {logits = [B,T,V], loss =, past_key_values =}
+function GPT2LMHeadModel:forward(input_ids, opts)
+  opts = opts or {}
+  if input_ids:dim() == 1 then input_ids = input_ids:reshape(1, -1) end
+  local h, presents = self.transformer(input_ids, opts)
+  local out = { logits = self.lm_head(h) }
+  if opts.labels then out.loss = models.causal_lm_loss(out.logits, opts.labels) end
+  if opts.use_cache then out.past_key_values = presents end
+  return out
+end
+
+GPT2LMHeadModel.generate = models.generate
+
+return M

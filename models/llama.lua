@@ -1,0 +1,306 @@
+-- Llama-family decoders as HuggingFace's LlamaForCausalLM, MistralForCausalLM and
+-- Qwen2ForCausalLM: same module tree and parameter names (model.embed_tokens.weight,
+-- model.layers.0.self_attn.q_proj.weight, model.layers.0.mlp.gate_proj.weight, model.norm.weight,
+-- lm_head.weight), same numerics: RMSNorm pre-norm blocks, rotary position embeddings
+-- (rotate_half convention), grouped-query attention (num_key_value_heads), SiLU-gated MLP.
+--
+--   local llama = require "llama"
+--   local model = llama.LlamaForCausalLM(llama.config("llama-s"))
+--   local out = model(ids, {labels = ids})     -- ids int64 [B,T], 1-based (HF id + 1)
+--
+-- Config keys read: vocab_size, hidden_size, intermediate_size, num_hidden_layers,
+-- num_attention_heads, num_key_value_heads (default: num_attention_heads), head_dim
+-- (default hidden_size / num_attention_heads), rope_theta (top level or in rope_parameters;
+-- only the default rope type), rms_norm_eps, hidden_act, attention_bias (Llama; Qwen2 always
+-- has q/k/v biases), mlp_bias, attention_dropout, tie_word_embeddings, initializer_range.
+-- Sliding-window attention (Mistral, Qwen2) is not implemented: attention is fully causal,
+-- which equals the windowed form for sequences no longer than the window.
+--
+-- Presets (llama.config(name, overrides)):
+--   "llama-s"  byte-level decoder for experiments: vocab 256, 6 layers, hidden 384,
+--              intermediate 1024, 6 heads (2 key/value heads), context 256, RoPE theta 1e4.
+local ft = require "ft"
+local models = require "ft.models"
+local nn = ft.nn
+local F = nn.functional
+
+local M = {}
+
+local PRESETS = {
+  ["llama-s"] = {
+    vocab_size = 256, hidden_size = 384, intermediate_size = 1024, num_hidden_layers = 6,
+    num_attention_heads = 6, num_key_value_heads = 2, max_position_embeddings = 256,
+    rope_theta = 10000.0, rms_norm_eps = 1e-5, hidden_act = "silu", attention_bias = false,
+    mlp_bias = false, attention_dropout = 0.0, initializer_range = 0.02, tie_word_embeddings = false,
+  },
+}
+
+--- An HF-style config table for a preset, with overrides applied.
+function M.config(name, overrides)
+  local preset = PRESETS[name]
+  if not preset then error(("llama.config: unknown preset '%s'"):format(tostring(name)), 2) end
+  local config = models.copy_config(preset)
+  config.architectures = { "LlamaForCausalLM" }
+  config.model_type = "llama"
+  return models.copy_config(config, overrides)
+end
+
+-- ---- layers ---------------------------------------------------------------------------------
+
+--- RMSNorm(d, eps): x / sqrt(mean(x^2) + eps) * weight over the last dim.
+local RMSNorm = nn.Module:extend("LlamaRMSNorm")
+M.RMSNorm = RMSNorm
+
+function RMSNorm:init(d, eps)
+  self.d, self.eps = d, eps
+  self.weight = nn.Parameter(ft.ones(d))
+end
+
+function RMSNorm:forward(x) return F.rms_norm(x, self.d, self.weight, { eps = self.eps }) end
+
+function RMSNorm:extra_repr() return ("%d, eps=%s"):format(self.d, nn._repr(self.eps)) end
+
+-- Rounds to the nearest float32, so tables match HF's float32 computation.
+local function f32(x) return (string.unpack("f", string.pack("f", x))) end
+
+-- Rotary tables cos, sin [n, D] for positions 0..n-1, as HF's default rope: inv_freq[i] =
+-- theta^(-2i/D) and emb = cat(freqs, freqs), everything rounded as float32 would be.
+local function rope_tables(n, D, theta)
+  local inv = {}
+  for i = 1, D // 2 do inv[i] = f32(1 / f32(theta ^ f32(2 * (i - 1) / D))) end
+  local cos, sin = {}, {}
+  for p = 1, n do
+    local c, s = {}, {}
+    for i = 1, D // 2 do
+      local angle = f32((p - 1) * inv[i])
+      c[i], s[i] = math.cos(angle), math.sin(angle)
+      c[i + D // 2], s[i + D // 2] = c[i], s[i]
+    end
+    cos[p], sin[p] = c, s
+  end
+  return ft.tensor(cos), ft.tensor(sin)
+end
+
+-- x * cos + rotate_half(x) * sin for cos/sin that are not one [T, D] table (per-row positions).
+local function rope_explicit(x, cos, sin)
+  local D = x:size(-1)
+  local x1, x2 = x:narrow(-1, 1, D // 2), x:narrow(-1, D // 2 + 1, D // 2)
+  return x * cos + ft.cat({ -x2, x1 }, -1) * sin
+end
+
+local Attention = nn.Module:extend("LlamaAttention")
+
+function Attention:init(c)
+  self.n_heads, self.n_kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+  self.dropout_p = c.attention_dropout
+  local qkv_bias = c.qkv_bias
+  self.q_proj = nn.Linear(c.hidden_size, c.num_attention_heads * c.head_dim, { bias = qkv_bias })
+  self.k_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * c.head_dim, { bias = qkv_bias })
+  self.v_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * c.head_dim, { bias = qkv_bias })
+  self.o_proj = nn.Linear(c.num_attention_heads * c.head_dim, c.hidden_size, { bias = c.o_bias })
+end
+
+-- x [B,T,C]; rope = {cos, sin} for the T positions; cache {k, v} [B,Hkv,P,hd] or nil;
+-- mask additive [B,1,1,P+T] or nil. -> [B,T,C], {k, v} [B,Hkv,P+T,hd]
+function Attention:forward(x, rope, cache, mask)
+  local B, T = x:size(1), x:size(2)
+  local H, Hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
+  local q = self.q_proj(x):reshape(B, T, H, hd):transpose(2, 3)     -- [B,H,T,hd]
+  local k = self.k_proj(x):reshape(B, T, Hkv, hd):transpose(2, 3)   -- [B,Hkv,T,hd]
+  local v = self.v_proj(x):reshape(B, T, Hkv, hd):transpose(2, 3)
+  q, k = rope.apply(q, rope.cos, rope.sin), rope.apply(k, rope.cos, rope.sin)
+  if cache then
+    k = ft.cat({ cache[1], k }, 3)
+    v = ft.cat({ cache[2], v }, 3)
+  end
+  local y = models.attention(q, k, v, { causal = true, attn_mask = mask, scale = 1 / math.sqrt(hd),
+    dropout_p = self.dropout_p, training = self.training })
+  return self.o_proj(y:transpose(2, 3):reshape(B, T, H * hd)), { k, v }
+end
+
+local MLP = nn.Module:extend("LlamaMLP")
+
+function MLP:init(c)
+  self.gate_proj = nn.Linear(c.hidden_size, c.intermediate_size, { bias = c.mlp_bias })
+  self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, { bias = c.mlp_bias })
+  self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, { bias = c.mlp_bias })
+  self.act = c.act
+end
+
+function MLP:forward(x) return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x)) end
+
+local DecoderLayer = nn.Module:extend("LlamaDecoderLayer")
+
+function DecoderLayer:init(c)
+  self.self_attn = Attention(c)
+  self.mlp = MLP(c)
+  self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+  self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+end
+
+function DecoderLayer:forward(x, rope, cache, mask)
+  local a, present = self.self_attn(self.input_layernorm(x), rope, cache, mask)
+  x = x + a
+  return x + self.mlp(self.post_attention_layernorm(x)), present
+end
+
+-- ---- the model -------------------------------------------------------------------------------------
+
+-- Reads and checks the HF config; class supplies the family's defaults.
+local function read_config(config, class)
+  local r = models.config_reader(config, class.hf_architecture)
+  local c = {
+    vocab_size = r:int("vocab_size"), hidden_size = r:int("hidden_size"),
+    intermediate_size = r:int("intermediate_size"), num_hidden_layers = r:int("num_hidden_layers"),
+    num_attention_heads = r:int("num_attention_heads"),
+    rms_norm_eps = r:num("rms_norm_eps", 1e-6), hidden_act = r:str("hidden_act", "silu"),
+    mlp_bias = r:bool("mlp_bias", false), attention_dropout = r:num("attention_dropout", 0.0),
+    initializer_range = r:num("initializer_range", 0.02),
+    tie_word_embeddings = r:bool("tie_word_embeddings", false),
+    max_position_embeddings = r:int("max_position_embeddings", 2048),
+  }
+  c.num_key_value_heads = r:int("num_key_value_heads", c.num_attention_heads)
+  c.head_dim = r:int("head_dim", c.hidden_size // c.num_attention_heads)
+  if c.num_attention_heads % c.num_key_value_heads ~= 0 then
+    r:fail("num_attention_heads %d is not a multiple of num_key_value_heads %d", c.num_attention_heads,
+      c.num_key_value_heads)
+  end
+  if c.head_dim % 2 ~= 0 then r:fail("head_dim %d must be even for rotary embeddings", c.head_dim) end
+  if class.qkv_bias_always then
+    c.qkv_bias, c.o_bias = true, false
+  else
+    c.qkv_bias = r:bool("attention_bias", false)
+    c.o_bias = c.qkv_bias
+  end
+  -- rope_theta: top level (older configs) or in rope_parameters / rope_scaling (newer ones).
+  local params = r:raw("rope_parameters") or r:raw("rope_scaling")
+  local rope_type = "default"
+  local theta = r:raw("rope_theta")
+  if type(params) == "table" then
+    rope_type = params.rope_type or params.type or "default"
+    if params.rope_theta ~= nil then theta = params.rope_theta end
+  end
+  if rope_type ~= "default" then
+    r:fail("rope type '%s' is not supported (only 'default')", tostring(rope_type))
+  end
+  c.rope_theta = theta or class.default_rope_theta
+  if type(c.rope_theta) ~= "number" then r:fail("config field 'rope_theta' must be a number") end
+  c.act = models.activation(c.hidden_act, r, "hidden_act")
+  return c
+end
+
+local LlamaModel = nn.Module:extend("LlamaModel")
+M.LlamaModel = LlamaModel
+
+function LlamaModel:init(c)
+  self.head_dim, self.rope_theta = c.head_dim, c.rope_theta
+  self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+  nn.init.normal_(self.embed_tokens.weight, 0, c.initializer_range)
+  self.layers = nn.ModuleList()
+  for _ = 1, c.num_hidden_layers do self.layers:append(DecoderLayer(c)) end
+  self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+  for _, m in self:named_modules() do
+    if m.__name == "Linear" then
+      nn.init.normal_(m.weight, 0, c.initializer_range)
+      if m.bias then nn.init.zeros_(m.bias) end
+    end
+  end
+end
+
+-- cos, sin [n, hd] for positions 0..n-1, cached and grown by doubling (plain fields, not
+-- buffers: HF keeps them out of checkpoints too).
+function LlamaModel:rope_cache(n)
+  if not self._rope_cos or self._rope_cos:size(1) < n then
+    local size = math.max(n, 2 * (self._rope_cos and self._rope_cos:size(1) or 32))
+    self._rope_cos, self._rope_sin = rope_tables(size, self.head_dim, self.rope_theta)
+  end
+  return self._rope_cos, self._rope_sin
+end
+
+--- (input_ids [B,T], {past_key_values=, attention_mask= [B,P+T], position_ids= 1-based [T] or [B,T]})
+-- -> hidden states [B,T,C], presents (one {k, v} per layer)
+function LlamaModel:forward(input_ids, opts)
+  opts = opts or {}
+  local past = opts.past_key_values
+  local P = past and past[1][1]:size(3) or 0
+  local T = input_ids:size(2)
+  local rope
+  local pos = opts.position_ids
+  if pos == nil then
+    local cos, sin = self:rope_cache(P + T)
+    rope = { cos = cos:narrow(1, P + 1, T), sin = sin:narrow(1, P + 1, T), apply = F.rope or rope_explicit }
+  else
+    local cos, sin = self:rope_cache(pos:max():item())
+    local flat = pos:reshape(-1)
+    cos, sin = cos:index_select(1, flat), sin:index_select(1, flat)
+    if pos:dim() == 1 then
+      rope = { cos = cos, sin = sin, apply = F.rope or rope_explicit }
+    else   -- per-row positions [B,T] -> [B,1,T,hd], broadcast over the heads
+      local B = pos:size(1)
+      rope = { cos = cos:reshape(B, 1, T, -1), sin = sin:reshape(B, 1, T, -1), apply = rope_explicit }
+    end
+  end
+  local x = self.embed_tokens(input_ids)
+  local mask = models.padding_mask(opts.attention_mask)
+  local presents = {}
+  for i = 1, #self.layers do
+    x, presents[i] = self.layers[i](x, rope, past and past[i], mask)
+  end
+  return self.norm(x), presents
+end
+
+local LlamaForCausalLM = nn.Module:extend("LlamaForCausalLM")
+M.LlamaForCausalLM = LlamaForCausalLM
+LlamaForCausalLM.hf_architecture = "LlamaForCausalLM"
+LlamaForCausalLM.hf_model_type = "llama"
+LlamaForCausalLM.base_model_prefix = "model"
+LlamaForCausalLM.default_rope_theta = 10000.0
+LlamaForCausalLM.ignore_on_load = { "rotary_emb%.inv_freq$" }
+
+--- LlamaForCausalLM(config): config is an HF config table (config.json decoded, or llama.config()).
+function LlamaForCausalLM:init(config)
+  local c = read_config(config, self)   -- class fields (defaults, biases) come through self
+  self.config = config
+  self.tied = c.tie_word_embeddings
+  self.model = LlamaModel(c)
+  self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, { bias = false })
+  if self.tied then
+    self.lm_head.weight = self.model.embed_tokens.weight
+  else
+    nn.init.normal_(self.lm_head.weight, 0, c.initializer_range)
+  end
+end
+
+--- Names of tied copies -> the parameter they share (left out of saved checkpoints).
+function LlamaForCausalLM:tied_weights()
+  return self.tied and { ["lm_head.weight"] = "model.embed_tokens.weight" } or {}
+end
+
+--- model(input_ids [B,T] int64 1-based, {labels=, attention_mask=, past_key_values=,
+-- use_cache=, position_ids=}) -> {logits = [B,T,V], loss =, past_key_values =}
+function LlamaForCausalLM:forward(input_ids, opts)
+  opts = opts or {}
+  if input_ids:dim() == 1 then input_ids = input_ids:reshape(1, -1) end
+  local h, presents = self.model(input_ids, opts)
+  local out = { logits = self.lm_head(h) }
+  if opts.labels then out.loss = models.causal_lm_loss(out.logits, opts.labels) end
+  if opts.use_cache then out.past_key_values = presents end
+  return out
+end
+
+LlamaForCausalLM.generate = models.generate
+
+--- Mistral: Llama's structure without biases (sliding window not implemented, see above).
+local MistralForCausalLM = LlamaForCausalLM:extend("MistralForCausalLM")
+M.MistralForCausalLM = MistralForCausalLM
+MistralForCausalLM.hf_architecture = "MistralForCausalLM"
+MistralForCausalLM.hf_model_type = "mistral"
+
+--- Qwen2: biases on q/k/v (not o_proj) whatever attention_bias says.
+local Qwen2ForCausalLM = LlamaForCausalLM:extend("Qwen2ForCausalLM")
+M.Qwen2ForCausalLM = Qwen2ForCausalLM
+Qwen2ForCausalLM.hf_architecture = "Qwen2ForCausalLM"
+Qwen2ForCausalLM.hf_model_type = "qwen2"
+Qwen2ForCausalLM.qkv_bias_always = true
+
+return M

@@ -1,0 +1,270 @@
+-- Vision Transformer as HuggingFace's ViTForImageClassification: same module tree and
+-- parameter names (vit.embeddings.cls_token, vit.embeddings.patch_embeddings.projection.weight,
+-- vit.encoder.layer.0.attention.attention.query.weight, vit.layernorm.weight, classifier.weight
+-- ...), same numerics: patch embedding by a strided convolution, a CLS token, learned position
+-- embeddings, pre-LN encoder layers with an exact-GELU MLP, a final LayerNorm and a linear
+-- classifier on the CLS token. No pooler (HF leaves it out of the classification model).
+--
+--   local vit = require "vit"
+--   local model = vit.ViTForImageClassification(vit.config("vit-s"))
+--   local out = model(x, {labels = y})   -- x [B,C,H,W] float, y int64 [B] 1-based
+--   out.logits [B, num_labels], out.loss
+--
+-- Config keys read: hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
+-- image_size, patch_size, num_channels, hidden_act, layer_norm_eps, qkv_bias,
+-- hidden_dropout_prob, attention_probs_dropout_prob, initializer_range, and the number of
+-- labels from id2label (or num_labels). Images must have the configured size (no
+-- interpolation of the position embeddings).
+--
+-- Presets (vit.config(name, overrides)):
+--   "vit-s"  for 28x28 grey images (Fashion-MNIST): patch 4 (49 patches + CLS), hidden 192,
+--            6 layers, 3 heads, intermediate 768, 10 labels, dropout 0.
+local ft = require "ft"
+local models = require "ft.models"
+local nn = ft.nn
+
+local M = {}
+
+local PRESETS = {
+  ["vit-s"] = {
+    image_size = 28, patch_size = 4, num_channels = 1, hidden_size = 192, num_hidden_layers = 6,
+    num_attention_heads = 3, intermediate_size = 768, num_labels = 10, hidden_act = "gelu",
+    layer_norm_eps = 1e-12, qkv_bias = true, hidden_dropout_prob = 0.0,
+    attention_probs_dropout_prob = 0.0, initializer_range = 0.02,
+  },
+}
+
+-- HF writes the label count as id2label {"0": "LABEL_0", ...} and label2id.
+local function label_maps(n)
+  local id2label, label2id = {}, {}
+  for i = 0, n - 1 do
+    id2label[tostring(i)] = "LABEL_" .. i
+    label2id["LABEL_" .. i] = i
+  end
+  return id2label, label2id
+end
+
+--- An HF-style config table for a preset, with overrides applied (num_labels becomes
+-- id2label/label2id as HF saves it).
+function M.config(name, overrides)
+  local preset = PRESETS[name]
+  if not preset then error(("vit.config: unknown preset '%s'"):format(tostring(name)), 2) end
+  local config = models.copy_config(preset, overrides)
+  config.architectures = { "ViTForImageClassification" }
+  config.model_type = "vit"
+  if config.num_labels then
+    config.id2label, config.label2id = label_maps(config.num_labels)
+    config.num_labels = nil
+  end
+  return config
+end
+
+-- ---- layers ----------------------------------------------------------------------------------
+
+local PatchEmbeddings = nn.Module:extend("ViTPatchEmbeddings")
+
+function PatchEmbeddings:init(c)
+  self.image_size, self.num_channels = c.image_size, c.num_channels
+  self.projection = nn.Conv2d(c.num_channels, c.hidden_size, c.patch_size, { stride = c.patch_size })
+end
+
+-- [B,C,H,W] -> [B, N, hidden]
+function PatchEmbeddings:forward(x)
+  local s = x:shape()
+  if #s ~= 4 or s[2] ~= self.num_channels or s[3] ~= self.image_size or s[4] ~= self.image_size then
+    error(("ViTForImageClassification: pixel_values [%s], expected [B,%d,%d,%d]"):format(table.concat(s, ","),
+      self.num_channels, self.image_size, self.image_size), 4)
+  end
+  return self.projection(x):flatten(3):transpose(2, 3)
+end
+
+local Embeddings = nn.Module:extend("ViTEmbeddings")
+
+function Embeddings:init(c)
+  local n_patches = (c.image_size // c.patch_size) ^ 2
+  self.cls_token = nn.Parameter(ft.zeros(1, 1, c.hidden_size))
+  self.patch_embeddings = PatchEmbeddings(c)
+  self.position_embeddings = nn.Parameter(ft.zeros(1, math.tointeger(n_patches) + 1, c.hidden_size))
+  self.dropout = nn.Dropout(c.hidden_dropout_prob)
+end
+
+function Embeddings:forward(pixel_values)
+  local x = self.patch_embeddings(pixel_values)   -- [B,N,C]
+  local B, C = x:size(1), x:size(3)
+  x = ft.cat({ self.cls_token:expand(B, 1, C), x }, 2)
+  return self.dropout(x + self.position_embeddings)
+end
+
+local SelfAttention = nn.Module:extend("ViTSelfAttention")
+
+function SelfAttention:init(c)
+  self.n_heads, self.head_dim = c.num_attention_heads, c.hidden_size // c.num_attention_heads
+  self.dropout_p = c.attention_probs_dropout_prob
+  self.query = nn.Linear(c.hidden_size, c.hidden_size, { bias = c.qkv_bias })
+  self.key = nn.Linear(c.hidden_size, c.hidden_size, { bias = c.qkv_bias })
+  self.value = nn.Linear(c.hidden_size, c.hidden_size, { bias = c.qkv_bias })
+end
+
+-- [B,T,C] -> [B,T,C]
+function SelfAttention:forward(x)
+  local B, T, C = x:size(1), x:size(2), x:size(3)
+  local H, hd = self.n_heads, self.head_dim
+  local function heads(t) return t:reshape(B, T, H, hd):transpose(2, 3) end
+  local y = models.attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)),
+    { scale = 1 / math.sqrt(hd), dropout_p = self.dropout_p, training = self.training })
+  return y:transpose(2, 3):reshape(B, T, C)
+end
+
+-- dense + dropout; the residual is added by the layer (HF's ViTSelfOutput).
+local SelfOutput = nn.Module:extend("ViTSelfOutput")
+
+function SelfOutput:init(c)
+  self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+  self.dropout = nn.Dropout(c.hidden_dropout_prob)
+end
+
+function SelfOutput:forward(x) return self.dropout(self.dense(x)) end
+
+local Attention = nn.Module:extend("ViTAttention")
+
+function Attention:init(c)
+  self.attention = SelfAttention(c)
+  self.output = SelfOutput(c)
+end
+
+function Attention:forward(x) return self.output(self.attention(x)) end
+
+local Intermediate = nn.Module:extend("ViTIntermediate")
+
+function Intermediate:init(c)
+  self.dense = nn.Linear(c.hidden_size, c.intermediate_size)
+  self.act = c.act
+end
+
+function Intermediate:forward(x) return self.act(self.dense(x)) end
+
+-- dense + dropout + the residual (HF's ViTOutput).
+local Output = nn.Module:extend("ViTOutput")
+
+function Output:init(c)
+  self.dense = nn.Linear(c.intermediate_size, c.hidden_size)
+  self.dropout = nn.Dropout(c.hidden_dropout_prob)
+end
+
+function Output:forward(x, residual) return self.dropout(self.dense(x)) + residual end
+
+local Layer = nn.Module:extend("ViTLayer")
+
+function Layer:init(c)
+  self.attention = Attention(c)
+  self.intermediate = Intermediate(c)
+  self.output = Output(c)
+  self.layernorm_before = nn.LayerNorm(c.hidden_size, { eps = c.layer_norm_eps })
+  self.layernorm_after = nn.LayerNorm(c.hidden_size, { eps = c.layer_norm_eps })
+end
+
+function Layer:forward(x)
+  x = self.attention(self.layernorm_before(x)) + x
+  return self.output(self.intermediate(self.layernorm_after(x)), x)
+end
+
+local Encoder = nn.Module:extend("ViTEncoder")
+
+function Encoder:init(c)
+  self.layer = nn.ModuleList()
+  for _ = 1, c.num_hidden_layers do self.layer:append(Layer(c)) end
+end
+
+function Encoder:forward(x)
+  for i = 1, #self.layer do x = self.layer[i](x) end
+  return x
+end
+
+-- ---- the model ---------------------------------------------------------------------------------
+
+local function count_keys(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
+local function read_config(config)
+  local r = models.config_reader(config, "ViTForImageClassification")
+  local c = {
+    hidden_size = r:int("hidden_size"), num_hidden_layers = r:int("num_hidden_layers"),
+    num_attention_heads = r:int("num_attention_heads"), intermediate_size = r:int("intermediate_size"),
+    image_size = r:int("image_size"), patch_size = r:int("patch_size"),
+    num_channels = r:int("num_channels", 3), hidden_act = r:str("hidden_act", "gelu"),
+    layer_norm_eps = r:num("layer_norm_eps", 1e-12), qkv_bias = r:bool("qkv_bias", true),
+    hidden_dropout_prob = r:num("hidden_dropout_prob", 0.0),
+    attention_probs_dropout_prob = r:num("attention_probs_dropout_prob", 0.0),
+    initializer_range = r:num("initializer_range", 0.02),
+  }
+  local id2label = r:raw("id2label")
+  c.num_labels = r:int("num_labels", type(id2label) == "table" and count_keys(id2label) or 2)
+  if c.hidden_size % c.num_attention_heads ~= 0 then
+    r:fail("hidden_size %d is not a multiple of num_attention_heads %d", c.hidden_size, c.num_attention_heads)
+  end
+  if c.image_size % c.patch_size ~= 0 then
+    r:fail("image_size %d is not a multiple of patch_size %d", c.image_size, c.patch_size)
+  end
+  c.act = models.activation(c.hidden_act, r, "hidden_act")
+  return c
+end
+
+local ViTModel = nn.Module:extend("ViTModel")
+M.ViTModel = ViTModel
+
+function ViTModel:init(c)
+  self.embeddings = Embeddings(c)
+  self.encoder = Encoder(c)
+  self.layernorm = nn.LayerNorm(c.hidden_size, { eps = c.layer_norm_eps })
+end
+
+-- [B,C,H,W] -> [B, N+1, hidden]
+function ViTModel:forward(pixel_values)
+  return self.layernorm(self.encoder(self.embeddings(pixel_values)))
+end
+
+local ViTForImageClassification = nn.Module:extend("ViTForImageClassification")
+M.ViTForImageClassification = ViTForImageClassification
+ViTForImageClassification.hf_architecture = "ViTForImageClassification"
+ViTForImageClassification.hf_model_type = "vit"
+ViTForImageClassification.base_model_prefix = "vit"
+ViTForImageClassification.ignore_on_load = { "^vit%.pooler%." }
+
+--- ViTForImageClassification(config): config is an HF config table (config.json decoded, or
+-- vit.config()). HF's initialisation: normal(0, initializer_range) weights (HF truncates at
+-- 2 std), zero biases.
+function ViTForImageClassification:init(config)
+  local c = read_config(config)
+  self.config = config
+  self.num_labels = c.num_labels
+  self.vit = ViTModel(c)
+  self.classifier = c.num_labels > 0 and nn.Linear(c.hidden_size, c.num_labels) or nn.Identity()
+  for name, p in self:named_parameters() do
+    if name:match("%.bias$") then
+      nn.init.zeros_(p)
+    elseif not name:match("layernorm") then
+      nn.init.normal_(p, 0, c.initializer_range)
+    end
+  end
+end
+
+--- model(pixel_values [B,C,H,W], {labels=}) -> {logits = [B, num_labels], loss =}
+-- labels: int64 class ids 1..num_labels (cross-entropy) or, with one label, float targets (MSE).
+function ViTForImageClassification:forward(pixel_values, opts)
+  local h = self.vit(pixel_values)
+  local out = { logits = self.classifier(h:select(2, 1)) }
+  local labels = opts and opts.labels
+  if labels then
+    if labels:dtype() == "int64" then
+      out.loss = ft.nn.functional.cross_entropy(out.logits, labels)
+    else
+      out.loss = ft.nn.functional.mse_loss(out.logits:reshape(-1), labels:reshape(-1))
+    end
+  end
+  return out
+end
+
+return M
