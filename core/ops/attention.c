@@ -21,6 +21,7 @@
  * kv head is split over several private accumulators only when there are fewer kv heads
  * than threads. A row that can see no key gets P = 0: output 0, no gradient. */
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -46,7 +47,8 @@ typedef struct {
 
 static int heads_of(const ft_tensor *t, heads *m) {
     int64_t rows = t->shape[2], cols = t->shape[3];
-    bool direct = (t->strides[3] == 1 || cols <= 1) && (rows <= 1 || t->strides[2] >= cols);
+    bool direct = (t->strides[3] == 1 || cols <= 1) &&
+                  (rows <= 1 || (t->strides[2] >= cols && t->strides[2] <= INT_MAX));
     m->t = direct ? ft_retain((ft_tensor *)t) : ft_contiguous(t);
     if (!m->t) return -1;
     m->p = ft_f32(m->t);
@@ -97,8 +99,8 @@ static int64_t visible(const attn_geom *g, int64_t t) {
  * giving 0. Cephes' polynomial after the split x = n ln2 + r, |r| <= ln2/2: within 1.5
  * ulp. Written so that the row loops vectorise, which a call to expf does not: x is
  * clamped to -88 through its bits (for x <= 0 a larger pattern is a more negative float;
- * there n = -127 makes the power of two, and so the result, 0), and n is rounded with the
- * 1.5 * 2^23 trick rather than floorf. */
+ * a tiny positive x from rounding passes unchanged; at -88, n = -127 makes the power of
+ * two, and so the result, 0), and n is rounded with the 1.5 * 2^23 trick, not floorf. */
 static inline float exp_nonpos(float x) {
     union { float f; uint32_t u; } v = {.f = x};
     v.u = v.u < 0xc2b00000u ? v.u : 0xc2b00000u;   /* -88.0f */

@@ -128,6 +128,15 @@ describe("scaled_dot_product_attention against the explicit softmax(q k^T * scal
     end)
   end)
 
+  it("takes the written-out path for other shapes, with the same masking", function()
+    local c = cases.sdpa_gqa_cache   -- q [2,6,3,8], k, v [2,2,10,8]
+    local k = c.k:unsqueeze(3):expand(2, 2, 3, 10, 8):reshape(2, 6, 10, 8)
+    local v = c.v:unsqueeze(3):expand(2, 2, 3, 10, 8):reshape(2, 6, 10, 8)
+    local out = F.scaled_dot_product_attention(c.q:unsqueeze(1), k:unsqueeze(1), v:unsqueeze(1),
+                                               { causal = "lower_right" })
+    H.assert_close(out:squeeze(1), c.out, RTOL, "5-D")
+  end)
+
   it("names the shapes in its errors", function()
     local q, k = ft.randn(2, 4, 8, 16), ft.randn(2, 3, 8, 16)
     local msg = H.error_of(F.scaled_dot_product_attention, q, k, k)

@@ -188,10 +188,12 @@ function F.scaled_dot_product_attention(q, k, v, opts)
   end
   local mask = opts.attn_mask
   if mask and opts.mask_is_bool and mask:dtype() ~= "int64" then mask = mask:ne(0):long() end
-  local L, S = q:size(-2), k:size(-2)
-  local kernel_causal = causal and true or false
+  local L, S, nd = q:size(-2), k:size(-2), q:dim()
   local p = opts.dropout_p or 0
-  if causal and (p > 0 or (causal ~= "lower_right" and L ~= S)) then
+  -- the kernel: no dropout, q, k, v of 4 dims (or 2, 3 dims alike); else the written-out math
+  local fused = p == 0 and (nd == 4 or (nd == 2 or nd == 3) and k:dim() == nd and v:dim() == nd)
+  local kernel_causal = causal and true or false
+  if causal and (not fused or (causal ~= "lower_right" and L ~= S)) then
     -- the kernel's diagonal is bottom-right; any other causal mask is spelled out
     local cm = causal_mask(L, S, causal == "lower_right" and S - L or 0)
     if not mask then mask = cm
@@ -200,12 +202,8 @@ function F.scaled_dot_product_attention(q, k, v, opts)
     kernel_causal = false
   end
   local scale = opts.scale or 1 / math.sqrt(q:size(-1))
-  if p > 0 then return attention_explicit(q, k, v, mask, scale, p) end
-  local nd = q:dim()
+  if not fused then return attention_explicit(q, k, v, mask, scale, p) end
   if nd == 4 then return C.scaled_dot_product_attention(q, k, v, mask, kernel_causal, scale) end
-  if nd ~= 3 and nd ~= 2 or k:dim() ~= nd or v:dim() ~= nd then   -- other shapes: broadcasting matmuls
-    return attention_explicit(q, k, v, mask, scale, 0)
-  end
   -- [N,L,E] -> [1,N,L,E] (N as heads) keeps a mask's right-aligned broadcasting
   local function up(t) return nd == 3 and t:unsqueeze(1) or t:unsqueeze(1):unsqueeze(1) end
   local out = C.scaled_dot_product_attention(up(q), up(k), up(v), mask, kernel_causal, scale)
