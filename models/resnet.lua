@@ -5,6 +5,10 @@
 --   local resnet = require "resnet"
 --   local model = resnet.resnet_s{num_classes = 10}     -- 1x28x28 inputs (Fashion-MNIST)
 --   local r18 = resnet.resnet18{num_classes = 1000}     -- 3x224x224 inputs, as torchvision
+--   local r50 = resnet.from_safetensors("resnet50.safetensors", {arch = "resnet50"})
+--
+-- torchvision weights load once converted to safetensors, e.g. in Python:
+--   safetensors.torch.save_file(torchvision.models.resnet50(weights="DEFAULT").state_dict(), path)
 --
 -- One builder, ResNet(cfg), covers the family: a block type, blocks per stage, stage widths
 -- and a stem ("small": conv3x3 stride 1, no pooling; "imagenet": conv7x7 stride 2 + maxpool).
@@ -171,6 +175,45 @@ end
 
 function M.resnet50(cfg)
   return ResNet(with_defaults(cfg, { block = "bottleneck", layers = { 3, 4, 6, 3 } }))
+end
+
+local ARCHS = { "resnet18", "resnet34", "resnet50", "resnet_s" }
+local IS_ARCH = {}
+for _, name in ipairs(ARCHS) do IS_ARCH[name] = true end
+
+--- Builds `opts.arch` ("resnet18" | "resnet34" | "resnet50" | "resnet_s") and loads the
+-- torchvision state_dict saved at `path` (safetensors; F32, F16 or BF16 weights) into it,
+-- strictly by name: a missing, unexpected or mis-shaped tensor is an error naming it and the
+-- file. num_classes defaults to the rows of the file's fc.weight; the other options go to the
+-- builder (e.g. widths = for a narrow net). As torch's BatchNorm does, a missing
+-- num_batches_tracked is accepted (torchvision's published weights have none).
+-- Returns the model in eval mode.
+function M.from_safetensors(path, opts)
+  local where = "resnet.from_safetensors"
+  if type(path) ~= "string" then error(where .. ": a file path expected, got " .. type(path), 2) end
+  opts = opts or {}
+  local arch = opts.arch
+  if not IS_ARCH[arch] then
+    error(("%s: option arch must be one of %s, got %s"):format(where, table.concat(ARCHS, ", "), tostring(arch)), 2)
+  end
+  local sd = ft.safetensors.load(path)
+  local num_classes = opts.num_classes
+  local fc = sd["fc.weight"]
+  if num_classes == nil and ft.is_tensor(fc) and fc:dim() == 2 then num_classes = fc:size(1) end
+
+  local cfg = {}
+  for k, v in pairs(opts) do
+    if k ~= "arch" then cfg[k] = v end
+  end
+  cfg.num_classes = num_classes
+  local model = M[arch](cfg)
+
+  local own, keys = model:state_dict()
+  for _, k in ipairs(keys) do
+    if sd[k] == nil and k:match("%.num_batches_tracked$") then sd[k] = own[k] end
+  end
+  ft.models.load_hf_state_dict(model, sd, path, where)
+  return model:eval()
 end
 
 return M
