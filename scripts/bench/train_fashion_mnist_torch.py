@@ -139,6 +139,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training images")
     ap.add_argument("--data", default=DATA_DIR)
+    ap.add_argument("--no-augment", action="store_true", help="train without random crops and flips")
     ap.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
     args = ap.parse_args()
 
@@ -169,7 +170,8 @@ def main():
         total_loss, seen = 0.0, 0
         for i in range(0, n, args.batch_size):
             idx = perm[i:i + args.batch_size]
-            xb = (augment(x_train[idx], gen) - mean) / std
+            xb = x_train[idx] if args.no_augment else augment(x_train[idx], gen)
+            xb = (xb - mean) / std
             loss = F.cross_entropy(model(xb), y_train[idx])
             opt.zero_grad()
             loss.backward()
