@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 
 # Debian packages: to build and run / to run the tests / to regenerate fixtures and benchmark.
 PACKAGES = build-essential cmake pkg-config lua5.4 liblua5.4-dev libopenblas-openmp-dev libhdf5-dev \
-           libpng-dev zlib1g-dev libreadline-dev libcjson-dev lua-argparse dataset-fashion-mnist
+           libpng-dev zlib1g-dev libreadline-dev libcjson-dev lua-argparse dataset-fashion-mnist fortunes
 TEST_PACKAGES = lua-busted tmux python3-h5py
 DEV_PACKAGES = python3-torch python3-h5py hdf5-tools
 

@@ -1,0 +1,126 @@
+#!/usr/bin/python3
+"""PyTorch twin of scripts/bench/gpt_s_step.lua: times GPT-S training steps.
+
+The model is GPT-2 (HF GPT2LMHeadModel's numerics) at the gpt-s preset: vocab 256, 6 layers,
+width 384, 6 heads, context 256, pre-LN blocks, tanh GELU, causal attention scaled by
+1/sqrt(head_dim), tied lm_head. Written out with nn.Linear / nn.LayerNorm / nn.GELU and
+explicit attention math (torch 1.13 has no F.scaled_dot_product_attention). Dropout 0.
+A step is forward + mean cross-entropy against the next bytes + backward + AdamW step.
+
+    /usr/bin/python3 scripts/bench/gpt_s_step_torch.py --threads 2
+
+The last line is machine-readable: RESULT tokens_per_sec=<n> ms_per_step=<ms>
+"""
+import argparse
+import math
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Attention(nn.Module):
+    def __init__(self, n_embd, n_head):
+        super().__init__()
+        self.n_head = n_head
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
+        self.c_proj = nn.Linear(n_embd, n_embd)
+
+    def forward(self, x):                                   # x [B,T,C]
+        B, T, C = x.shape
+        H, hd = self.n_head, C // self.n_head
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, H, hd).transpose(1, 2) for t in (q, k, v))   # [B,H,T,hd]
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd))              # [B,H,T,T]
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, C)
+        return self.c_proj(y)
+
+
+class Block(nn.Module):
+    def __init__(self, n_embd, n_head):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd, eps=1e-5)
+        self.attn = Attention(n_embd, n_head)
+        self.ln_2 = nn.LayerNorm(n_embd, eps=1e-5)
+        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(approximate="tanh"),
+                                 nn.Linear(4 * n_embd, n_embd))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab_size=256, n_positions=256, n_embd=384, n_layer=6, n_head=6):
+        super().__init__()
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        self.wpe = nn.Embedding(n_positions, n_embd)
+        self.h = nn.ModuleList([Block(n_embd, n_head) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(n_embd, eps=1e-5)
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight               # tied, as GPT-2
+        for name, p in self.named_parameters():             # GPT-2's initialisation
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif p.dim() >= 2:
+                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj.weight") or name.endswith("mlp.2.weight") else 0.02
+                nn.init.normal_(p, 0.0, std)
+
+    def forward(self, ids):                                 # ids [B,T] (0-based) -> logits [B,T,V]
+        T = ids.shape[1]
+        x = self.wte(ids) + self.wpe(torch.arange(T, device=ids.device))
+        for block in self.h:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--context", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    B, T = args.batch_size, args.context
+    model = GPT(n_positions=max(T, 256))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    w = torch.randint(0, 256, (B, T + 1))
+    x, y = w[:, :T].contiguous(), w[:, 1:].contiguous()
+
+    def step():
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(B * T, -1), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"PyTorch {torch.__version__} GPT-S: {n_params} parameters, batch {B} x context {T}, "
+          f"{torch.get_num_threads()} threads")
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t0)
+    total = sum(times)
+    median = sorted(times)[(len(times) - 1) // 2]
+    print(f"{args.steps} steps: mean {1000 * total / args.steps:.1f} ms/step, median {1000 * median:.1f} ms/step, "
+          f"{B * T * args.steps / total:.0f} tokens/s (loss {loss:.3f})")
+    print(f"RESULT tokens_per_sec={B * T * args.steps / total:.1f} ms_per_step={1000 * total / args.steps:.1f}")
+
+
+if __name__ == "__main__":
+    main()
