@@ -339,8 +339,3 @@ int luaopen_ft(lua_State *L) {
     lua_settop(L, module);
     return 1;
 }
-
-/* Binding groups not built yet fall back to these empty openers. */
-__attribute__((weak)) void ftl_open_nn(lua_State *L) { (void)L; }
-__attribute__((weak)) void ftl_open_optim(lua_State *L) { (void)L; }
-__attribute__((weak)) void ftl_open_io(lua_State *L) { (void)L; }
