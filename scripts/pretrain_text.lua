@@ -1,6 +1,7 @@
 -- Pretrains GPT-S from scratch, byte-level, on Debian's fortunes corpus and saves a checkpoint.
 --
---   ftlua scripts/pretrain_text.lua                                  # full run (~12 min on 2 cores)
+--   ftlua scripts/pretrain_text.lua            # full run: ~13 min on 2 cores, ~1700 tokens/s,
+--                                              # validation loss ~2.37 nats (3.4 bits/byte)
 --   ftlua scripts/pretrain_text.lua --config tiny --steps 20 --out /tmp/smoke.h5
 --
 -- Held-out categories: computers, politics, science, songs-poems. They are left out of
@@ -27,7 +28,7 @@ parser:option("--config", "Model preset: gpt-s or tiny (2 layers of width 64, fo
 parser:option("--steps", "Optimizer steps.", "600"):convert(math.tointeger)
 parser:option("--batch-size", "Windows per batch.", "8"):convert(math.tointeger)
 parser:option("--context", "Bytes per window (at most 256 for gpt-s).", "256"):convert(math.tointeger)
-parser:option("--lr", "Peak learning rate.", "2e-3"):convert(tonumber)
+parser:option("--lr", "Peak learning rate.", "1e-3"):convert(tonumber)
 parser:option("--weight-decay", "AdamW weight decay on matrices and embeddings.", "0.1"):convert(tonumber)
 parser:option("--clip", "Gradient norm clipping threshold.", "1.0"):convert(tonumber)
 parser:option("--seed", "Random seed (initialisation, batches, split, samples).", "1"):convert(math.tointeger)

@@ -16,6 +16,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 export OMP_NUM_THREADS=$threads
+# Passive waiting for both: Debian torch's OpenMP threads otherwise spin against its OpenBLAS threads.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
 echo "== ftlua: $n images, $threads threads"
 "$ftlua" "$root/scripts/train_fashion_mnist.lua" --limit "$n" --epochs 1 --threads "$threads" \

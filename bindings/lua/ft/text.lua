@@ -3,6 +3,7 @@
 --   local corpus = ft.text.fortunes()                      -- {computers = {entry, ...}, ...}
 --   local train_e, val_e = ft.text.split(corpus.wisdom, {val_fraction = 0.1, seed = 1})
 --   local train = ft.text.byte_dataset(train_e, {context = 256})
+--   local val = ft.text.byte_dataset(val_e, {context = 256})
 --   local x, y = train:batch(8)                            -- int64 [8,256] each, y = next bytes
 --   for x, y in val:windows(16) do ... end                 -- every validation window, in order
 --
@@ -193,15 +194,13 @@ function text.byte_dataset(entries, opts)
     parts[#parts + 1] = e
     parts[#parts + 1] = sep
   end
-  local s = table.concat(parts)
-  if #s < T + 1 then
-    error(("%s: %d entries give %d tokens, fewer than one window of context + 1 = %d"):format(where, #entries, #s,
-      T + 1), 2)
-  end
   local tok = opts.tokenizer or ft.tokenizer.bytes()
-  return setmetatable({
-    ids = tok:encode(s), context = T, n_entries = #entries, separator = sep, tokenizer = tok,
-  }, Stream)
+  local ids = tok:encode(table.concat(parts))
+  if ids:numel() < T + 1 then
+    error(("%s: %d entries give %d tokens, fewer than one window of context + 1 = %d"):format(where, #entries,
+      ids:numel(), T + 1), 2)
+  end
+  return setmetatable({ ids = ids, context = T, n_entries = #entries, separator = sep, tokenizer = tok }, Stream)
 end
 
 function Stream:__len() return self.ids:numel() end
@@ -261,6 +260,7 @@ end
 function text.fortune_datasets(opts)
   opts = opts or {}
   local held_out = opts.held_out or {}
+  if type(held_out) == "string" then held_out = { held_out } end
   local available = {}
   for _, name in ipairs(text.fortune_categories(opts)) do available[name] = true end
   for _, name in ipairs(held_out) do
