@@ -2,46 +2,21 @@
 -- The Fashion-MNIST tests need Debian's dataset-fashion-mnist package (or
 -- FT_FASHION_MNIST_DIR); without it they are marked pending.
 local ft = require "ft"
+local H = require "helpers"
 
 local FIXTURES = assert(os.getenv("FT_FIXTURES"), "FT_FIXTURES is not set") .. "/io"
 local expected = dofile(FIXTURES .. "/expected.lua")
 local FASHION_DIR = os.getenv("FT_FASHION_MNIST_DIR") or "/usr/share/datasets/fashion-mnist"
 local CLASSES = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"}
 
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local quote = H.quote
+local run = H.run
+local function make_tmpdir() return H.make_tmpdir("data") end
 
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok = p:close()
-  return ok, out
-end
+local exists = H.file_exists
 
-local function make_tmpdir()
-  local ok, out = run("mktemp -d /tmp/ftlua-data-XXXXXX")
-  assert(ok, out)
-  return (out:gsub("%s+$", ""))
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
-local function error_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
-
-local function assert_contains(haystack, needle)
-  if not haystack:find(needle, 1, true) then
-    error(("expected %q to contain %q"):format(haystack, needle), 2)
-  end
-end
+local error_of = H.error_of
+local assert_contains = H.assert_mentions
 
 -- The first label byte of an IDX label file, read with gzip and od (not with ft).
 local function first_label(path)

@@ -163,4 +163,52 @@ function H.assert_mentions(msg, ...)
   end
 end
 
+-- ---- files and processes ----------------------------------------------------------------
+
+H.PYTHON = "/usr/bin/python3"   -- Debian's, with torch / h5py where installed
+
+-- A shell-quoted argument.
+function H.quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- Runs a shell command; returns success, its output (stdout and stderr) and the exit code.
+function H.run(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return ok, out, code
+end
+
+-- A fresh temporary directory; `tag` names the spec that made it.
+function H.make_tmpdir(tag)
+  local ok, out = H.run("mktemp -d /tmp/ftlua-" .. (tag or "spec") .. "-XXXXXX")
+  assert(ok, out)
+  return (out:gsub("%s+$", ""))
+end
+
+function H.read_bytes(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function H.write_bytes(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+function H.file_exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- True when Debian's python3 exists and imports the given modules ("json, struct").
+function H.has_python(modules)
+  return H.file_exists(H.PYTHON) and (H.run(H.PYTHON .. " -c 'import " .. modules .. "'"))
+end
+
 return H

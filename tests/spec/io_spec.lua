@@ -2,42 +2,19 @@
 -- Expected values come from tests/gen_io_fixtures.py (PNGs encoded byte by byte, HDF5
 -- written by h5py) and from h5py itself at test time.
 local ft = require "ft"
+local H = require "helpers"
 
 local FIXTURES = assert(os.getenv("FT_FIXTURES"), "FT_FIXTURES is not set") .. "/io"
 local expected = dofile(FIXTURES .. "/expected.lua")
-local PYTHON = "/usr/bin/python3"
+local PYTHON = H.PYTHON
+
+local quote = H.quote
+local run = H.run
+local function make_tmpdir() return H.make_tmpdir("io") end
+local read_bytes = H.read_bytes
+local write_bytes = H.write_bytes
 
 -- ---- helpers --------------------------------------------------------------------------
-
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return ok, out, code
-end
-
-local function make_tmpdir()
-  local ok, out = run("mktemp -d /tmp/ftlua-io-XXXXXX")
-  assert(ok, out)
-  return (out:gsub("%s+$", ""))
-end
-
-local function read_bytes(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write_bytes(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
 
 local function listdir(dir)
   local names = {}

@@ -7,49 +7,17 @@ local H = require "helpers"
 local FIXTURES = H.fixture("safetensors")
 local GOLDEN = H.fixture("golden")
 local expected = dofile(FIXTURES .. "/expected.lua")
-local PYTHON = "/usr/bin/python3"
+local PYTHON = H.PYTHON
+
+local quote = H.quote
+local run = H.run
+local function make_tmpdir() return H.make_tmpdir("st") end
+local read_bytes = H.read_bytes
+local write_bytes = H.write_bytes
+local file_exists = H.file_exists
+local function has_python() return H.has_python("json, struct") end
 
 -- ---- helpers --------------------------------------------------------------------------
-
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok = p:close()
-  return ok, out
-end
-
-local function make_tmpdir()
-  local ok, out = run("mktemp -d /tmp/ftlua-st-XXXXXX")
-  assert(ok, out)
-  return (out:gsub("%s+$", ""))
-end
-
-local function read_bytes(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write_bytes(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function file_exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
-local function has_python()
-  return file_exists(PYTHON) and (run(PYTHON .. " -c 'import json, struct'"))
-end
 
 -- Exact equality that also holds for NaN == NaN and tells -0.0 from 0.0.
 local function same_number(a, b)

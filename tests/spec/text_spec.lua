@@ -3,38 +3,17 @@
 -- The tests on the real corpus need Debian's fortunes package (or FT_FORTUNES_DIR); without
 -- it they are marked pending. The reader's format tests use files written here.
 local ft = require "ft"
+local H = require "helpers"
 
 local FORTUNES_DIR = os.getenv("FT_FORTUNES_DIR") or "/usr/share/games/fortunes"
 local HELD_OUT = { "computers", "politics", "science", "songs-poems" }   -- as scripts/pretrain_text.lua
 
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local quote = H.quote
+local run = H.run
+local function make_tmpdir() return H.make_tmpdir("text") end
+local write = H.write_bytes
 
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok = p:close()
-  return ok, out
-end
-
-local function make_tmpdir()
-  local ok, out = run("mktemp -d /tmp/ftlua-text-XXXXXX")
-  assert(ok, out)
-  return (out:gsub("%s+$", ""))
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
+local exists = H.file_exists
 
 local function have_fortunes()
   return exists(FORTUNES_DIR .. "/fortunes") or exists(FORTUNES_DIR .. "/wisdom")
