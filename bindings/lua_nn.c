@@ -162,20 +162,20 @@ static int l_batch_norm(lua_State *L) {
     return 1;
 }
 
-/* layer_norm(x, normalized_shape (integer or table), weight?, bias?, eps) */
-static int l_layer_norm(lua_State *L) {
-    ft_tensor *x = ftl_check_tensor(L, 1);
+/* normalized_shape at idx (an integer or a table) must equal the trailing dims of x;
+ * returns how many trailing dims it covers. */
+static int check_normalized_shape(lua_State *L, int idx, const ft_tensor *x, const char *op) {
     int64_t shape[FT_MAX_DIMS];
     int nnorm;
-    if (lua_isinteger(L, 2)) {
-        shape[0] = lua_tointeger(L, 2);
+    if (lua_isinteger(L, idx)) {
+        shape[0] = lua_tointeger(L, idx);
         nnorm = 1;
     } else {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        nnorm = (int)lua_rawlen(L, 2);
-        if (nnorm < 1 || nnorm > FT_MAX_DIMS) luaL_error(L, "ft.layer_norm: normalized_shape must have 1 to 8 dims");
+        luaL_checktype(L, idx, LUA_TTABLE);
+        nnorm = (int)lua_rawlen(L, idx);
+        if (nnorm < 1 || nnorm > FT_MAX_DIMS) luaL_error(L, "ft.%s: normalized_shape must have 1 to 8 dims", op);
         for (int i = 0; i < nnorm; i++) {
-            lua_rawgeti(L, 2, i + 1);
+            lua_rawgeti(L, idx, i + 1);
             shape[i] = luaL_checkinteger(L, -1);
             lua_pop(L, 1);
         }
@@ -184,9 +184,16 @@ static int l_layer_norm(lua_State *L) {
     for (int i = 0; ok && i < nnorm; i++) ok = x->shape[x->ndim - nnorm + i] == shape[i];
     if (!ok) {
         char a[128], b[128];
-        luaL_error(L, "ft.layer_norm: normalized_shape %s does not match the trailing dims of input %s",
+        luaL_error(L, "ft.%s: normalized_shape %s does not match the trailing dims of input %s", op,
                    ft_shape_str(shape, nnorm, b, sizeof b), ft_shape_str(x->shape, x->ndim, a, sizeof a));
     }
+    return nnorm;
+}
+
+/* layer_norm(x, normalized_shape (integer or table), weight?, bias?, eps) */
+static int l_layer_norm(lua_State *L) {
+    ft_tensor *x = ftl_check_tensor(L, 1);
+    int nnorm = check_normalized_shape(L, 2, x, "layer_norm");
     ft_tensor *w = opt_tensor(L, 3), *b = opt_tensor(L, 4);
     double eps = luaL_optnumber(L, 5, 1e-5);
     ftl_push_tensor(L, ft_layer_norm(x, nnorm, w, b, eps), "layer_norm");
@@ -197,28 +204,7 @@ static int l_layer_norm(lua_State *L) {
  * which the core sees flattened into one. */
 static int l_rms_norm(lua_State *L) {
     ft_tensor *x = ftl_check_tensor(L, 1);
-    int64_t shape[FT_MAX_DIMS];
-    int nnorm;
-    if (lua_isinteger(L, 2)) {
-        shape[0] = lua_tointeger(L, 2);
-        nnorm = 1;
-    } else {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        nnorm = (int)lua_rawlen(L, 2);
-        if (nnorm < 1 || nnorm > FT_MAX_DIMS) luaL_error(L, "ft.rms_norm: normalized_shape must have 1 to 8 dims");
-        for (int i = 0; i < nnorm; i++) {
-            lua_rawgeti(L, 2, i + 1);
-            shape[i] = luaL_checkinteger(L, -1);
-            lua_pop(L, 1);
-        }
-    }
-    int ok = nnorm <= x->ndim;
-    for (int i = 0; ok && i < nnorm; i++) ok = x->shape[x->ndim - nnorm + i] == shape[i];
-    if (!ok) {
-        char a[128], b[128];
-        luaL_error(L, "ft.rms_norm: normalized_shape %s does not match the trailing dims of input %s",
-                   ft_shape_str(shape, nnorm, b, sizeof b), ft_shape_str(x->shape, x->ndim, a, sizeof a));
-    }
+    int nnorm = check_normalized_shape(L, 2, x, "rms_norm");
     ft_tensor *w = opt_tensor(L, 3);
     double eps = luaL_checknumber(L, 4);
     if (nnorm == 1) {
@@ -228,6 +214,7 @@ static int l_rms_norm(lua_State *L) {
     /* [..., n1, n2, ...] -> [..., n1*n2*...] and back; the weight likewise */
     int64_t flat[FT_MAX_DIMS], n = 1;
     int lead = x->ndim - nnorm;
+    const int64_t *shape = x->shape + lead; /* the normalized shape */
     for (int i = 0; i < lead; i++) flat[i] = x->shape[i];
     for (int i = 0; i < nnorm; i++) n *= shape[i];
     flat[lead] = n;
