@@ -36,32 +36,10 @@ ft.manual_seed(args.seed)
 
 -- ---- progress output -----------------------------------------------------------------------
 
-local tty = ft.isatty(io.stderr)
+local P = ft.progress
+local hms, log, progress = P.hms, P.log, P.progress
 
 local wall = ft.clock   -- monotonic wall-clock seconds
-
-local function hms(s)
-  s = math.max(0, math.floor(s + 0.5))
-  if s >= 3600 then return ("%d:%02d:%02d"):format(s // 3600, s // 60 % 60, s % 60) end
-  return ("%d:%02d"):format(s // 60, s % 60)
-end
-
-local function log(fmt, ...)
-  if tty then io.stderr:write("\r\27[K") end
-  io.stdout:write(fmt:format(...), "\n")
-  io.stdout:flush()
-end
-
--- A progress line: rewritten in place on a terminal, a log line every `every` steps otherwise.
-local function progress(step, steps, every, fmt, ...)
-  if tty then
-    io.stderr:write("\r\27[K", fmt:format(...))
-    io.stderr:flush()
-  elseif step % every == 0 or step == steps then
-    io.stdout:write(fmt:format(...), "\n")
-    io.stdout:flush()
-  end
-end
 
 -- ---- data ------------------------------------------------------------------------------------
 
