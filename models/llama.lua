@@ -13,8 +13,9 @@
 -- (default hidden_size / num_attention_heads), rope_theta (top level or in rope_parameters;
 -- only the default rope type), rms_norm_eps, hidden_act, attention_bias (Llama; Qwen2 always
 -- has q/k/v biases), mlp_bias, attention_dropout, tie_word_embeddings, initializer_range.
--- Sliding-window attention (Mistral, Qwen2) is not implemented: attention is fully causal,
--- which equals the windowed form for sequences no longer than the window.
+-- Sliding-window attention as transformers applies it: Mistral when sliding_window is set;
+-- Qwen2 when use_sliding_window is true, on layers from max_window_layers on (or as an
+-- explicit layer_types list says). Query t then sees keys s with t - window < s <= t.
 --
 -- Presets (llama.config(name, overrides)):
 --   "llama-s"  byte-level decoder for experiments: vocab 256, 6 layers, hidden 384,
@@ -88,10 +89,26 @@ local function rope_explicit(x, cos, sin)
   return x * cos + ft.cat({ -x2, x1 }, -1) * sin
 end
 
+-- Adds the sliding window to an additive mask (or nil): with S keys of which the last T are
+-- the queries' own, query t (position t + S - T) sees keys s with pos - window < s <= pos.
+-- -> [1,1,T,S], or the padding mask [B,1,1,S] broadcast to [B,1,T,S].
+local function window_mask(mask, T, S, window)
+  local rows = {}
+  for t = 1, T do
+    local row, first = {}, t + S - T - window + 1
+    for s = 1, S do row[s] = s < first and -1e30 or 0 end
+    rows[t] = row
+  end
+  local w = ft.tensor(rows):reshape(1, 1, T, S)
+  return mask and (mask + w) or w
+end
+
 local Attention = nn.Module:extend("LlamaAttention")
 
-function Attention:init(c)
+-- window: the sliding-window size of this layer, or nil for full causal attention.
+function Attention:init(c, window)
   self.n_heads, self.n_kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+  self.window = window
   self.dropout_p = c.attention_dropout
   local qkv_bias = c.qkv_bias
   self.q_proj = nn.Linear(c.hidden_size, c.num_attention_heads * c.head_dim, { bias = qkv_bias })
@@ -113,6 +130,7 @@ function Attention:forward(x, rope, cache, mask)
     k = ft.cat({ cache[1], k }, 3)
     v = ft.cat({ cache[2], v }, 3)
   end
+  if self.window and k:size(3) > self.window then mask = window_mask(mask, T, k:size(3), self.window) end
   local y = models.attention(q, k, v, { causal = true, attn_mask = mask, scale = 1 / math.sqrt(hd),
     dropout_p = self.dropout_p, training = self.training })
   return self.o_proj(y:transpose(2, 3):reshape(B, T, H * hd)), { k, v }
@@ -131,8 +149,8 @@ function MLP:forward(x) return self.down_proj(self.act(self.gate_proj(x)) * self
 
 local DecoderLayer = nn.Module:extend("LlamaDecoderLayer")
 
-function DecoderLayer:init(c)
-  self.self_attn = Attention(c)
+function DecoderLayer:init(c, window)
+  self.self_attn = Attention(c, window)
   self.mlp = MLP(c)
   self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
   self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
@@ -186,6 +204,7 @@ local function read_config(config, class)
   c.rope_theta = theta or class.default_rope_theta
   if type(c.rope_theta) ~= "number" then r:fail("config field 'rope_theta' must be a number") end
   c.act = models.activation(c.hidden_act, r, "hidden_act")
+  c.windows = class.sliding_windows(r, c.num_hidden_layers)
   return c
 end
 
@@ -197,7 +216,7 @@ function LlamaModel:init(c)
   self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
   nn.init.normal_(self.embed_tokens.weight, 0, c.initializer_range)
   self.layers = nn.ModuleList()
-  for _ = 1, c.num_hidden_layers do self.layers:append(DecoderLayer(c)) end
+  for i = 1, c.num_hidden_layers do self.layers:append(DecoderLayer(c, c.windows[i])) end
   self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
   for _, m in self:named_modules() do
     if m.__name == "Linear" then
@@ -290,11 +309,35 @@ end
 
 LlamaForCausalLM.generate = models.generate
 
---- Mistral: Llama's structure without biases (sliding window not implemented, see above).
+-- Per-layer sliding windows (nil = full attention): Llama has none.
+function LlamaForCausalLM.sliding_windows(r, n_layers) return {} end
+
+-- An explicit layer_types list ("sliding_attention" / "full_attention") decides per layer.
+local function windows_from_layer_types(r, n_layers, window)
+  local types = r:raw("layer_types")
+  if type(types) ~= "table" then return nil end
+  local out = {}
+  for i = 1, n_layers do
+    if types[i] == "sliding_attention" then out[i] = window end
+  end
+  return out
+end
+
+--- Mistral: Llama's structure without biases, with sliding-window attention when configured.
 local MistralForCausalLM = LlamaForCausalLM:extend("MistralForCausalLM")
 M.MistralForCausalLM = MistralForCausalLM
 MistralForCausalLM.hf_architecture = "MistralForCausalLM"
 MistralForCausalLM.hf_model_type = "mistral"
+
+function MistralForCausalLM.sliding_windows(r, n_layers)
+  if r:raw("sliding_window") == nil then return {} end
+  local window = r:int("sliding_window")
+  local out = windows_from_layer_types(r, n_layers, window)
+  if out then return out end
+  out = {}
+  for i = 1, n_layers do out[i] = window end
+  return out
+end
 
 --- Qwen2: biases on q/k/v (not o_proj) whatever attention_bias says.
 local Qwen2ForCausalLM = LlamaForCausalLM:extend("Qwen2ForCausalLM")
@@ -302,5 +345,16 @@ M.Qwen2ForCausalLM = Qwen2ForCausalLM
 Qwen2ForCausalLM.hf_architecture = "Qwen2ForCausalLM"
 Qwen2ForCausalLM.hf_model_type = "qwen2"
 Qwen2ForCausalLM.qkv_bias_always = true
+
+function Qwen2ForCausalLM.sliding_windows(r, n_layers)
+  if r:raw("sliding_window") == nil or not r:bool("use_sliding_window", false) then return {} end
+  local window = r:int("sliding_window")
+  local out = windows_from_layer_types(r, n_layers, window)
+  if out then return out end
+  local from = r:int("max_window_layers", n_layers)   -- 0-based layer index where windows start
+  out = {}
+  for i = from + 1, n_layers do out[i] = window end
+  return out
+end
 
 return M

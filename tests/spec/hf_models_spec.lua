@@ -467,3 +467,53 @@ describe("ft.models presets", function()
     rmdir(dir)
   end)
 end)
+
+describe("sliding-window attention", function()
+  local llama = require "llama"
+
+  -- One layer, so position t's output depends only on the window of tokens ending at t;
+  -- rotary embeddings are relative, so running that window alone must give the same logits.
+  local function one_layer(arch, overrides)
+    ft.manual_seed(3)
+    local cfg = llama.config("llama-s", overrides)
+    local model = llama[arch](cfg)
+    model:eval()
+    return model
+  end
+
+  it("Mistral: each position sees exactly the last sliding_window tokens", function()
+    local model = one_layer("MistralForCausalLM", { num_hidden_layers = 1, sliding_window = 4 })
+    local ids = ft.randint(1, 256, { 1, 10 })
+    local full = ft.no_grad(function() return model(ids).logits end)
+    for t = 4, 10 do
+      local alone = ft.no_grad(function() return model(ids:narrow(2, t - 3, 4)).logits end):select(2, 4)
+      assert.is_true(max_abs_diff(alone, full:select(2, t)) < 1e-4, "position " .. t)
+    end
+    local unwindowed = one_layer("LlamaForCausalLM", { num_hidden_layers = 1 })
+    unwindowed:load_state_dict(model:state_dict())
+    local plain = ft.no_grad(function() return unwindowed(ids).logits end)
+    assert.is_true(max_abs_diff(plain, full) > 1e-2, "the window changed nothing")
+  end)
+
+  it("Mistral: KV-cached greedy generation equals uncached past the window", function()
+    local model = one_layer("MistralForCausalLM", { num_hidden_layers = 2, sliding_window = 3 })
+    local ids = ft.randint(1, 256, { 1, 5 })
+    local generated = model:generate(ids, { max_new_tokens = 6 })
+    local seq = ids
+    for _ = 1, 6 do
+      local logits = ft.no_grad(function() return model(seq).logits end)
+      local next_id = logits:select(2, seq:size(2)):argmax(2):reshape(1, 1)
+      seq = ft.cat({ seq, next_id }, 2)
+    end
+    assert.are.same(seq:totable(), generated:totable())
+  end)
+
+  it("Qwen2: windows only with use_sliding_window, from max_window_layers on", function()
+    local off = one_layer("Qwen2ForCausalLM", { num_hidden_layers = 2, sliding_window = 4 })
+    assert.is_nil(off.model.layers[1].self_attn.window)
+    local on = one_layer("Qwen2ForCausalLM",
+      { num_hidden_layers = 2, sliding_window = 4, use_sliding_window = true, max_window_layers = 1 })
+    assert.is_nil(on.model.layers[1].self_attn.window)
+    assert.are.equal(4, on.model.layers[2].self_attn.window)
+  end)
+end)
