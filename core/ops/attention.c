@@ -29,6 +29,7 @@
 
 #include "ft/autograd.h"
 #include "ft/ops.h"
+#include "fast_exp.h"
 
 #define BLOCK_ROWS 64
 
@@ -93,29 +94,6 @@ static int64_t visible(const attn_geom *g, int64_t t) {
     if (!g->causal) return g->s;
     int64_t n = t + g->off + 1;
     return n < 0 ? 0 : n > g->s ? g->s : n;
-}
-
-/* exp(x) for x <= 0 (the only arguments here: scores minus their row max or lse), -inf
- * giving 0. Cephes' polynomial after the split x = n ln2 + r, |r| <= ln2/2: within 1.5
- * ulp. Written so that the row loops vectorise, which a call to expf does not: x is
- * clamped to -88 through its bits (for x <= 0 a larger pattern is a more negative float;
- * a tiny positive x from rounding passes unchanged; at -88, n = -127 makes the power of
- * two, and so the result, 0), and n is rounded with the 1.5 * 2^23 trick, not floorf. */
-static inline float exp_nonpos(float x) {
-    union { float f; uint32_t u; } v = {.f = x};
-    v.u = v.u < 0xc2b00000u ? v.u : 0xc2b00000u;   /* -88.0f */
-    float xc = v.f;
-    float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } pow2 = {.i = ((int32_t)n + 127) << 23};
-    return p * pow2.f;
 }
 
 /* A[r, s] = scale * (Q K^T)[t0 + r, s] + mask, for `rows` rows and keys [0, kmax); a
