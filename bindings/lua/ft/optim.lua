@@ -1,4 +1,5 @@
---- ft.optim: optimizers (SGD, Adam, AdamW), gradient clipping and learning-rate schedules.
+--- ft.optim: optimizers (SGD, Adam, AdamW), parameter constraints, gradient clipping and
+-- learning-rate schedules.
 --
 -- The update loops are fused C kernels (ft._optim); this file holds what PyTorch keeps
 -- in Python: param groups, per-parameter state, state dicts and schedules.
@@ -176,8 +177,40 @@ function Optimizer:_states(group)
   return states
 end
 
--- Runs closure (if given, e.g. to recompute the loss) and then one update; returns the
--- closure's result. Each group's options are read now, so schedules just write group.lr.
+-- ---- parameter constraints ----------------------------------------------------------
+-- param -> fn(param). Weak keys: a parameter that is dropped takes its constraint along.
+local constraints = setmetatable({}, {__mode = "k"})
+
+--- ft.optim.constrain(param, fn): after every optimizer step that updates param (it has a
+-- grad), fn(param) runs under no_grad and may rewrite param in place, e.g. project it back
+-- onto a constraint set (ft.reft keeps its rotations orthonormal this way). fn = nil
+-- removes the constraint. One constraint per parameter; a new fn replaces the old one.
+function M.constrain(param, fn)
+  if not C.is_tensor(param) then
+    error("ft.optim.constrain: param must be a tensor, got " .. type(param), 2)
+  end
+  if fn ~= nil and type(fn) ~= "function" then
+    error("ft.optim.constrain: fn must be a function or nil, got " .. type(fn), 2)
+  end
+  constraints[param] = fn
+end
+
+-- Runs the constraints of the parameters the last update changed (those with a grad).
+local function apply_constraints(groups)
+  if next(constraints) == nil then return end
+  ft.no_grad(function()
+    for _, group in ipairs(groups) do
+      for _, p in ipairs(group.params) do
+        local fn = constraints[p]
+        if fn and p.grad ~= nil then fn(p) end
+      end
+    end
+  end)
+end
+
+-- Runs closure (if given, e.g. to recompute the loss) and then one update, then the
+-- parameters' constraints (ft.optim.constrain); returns the closure's result. Each group's
+-- options are read now, so schedules just write group.lr.
 function Optimizer:step(closure)
   local loss
   if closure then loss = closure() end
@@ -186,6 +219,7 @@ function Optimizer:step(closure)
     if problem then error(string.format("ft.optim.%s: %s", self.name, problem), 2) end
     self._update(group, self:_states(group))
   end
+  apply_constraints(self.param_groups)
   return loss
 end
 
