@@ -1,0 +1,163 @@
+--- ft.train.save_checkpoint / load_checkpoint: everything a run needs to continue exactly
+-- where it stopped, in one HDF5 file written atomically by ft.save (a failed or interrupted
+-- write leaves the previous checkpoint as it was).
+--
+--   train.save_checkpoint("run/ckpt.h5", {model = model, optimizer = opt, scheduler = sched,
+--                                         step = step, epoch = epoch, extra = {best = best}})
+--   local ck = train.load_checkpoint("run/ckpt.h5", {model = model, optimizer = opt, scheduler = sched})
+--   -- ck.step, ck.epoch, ck.extra
+--
+-- Layout: datasets model.<key> (parameters and buffers), optimizer.<key>,
+-- scheduler.<key>, rng (ft.get_rng_state()), tensors.<name>[.<key>]; attributes on "/":
+-- checkpoint ("ftlua.train"), checkpoint_version, step, epoch, extra (JSON). h5py or ft.load read it as is.
+local ft = require "ft"
+
+local M = {}
+
+local KIND, VERSION = "ftlua.train", 1
+
+local function file_exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function ensure_folder(path)
+  local dir = path:match("^(.*)/[^/]*$")
+  if dir and dir ~= "" and not file_exists(dir) then
+    os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
+  end
+end
+
+local function check_object(v, what, method, name)
+  if v ~= nil and (type(v) ~= "table" or type(v[method]) ~= "function") then
+    error(("ft.train.%s: %s must have a %s method, got %s"):format(name, what, method, type(v)), 3)
+  end
+end
+
+local function add_prefixed(out, prefix, sd, what)
+  for k, t in pairs(sd) do
+    if not ft.is_tensor(t) then
+      error(("ft.train.save_checkpoint: %s state entry '%s' is a %s, not a tensor"):format(what, tostring(k), type(t)), 3)
+    end
+    out[prefix .. k] = t
+  end
+end
+
+--- ft.train.save_checkpoint(path, {model =, optimizer =, scheduler =, step = 0, epoch =,
+---                                 extra = JSON-able table, tensors = {name = tensor | state dict},
+---                                 rng = true})
+-- Writes the model's parameters and buffers, the optimizer's and scheduler's state dicts,
+-- ft's RNG state (unless rng = false), step, epoch, extra (JSON) and named extra tensors.
+function M.save(path, state)
+  if type(path) ~= "string" then error("ft.train.save_checkpoint: path must be a string, got " .. type(path), 2) end
+  if type(state) ~= "table" then error("ft.train.save_checkpoint: expected a table of what to save", 2) end
+  check_object(state.model, "model", "state_dict", "save_checkpoint")
+  check_object(state.optimizer, "optimizer", "state_dict", "save_checkpoint")
+  check_object(state.scheduler, "scheduler", "state_dict", "save_checkpoint")
+  local step = state.step or 0
+  if math.type(step) ~= "integer" then
+    error("ft.train.save_checkpoint: step must be an integer, got " .. tostring(step), 2)
+  end
+  if state.epoch ~= nil and math.type(state.epoch) ~= "integer" then
+    error("ft.train.save_checkpoint: epoch must be an integer, got " .. tostring(state.epoch), 2)
+  end
+  local ok, extra = pcall(ft.json.encode, state.extra or {})
+  if not ok then
+    error("ft.train.save_checkpoint: extra must be JSON-able: " .. tostring(extra), 2)
+  end
+
+  local tensors = {}
+  if state.model then add_prefixed(tensors, "model.", (state.model:state_dict()), "model") end
+  if state.optimizer then add_prefixed(tensors, "optimizer.", state.optimizer:state_dict(), "optimizer") end
+  if state.scheduler then add_prefixed(tensors, "scheduler.", state.scheduler:state_dict(), "scheduler") end
+  if state.rng ~= false then tensors.rng = ft.get_rng_state() end
+  for name, v in pairs(state.tensors or {}) do
+    if type(name) ~= "string" or not name:match("^[%w_]+$") then
+      error(("ft.train.save_checkpoint: tensors names must be words (letters, digits, _), got '%s'")
+            :format(tostring(name)), 2)
+    end
+    if ft.is_tensor(v) then
+      tensors["tensors." .. name] = v
+    elseif type(v) == "table" then
+      add_prefixed(tensors, "tensors." .. name .. ".", v, "tensors." .. name)
+    else
+      error(("ft.train.save_checkpoint: tensors.%s must be a tensor or a table of tensors, got %s")
+            :format(name, type(v)), 2)
+    end
+  end
+
+  local meta = {checkpoint = KIND, checkpoint_version = VERSION, step = step, extra = extra}
+  if state.epoch then meta.epoch = state.epoch end
+  ensure_folder(path)
+  local saved, err = pcall(ft.save, path, tensors, {meta = meta})
+  if not saved then
+    error("ft.train.save_checkpoint: " .. tostring(err):gsub("^[^:\n]*:%d+: ", ""), 2)
+  end
+end
+
+-- The entries of flat whose key starts with prefix, with the prefix removed.
+local function strip(flat, prefix)
+  local out, any = {}, false
+  for k, t in pairs(flat) do
+    if k:sub(1, #prefix) == prefix then
+      out[k:sub(#prefix + 1)] = t
+      any = true
+    end
+  end
+  return out, any
+end
+
+--- ft.train.load_checkpoint(path [, {model =, optimizer =, scheduler =, strict = true, rng = true}])
+-- -> {step =, epoch =, extra =, tensors = {name = tensor | state dict}}
+-- Restores into the objects given (model weights with load_state_dict(strict), optimizer
+-- and scheduler state) and ft's RNG (unless rng = false). Asking for a part the file lacks
+-- is an error.
+function M.load(path, opts)
+  opts = opts or {}
+  if type(path) ~= "string" then error("ft.train.load_checkpoint: path must be a string, got " .. type(path), 2) end
+  check_object(opts.model, "model", "load_state_dict", "load_checkpoint")
+  check_object(opts.optimizer, "optimizer", "load_state_dict", "load_checkpoint")
+  check_object(opts.scheduler, "scheduler", "load_state_dict", "load_checkpoint")
+  local flat, meta = ft.load(path)
+  if meta.checkpoint ~= KIND then
+    error(("ft.train.load_checkpoint: '%s' is not a training checkpoint (written by ft.train.save_checkpoint); "
+           .. "read plain weight files with ft.load"):format(path), 2)
+  end
+  if meta.checkpoint_version ~= VERSION then
+    error(("ft.train.load_checkpoint: '%s' has checkpoint format version %s; this ftlua reads version %d")
+          :format(path, tostring(meta.checkpoint_version), VERSION), 2)
+  end
+
+  local parts = {}
+  for _, part in ipairs({"model", "optimizer", "scheduler"}) do
+    local sd, any = strip(flat, part .. ".")
+    if opts[part] and not any then
+      error(("ft.train.load_checkpoint: '%s' holds no %s state"):format(path, part), 2)
+    end
+    parts[part] = sd
+  end
+  if opts.rng ~= false and not flat.rng then
+    error(("ft.train.load_checkpoint: '%s' holds no RNG state (saved with rng = false); pass rng = false"):format(path), 2)
+  end
+
+  -- The optimizer and scheduler check everything before changing anything; then the model.
+  if opts.optimizer then opts.optimizer:load_state_dict(parts.optimizer) end
+  if opts.scheduler then opts.scheduler:load_state_dict(parts.scheduler) end
+  if opts.model then opts.model:load_state_dict(parts.model, {strict = opts.strict ~= false}) end
+  if opts.rng ~= false then ft.set_rng_state(flat.rng) end
+
+  local tensors = {}
+  for k, t in pairs(strip(flat, "tensors.")) do
+    local name, key = k:match("^([^.]+)%.(.+)$")
+    if name then
+      tensors[name] = tensors[name] or {}
+      tensors[name][key] = t
+    else
+      tensors[k] = t
+    end
+  end
+  return {step = meta.step, epoch = meta.epoch, extra = ft.json.decode(meta.extra or "{}"), tensors = tensors}
+end
+
+return M
