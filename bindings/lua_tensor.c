@@ -203,6 +203,19 @@ static int l_live_bytes(lua_State *L) {
     return 1;
 }
 
+/* Defined in core/alloc.c (declared here until ft/tensor.h exports them). */
+
+/* ft.peak_bytes(): the most ft.live_bytes() reached since the last ft.reset_peak_bytes(). */
+static int l_peak_bytes(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)ft_peak_bytes());
+    return 1;
+}
+
+static int l_reset_peak_bytes(lua_State *L) {
+    ft_reset_peak_bytes();
+    return 0;
+}
+
 static int l_empty_cache(lua_State *L) {
     ft_empty_cache();
     return 0;
@@ -726,6 +739,8 @@ static const luaL_Reg functions[] = {
     {"isatty", l_isatty},
     {"clock", l_clock},
     {"live_bytes", l_live_bytes},
+    {"peak_bytes", l_peak_bytes},
+    {"reset_peak_bytes", l_reset_peak_bytes},
     {"empty_cache", l_empty_cache},
     {NULL, NULL},
 };

@@ -27,7 +27,26 @@ static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static size_t large_size(size_t nbytes) { return (nbytes + PAGE - 1) / PAGE * PAGE; }
 
-void *ft_alloc(size_t nbytes) {
+/* Bytes handed out and not yet freed (storages are the only users, so this follows
+ * ft_live_bytes), and its high-water mark since the last ft_reset_peak_bytes(). */
+static size_t used_bytes = 0;
+static size_t peak_bytes = 0;
+
+static void count_alloc(size_t nbytes) {
+    size_t now = __atomic_add_fetch(&used_bytes, nbytes, __ATOMIC_RELAXED);
+    size_t peak = __atomic_load_n(&peak_bytes, __ATOMIC_RELAXED);
+    while (now > peak &&
+           !__atomic_compare_exchange_n(&peak_bytes, &peak, now, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+}
+
+size_t ft_peak_bytes(void) { return __atomic_load_n(&peak_bytes, __ATOMIC_RELAXED); }
+
+void ft_reset_peak_bytes(void) {
+    __atomic_store_n(&peak_bytes, __atomic_load_n(&used_bytes, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+}
+
+static void *alloc_block(size_t nbytes) {
     if (nbytes < LARGE_BYTES) {
         size_t rounded = (nbytes + 63) / 64 * 64;
         return aligned_alloc(64, rounded ? rounded : 64);
@@ -48,8 +67,15 @@ void *ft_alloc(size_t nbytes) {
     return p == MAP_FAILED ? NULL : p;
 }
 
+void *ft_alloc(size_t nbytes) {
+    void *p = alloc_block(nbytes);
+    if (p) count_alloc(nbytes);
+    return p;
+}
+
 void ft_free(void *ptr, size_t nbytes) {
     if (!ptr) return;
+    __atomic_sub_fetch(&used_bytes, nbytes, __ATOMIC_RELAXED);
     if (nbytes < LARGE_BYTES) {
         free(ptr);
         return;

@@ -165,12 +165,16 @@ return function(nn)
 
   function BatchNorm:check_input(x) end
 
+  -- self.bn_policy (set by ft.peft when it freezes or unfreezes the layer): "eval" computes as
+  -- in eval mode even while the model trains (running statistics used, never updated), so a
+  -- frozen layer stays bit-identical; "train" or nil follows self.training.
   function BatchNorm:forward(x)
     self:check_input(x)
-    if self.training and self.track_running_stats then self.num_batches_tracked:add_(1) end
+    local training = self.training and self.bn_policy ~= "eval"
+    if training and self.track_running_stats then self.num_batches_tracked:add_(1) end
     -- Batch statistics in training, or when no running statistics are kept.
-    local use_batch = self.training or not self.track_running_stats
-    local update = not self.training or self.track_running_stats
+    local use_batch = training or not self.track_running_stats
+    local update = not training or self.track_running_stats
     return F.batch_norm(x, update and self.running_mean or nil, update and self.running_var or nil,
       self.weight, self.bias, { training = use_batch, momentum = self.momentum, eps = self.eps })
   end

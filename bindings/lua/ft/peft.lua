@@ -1,12 +1,22 @@
--- ft.peft: parameter-efficient fine-tuning on any ft.nn model.
+-- ft.peft: parameter-efficient fine-tuning on any ft.nn model: choosing what trains (freezing,
+-- frozen BatchNorm, param groups, layer-wise lr decay, gradual unfreezing, new heads, LP-FT)
+-- and adapters (LoRA, (IA)3, ReFT, prompt tuning).
 --
 --   local peft = ft.peft
---   peft.lora(model, {target = {"c_attn", "c_proj"}, r = 8, alpha = 16})
+--   peft.freeze(model, {"^conv1$", "^bn1$", "^layer1$"})   -- BatchNorm there keeps its stats
 --   peft.summary(model)
+--   peft.lora(model, {target = {"c_attn", "c_proj"}, r = 8, alpha = 16})
 --   ... train ...
 --   peft.save(model, "runs/adapter", {format = "peft"})
 --
--- Adapter kinds live in their own modules (ft.lora, ft.ia3, ft.reft); each provides
+-- Patterns (freeze, unfreeze, bn_policy, param_groups, gradual_unfreezer) follow PEFT: a plain
+-- name ("c_proj", "attn.c_proj") matches a whole dotted-segment suffix of a module or parameter
+-- name; any other string is a Lua pattern ("^layer1$", "h%.[0-3]%."); a list matches when one
+-- of its entries does. A parameter is hit when its own name or the name of a module enclosing
+-- it matches.
+--
+-- Adapter kinds live in their own modules (ft.lora, ft.ia3, ft.reft, ft.prompt_tuning); each
+-- provides
 --   attach(model, opts) -> name     (opts may be a saved config: it recreates the adapter)
 --   state_dict(model, name) -> {model key -> tensor}   the adapter's own tensors
 --   remove(model, name)
@@ -23,6 +33,7 @@ local function kind_module(kind) return require("ft." .. kind) end
 function peft.lora(model, opts) return kind_module("lora").attach(model, opts or {}) end
 function peft.ia3(model, opts) return kind_module("ia3").attach(model, opts or {}) end
 function peft.reft(model, opts) return kind_module("reft").attach(model, opts or {}) end
+function peft.prompt_tuning(model, opts) return kind_module("prompt_tuning").attach(model, opts or {}) end
 
 --- Names of the adapters on model, in the order they were added.
 function peft.adapters(model)
@@ -37,11 +48,16 @@ function peft.adapter_state_dict(model, name)
   return kind_module(entry.kind).state_dict(model, name)
 end
 
--- Only the active adapters' tensors train (as PEFT's set_adapter).
+-- Only the active adapters' parameters train (as PEFT's set_adapter). The parameters are
+-- found by name: a kind's state_dict may hand out detached aliases, whose flag is their own.
 local function update_trainable(model)
   local reg = A.registry(model)
+  local params = {}
+  for name, p in model:named_parameters() do params[name] = p end
   for _, n in ipairs(reg.order) do
-    for _, t in pairs(peft.adapter_state_dict(model, n)) do t.requires_grad = reg.active[n] == true end
+    for key in pairs(peft.adapter_state_dict(model, n)) do
+      if params[key] then params[key].requires_grad = reg.active[n] == true end
+    end
   end
 end
 
@@ -66,6 +82,713 @@ function peft.delete_adapter(model, name)
   local entry = A.get(model, name)
   kind_module(entry.kind).remove(model, name)
   A.remove(model, name)
+end
+
+-- Merging is LoRA's (ft.lora); merge_and_unload also folds (IA)3 vectors in.
+function peft.merge(model, opts) return kind_module("lora").merge(model, opts) end
+function peft.unmerge(model) return kind_module("lora").unmerge(model) end
+function peft.safe_merge(model, opts) return kind_module("lora").safe_merge(model, opts) end
+
+--- Folds the active LoRA and (IA)3 adapters into the base weights and takes them off (opts as
+-- ft.lora.merge). Returns model.
+function peft.merge_and_unload(model, opts)
+  local reg = A.registry(model)
+  local has_lora = false
+  for _, n in ipairs(peft.adapters(model)) do
+    local kind = reg.adapters[n].kind
+    if kind == "ia3" then
+      if A.is_active(reg, n) then kind_module("ia3").merge_and_unload(model, n) else peft.delete_adapter(model, n) end
+    elseif kind == "lora" then
+      has_lora = true
+    end
+  end
+  if has_lora then kind_module("lora").merge_and_unload(model, opts) end
+  return model
+end
+
+-- ---- patterns ---------------------------------------------------------------------------------
+
+-- patterns (nil, a string or a list of strings) -> a list, or nil for "everything".
+local function pattern_list(patterns, where)
+  if patterns == nil then return nil end
+  if type(patterns) == "string" then patterns = { patterns } end
+  if type(patterns) ~= "table" then
+    error(("%s: patterns must be a string or a list of strings, got %s"):format(where, type(patterns)), 3)
+  end
+  local out = {}
+  for i, p in ipairs(patterns) do
+    if type(p) ~= "string" or p == "" then
+      error(("%s: pattern %d must be a non-empty string, got %s"):format(where, i, type(p) == "string" and
+        '""' or type(p)), 3)
+    end
+    out[i] = p
+  end
+  if #out == 0 then error(where .. ": the pattern list is empty (leave it out to mean the whole model)", 3) end
+  return out
+end
+
+local function copy_set(s)
+  local c = {}
+  for k in pairs(s) do c[k] = true end
+  return c
+end
+
+-- Walks the model once: every module with the set of pattern indices that hit it or an
+-- enclosing module, and every (module, own parameter) pair with the indices hitting the
+-- parameter (tied parameters appear once per module that holds them).
+-- -> modules {path, module, hits}, params {name, param, module, hits}
+local function scan(model, patterns, where)
+  patterns = patterns or {}
+  local function matches(name, p)
+    local ok, hit = pcall(A.matches, name, p)
+    if not ok then
+      error(("%s: invalid Lua pattern '%s' (%s)"):format(where, p, tostring(hit):gsub("^.-:%d+: ", "")), 0)
+    end
+    return hit
+  end
+  local modules, params, by_path = {}, {}, {}
+  for path, m in model:named_modules() do
+    local parent = path:match("^(.*)%.[^.]+$") or (path ~= "" and "" or nil)
+    local hits = parent and by_path[parent] and copy_set(by_path[parent]) or {}
+    if path ~= "" then
+      for i, p in ipairs(patterns) do
+        if matches(path, p) then hits[i] = true end
+      end
+    end
+    by_path[path] = hits
+    modules[#modules + 1] = { path = path, module = m, hits = hits }
+    for _, pname in ipairs(m._parameter_names) do
+      local name = path == "" and pname or path .. "." .. pname
+      local own = hits
+      for i, p in ipairs(patterns) do
+        if not own[i] and matches(name, p) then
+          if own == hits then own = copy_set(hits) end
+          own[i] = true
+        end
+      end
+      params[#params + 1] = { name = name, param = m._parameters[pname], module = m, hits = own }
+    end
+  end
+  return modules, params
+end
+
+-- The parameters hit by patterns (all of them when patterns is nil) as a set plus an array in
+-- model order. Every pattern must hit something: the error names the one that does not.
+local function select_params(model, patterns, where)
+  local modules, params = scan(model, patterns, where)
+  local set, list, used = {}, {}, {}
+  for _, e in ipairs(params) do
+    if not patterns or next(e.hits) then
+      for i in pairs(e.hits) do used[i] = true end
+      if not set[e.param] then
+        set[e.param] = true
+        list[#list + 1] = e
+      end
+    end
+  end
+  for i, p in ipairs(patterns or {}) do
+    if not used[i] then
+      error(("%s: pattern '%s' matches no module or parameter of %s (a plain name matches a whole " ..
+        "dotted suffix, e.g. 'c_proj' hits 'h.0.mlp.c_proj'; anything else is a Lua pattern)"):format(
+        where, p, model.__name), 3)
+    end
+  end
+  return set, list, modules
+end
+
+-- ---- freezing ------------------------------------------------------------------------------
+
+local function is_batch_norm(m)
+  local nn = ft.nn
+  if m.__name == "BatchNorm" then return true end
+  local class = m.super
+  while class do
+    if class == nn.BatchNorm then return true end
+    class = class.super
+  end
+  return false
+end
+
+local POLICIES = { eval = true, train = true }
+
+-- BatchNorm modules whose parameters are all in set (or, without parameters, that the patterns
+-- hit), in model order.
+local function covered_batch_norms(modules, set, patterns)
+  local out = {}
+  for _, e in ipairs(modules) do
+    local m = e.module
+    if is_batch_norm(m) then
+      local own = m:parameters({ recurse = false })
+      local all = #own > 0
+      for _, p in ipairs(own) do
+        if not set[p] then all = false; break end
+      end
+      if all or (#own == 0 and (not patterns or next(e.hits))) then out[#out + 1] = m end
+    end
+  end
+  return out
+end
+
+local function set_requires_grad(model, patterns, opts, flag, where)
+  local list = pattern_list(patterns, where)
+  opts = opts or {}
+  local policy = opts.bn_policy
+  if policy == nil then policy = flag and "train" or "eval" end
+  if policy ~= false and not POLICIES[policy] then
+    error(("%s: option bn_policy must be \"eval\", \"train\" or false, got %s"):format(where, tostring(policy)), 3)
+  end
+  local set, params, modules = select_params(model, list, where)
+  local changed, elements = 0, 0
+  for _, e in ipairs(params) do
+    local p = e.param
+    if p.requires_grad ~= flag then
+      p.requires_grad = flag
+      changed, elements = changed + 1, elements + p:numel()
+    end
+  end
+  if policy ~= false then
+    for _, m in ipairs(covered_batch_norms(modules, set, list)) do rawset(m, "bn_policy", policy) end
+  end
+  return changed, elements
+end
+
+--- freeze(model [, patterns [, {bn_policy = "eval"|"train"|false}]]) -> tensors changed, elements
+-- Stops the matched parameters from training (all of them without patterns). BatchNorm layers
+-- whose parameters are all frozen by the call also stop updating their running statistics
+-- (bn_policy "eval", the default; false leaves the policy alone).
+function peft.freeze(model, patterns, opts)
+  return set_requires_grad(model, patterns, opts, false, "ft.peft.freeze")
+end
+
+--- unfreeze(model [, patterns [, {bn_policy=}]]) -> tensors changed, elements
+-- The matched parameters train again; their BatchNorm layers get bn_policy "train".
+function peft.unfreeze(model, patterns, opts)
+  return set_requires_grad(model, patterns, opts, true, "ft.peft.unfreeze")
+end
+
+--- bn_policy(model, patterns, "eval"|"train") -> number of BatchNorm layers set.
+-- "eval": the layer normalises with its running statistics and never updates them, even when
+-- the model is in training mode; "train": it follows model:train()/eval() as usual.
+-- patterns nil means every BatchNorm layer; a pattern hits a layer by its name or an enclosing
+-- module's name.
+function peft.bn_policy(model, patterns, policy)
+  local where = "ft.peft.bn_policy"
+  if not POLICIES[policy] then
+    error(("%s: policy must be \"eval\" or \"train\", got %s"):format(where, tostring(policy)), 2)
+  end
+  local list = pattern_list(patterns, where)
+  local modules = scan(model, list, where)
+  local n, used = 0, {}
+  for _, e in ipairs(modules) do
+    if is_batch_norm(e.module) and (not list or next(e.hits)) then
+      for i in pairs(e.hits) do used[i] = true end
+      rawset(e.module, "bn_policy", policy)
+      n = n + 1
+    end
+  end
+  for i, p in ipairs(list or {}) do
+    if not used[i] then error(("%s: pattern '%s' matches no BatchNorm layer of %s"):format(where, p, model.__name), 2) end
+  end
+  return n
+end
+
+--- Array of {name, param} of the parameters that train, in model order.
+function peft.trainable_parameters(model)
+  local out = {}
+  for name, p in model:named_parameters() do
+    if p.requires_grad then out[#out + 1] = { name, p } end
+  end
+  return out
+end
+
+local function commas(n)
+  local s = tostring(math.tointeger(n) or n)
+  local head, digits = s:match("^(-?)(%d+)$")
+  if not digits then return s end
+  return head .. digits:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", "")
+end
+
+--- summary(model [, {modules = true, print = true}]) -> line [, rows]
+-- PEFT's line "trainable params: 12,345 || all params: 696,042 || trainable%: 1.7737" (tied
+-- parameters counted once), printed unless print = false. With modules = true, also a table
+-- per top-level module; rows is then an array of {name =, params =, trainable =}.
+function peft.summary(model, opts)
+  opts = opts or {}
+  local trainable, total = 0, 0
+  local owner, rows, by_name = {}, {}, {}
+  if opts.modules then
+    for name, child in model:named_children() do
+      for _, p in ipairs(child:parameters()) do
+        if owner[p] == nil then owner[p] = name end
+      end
+    end
+  end
+  for _, p in ipairs(model:parameters()) do
+    local n = p:numel()
+    total = total + n
+    if p.requires_grad then trainable = trainable + n end
+    if opts.modules then
+      local name = owner[p] or "(root)"
+      local row = by_name[name]
+      if not row then
+        row = { name = name, params = 0, trainable = 0 }
+        by_name[name] = row
+        rows[#rows + 1] = row
+      end
+      row.params = row.params + n
+      if p.requires_grad then row.trainable = row.trainable + n end
+    end
+  end
+  local pct = total > 0 and 100 * trainable / total or 0
+  local line = ("trainable params: %s || all params: %s || trainable%%: %.4f"):format(commas(trainable),
+    commas(total), pct)
+  if opts.print ~= false then
+    print(line)
+    if opts.modules then
+      local width = #"module"
+      for _, r in ipairs(rows) do width = math.max(width, #r.name) end
+      local fmt = "%-" .. width .. "s  %12s  %12s"
+      print(fmt:format("module", "params", "trainable"))
+      for _, r in ipairs(rows) do print(fmt:format(r.name, commas(r.params), commas(r.trainable))) end
+    end
+  end
+  if opts.modules then return line, rows end
+  return line
+end
+
+-- ---- param groups ---------------------------------------------------------------------------
+
+local function spec_patterns(spec, i, where)
+  if type(spec) ~= "table" then error(("%s: group %d must be a table, got %s"):format(where, i, type(spec)), 3) end
+  local p = spec[1]
+  if p == nil then p = spec.patterns end
+  if p == nil then p = spec.pattern end
+  if p == nil then error(("%s: group %d has no pattern (give it as the first entry)"):format(where, i), 3) end
+  return pattern_list(p, where)
+end
+
+--- param_groups(model, {{patterns, lr =, weight_decay =, ...}, ...} [, defaults]) -> groups
+-- Optimizer param groups: each trainable parameter goes to the first group whose pattern(s)
+-- hit it, the rest to a last group with the options in defaults. A group's patterns are its
+-- first entry (or field patterns); its other fields are copied (lr, weight_decay, momentum
+-- ...). Empty groups are dropped. Each group also lists its parameter names in names.
+function peft.param_groups(model, specs, defaults)
+  local where = "ft.peft.param_groups"
+  if type(specs) ~= "table" then error(where .. ": a list of groups expected, got " .. type(specs), 2) end
+  local flat, owner = {}, {}
+  for i, spec in ipairs(specs) do
+    for _, p in ipairs(spec_patterns(spec, i, where)) do
+      flat[#flat + 1] = p
+      owner[#flat] = i
+    end
+  end
+  local _, params = scan(model, flat, where)
+  -- first spec hitting each parameter (over every name it has), in model order
+  local best, order = {}, {}
+  for _, e in ipairs(params) do
+    local p = e.param
+    if best[p] == nil then
+      best[p] = false
+      order[#order + 1] = e
+    end
+    for k in pairs(e.hits) do
+      local i = owner[k]
+      if not best[p] or i < best[p] then best[p] = i end
+    end
+  end
+  local function new_group(options)
+    local g = { params = {}, names = {} }
+    for k, v in pairs(options or {}) do
+      if k ~= 1 and k ~= "patterns" and k ~= "pattern" then g[k] = v end
+    end
+    return g
+  end
+  local groups = {}
+  for i, spec in ipairs(specs) do groups[i] = new_group(spec) end
+  local rest = new_group(defaults)
+  for _, e in ipairs(order) do
+    if e.param.requires_grad then
+      local g = best[e.param] and groups[best[e.param]] or rest
+      g.params[#g.params + 1] = e.param
+      g.names[#g.names + 1] = e.name
+    end
+  end
+  local out = {}
+  for _, g in ipairs(groups) do
+    if #g.params > 0 then out[#out + 1] = g end
+  end
+  if #rest.params > 0 then out[#out + 1] = rest end
+  return out
+end
+
+-- Layers of a model from bottom to top as arrays of {name, param} (all parameters, tied ones
+-- once): [1] embeddings / stem (parameters before the first block), then one per block
+-- (ft.adapters A.blocks: transformer layers; the stages of a ResNet), then the head (what
+-- comes after the last block). Layers may be empty.
+local function layers_of(model)
+  local blocks = A.blocks(model)
+  if #blocks > 0 and not blocks[1][1]:find(".", 1, true) then
+    -- Top-level children (no ModuleList): single layers before the first container are the
+    -- stem, single layers after the last one the head (ResNet: conv1, bn1 | layer1..4 | fc).
+    local function is_leaf(e) return #e[2]:children() == 0 end
+    local first, last = 1, #blocks
+    while first <= #blocks and is_leaf(blocks[first]) do first = first + 1 end
+    while last >= 1 and is_leaf(blocks[last]) do last = last - 1 end
+    if first <= last then
+      local body = {}
+      for i = first, last do body[#body + 1] = blocks[i] end
+      blocks = body
+    end
+  end
+  local layers = { {} }
+  for i = 1, #blocks do layers[i + 1] = {} end
+  local head = {}
+  local seen_block = false
+  for name, p in model:named_parameters() do
+    local at
+    for i, b in ipairs(blocks) do
+      local prefix = b[1] .. "."
+      if name:sub(1, #prefix) == prefix then at = i; break end
+    end
+    if at then
+      seen_block = true
+      table.insert(layers[at + 1], { name, p })
+    elseif seen_block then
+      head[#head + 1] = { name, p }
+    else
+      table.insert(layers[1], { name, p })
+    end
+  end
+  layers[#layers + 1] = head
+  return layers
+end
+
+local function no_decay(name, p) return p:dim() <= 1 or name:match("%.bias$") ~= nil or name == "bias" end
+
+--- layerwise_lr_decay(model, {lr =, decay = 0.75, weight_decay =}) -> groups
+-- Layer-wise lr decay (ELECTRA/BEiT style): the head trains at lr, the top block at lr * decay,
+-- each block below one more factor decay, the embeddings / stem lowest. Biases and norm
+-- weights (1-D parameters) get weight_decay 0. Only trainable parameters; empty groups are
+-- dropped. Each group has fields params, names, lr, weight_decay and layer (0 = stem).
+function peft.layerwise_lr_decay(model, opts)
+  local where = "ft.peft.layerwise_lr_decay"
+  opts = opts or {}
+  if type(opts.lr) ~= "number" or opts.lr <= 0 then error(where .. ": option lr (a positive number) is required", 2) end
+  local decay = opts.decay or 0.75
+  if type(decay) ~= "number" or decay <= 0 then error(where .. ": option decay must be a positive number", 2) end
+  local layers = layers_of(model)
+  local top = #layers - 1
+  local groups = {}
+  for k, layer in ipairs(layers) do
+    local id = k - 1
+    local lr = opts.lr * decay ^ (top - id)
+    local decayed = { params = {}, names = {}, lr = lr, weight_decay = opts.weight_decay, layer = id }
+    local plain = { params = {}, names = {}, lr = lr, weight_decay = 0, layer = id }
+    for _, e in ipairs(layer) do
+      if e[2].requires_grad then
+        local g = no_decay(e[1], e[2]) and plain or decayed
+        g.params[#g.params + 1] = e[2]
+        g.names[#g.names + 1] = e[1]
+      end
+    end
+    if #decayed.params > 0 then groups[#groups + 1] = decayed end
+    if #plain.params > 0 then groups[#groups + 1] = plain end
+  end
+  return groups
+end
+
+-- ---- gradual unfreezing --------------------------------------------------------------------
+
+local Unfreezer = {}
+Unfreezer.__index = Unfreezer
+
+local function set_group(model, group, flag)
+  for _, p in ipairs(group.params) do p.requires_grad = flag end
+  for _, m in ipairs(group.batch_norms) do rawset(m, "bn_policy", flag and "train" or "eval") end
+end
+
+--- gradual_unfreezer(model [, {groups = {patterns, ...}}]) -> unfreezer (ULMFiT's gradual
+-- unfreezing). groups lists the layer groups from bottom to top, each a pattern or a list of
+-- patterns; by default the stem, each block and the head (as layerwise_lr_decay). On creation
+-- everything is frozen except the top group (its BatchNorm layers train, the others keep
+-- their statistics). unfreezer:step(), once at the start of each epoch: after the k-th call
+-- the top k groups train (the first call leaves the head, already training). Returns the number
+-- of groups training, also given by unfreezer:unfrozen().
+function peft.gradual_unfreezer(model, opts)
+  local where = "ft.peft.gradual_unfreezer"
+  opts = opts or {}
+  local groups = {}
+  local _, _, modules = select_params(model, nil, where)
+  local function add(set, params, label)
+    if #params > 0 then
+      groups[#groups + 1] = { params = params, label = label, batch_norms = covered_batch_norms(modules, set, {}) }
+    end
+  end
+  if opts.groups then
+    if type(opts.groups) ~= "table" or #opts.groups == 0 then
+      error(where .. ": option groups must be a non-empty list of patterns (bottom to top)", 2)
+    end
+    for i, pats in ipairs(opts.groups) do
+      local list = pattern_list(pats, where)
+      local set, entries = select_params(model, list, where)
+      local params = {}
+      for j, e in ipairs(entries) do params[j] = e.param end
+      if #params == 0 then error(("%s: group %d matches no parameter"):format(where, i), 2) end
+      add(set, params, table.concat(list, ", "))
+    end
+  else
+    for k, layer in ipairs(layers_of(model)) do
+      local set, params = {}, {}
+      for i, e in ipairs(layer) do params[i], set[e[2]] = e[2], true end
+      add(set, params, k == 1 and "stem" or tostring(k - 1))
+    end
+    if #groups > 0 then groups[#groups].label = "head" end
+  end
+  if #groups == 0 then error(where .. ": the model has no parameters", 2) end
+  peft.freeze(model)
+  local self = setmetatable({ model = model, groups = groups, calls = 0, n = 1 }, Unfreezer)
+  set_group(model, groups[#groups], true)
+  return self
+end
+
+--- Unfreezes one more group from the top (the first call: the head). Returns unfrozen().
+function Unfreezer:step()
+  self.calls = self.calls + 1
+  local want = math.min(self.calls, #self.groups)
+  while self.n < want do
+    self.n = self.n + 1
+    set_group(self.model, self.groups[#self.groups - self.n + 1], true)
+  end
+  return self.n
+end
+
+--- Number of groups (from the top) that train.
+function Unfreezer:unfrozen() return self.n end
+
+-- ---- heads -----------------------------------------------------------------------------------
+
+local function is_adapter_path(path)
+  local dotted = "." .. path
+  return dotted:find(".lora_", 1, true) or dotted:find(".ia3_", 1, true) or dotted:find(".reft_", 1, true)
+end
+
+-- The classifier's path and module: the one named, or the last Linear in module order.
+local function find_head(model, name, where)
+  if name ~= nil then
+    if type(name) ~= "string" then error(("%s: option name must be a module path, got %s"):format(where, type(name)), 3) end
+    local m = A.module_at(model, name)
+    if not m then error(("%s: %s has no module '%s'"):format(where, model.__name, name), 3) end
+    if not (m.in_features and m.out_features) then
+      error(("%s: module '%s' is a %s, not a Linear layer"):format(where, name, m.__name), 3)
+    end
+    return name, m
+  end
+  local path, head
+  for p, m in model:named_modules() do
+    if m.__name == "Linear" and p ~= "" and not is_adapter_path(p) then path, head = p, m end
+  end
+  if not head then error(("%s: %s has no Linear layer to replace"):format(where, model.__name), 3) end
+  return path, head
+end
+
+--- replace_head(model, num_outputs [, {name = "fc"}]) -> the new Linear
+-- Puts a freshly initialised ft.nn.Linear(in, num_outputs) (bias as before) in place of the
+-- classifier: the module named, else the last Linear in module order (fc for ResNet,
+-- classifier for ViT). Config fields num_classes / num_labels / id2label follow.
+function peft.replace_head(model, num_outputs, opts)
+  local where = "ft.peft.replace_head"
+  if math.type(num_outputs) ~= "integer" or num_outputs < 1 then
+    error(("%s: num_outputs must be a positive integer, got %s"):format(where, tostring(num_outputs)), 2)
+  end
+  local path, old = find_head(model, (opts or {}).name, where)
+  local parent_path, leaf = path:match("^(.*)%.([^.]+)$")
+  local parent = parent_path and A.module_at(model, parent_path) or model
+  leaf = leaf or path
+  local head = ft.nn.Linear(old.in_features, num_outputs, { bias = old.bias ~= nil })
+  head:train(old.training)
+  parent[leaf] = head
+  local config = model.config
+  if type(config) == "table" then
+    if config.num_classes ~= nil then config.num_classes = num_outputs end
+    if config.num_labels ~= nil then config.num_labels = num_outputs end
+    if type(config.id2label) == "table" then
+      local id2label, label2id = {}, {}
+      for i = 0, num_outputs - 1 do
+        id2label[tostring(i)] = "LABEL_" .. i
+        label2id["LABEL_" .. i] = i
+      end
+      config.id2label, config.label2id = id2label, label2id
+    end
+  end
+  return head
+end
+
+local function exact(path) return "^" .. path:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0") .. "$" end
+
+--- lpft(model, {head = name, probe = fn(model), finetune = fn(model)}) -> probed state dict
+-- Linear probing then fine-tuning (Kumar et al. 2022): everything but the head is frozen
+-- (BatchNorm keeps its statistics) and probe(model) trains the head; a copy of that state is
+-- kept; then everything is unfrozen (BatchNorm "train") and finetune(model) runs. Returns the
+-- copy, e.g. as the zero-shot end of a WiSE-FT interpolation. head defaults to the last Linear.
+function peft.lpft(model, opts)
+  local where = "ft.peft.lpft"
+  opts = opts or {}
+  for _, k in ipairs({ "probe", "finetune" }) do
+    if type(opts[k]) ~= "function" then error(("%s: option %s must be a function(model)"):format(where, k), 2) end
+  end
+  local head = find_head(model, opts.head, where)
+  peft.freeze(model)
+  peft.unfreeze(model, exact(head))
+  opts.probe(model)
+  local probed = {}
+  ft.no_grad(function()
+    for k, t in pairs(model:state_dict()) do probed[k] = t:clone() end
+  end)
+  peft.unfreeze(model)
+  opts.finetune(model)
+  return probed
+end
+
+-- ---- saving and loading adapters -------------------------------------------------------------
+
+local function is_dir(path) return (pcall(ft._listdir, path)) end
+
+local function file_exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function ensure_dir(dir, where)
+  if is_dir(dir) then return end
+  os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
+  if not is_dir(dir) then error(("%s: cannot create directory %s"):format(where, dir), 3) end
+end
+
+local META_KEY = "ftlua_adapter"
+
+--- save(model, dir [, {name = "default", format = "ftlua"|"peft"}]) -> path written
+-- "ftlua": dir/adapter.h5, the adapter's tensors (model state_dict keys) with its kind, name
+-- and config as JSON in the file's metadata (written atomically). "peft": PEFT's
+-- adapter_model.safetensors + adapter_config.json (LoRA only).
+function peft.save(model, dir, opts)
+  local where = "ft.peft.save"
+  opts = opts or {}
+  if type(dir) ~= "string" then error(where .. ": a directory path expected, got " .. type(dir), 2) end
+  local name = opts.name or "default"
+  local entry = A.get(model, name)
+  local format = opts.format or "ftlua"
+  if format == "peft" then
+    if entry.kind ~= "lora" then
+      error(("%s: format 'peft' holds LoRA adapters only; adapter '%s' is %s (use format 'ftlua')"):format(where,
+        name, entry.kind), 2)
+    end
+    return require("ft.peft_format").save(model, dir, name)
+  elseif format ~= "ftlua" then
+    error(("%s: format must be 'ftlua' or 'peft', got %s"):format(where, tostring(format)), 2)
+  end
+  ensure_dir(dir, where)
+  local path = dir .. "/adapter.h5"
+  local info = ft.json.encode({ kind = entry.kind, name = name, config = entry.config })
+  ft.save(path, kind_module(entry.kind).state_dict(model, name), { meta = { [META_KEY] = info } })
+  return path
+end
+
+local function shape_str(t) return "[" .. table.concat(t:shape(), ",") .. "]" end
+
+-- The key of a saved adapter's tensor under a new adapter name: the segment after an
+-- adapter's child (lora_A, ia3_l, reft_..., prompt_encoder) is the adapter name.
+local function rename_key(key, from, to)
+  if from == to then return key end
+  local parts = {}
+  for s in key:gmatch("[^.]+") do parts[#parts + 1] = s end
+  for i = 2, #parts do
+    local prev = parts[i - 1]
+    if parts[i] == from and (prev:match("^lora_") or prev:match("^ia3_") or prev:match("^reft_")
+        or prev == "prompt_encoder") then
+      parts[i] = to
+    end
+  end
+  return table.concat(parts, ".")
+end
+
+local function sorted(list)
+  table.sort(list)
+  return table.concat(list, ", ")
+end
+
+-- Copies the file's tensors into the adapter's; an error lists every missing, unexpected and
+-- mis-shaped key, and nothing is copied then.
+local function copy_adapter_tensors(own, saved, from, to)
+  local tensors, problems = {}, {}
+  for k, t in pairs(saved) do tensors[rename_key(k, from, to)] = t end
+  local missing, unexpected = {}, {}
+  for k, t in pairs(own) do
+    local src = tensors[k]
+    if src == nil then
+      missing[#missing + 1] = k
+    elseif shape_str(src) ~= shape_str(t) then
+      problems[#problems + 1] = ("size mismatch for %s: %s in the file, %s in the model"):format(k, shape_str(src),
+        shape_str(t))
+    end
+  end
+  for k in pairs(tensors) do
+    if own[k] == nil then unexpected[#unexpected + 1] = k end
+  end
+  if #missing > 0 then problems[#problems + 1] = "missing key(s): " .. sorted(missing) end
+  if #unexpected > 0 then problems[#problems + 1] = "unexpected key(s): " .. sorted(unexpected) end
+  if #problems > 0 then error(table.concat(problems, "; "), 0) end
+  ft.no_grad(function()
+    for k, t in pairs(own) do t:copy_(tensors[k]) end
+  end)
+end
+
+--- load(model, dir_or_file [, {name =}]) -> adapter name
+-- A directory holding adapter_model.safetensors loads as a PEFT adapter (ft.peft_format); a
+-- directory with adapter.h5 (or that file itself) recreates the saved adapter (same kind and
+-- config; under opts.name if given) and copies its tensors in.
+function peft.load(model, path, opts)
+  local where = "ft.peft.load"
+  opts = opts or {}
+  if type(path) ~= "string" then error(where .. ": a directory or file path expected, got " .. type(path), 2) end
+  local file = path
+  if is_dir(path) then
+    if file_exists(path .. "/adapter_model.safetensors") then
+      return require("ft.peft_format").load(model, path, { name = opts.name })
+    end
+    file = path .. "/adapter.h5"
+    if not file_exists(file) then
+      error(("%s: %s holds neither adapter.h5 (ftlua) nor adapter_model.safetensors (PEFT)"):format(where, path), 2)
+    end
+  elseif not file_exists(path) then
+    error(("%s: no such file or directory: %s"):format(where, path), 2)
+  end
+  local tensors, meta = ft.load(file)
+  local text = meta and meta[META_KEY]
+  if type(text) ~= "string" then
+    error(("%s: %s is not an ftlua adapter file (no '%s' metadata)"):format(where, file, META_KEY), 2)
+  end
+  local ok, info = pcall(ft.json.decode, text)
+  if not ok or type(info) ~= "table" or type(info.kind) ~= "string" or type(info.config) ~= "table" then
+    error(("%s: %s has unreadable adapter metadata"):format(where, file), 2)
+  end
+  local name = opts.name or info.name or "default"
+  local config = {}
+  for k, v in pairs(info.config) do config[k] = v end
+  config.name = name
+  local kind = kind_module(info.kind)
+  -- attach freezes the base model: undo that too if the tensors do not fit.
+  local trainable = {}
+  for _, p in ipairs(model:parameters()) do trainable[p] = p.requires_grad end
+  kind.attach(model, config)
+  local copied, err = pcall(copy_adapter_tensors, kind.state_dict(model, name), tensors, info.name or name, name)
+  if not copied then
+    kind.remove(model, name)
+    A.remove(model, name)
+    for p, flag in pairs(trainable) do p.requires_grad = flag end
+    error(("%s: %s (%s adapter '%s'): %s"):format(where, file, info.kind, name, tostring(err)), 2)
+  end
+  return name
 end
 
 return peft

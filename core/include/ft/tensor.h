@@ -49,6 +49,9 @@ ft_tensor *ft_retain(ft_tensor *t);
 void ft_release(ft_tensor *t);           /* NULL is fine */
 /* Bytes currently held by all storages (for the Lua collector's accounting). */
 size_t ft_live_bytes(void);
+/* High-water mark of ft_live_bytes since the last reset (a reset starts from the bytes held now). */
+size_t ft_peak_bytes(void);
+void ft_reset_peak_bytes(void);
 /* Freed large buffers are cached for reuse; this returns them to the OS. */
 void ft_empty_cache(void);
 size_t ft_cached_bytes(void);

@@ -1,0 +1,746 @@
+-- ft.lora: LoRA and DoRA adapters with HuggingFace PEFT's semantics (LoraLayer), so adapters
+-- trained by PEFT load and compute the same numbers (see ft.peft_format for PEFT's files).
+--
+--   local lora = require "ft.lora"
+--   lora.attach(model, {target = {"c_attn", "c_proj"}, r = 8, alpha = 16, dropout = 0.05})
+--   ... train (only the adapter's tensors require grad) ...
+--   lora.merge(model)            -- W += scale * B A in every adapted layer; lora.unmerge undoes it
+--   lora.merge_and_unload(model) -- merged, adapter layers removed: a plain model again
+--
+-- Functions: attach(model, opts) -> name; state_dict(model, name); remove(model, name);
+-- merge(model, {names =, safe =}); safe_merge(model, opts); unmerge(model);
+-- merge_and_unload(model, opts); unload(model); merged_adapters(model); layers(model, name).
+-- Switching adapters on and off is ft.peft's (set_adapter, enable, disable, delete_adapter).
+--
+-- Options of attach (PEFT's LoraConfig field in brackets):
+--   target (target_modules, required)  a name or list: a plain name matches a whole dotted
+--             suffix of a module path ("c_proj" hits "transformer.h.0.attn.c_proj"), any other
+--             string is a Lua pattern (ft.adapters.matches)
+--   exclude (exclude_modules)  the same kind of names, left out
+--   r = 8, alpha = 8 (lora_alpha)  scale = alpha / r, or alpha / sqrt(r) with rslora = true
+--   dropout = 0 (lora_dropout)  on the adapter's input only
+--   dora = false (use_dora)  weight-decomposed LoRA
+--   init = true | "gaussian" | false (init_lora_weights)  A kaiming-uniform(a = sqrt 5) or
+--             N(0, (1/r)^2), B zeros (an exact no-op at start); false keeps both random
+--   bias = "none" | "all" | "lora_only"  which biases train with the adapter
+--   modules_to_save = {names}  modules trained in full and saved with the adapter
+--   rank_pattern = {name = r}, alpha_pattern = {name = alpha}  per-module overrides; names
+--             match as target does (the longest matching name wins)
+--   fan_in_fan_out  recorded only: the layer decides (true for GPT-2's Conv1D, weight
+--             [in, out]; false for Linear), as PEFT corrects the option per layer
+--   name = "default"
+--
+-- Layers: ft.nn.Linear, GPT-2's Conv1D, ft.nn.Conv2d (groups = 1) and ft.nn.Embedding. The
+-- adapted module keeps its parameters and gets PEFT's children: lora_A.<name> and
+-- lora_B.<name> (Linear, or Conv2d: A with the base's kernel, stride, padding and dilation,
+-- B 1x1), lora_dropout.<name>, for Embedding the parameters lora_embedding_A.<name> [r, num]
+-- (zeros) and lora_embedding_B.<name> [dim, r] (N(0, 1)), and with DoRA
+-- lora_magnitude_vector.<name>.weight, one magnitude per output unit ([out]; per embedding
+-- dimension for Embedding, as PEFT).
+--
+-- DoRA forward as PEFT: mag = m / ||W + scale B A|| (the norm detached, per output unit),
+--   y = base(x) + (mag - 1) * (base(x) - bias) + mag * scale * B(A(x))
+-- where, with dropout active in training, base(x) - bias is recomputed on the dropped-out x.
+-- Embedding: y = mag * base(ids) + mag * scale * (A^T[ids] B^T).
+--
+-- modules_to_save: the listed modules are shared by every adapter naming them (PEFT keeps a
+-- copy per adapter): their parameters train and belong to the adapter's state_dict, and
+-- switching adapters off does not switch those modules back.
+local ft = require "ft"
+local A = require "ft.adapters"
+local nn = ft.nn
+local F = nn.functional
+
+local lora = {}
+
+local CONTAINERS = { "lora_A", "lora_B", "lora_dropout", "lora_embedding_A", "lora_embedding_B",
+  "lora_magnitude_vector" }
+
+-- Containers keyed by adapter name (PEFT's ModuleDict / ParameterDict); they have no forward.
+local ModuleDict = nn.Module:extend("ModuleDict")
+local ParameterDict = nn.Module:extend("ParameterDict")
+local Magnitude = nn.Module:extend("LoraMagnitude")
+function Magnitude:init(m) self.weight = nn.Parameter(m) end
+
+local function fail(fmt, ...) error("ft.lora: " .. fmt:format(...), 0) end
+
+local function describe(names)
+  if type(names) == "string" then return ("'%s'"):format(names) end
+  local q = {}
+  for i, n in ipairs(names) do q[i] = ("'%s'"):format(tostring(n)) end
+  return "{" .. table.concat(q, ", ") .. "}"
+end
+
+-- ---- layer kinds ---------------------------------------------------------------------------------
+
+-- The class names along m's class chain, most derived first.
+local function class_names(m)
+  local out, class = { m.__name }, m.super
+  while class do
+    out[#out + 1] = class.__name
+    class = class.super
+  end
+  return out
+end
+
+local KIND_OF_CLASS = { Linear = "linear", Conv1D = "conv1d", Conv2d = "conv2d", Embedding = "embedding" }
+
+--- The LoRA kind of module m ("linear", "conv1d", "conv2d", "embedding") or nil.
+local function kind_of(m)
+  for _, n in ipairs(class_names(m)) do
+    if KIND_OF_CLASS[n] then return KIND_OF_CLASS[n] end
+  end
+end
+lora.kind_of = kind_of
+
+-- in_features, out_features of an adapted layer (PEFT's: num_embeddings, embedding_dim for Embedding).
+local function features(m, kind)
+  local w = m.weight
+  if kind == "linear" or kind == "conv2d" then return w:size(2), w:size(1) end
+  return w:size(1), w:size(2)   -- Conv1D [in, out], Embedding [num, dim]
+end
+
+-- The base weight as [out, fan_in]: one row per output unit, the rows DoRA normalises.
+-- (Embedding: one row per embedding dimension, as PEFT's fan_in_fan_out DoRA layer.)
+local function out_major(kind, w)
+  if kind == "linear" then return w end
+  if kind == "conv2d" then return w:reshape(w:size(1), -1) end
+  return w:t()
+end
+
+-- Back from [out, fan_in] to the layout of a weight of the given shape.
+local function from_out_major(kind, v, shape)
+  if kind == "linear" then return v end
+  if kind == "conv2d" then return v:reshape(shape) end
+  return v:t()
+end
+
+-- B A as [out, fan_in], unscaled (for Conv2d the kernel of the composed convolution, flattened).
+local function lora_product(m, kind, name)
+  if kind == "embedding" then return m.lora_embedding_B[name]:matmul(m.lora_embedding_A[name]) end
+  local a, b = m.lora_A[name].weight, m.lora_B[name].weight
+  return b:reshape(b:size(1), -1):matmul(a:reshape(a:size(1), -1))
+end
+
+local function row_norm(v) return (v * v):sum(2):sqrt() end
+
+-- ||W + scale B A|| per output unit, without gradient (DoRA treats it as a constant).
+local function weight_norm(m, kind, name, scale)
+  return ft.no_grad(function()
+    return row_norm(out_major(kind, m.weight:detach()) + lora_product(m, kind, name):detach() * scale)
+  end)
+end
+
+local function magnitude(m, name) return m.lora_magnitude_vector[name].weight end
+
+-- ---- creating one adapter on one layer -----------------------------------------------------------
+
+local function container(m, key, class)
+  local c = m._modules[key]
+  if not c then
+    c = class()
+    m[key] = c
+  end
+  return c
+end
+
+-- Adds adapter name (settings a = {r, alpha, scale, dora, dropout, init}) to layer m.
+local function create_layers(m, kind, name, a)
+  local in_f, out_f = features(m, kind)
+  local r = a.r
+  if kind == "embedding" then
+    local ea, eb = ft.zeros(r, in_f), ft.randn(out_f, r)
+    if a.init == false then ea = ft.randn(r, in_f) end
+    nn.Module.register_parameter(container(m, "lora_embedding_A", ParameterDict), name, ea)
+    nn.Module.register_parameter(container(m, "lora_embedding_B", ParameterDict), name, eb)
+  else
+    local la, lb
+    if kind == "conv2d" then
+      la = nn.Conv2d(in_f, r, m.kernel_size, { stride = m.stride, padding = m.padding,
+        dilation = m.dilation, bias = false })
+      lb = nn.Conv2d(r, out_f, 1, { bias = false })
+    else
+      la = nn.Linear(in_f, r, { bias = false })
+      lb = nn.Linear(r, out_f, { bias = false })
+    end
+    if a.init == true then
+      nn.init.kaiming_uniform_(la.weight, { a = math.sqrt(5) })
+    elseif a.init == "gaussian" then
+      nn.init.normal_(la.weight, 0, 1 / r)
+    end
+    if a.init ~= false then nn.init.zeros_(lb.weight) end
+    container(m, "lora_A", ModuleDict)[name] = la
+    container(m, "lora_B", ModuleDict)[name] = lb
+  end
+  container(m, "lora_dropout", ModuleDict)[name] = a.dropout > 0 and nn.Dropout(a.dropout) or nn.Identity()
+  if a.dora then
+    -- m = ||W + scale B A||: the adapter starts as the base layer.
+    container(m, "lora_magnitude_vector", ModuleDict)[name] = Magnitude(weight_norm(m, kind, name, a.scale))
+  end
+  for _, key in ipairs(CONTAINERS) do
+    local c = m._modules[key]
+    if c then nn.Module.train(c, m.training) end
+  end
+end
+
+-- ---- forward -----------------------------------------------------------------------------------
+
+-- base(x) without its bias, on input x (DoRA with dropout recomputes it on the dropped-out x).
+local function base_without_bias(m, kind, x)
+  if kind == "linear" then return F.linear(x, m.weight) end
+  if kind == "conv1d" then return F.linear(x, m.weight:t()) end
+  return F.conv2d(x, m.weight, nil, { stride = m.stride, padding = m.padding, dilation = m.dilation,
+    groups = m.groups })
+end
+
+-- result + this adapter's contribution, for Linear, Conv1D and Conv2d.
+local function add_dense(m, kind, name, a, x, result)
+  local drop = m.lora_dropout[name]
+  local la, lb = m.lora_A[name], m.lora_B[name]
+  if not a.dora then return result + lb(la(drop(x))) * a.scale end
+  local mag = magnitude(m, name) / weight_norm(m, kind, name, a.scale)
+  local base
+  if a.dropout == 0 or not m.training then
+    base = result
+    if m.bias then base = base - (kind == "conv2d" and m.bias:reshape(1, -1, 1, 1) or m.bias) end
+  else
+    x = drop(x)
+    base = base_without_bias(m, kind, x)
+  end
+  if kind == "conv2d" then mag = mag:reshape(1, -1, 1, 1) end
+  return result + (mag - 1) * base + mag * lb(la(x)) * a.scale
+end
+
+local function add_embedding(m, name, a, ids, result)
+  local ea, eb = m.lora_embedding_A[name], m.lora_embedding_B[name]
+  local delta = F.linear(F.embedding(ids, ea:t()), eb) * a.scale
+  if not a.dora then return result + delta end
+  local mag = magnitude(m, name) / weight_norm(m, "embedding", name, a.scale)
+  return mag * result + mag * delta
+end
+
+local unmerge_module
+
+-- The forward installed on every adapted layer: the layer's own forward plus each active,
+-- unmerged adapter, in the order they were added. The registry is read on every call.
+local function adapted_forward(m, x, ...)
+  local st = rawget(m, "_lora")
+  local reg = st.registry
+  if reg.disabled and #st.merged > 0 then unmerge_module(m) end   -- as PEFT: off means unmerged
+  local result = st.base_forward(m, x, ...)
+  if reg.disabled then return result end
+  for _, name in ipairs(st.order) do
+    local a = st.adapters[name]
+    if A.is_active(reg, name) and not a.merged then
+      if st.kind == "embedding" then
+        result = add_embedding(m, name, a, x, result)
+      else
+        result = add_dense(m, st.kind, name, a, x, result)
+      end
+    end
+  end
+  return result
+end
+
+-- ---- merging ------------------------------------------------------------------------------------
+
+-- The weight w (base layout) with adapter name merged in; for DoRA also the norm to keep.
+local function merged_weight(m, st, name, w)
+  local a, kind = st.adapters[name], st.kind
+  local delta = lora_product(m, kind, name):detach() * a.scale
+  if not a.dora then return w + from_out_major(kind, delta, w:shape()) end
+  local v = out_major(kind, w) + delta
+  local norm = row_norm(v)
+  local factor = magnitude(m, name):detach() / norm
+  return from_out_major(kind, v * factor:unsqueeze(2), w:shape()), norm
+end
+
+local function unmerged_weight(m, st, name, w)
+  local a, kind = st.adapters[name], st.kind
+  local delta = lora_product(m, kind, name):detach() * a.scale
+  if not a.dora then return w - from_out_major(kind, delta, w:shape()) end
+  local factor = magnitude(m, name):detach() / a.merge_norm
+  return from_out_major(kind, out_major(kind, w) / factor:unsqueeze(2) - delta, w:shape())
+end
+
+local function all_finite(t)
+  return (t - t):ne(0):sum():item() == 0   -- NaN - NaN and Inf - Inf are NaN
+end
+
+local function set_weight(m, w)
+  ft.no_grad(function() m.weight:copy_(w) end)
+end
+
+--- Takes every merged adapter of layer m out of its weight again (last merged first).
+function unmerge_module(m)
+  local st = rawget(m, "_lora")
+  ft.no_grad(function()
+    while #st.merged > 0 do
+      local name = table.remove(st.merged)
+      local a = st.adapters[name]
+      set_weight(m, unmerged_weight(m, st, name, m.weight:detach()))
+      a.merged, a.merge_norm = false, nil
+    end
+  end)
+end
+
+local function apply_merge(p)
+  set_weight(p.m, p.w)
+  for _, s in ipairs(p.steps) do
+    local a = p.st.adapters[s.name]
+    a.merged, a.merge_norm = true, s.norm
+    p.st.merged[#p.st.merged + 1] = s.name
+  end
+end
+
+-- The adapted layers of model as an array of {path, module, state}.
+local function adapted_layers(model)
+  local out = {}
+  for path, m in model:named_modules() do
+    local st = rawget(m, "_lora")
+    if st then out[#out + 1] = { path, m, st } end
+  end
+  return out
+end
+lora.adapted_layers = adapted_layers
+
+local function lora_names(model)
+  local reg, out = A.registry(model), {}
+  for _, n in ipairs(reg.order) do
+    if reg.adapters[n].kind == "lora" then out[#out + 1] = n end
+  end
+  return out
+end
+
+-- The adapters to merge: opts.names, or the active LoRA adapters.
+local function names_to_merge(model, names)
+  local reg = A.registry(model)
+  if names == nil then
+    local out = {}
+    for _, n in ipairs(lora_names(model)) do
+      if reg.active[n] then out[#out + 1] = n end
+    end
+    return out
+  end
+  if type(names) == "string" then names = { names } end
+  for _, n in ipairs(names) do
+    local entry = reg.adapters[n]
+    if not entry or entry.kind ~= "lora" then
+      fail("no LoRA adapter named '%s' (LoRA adapters on this model: %s)", tostring(n),
+        #lora_names(model) > 0 and table.concat(lora_names(model), ", ") or "none")
+    end
+  end
+  return names
+end
+
+--- Merges adapters into the base weights: W += scale * B A (DoRA: W = m / ||W + dW|| * (W + dW)).
+-- opts: {names = the active LoRA adapters, safe = false}. A merged adapter is skipped by forward.
+-- safe = true computes every merged weight first and raises an error naming the module and
+-- adapter when one holds NaN or Inf, leaving every weight untouched.
+function lora.merge(model, opts)
+  opts = opts or {}
+  local names = names_to_merge(model, opts.names)
+  local plans = {}
+  for _, e in ipairs(adapted_layers(model)) do
+    local path, m, st = e[1], e[2], e[3]
+    local w, steps = m.weight:detach(), {}
+    ft.no_grad(function()
+      for _, name in ipairs(names) do
+        local a = st.adapters[name]
+        if a and not a.merged then
+          local norm
+          w, norm = merged_weight(m, st, name, w)
+          if opts.safe and not all_finite(w) then
+            fail("merging adapter '%s' into %s gives NaN or Inf weights; no weight was changed", name, path)
+          end
+          steps[#steps + 1] = { name = name, norm = norm }
+        end
+      end
+    end)
+    if #steps > 0 then
+      local plan = { m = m, st = st, steps = steps, w = w }
+      -- A safe merge writes only once every layer passed; an unsafe one writes each at once.
+      if opts.safe then plans[#plans + 1] = plan else apply_merge(plan) end
+    end
+  end
+  for _, p in ipairs(plans) do apply_merge(p) end
+  return model
+end
+
+--- lora.merge with safe = true.
+function lora.safe_merge(model, opts)
+  local o = { safe = true }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return lora.merge(model, o)
+end
+
+--- Takes every merged adapter out of the base weights again.
+function lora.unmerge(model)
+  for _, e in ipairs(adapted_layers(model)) do unmerge_module(e[2]) end
+  return model
+end
+
+--- Names of the adapters merged into some layer of model.
+function lora.merged_adapters(model)
+  local seen, out = {}, {}
+  for _, e in ipairs(adapted_layers(model)) do
+    for _, n in ipairs(e[3].merged) do
+      if not seen[n] then seen[n] = true; out[#out + 1] = n end
+    end
+  end
+  return out
+end
+
+-- ---- options -------------------------------------------------------------------------------------
+
+local KNOWN = { target = true, exclude = true, r = true, alpha = true, dropout = true, rslora = true,
+  dora = true, init = true, bias = true, modules_to_save = true, rank_pattern = true,
+  alpha_pattern = true, fan_in_fan_out = true, name = true }
+local PEFT_NAMES = { target_modules = "target", exclude_modules = "exclude", lora_alpha = "alpha",
+  lora_dropout = "dropout", use_rslora = "rslora", use_dora = "dora", init_lora_weights = "init" }
+
+local function is_name_list(v)
+  if type(v) == "string" then return true end
+  if type(v) ~= "table" or #v == 0 then return false end
+  for k, x in pairs(v) do
+    if math.type(k) ~= "integer" or type(x) ~= "string" then return false end
+  end
+  return true
+end
+
+local function check_pattern_table(v, key, integer)
+  if v == nil then return {} end
+  if type(v) ~= "table" then fail("option '%s' must be a table name -> value, got %s", key, type(v)) end
+  local out = {}
+  for k, x in pairs(v) do
+    if type(k) ~= "string" then fail("option '%s' has a %s key; keys are module names", key, type(k)) end
+    local ok = type(x) == "number" and x > 0 and (not integer or x == math.floor(x))
+    if not ok then
+      fail("option '%s': value for '%s' must be a positive %s, got %s", key, k,
+        integer and "integer" or "number", tostring(x))
+    end
+    out[k] = integer and math.tointeger(x) or x
+  end
+  return out
+end
+
+-- The options with defaults filled in (the config kept in the registry: JSON-able).
+local function read_options(opts)
+  if type(opts) ~= "table" then fail("options must be a table, got %s", type(opts)) end
+  for k in pairs(opts) do
+    if not KNOWN[k] then
+      local hint = PEFT_NAMES[k] and (" (ft.lora calls it '%s')"):format(PEFT_NAMES[k]) or ""
+      fail("unknown option '%s'%s", tostring(k), hint)
+    end
+  end
+  local c = {}
+  c.name = opts.name == nil and "default" or opts.name
+  if opts.target == nil then fail("option 'target' is required (a module name or a list of names)") end
+  if not is_name_list(opts.target) then fail("option 'target' must be a name or a list of names") end
+  c.target = opts.target
+  if opts.exclude ~= nil and not is_name_list(opts.exclude) then
+    fail("option 'exclude' must be a name or a list of names")
+  end
+  c.exclude = opts.exclude
+  c.r = opts.r == nil and 8 or opts.r
+  if math.type(c.r) ~= "integer" then c.r = type(c.r) == "number" and math.tointeger(c.r) or c.r end
+  if math.type(c.r) ~= "integer" or c.r <= 0 then fail("option 'r' must be a positive integer, got %s", tostring(opts.r)) end
+  c.alpha = opts.alpha == nil and 8 or opts.alpha
+  if type(c.alpha) ~= "number" then fail("option 'alpha' must be a number, got %s", tostring(c.alpha)) end
+  c.dropout = opts.dropout == nil and 0 or opts.dropout
+  if type(c.dropout) ~= "number" or c.dropout < 0 or c.dropout >= 1 then
+    fail("option 'dropout' must be a number in [0, 1), got %s", tostring(c.dropout))
+  end
+  for _, k in ipairs({ "rslora", "dora" }) do
+    c[k] = opts[k]
+    if c[k] == nil then c[k] = false end
+    if type(c[k]) ~= "boolean" then fail("option '%s' must be true or false, got %s", k, tostring(c[k])) end
+  end
+  c.init = opts.init == nil and true or opts.init
+  if c.init ~= true and c.init ~= false and c.init ~= "gaussian" then
+    fail("option 'init' must be true, false or \"gaussian\", got %s", tostring(c.init))
+  end
+  c.bias = opts.bias or "none"
+  if c.bias ~= "none" and c.bias ~= "all" and c.bias ~= "lora_only" then
+    fail("option 'bias' must be \"none\", \"all\" or \"lora_only\", got %s", tostring(c.bias))
+  end
+  if opts.modules_to_save ~= nil and not is_name_list(opts.modules_to_save) then
+    fail("option 'modules_to_save' must be a name or a list of names")
+  end
+  c.modules_to_save = opts.modules_to_save
+  c.rank_pattern = check_pattern_table(opts.rank_pattern, "rank_pattern", true)
+  c.alpha_pattern = check_pattern_table(opts.alpha_pattern, "alpha_pattern", false)
+  if opts.fan_in_fan_out ~= nil and type(opts.fan_in_fan_out) ~= "boolean" then
+    fail("option 'fan_in_fan_out' must be true or false")
+  end
+  c.fan_in_fan_out = opts.fan_in_fan_out
+  return c
+end
+
+-- The value of the longest pattern name matching path, or default.
+local function pattern_value(patterns, path, default)
+  local best, value
+  for key, v in pairs(patterns) do
+    if A.matches(path, key) and (not best or #key > #best or (#key == #best and key < best)) then
+      best, value = key, v
+    end
+  end
+  if best then return value end
+  return default
+end
+lora.pattern_value = pattern_value
+
+-- ---- trainable tensors ---------------------------------------------------------------------------
+
+local function is_adapter_path(name)
+  local dotted = "." .. name
+  return dotted:find(".lora_", 1, true) or dotted:find(".ia3_", 1, true) or dotted:find(".reft_", 1, true)
+end
+
+local function ends_with_bias(name) return name == "bias" or name:sub(-5) == ".bias" end
+
+-- Model state_dict key -> tensor of what adapter config trains besides its own layers: the
+-- parameters and buffers of modules_to_save, and the biases that bias asks for.
+local function extra_tensors(model, config, name)
+  local out = {}
+  if config.modules_to_save then
+    for _, e in ipairs(A.find_modules(model, config.modules_to_save)) do
+      local sd = e[2]:state_dict({ prefix = e[1], keep_vars = true })
+      for k, t in pairs(sd) do
+        if not is_adapter_path(k) then out[k] = t end
+      end
+    end
+  end
+  if config.bias == "all" then
+    for k, p in model:named_parameters() do
+      if ends_with_bias(k) and not is_adapter_path(k) then out[k] = p end
+    end
+  elseif config.bias == "lora_only" then
+    for _, e in ipairs(adapted_layers(model)) do
+      if e[3].adapters[name] and e[2].bias then
+        out[(e[1] == "" and "" or e[1] .. ".") .. "bias"] = e[2].bias
+      end
+    end
+  end
+  return out
+end
+lora.extra_tensors = extra_tensors
+
+-- Sets requires_grad on the parameters among tensors (state_dict aliases are matched by key).
+local function set_trainable(model, keys, flag)
+  for k, p in model:named_parameters() do
+    if keys[k] then p.requires_grad = flag end
+  end
+end
+
+-- Keys claimed by the LoRA adapters of model other than skip.
+local function claimed_keys(model, skip)
+  local reg, keys = A.registry(model), {}
+  for _, n in ipairs(lora_names(model)) do
+    if n ~= skip then
+      for k in pairs(extra_tensors(model, reg.adapters[n].config, n)) do keys[k] = true end
+    end
+  end
+  return keys
+end
+
+--- The adapter's tensors keyed as in model:state_dict(): its lora_* parameters, plus
+-- modules_to_save and the biases it trains. These are the parameters themselves (leaf
+-- tensors, outside any graph), so setting requires_grad on them reaches the model.
+function lora.state_dict(model, name)
+  local entry = A.get(model, name)
+  if entry.kind ~= "lora" then fail("adapter '%s' is a %s adapter, not LoRA", name, entry.kind) end
+  local out = extra_tensors(model, entry.config, name)
+  for _, e in ipairs(adapted_layers(model)) do
+    local path, m, st = e[1], e[2], e[3]
+    if st.adapters[name] then
+      local sd = m:state_dict({ prefix = path, keep_vars = true })
+      local p = path == "" and "" or path .. "."
+      for k, t in pairs(sd) do
+        local rest = k:sub(#p + 1)
+        local c, n = rest:match("^(lora_[%w_]+)%.([^.]+)")
+        if c and n == name then out[k] = t end
+      end
+    end
+  end
+  return out
+end
+
+-- ---- attach and remove -------------------------------------------------------------------------------
+
+-- Short names of the layers LoRA could adapt, for the "matches nothing" error.
+local function candidates(model)
+  local seen, out = {}, {}
+  for path, m in model:named_modules() do
+    local short = path:match("([^.]+)$")
+    if short and short:match("^%d+$") then short = path end   -- list items: the whole path
+    if short and kind_of(m) and not is_adapter_path(path) and not seen[short] then
+      seen[short] = true
+      out[#out + 1] = short
+    end
+  end
+  table.sort(out)
+  return table.concat(out, ", ")
+end
+
+local function matched_by(path, target)
+  if type(target) == "string" then return target end
+  for _, t in ipairs(target) do
+    if A.matches(path, t) then return t end
+  end
+end
+
+--- Adds a LoRA adapter to every module matching opts.target (see the options above).
+-- Freezes the base model; the new adapter's tensors (and what modules_to_save / bias ask for)
+-- train. Returns the adapter's name. opts may be a config kept by the registry.
+function lora.attach(model, opts)
+  if type(model) ~= "table" or not nn.is_module(model) then fail("attach: a ft.nn model expected") end
+  local c = read_options(opts or {})
+  local name = c.name
+  local reg = A.registry(model)
+  if reg.adapters[name] then
+    fail("the model already has an adapter named '%s' (%s)", name, reg.adapters[name].kind)
+  end
+  local found = A.find_modules(model, c.target, c.exclude)
+  if #found == 0 then
+    fail("target %s matches no module of the model (%s); layers LoRA can adapt: %s", describe(c.target),
+      model.__name, candidates(model))
+  end
+  local plan, any_conv1d = {}, false
+  for _, e in ipairs(found) do
+    local path, m = e[1], e[2]
+    local kind = kind_of(m)
+    if not kind then
+      fail("module %s (%s) matches target '%s', but LoRA adapts only Linear, Conv1D, Conv2d and Embedding layers",
+        path, m.__name, matched_by(path, c.target))
+    end
+    if kind == "conv2d" and m.groups ~= 1 then
+      fail("module %s (Conv2d) has groups = %d; LoRA supports only convolutions with groups = 1", path, m.groups)
+    end
+    any_conv1d = any_conv1d or kind == "conv1d"
+    local r = pattern_value(c.rank_pattern, path, c.r)
+    local alpha = pattern_value(c.alpha_pattern, path, c.alpha)
+    plan[#plan + 1] = { path, m, kind, { r = r, alpha = alpha, scale = c.rslora and alpha / math.sqrt(r) or alpha / r,
+      dora = c.dora, dropout = kind == "embedding" and 0 or c.dropout, init = c.init, merged = false } }
+  end
+  if c.modules_to_save then
+    for _, n in ipairs(type(c.modules_to_save) == "string" and { c.modules_to_save } or c.modules_to_save) do
+      if #A.find_modules(model, n) == 0 then fail("modules_to_save: '%s' matches no module of the model", n) end
+    end
+  end
+  if c.fan_in_fan_out == nil then c.fan_in_fan_out = any_conv1d end
+
+  -- Freeze the base (what other LoRA adapters train through modules_to_save / bias stays).
+  local keep = claimed_keys(model)
+  for k, p in model:named_parameters() do
+    if not is_adapter_path(k) and not keep[k] then p.requires_grad = false end
+  end
+  for _, e in ipairs(plan) do
+    local path, m, kind, a = e[1], e[2], e[3], e[4]
+    create_layers(m, kind, name, a)
+    local st = rawget(m, "_lora")
+    if not st then
+      local prev = rawget(m, "forward")
+      st = { kind = kind, registry = reg, prev_forward = prev, base_forward = m.forward,
+        adapters = {}, order = {}, merged = {} }
+      rawset(m, "_lora", st)
+      rawset(m, "forward", adapted_forward)
+    end
+    st.adapters[name] = a
+    st.order[#st.order + 1] = name
+  end
+  A.add(model, name, "lora", c)
+  set_trainable(model, extra_tensors(model, c, name), true)
+  return name
+end
+
+-- Drops adapter name from layer m; keep_merged leaves a merged adapter's delta in the weight.
+local function remove_from_layer(m, name, keep_merged)
+  local st = rawget(m, "_lora")
+  local a = st.adapters[name]
+  if not a then return end
+  local remerge = {}
+  if a.merged and not keep_merged then
+    for _, n in ipairs(st.merged) do
+      if n ~= name then remerge[#remerge + 1] = n end
+    end
+    unmerge_module(m)
+  elseif a.merged then
+    for i, n in ipairs(st.merged) do
+      if n == name then table.remove(st.merged, i); break end
+    end
+  end
+  for _, key in ipairs(CONTAINERS) do
+    local c = m._modules[key]
+    if c then
+      c[name] = nil
+      if #c._module_names == 0 and #c._parameter_names == 0 then m[key] = nil end
+    end
+  end
+  st.adapters[name] = nil
+  for i, n in ipairs(st.order) do
+    if n == name then table.remove(st.order, i); break end
+  end
+  if #st.order == 0 then
+    rawset(m, "forward", st.prev_forward)
+    rawset(m, "_lora", nil)
+    return
+  end
+  ft.no_grad(function()
+    for _, n in ipairs(remerge) do
+      local w, norm = merged_weight(m, st, n, m.weight:detach())
+      set_weight(m, w)
+      st.adapters[n].merged, st.adapters[n].merge_norm = true, norm
+      st.merged[#st.merged + 1] = n
+    end
+  end)
+end
+
+--- Takes adapter name's layers off the model (a merged adapter is unmerged first); the
+-- modules_to_save and biases only it trained are frozen again. The registry entry is the
+-- caller's (ft.peft.delete_adapter removes it).
+function lora.remove(model, name, opts)
+  local entry = A.get(model, name)
+  if entry.kind ~= "lora" then fail("adapter '%s' is a %s adapter, not LoRA", name, entry.kind) end
+  local others = claimed_keys(model, name)
+  local mine = extra_tensors(model, entry.config, name)
+  for k in pairs(others) do mine[k] = nil end
+  set_trainable(model, mine, false)
+  for _, e in ipairs(adapted_layers(model)) do remove_from_layer(e[2], name, opts and opts.keep_merged) end
+end
+
+--- Merges the adapters (opts as lora.merge) and removes every LoRA adapter: the model is the
+-- plain base model again, with the merged weights. Returns model.
+function lora.merge_and_unload(model, opts)
+  lora.merge(model, opts)
+  for _, n in ipairs(lora_names(model)) do
+    lora.remove(model, n, { keep_merged = true })
+    A.remove(model, n)
+  end
+  return model
+end
+
+--- Removes every LoRA adapter without merging (PEFT's unload). Returns model.
+function lora.unload(model)
+  lora.unmerge(model)
+  for _, n in ipairs(lora_names(model)) do
+    lora.remove(model, n)
+    A.remove(model, n)
+  end
+  return model
+end
+
+--- Settings of adapter name on each layer: array of {path, kind, r, alpha, scale, dora}.
+function lora.layers(model, name)
+  local out = {}
+  for _, e in ipairs(adapted_layers(model)) do
+    local a = e[3].adapters[name]
+    if a then
+      out[#out + 1] = { path = e[1], kind = e[3].kind, r = a.r, alpha = a.alpha, scale = a.scale, dora = a.dora,
+        merged = a.merged }
+    end
+  end
+  return out
+end
+
+return lora
