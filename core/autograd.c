@@ -23,6 +23,21 @@ bool ft_grad_needed(int n, const ft_tensor *const *ts) {
     return false;
 }
 
+/* The edge to an input produced by another node: a tensor of the input's shape that holds
+ * the producer (for routing gradients) but not the input's data (stride-0 over one float).
+ * Keeping the input itself would hold every intermediate result alive until backward,
+ * whether or not a backward function needs it; what they need they save explicitly. */
+static ft_tensor *graph_edge(ft_tensor *in) {
+    ft_tensor *one = ft_zeros(NULL, 0, FT_FLOAT32);
+    ft_tensor *edge = one ? ft_expand(one, in->shape, in->ndim) : NULL;
+    ft_release(one);
+    if (!edge) return ft_retain(in); /* out of memory: fall back to holding the input */
+    edge->grad_fn = in->grad_fn;
+    edge->grad_fn->refcount++;
+    edge->requires_grad = true;
+    return edge;
+}
+
 ft_node *ft_node_new(const char *op, ft_backward_fn backward, ft_tensor *out, int n_inputs, ...) {
     ft_node *n = calloc(1, sizeof *n);
     if (!n) return NULL; /* out of memory: the output simply records no history */
@@ -34,7 +49,8 @@ ft_node *ft_node_new(const char *op, ft_backward_fn backward, ft_tensor *out, in
     va_start(ap, n_inputs);
     for (int i = 0; i < n_inputs; i++) {
         ft_tensor *in = (ft_tensor *)va_arg(ap, const ft_tensor *);
-        n->inputs[i] = (in && in->requires_grad) ? ft_retain(in) : NULL;
+        if (!in || !in->requires_grad) n->inputs[i] = NULL;
+        else n->inputs[i] = in->grad_fn ? graph_edge(in) : ft_retain(in); /* leaves: their .grad is filled */
     }
     va_end(ap);
     memcpy(n->out_shape, out->shape, sizeof(int64_t) * out->ndim);

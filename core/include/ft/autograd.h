@@ -30,7 +30,8 @@ struct ft_node {
     const char *op;
     ft_backward_fn backward;
     int n_inputs;
-    ft_tensor *inputs[FT_NODE_MAX_INPUTS];  /* NULL where that input needs no gradient */
+    ft_tensor *inputs[FT_NODE_MAX_INPUTS];  /* NULL where no gradient is needed; a leaf itself, or a
+                                             * data-less edge of the same shape to its producer */
     ft_tensor *saved[FT_NODE_MAX_SAVED];    /* detached aliases, dropped after backward */
     int64_t out_shape[FT_MAX_DIMS];
     int out_ndim;
