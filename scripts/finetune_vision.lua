@@ -1,0 +1,426 @@
+-- Fine-tunes a pretrained vision model on a small labelled task and measures how well it
+-- holds up under distribution shift: the main job of ftlua.
+--
+--   ftlua scripts/finetune_vision.lua                       # LP-FT of the shipped ResNet-S
+--   ftlua scripts/finetune_vision.lua --method lora --r 4
+--   ftlua scripts/finetune_vision.lua --model vit --method reft
+--   ftlua scripts/finetune_vision.lua --compare             # every method + training from scratch
+--   ftlua scripts/finetune_vision.lua --data-dir my_images  # your PNGs, one subfolder per class
+--
+-- Task: the four Fashion-MNIST classes the shipped models never saw (Sandal, Sneaker, Bag,
+-- Ankle boot), --labels-per-class labelled training images each (seeded); a validation set of
+-- --val-per-class more for every choice (the epoch, the WiSE alpha); evaluation on the clean
+-- test images of those classes (in-distribution, ID) and on a seeded corrupted copy of them
+-- (out-of-distribution, OOD: gaussian noise, blur, contrast reduction or rotation per image,
+-- ft.transforms.corrupt). The test split is never used for a choice.
+--
+-- Methods (a new head is attached first in every one):
+--   head     linear probe: only the new head trains, the backbone is frozen (BatchNorm in eval)
+--   partial  the top of the network trains (ResNet-S: its last stage, layer3; ViT: the upper
+--            half of the encoder layers)
+--   full     everything trains
+--   lora     LoRA (--r, --alpha) on the convolutions / attention + MLP projections; head trains
+--   ia3      (IA)3 scaling vectors; head trains
+--   reft     LoReFT on the CLS token after every encoder layer (--model vit); head trains
+--   lpft     linear probe first, then everything from that head (the default)
+--   scratch  (--compare only) the same network from random initialisation, everything trains
+-- Every run also trains the linear probe, and WiSE-FT interpolates between the probe and the
+-- fine-tuned weights (--alphas), reporting ID/OOD accuracy per alpha; the chosen alpha is the
+-- one with the best mean of validation ID and OOD accuracy.
+--
+-- Output (--out, default runs/finetune_vision): results.json, results.csv, wise.csv,
+-- wise.png (the WiSE curve), compare.png (--compare), metrics_<method>.jsonl (training logs).
+local ft = require "ft"
+local argparse = require "argparse"
+local T = require "ft.transforms"
+
+local script_dir = arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "."
+package.path = script_dir .. "/../models/?.lua;" .. package.path
+local resnet = require "resnet"
+local vit = require "vit"
+
+local F = ft.nn.functional
+local peft, train = ft.peft, ft.train
+local log = ft.progress.log
+
+local DOWNSTREAM = { 6, 8, 9, 10 } -- ft labels (dataset ids + 1): Sandal, Sneaker, Bag, Ankle boot
+local METHODS = { "head", "partial", "full", "lora", "ia3", "reft", "lpft" }
+
+local parser = argparse("finetune_vision.lua", "Fine-tune a pretrained vision model on a few labelled images.")
+parser:option("--method", "head | partial | full | lora | ia3 | reft | lpft.", "lpft"):choices(METHODS)
+parser:option("--model", "resnet or vit.", "resnet"):choices({ "resnet", "vit" })
+parser:option("--checkpoint", "Pretrained checkpoint (default: models/resnet_s_clothing.h5 or models/vit_s_clothing.h5).")
+parser:option("--labels-per-class", "Labelled training images per class.", "50"):convert(math.tointeger)
+parser:option("--val-per-class", "Validation images per class (for every choice).", "50"):convert(math.tointeger)
+parser:option("--epochs", "Training epochs (default: per method)."):convert(math.tointeger)
+parser:option("--lr", "Peak learning rate (default: per method)."):convert(tonumber)
+parser:option("--batch-size", "Images per batch.", "25"):convert(math.tointeger)
+parser:option("--r", "LoRA rank.", "8"):convert(math.tointeger)
+parser:option("--alpha", "LoRA alpha.", "16"):convert(tonumber)
+parser:option("--alphas", "WiSE-FT alphas: a list (0,0.5,1) or a range start:stop:step.", "0:1:0.1")
+parser:option("--seed", "Random seed (sampling, initialisation, shuffling, augmentation).", "1"):convert(math.tointeger)
+parser:option("--threads", "Threads (default: all cores)."):convert(math.tointeger)
+parser:option("--out", "Output folder.", "runs/finetune_vision")
+parser:option("--data-dir", "Your own images: PNG files in one subfolder per class (train/ and test/ inside, or split here).")
+parser:option("--test-limit", "Evaluate on at most N test images (smoke runs)."):convert(math.tointeger)
+parser:flag("--compare", "Run every method and training from scratch; write the comparison table.")
+local args = parser:parse()
+
+if args.threads then ft.set_num_threads(args.threads) end
+local is_vit = args.model == "vit"
+if args.method == "reft" and not is_vit then
+  io.stderr:write("finetune_vision.lua: --method reft edits transformer tokens; use it with --model vit\n")
+  os.exit(2)
+end
+args.checkpoint = args.checkpoint or (script_dir .. "/../models/" .. (is_vit and "vit_s" or "resnet_s") .. "_clothing.h5")
+os.execute("mkdir -p '" .. args.out:gsub("'", "'\\''") .. "'")
+local started = ft.clock()
+
+-- ---- the pretrained model -----------------------------------------------------------------------
+
+local ok, pretrained, meta = pcall(ft.load, args.checkpoint)
+if not ok then
+  io.stderr:write(("finetune_vision.lua: cannot load the pretrained checkpoint: %s\n"):format(pretrained))
+  os.exit(1)
+end
+local config = ft.json.decode(meta.config)
+local mean, std = meta.mean, meta.std
+
+-- A fresh model of the checkpoint's architecture, with the pretrained weights unless `random`.
+-- Each model gets its own copy of the config: replace_head updates the model's config.
+local function build_model(random)
+  local c = ft.json.decode(meta.config)
+  local model = is_vit and vit.ViTForImageClassification(c) or resnet.resnet_s(c)
+  if not random then model:load_state_dict(pretrained) end
+  return model
+end
+
+local function logits_of(out) return type(out) == "table" and out.logits or out end
+
+-- ---- data ------------------------------------------------------------------------------------------
+
+local function limit(ds, n)
+  if not n or n >= ds.y:size(1) then return ds end
+  return { x = ds.x:narrow(1, 1, n), y = ds.y:narrow(1, 1, n), classes = ds.classes }
+end
+
+-- Grey images for a one-channel model (mean over RGB), as the shipped models expect.
+local function to_channels(ds, channels)
+  if ds.x:size(2) == channels then return ds end
+  if channels == 1 then return { x = ds.x:mean(2, true), y = ds.y, classes = ds.classes } end
+  error(("--data-dir: images have %d channels, the model expects %d"):format(ds.x:size(2), channels))
+end
+
+local function load_data()
+  local labelled_pool, test
+  if args.data_dir then
+    local function exists(p) local f = io.open(p) if f then f:close() end return f ~= nil end
+    local channels = is_vit and config.num_channels or 1
+    if exists(args.data_dir .. "/train") then
+      labelled_pool = to_channels(ft.data.image_folder(args.data_dir .. "/train"), channels)
+      test = to_channels(ft.data.image_folder(args.data_dir .. "/test"), channels)
+    else
+      local all = to_channels(ft.data.image_folder(args.data_dir), channels)
+      labelled_pool, test = ft.data.split(all, 0.3, { seed = args.seed })
+    end
+  else
+    labelled_pool = ft.data.subset(ft.data.fashion_mnist({ split = "train" }), DOWNSTREAM, { relabel = true })
+    test = ft.data.subset(ft.data.fashion_mnist({ split = "test" }), DOWNSTREAM, { relabel = true })
+  end
+  local labelled, rest = ft.data.per_class(labelled_pool, args.labels_per_class, { seed = args.seed })
+  local val = ft.data.per_class(rest, args.val_per_class, { seed = args.seed + 1 })
+  test = limit(test, args.test_limit)
+  -- The OOD copies: one fixed corruption per image, seeded (different seeds for val and test).
+  local val_ood = { x = T.corrupt(val.x, { seed = args.seed + 100 }), y = val.y }
+  local test_ood = { x = T.corrupt(test.x, { seed = args.seed + 200 }), y = test.y }
+  return labelled, val, val_ood, test, test_ood
+end
+
+local labelled, val, val_ood, test, test_ood = load_data()
+local classes = labelled.classes or {}
+local num_classes = #classes > 0 and #classes or labelled.y:max():item()
+
+local function normalise(x) return (x - mean) / std end
+
+local augment = T.compose({
+  function(x) return T.random_crop(x, 2) end,
+  function(x) return T.hflip(x, 0.5) end,
+})
+
+local function accuracy(model, ds)
+  local m = train.evaluate(model, ft.data.loader(ds, { batch_size = 500 }), function(mod, b)
+    return train.classification_metrics(logits_of(mod(normalise(b.x))), b.y)
+  end)
+  return m.accuracy
+end
+
+-- ---- methods -------------------------------------------------------------------------------------------
+
+local HEAD = is_vit and "classifier" or "fc"
+
+-- Per-method defaults: epochs, learning rate (AdamW), and how the model is prepared.
+local DEFAULTS = {
+  head = { epochs = 30, lr = 1e-2 },
+  partial = { epochs = 20, lr = 1e-3 },
+  full = { epochs = 20, lr = 5e-4 },
+  lora = { epochs = 20, lr = 2e-3 },
+  ia3 = { epochs = 30, lr = 1e-2 },
+  reft = { epochs = 30, lr = 5e-3 },
+  lpft = { epochs = 20, lr = 2e-4 },
+  scratch = { epochs = 60, lr = 2e-3 },
+}
+
+local function head_pattern() return "^" .. HEAD .. "%." end
+
+-- The top of the network: ResNet-S's last stage; ViT the upper encoder layers + final norm.
+local function top_half_patterns()
+  if not is_vit then return { "^layer3%." } end
+  local n = config.num_hidden_layers
+  local out = { "^vit%.layernorm%." }
+  for i = n // 2, n - 1 do out[#out + 1] = "^vit%.encoder%.layer%." .. i .. "%." end
+  return out
+end
+
+local PREPARE = {
+  head = function(model) peft.freeze(model); peft.unfreeze(model, head_pattern()) end,
+  partial = function(model)
+    peft.freeze(model)
+    peft.unfreeze(model, top_half_patterns())
+    peft.unfreeze(model, head_pattern())
+  end,
+  full = function(model) peft.unfreeze(model) end,
+  lora = function(model)
+    local target = is_vit and { "query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense" }
+      or "^layer%d%.%d+%.conv%d$"
+    peft.lora(model, { target = target, r = args.r, alpha = args.alpha, modules_to_save = { HEAD } })
+    peft.bn_policy(model, nil, "eval")
+  end,
+  ia3 = function(model)
+    peft.ia3(model, {})
+    peft.unfreeze(model, head_pattern())
+    peft.bn_policy(model, nil, "eval")
+  end,
+  reft = function(model)
+    peft.reft(model, { positions = "f1", rank = 4, kind = "loreft" })
+    peft.unfreeze(model, head_pattern())
+  end,
+  scratch = function(model) peft.unfreeze(model) end,
+}
+
+local function trainable(model)
+  local params = {}
+  for _, e in ipairs(peft.trainable_parameters(model)) do params[#params + 1] = e[2] end
+  return params
+end
+
+-- Trains what requires grad with AdamW + warmup/cosine, choosing the epoch by validation
+-- accuracy (early stopping with patience, best weights restored). Returns the best val accuracy.
+local function fit(model, name, epochs, lr)
+  local params = trainable(model)
+  local opt = ft.optim.AdamW(params, { lr = lr, weight_decay = 0.01 })
+  local loader = ft.data.loader(labelled, { batch_size = args.batch_size, shuffle = true, seed = args.seed })
+  local total = #loader * epochs
+  local S = ft.optim.lr_scheduler
+  local warmup = math.max(1, total // 10)
+  local sched = S.LinearWarmup(opt, { warmup_steps = warmup,
+    after = S.CosineAnnealingLR(opt, { T_max = math.max(1, total - warmup) }) })
+  local stopper = train.EarlyStopping({ metric = "val_accuracy", mode = "max", patience = math.max(5, epochs // 3),
+    model = model })
+  local logger = train.Logger({ path = args.out .. "/metrics_" .. name .. ".jsonl", total = total, every = #loader })
+  model:train()
+  train.loop({
+    epochs = epochs, loader = loader, model = model, optimizer = opt, scheduler = sched,
+    step = function(batch)
+      return train.step(opt, function()
+        return F.cross_entropy(logits_of(model(normalise(augment(batch.x)))), batch.y)
+      end, { scheduler = sched })
+    end,
+    evaluate = function() return { val_accuracy = accuracy(model, val) } end,
+    logger = logger, early_stopping = stopper,
+  })
+  stopper:restore_best()
+  logger:close()
+  log("%-8s best val accuracy %.2f%% (step %s)", name, 100 * stopper.best, tostring(stopper.best_step))
+  return stopper.best
+end
+
+local function evaluate_all(model)
+  return { val_id = accuracy(model, val), val_ood = accuracy(model, val_ood),
+    id = accuracy(model, test), ood = accuracy(model, test_ood) }
+end
+
+local function count_trainable(model)
+  local n = 0
+  for _, p in ipairs(trainable(model)) do n = n + p:numel() end
+  return n
+end
+
+local function copy_state(model)
+  local sd = {}
+  ft.no_grad(function()
+    for k, t in pairs(model:state_dict()) do sd[k] = t:clone() end
+  end)
+  return sd
+end
+
+-- The linear probe every run starts from (and the WiSE-FT endpoint alpha = 0).
+local function linear_probe()
+  local model = build_model()
+  peft.replace_head(model, num_classes, { name = HEAD })
+  PREPARE.head(model)
+  local d = DEFAULTS.head
+  fit(model, "head", args.epochs or d.epochs, args.lr or d.lr)
+  return model
+end
+
+-- Runs one method; returns the fine-tuned model and its result row.
+local function run_method(method, probe)
+  local t0 = ft.clock()
+  local d = DEFAULTS[method]
+  local model
+  if method == "head" then
+    model = probe
+  else
+    model = build_model(method == "scratch")
+    peft.replace_head(model, num_classes, { name = HEAD })
+    if method == "lpft" then
+      model:load_state_dict(probe:state_dict())
+      PREPARE.full(model)
+    else
+      PREPARE[method](model)
+    end
+    fit(model, method, args.epochs or d.epochs, args.lr or d.lr)
+  end
+  local row = evaluate_all(model)
+  row.method, row.trainable = method, count_trainable(model)
+  row.total = model:num_parameters()
+  row.seconds = ft.clock() - t0
+  return model, row
+end
+
+-- ---- WiSE-FT ---------------------------------------------------------------------------------------------
+
+local function parse_alphas(s)
+  local a, b, step = s:match("^([%d.]+):([%d.]+):([%d.]+)$")
+  local out = {}
+  if a then
+    local n = math.floor((tonumber(b) - tonumber(a)) / tonumber(step) + 0.5)
+    for i = 0, n do out[#out + 1] = tonumber(("%.6g"):format(tonumber(a) + i * tonumber(step))) end
+  else
+    for v in s:gmatch("[^,]+") do out[#out + 1] = assert(tonumber(v), "--alphas: not a number: " .. v) end
+  end
+  return out
+end
+
+-- Interpolates probe -> fine-tuned weights (LoRA merged first); nil when the adapter cannot be
+-- folded into the weights (ia3, reft).
+local function wise_sweep(probe, finetuned)
+  if #peft.adapters(finetuned) > 0 then
+    local ok_merge = pcall(peft.merge_and_unload, finetuned)
+    if not ok_merge or #peft.adapters(finetuned) > 0 then return nil end
+  end
+  local sd0, sd1 = copy_state(probe), copy_state(finetuned)
+  local model = build_model()
+  peft.replace_head(model, num_classes, { name = HEAD })
+  local rows = ft.wise.sweep(sd0, sd1, parse_alphas(args.alphas), function(m) return evaluate_all(m) end,
+    { model = model })
+  local best
+  for _, r in ipairs(rows) do
+    r.val_mean = (r.val_id + r.val_ood) / 2
+    if not best or r.val_mean > best.val_mean then best = r end
+  end
+  best.chosen = true
+  return rows, best
+end
+
+-- ---- output ---------------------------------------------------------------------------------------------------
+
+local function pct(x) return ("%.2f"):format(100 * x) end
+
+local function write_csv(path, header, rows)
+  local f = assert(io.open(path, "w"))
+  f:write(table.concat(header, ","), "\n")
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for i, k in ipairs(header) do cells[i] = tostring(r[k] == nil and "" or r[k]) end
+    f:write(table.concat(cells, ","), "\n")
+  end
+  f:close()
+end
+
+local function print_table(rows)
+  log("")
+  log("%-8s %12s %8s %8s %8s %8s", "method", "trainable", "%", "ID acc", "OOD acc", "seconds")
+  for _, r in ipairs(rows) do
+    log("%-8s %12d %8.2f %8s %8s %8.1f", r.method, r.trainable, 100 * r.trainable / r.total, pct(r.id), pct(r.ood),
+      r.seconds)
+  end
+end
+
+local function print_wise(rows, best)
+  log("")
+  log("WiSE-FT: probe (alpha 0) -> fine-tuned (alpha 1); alpha chosen on validation: %g", best.alpha)
+  log("%6s %8s %8s %8s %8s", "alpha", "val ID", "val OOD", "ID acc", "OOD acc")
+  for _, r in ipairs(rows) do
+    log("%6g %8s %8s %8s %8s%s", r.alpha, pct(r.val_id), pct(r.val_ood), pct(r.id), pct(r.ood),
+      r.chosen and "  <- chosen" or "")
+  end
+end
+
+local function plot_wise(rows, title)
+  local xs, id, ood = {}, {}, {}
+  for i, r in ipairs(rows) do xs[i], id[i], ood[i] = r.alpha, 100 * r.id, 100 * r.ood end
+  ft.plot.line({ path = args.out .. "/wise.png", title = title, xlabel = "alpha (0 = linear probe, 1 = fine-tuned)",
+    ylabel = "test accuracy (%)", series = { { name = "ID (clean)", x = xs, y = id }, { name = "OOD (corrupted)", x = xs, y = ood } } })
+end
+
+-- ---- main --------------------------------------------------------------------------------------------------------
+
+ft.manual_seed(args.seed)
+log("%s from %s: %d classes, %d labelled / %d validation / %d test images; %d threads", args.model, args.checkpoint,
+  num_classes, labelled.y:size(1), val.y:size(1), test.y:size(1), ft.get_num_threads())
+
+local probe_t0 = ft.clock()
+local probe = linear_probe()
+local probe_seconds = ft.clock() - probe_t0
+
+local methods = args.compare and { "head", "partial", "full", "lora", "ia3", "lpft", "scratch" } or { args.method }
+if args.compare and is_vit then methods = { "head", "partial", "full", "lora", "ia3", "reft", "lpft", "scratch" } end
+
+local rows, wise_model = {}, nil
+for _, method in ipairs(methods) do
+  ft.manual_seed(args.seed)
+  local model, row = run_method(method, probe)
+  if method == "head" then row.seconds = probe_seconds end
+  rows[#rows + 1] = row
+  if method == (args.compare and "lpft" or args.method) then wise_model = model end
+end
+print_table(rows)
+
+local wise_rows, wise_best
+if wise_model and wise_model ~= probe then
+  wise_rows, wise_best = wise_sweep(probe, wise_model)
+  if wise_rows then
+    print_wise(wise_rows, wise_best)
+    write_csv(args.out .. "/wise.csv", { "alpha", "val_id", "val_ood", "id", "ood", "chosen" }, wise_rows)
+    plot_wise(wise_rows, ("WiSE-FT: linear probe -> %s (%s)"):format(args.compare and "lpft" or args.method, args.model))
+  else
+    log("WiSE-FT: skipped (the %s adapter cannot be folded into the weights)", args.method)
+  end
+end
+
+write_csv(args.out .. "/results.csv", { "method", "trainable", "total", "id", "ood", "val_id", "val_ood", "seconds" }, rows)
+local f = assert(io.open(args.out .. "/results.json", "w"))
+f:write(ft.json.encode({ model = args.model, checkpoint = args.checkpoint, seed = args.seed,
+  labels_per_class = args.labels_per_class, methods = rows, wise = wise_rows or ft.json.null }), "\n")
+f:close()
+
+if args.compare then
+  local cats, id, ood = {}, {}, {}
+  for i, r in ipairs(rows) do cats[i], id[i], ood[i] = r.method, 100 * r.id, 100 * r.ood end
+  ft.plot.bar({ path = args.out .. "/compare.png", title = ("%s, %d labels per class"):format(args.model, args.labels_per_class),
+    ylabel = "test accuracy (%)", categories = cats, series = { { name = "ID", values = id }, { name = "OOD", values = ood } } })
+end
+log("")
+log("wrote %s/results.json, results.csv%s (%s in all)", args.out,
+  wise_rows and ", wise.csv, wise.png" or "", ft.progress.hms(ft.clock() - started))
