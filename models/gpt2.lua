@@ -145,6 +145,23 @@ local function read_config(config)
   return c
 end
 
+-- The input embeddings [B,T,C]: embedding(input_ids), or inputs_embeds as given (HF's rule:
+-- exactly one of the two).
+local function input_embeddings(embedding, input_ids, inputs_embeds, what)
+  if inputs_embeds == nil then
+    if input_ids == nil then error(what .. ": input_ids or opts.inputs_embeds is required", 4) end
+    return embedding(input_ids)
+  end
+  if input_ids ~= nil then error(what .. ": pass input_ids or opts.inputs_embeds, not both", 4) end
+  local d = embedding.embedding_dim
+  if not ft.is_tensor(inputs_embeds) or inputs_embeds:dim() ~= 3 or inputs_embeds:size(3) ~= d then
+    local shape = ft.is_tensor(inputs_embeds) and "[" .. table.concat(inputs_embeds:shape(), ",") .. "]"
+      or type(inputs_embeds)
+    error(("%s: inputs_embeds must be [batch, seq, %d], got %s"):format(what, d, shape), 4)
+  end
+  return inputs_embeds
+end
+
 local GPT2Model = nn.Module:extend("GPT2Model")
 M.GPT2Model = GPT2Model
 
@@ -160,18 +177,20 @@ function GPT2Model:init(c)
   self.ln_f = nn.LayerNorm(c.n_embd, { eps = c.layer_norm_epsilon })
 end
 
---- (input_ids [B,T], {past_key_values=, attention_mask= [B,P+T], position_ids= (1-based)})
--- -> hidden states [B,T,C], presents (one {k, v} per layer)
+--- (input_ids [B,T], {past_key_values=, attention_mask= [B,P+T], position_ids= (1-based),
+-- inputs_embeds= [B,T,C]}) -> hidden states [B,T,C], presents (one {k, v} per layer)
+-- inputs_embeds replaces wte(input_ids) (input_ids is then nil); positions are added as usual.
 function GPT2Model:forward(input_ids, opts)
   opts = opts or {}
   local past = opts.past_key_values
   local P = past and past[1][1]:size(3) or 0
-  local T = input_ids:size(2)
+  local embeds = input_embeddings(self.wte, input_ids, opts.inputs_embeds, "GPT2Model")
+  local T = embeds:size(2)
   if P + T > self.n_positions then
     error(("GPT2Model: %d positions exceed n_positions %d"):format(P + T, self.n_positions), 3)
   end
   local positions = opts.position_ids or ft.arange(P + 1, P + T + 1)
-  local x = self.drop(self.wte(input_ids) + self.wpe(positions))
+  local x = self.drop(embeds + self.wpe(positions))
   local mask = models.padding_mask(opts.attention_mask)
   local presents = {}
   for i = 1, #self.h do
@@ -209,10 +228,11 @@ function GPT2LMHeadModel:tied_weights()
 end
 
 --- model(input_ids [B,T] int64 1-based, {labels=, attention_mask=, past_key_values=,
--- use_cache=, position_ids=}) -> {logits = [B,T,V], loss =, past_key_values =}
+-- use_cache=, position_ids=, inputs_embeds=}) -> {logits = [B,T,V], loss =, past_key_values =}
+-- model(nil, {inputs_embeds = [B,T,C]}) runs on given embeddings instead of token ids (HF's inputs_embeds).
 function GPT2LMHeadModel:forward(input_ids, opts)
   opts = opts or {}
-  if input_ids:dim() == 1 then input_ids = input_ids:reshape(1, -1) end
+  if input_ids and input_ids:dim() == 1 then input_ids = input_ids:reshape(1, -1) end
   local h, presents = self.transformer(input_ids, opts)
   local out = { logits = self.lm_head(h) }
   if opts.labels then out.loss = models.causal_lm_loss(out.logits, opts.labels) end

@@ -208,6 +208,23 @@ local function read_config(config, class)
   return c
 end
 
+-- The input embeddings [B,T,C]: embedding(input_ids), or inputs_embeds as given (HF's rule:
+-- exactly one of the two).
+local function input_embeddings(embedding, input_ids, inputs_embeds, what)
+  if inputs_embeds == nil then
+    if input_ids == nil then error(what .. ": input_ids or opts.inputs_embeds is required", 4) end
+    return embedding(input_ids)
+  end
+  if input_ids ~= nil then error(what .. ": pass input_ids or opts.inputs_embeds, not both", 4) end
+  local d = embedding.embedding_dim
+  if not ft.is_tensor(inputs_embeds) or inputs_embeds:dim() ~= 3 or inputs_embeds:size(3) ~= d then
+    local shape = ft.is_tensor(inputs_embeds) and "[" .. table.concat(inputs_embeds:shape(), ",") .. "]"
+      or type(inputs_embeds)
+    error(("%s: inputs_embeds must be [batch, seq, %d], got %s"):format(what, d, shape), 4)
+  end
+  return inputs_embeds
+end
+
 local LlamaModel = nn.Module:extend("LlamaModel")
 M.LlamaModel = LlamaModel
 
@@ -236,13 +253,15 @@ function LlamaModel:rope_cache(n)
   return self._rope_cos, self._rope_sin
 end
 
---- (input_ids [B,T], {past_key_values=, attention_mask= [B,P+T], position_ids= 1-based [T] or [B,T]})
--- -> hidden states [B,T,C], presents (one {k, v} per layer)
+--- (input_ids [B,T], {past_key_values=, attention_mask= [B,P+T], position_ids= 1-based [T] or [B,T],
+-- inputs_embeds= [B,T,C]}) -> hidden states [B,T,C], presents (one {k, v} per layer)
+-- inputs_embeds replaces embed_tokens(input_ids) (input_ids is then nil); rotary positions as usual.
 function LlamaModel:forward(input_ids, opts)
   opts = opts or {}
   local past = opts.past_key_values
   local P = past and past[1][1]:size(3) or 0
-  local T = input_ids:size(2)
+  local x = input_embeddings(self.embed_tokens, input_ids, opts.inputs_embeds, "LlamaModel")
+  local T = x:size(2)
   local rope
   local pos = opts.position_ids
   if pos == nil then
@@ -259,7 +278,6 @@ function LlamaModel:forward(input_ids, opts)
       rope = { cos = cos:reshape(B, 1, T, -1), sin = sin:reshape(B, 1, T, -1), apply = rope_explicit }
     end
   end
-  local x = self.embed_tokens(input_ids)
   local mask = models.padding_mask(opts.attention_mask)
   local presents = {}
   for i = 1, #self.layers do
@@ -296,10 +314,11 @@ function LlamaForCausalLM:tied_weights()
 end
 
 --- model(input_ids [B,T] int64 1-based, {labels=, attention_mask=, past_key_values=,
--- use_cache=, position_ids=}) -> {logits = [B,T,V], loss =, past_key_values =}
+-- use_cache=, position_ids=, inputs_embeds=}) -> {logits = [B,T,V], loss =, past_key_values =}
+-- model(nil, {inputs_embeds = [B,T,C]}) runs on given embeddings instead of token ids (HF's inputs_embeds).
 function LlamaForCausalLM:forward(input_ids, opts)
   opts = opts or {}
-  if input_ids:dim() == 1 then input_ids = input_ids:reshape(1, -1) end
+  if input_ids and input_ids:dim() == 1 then input_ids = input_ids:reshape(1, -1) end
   local h, presents = self.model(input_ids, opts)
   local out = { logits = self.lm_head(h) }
   if opts.labels then out.loss = models.causal_lm_loss(out.logits, opts.labels) end

@@ -1,8 +1,15 @@
--- Pretrains GPT-S from scratch, byte-level, on Debian's fortunes corpus and saves a checkpoint.
+-- Pretrains a byte-level GPT from scratch on Debian's fortunes corpus and saves a checkpoint.
 --
---   ftlua scripts/pretrain_text.lua            # full run: ~13 min on 2 cores, ~1700 tokens/s,
+--   ftlua scripts/pretrain_text.lua            # GPT-S (6 x 384): ~13 min on 2 cores, ~1700 tokens/s,
 --                                              # validation loss ~2.37 nats (3.4 bits/byte)
+--   # the shipped models/gpt_fortunes.h5 (gpt-mini: 4 x 192, 1.9M parameters; models/TEXT.md):
+--   ftlua scripts/pretrain_text.lua --config gpt-mini --steps 2800 --batch-size 16 --lr 2e-3 \
+--     --seed 1 --threads 2 --eval-every 250 --out models/gpt_fortunes.h5
 --   ftlua scripts/pretrain_text.lua --config tiny --steps 20 --out /tmp/smoke.h5
+--
+-- The checkpoint (HDF5) holds the model's state dict under HF's GPT-2 names and, as metadata,
+-- the HF config (config, JSON), the held-out list, the separator, the recipe's options and
+-- the final losses. ft.text.load_checkpoint(path) rebuilds the model from it.
 --
 -- Held-out categories: computers, politics, science, songs-poems. They are left out of
 -- pretraining entirely (neither train nor validation) so that fine-tuning recipes have
@@ -12,8 +19,9 @@
 --
 -- Recipe: windows of --context bytes at random offsets; AdamW (betas 0.9/0.95, weight decay
 -- 0.1 on matrices and embeddings, none on biases and LayerNorm); linear warmup over the first
--- 5% of steps, then cosine decay to 10% of --lr; gradient norm clipped at 1. Dropout is 0:
--- the default run sees the corpus less than once, where dropout only slows learning.
+-- 5% of steps, then cosine decay to 10% of --lr; gradient norm clipped at 1. Dropout is 0 by
+-- default (--dropout): the runs above see the corpus a few times at most, where dropout
+-- mostly slows learning.
 -- Losses are the mean next-byte cross-entropy in nats, and in bits per byte.
 local ft = require "ft"
 local argparse = require "argparse"
@@ -22,14 +30,17 @@ local F = ft.nn.functional
 
 local HELD_OUT = { "computers", "politics", "science", "songs-poems" }
 
-local parser = argparse("pretrain_text.lua", "Pretrain GPT-S byte-level on the fortunes corpus.")
-parser:option("--config", "Model preset: gpt-s or tiny (2 layers of width 64, for smoke runs).", "gpt-s")
-  :choices({ "gpt-s", "tiny" })
+local parser = argparse("pretrain_text.lua", "Pretrain a byte-level GPT on the fortunes corpus.")
+parser:option("--config", "Model preset: gpt-s (6 x 384), gpt-mini (4 x 192, the shipped checkpoint) or tiny "
+  .. "(2 x 64, for smoke runs).", "gpt-s")
+  :choices({ "gpt-s", "gpt-mini", "tiny" })
 parser:option("--steps", "Optimizer steps.", "600"):convert(math.tointeger)
 parser:option("--batch-size", "Windows per batch.", "8"):convert(math.tointeger)
-parser:option("--context", "Bytes per window (at most 256 for gpt-s).", "256"):convert(math.tointeger)
+parser:option("--context", "Bytes per window (the model gets max(context, 256) positions).", "256")
+  :convert(math.tointeger)
 parser:option("--lr", "Peak learning rate.", "1e-3"):convert(tonumber)
 parser:option("--weight-decay", "AdamW weight decay on matrices and embeddings.", "0.1"):convert(tonumber)
+parser:option("--dropout", "Dropout probability (embeddings, attention, residuals).", "0"):convert(tonumber)
 parser:option("--clip", "Gradient norm clipping threshold.", "1.0"):convert(tonumber)
 parser:option("--seed", "Random seed (initialisation, batches, split, samples).", "1"):convert(math.tointeger)
 parser:option("--threads", "Threads (default: all cores)."):convert(math.tointeger)
@@ -62,10 +73,11 @@ local train, val, info = ft.text.fortune_datasets({
 local tok = train.tokenizer
 
 local overrides = { n_positions = math.max(args.context, 256),
-  attn_pdrop = 0, embd_pdrop = 0, resid_pdrop = 0 }
-if args.config == "tiny" then
-  overrides.n_layer, overrides.n_embd, overrides.n_head = 2, 64, 2
-end
+  attn_pdrop = args.dropout, embd_pdrop = args.dropout, resid_pdrop = args.dropout }
+-- Smaller presets are gpt-s with fewer, narrower layers.
+local SHAPES = { tiny = { 2, 64, 2 }, ["gpt-mini"] = { 4, 192, 6 } }
+local shape = SHAPES[args.config]
+if shape then overrides.n_layer, overrides.n_embd, overrides.n_head = shape[1], shape[2], shape[3] end
 local config = ft.models.config("gpt-s", overrides)
 local model = ft.models.new(config)
 
@@ -197,7 +209,8 @@ ft.save(args.out, model:state_dict(), { meta = {
   model = "gpt2", preset = args.config, config = ft.json.encode(config), held_out = ft.json.encode(info.held_out),
   separator = ft.json.encode(ft.text.EOT), tokenizer = "bytes", corpus = "fortunes", step = args.steps,
   tokens = tokens, batch_size = args.batch_size, context = args.context, lr = args.lr, seed = args.seed,
-  val_fraction = 0.05, train_loss = train_loss, val_loss = val_loss,
+  weight_decay = args.weight_decay, dropout = args.dropout, warmup_steps = warmup, train_seconds = t_train,
+  val_fraction = 0.05, train_loss = train_loss, val_loss = val_loss, val_bits_per_byte = val_loss / LN2,
 } })
 
 local sd, meta = ft.load(args.out)

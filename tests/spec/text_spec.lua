@@ -1,5 +1,7 @@
--- ft.text: the fortunes reader, the split by entry, byte streams and their batches, and a
--- smoke run of scripts/pretrain_text.lua.
+-- ft.text: the fortunes reader, the split by entry, byte streams and their batches, a smoke
+-- run of scripts/pretrain_text.lua; fine-tuning examples (files, masking, the chat template,
+-- padded batches, windows), per-entry perplexity against a loss computed here in plain Lua,
+-- category splits, and the shipped models/gpt_fortunes.h5.
 -- The tests on the real corpus need Debian's fortunes package (or FT_FORTUNES_DIR); without
 -- it they are marked pending. The reader's format tests use files written here.
 local ft = require "ft"
@@ -301,5 +303,362 @@ describe("scripts/pretrain_text.lua", function()
     -- the loss it reports is below the uniform guess of log(256)
     local val_loss = tonumber(log:match("val_loss=([%d.]+)"))
     assert.is_true(val_loss < math.log(256), "val loss " .. tostring(val_loss))
+  end)
+end)
+
+-- ---- fine-tuning examples ----------------------------------------------------------------------
+
+local bytes_tok = ft.tokenizer.bytes()
+
+-- Byte ids of a string, computed here (byte + 1).
+local function byte_ids(s)
+  local out = {}
+  for i = 1, #s do out[i] = s:byte(i) + 1 end
+  return out
+end
+
+local function concat_lists(...)
+  local out = {}
+  for _, l in ipairs({ ... }) do table.move(l, 1, #l, #out + 1, out) end
+  return out
+end
+
+local function masked(n)
+  local out = {}
+  for i = 1, n do out[i] = -100 end
+  return out
+end
+
+describe("ft.text.read_examples", function()
+  local dir
+  before_each(function() dir = make_tmpdir() end)
+  after_each(function() os.execute("rm -rf " .. quote(dir)) end)
+
+  it("reads prompt/completion pairs, chat records and text records from JSONL", function()
+    write(dir .. "/d.jsonl", table.concat({
+      '{"prompt": "2+2=", "completion": "4"}',
+      '',
+      '{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},'
+        .. ' {"role": "assistant", "content": "Hello!", "weight": 1}]}',
+      '{"text": "plain \\u00e9t\\u00e9"}',
+    }, "\n") .. "\n")
+    local ex = ft.text.read_examples(dir .. "/d.jsonl")
+    assert.are.equal(3, #ex)
+    assert.are.equal("2+2=", ex[1].prompt)
+    assert.are.equal("4", ex[1].completion)
+    assert.are.equal(dir .. "/d.jsonl:1", ex[1].where)
+    assert.are.equal(3, #ex[2].messages)
+    assert.are.equal("assistant", ex[2].messages[3].role)
+    assert.are.equal("Hello!", ex[2].messages[3].content)
+    assert.are.equal(dir .. "/d.jsonl:3", ex[2].where)
+    assert.are.equal("plain \195\169t\195\169", ex[3].text)
+    -- detected by content when the name does not say
+    write(dir .. "/noext", '{"prompt": "a", "completion": "b"}\r\n{"prompt": "c", "completion": "d"}\r\n')
+    local ex2 = ft.text.read_examples(dir .. "/noext")
+    assert.are.same({ "a", "b", "c", "d" }, { ex2[1].prompt, ex2[1].completion, ex2[2].prompt, ex2[2].completion })
+  end)
+
+  it("names the file and line of a bad record", function()
+    local path = dir .. "/bad.jsonl"
+    local cases = {
+      { '{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": \n', "bad.jsonl:2: invalid JSON" },
+      { '{"prompt": "a"}\n', "bad.jsonl:1: \"completion\" must be a string" },
+      { '\n\n{"messages": [{"role": "user", "content": "x"}, {"role": "bot", "content": "y"}]}\n',
+        "bad.jsonl:3: message 2 has role 'bot'" },
+      { '{"messages": [{"role": "user", "content": "x"}]}\n', "bad.jsonl:1: no assistant message to train on" },
+      { '{"messages": [{"role": "assistant", "content": 5}]}\n', "bad.jsonl:1: message 1 (assistant) has no string \"content\"" },
+      { '{"input": "x", "output": "y"}\n', "bad.jsonl:1: expected \"prompt\" and \"completion\", \"messages\" or \"text\"; got keys input, output" },
+      { '[1, 2]\n', "bad.jsonl:1: expected a JSON object per line" },
+      { '\n  \n', "no examples in" },
+    }
+    for _, c in ipairs(cases) do
+      write(path, c[1])
+      H.assert_mentions(error_of(ft.text.read_examples, path), c[2])
+    end
+    H.assert_mentions(error_of(ft.text.read_examples, dir .. "/missing.txt"), "missing.txt")
+  end)
+
+  it("splits plain text on % lines, else on blank lines, else keeps one document", function()
+    write(dir .. "/f.txt", "first\nfortune\n%\n\nsecond, with\n\na blank line\n%\n")
+    local ex = ft.text.read_examples(dir .. "/f.txt")
+    assert.are.same({ "first\nfortune", "second, with\n\na blank line" }, { ex[1].text, ex[2].text })
+    assert.are.equal(dir .. "/f.txt:1", ex[1].where)
+    assert.are.equal(dir .. "/f.txt:5", ex[2].where)
+    write(dir .. "/p.txt", "\nPara one\nstill one.\n\n\nPara two.  \n")
+    local paras = ft.text.read_examples(dir .. "/p.txt")
+    assert.are.same({ "Para one\nstill one.", "Para two." }, { paras[1].text, paras[2].text })
+    assert.are.equal(dir .. "/p.txt:6", paras[2].where)
+    local doc = ft.text.read_examples(dir .. "/p.txt", { split = "none" })
+    assert.are.equal(1, #doc)
+    assert.are.equal("Para one\nstill one.\n\n\nPara two.", doc[1].text)
+    write(dir .. "/one.txt", "just one line")
+    assert.are.same({ { text = "just one line", where = dir .. "/one.txt:1" } }, ft.text.read_examples(dir .. "/one.txt"))
+    -- a text file whose first line looks like JSON but is not an object stays text
+    write(dir .. "/brace.txt", "{ not json\n")
+    assert.are.equal("{ not json", ft.text.read_examples(dir .. "/brace.txt")[1].text)
+    H.assert_mentions(error_of(ft.text.read_examples, dir .. "/f.txt", { split = "lines" }), "split must be")
+  end)
+end)
+
+describe("ft.text.encode_example", function()
+  it("trains every token of a text example, after a leading EOT", function()
+    local ids, labels = ft.text.encode_example(bytes_tok, { text = "abc" })
+    assert.are.equal("int64", ids:dtype())
+    assert.are.same(concat_lists({ 1 }, byte_ids("abc"), { 1 }), ids:totable())
+    assert.are.same(concat_lists({ -100 }, byte_ids("abc"), { 1 }), labels:totable())
+  end)
+
+  it("masks the prompt of a prompt/completion pair", function()
+    local prompt, completion = "Q: why?\nA:", " because"
+    local ids, labels = ft.text.encode_example(bytes_tok, { prompt = prompt, completion = completion })
+    local want_ids = concat_lists({ 1 }, byte_ids(prompt), byte_ids(completion), { 1 })
+    assert.are.same(want_ids, ids:totable())
+    local L = labels:totable()
+    -- the masked span is exactly EOT + the prompt's bytes; the rest are the completion and EOT
+    local n_masked = 0
+    for i, v in ipairs(L) do
+      if v == -100 then n_masked = n_masked + 1; assert.is_true(i <= 1 + #prompt, "masked at " .. i)
+      else assert.are.equal(want_ids[i], v) end
+    end
+    assert.are.equal(1 + #prompt, n_masked)
+    assert.are.equal(prompt, bytes_tok:decode(ids:narrow(1, 2, #prompt)))
+    assert.are.equal(completion .. "\0", bytes_tok:decode(ids:narrow(1, 2 + #prompt, #completion + 1)))
+  end)
+
+  it("trains only the assistant messages of a chat, not the role lines", function()
+    local msgs = {
+      { role = "system", content = "Be brief." },
+      { role = "user", content = "Hi" },
+      { role = "assistant", content = "Hello!" },
+      { role = "user", content = "Bye" },
+      { role = "assistant", content = "Later.", weight = 0 },
+      { role = "user", content = "Sure?" },
+      { role = "assistant", content = "Yes." },
+    }
+    local ids, labels = ft.text.encode_example(bytes_tok, { messages = msgs })
+    local rendered = "\0<|system|>\nBe brief.\n<|user|>\nHi\n<|assistant|>\nHello!\0<|user|>\nBye\n"
+      .. "<|assistant|>\nLater.\0<|user|>\nSure?\n<|assistant|>\nYes.\0"
+    assert.are.equal(rendered, bytes_tok:decode(ids))
+    assert.are.equal(rendered:sub(2), ft.text.format_chat(msgs, { add_generation_prompt = false }))
+    -- the trained spans, read off the labels, are the two weighted assistant replies with their EOT
+    local spans, cur = {}, nil
+    local I, L = ids:totable(), labels:totable()
+    for i = 1, #L do
+      if L[i] ~= -100 then
+        assert.are.equal(I[i], L[i])
+        cur = cur or {}
+        cur[#cur + 1] = I[i]
+      elseif cur then spans[#spans + 1] = bytes_tok:decode(cur); cur = nil end
+    end
+    if cur then spans[#spans + 1] = bytes_tok:decode(cur) end
+    assert.are.same({ "Hello!\0", "Yes.\0" }, spans)
+  end)
+
+  it("cuts to the context, and errors name the example's place", function()
+    local ids, labels = ft.text.encode_example(bytes_tok, { prompt = "abc", completion = "defgh" }, { context = 6 })
+    assert.are.same(concat_lists({ 1 }, byte_ids("abcde")), ids:totable())
+    assert.are.same(concat_lists(masked(4), byte_ids("de")), labels:totable())
+    H.assert_mentions(error_of(ft.text.encode_example, bytes_tok, { prompt = "a", where = "x.jsonl:7" }),
+      "x.jsonl:7", "completion")
+    H.assert_mentions(error_of(ft.text.encode_example, bytes_tok, { text = "a" }, { context = 1 }), "context")
+    H.assert_mentions(error_of(ft.text.encode_example, {}, { text = "a" }), "tokenizer")
+  end)
+
+  it("encodes the prompt to generate from", function()
+    local msgs = { { role = "user", content = "Hi" }, { role = "assistant", content = "Hello!" },
+      { role = "user", content = "Bye" } }
+    local want = "\0<|user|>\nHi\n<|assistant|>\nHello!\0<|user|>\nBye\n<|assistant|>\n"
+    assert.are.equal(want, bytes_tok:decode(ft.text.encode_prompt(bytes_tok, { messages = msgs })))
+    assert.are.equal(want:sub(2), ft.text.format_chat(msgs))
+    -- a final assistant message (the reference answer) is left out
+    msgs[4] = { role = "assistant", content = "Bye." }
+    assert.are.equal(want, bytes_tok:decode(ft.text.encode_prompt(bytes_tok, { messages = msgs })))
+    assert.are.equal("\0Q:", bytes_tok:decode(ft.text.encode_prompt(bytes_tok, { prompt = "Q:", completion = "x" })))
+  end)
+end)
+
+describe("ft.text.collate and example sets", function()
+  it("pads to the longest example with mask 0 and label -100, on either side", function()
+    local a = { ids = { 5, 6, 7 }, labels = { -100, 6, 7 } }
+    local b = { ids = ft.tensor({ 9 }, { dtype = "int64" }), labels = ft.tensor({ 9 }, { dtype = "int64" }) }
+    local r = ft.text.collate({ a, b })
+    assert.are.same({ { 5, 6, 7 }, { 9, 1, 1 } }, r.input_ids:totable())
+    assert.are.same({ { 1, 1, 1 }, { 1, 0, 0 } }, r.attention_mask:totable())
+    assert.are.same({ { -100, 6, 7 }, { 9, -100, -100 } }, r.labels:totable())
+    local l = ft.text.collate({ a, b }, { padding_side = "left", pad_id = 3 })
+    assert.are.same({ { 5, 6, 7 }, { 3, 3, 9 } }, l.input_ids:totable())
+    assert.are.same({ { 1, 1, 1 }, { 0, 0, 1 } }, l.attention_mask:totable())
+    assert.are.same({ { -100, 6, 7 }, { -100, -100, 9 } }, l.labels:totable())
+    H.assert_mentions(error_of(ft.text.collate, { { ids = { 1, 2 }, labels = { 1 } } }), "item 1")
+    -- rounded widths, never beyond the context
+    local m = ft.text.collate({ a, b }, { pad_to_multiple_of = 4 })
+    assert.are.same({ { 5, 6, 7, 1 }, { 9, 1, 1, 1 } }, m.input_ids:totable())
+    assert.are.same({ { -100, 6, 7, -100 }, { 9, -100, -100, -100 } }, m.labels:totable())
+    assert.are.same({ 2, 3 }, ft.text.collate({ a, b }, { pad_to_multiple_of = 4, context = 3 }).input_ids:shape())
+  end)
+
+  it("splits long examples into windows that score every label once", function()
+    local long = string.rep("abcdefghij", 3)   -- 30 bytes -> 32 tokens
+    local set = ft.text.example_dataset({ long, { prompt = "p", completion = "q" } }, { context = 8 })
+    assert.are.equal(2, #set)
+    local ids = set.encoded[1].ids
+    assert.are.equal(32, #ids)
+    -- windows of <= 8 tokens overlapping by one: 1-8, 8-15, 15-22, 22-29, 29-32
+    assert.are.equal(6, #set.windows)
+    local scored = {}
+    for w = 1, 5 do
+      local win = set.windows[w]
+      assert.is_true(#win.ids <= 8)
+      for t = 2, #win.labels do scored[#scored + 1] = win.labels[t] end
+    end
+    assert.are.same(table.move(set.encoded[1].labels, 2, 32, 1, {}), scored)
+    local trunc = ft.text.example_dataset({ long }, { context = 8, overflow = "truncate" })
+    assert.are.equal(1, #trunc.windows)
+    assert.are.same(table.move(ids, 1, 8, 1, {}), trunc.windows[1].ids)
+    -- batches cover every window once, padded
+    local seen = 0
+    for b in set:batches(4) do
+      seen = seen + b.input_ids:size(1)
+      assert.is_true(b.input_ids:size(2) <= 8)
+      assert.are.same(b.input_ids:shape(), b.labels:shape())
+    end
+    assert.are.equal(6, seen)
+    ft.manual_seed(1)
+    local r = set:batch(3)
+    assert.are.same({ 3 }, { r.input_ids:size(1) })
+  end)
+end)
+
+describe("ft.text.perplexity", function()
+  it("is the mean next-byte loss over each entry's bytes and EOT, computed explicitly", function()
+    ft.manual_seed(5)
+    local model = ft.models.new("gpt-s", { n_layer = 1, n_embd = 16, n_head = 2, n_positions = 16,
+      initializer_range = 0.2 })
+    model:eval()
+    local entries = { "Hello there", "A longer entry that needs more than one window." }
+    local C = 12
+    local r = ft.text.perplexity(model, entries, { context = C, batch_size = 3 })
+    -- explicit: the sequence EOT .. entry .. EOT, windows of C tokens overlapping by one token,
+    -- each window's tokens after its first scored from a forward over the window alone
+    local total, count = 0, 0
+    for _, e in ipairs(entries) do
+      local seq = concat_lists({ 1 }, byte_ids(e), { 1 })
+      local start = 1
+      while true do
+        local stop = math.min(start + C - 1, #seq)
+        local win = table.move(seq, start, stop, 1, {})
+        local logits = ft.no_grad(function() return model(ft.tensor({ win }, { dtype = "int64" })).logits end):totable()[1]
+        for t = 1, #win - 1 do
+          local row, max = logits[t], -math.huge
+          for _, v in ipairs(row) do max = math.max(max, v) end
+          local sum = 0
+          for _, v in ipairs(row) do sum = sum + math.exp(v - max) end
+          total = total + max + math.log(sum) - row[win[t + 1]]
+          count = count + 1
+        end
+        if stop == #seq then break end
+        start = stop
+      end
+    end
+    assert.are.equal(#entries[1] + #entries[2] + 2, count)
+    assert.are.equal(count, r.tokens)
+    assert.is_true(math.abs(r.loss - total / count) < 1e-5, ("%.6f vs %.6f"):format(r.loss, total / count))
+    assert.is_true(math.abs(r.bits - r.loss / math.log(2)) < 1e-12)
+    assert.is_true(math.abs(r.perplexity - math.exp(r.loss)) < 1e-9)
+    -- only completion tokens count for prompt/completion examples
+    local pc = ft.text.perplexity(model, { { prompt = "Hello", completion = " there" } }, { context = C })
+    assert.are.equal(#" there" + 1, pc.tokens)
+  end)
+end)
+
+describe("ft.text three-way split and category_datasets", function()
+  local entries = {}
+  for i = 1, 3000 do entries[i] = "entry " .. i end
+
+  it("adds a test split without moving validation entries", function()
+    local tr2, va2 = ft.text.split(entries, { val_fraction = 0.1, seed = 4 })
+    local tr, va, te = ft.text.split(entries, { val_fraction = 0.1, test_fraction = 0.15, seed = 4 })
+    assert.are.same(va2, va)
+    assert.are.equal(#entries, #tr + #va + #te)
+    assert.is_true(#te > 350 and #te < 550, "test size " .. #te)
+    local in_test = {}
+    for _, e in ipairs(te) do in_test[e] = true end
+    local rest = {}
+    for _, e in ipairs(tr2) do if not in_test[e] then rest[#rest + 1] = e end end
+    assert.are.same(rest, tr)
+    local _, _, te2 = ft.text.split(entries, { val_fraction = 0.1, test_fraction = 0.15, seed = 4 })
+    assert.are.same(te, te2)
+    assert.matches("test_fraction", error_of(ft.text.split, entries, { val_fraction = 0.5, test_fraction = 0.6 }))
+  end)
+
+  it("splits one category deterministically into disjoint train, val and test sets", function()
+    local dir = make_tmpdir()
+    local parts = {}
+    for i = 1, 200 do parts[#parts + 1] = "saying number " .. i .. "\n%\n" end
+    write(dir .. "/sayings", table.concat(parts))
+    write(dir .. "/other", "x\n%\n")
+    local train, val, test, info = ft.text.category_datasets("sayings", { dir = dir, seed = 2, context = 32 })
+    local again_train, again_val, again_test = ft.text.category_datasets("sayings", { dir = dir, seed = 2, context = 32 })
+    local _, other_val = ft.text.category_datasets("sayings", { dir = dir, seed = 3, context = 32 })
+    local function texts(set)
+      local out = {}
+      for i, ex in ipairs(set.examples) do out[i] = ex.text end
+      return out
+    end
+    assert.are.same(texts(train), texts(again_train))
+    assert.are.same(texts(val), texts(again_val))
+    assert.are.same(texts(test), texts(again_test))
+    assert.are_not.same(texts(val), texts(other_val))
+    assert.are.equal(200, #train + #val + #test)
+    assert.are.same({ category = "sayings", train_entries = #train, val_entries = #val, test_entries = #test }, info)
+    assert.is_true(#val > 5 and #test > 5)
+    local where = {}
+    for name, set in pairs({ train = train, val = val, test = test }) do
+      for _, t in ipairs(texts(set)) do
+        assert.is_nil(where[t], t .. " in " .. tostring(where[t]) .. " and " .. name)
+        where[t] = name
+      end
+    end
+    -- examples are byte-level: EOT, the entry, EOT
+    assert.are.same(concat_lists({ 1 }, byte_ids(train.examples[1].text), { 1 }), train.encoded[1].ids)
+    H.assert_mentions(error_of(ft.text.category_datasets, "nonesuch", { dir = dir }), "no category 'nonesuch'")
+    os.execute("rm -rf " .. quote(dir))
+  end)
+
+  it("gives the held-out categories of the real corpus", function()
+    if not need_fortunes() then return end
+    if not contains(ft.text.fortune_categories(), "science") then
+      pending("only fortunes-min is installed: apt-get install fortunes for the held-out categories")
+      return
+    end
+    local train, val, test, info = ft.text.category_datasets("science", { seed = 1 })
+    assert.are.equal(#ft.text.fortunes({ categories = { "science" } }).science,
+      info.train_entries + info.val_entries + info.test_entries)
+    assert.is_true(#val > 0 and #test > 0 and #train > #val)
+  end)
+end)
+
+describe("models/gpt_fortunes.h5 (the shipped checkpoint)", function()
+  local path = (os.getenv("FT_SOURCE_DIR") or ".") .. "/models/gpt_fortunes.h5"
+
+  it("loads with its config and held-out list, and predicts fortunes far better than chance", function()
+    if not exists(path) then
+      pending("no " .. path .. ": build it with scripts/pretrain_text.lua (see models/TEXT.md)")
+      return
+    end
+    local model, meta = ft.text.load_checkpoint(path)
+    assert.are.same(HELD_OUT, meta.held_out)
+    assert.are.equal("GPT2LMHeadModel", model.hf_architecture)
+    assert.are.equal(256, model.config.vocab_size)
+    assert.is_false(model.training)
+    local r = ft.text.perplexity(model, { "You will be successful in your work.", "Beware of low-flying butterflies." })
+    assert.is_true(r.loss < 2.5, "loss " .. r.loss)   -- uniform guessing: log(256) = 5.55 nats
+  end)
+
+  it("load_checkpoint says when a file has no model config", function()
+    local dir = make_tmpdir()
+    ft.save(dir .. "/plain.h5", { w = ft.zeros(2) })
+    H.assert_mentions(error_of(ft.text.load_checkpoint, dir .. "/plain.h5"), "plain.h5", "no model config")
+    os.execute("rm -rf " .. quote(dir))
   end)
 end)

@@ -10,6 +10,14 @@
 --   -- all of it at once: categories minus held-out ones, split per category
 --   local train, val, info = ft.text.fortune_datasets{context = 256, held_out = {"science"}}
 --
+--   -- fine-tuning data: examples, the chat template, masked labels, padded batches
+--   local examples = ft.text.read_examples("data.jsonl")   -- prompt/completion, chat or text
+--   local ids, labels = ft.text.encode_example(tok, examples[1], {context = 256})
+--   local set = ft.text.example_dataset(examples, {context = 256})
+--   for b in set:batches(8, {shuffle = true}) do model(b.input_ids, b) ... end
+--   local train, val, test = ft.text.category_datasets("science", {seed = 1})
+--   ft.text.perplexity(model, test).loss                 -- nats per byte, as pretraining
+--
 -- Ids are byte ids of ft.tokenizer.bytes(): byte b -> id b + 1 (1..256). Entries are joined
 -- into one stream with a separator after every entry; the default, text.EOT ("\0", id
 -- text.EOT_ID = 1), ends each entry with a single byte that generate() can stop on
@@ -148,25 +156,35 @@ local function entry_hash(s, seed)
   return h ~ (h >> 31)
 end
 
---- Splits a list of entries into train and validation lists (original order kept). An entry
--- goes to validation when a seeded hash of its text falls in the first val_fraction of the
--- hash range, so the split does not depend on the order of the list or on any RNG state,
--- and identical entries always land on the same side. opts: {val_fraction = 0.1, seed = 1}.
+--- Splits a list of entries into train and validation lists (original order kept), and a
+-- test list when opts.test_fraction > 0. An entry goes to validation when a seeded hash of
+-- its text falls in the first val_fraction of the hash range, to test when it falls in the
+-- next test_fraction, so the split does not depend on the order of the list or on any RNG
+-- state, identical entries always land on the same side, and adding a test split leaves the
+-- validation list as it was. opts: {val_fraction = 0.1, test_fraction = 0, seed = 1}.
+-- -> train, val, test
 function text.split(entries, opts)
   opts = opts or {}
   local frac = opts.val_fraction or 0.1
+  local test_frac = opts.test_fraction or 0
   local seed = opts.seed or 1
   if type(frac) ~= "number" or frac < 0 or frac > 1 then
     error("ft.text.split: val_fraction must be a number in [0, 1], got " .. tostring(frac), 2)
   end
+  if type(test_frac) ~= "number" or test_frac < 0 or frac + test_frac > 1 then
+    error(("ft.text.split: test_fraction must be a number in [0, 1 - val_fraction], got %s"):format(
+      tostring(test_frac)), 2)
+  end
   if math.type(seed) ~= "integer" then error("ft.text.split: seed must be an integer, got " .. tostring(seed), 2) end
-  local threshold = frac * 2 ^ 53
-  local train, val = {}, {}
+  local threshold, test_threshold = frac * 2 ^ 53, (frac + test_frac) * 2 ^ 53
+  local train, val, test = {}, {}, {}
   for _, e in ipairs(entries) do
     local u = (entry_hash(e, seed) >> 11) -- 53 uniform bits
-    if u < threshold then val[#val + 1] = e else train[#train + 1] = e end
+    if u < threshold then val[#val + 1] = e
+    elseif u < test_threshold then test[#test + 1] = e
+    else train[#train + 1] = e end
   end
-  return train, val
+  return train, val, test
 end
 
 -- ---- token streams -----------------------------------------------------------------------
@@ -283,5 +301,30 @@ function text.fortune_datasets(opts)
   table.sort(held)
   return train, val, { categories = names, held_out = held, train_entries = #train_e, val_entries = #val_e }
 end
+
+--- load_checkpoint(path) -> model (eval mode), meta: a checkpoint of scripts/pretrain_text.lua
+-- (e.g. models/gpt_fortunes.h5). The model is built from meta.config (an HF config) and loaded
+-- strictly; meta is the file's metadata with config, held_out and separator decoded from JSON.
+function text.load_checkpoint(path)
+  local where = "ft.text.load_checkpoint"
+  local sd, meta = ft.load(path)
+  if type(meta) ~= "table" or type(meta.config) ~= "string" then
+    error(("%s: %s has no model config in its metadata (not written by scripts/pretrain_text.lua?)"):format(where,
+      path), 2)
+  end
+  local out = {}
+  for k, v in pairs(meta) do out[k] = v end
+  for _, k in ipairs({ "config", "held_out", "separator" }) do
+    if type(meta[k]) == "string" then out[k] = ft.json.decode(meta[k]) end
+  end
+  local model = ft.models.new(out.config)
+  ft.models.load_hf_state_dict(model, sd, path, where)
+  model:eval()
+  return model, out
+end
+
+-- Fine-tuning examples (read_examples, encode_example, collate, example_dataset, perplexity,
+-- category_datasets ...) live in ft/text_examples.lua.
+require("ft.text_examples")(text)
 
 return text

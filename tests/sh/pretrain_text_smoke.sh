@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The text pretraining recipe end to end with the gpt-mini preset (the shape of the shipped
+# models/gpt_fortunes.h5) on Debian's fortunes: a few steps, a checkpoint that reloads with
+# the same validation loss, and that ft.text.load_checkpoint rebuilds with its config and
+# held-out categories.
+set -euo pipefail
+ftlua=${FTLUA:-build/ftlua}
+fortunes=${FT_FORTUNES_DIR:-/usr/share/games/fortunes}
+if [ ! -e "$fortunes/science" ]; then
+  echo "SKIP: the fortunes corpus with its held-out categories is not in $fortunes (apt-get install fortunes)"
+  exit 0
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+"$ftlua" scripts/pretrain_text.lua --config gpt-mini --steps 4 --context 64 --batch-size 2 --eval-every 2 \
+  --eval-windows 4 --sample-length 8 --threads 2 --out "$tmp/gpt_mini.h5" > "$tmp/log" 2>&1 </dev/null \
+  || { cat "$tmp/log"; exit 1; }
+cat "$tmp/log"
+grep -q "GPT (gpt-mini): .* 4 layers, width 192" "$tmp/log" || { echo "FAIL: not the gpt-mini shape"; exit 1; }
+grep -q "^RESULT steps=4 " "$tmp/log" || { echo "FAIL: no RESULT line"; exit 1; }
+grep -q "val loss after reloading" "$tmp/log" || { echo "FAIL: the checkpoint was not reloaded"; exit 1; }
+cat > "$tmp/check.lua" <<'LUA'
+local model, meta = ft.text.load_checkpoint(arg[1])
+local c = model.config
+assert(c.n_layer == 4 and c.n_embd == 192 and c.n_head == 6 and c.vocab_size == 256, "config " .. ft.json.encode(c))
+assert(table.concat(meta.held_out, ",") == "computers,politics,science,songs-poems", "held_out")
+assert(meta.preset == "gpt-mini" and math.tointeger(meta.step) == 4, "meta")
+local r = ft.text.perplexity(model, { "a short fortune" }, { context = 64 })
+assert(r.tokens == 16 and r.loss > 0 and r.loss < 6, "perplexity " .. r.loss)
+print(("loaded: %d parameters, held out %s"):format(model:num_parameters(), table.concat(meta.held_out, ", ")))
+LUA
+"$ftlua" "$tmp/check.lua" "$tmp/gpt_mini.h5"
+echo "PASS: gpt-mini trained, saved and reloaded"
