@@ -11,6 +11,7 @@
 -- scripts/bench/train_fashion_mnist_torch.py is the same run in PyTorch.
 local ft = require "ft"
 local argparse = require "argparse"
+local T = require "ft.transforms"
 
 local script_dir = arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "."
 package.path = script_dir .. "/../models/?.lua;" .. package.path
@@ -46,20 +47,7 @@ local wall = ft.clock   -- monotonic wall-clock seconds
 local function normalise(x, mean, std) return (x - mean) / std end
 
 -- Random crop with 2-pixel zero padding and horizontal flip, per image. x [B,1,H,W] in [0,1].
-local function augment(x)
-  local B, H, W = x:size(1), x:size(3), x:size(4)
-  local padded = F.pad(x, { 2, 2, 2, 2 })
-  local reversed = ft.arange(W, 0, -1)           -- W..1: a horizontal flip via index_select
-  local dy, dx = ft.randint(1, 5, { B }):totable(), ft.randint(1, 5, { B }):totable()
-  local flip = ft.rand(B):totable()
-  local out = {}
-  for i = 1, B do
-    local crop = padded:select(1, i):narrow(2, dy[i], H):narrow(3, dx[i], W)
-    if flip[i] < 0.5 then crop = crop:index_select(3, reversed) end
-    out[i] = crop
-  end
-  return ft.stack(out, 1)
-end
+local augment = T.compose({ { T.random_crop, 2 }, { T.hflip, 0.5 } })
 
 local function evaluate(model, dataset, mean, std)
   model:eval()

@@ -249,3 +249,141 @@ describe("ft.data.loader", function()
     assert_contains(error_of(ft.data.loader, {}), "expected a dataset table")
   end)
 end)
+
+describe("ft.data subsets and splits", function()
+  -- n samples cycling through the labels 1..k; x holds the sample number so that samples can
+  -- be traced through a subset.
+  local function labelled(n, k, names)
+    local xs, ys = {}, {}
+    for i = 1, n do
+      xs[i] = {i}
+      ys[i] = (i - 1) % k + 1
+    end
+    return {x = ft.tensor(xs), y = ft.tensor(ys, {dtype = "int64"}), classes = names}
+  end
+
+  local function ids(ds)
+    local out = {}
+    for i, row in ipairs(ds.x:totable()) do out[i] = math.tointeger(row[1]) end
+    return out
+  end
+
+  local function count(list)
+    local c = {}
+    for _, v in ipairs(list) do c[v] = (c[v] or 0) + 1 end
+    return c
+  end
+
+  it("subset keeps the given classes in dataset order, relabelled in the given order", function()
+    local ds = labelled(12, 4, {"a", "b", "c", "d"})
+    local s = ft.data.subset(ds, {3, 1}, {relabel = true})
+    assert.are.same({1, 3, 5, 7, 9, 11}, ids(s))
+    assert.are.same({2, 1, 2, 1, 2, 1}, s.y:totable())
+    assert.are.same({"c", "a"}, s.classes)
+    local kept = ft.data.subset(ds, {3, 1})
+    assert.are.same({1, 3, 1, 3, 1, 3}, kept.y:totable())
+    assert.are.same({"a", "b", "c", "d"}, kept.classes)
+    assert.are.same({"a", "b", "c", "d"}, ds.classes)   -- the source is untouched
+    local nameless = ft.data.subset(labelled(6, 3), {2}, {relabel = true})
+    assert.are.same({1, 1}, nameless.y:totable())
+    assert.is_nil(nameless.classes)
+  end)
+
+  it("subset names the class that is wrong", function()
+    local ds = labelled(6, 3, {"a", "b", "c"})
+    assert_contains(error_of(ft.data.subset, ds, {4}), "class 4 is not a label of this dataset (labels are 1..3)")
+    assert_contains(error_of(ft.data.subset, ds, {2, 2}), "class 2 'b' is listed twice")
+    assert_contains(error_of(ft.data.subset, ds, {}), "classes must be a non-empty array")
+    local two = ft.data.subset(ds, {1, 2})
+    assert_contains(error_of(ft.data.subset, two, {3}), "class 3 'c' has no samples in this dataset (4 samples)")
+    assert_contains(error_of(ft.data.subset, {x = ft.zeros(3)}, {1}), "expected a labelled dataset")
+  end)
+
+  it("per_class draws n samples of every class, seeded, and returns the rest", function()
+    local ds = labelled(40, 4, {"a", "b", "c", "d"})
+    local shots, rest = ft.data.per_class(ds, 3, {seed = 7})
+    assert.are.same({3, 3, 3, 3}, count(shots.y:totable()))
+    assert.are.same({7, 7, 7, 7}, count(rest.y:totable()))
+    assert.are.same({"a", "b", "c", "d"}, shots.classes)
+    -- together they are the dataset, each sample once, both in dataset order
+    local all = ids(shots)
+    for _, v in ipairs(ids(rest)) do all[#all + 1] = v end
+    table.sort(all)
+    for i = 1, 40 do assert.are.equal(i, all[i]) end
+    local s = ids(shots)
+    for i = 2, #s do assert.is_true(s[i - 1] < s[i]) end
+    -- labels stay with their samples
+    for i, row in ipairs(shots.x:totable()) do assert.are.equal((row[1] - 1) % 4 + 1, shots.y:totable()[i]) end
+    -- the same seed gives the same draw, another seed another
+    assert.are.same(s, ids((ft.data.per_class(ds, 3, {seed = 7}))))
+    assert.are_not.same(s, ids((ft.data.per_class(ds, 3, {seed = 8}))))
+    ft.manual_seed(3)
+    local a = ids((ft.data.per_class(ds, 2)))
+    ft.manual_seed(3)
+    assert.are.same(a, ids((ft.data.per_class(ds, 2))))
+  end)
+
+  it("per_class names a class with too few samples", function()
+    local ds = ft.data.subset(labelled(12, 4, {"a", "b", "c", "d"}), {1, 2, 4})
+    assert_contains(error_of(ft.data.per_class, ds, 1), "class 3 'c' has 0 samples, fewer than the 1 asked for")
+    assert_contains(error_of(ft.data.per_class, labelled(12, 4), 4), "class 1 has 3 samples, fewer than the 4 asked for")
+    assert_contains(error_of(ft.data.per_class, labelled(12, 4), 0), "n must be a positive integer, got 0")
+    assert_contains(error_of(ft.data.per_class, labelled(12, 4), 1, {seed = "x"}), "seed must be an integer")
+    local _, rest = ft.data.per_class(labelled(8, 4), 2, {seed = 1})
+    assert.are.same({0, 1}, rest.x:shape())
+    assert.are.same({0}, rest.y:shape())
+  end)
+
+  it("split holds out a fraction or a count, seeded", function()
+    local ds = labelled(50, 5, {"a", "b", "c", "d", "e"})
+    local train, val = ft.data.split(ds, 0.2, {seed = 1})
+    assert.are.equal(40, train.y:size(1))
+    assert.are.equal(10, val.y:size(1))
+    assert.are.same(ds.classes, val.classes)
+    local all = ids(train)
+    for _, v in ipairs(ids(val)) do all[#all + 1] = v end
+    table.sort(all)
+    for i = 1, 50 do assert.are.equal(i, all[i]) end
+    assert.are.same(ids(val), ids(select(2, ft.data.split(ds, 0.2, {seed = 1}))))
+    assert.are_not.same(ids(val), ids(select(2, ft.data.split(ds, 0.2, {seed = 2}))))
+    local t2, v2 = ft.data.split(ds, 7, {seed = 1})
+    assert.are.same({43, 7}, {t2.y:size(1), v2.y:size(1)})
+    for i, row in ipairs(v2.x:totable()) do assert.are.equal((row[1] - 1) % 5 + 1, v2.y:totable()[i]) end
+  end)
+
+  it("split rejects sizes that leave a part empty", function()
+    local ds = labelled(10, 2)
+    assert_contains(error_of(ft.data.split, ds, 10), "a validation part of 10 samples (fraction 10) out of 10 leaves no training samples")
+    assert_contains(error_of(ft.data.split, ds, 0.01), "leaves it empty")
+    assert_contains(error_of(ft.data.split, ds, 1.5), "fraction must be in (0, 1) or a sample count >= 1, got 1.5")
+    assert_contains(error_of(ft.data.split, ds, 0), "fraction must be in (0, 1)")
+  end)
+
+  it("concat joins datasets with the same classes", function()
+    local ds = labelled(10, 2, {"a", "b"})
+    local shots, rest = ft.data.per_class(ds, 2, {seed = 1})
+    local both = ft.data.concat{shots, rest}
+    assert.are.equal(10, both.y:size(1))
+    local got = ids(both)
+    for i, v in ipairs(ids(shots)) do assert.are.equal(v, got[i]) end
+    assert.are.same({"a", "b"}, both.classes)
+    local unlabelled = ft.data.concat{{x = ft.zeros(2, 1)}, {x = ft.ones(3, 1)}}
+    assert.are.same({5, 1}, unlabelled.x:shape())
+    assert.is_nil(unlabelled.y)
+    assert_contains(error_of(ft.data.concat, {ds, labelled(4, 2, {"a", "c"})}), "dataset 2 names its classes differently")
+    assert_contains(error_of(ft.data.concat, {ds, {x = ft.zeros(2, 3), y = ds.y:narrow(1, 1, 2), classes = ds.classes}}),
+      "dataset 2 has samples of shape [3] but dataset 1 has [1]")
+    assert_contains(error_of(ft.data.concat, {ds, {x = ft.zeros(2, 1), classes = ds.classes}}), "dataset 2 lacks labels")
+  end)
+
+  it("picks the six clothing classes of Fashion-MNIST", function()
+    need_fashion_mnist()
+    local test = ft.data.fashion_mnist{split = "test"}
+    local six = ft.data.subset(test, {1, 2, 3, 4, 5, 7}, {relabel = true})
+    assert.are.same({"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt"}, six.classes)
+    assert.are.same({1000, 1000, 1000, 1000, 1000, 1000}, count(six.y:totable()))
+    local shots, pool = ft.data.per_class(six, 10, {seed = 1})
+    assert.are.same({10, 10, 10, 10, 10, 10}, count(shots.y:totable()))
+    assert.are.equal(5940, pool.y:size(1))
+  end)
+end)

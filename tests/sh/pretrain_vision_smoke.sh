@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# scripts/pretrain_vision.lua end to end on a slice of the real Fashion-MNIST (Debian package
+# dataset-fashion-mnist), for ResNet-S and the ViT: a few steps, then the checkpoint is loaded
+# into a fresh model built from its metadata, which must give the recorded test accuracy.
+set -euo pipefail
+ftlua=${FTLUA:-build/ftlua}
+if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  echo "SKIP: Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)"
+  exit 0
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+cat > "$tmp/check.lua" <<'LUA'
+local path, limit = arg[1], tonumber(arg[2])
+package.path = "models/?.lua;" .. package.path
+local sd, meta = ft.load(path)
+local config = ft.json.decode(meta.config)
+local classes = ft.json.decode(meta.classes)
+assert(#classes == 6 and classes[6] == "Shirt", "classes: " .. meta.classes)
+assert(meta.fashion_mnist_labels == "[1,2,3,4,5,7]", "labels: " .. tostring(meta.fashion_mnist_labels))
+for _, k in ipairs{"mean", "std", "seed", "threads", "val_acc", "test_acc", "test_corrupt_acc", "best_epoch"} do
+  assert(type(meta[k]) == "number", "meta." .. k .. " missing")
+end
+assert(meta.command:match("^ftlua scripts/pretrain_vision.lua "), "command: " .. tostring(meta.command))
+local model
+if meta.model == "vit" then
+  model = require("vit").ViTForImageClassification(config)
+else
+  assert(meta.model == "resnet_s", "model: " .. tostring(meta.model))
+  model = require("resnet").resnet_s{num_classes = config.num_classes}
+end
+model:load_state_dict(sd)   -- strict: every tensor present, no extra one
+model:eval()
+local test = ft.data.subset(ft.data.fashion_mnist{split = "test"}, {1, 2, 3, 4, 5, 7}, {relabel = true})
+local x, y = test.x:narrow(1, 1, limit), test.y:narrow(1, 1, limit)
+local logits = ft.no_grad(function()
+  local out = model((x - meta.mean) / meta.std)
+  return out.logits or out
+end)
+local acc = logits:argmax(2):eq(y):sum():item() / limit
+assert(acc == meta.test_acc, ("reloaded test accuracy %g, recorded %g"):format(acc, meta.test_acc))
+print(("%s: %s reloaded, test accuracy %.4f as recorded"):format(path, meta.model, acc))
+LUA
+
+for model in resnet vit; do
+  "$ftlua" scripts/pretrain_vision.lua --model "$model" --limit 128 --epochs 2 --batch-size 64 --patch-size 7 \
+    --threads 2 --out "$tmp/$model.h5" > "$tmp/$model.log" 2>&1 || { cat "$tmp/$model.log"; exit 1; }
+  cat "$tmp/$model.log"
+  grep -q "best epoch [12]: val acc" "$tmp/$model.log" || { echo "FAIL: no summary line for $model"; exit 1; }
+  "$ftlua" "$tmp/check.lua" "$tmp/$model.h5" 128 || { echo "FAIL: $model checkpoint does not reload"; exit 1; }
+done
+echo "PASS: ResNet-S and ViT pretrained, saved and reloaded"
