@@ -55,14 +55,18 @@ parser:option("--val-per-class", "Validation images per class (for every choice)
 parser:option("--epochs", "Training epochs (default: per method)."):convert(math.tointeger)
 parser:option("--lr", "Peak learning rate (default: per method)."):convert(tonumber)
 parser:option("--batch-size", "Images per batch.", "25"):convert(math.tointeger)
-parser:option("--r", "LoRA rank.", "8"):convert(math.tointeger)
-parser:option("--alpha", "LoRA alpha.", "16"):convert(tonumber)
+parser:option("--r", "LoRA rank.", "4"):convert(math.tointeger)
+parser:option("--alpha", "LoRA alpha.", "8"):convert(tonumber)
 parser:option("--alphas", "WiSE-FT alphas: a list (0,0.5,1) or a range start:stop:step.", "0:1:0.1")
 parser:option("--seed", "Random seed (sampling, initialisation, shuffling, augmentation).", "1"):convert(math.tointeger)
 parser:option("--threads", "Threads (default: all cores)."):convert(math.tointeger)
 parser:option("--out", "Output folder.", "runs/finetune_vision")
 parser:option("--data-dir", "Your own images: PNG files in one subfolder per class (train/ and test/ inside, or split here).")
 parser:option("--test-limit", "Evaluate on at most N test images (smoke runs)."):convert(math.tointeger)
+parser:option("--augment", "Training augmentation: none | light (crops, flips) | strong (+ rotation, contrast, noise).",
+  "strong"):choices({ "none", "light", "strong" })
+parser:option("--bn", "BatchNorm when the backbone trains: train (batch statistics) or eval (keep the pretrained ones).", "train")
+  :choices({ "eval", "train" })
 parser:flag("--compare", "Run every method and training from scratch; write the comparison table.")
 local args = parser:parse()
 
@@ -142,10 +146,17 @@ local num_classes = #classes > 0 and #classes or labelled.y:max():item()
 
 local function normalise(x) return (x - mean) / std end
 
-local augment = T.compose({
-  function(x) return T.random_crop(x, 2) end,
-  function(x) return T.hflip(x, 0.5) end,
-})
+-- "light": random crops (2-pixel padding) and flips; "strong" adds what pretraining used:
+-- rotations up to 10 degrees, contrast 0.7-1.3, gaussian noise of std up to 0.05.
+local AUGMENT = {
+  none = function(x) return x end,
+  light = T.compose({ { T.random_crop, 2 }, { T.hflip, 0.5 } }),
+  strong = T.compose({
+    { T.random_crop, 2 }, { T.hflip, 0.5 }, { T.random_rotate, 10 }, { T.random_contrast, 0.7, 1.3 },
+    function(x) return T.gaussian_noise(x, ft.rand(x:size(1)) * 0.05) end,
+  }),
+}
+local augment = AUGMENT[args.augment]
 
 local function accuracy(model, ds)
   local m = train.evaluate(model, ft.data.loader(ds, { batch_size = 500 }), function(mod, b)
@@ -163,7 +174,7 @@ local DEFAULTS = {
   head = { epochs = 30, lr = 1e-2 },
   partial = { epochs = 20, lr = 1e-3 },
   full = { epochs = 20, lr = 5e-4 },
-  lora = { epochs = 20, lr = 2e-3 },
+  lora = { epochs = 30, lr = 5e-3 },
   ia3 = { epochs = 30, lr = 1e-2 },
   reft = { epochs = 30, lr = 5e-3 },
   lpft = { epochs = 20, lr = 2e-4 },
@@ -185,20 +196,20 @@ local PREPARE = {
   head = function(model) peft.freeze(model); peft.unfreeze(model, head_pattern()) end,
   partial = function(model)
     peft.freeze(model)
-    peft.unfreeze(model, top_half_patterns())
+    peft.unfreeze(model, top_half_patterns(), { bn_policy = args.bn })
     peft.unfreeze(model, head_pattern())
   end,
-  full = function(model) peft.unfreeze(model) end,
+  full = function(model) peft.unfreeze(model, nil, { bn_policy = args.bn }) end,
   lora = function(model)
     local target = is_vit and { "query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense" }
       or "^layer%d%.%d+%.conv%d$"
     peft.lora(model, { target = target, r = args.r, alpha = args.alpha, modules_to_save = { HEAD } })
-    peft.bn_policy(model, nil, "eval")
+    peft.bn_policy(model, nil, args.bn)
   end,
   ia3 = function(model)
     peft.ia3(model, {})
     peft.unfreeze(model, head_pattern())
-    peft.bn_policy(model, nil, "eval")
+    peft.bn_policy(model, nil, args.bn)
   end,
   reft = function(model)
     peft.reft(model, { positions = "f1", rank = 4, kind = "loreft" })
