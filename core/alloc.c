@@ -1,7 +1,8 @@
 /* Storage buffers. Large buffers come straight from mmap and are kept in a small cache
  * keyed by size when freed: a training loop allocates the same sizes every step, so
  * they are reused instead of faulting fresh pages in, and resident memory follows the
- * loop's peak instead of growing with malloc's heap fragmentation. */
+ * loop's peak instead of growing with malloc's heap fragmentation. Sizes are rounded up
+ * to classes (four per power of two) so that batches of varying length reuse them too. */
 #define _DEFAULT_SOURCE
 #include <pthread.h>
 #include <stdlib.h>
@@ -25,7 +26,15 @@ static int cache_len = 0;
 static size_t cache_bytes = 0;
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static size_t large_size(size_t nbytes) { return (nbytes + PAGE - 1) / PAGE * PAGE; }
+/* The size class of a large request: rounded up to a quarter of its power of two (at
+ * most 25% more, usually less), then to whole pages. */
+static size_t large_size(size_t nbytes) {
+    size_t pow2 = LARGE_BYTES;
+    while (pow2 * 2 <= nbytes) pow2 *= 2;
+    size_t step = pow2 / 4;
+    size_t size = (nbytes + step - 1) / step * step;
+    return (size + PAGE - 1) / PAGE * PAGE;
+}
 
 /* Bytes handed out and not yet freed (storages are the only users, so this follows
  * ft_live_bytes), and its high-water mark since the last ft_reset_peak_bytes(). */
