@@ -145,23 +145,6 @@ local function read_config(config)
   return c
 end
 
--- The input embeddings [B,T,C]: embedding(input_ids), or inputs_embeds as given (HF's rule:
--- exactly one of the two).
-local function input_embeddings(embedding, input_ids, inputs_embeds, what)
-  if inputs_embeds == nil then
-    if input_ids == nil then error(what .. ": input_ids or opts.inputs_embeds is required", 4) end
-    return embedding(input_ids)
-  end
-  if input_ids ~= nil then error(what .. ": pass input_ids or opts.inputs_embeds, not both", 4) end
-  local d = embedding.embedding_dim
-  if not ft.is_tensor(inputs_embeds) or inputs_embeds:dim() ~= 3 or inputs_embeds:size(3) ~= d then
-    local shape = ft.is_tensor(inputs_embeds) and "[" .. table.concat(inputs_embeds:shape(), ",") .. "]"
-      or type(inputs_embeds)
-    error(("%s: inputs_embeds must be [batch, seq, %d], got %s"):format(what, d, shape), 4)
-  end
-  return inputs_embeds
-end
-
 local GPT2Model = nn.Module:extend("GPT2Model")
 M.GPT2Model = GPT2Model
 
@@ -184,7 +167,7 @@ function GPT2Model:forward(input_ids, opts)
   opts = opts or {}
   local past = opts.past_key_values
   local P = past and past[1][1]:size(3) or 0
-  local embeds = input_embeddings(self.wte, input_ids, opts.inputs_embeds, "GPT2Model")
+  local embeds = models.input_embeddings(self.wte, input_ids, opts.inputs_embeds, "GPT2Model")
   local T = embeds:size(2)
   if P + T > self.n_positions then
     error(("GPT2Model: %d positions exceed n_positions %d"):format(P + T, self.n_positions), 3)

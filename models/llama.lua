@@ -208,23 +208,6 @@ local function read_config(config, class)
   return c
 end
 
--- The input embeddings [B,T,C]: embedding(input_ids), or inputs_embeds as given (HF's rule:
--- exactly one of the two).
-local function input_embeddings(embedding, input_ids, inputs_embeds, what)
-  if inputs_embeds == nil then
-    if input_ids == nil then error(what .. ": input_ids or opts.inputs_embeds is required", 4) end
-    return embedding(input_ids)
-  end
-  if input_ids ~= nil then error(what .. ": pass input_ids or opts.inputs_embeds, not both", 4) end
-  local d = embedding.embedding_dim
-  if not ft.is_tensor(inputs_embeds) or inputs_embeds:dim() ~= 3 or inputs_embeds:size(3) ~= d then
-    local shape = ft.is_tensor(inputs_embeds) and "[" .. table.concat(inputs_embeds:shape(), ",") .. "]"
-      or type(inputs_embeds)
-    error(("%s: inputs_embeds must be [batch, seq, %d], got %s"):format(what, d, shape), 4)
-  end
-  return inputs_embeds
-end
-
 local LlamaModel = nn.Module:extend("LlamaModel")
 M.LlamaModel = LlamaModel
 
@@ -260,7 +243,7 @@ function LlamaModel:forward(input_ids, opts)
   opts = opts or {}
   local past = opts.past_key_values
   local P = past and past[1][1]:size(3) or 0
-  local x = input_embeddings(self.embed_tokens, input_ids, opts.inputs_embeds, "LlamaModel")
+  local x = models.input_embeddings(self.embed_tokens, input_ids, opts.inputs_embeds, "LlamaModel")
   local T = x:size(2)
   local rope
   local pos = opts.position_ids

@@ -120,6 +120,23 @@ function M.attention(q, k, v, opts)
   })
 end
 
+-- The input embeddings [B,T,C]: embedding(input_ids), or inputs_embeds as given (HF's rule:
+-- exactly one of the two).
+function M.input_embeddings(embedding, input_ids, inputs_embeds, what)
+  if inputs_embeds == nil then
+    if input_ids == nil then error(what .. ": input_ids or opts.inputs_embeds is required", 4) end
+    return embedding(input_ids)
+  end
+  if input_ids ~= nil then error(what .. ": pass input_ids or opts.inputs_embeds, not both", 4) end
+  local d = embedding.embedding_dim
+  if not ft.is_tensor(inputs_embeds) or inputs_embeds:dim() ~= 3 or inputs_embeds:size(3) ~= d then
+    local shape = ft.is_tensor(inputs_embeds) and "[" .. table.concat(inputs_embeds:shape(), ",") .. "]"
+      or type(inputs_embeds)
+    error(("%s: inputs_embeds must be [batch, seq, %d], got %s"):format(what, d, shape), 4)
+  end
+  return inputs_embeds
+end
+
 --- HF's attention_mask [B, S] (1 = attend, 0 = padding) -> an additive float mask [B,1,1,S].
 -- A large finite negative (not -inf) keeps rows that see only padding finite, as HF does.
 function M.padding_mask(attention_mask)
