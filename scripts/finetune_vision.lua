@@ -29,7 +29,8 @@
 -- one with the best mean of validation ID and OOD accuracy.
 --
 -- Output (--out, default runs/finetune_vision): results.json, results.csv, wise.csv,
--- wise.png (the WiSE curve), compare.png (--compare), metrics_<method>.jsonl (training logs).
+-- wise.png (the WiSE curve), compare.png (--compare), metrics_<method>.jsonl (training logs);
+-- while it runs, checkpoint_<method>.h5 for --resume (removed at the end).
 local ft = require "ft"
 local argparse = require "argparse"
 local T = require "ft.transforms"
@@ -67,6 +68,7 @@ parser:option("--augment", "Training augmentation: none | light (crops, flips) |
   "strong"):choices({ "none", "light", "strong" })
 parser:option("--bn", "BatchNorm when the backbone trains: train (batch statistics) or eval (keep the pretrained ones).", "train")
   :choices({ "eval", "train" })
+parser:flag("--resume", "Continue an interrupted run from its checkpoints (same flags and --threads).")
 parser:flag("--compare", "Run every method and training from scratch; write the comparison table.")
 local args = parser:parse()
 
@@ -226,6 +228,10 @@ local function trainable(model)
   return params
 end
 
+-- Each training run checkpoints every epoch (model, optimizer, RNG, loader position, early
+-- stopping), so --resume continues a killed run to the numbers of an uninterrupted one.
+local function checkpoint_path(name) return args.out .. "/checkpoint_" .. name .. ".h5" end
+
 -- Trains what requires grad with AdamW + warmup/cosine, choosing the epoch by validation
 -- accuracy (early stopping with patience, best weights restored). Returns the best val accuracy.
 local function fit(model, name, epochs, lr)
@@ -250,6 +256,7 @@ local function fit(model, name, epochs, lr)
     end,
     evaluate = function() return { val_accuracy = accuracy(model, val) } end,
     logger = logger, early_stopping = stopper,
+    checkpoint = checkpoint_path(name), checkpoint_every = #loader, resume = args.resume,
   })
   stopper:restore_best()
   logger:close()
@@ -421,6 +428,8 @@ if wise_model and wise_model ~= probe then
     log("WiSE-FT: skipped (the %s adapter cannot be folded into the weights)", args.method)
   end
 end
+
+for _, method in ipairs({ "head", table.unpack(methods) }) do os.remove(checkpoint_path(method)) end
 
 write_csv(args.out .. "/results.csv", { "method", "trainable", "total", "id", "ood", "val_id", "val_ood", "seconds" }, rows)
 local f = assert(io.open(args.out .. "/results.json", "w"))

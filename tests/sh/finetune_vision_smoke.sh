@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/finetune_vision.lua end to end on a tiny configuration, from the shipped checkpoints:
 # --compare with every ResNet method, the WiSE sweep and its plot; ReFT on the ViT; and a
-# user's own PNG folder (--data-dir). Checks the files the recipe writes and their contents.
+# user's own PNG folder (--data-dir); a killed run resumed with --resume. Checks the files the
+# recipe writes and their contents.
 set -euo pipefail
 ftlua=${FTLUA:-build/ftlua}
 if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
@@ -87,4 +88,29 @@ print("PASS: results checked")
 LUA
 "$ftlua" "$tmp/check.lua" "$tmp"
 grep -q "skipped" "$tmp/reft.log" || { echo "FAIL: the reft run should skip the WiSE sweep"; exit 1; }
-echo "PASS: finetune_vision.lua compare, ViT ReFT and --data-dir runs"
+# --resume: a run killed during fine-tuning (once its first checkpoint exists) and resumed
+# ends with the numbers of an uninterrupted run.
+one="--method full --labels-per-class 4 --val-per-class 4 --epochs 8 --batch-size 4 --test-limit 40 --threads 2 --alphas 0,1"
+"$ftlua" scripts/finetune_vision.lua $one --out "$tmp/straight" > "$tmp/straight.log" 2>&1 || { cat "$tmp/straight.log"; exit 1; }
+"$ftlua" scripts/finetune_vision.lua $one --out "$tmp/killed" > "$tmp/killed.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do [ -e "$tmp/killed/checkpoint_full.h5" ] && break; sleep 0.05; done
+kill -9 $pid 2>/dev/null || true
+wait $pid 2>/dev/null || true
+[ ! -e "$tmp/killed/results.json" ] || { echo "FAIL: the run finished before it could be killed"; exit 1; }
+"$ftlua" scripts/finetune_vision.lua $one --out "$tmp/killed" --resume > "$tmp/resumed.log" 2>&1 || { cat "$tmp/resumed.log"; exit 1; }
+grep -q "resumed from" "$tmp/resumed.log" || { echo "FAIL: --resume did not resume"; exit 1; }
+cat > "$tmp/same.lua" <<'LUA'
+local function read(p) local f = assert(io.open(p)) local s = f:read("a") f:close() return ft.json.decode(s) end
+local a, b = read(arg[1]), read(arg[2])
+for i, m in ipairs(a.methods) do
+  for _, k in ipairs{"id", "ood", "val_id", "val_ood", "trainable"} do
+    assert(m[k] == b.methods[i][k], ("resumed %s %s: %s, uninterrupted %s"):format(m.method, k, tostring(b.methods[i][k]), tostring(m[k])))
+  end
+end
+for i, w in ipairs(a.wise) do assert(w.id == b.wise[i].id and w.ood == b.wise[i].ood, "wise alpha " .. w.alpha) end
+print("PASS: killed and resumed run equals the uninterrupted one")
+LUA
+"$ftlua" "$tmp/same.lua" "$tmp/straight/results.json" "$tmp/killed/results.json"
+[ ! -e "$tmp/killed/checkpoint_full.h5" ] || { echo "FAIL: checkpoints left behind"; exit 1; }
+echo "PASS: finetune_vision.lua compare, ViT ReFT, --data-dir and --resume runs"
