@@ -1,0 +1,217 @@
+-- The training methods of scripts/self_train.lua, shared by its text and vision tasks: stage 1
+-- (cross-entropy on weak labels, ft.selftrain.fit_weak) and stage 2 (COSINE or pseudo-labelling
+-- from the stage-1 model on the unlabelled pool, with class-balanced batches), each keeping its
+-- state at the best dev accuracy. Used as require("self_train_methods")(args, out_dir) -> M with
+-- the recipe's parsed options.
+local ft = require "ft"
+
+local st, P = ft.selftrain, ft.progress
+local log = P.log
+
+local function pct(v) return v and ("%.2f%%"):format(100 * v) or "-" end
+
+return function(args, out_dir)
+  local M = {}
+
+  local function copy_state(model)
+    local sd = {}
+    ft.no_grad(function()
+      for k, t in pairs((model:state_dict())) do sd[k] = t:detach():clone() end
+    end)
+    return sd
+  end
+
+  -- An endless stream of batches over a dataset {x = [N,...], y = [N]}: shuffled passes, each
+  -- batch turned into the task's batch by make(x, y).
+  local function endless(dataset, batch_size, seed, make)
+    local loader = ft.data.loader(dataset, { batch_size = batch_size, shuffle = true, seed = seed })
+    local it = loader:iter()
+    return function()
+      local x, y = it()
+      if x == nil then
+        it = loader:iter()
+        x, y = it()
+      end
+      return make(x, y)
+    end, #loader
+  end
+
+  -- Accuracy of model on an array of batches with gold labels batch.y.
+  local function accuracy(model, forward, batches)
+    return ft.train.evaluate(model, batches, function(m, b)
+      return ft.train.classification_metrics((forward(m, b)), b.y)
+    end).accuracy
+  end
+
+  local function method_logger(key, total)
+    return ft.train.Logger({ path = ("%s/%s.jsonl"):format(out_dir, key), total = total, every = 10,
+      unit = "examples" })
+  end
+
+  -- The methods below take a task's context ctx = {new_model(), forward(m, batch) -> logits,
+  -- features, optimizer(model, lr), weak (endless weakly labelled batches, batch.y), weak_batches
+  -- (batches per pass), unlabelled() (a new endless stream of batches of the whole pool),
+  -- num_classes, pool_size, pool_batch(rows) (the batch of those pool rows), dev, test (arrays
+  -- of batches with gold y)}.
+
+  -- Stage 1: cross-entropy on the weak labels, keeping the state with the best dev accuracy.
+  local function fit_weak(ctx, steps)
+    ft.manual_seed(args.seed + 11)
+    local model = ctx.new_model()
+    local logger = method_logger("weak", steps)
+    local t0 = ft.clock()
+    local history = st.fit_weak({
+      model = model, optimizer = ctx.optimizer(model), batches = ctx.weak, forward = ctx.forward,
+      targets = function(b) return b.y end, steps = steps, clip_grad_norm = 1.0,
+      evaluate = function(m) return accuracy(m, ctx.forward, ctx.dev) end,
+      eval_every = args.eval_every, patience = args.patience,
+      callback = function(r)
+        logger:step(r.step, { loss = r.loss }, args.batch_size)
+        if r.score then logger:record(r.step, { dev_accuracy = r.score }) end
+      end,
+    })
+    logger:close()
+    return model, { best_step = history.best_step, steps_run = #history, dev = history.best_score,
+      seconds = ft.clock() - t0 }
+  end
+
+  -- The predicted class of every pool example (ctx.pool_batch(rows) -> batch of those rows).
+  local function predict_pool(model, ctx)
+    local preds = {}
+    model:eval()
+    ft.no_grad(function()
+      for first = 1, ctx.pool_size, 256 do
+        local rows = {}
+        for r = first, math.min(first + 255, ctx.pool_size) do rows[#rows + 1] = r end
+        for _, c in ipairs(ctx.forward(model, ctx.pool_batch(rows)):argmax(2):totable()) do preds[#preds + 1] = c end
+      end
+    end)
+    return preds
+  end
+
+  -- Endless class-balanced batches of the pool: each batch takes an equal share of every class
+  -- the weak-label model predicts (classes it never predicts are skipped), each class's examples
+  -- in a fresh seeded order on every pass. Against confirmation bias: self-training on plain
+  -- batches lets the classes the model is most confident about take over the others.
+  local function balanced_stream(ctx, preds, num_classes, seed)
+    local by_class, classes = {}, {}
+    for r, c in ipairs(preds) do
+      by_class[c] = by_class[c] or {}
+      table.insert(by_class[c], r)
+    end
+    for c = 1, num_classes do
+      if by_class[c] then classes[#classes + 1] = c end
+    end
+    -- A seeded generator (xorshift64) for the passes' orders: independent of ft's generator.
+    local state = (seed * 0x9E3779B97F4A7C15) ~ 0x2545F4914F6CDD1D
+    local function draw(k)
+      state = state ~ (state << 13); state = state ~ (state >> 7); state = state ~ (state << 17)
+      return (state >> 11) % k + 1
+    end
+    local order, pos = {}, {}
+    local function next_row(c)
+      if not order[c] or pos[c] > #order[c] then
+        local o = table.move(by_class[c], 1, #by_class[c], 1, {})
+        for i = #o, 2, -1 do
+          local j = draw(i)
+          o[i], o[j] = o[j], o[i]
+        end
+        order[c], pos[c] = o, 1
+      end
+      local r = order[c][pos[c]]
+      pos[c] = pos[c] + 1
+      return r
+    end
+    local turn = 0
+    return function()
+      local rows = {}
+      for _ = 1, args.batch_size do
+        turn = turn % #classes + 1
+        rows[#rows + 1] = next_row(classes[turn])
+      end
+      return ctx.pool_batch(rows)
+    end
+  end
+
+  -- Stage 2: COSINE or pseudo-labelling from the stage-1 state on the unlabelled pool. The dev
+  -- accuracy of the starting state counts as step 0, so the kept state is never worse on dev.
+  local function self_train(ctx, key, start_state, steps, batches)
+    ft.manual_seed(args.seed + (key == "cosine" and 21 or 31))
+    local model = ctx.new_model()
+    model:load_state_dict(start_state)
+    local teacher = ctx.new_model()
+    local logger = method_logger(key, steps)
+    local t0 = ft.clock()
+    local es = ft.train.EarlyStopping({ metric = "dev_accuracy", mode = "max", patience = args.patience, model = model })
+    es:update(accuracy(model, ctx.forward, ctx.dev), 0)
+    local opts = {
+      model = model, teacher = teacher, batches = batches, forward = ctx.forward,
+      optimizer = ctx.optimizer(model, args.self_lr), steps = steps, T = args.T, clip_grad_norm = 1.0,
+      callback = function(r, m)
+        logger:step(r.step, { loss = r.loss or 0 / 0, kept = r.kept }, args.batch_size)
+        if r.step % args.eval_every == 0 or r.step == steps then
+          local acc = accuracy(m, ctx.forward, ctx.dev)
+          local _, stop = es:update(acc, r.step)
+          logger:record(r.step, { dev_accuracy = acc })
+          return { dev_accuracy = acc, stop = stop }
+        end
+      end,
+    }
+    local history
+    if key == "cosine" then
+      opts.xi, opts.lambda = args.xi, args.lambda
+      history = st.cosine(opts)
+    else
+      opts.tau = args.tau
+      history = st.pseudo_label(opts)
+    end
+    logger:close()
+    es:restore_best()
+    local kept, skipped = 0, 0
+    for _, r in ipairs(history) do
+      kept = kept + r.kept
+      if r.skipped then skipped = skipped + 1 end
+    end
+    return model, { best_step = es.best_step, steps_run = #history, dev = es.best, seconds = ft.clock() - t0,
+      teacher_updates = history.teacher_updates, mean_kept = #history > 0 and kept / #history or 0,
+      skipped_steps = skipped }
+  end
+
+  -- Weak-label fine-tuning, then COSINE and pseudo-labelling from it; adds to `rows`.
+  local function run_weak_methods(ctx, rows)
+    local steps = args.steps
+    if args.epochs then steps = args.epochs * ctx.weak_batches end
+    local self_steps = args.self_steps or steps
+    log("== weak-label fine-tuning: up to %d steps of %d, dev every %d (patience %d)", steps, args.batch_size,
+      args.eval_every, args.patience)
+    local weak_model, info = fit_weak(ctx, steps)
+    info.test = accuracy(weak_model, ctx.forward, ctx.test)
+    rows[#rows + 1] = { key = "weak", name = "weak-label fine-tune", info = info }
+    log("weak-label fine-tune: best dev %s at step %s; test %s", pct(info.dev), tostring(info.best_step), pct(info.test))
+    local start = copy_state(weak_model)
+    local preds
+    if args.balance == "on" then
+      preds = predict_pool(weak_model, ctx)
+      local counts = {}
+      for c = 1, ctx.num_classes do counts[c] = 0 end
+      for _, c in ipairs(preds) do counts[c] = counts[c] + 1 end
+      log("the weak-label model's classes on the pool (for balanced batches): %s", table.concat(counts, ", "))
+    end
+    weak_model = nil
+    collectgarbage()
+    for _, m in ipairs({ { "cosine", "COSINE" }, { "pseudo", "pseudo-labelling" } }) do
+      log("== %s from the weak-label model: up to %d steps on the unlabelled pool, lr %g, teacher every %d steps",
+        m[2], self_steps, args.self_lr, args.T)
+      local batches = preds and balanced_stream(ctx, preds, ctx.num_classes, args.seed + 1) or ctx.unlabelled()
+      local model, r = self_train(ctx, m[1], start, self_steps, batches)
+      r.test = accuracy(model, ctx.forward, ctx.test)
+      rows[#rows + 1] = { key = m[1], name = m[2], info = r }
+      log("%s: best dev %s at step %d; test %s", m[2], pct(r.dev), r.best_step, pct(r.test))
+      collectgarbage()
+    end
+  end
+
+  M.copy_state, M.endless, M.accuracy, M.method_logger = copy_state, endless, accuracy, method_logger
+  M.run_weak_methods = run_weak_methods
+  return M
+end
