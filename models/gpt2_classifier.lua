@@ -11,10 +11,10 @@
 -- Pooling (config.classifier_pooling, not an HF field):
 --   "last"  the hidden state of each row's last real token (attention_mask = 1), HF's choice:
 --           in a causal model it is the one position that has seen the whole sequence.
---   "mean"  the mean of the hidden states over the real tokens. The recipes use it: a small
---           byte-level model pretrained only to predict the next byte carries the topic of a
---           text spread over its positions more than in the last one, and the mean is also
---           steadier under truncation (the last real token of a cut text is mid-word).
+--   "mean"  the mean of the hidden states over the real tokens. scripts/self_train.lua uses it
+--           (chosen beforehand, not tuned): a topic shows in words anywhere in a text, and a
+--           text cut to its first bytes usually ends mid-word, where the last position's state
+--           is about finishing that word.
 -- Without attention_mask every token is real. Padding may be on either side.
 --
 -- The number of classes is config.num_labels, else the size of config.id2label, else 2 (HF's
