@@ -16,18 +16,22 @@ local M = {}
 
 local KIND, VERSION = "ftlua.train", 1
 
+-- File helpers the logger and the loop share.
 local function file_exists(path)
   local f = io.open(path, "rb")
   if f then f:close() end
   return f ~= nil
 end
+M.file_exists = file_exists
 
+-- Creates the folder that will hold path, when missing.
 local function ensure_folder(path)
   local dir = path:match("^(.*)/[^/]*$")
   if dir and dir ~= "" and not file_exists(dir) then
     os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
   end
 end
+M.ensure_folder = ensure_folder
 
 local function check_object(v, what, method, name)
   if v ~= nil and (type(v) ~= "table" or type(v[method]) ~= "function") then

@@ -18,18 +18,8 @@ local M = {}
 local Logger = {}
 Logger.__index = Logger
 
-local function file_exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
-local function ensure_folder(path)
-  local dir = path:match("^(.*)/[^/]*$")
-  if dir and dir ~= "" and not file_exists(dir) then
-    os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
-  end
-end
+local files = require "ft.train_checkpoint"
+local ensure_folder = files.ensure_folder
 
 --- ft.train.Logger{path = nil, total = nil, every = 10, unit = "items", items_per_step = nil}
 -- path: the JSONL file (none: console only); it is started afresh by the first write,

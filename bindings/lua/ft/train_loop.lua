@@ -27,11 +27,7 @@ local ft = require "ft"
 
 return function(train)
 
-  local function file_exists(path)
-    local f = io.open(path, "rb")
-    if f then f:close() end
-    return f ~= nil
-  end
+  local file_exists = require("ft.train_checkpoint").file_exists
 
   local function positive_integer(v, what)
     if v ~= nil and (math.type(v) ~= "integer" or v < 1) then
