@@ -136,8 +136,15 @@ local function load_data()
   local labelled, rest = ft.data.per_class(labelled_pool, args.labels_per_class, { seed = args.seed })
   local val = ft.data.per_class(rest, args.val_per_class, { seed = args.seed + 1 })
   test = limit(test, args.test_limit)
-  -- The OOD copies: one fixed corruption per image, seeded (different seeds for val and test).
-  local val_ood = { x = T.corrupt(val.x, { seed = args.seed + 100 }), y = val.y }
+  -- The OOD copies. Test: one seeded corruption per image. Validation: every image under each
+  -- corruption, so that the WiSE alpha choice does not hinge on which corruption a few of its
+  -- images happened to draw.
+  local val_ood_x, val_ood_y = {}, {}
+  for kind, c in ipairs(T.corruptions) do
+    val_ood_x[kind] = T.corrupt(val.x, { seed = args.seed + 100, kind = c.name })
+    val_ood_y[kind] = val.y
+  end
+  local val_ood = { x = ft.cat(val_ood_x, 1), y = ft.cat(val_ood_y, 1) }
   local test_ood = { x = T.corrupt(test.x, { seed = args.seed + 200 }), y = test.y }
   return labelled, val, val_ood, test, test_ood
 end
@@ -148,17 +155,8 @@ local num_classes = #classes > 0 and #classes or labelled.y:max():item()
 
 local function normalise(x) return (x - mean) / std end
 
--- "light": random crops (2-pixel padding) and flips; "strong" adds what pretraining used:
--- rotations up to 10 degrees, contrast 0.7-1.3, gaussian noise of std up to 0.05.
-local AUGMENT = {
-  none = function(x) return x end,
-  light = T.compose({ { T.random_crop, 2 }, { T.hflip, 0.5 } }),
-  strong = T.compose({
-    { T.random_crop, 2 }, { T.hflip, 0.5 }, { T.random_rotate, 10 }, { T.random_contrast, 0.7, 1.3 },
-    function(x) return T.gaussian_noise(x, ft.rand(x:size(1)) * 0.05) end,
-  }),
-}
-local augment = AUGMENT[args.augment]
+-- "light": random crops and flips; "strong" adds what pretraining used (ft.transforms.augmentation).
+local augment = T.augmentation(args.augment)
 
 local function accuracy(model, ds)
   local m = train.evaluate(model, ft.data.loader(ds, { batch_size = 500 }), function(mod, b)

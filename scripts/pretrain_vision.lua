@@ -77,13 +77,7 @@ train, val, test = first(train, args.limit), first(val, args.limit), first(test,
 local classes = train.classes
 local mean, std = train.x:mean():item(), train.x:std():item()
 
-local augment = T.compose({
-  { T.random_crop, 2 },
-  { T.hflip, 0.5 },
-  { T.random_rotate, 10 },
-  { T.random_contrast, 0.7, 1.3 },
-  function(x) return T.gaussian_noise(x, ft.rand(x:size(1)) * 0.05) end,
-})
+local augment = T.augmentation("strong")
 
 -- ---- model -----------------------------------------------------------------------------------
 

@@ -109,6 +109,9 @@ parser:option("--lambda", "COSINE: weight of the contrastive regulariser.", "0.1
 parser:option("--balance", "Self-training: class-balanced unlabelled batches (by the weak-label model's "
   .. "predictions), on or off (default on for text, off for vision).")
   :choices({ "on", "off" })
+parser:option("--augment", "Vision: noise on the training model's images (weak-label fine-tuning and the "
+  .. "self-training student; the teacher labels clean images), none or strong.", "none")
+  :choices({ "none", "strong" })
 parser:option("--tau", "Pseudo-labelling: confidence threshold (default 0 for text, 0.9 for vision).")
   :convert(tonumber)
 local args = parser:parse()
@@ -548,19 +551,30 @@ local function vision_task()
   log("weak labels for %d images in %.1f s; their accuracy against the hidden labels %s", #preds,
     ft.clock() - t0, pct(weak_accuracy))
 
+  -- Training batches keep their raw pixels for the augmentation.
   local weak_stream, weak_batches = endless({ x = pool.x, y = weak_y }, args.batch_size, args.seed,
-    function(x, y) return { x = normalised(x), y = y } end)
+    function(x, y) return { x = normalised(x), raw = x, y = y } end)
   local function unlabelled()
-    return (endless({ x = pool.x }, args.batch_size, args.seed + 1, function(x) return { x = normalised(x) } end))
+    return (endless({ x = pool.x }, args.batch_size, args.seed + 1,
+      function(x) return { x = normalised(x), raw = x } end))
+  end
+  local augment
+  if args.augment == "strong" then
+    -- what pretraining used: crops, flips, rotations, contrast and noise on the raw pixels
+    local aug = ft.transforms.augmentation("strong")
+    augment = function(b) return { x = normalised((aug(b.raw))), y = b.y } end
   end
   local ctx = {
-    new_model = new_model, forward = forward,
+    new_model = new_model, forward = forward, augment = augment,
     optimizer = function(m, lr)
       return ft.optim.SGD(m:parameters(), { lr = lr or args.lr, momentum = 0.9, weight_decay = 5e-4 })
     end,
     weak = weak_stream, weak_batches = weak_batches, unlabelled = unlabelled, num_classes = #classes,
     pool_size = pool.y:size(1),
-    pool_batch = function(rows) return { x = normalised(pool.x:index_select(1, ft.tensor(rows, { dtype = "int64" }))) } end,
+    pool_batch = function(rows)
+      local raw = pool.x:index_select(1, ft.tensor(rows, { dtype = "int64" }))
+      return { x = normalised(raw), raw = raw }
+    end,
     dev = dev_batches, test = test_batches,
   }
   local rows = { { key = "head", name = "few-shot head (labeller)", info = head_info } }

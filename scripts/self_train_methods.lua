@@ -49,7 +49,8 @@ return function(args, out_dir)
   end
 
   -- The methods below take a task's context ctx = {new_model(), forward(m, batch) -> logits,
-  -- features, optimizer(model, lr), weak (endless weakly labelled batches, batch.y), weak_batches
+  -- features, optimizer(model, lr), augment (nil, or batch -> the batch the training model
+  -- sees), weak (endless weakly labelled batches, batch.y), weak_batches
   -- (batches per pass), unlabelled() (a new endless stream of batches of the whole pool),
   -- num_classes, pool_size, pool_batch(rows) (the batch of those pool rows), dev, test (arrays
   -- of batches with gold y)}.
@@ -62,6 +63,7 @@ return function(args, out_dir)
     local t0 = ft.clock()
     local history = st.fit_weak({
       model = model, optimizer = ctx.optimizer(model), batches = ctx.weak, forward = ctx.forward,
+      augment = ctx.augment,
       targets = function(b) return b.y end, steps = steps, clip_grad_norm = 1.0,
       evaluate = function(m) return accuracy(m, ctx.forward, ctx.dev) end,
       eval_every = args.eval_every, patience = args.patience,
@@ -145,7 +147,7 @@ return function(args, out_dir)
     local es = ft.train.EarlyStopping({ metric = "dev_accuracy", mode = "max", patience = args.patience, model = model })
     es:update(accuracy(model, ctx.forward, ctx.dev), 0)
     local opts = {
-      model = model, teacher = teacher, batches = batches, forward = ctx.forward,
+      model = model, teacher = teacher, batches = batches, forward = ctx.forward, augment = ctx.augment,
       optimizer = ctx.optimizer(model, args.self_lr), steps = steps, T = args.T, clip_grad_norm = 1.0,
       callback = function(r, m)
         logger:step(r.step, { loss = r.loss or 0 / 0, kept = r.kept }, args.batch_size)

@@ -513,6 +513,29 @@ describe("cosine", function()
     assert.is_true(differs)
   end)
 
+  it("labels with the teacher on the clean batch and trains the student on augment(batch)", function()
+    local data = blobs(1)
+    local model, teacher = stage_one(data), Linear2()
+    local seen = {}
+    local function recording_forward(m, b)
+      seen[#seen + 1] = {who = m == teacher and "teacher" or "student", noisy = b.noisy == true}
+      return m(b.x)
+    end
+    local function augment(b) return {x = b.x + 0.01, noisy = true} end
+    st.cosine{model = model, teacher = teacher, batches = data.batches, forward = recording_forward, steps = 2,
+      xi = 0.3, augment = augment, optimizer = ft.optim.SGD(model:parameters(), {lr = 0.1})}
+    st.pseudo_label{model = model, teacher = teacher, batches = data.batches, forward = recording_forward,
+      steps = 1, tau = 0, augment = augment, optimizer = ft.optim.SGD(model:parameters(), {lr = 0.1})}
+    assert.are.same({{who = "teacher", noisy = false}, {who = "student", noisy = true},
+                     {who = "teacher", noisy = false}, {who = "student", noisy = true},
+                     {who = "teacher", noisy = false}, {who = "student", noisy = true}}, seen)
+    seen = {}
+    st.fit_weak{model = model, optimizer = ft.optim.SGD(model:parameters(), {lr = 0.1}), batches = data.batches,
+      forward = recording_forward, targets = function(b) return b.weak end, steps = 1,
+      augment = function(b) return {x = b.x, noisy = true, weak = b.weak} end}
+    assert.are.same({{who = "student", noisy = true}}, seen)
+  end)
+
   it("refreshes the teacher from the student every T steps", function()
     local data = blobs(1)
     local model, teacher = stage_one(data), Linear2()
@@ -616,6 +639,7 @@ describe("cosine", function()
     H.assert_mentions(H.error_of(st.cosine, with("teacher", nil)), "cosine", "teacher", "clone")
     H.assert_mentions(H.error_of(st.cosine, with("teacher", m)), "separate model")
     H.assert_mentions(H.error_of(st.cosine, with("steps", 0)), "steps")
+    H.assert_mentions(H.error_of(st.cosine, with("augment", "strong")), "augment must be a function", "string")
     H.assert_mentions(H.error_of(st.cosine, with("batches", {})), "batches")
     H.assert_mentions(H.error_of(st.cosine, with("forward", function() return ft.zeros(4) end)),
                       "cosine", "logits [N,C]", "[4]")

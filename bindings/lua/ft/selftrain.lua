@@ -550,7 +550,7 @@ end
 -- ============================================================================================
 
 local LOOP_OPTIONS = set_of("model", "optimizer", "batches", "forward", "steps", "callback",
-                            "clip_grad_norm", "scheduler")
+                            "clip_grad_norm", "scheduler", "augment")
 
 local function loop_options(fname, opts, extra)
   if type(opts) ~= "table" then fail(fname, "expects a table of options, got %s", type(opts)) end
@@ -570,6 +570,9 @@ local function loop_options(fname, opts, extra)
   end
   if opts.callback ~= nil and type(opts.callback) ~= "function" then
     fail(fname, "callback must be a function(record, model), got %s", type(opts.callback))
+  end
+  if opts.augment ~= nil and type(opts.augment) ~= "function" then
+    fail(fname, "augment must be a function(batch) -> the student's batch, got %s", type(opts.augment))
   end
 end
 
@@ -615,7 +618,9 @@ local function check_logits(fname, logits, what)
 end
 
 -- Shared loop: refresh the teacher every T steps, label the batch with it, take one optimizer
--- step on step_loss(student logits, features, teacher probabilities) -> loss, record.
+-- step on step_loss(student logits, features, teacher probabilities) -> loss, record. With
+-- augment, the student sees augment(batch) while the teacher labels the clean batch (a noised
+-- student, as Noisy Student and FixMatch: without noise the student can only copy its teacher).
 local function run(fname, opts, step_loss)
   local model, optimizer, forward = opts.model, opts.optimizer, opts.forward
   local T = opts.T or 50
@@ -637,7 +642,7 @@ local function run(fname, opts, step_loss)
       return t_logits:softmax(2)
     end)
     model:train()
-    local logits, features = forward(model, batch)
+    local logits, features = forward(model, opts.augment and opts.augment(batch) or batch)
     check_logits(fname, logits, "student")
     local loss, record = step_loss(logits, features, probs)
     record.step = step
@@ -668,14 +673,15 @@ end
 
 --- cosine{model, teacher | clone, batches, forward, optimizer, steps, T = 50, xi = 0.6,
 --         lambda = 0.1, margin = 1, distance = "scaled_l2", power = 2,
---         callback, clip_grad_norm, scheduler} -> history
+--         augment, callback, clip_grad_norm, scheduler} -> history
 -- COSINE self-training. Every T steps (from step 1) the teacher becomes a snapshot of the
 -- student (its state loaded into `teacher`, or into clone(model) made once). Each step takes
 -- a batch (batches: a function returning the next batch, nil to end early, or an array cycled
 -- through), runs forward(teacher, batch) under no_grad for the pseudo-labels and
--- forward(model, batch) -> logits, features in training mode, and takes one optimizer step on
--- cosine_loss. callback(record, model) runs after each step: return true (or a table with
--- stop = true) to stop; fields of a returned table are added to the step's record.
+-- forward(model, batch) -> logits, features in training mode (forward(model, augment(batch))
+-- when augment is given), and takes one optimizer step on cosine_loss. callback(record, model)
+-- runs after each step: return true (or a table with stop = true) to stop; fields of a
+-- returned table are added to the step's record.
 -- history: array of records {step, loss, kl, contrastive, kept}, plus history.teacher_updates
 -- and history.stopped_early.
 function selftrain.cosine(opts)
@@ -691,7 +697,7 @@ function selftrain.cosine(opts)
 end
 
 --- pseudo_label{model, teacher | clone, batches, forward, optimizer, steps, T = 50, tau = 0.9,
---               callback, clip_grad_norm, scheduler} -> history
+--               augment, callback, clip_grad_norm, scheduler} -> history
 -- Plain pseudo-labelling, the lighter option: the teacher's predictions with max probability
 -- >= tau become hard labels for a cross-entropy step (mean over those samples); the rest of
 -- the batch is ignored. Same loop and history as cosine; records {step, loss, kept}.
@@ -713,9 +719,9 @@ function selftrain.pseudo_label(opts)
 end
 
 --- fit_weak{model, optimizer, batches, forward, targets, steps, evaluate, eval_every = 50,
---           patience, callback, clip_grad_norm, scheduler} -> history
+--           patience, augment, callback, clip_grad_norm, scheduler} -> history
 -- The first COSINE stage: cross-entropy on weak labels. targets(batch) -> int64 labels [N],
--- 0 for examples no LF labelled (they are ignored). With evaluate(model) -> score (higher is
+-- 0 for examples no LF labelled (they are ignored); the model sees augment(batch) if given. With evaluate(model) -> score (higher is
 -- better, e.g. accuracy on a small dev set) run every eval_every steps, the best state is kept
 -- and restored at the end, and training stops after `patience` evaluations without
 -- improvement. history: records {step, loss[, score]}, history.best_step, history.best_score.
@@ -738,7 +744,7 @@ function selftrain.fit_weak(opts)
            ft.is_tensor(y) and (y:dtype() .. " " .. shape_str(y)) or type(y))
     end
     model:train()
-    local logits = opts.forward(model, batch)
+    local logits = opts.forward(model, opts.augment and opts.augment(batch) or batch)
     check_logits("fit_weak", logits, "model")
     check_rows("fit_weak", "targets", y, logits:size(1))
     local record = {step = step}

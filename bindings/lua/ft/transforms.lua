@@ -281,6 +281,24 @@ function T.compose(steps)
   end
 end
 
+--- T.augmentation(name) -> transform for T.compose's uses, by name:
+--   "none"    the images unchanged
+--   "light"   random crops (2-pixel padding) and flips
+--   "strong"  light + rotations up to 10 degrees, contrast 0.7-1.3, gaussian noise of std up
+--             to 0.05 (per image): what the shipped vision models were pretrained with
+function T.augmentation(name)
+  if name == "none" then return function(x, y) return x, y end end
+  local steps = { { T.random_crop, 2 }, { T.hflip, 0.5 } }
+  if name == "strong" then
+    steps[3] = { T.random_rotate, 10 }
+    steps[4] = { T.random_contrast, 0.7, 1.3 }
+    steps[5] = function(x) return T.gaussian_noise(x, ft.rand(x:size(1)) * 0.05) end
+  elseif name ~= "light" then
+    error(("ft.transforms.augmentation: unknown augmentation '%s' (none, light or strong)"):format(tostring(name)), 2)
+  end
+  return T.compose(steps)
+end
+
 -- ---- fixed corruptions ------------------------------------------------------------------------
 
 --- T.corruptions: the corruptions of T.corrupt, each with a fixed severity.
