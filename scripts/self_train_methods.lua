@@ -5,7 +5,7 @@
 -- the recipe's parsed options.
 local ft = require "ft"
 
-local st, P = ft.selftrain, ft.progress
+local st, P, F = ft.selftrain, ft.progress, ft.nn.functional
 local log = P.log
 
 local function pct(v) return v and ("%.2f%%"):format(100 * v) or "-" end
@@ -52,8 +52,9 @@ return function(args, out_dir)
   -- features, optimizer(model, lr), augment (nil, or batch -> the batch the training model
   -- sees), weak (endless weakly labelled batches, batch.y), weak_batches
   -- (batches per pass), unlabelled() (a new endless stream of batches of the whole pool),
-  -- num_classes, pool_size, pool_batch(rows) (the batch of those pool rows), dev, test (arrays
-  -- of batches with gold y)}.
+  -- num_classes, pool_size, pool_batch(rows) (the batch of those pool rows), pool_gold (nil, or
+  -- the pool's hidden labels: only logged, never used), dev, test (arrays of batches with
+  -- gold y)}.
 
   -- Stage 1: cross-entropy on the weak labels, keeping the state with the best dev accuracy.
   local function fit_weak(ctx, steps)
@@ -77,32 +78,45 @@ return function(args, out_dir)
       seconds = ft.clock() - t0 }
   end
 
-  -- The predicted class of every pool example (ctx.pool_batch(rows) -> batch of those rows).
+  -- The predicted class and its probability for every pool example (ctx.pool_batch(rows) ->
+  -- batch of those rows).
   local function predict_pool(model, ctx)
-    local preds = {}
+    local preds, confidence = {}, {}
     model:eval()
     ft.no_grad(function()
       for first = 1, ctx.pool_size, 256 do
         local rows = {}
         for r = first, math.min(first + 255, ctx.pool_size) do rows[#rows + 1] = r end
-        for _, c in ipairs(ctx.forward(model, ctx.pool_batch(rows)):argmax(2):totable()) do preds[#preds + 1] = c end
+        local top, class = ctx.forward(model, ctx.pool_batch(rows)):softmax(2):max(2)
+        top = top:totable()
+        for i, c in ipairs(class:totable()) do preds[#preds + 1], confidence[#confidence + 1] = c, top[i] end
       end
     end)
-    return preds
+    return preds, confidence
+  end
+
+  -- The pool rows each predicted class keeps for self-training: its --select fraction of most
+  -- confident predictions (class-balanced selection, as in class-balanced self-training: one
+  -- threshold for all classes keeps mostly the class the model is surest of).
+  local function select_rows(preds, confidence, num_classes)
+    local by_class = {}
+    for c = 1, num_classes do by_class[c] = {} end
+    for r, c in ipairs(preds) do table.insert(by_class[c], r) end
+    for c = 1, num_classes do
+      local rows = by_class[c]
+      table.sort(rows, function(a, b) return confidence[a] > confidence[b] end)
+      for i = #rows, math.ceil(args.select * #rows) + 1, -1 do rows[i] = nil end
+    end
+    return by_class
   end
 
   -- Endless class-balanced batches of the pool: each batch takes an equal share of every class
-  -- the weak-label model predicts (classes it never predicts are skipped), each class's examples
-  -- in a fresh seeded order on every pass. Against confirmation bias: self-training on plain
-  -- batches lets the classes the model is most confident about take over the others.
-  local function balanced_stream(ctx, preds, num_classes, seed)
-    local by_class, classes = {}, {}
-    for r, c in ipairs(preds) do
-      by_class[c] = by_class[c] or {}
-      table.insert(by_class[c], r)
-    end
-    for c = 1, num_classes do
-      if by_class[c] then classes[#classes + 1] = c end
+  -- with rows in by_class, each class's rows in a fresh seeded order on every pass. Against confirmation bias: self-training on plain batches lets
+  -- the classes the model is most confident about take over the others.
+  local function balanced_stream(ctx, by_class, seed)
+    local classes = {}
+    for c = 1, ctx.num_classes do
+      if #by_class[c] > 0 then classes[#classes + 1] = c end
     end
     -- A seeded generator (xorshift64) for the passes' orders: independent of ft's generator.
     local state = (seed * 0x9E3779B97F4A7C15) ~ 0x2545F4914F6CDD1D
@@ -191,20 +205,28 @@ return function(args, out_dir)
     rows[#rows + 1] = { key = "weak", name = "weak-label fine-tune", info = info }
     log("weak-label fine-tune: best dev %s at step %s; test %s", pct(info.dev), tostring(info.best_step), pct(info.test))
     local start = copy_state(weak_model)
-    local preds
+    local by_class
     if args.balance == "on" then
-      preds = predict_pool(weak_model, ctx)
-      local counts = {}
-      for c = 1, ctx.num_classes do counts[c] = 0 end
-      for _, c in ipairs(preds) do counts[c] = counts[c] + 1 end
-      log("the weak-label model's classes on the pool (for balanced batches): %s", table.concat(counts, ", "))
+      local preds, confidence = predict_pool(weak_model, ctx)
+      by_class = select_rows(preds, confidence, ctx.num_classes)
+      local counts, right = {}, {}
+      for c = 1, ctx.num_classes do
+        counts[c], right[c] = #by_class[c], 0
+        for _, r in ipairs(by_class[c]) do
+          if ctx.pool_gold and ctx.pool_gold[r] == c then right[c] = right[c] + 1 end
+        end
+        right[c] = counts[c] > 0 and pct(right[c] / counts[c]) or "-"
+      end
+      log("pool rows per class the weak-label model predicts (top %g by confidence) for balanced batches: %s%s",
+        args.select, table.concat(counts, ", "),
+        ctx.pool_gold and "; their accuracy against the hidden labels " .. table.concat(right, ", ") or "")
     end
     weak_model = nil
     collectgarbage()
     for _, m in ipairs({ { "cosine", "COSINE" }, { "pseudo", "pseudo-labelling" } }) do
       log("== %s from the weak-label model: up to %d steps on the unlabelled pool, lr %g, teacher every %d steps",
         m[2], self_steps, args.self_lr, args.T)
-      local batches = preds and balanced_stream(ctx, preds, ctx.num_classes, args.seed + 1) or ctx.unlabelled()
+      local batches = by_class and balanced_stream(ctx, by_class, args.seed + 1) or ctx.unlabelled()
       local model, r = self_train(ctx, m[1], start, self_steps, batches)
       r.test = accuracy(model, ctx.forward, ctx.test)
       rows[#rows + 1] = { key = m[1], name = m[2], info = r }
@@ -213,6 +235,31 @@ return function(args, out_dir)
     end
   end
 
+  -- Reference: supervised on the gold dev set alone (dev_stream: endless batches of it with y),
+  -- a fixed --gold-steps from the pretrained model, since no other labels are left to choose
+  -- with; adds to `rows`.
+  local function run_gold(ctx, rows, dev_size, dev_stream)
+    log("== gold-only supervised: %d steps on the %d dev examples", args.gold_steps, dev_size)
+    ft.manual_seed(args.seed + 41)
+    local model = ctx.new_model()
+    local opt = ctx.optimizer(model)
+    local logger = method_logger("gold", args.gold_steps)
+    local t0 = ft.clock()
+    model:train()
+    for step = 1, args.gold_steps do
+      local b = dev_stream()
+      local loss = ft.train.step(opt, function() return F.cross_entropy((ctx.forward(model, b)), b.y) end,
+        { clip = 1.0 })
+      logger:step(step, { loss = loss }, args.batch_size)
+    end
+    logger:close()
+    local info = { steps_run = args.gold_steps, dev = accuracy(model, ctx.forward, ctx.dev),
+      test = accuracy(model, ctx.forward, ctx.test), seconds = ft.clock() - t0, note = "trained on dev" }
+    rows[#rows + 1] = { key = "gold", name = "gold-only supervised", info = info }
+    log("gold-only supervised: test %s (its dev accuracy is training accuracy)", pct(info.test))
+  end
+
+  M.run_gold = run_gold
   M.copy_state, M.endless, M.accuracy, M.method_logger = copy_state, endless, accuracy, method_logger
   M.run_weak_methods = run_weak_methods
   return M

@@ -80,10 +80,15 @@ fi
 # --- vision ------------------------------------------------------------------------------------
 if [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   "$ftlua" scripts/self_train.lua --task vision --init random --limit 64 --labels-per-class 3 --dev-per-class 4 \
-    --steps 6 --self-steps 6 --eval-every 3 --batch-size 16 --threads 2 --out "$tmp/a" > "$tmp/vision.log" 2>&1 \
+    --steps 6 --self-steps 6 --gold-steps 4 --eval-every 3 --batch-size 16 --threads 2 \
+    --augment strong --balance on --select 0.5 --out "$tmp/a" > "$tmp/vision.log" 2>&1 \
     || { cat "$tmp/vision.log"; fail "vision run"; }
   cat "$tmp/vision.log"
-  check_outputs "$tmp/a/vision" "head weak cosine pseudo" 64 "$tmp/vision.log"
+  check_outputs "$tmp/a/vision" "head weak cosine pseudo gold" 64 "$tmp/vision.log"
+  # class-balanced selection keeps half of each predicted class's share of the 64 pool images
+  kept=$(grep -oE "\(top 0.5 by confidence\) for balanced batches: [0-9, ]+" "$tmp/vision.log" \
+    | grep -oE "[0-9]+(, [0-9]+)*$" | tr -d ' ' | tr ',' '+') || fail "no balanced selection line"
+  [ "$((kept))" -ge 32 ] && [ "$((kept))" -le 36 ] || fail "selection kept $kept of 64 pool images, expected 32-36"
   grep -q "12 labelled (3 per class), 16 dev" "$tmp/vision.log" || fail "vision split sizes"
   echo "PASS: vision"
 else

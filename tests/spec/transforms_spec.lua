@@ -274,6 +274,28 @@ describe("ft.transforms.compose", function()
   end)
 end)
 
+describe("ft.transforms.augmentation", function()
+  it("names the presets: none is the identity, light crops and flips, strong adds the rest", function()
+    local x = images(4, 1, 8, 8)
+    H.assert_close(T.augmentation("none")(x), x, 0, "none")
+    local function check(name, steps)
+      ft.manual_seed(5)
+      local got = T.augmentation(name)(x)
+      ft.manual_seed(5)
+      local want = x
+      for _, step in ipairs(steps) do want = step(want) end
+      H.assert_close(got, want, 0, name)
+    end
+    check("light", { function(b) return T.random_crop(b, 2) end, function(b) return T.hflip(b, 0.5) end })
+    check("strong", {
+      function(b) return T.random_crop(b, 2) end, function(b) return T.hflip(b, 0.5) end,
+      function(b) return T.random_rotate(b, 10) end, function(b) return T.random_contrast(b, 0.7, 1.3) end,
+      function(b) return T.gaussian_noise(b, ft.rand(b:size(1)) * 0.05) end,
+    })
+    assert_mentions(error_of(T.augmentation, "medium"), "unknown augmentation 'medium'", "none, light or strong")
+  end)
+end)
+
 describe("ft.transforms.corrupt", function()
   it("lists the four corruptions", function()
     local names = {}
