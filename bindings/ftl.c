@@ -281,7 +281,8 @@ void ftl_register(lua_State *L, const luaL_Reg *fns) { luaL_setfuncs(L, fns, 0);
 
 /* Lua halves loaded on first use: ft.nn, ft.optim, ... */
 static const char *const lazy_submodules[] = {"nn", "optim", "data", "models", "tokenizer", "text", "progress",
-                                                 "peft", "wise", "train", "plot", "selftrain", "transforms", NULL};
+                                                 "peft", "wise", "train", "plot", "selftrain", "transforms", "fs",
+                                                 NULL};
 
 static int module_index(lua_State *L) {
     const char *key = lua_tostring(L, 2);

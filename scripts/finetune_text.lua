@@ -105,13 +105,7 @@ local methods = args.compare and METHODS or { args.method }
 
 -- ---- files ----------------------------------------------------------------------------------
 
-local function file_exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
-local function mkdir(dir) os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'") end
+local file_exists, mkdir = ft.fs.exists, ft.fs.mkdir
 
 local function commas(n)
   local s = tostring(math.tointeger(n) or n)

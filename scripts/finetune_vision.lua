@@ -79,7 +79,7 @@ if args.method == "reft" and not is_vit then
   os.exit(2)
 end
 args.checkpoint = args.checkpoint or (script_dir .. "/../models/" .. (is_vit and "vit_s" or "resnet_s") .. "_clothing.h5")
-os.execute("mkdir -p '" .. args.out:gsub("'", "'\\''") .. "'")
+ft.fs.mkdir(args.out)
 local started = ft.clock()
 
 -- ---- the pretrained model -----------------------------------------------------------------------
@@ -120,9 +120,8 @@ end
 local function load_data()
   local labelled_pool, test
   if args.data_dir then
-    local function exists(p) local f = io.open(p) if f then f:close() end return f ~= nil end
     local channels = is_vit and config.num_channels or 1
-    if exists(args.data_dir .. "/train") then
+    if ft.fs.is_dir(args.data_dir .. "/train") then
       labelled_pool = to_channels(ft.data.image_folder(args.data_dir .. "/train"), channels)
       test = to_channels(ft.data.image_folder(args.data_dir .. "/test"), channels)
     else

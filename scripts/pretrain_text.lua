@@ -203,8 +203,7 @@ log("RESULT steps=%d tokens_per_sec=%.1f train_loss=%.4f val_loss=%.4f val_bpb=%
 
 -- ---- checkpoint: save, reload into a fresh model, re-evaluate -----------------------------------
 
-local dir = args.out:match("^(.*)/[^/]*$")
-if dir then os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'") end
+ft.fs.mkdir_for(args.out)
 ft.save(args.out, model:state_dict(), { meta = {
   model = "gpt2", preset = args.config, config = ft.json.encode(config), held_out = ft.json.encode(info.held_out),
   separator = ft.json.encode(ft.text.EOT), tokenizer = "bytes", corpus = "fortunes", step = args.steps,

@@ -200,8 +200,7 @@ log("best epoch %d: val acc %.2f%%  test acc %.2f%%  corrupted test acc %.2f%%  
 
 -- ---- checkpoint ----------------------------------------------------------------------------------
 
-local dir = args.out:match("^(.*)/[^/]*$")
-if dir then os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'") end
+ft.fs.mkdir_for(args.out)
 ft.save(args.out, model:state_dict(), { meta = {
   model = is_vit and "vit" or "resnet_s", config = ft.json.encode(config), classes = ft.json.encode(classes),
   fashion_mnist_labels = ft.json.encode(CLOTHING), mean = mean, std = std, command = command, seed = args.seed,

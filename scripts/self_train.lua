@@ -147,23 +147,17 @@ local function fail(fmt, ...)
   os.exit(1)
 end
 
-local function file_exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
 local function write_file(path, s)
   local f = assert(io.open(path, "wb"))
   f:write(s)
   f:close()
 end
 
-if args.init == "pretrained" and not file_exists(args.checkpoint) then
+if args.init == "pretrained" and not ft.fs.exists(args.checkpoint) then
   fail("checkpoint %s not found; make it (see models/%s), pass --checkpoint, or use --init random",
     args.checkpoint, args.task == "text" and "TEXT.md" or "README.md")
 end
-os.execute("mkdir -p '" .. out_dir:gsub("'", "'\\''") .. "'")
+ft.fs.mkdir(out_dir)
 
 local function pct(v) return v and ("%.2f%%"):format(100 * v) or "-" end
 

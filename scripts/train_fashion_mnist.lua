@@ -144,8 +144,7 @@ log("RESULT sec_per_epoch=%.2f images_per_sec=%.1f test_acc=%.4f", total / #epoc
 
 -- ---- checkpoint: save, reload into a fresh model, re-evaluate -----------------------------------
 
-local dir = args.out:match("^(.*)/[^/]*$")
-if dir then os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'") end
+ft.fs.mkdir_for(args.out)
 ft.save(args.out, model:state_dict(), { meta = {
   model = "resnet_s", num_classes = #train.classes, mean = mean, std = std, epochs = args.epochs,
   batch_size = args.batch_size, lr = args.lr, seed = args.seed, train_images = n_train, test_acc = test_acc,

@@ -26,11 +26,7 @@ local FASHION_MNIST_CLASSES = {
 }
 local FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"   -- Debian's dataset-fashion-mnist
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
+local exists = require("ft.fs").exists
 
 local function copy(list)
   return table.move(list, 1, #list, 1, {})

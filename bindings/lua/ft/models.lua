@@ -384,11 +384,8 @@ end
 
 -- ---- reading and writing checkpoints ----------------------------------------------------------
 
-local function file_exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
+local fs = require "ft.fs"
+local file_exists = fs.exists
 
 local function read_json(path, where)
   local f, err = io.open(path, "rb")
@@ -533,13 +530,6 @@ function M.from_pretrained(dir, opts)
   return model
 end
 
-local function ensure_dir(dir, where)
-  if pcall(ft._listdir, dir) then return end
-  local quoted = "'" .. dir:gsub("'", "'\\''") .. "'"
-  os.execute("mkdir -p " .. quoted)
-  if not pcall(ft._listdir, dir) then error(("%s: cannot create directory %s"):format(where, dir), 0) end
-end
-
 --- Writes config.json and model.safetensors (HF names and layouts, tied copies left out as
 -- HF does) into dir, created if needed, so that transformers' from_pretrained loads it.
 function M.save_pretrained(model, dir)
@@ -548,7 +538,7 @@ function M.save_pretrained(model, dir)
     error(where .. ": the model has no HF config (build it with ft.models or a models/ constructor)", 2)
   end
   dir = dir:gsub("/+$", "")
-  ensure_dir(dir, where)
+  fs.mkdir(dir, where)
   local config = M.copy_config(model.config)
   config.architectures = { model.hf_architecture }
   config.model_type = model.hf_model_type

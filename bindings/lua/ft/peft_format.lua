@@ -258,11 +258,8 @@ end
 
 local function lua_array(t) return ft.json.array(t) end
 
-local function file_exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
+local fs = require "ft.fs"
+local file_exists = fs.exists
 
 local function peft_path(path) return PREFIX .. path end
 
@@ -419,12 +416,6 @@ local function peft_config(model, name, config, opts)
   }
 end
 
-local function ensure_dir(dir, where)
-  if pcall(ft._listdir, dir) then return end
-  os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
-  if not pcall(ft._listdir, dir) then error(("%s: cannot create directory %s"):format(where, dir), 0) end
-end
-
 local function write_text(path, text)
   local f, err = io.open(path, "wb")
   if not f then return nil, err end
@@ -464,7 +455,7 @@ function P.save(model, dir, name, opts)
   end
   -- As PEFT: json.dumps(indent=2, sort_keys=True), no final newline.
   local text = ft.json.encode(peft_config(model, name, entry.config, opts), { indent = 2 })
-  ensure_dir(dir, where)
+  fs.mkdir(dir, where)
   local final = { dir .. "/" .. WEIGHTS, dir .. "/" .. CONFIG }
   local tmp = { dir .. "/." .. WEIGHTS .. ".tmp", dir .. "/." .. CONFIG .. ".tmp" }
   local ok, err = pcall(ft.safetensors.save, tmp[1], tensors, { metadata = { format = "pt" } })

@@ -9,19 +9,8 @@ local peft_io = {}
 
 local function kind_module(kind) return require("ft." .. kind) end
 
-local function is_dir(path) return (pcall(ft._listdir, path)) end
-
-local function file_exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
-local function ensure_dir(dir, where)
-  if is_dir(dir) then return end
-  os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
-  if not is_dir(dir) then error(("%s: cannot create directory %s"):format(where, dir), 3) end
-end
+local fs = require "ft.fs"
+local is_dir, file_exists = fs.is_dir, fs.exists
 
 local META_KEY = "ftlua_adapter"
 
@@ -45,7 +34,7 @@ function peft_io.save(model, dir, opts)
   elseif format ~= "ftlua" then
     error(("%s: format must be 'ftlua' or 'peft', got %s"):format(where, tostring(format)), 2)
   end
-  ensure_dir(dir, where)
+  fs.mkdir(dir, where)
   local path = dir .. "/adapter.h5"
   local info = ft.json.encode({ kind = entry.kind, name = name, config = entry.config })
   ft.save(path, kind_module(entry.kind).state_dict(model, name), { meta = { [META_KEY] = info } })

@@ -16,22 +16,7 @@ local M = {}
 
 local KIND, VERSION = "ftlua.train", 1
 
--- File helpers the logger and the loop share.
-local function file_exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-M.file_exists = file_exists
-
--- Creates the folder that will hold path, when missing.
-local function ensure_folder(path)
-  local dir = path:match("^(.*)/[^/]*$")
-  if dir and dir ~= "" and not file_exists(dir) then
-    os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
-  end
-end
-M.ensure_folder = ensure_folder
+local fs = require "ft.fs"
 
 local function check_object(v, what, method, name)
   if v ~= nil and (type(v) ~= "table" or type(v[method]) ~= "function") then
@@ -93,7 +78,7 @@ function M.save(path, state)
 
   local meta = {checkpoint = KIND, checkpoint_version = VERSION, step = step, extra = extra}
   if state.epoch then meta.epoch = state.epoch end
-  ensure_folder(path)
+  fs.mkdir_for(path, "ft.train.save_checkpoint")
   local saved, err = pcall(ft.save, path, tensors, {meta = meta})
   if not saved then
     error("ft.train.save_checkpoint: " .. tostring(err):gsub("^[^:\n]*:%d+: ", ""), 2)

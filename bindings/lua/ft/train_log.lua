@@ -18,8 +18,7 @@ local M = {}
 local Logger = {}
 Logger.__index = Logger
 
-local files = require "ft.train_checkpoint"
-local ensure_folder = files.ensure_folder
+local fs = require "ft.fs"
 
 --- ft.train.Logger{path = nil, total = nil, every = 10, unit = "items", items_per_step = nil}
 -- path: the JSONL file (none: console only); it is started afresh by the first write,
@@ -53,7 +52,7 @@ end
 
 function Logger:_open()
   if self.file or not self.path then return self.file end
-  ensure_folder(self.path)
+  fs.mkdir_for(self.path, "ft.train.Logger")
   local keep = ""
   if self.keep_bytes and self.keep_bytes > 0 then
     local f = io.open(self.path, "rb")

@@ -27,7 +27,7 @@ local ft = require "ft"
 
 return function(train)
 
-  local file_exists = require("ft.train_checkpoint").file_exists
+  local file_exists = require("ft.fs").exists
 
   local function positive_integer(v, what)
     if v ~= nil and (math.type(v) ~= "integer" or v < 1) then
