@@ -23,6 +23,10 @@
 -- default (--dropout): the runs above see the corpus a few times at most, where dropout
 -- mostly slows learning.
 -- Losses are the mean next-byte cross-entropy in nats, and in bits per byte.
+--
+-- Also written to --log-dir (default runs/pretrain_text): history.csv (at every evaluation:
+-- the mean training loss since the previous one and the validation loss), curve.png (both
+-- per step) and results.json (the checkpoint's metadata with the history).
 local ft = require "ft"
 local argparse = require "argparse"
 
@@ -45,6 +49,7 @@ parser:option("--clip", "Gradient norm clipping threshold.", "1.0"):convert(tonu
 parser:option("--seed", "Random seed (initialisation, batches, split, samples).", "1"):convert(math.tointeger)
 parser:option("--threads", "Threads (default: all cores)."):convert(math.tointeger)
 parser:option("--out", "Checkpoint path.", "runs/text/gpt_s.h5")
+parser:option("--log-dir", "Folder for history.csv, curve.png and results.json.", "runs/pretrain_text")
 parser:option("--eval-every", "Validation loss every N steps (on --eval-windows windows).", "100")
   :convert(math.tointeger)
 parser:option("--eval-windows", "Validation windows for the periodic estimates (the final loss uses all).", "64")
@@ -158,6 +163,7 @@ local t_train = 0        -- seconds inside training steps (evaluation and sampli
 local tokens = 0
 local recent, recent_n = 0, 0
 local train_loss
+local history = {}   -- {step, train_loss (mean since the previous evaluation), val_loss}
 for step = 1, args.steps do
   local t0 = ft.clock()
   local x, y = train:batch(args.batch_size)
@@ -180,6 +186,7 @@ for step = 1, args.steps do
 
   if args.eval_every > 0 and step % args.eval_every == 0 and step < args.steps then
     local v = evaluate(model, args.eval_windows)
+    history[#history + 1] = { step = step, train_loss = recent / recent_n, val_loss = v }
     log("step %d/%d  train loss %.4f (mean of the last %d steps)  val loss %.4f (%.3f bits/byte, %d windows)  %.0f tokens/s",
       step, args.steps, recent / recent_n, recent_n, v, v / LN2, math.min(args.eval_windows, val:num_windows()),
       tokens / t_train)
@@ -203,14 +210,16 @@ log("RESULT steps=%d tokens_per_sec=%.1f train_loss=%.4f val_loss=%.4f val_bpb=%
 
 -- ---- checkpoint: save, reload into a fresh model, re-evaluate -----------------------------------
 
-ft.fs.mkdir_for(args.out)
-ft.save(args.out, model:state_dict(), { meta = {
+history[#history + 1] = { step = args.steps, train_loss = recent / recent_n, val_loss = val_loss }
+local checkpoint_meta = {
   model = "gpt2", preset = args.config, config = ft.json.encode(config), held_out = ft.json.encode(info.held_out),
   separator = ft.json.encode(ft.text.EOT), tokenizer = "bytes", corpus = "fortunes", step = args.steps,
   tokens = tokens, batch_size = args.batch_size, context = args.context, lr = args.lr, seed = args.seed,
   weight_decay = args.weight_decay, dropout = args.dropout, warmup_steps = warmup, train_seconds = t_train,
   val_fraction = 0.05, train_loss = train_loss, val_loss = val_loss, val_bits_per_byte = val_loss / LN2,
-} })
+}
+ft.fs.mkdir_for(args.out)
+ft.save(args.out, model:state_dict(), { meta = checkpoint_meta })
 
 local sd, meta = ft.load(args.out)
 local fresh = ft.models.new(ft.json.decode(meta.config))
@@ -221,3 +230,22 @@ if reloaded ~= val_loss then
   io.stderr:write("error: the reloaded model's validation loss differs from the trained model's\n")
   os.exit(1)
 end
+
+-- ---- learning curve -----------------------------------------------------------------------------
+
+ft.fs.mkdir(args.log_dir)
+local csv, steps, train_curve, val_curve = { "step,train_loss,val_loss" }, {}, {}, {}
+for i, h in ipairs(history) do
+  csv[#csv + 1] = ("%d,%.6f,%.6f"):format(h.step, h.train_loss, h.val_loss)
+  steps[i], train_curve[i], val_curve[i] = h.step, h.train_loss, h.val_loss
+end
+local f = assert(io.open(args.log_dir .. "/history.csv", "w"))
+f:write(table.concat(csv, "\n"), "\n")
+f:close()
+ft.plot.line({ path = args.log_dir .. "/curve.png", title = ("byte-level GPT (%s) on fortunes"):format(args.config),
+  xlabel = "step", ylabel = "loss (nats per byte)",
+  series = { { name = "train (mean since the previous point)", x = steps, y = train_curve },
+    { name = "validation", x = steps, y = val_curve } } })
+checkpoint_meta.checkpoint, checkpoint_meta.history = args.out, history
+ft.json.write(args.log_dir .. "/results.json", checkpoint_meta, { indent = true })
+log("wrote %s/history.csv, curve.png, results.json", args.log_dir)

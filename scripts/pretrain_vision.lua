@@ -23,6 +23,10 @@
 -- fashion_mnist_labels (JSON: the ft labels of classes 1..6), mean, std, command, seed,
 -- threads, epochs, best_epoch, val_acc, test_acc, test_corrupt_acc (the test images through
 -- ft.transforms.corrupt with seed 1), train_images, seconds.
+--
+-- Also written to --log-dir (default runs/pretrain_<model>): history.csv (per epoch: train
+-- loss, train and validation accuracy, seconds), curve.png (the accuracies per epoch) and
+-- results.json (the metadata above with the history).
 local ft = require "ft"
 local argparse = require "argparse"
 local T = require "ft.transforms"
@@ -44,6 +48,7 @@ parser:option("--batch-size", "Images per batch.", "128"):convert(math.tointeger
 parser:option("--seed", "Random seed (split, initialisation, shuffling, augmentation).", "1"):convert(math.tointeger)
 parser:option("--threads", "Threads (default: all cores)."):convert(math.tointeger)
 parser:option("--out", "Checkpoint path (default: runs/pretrain/<model>_clothing.h5).")
+parser:option("--log-dir", "Folder for history.csv, curve.png and results.json (default: runs/pretrain_<model>).")
 parser:option("--val-size", "Training images held out for validation.", "5000"):convert(math.tointeger)
 parser:option("--limit", "Smoke runs: train on N images, validate and test on at most N."):convert(math.tointeger)
 parser:option("--patch-size", "ViT patch size (7: 16 patches, or 4: 49).", "7"):convert(math.tointeger)
@@ -156,6 +161,7 @@ local function snapshot()
 end
 
 local best = { acc = -1 }
+local history = {}
 for epoch = 1, args.epochs do
   model:train()
   local t0 = ft.clock()
@@ -188,6 +194,8 @@ for epoch = 1, args.epochs do
   end
   log("epoch %d/%d  loss %.4f  train acc %.2f%%  val acc %.2f%%%s  %.1f s  %.0f images/s", epoch, args.epochs,
     loss_sum / seen, 100 * correct / seen, 100 * val_acc, mark, dt, seen / dt)
+  history[epoch] = { epoch = epoch, train_loss = loss_sum / seen, train_acc = correct / seen, val_acc = val_acc,
+    seconds = dt }
 end
 
 model:load_state_dict(best.state)
@@ -200,11 +208,31 @@ log("best epoch %d: val acc %.2f%%  test acc %.2f%%  corrupted test acc %.2f%%  
 
 -- ---- checkpoint ----------------------------------------------------------------------------------
 
-ft.fs.mkdir_for(args.out)
-ft.save(args.out, model:state_dict(), { meta = {
+local meta = {
   model = is_vit and "vit" or "resnet_s", config = ft.json.encode(config), classes = ft.json.encode(classes),
   fashion_mnist_labels = ft.json.encode(CLOTHING), mean = mean, std = std, command = command, seed = args.seed,
   threads = ft.get_num_threads(), epochs = args.epochs, best_epoch = best.epoch, val_acc = best.acc,
   test_acc = test_acc, test_corrupt_acc = corrupt_acc, train_images = train.y:size(1), seconds = seconds,
-} })
+}
+ft.fs.mkdir_for(args.out)
+ft.save(args.out, model:state_dict(), { meta = meta })
 log("saved %s", args.out)
+
+-- ---- learning curve ------------------------------------------------------------------------------
+
+local log_dir = ft.fs.mkdir(args.log_dir or ("runs/pretrain_" .. (is_vit and "vit" or "resnet")))
+local csv = { "epoch,train_loss,train_acc,val_acc,seconds" }
+local epochs, train_curve, val_curve = {}, {}, {}
+for i, h in ipairs(history) do
+  csv[#csv + 1] = ("%d,%.6f,%.6f,%.6f,%.1f"):format(h.epoch, h.train_loss, h.train_acc, h.val_acc, h.seconds)
+  epochs[i], train_curve[i], val_curve[i] = h.epoch, 100 * h.train_acc, 100 * h.val_acc
+end
+local f = assert(io.open(log_dir .. "/history.csv", "w"))
+f:write(table.concat(csv, "\n"), "\n")
+f:close()
+ft.plot.line({ path = log_dir .. "/curve.png", title = ("%s on the clothing classes"):format(is_vit and "ViT" or "ResNet-S"),
+  xlabel = "epoch", ylabel = "accuracy (%)", legend = "lower right",
+  series = { { name = "train (augmented)", x = epochs, y = train_curve }, { name = "validation", x = epochs, y = val_curve } } })
+meta.checkpoint, meta.history = args.out, history
+ft.json.write(log_dir .. "/results.json", meta, { indent = true })
+log("wrote %s/history.csv, curve.png, results.json", log_dir)

@@ -13,7 +13,8 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$ftlua" scripts/pretrain_text.lua --config gpt-mini --steps 4 --context 64 --batch-size 2 --eval-every 2 \
-  --eval-windows 4 --sample-length 8 --threads 2 --out "$tmp/gpt_mini.h5" > "$tmp/log" 2>&1 </dev/null \
+  --eval-windows 4 --sample-length 8 --threads 2 --out "$tmp/gpt_mini.h5" --log-dir "$tmp/curve" \
+  > "$tmp/log" 2>&1 </dev/null \
   || { cat "$tmp/log"; exit 1; }
 cat "$tmp/log"
 grep -q "GPT (gpt-mini): .* 4 layers, width 192" "$tmp/log" || { echo "FAIL: not the gpt-mini shape"; exit 1; }
@@ -30,4 +31,18 @@ assert(r.tokens == 16 and r.loss > 0 and r.loss < 6, "perplexity " .. r.loss)
 print(("loaded: %d parameters, held out %s"):format(model:num_parameters(), table.concat(meta.held_out, ", ")))
 LUA
 "$ftlua" "$tmp/check.lua" "$tmp/gpt_mini.h5"
+# the learning curve: an evaluation at step 2 and the final one at step 4, whose validation
+# loss is the checkpoint's
+cat > "$tmp/curve.lua" <<'LUA'
+local dir, path = arg[1], arg[2]
+local rows = {}
+for line in io.lines(dir .. "/history.csv") do rows[#rows + 1] = line end
+assert(rows[1] == "step,train_loss,val_loss" and #rows == 3, "history.csv: " .. table.concat(rows, " | "))
+assert(rows[2]:match("^2,") and rows[3]:match("^4,"), "steps: " .. rows[2] .. " | " .. rows[3])
+local _, meta = ft.load(path)
+local final = tonumber(rows[3]:match("([^,]*)$"))
+assert(math.abs(final - meta.val_loss) < 1e-5, ("final val loss %g, checkpoint %g"):format(final, meta.val_loss))
+assert(assert(io.open(dir .. "/curve.png", "rb")):read(8) == "\137PNG\r\n\26\n", "curve.png is not a PNG")
+LUA
+"$ftlua" "$tmp/curve.lua" "$tmp/curve" "$tmp/gpt_mini.h5" || { echo "FAIL: learning curve"; exit 1; }
 echo "PASS: gpt-mini trained, saved and reloaded"

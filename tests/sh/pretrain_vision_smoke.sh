@@ -43,11 +43,32 @@ assert(acc == meta.test_acc, ("reloaded test accuracy %g, recorded %g"):format(a
 print(("%s: %s reloaded, test accuracy %.4f as recorded"):format(path, meta.model, acc))
 LUA
 
+cat > "$tmp/curve.lua" <<'LUA'
+local dir, logfile = arg[1], arg[2]
+local rows = {}
+for line in io.lines(dir .. "/history.csv") do rows[#rows + 1] = line end
+assert(rows[1] == "epoch,train_loss,train_acc,val_acc,seconds", "header: " .. rows[1])
+assert(#rows == 3, "history.csv has " .. #rows .. " lines, expected a header and 2 epochs")
+local log = assert(io.open(logfile)):read("a")
+for i = 2, 3 do
+  local epoch, val = rows[i]:match("^(%d+),[^,]*,[^,]*,([^,]*),")
+  local shown = ("epoch %s/2 .* val acc %.2f%%%%"):format(epoch, 100 * tonumber(val))
+  assert(log:find(shown), "the log has no line '" .. shown .. "'")
+end
+local r = ft.json.decode(assert(io.open(dir .. "/results.json")):read("a"))
+assert(#r.history == 2 and r.best_epoch >= 1 and r.test_acc >= 0, "results.json")
+local png = assert(io.open(dir .. "/curve.png", "rb")):read(8)
+assert(png == "\137PNG\r\n\26\n", "curve.png is not a PNG")
+LUA
+
 for model in resnet vit; do
   "$ftlua" scripts/pretrain_vision.lua --model "$model" --limit 128 --epochs 2 --batch-size 64 --patch-size 7 \
-    --threads 2 --out "$tmp/$model.h5" > "$tmp/$model.log" 2>&1 || { cat "$tmp/$model.log"; exit 1; }
+    --threads 2 --out "$tmp/$model.h5" --log-dir "$tmp/$model-log" > "$tmp/$model.log" 2>&1 \
+    || { cat "$tmp/$model.log"; exit 1; }
   cat "$tmp/$model.log"
   grep -q "best epoch [12]: val acc" "$tmp/$model.log" || { echo "FAIL: no summary line for $model"; exit 1; }
   "$ftlua" "$tmp/check.lua" "$tmp/$model.h5" 128 || { echo "FAIL: $model checkpoint does not reload"; exit 1; }
+  # the learning curve: a row per epoch, its validation accuracies those of the log lines
+  "$ftlua" "$tmp/curve.lua" "$tmp/$model-log" "$tmp/$model.log" || { echo "FAIL: $model learning curve"; exit 1; }
 done
 echo "PASS: ResNet-S and ViT pretrained, saved and reloaded"
