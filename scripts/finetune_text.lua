@@ -70,8 +70,8 @@ parser:option("--out", "Output folder.", "runs/finetune_text")
 parser:option("--checkpoint", "The pretrained model (written by scripts/pretrain_text.lua).", "models/gpt_fortunes.h5")
 parser:option("--r", "LoRA rank.", "8"):convert(math.tointeger)
 parser:option("--alpha", "LoRA alpha (scale alpha / r).", "16"):convert(tonumber)
-parser:option("--positions", "ReFT positions: f<n> (first n of every window), l<n> (last n) or f<n>+l<n>; "
-  .. "last positions fall on padding in the shorter rows of a batch.", "f7")
+parser:option("--positions", "ReFT positions: f<n> (first n tokens of every window), l<n> (last n real tokens) "
+  .. "or f<n>+l<n>.", "f7")
 parser:option("--reft-rank", "ReFT rank.", "4"):convert(math.tointeger)
 parser:option("--virtual-tokens", "Soft prompt length (prompt tuning).", "20"):convert(math.tointeger)
 parser:option("--eval-every", "Validation perplexity (and a checkpoint) every N steps.", "25"):convert(math.tointeger)

@@ -408,6 +408,32 @@ describe("ft.reft on GPT-2", function()
     end)
   end)
 
+  it("counts first and last positions over each row's real tokens in a padded batch", function()
+    for _, tied in ipairs({ true, false }) do
+      local model = new_gpt(17)
+      reft.attach(model, { layers = { 1, 2 }, rank = R, positions = "f2+l2", tied = tied })
+      randomize(model, "default")
+      local ids = random_ids(2, 7)
+      local short = ids:narrow(1, 2, 1):narrow(2, 1, 4):contiguous()   -- row 2 alone: 4 real tokens
+      no_grad(function()
+        local alone = model(short).logits
+        local full_row = model(ids:narrow(1, 1, 1):contiguous()).logits
+        -- right padding: row 2 = its 4 tokens, then 3 pads
+        local right = model(ids, { attention_mask = ft.tensor({ { 1, 1, 1, 1, 1, 1, 1 }, { 1, 1, 1, 1, 0, 0, 0 } },
+          { dtype = "int64" }) }).logits
+        H.assert_close(right:narrow(1, 1, 1), full_row, 1e-5, "unpadded row")
+        H.assert_close(right:narrow(1, 2, 1):narrow(2, 1, 4), alone, 1e-5, "right-padded row (tied " .. tostring(tied) .. ")")
+        -- left padding: 3 pads, then the 4 tokens at positions 1..4
+        local left_ids = ft.cat({ ids:narrow(1, 1, 1), ft.cat({ ft.ones({ 1, 3 }, { dtype = "int64" }), short }, 2) }, 1)
+        local left = model(left_ids, {
+          attention_mask = ft.tensor({ { 1, 1, 1, 1, 1, 1, 1 }, { 0, 0, 0, 1, 1, 1, 1 } }, { dtype = "int64" }),
+          position_ids = ft.tensor({ { 1, 2, 3, 4, 5, 6, 7 }, { 1, 1, 1, 1, 2, 3, 4 } }, { dtype = "int64" }),
+        }).logits
+        H.assert_close(left:narrow(1, 2, 1):narrow(2, 4, 4), alone, 1e-5, "left-padded row (tied " .. tostring(tied) .. ")")
+      end)
+    end
+  end)
+
   it("removes an adapter and leaves the others working", function()
     local model = new_gpt(14)
     local ids = random_ids(1, 8)

@@ -16,7 +16,9 @@
 --              names ("transformer.h.1"); default every block
 --   positions  "f<n>", "l<n>" or "f<n>+l<n>": the first n and/or last n positions along dim 2
 --              of the [B,T,d] hidden state, clamped to T; a position both first and last
---              counts once. Default "f7+l7". For ViT the CLS token is position 1.
+--              counts once. Default "f7+l7". For ViT the CLS token is position 1. When the
+--              model gets an attention_mask with padding, positions count each row's real
+--              tokens only (right or left padding alike), as pyreft does.
 --   rank       r, default 4 (at most d)
 --   kind       "loreft" (default) or "direft"
 --   tied       true (default): one intervention for the first and the last positions; false:
@@ -257,11 +259,14 @@ end
 
 -- The hidden state h [B,T,d] with the first positions edited by item.first and the last ones
 -- by item.last (the same module when tied); the positions in between are h's own values.
-local function intervene(st, item, h)
+local function check_hidden(st, item, h)
   if h:dim() ~= 3 or h:size(3) ~= item.embed_dim then
     error(("ft.reft: %s outputs a hidden state of shape [%s]; adapter '%s' expects [batch, seq, %d]")
       :format(st.path, table.concat(h:shape(), ","), item.name, item.embed_dim), 0)
   end
+end
+
+local function intervene(item, h)
   local T = h:size(2)
   local n_first = math.min(item.n_first, T)
   local last_start = math.max(T - item.n_last + 1, n_first + 1)
@@ -273,6 +278,49 @@ local function intervene(st, item, h)
   return ft.cat(pieces, 2)
 end
 
+-- The padding mask a GPT-2 or Llama block receives (ft.models.padding_mask: [B,1,1,T], 0 on
+-- real tokens, a large negative number on padding), when some row of it has padding.
+local function padding_of(T, ...)
+  for i = 2, select("#", ...) do
+    local a = select(i, ...)
+    if ft.is_tensor(a) and a:dim() == 4 and a:size(2) == 1 and a:size(3) == 1 and a:size(4) == T then
+      if a:lt(-1):sum():item() > 0 then return a end
+      return nil
+    end
+  end
+end
+
+-- With padding, "first" and "last" count real tokens only (as pyreft locates each example's
+-- positions by its own length): masks [B,T,1] of the positions item.first and item.last edit.
+local function row_masks(item, padding)
+  local B, T = padding:size(1), padding:size(4)
+  local rows = padding:view(B, T):totable()
+  local first, last = {}, {}
+  for b = 1, B do
+    local real = {}
+    for t = 1, T do
+      if rows[b][t] > -1 then real[#real + 1] = t end
+    end
+    local f, l = {}, {}
+    for t = 1, T do f[t], l[t] = { 0 }, { 0 } end
+    local n_first = math.min(item.n_first, #real)
+    for i = 1, n_first do f[real[i]][1] = 1 end
+    for i = math.max(#real - item.n_last + 1, n_first + 1), #real do l[real[i]][1] = 1 end
+    first[b], last[b] = f, l
+  end
+  return ft.tensor(first), ft.tensor(last)
+end
+
+-- The padded-batch form of intervene: each module edits every position and the masks keep
+-- its edit where it applies (an intervention costs O(r d) per position, so this stays cheap).
+local function intervene_masked(item, h, padding)
+  local first_mask, last_mask = row_masks(item, padding)
+  local out = h
+  if item.n_first > 0 then out = out + (item.first(h) - h) * first_mask end
+  if item.n_last > 0 then out = out + (item.last(h) - h) * last_mask end
+  return out
+end
+
 local function reft_forward(self, ...)
   local st = rawget(self, "_reft")
   if not st then   -- every adapter was removed while another wrapper still calls this one
@@ -281,8 +329,12 @@ local function reft_forward(self, ...)
   local out = table.pack(st.base(self, ...))
   if #st.items == 0 or has_past(...) then return table.unpack(out, 1, out.n) end
   local h = out[1]
+  local padding = ft.is_tensor(h) and h:dim() == 3 and padding_of(h:size(2), ...) or nil
   for _, item in ipairs(st.items) do
-    if A.is_active(st.reg, item.name) then h = intervene(st, item, h) end
+    if A.is_active(st.reg, item.name) then
+      check_hidden(st, item, h)
+      h = padding and intervene_masked(item, h, padding) or intervene(item, h)
+    end
   end
   out[1] = h
   return table.unpack(out, 1, out.n)
