@@ -42,7 +42,7 @@ local CLOTHING = { 1, 2, 3, 4, 5, 7 } -- ft labels (dataset ids + 1) of the six 
 
 local parser = argparse("pretrain_vision.lua", "Pretrain ResNet-S or a small ViT on Fashion-MNIST's clothing classes.")
 parser:option("--model", "resnet or vit.", "resnet"):choices({ "resnet", "vit" })
-parser:option("--epochs", "Training epochs (default: 6 for resnet, 15 for vit, as the shipped checkpoints)."):convert(math.tointeger)
+parser:option("--epochs", "Training epochs (default: 10 for resnet, 15 for vit, as the shipped checkpoints)."):convert(math.tointeger)
 parser:option("--lr", "Peak learning rate (default: 0.1 for resnet, 1e-3 for vit)."):convert(tonumber)
 parser:option("--batch-size", "Images per batch.", "128"):convert(math.tointeger)
 parser:option("--seed", "Random seed (split, initialisation, shuffling, augmentation).", "1"):convert(math.tointeger)
@@ -59,7 +59,7 @@ parser:flag("--no-augment", "Train without augmentation.")
 local args = parser:parse()
 
 local is_vit = args.model == "vit"
-args.epochs = args.epochs or (is_vit and 15 or 6)
+args.epochs = args.epochs or (is_vit and 15 or 10)
 args.lr = args.lr or (is_vit and 1e-3 or 0.1)
 args.out = args.out or ("runs/pretrain/" .. (is_vit and "vit_s" or "resnet_s") .. "_clothing.h5")
 local command = "ftlua scripts/pretrain_vision.lua " .. table.concat(arg, " ")
