@@ -135,10 +135,6 @@ args.steps = args.steps or D.steps
 args.xi = args.xi or D.xi
 args.tau = args.tau or D.tau
 args.select = args.select or D.select
-if not (args.select > 0 and args.select <= 1) then
-  io.stderr:write(("self_train.lua: --select must be in (0, 1], got %g\n"):format(args.select))
-  os.exit(1)
-end
 args.balance = args.balance or D.balance
 local command = "ftlua scripts/self_train.lua " .. table.concat(arg, " ")
 
@@ -158,6 +154,7 @@ local function write_file(path, s)
   f:close()
 end
 
+if not (args.select > 0 and args.select <= 1) then fail("--select must be in (0, 1], got %g", args.select) end
 if args.init == "pretrained" and not ft.fs.exists(args.checkpoint) then
   fail("checkpoint %s not found; make it (see models/%s), pass --checkpoint, or use --init random",
     args.checkpoint, args.task == "text" and "TEXT.md" or "README.md")
