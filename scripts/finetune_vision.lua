@@ -355,14 +355,13 @@ end
 local function pct(x) return ("%.2f"):format(100 * x) end
 
 local function write_csv(path, header, rows)
-  local f = assert(io.open(path, "w"))
-  f:write(table.concat(header, ","), "\n")
+  local lines = { table.concat(header, ",") }
   for _, r in ipairs(rows) do
     local cells = {}
     for i, k in ipairs(header) do cells[i] = tostring(r[k] == nil and "" or r[k]) end
-    f:write(table.concat(cells, ","), "\n")
+    lines[#lines + 1] = table.concat(cells, ",")
   end
-  f:close()
+  ft.fs.write(path, table.concat(lines, "\n") .. "\n")
 end
 
 local function print_table(rows)
@@ -429,10 +428,8 @@ end
 for _, method in ipairs({ "head", table.unpack(methods) }) do os.remove(checkpoint_path(method)) end
 
 write_csv(args.out .. "/results.csv", { "method", "trainable", "total", "id", "ood", "val_id", "val_ood", "seconds" }, rows)
-local f = assert(io.open(args.out .. "/results.json", "w"))
-f:write(ft.json.encode({ model = args.model, checkpoint = args.checkpoint, seed = args.seed,
-  labels_per_class = args.labels_per_class, methods = rows, wise = wise_rows or ft.json.null }), "\n")
-f:close()
+ft.fs.write(args.out .. "/results.json", ft.json.encode({ model = args.model, checkpoint = args.checkpoint,
+  seed = args.seed, labels_per_class = args.labels_per_class, methods = rows, wise = wise_rows or ft.json.null }) .. "\n")
 
 if args.compare then
   local cats, id, ood = {}, {}, {}

@@ -239,9 +239,7 @@ for i, h in ipairs(history) do
   csv[#csv + 1] = ("%d,%.6f,%.6f"):format(h.step, h.train_loss, h.val_loss)
   steps[i], train_curve[i], val_curve[i] = h.step, h.train_loss, h.val_loss
 end
-local f = assert(io.open(args.log_dir .. "/history.csv", "w"))
-f:write(table.concat(csv, "\n"), "\n")
-f:close()
+ft.fs.write(args.log_dir .. "/history.csv", table.concat(csv, "\n") .. "\n")
 ft.plot.line({ path = args.log_dir .. "/curve.png", title = ("byte-level GPT (%s) on fortunes"):format(args.config),
   xlabel = "step", ylabel = "loss (nats per byte)",
   series = { { name = "train (mean since the previous point)", x = steps, y = train_curve },

@@ -227,9 +227,7 @@ for i, h in ipairs(history) do
   csv[#csv + 1] = ("%d,%.6f,%.6f,%.6f,%.1f"):format(h.epoch, h.train_loss, h.train_acc, h.val_acc, h.seconds)
   epochs[i], train_curve[i], val_curve[i] = h.epoch, 100 * h.train_acc, 100 * h.val_acc
 end
-local f = assert(io.open(log_dir .. "/history.csv", "w"))
-f:write(table.concat(csv, "\n"), "\n")
-f:close()
+ft.fs.write(log_dir .. "/history.csv", table.concat(csv, "\n") .. "\n")
 ft.plot.line({ path = log_dir .. "/curve.png", title = ("%s on the clothing classes"):format(is_vit and "ViT" or "ResNet-S"),
   xlabel = "epoch", ylabel = "accuracy (%)", legend = "lower right",
   series = { { name = "train (augmented)", x = epochs, y = train_curve }, { name = "validation", x = epochs, y = val_curve } } })

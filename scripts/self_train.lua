@@ -148,11 +148,7 @@ local function fail(fmt, ...)
   os.exit(1)
 end
 
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local write_file = ft.fs.write
 
 if not (args.select > 0 and args.select <= 1) then fail("--select must be in (0, 1], got %g", args.select) end
 if args.init == "pretrained" and not ft.fs.exists(args.checkpoint) then

@@ -31,6 +31,17 @@ describe("ft.fs", function()
     ft.fs.mkdir_for("no_folder_part.txt")   -- a bare file name needs no folder
   end)
 
+  it("writes a file whole, replacing an earlier one, and names a path it cannot write", function()
+    local path = tmp .. "/r.csv"
+    ft.fs.write(path, "a,b\n1,2\n")
+    ft.fs.write(path, "a\n3\n")
+    assert.are.equal("a\n3\n", H.read_bytes(path))
+    assert.is_false(ft.fs.exists(path .. ".tmp"))
+    local bad = tmp .. "/missing/r.csv"
+    H.assert_mentions(H.error_of(ft.fs.write, bad, "x"), "ft.fs.write: cannot write", bad)
+    assert.is_false(ft.fs.exists(bad))
+  end)
+
   it("names the folder it cannot create and who asked", function()
     local file = tmp .. "/plain"
     assert(io.open(file, "w")):close()

@@ -3,6 +3,7 @@
 --   if not ft.fs.exists(path) then ... end
 --   ft.fs.mkdir("runs/exp1")              -- with its parents; an error names the folder
 --   ft.fs.mkdir_for("runs/exp1/log.jsonl") -- the folder a file will go in
+--   ft.fs.write("runs/exp1/results.csv", text)
 local ft = require "ft"
 
 local fs = {}
@@ -33,6 +34,25 @@ end
 function fs.mkdir_for(path, where)
   local dir = path:match("^(.*)/[^/]*$")
   if dir and dir ~= "" then fs.mkdir(dir, where) end
+end
+
+--- write(path, text): writes text to path through a temporary file renamed at the end, so a
+-- failed write leaves an earlier file at path as it was; raises an error naming the path.
+function fs.write(path, text)
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then error(("ft.fs.write: cannot write %s: %s"):format(path, err), 2) end
+  local ok, werr = f:write(text)
+  local closed, cerr = f:close()
+  if not (ok and closed) then
+    os.remove(tmp)
+    error(("ft.fs.write: cannot write %s: %s"):format(path, tostring(werr or cerr)), 2)
+  end
+  local renamed, rerr = os.rename(tmp, path)
+  if not renamed then
+    os.remove(tmp)
+    error(("ft.fs.write: cannot write %s: %s"):format(path, rerr), 2)
+  end
 end
 
 return fs
