@@ -278,37 +278,61 @@ local function intervene(item, h)
   return ft.cat(pieces, 2)
 end
 
--- The padding mask a GPT-2 or Llama block receives (ft.models.padding_mask: [B,1,1,T], 0 on
--- real tokens, a large negative number on padding), when some row of it has padding.
+-- What a padding mask (ft.models.padding_mask: [B,1,1,T], 0 on real tokens, a large negative
+-- number on padding) says: false when no row has padding, else {real = each row's real
+-- positions, masks = {}}. Every block of one forward gets the same mask tensor, so this is
+-- worked out once per forward, not once per block.
+local mask_info = setmetatable({}, { __mode = "k" })
+
+local function padding_info(mask)
+  local info = mask_info[mask]
+  if info == nil then
+    info = false
+    if mask:lt(-1):sum():item() > 0 then
+      local B, T = mask:size(1), mask:size(4)
+      local real = {}
+      for b, row in ipairs(mask:view(B, T):totable()) do
+        real[b] = {}
+        for t = 1, T do
+          if row[t] > -1 then real[b][#real[b] + 1] = t end
+        end
+      end
+      info = { T = T, real = real, masks = {} }
+    end
+    mask_info[mask] = info
+  end
+  return info
+end
+
+-- The padding of a GPT-2 or Llama block's input, found among its arguments, or nil.
 local function padding_of(T, ...)
   for i = 2, select("#", ...) do
     local a = select(i, ...)
     if ft.is_tensor(a) and a:dim() == 4 and a:size(2) == 1 and a:size(3) == 1 and a:size(4) == T then
-      if a:lt(-1):sum():item() > 0 then return a end
-      return nil
+      return padding_info(a) or nil
     end
   end
 end
 
 -- With padding, "first" and "last" count real tokens only (as pyreft locates each example's
--- positions by its own length): masks [B,T,1] of the positions item.first and item.last edit.
+-- positions by its own length): masks [B,T,1] of the positions item.first and item.last edit,
+-- made once per mask and positions setting.
 local function row_masks(item, padding)
-  local B, T = padding:size(1), padding:size(4)
-  local rows = padding:view(B, T):totable()
+  local key = item.n_first .. "+" .. item.n_last
+  local cached = padding.masks[key]
+  if cached then return cached[1], cached[2] end
   local first, last = {}, {}
-  for b = 1, B do
-    local real = {}
-    for t = 1, T do
-      if rows[b][t] > -1 then real[#real + 1] = t end
-    end
+  for b, real in ipairs(padding.real) do
     local f, l = {}, {}
-    for t = 1, T do f[t], l[t] = { 0 }, { 0 } end
+    for t = 1, padding.T do f[t], l[t] = { 0 }, { 0 } end
     local n_first = math.min(item.n_first, #real)
     for i = 1, n_first do f[real[i]][1] = 1 end
     for i = math.max(#real - item.n_last + 1, n_first + 1), #real do l[real[i]][1] = 1 end
     first[b], last[b] = f, l
   end
-  return ft.tensor(first), ft.tensor(last)
+  local masks = { ft.tensor(first), ft.tensor(last) }
+  padding.masks[key] = masks
+  return masks[1], masks[2]
 end
 
 -- The padded-batch form of intervene: each module edits every position and the masks keep
