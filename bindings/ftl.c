@@ -279,26 +279,41 @@ void ftl_register(lua_State *L, const luaL_Reg *fns) { luaL_setfuncs(L, fns, 0);
 
 /* ---- module ------------------------------------------------------------------------ */
 
-/* Lua halves loaded on first use: ft.nn, ft.optim, ... */
-static const char *const lazy_submodules[] = {"nn", "optim", "data", "models", "tokenizer", "text", "progress",
-                                                 "peft", "wise", "train", "plot", "selftrain", "transforms", "fs",
-                                                 NULL};
+/* Names of ft whose module lives elsewhere in the room layout: ft.tokenizer is ft.text.tokenizer. */
+static const char *const module_aliases[][2] = {{"tokenizer", "ft.text.tokenizer"}};
 
+/* ft.<key> for any Lua half under ft/: `ft.foo` requires "ft.foo" on first use and keeps it.
+ * A key with no such module is nil; an error while loading one that exists propagates. */
 static int module_index(lua_State *L) {
     const char *key = lua_tostring(L, 2);
-    if (!key) return 0;
-    for (int i = 0; lazy_submodules[i]; i++) {
-        if (strcmp(key, lazy_submodules[i]) == 0) {
-            lua_getglobal(L, "require");
-            lua_pushfstring(L, "ft.%s", key);
-            lua_call(L, 1, 1);
-            lua_pushvalue(L, 2);
-            lua_pushvalue(L, -2);
-            lua_rawset(L, 1);
-            return 1;
-        }
+    if (!key || lua_type(L, 2) != LUA_TSTRING || key[0] == '_' || strchr(key, '.')) return 0;
+    const char *name = NULL;
+    for (size_t i = 0; i < sizeof module_aliases / sizeof module_aliases[0]; i++)
+        if (strcmp(key, module_aliases[i][0]) == 0) name = module_aliases[i][1];
+    if (name) lua_pushstring(L, name);
+    else lua_pushfstring(L, "ft.%s", key);
+    int name_index = lua_gettop(L);
+    /* Find the module first: a missing one is nil, not an error. */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchpath");
+    lua_pushvalue(L, name_index);
+    lua_getfield(L, -3, "path");
+    lua_call(L, 2, 1);
+    int found = !lua_isnil(L, -1);
+    lua_pop(L, 2);
+    if (!found) {
+        luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+        found = lua_getfield(L, -1, lua_tostring(L, name_index)) != LUA_TNIL;
+        lua_pop(L, 2);
     }
-    return 0;
+    if (!found) return 0;
+    lua_getglobal(L, "require");
+    lua_pushvalue(L, name_index);
+    lua_call(L, 1, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
 }
 
 int luaopen_ft(lua_State *L) {
@@ -313,12 +328,6 @@ int luaopen_ft(lua_State *L) {
     ftl_open_json(L);
     lua_settop(L, module);
 
-    lua_createtable(L, 0, 3);
-    for (int i = 0; lazy_submodules[i]; i++) {
-        lua_pushstring(L, lazy_submodules[i]);
-        lua_rawseti(L, -2, i + 1);
-    }
-    lua_setfield(L, module, "_submodules");
     lua_pushliteral(L, "0.1.0");
     lua_setfield(L, module, "_VERSION");
 

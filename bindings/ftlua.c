@@ -309,7 +309,7 @@ static void strip_components(char *path, int n) {
     }
 }
 
-/* package.path = <user's or default path>;<source tree>;<models>;<install dir> */
+/* package.path = <user's or default path>;<source tree>;<install dir> */
 static void set_package_path(lua_State *L, const char *argv0) {
     char dir[4096];
     lua_getglobal(L, "package");
@@ -320,10 +320,6 @@ static void set_package_path(lua_State *L, const char *argv0) {
     }
 #ifdef FT_LUA_DIR
     append_lua_dir(L, FT_LUA_DIR);
-    snprintf(dir, sizeof dir, "%s", FT_LUA_DIR); /* <src>/bindings/lua -> <src>/models */
-    strip_components(dir, 2);
-    strncat(dir, "/models", sizeof dir - strlen(dir) - 1);
-    append_lua_dir(L, dir);
 #endif
     /* <prefix>/bin/ftlua -> <prefix>/share/lua/5.4 */
     ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);

@@ -36,9 +36,9 @@ local argparse = require "argparse"
 local T = require "ft.transforms"
 
 local script_dir = arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "."
-package.path = script_dir .. "/../models/?.lua;" .. package.path
-local resnet = require "resnet"
-local vit = require "vit"
+
+local resnet = require "ft.models.resnet"
+local vit = require "ft.models.vit"
 
 local F = ft.nn.functional
 local peft, train = ft.peft, ft.train

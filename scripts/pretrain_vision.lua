@@ -32,7 +32,7 @@ local argparse = require "argparse"
 local T = require "ft.transforms"
 
 local script_dir = arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "."
-package.path = script_dir .. "/../models/?.lua;" .. package.path
+
 
 local F = ft.nn.functional
 local P = ft.progress
@@ -88,7 +88,7 @@ local augment = T.augmentation("strong")
 
 local model, config, logits_of
 if is_vit then
-  local vit = require "vit"
+  local vit = require "ft.models.vit"
   config = vit.config("vit-s", {
     patch_size = args.patch_size, hidden_size = args.hidden_size, num_hidden_layers = args.layers,
     num_attention_heads = args.heads, intermediate_size = 4 * args.hidden_size, num_labels = #classes,
@@ -102,7 +102,7 @@ if is_vit then
   model = vit.ViTForImageClassification(config)
   logits_of = function(x) return model(x).logits end
 else
-  local resnet = require "resnet"
+  local resnet = require "ft.models.resnet"
   config = { arch = "resnet_s", num_classes = #classes }
   model = resnet.resnet_s({ num_classes = #classes })
   logits_of = model

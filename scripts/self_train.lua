@@ -61,8 +61,8 @@ local ft = require "ft"
 local argparse = require "argparse"
 
 local script_dir = arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "."
-package.path = script_dir .. "/?.lua;" .. script_dir .. "/../models/?.lua;" .. package.path
-local gpt2_classifier = require "gpt2_classifier"
+package.path = script_dir .. "/?.lua;" .. package.path
+local gpt2_classifier = require "ft.models.gpt2_classifier"
 
 local nn, F = ft.nn, ft.nn.functional
 local st, P = ft.selftrain, ft.progress
@@ -434,7 +434,7 @@ function Classifier:forward(x)
 end
 
 local function vision_task()
-  local resnet = require "resnet"
+  local resnet = require "ft.models.resnet"
   local t_data = ft.clock()
   local train = ft.data.subset(ft.data.fashion_mnist({ split = "train" }), NON_CLOTHING, { relabel = true })
   local test = ft.data.subset(ft.data.fashion_mnist({ split = "test" }), NON_CLOTHING, { relabel = true })

@@ -14,8 +14,8 @@ local argparse = require "argparse"
 local T = require "ft.transforms"
 
 local script_dir = arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "."
-package.path = script_dir .. "/../models/?.lua;" .. package.path
-local resnet = require "resnet"
+
+local resnet = require "ft.models.resnet"
 
 local F = ft.nn.functional
 

@@ -16,7 +16,7 @@
 --     collection count in the peak, so a second model in the same process reads higher.
 local ft = require "ft"
 local argparse = require "argparse"
-local resnet = require "resnet"
+local resnet = require "ft.models.resnet"
 
 local F = ft.nn.functional
 local peft = ft.peft

@@ -13,7 +13,6 @@ trap 'rm -rf "$tmp"' EXIT
 
 cat > "$tmp/check.lua" <<'LUA'
 local path, limit = arg[1], tonumber(arg[2])
-package.path = "models/?.lua;" .. package.path
 local sd, meta = ft.load(path)
 local config = ft.json.decode(meta.config)
 local classes = ft.json.decode(meta.classes)
@@ -25,10 +24,10 @@ end
 assert(meta.command:match("^ftlua scripts/pretrain_vision.lua "), "command: " .. tostring(meta.command))
 local model
 if meta.model == "vit" then
-  model = require("vit").ViTForImageClassification(config)
+  model = require("ft.models.vit").ViTForImageClassification(config)
 else
   assert(meta.model == "resnet_s", "model: " .. tostring(meta.model))
-  model = require("resnet").resnet_s{num_classes = config.num_classes}
+  model = require("ft.models.resnet").resnet_s{num_classes = config.num_classes}
 end
 model:load_state_dict(sd)   -- strict: every tensor present, no extra one
 model:eval()

@@ -4,7 +4,7 @@
 -- loading through ft.models; and the errors.
 local ft = require "ft"
 local H = require "helpers"
-local clf = require "gpt2_classifier"
+local clf = require "ft.models.gpt2_classifier"
 
 local TEXTS = { "Hello, world", "abc", "fortune cookies" }
 

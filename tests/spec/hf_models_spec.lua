@@ -469,7 +469,7 @@ describe("ft.models presets", function()
 end)
 
 describe("sliding-window attention", function()
-  local llama = require "llama"
+  local llama = require "ft.models.llama"
 
   -- One layer, so position t's output depends only on the window of tokens ending at t;
   -- rotary embeddings are relative, so running that window alone must give the same logits.

@@ -3,11 +3,11 @@
 -- against sums written out in plain Lua; only the vectors train.
 local ft = require "ft"
 local H = require "helpers"
-local resnet = require "resnet"
+local resnet = require "ft.models.resnet"
 
 local peft = ft.peft
-local ia3 = require "ft.ia3"
-local A = require "ft.adapters"
+local ia3 = require "ft.peft.ia3"
+local A = require "ft.peft.registry"
 
 local function tiny_gpt2()
   ft.manual_seed(11)

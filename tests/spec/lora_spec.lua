@@ -3,10 +3,10 @@
 -- finite differences, and exact comparisons where the math promises equality.
 local ft = require "ft"
 local H = require "helpers"
-local lora = require "ft.lora"
+local lora = require "ft.peft.lora"
 local peft = require "ft.peft"
-local A = require "ft.adapters"
-local gpt2 = require "gpt2"
+local A = require "ft.peft.registry"
+local gpt2 = require "ft.models.gpt2"
 
 local nn = ft.nn
 local F = nn.functional

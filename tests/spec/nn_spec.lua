@@ -2,7 +2,7 @@
 -- checked against PyTorch (fixtures from tests/gen_nn_fixtures.py).
 local ft = require "ft"
 local H = require "helpers"
-local resnet = require "resnet"
+local resnet = require "ft.models.resnet"
 
 local nn = ft.nn
 local F = nn.functional

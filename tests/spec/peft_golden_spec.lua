@@ -4,9 +4,9 @@
 -- (compared with the files PEFT wrote) and load again in a fresh process.
 local ft = require "ft"
 local H = require "helpers"
-local lora = require "ft.lora"
+local lora = require "ft.peft.lora"
 local peft = require "ft.peft"
-local P = require "ft.peft_format"
+local P = require "ft.peft.format"
 
 local GOLDEN = H.fixture("golden")
 local BASE = GOLDEN .. "/hf_gpt2"
@@ -151,7 +151,7 @@ describe("ft.peft_format.save", function()
     P.save(model, dir)
     local script = dir .. "/reload.lua"
     H.write_bytes(script, ([[
-local P = require "ft.peft_format"
+local P = require "ft.peft.format"
 local model = ft.models.from_pretrained(%q)
 P.load(model, %q)
 local ids = ft.safetensors.load(%q).input_ids + 1

@@ -3,7 +3,7 @@
 -- adapters in the native format. Counts are worked out by hand from the layer shapes.
 local ft = require "ft"
 local H = require "helpers"
-local resnet = require "resnet"
+local resnet = require "ft.models.resnet"
 
 local peft = ft.peft
 local nn = ft.nn

@@ -4,10 +4,10 @@
 -- tensors train, inits, generation with the prompt, and removal.
 local ft = require "ft"
 local H = require "helpers"
-local A = require "ft.adapters"
-local PT = require "ft.prompt_tuning"
-local gpt2 = require "gpt2"
-local llama = require "llama"
+local A = require "ft.peft.registry"
+local PT = require "ft.peft.prompt_tuning"
+local gpt2 = require "ft.models.gpt2"
+local llama = require "ft.models.llama"
 
 ft.set_num_threads(2)
 
@@ -102,7 +102,7 @@ describe("inputs_embeds", function()
   end)
 end)
 
-describe("ft.prompt_tuning", function()
+describe("ft.peft.prompt_tuning", function()
   it("adds a [n, d] prompt as prompt_encoder.<name>.embedding.weight and freezes the base", function()
     local m = tiny_gpt2()
     local base_keys = select(2, m:state_dict())

@@ -3,7 +3,7 @@
 -- block's own (unedited) hidden state, finite differences, and exact comparisons.
 local ft = require "ft"
 local H = require "helpers"
-local reft = require "ft.reft"
+local reft = require "ft.peft.reft"
 local peft = require "ft.peft"
 
 local D, R = 32, 4   -- GPT-2 hidden size and the rank used throughout
@@ -369,7 +369,7 @@ describe("ft.reft on GPT-2", function()
     local dir = H.make_tmpdir("reft")
     local path = dir .. "/adapter.h5"
     ft.save(path, reft.state_dict(model, "task"))
-    local config = ft.json.decode(ft.json.encode(require("ft.adapters").get(model, "task").config))
+    local config = ft.json.decode(ft.json.encode(require("ft.peft.registry").get(model, "task").config))
 
     local fresh = new_gpt(11)
     fresh:load_state_dict(base)

@@ -2,7 +2,7 @@
 -- checked against torchvision (fixtures from tests/gen_resnet_fixtures.py).
 local ft = require "ft"
 local H = require "helpers"
-local resnet = require "resnet"
+local resnet = require "ft.models.resnet"
 
 local WEIGHTS = H.fixture("resnet18.safetensors")
 

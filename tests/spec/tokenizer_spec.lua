@@ -6,7 +6,7 @@ describe("ft.tokenizer.bytes", function()
   local tok = ft.tokenizer.bytes()
 
   it("is reachable as ft.tokenizer and as a module", function()
-    assert.equal(require("ft.tokenizer"), ft.tokenizer)
+    assert.equal(require("ft.text.tokenizer"), ft.tokenizer)
     assert.equal(256, tok.vocab_size)
   end)
 

@@ -1,17 +1,18 @@
 -- ft.models: HuggingFace transformer checkpoints in and out, the architecture registry,
--- and the pieces the model definitions (models/gpt2.lua, llama.lua, vit.lua) share.
+-- and the pieces the model definitions (ft/models/gpt2.lua, llama.lua, vit.lua, resnet.lua) share.
 --
 --   local model = ft.models.from_pretrained("path/to/hf_dir")     -- config.json + safetensors
 --   local out = model:forward(ids, {labels = ids})                -- ids: int64 [B,T], 1-based
 --   local ids2 = model:generate(ids, {max_new_tokens = 20, temperature = 0.8, top_k = 40, seed = 1})
 --   ft.models.save_pretrained(model, "out_dir")                   -- transformers loads it
 --   local tiny = ft.models.new("gpt-s")                           -- a from-scratch preset
+--   local net = ft.models.new("resnet-s", {num_classes = 4})       -- any registered preset
 --
 -- Token ids are 1-based in Lua (HF id i is ft id i + 1); labels use -100 for "ignore", as HF.
 -- Parameter names are HF's (transformer.h.0.attn.c_attn.weight, model.layers.0.self_attn.
 -- q_proj.weight ...), so a model's state_dict maps one to one to the checkpoint's tensors.
 local ft = require "ft"
-local F = require "ft.functional"
+local F = require "ft.nn.functional"
 
 local M = {}
 
@@ -312,7 +313,7 @@ M.model_types = {}
 -- preset name -> Lua module whose config(name) builds it
 M.presets = {}
 
---- Registers an architecture: M.register("GPT2LMHeadModel", {module = "gpt2", model_type = "gpt2"}).
+--- Registers an architecture: M.register("GPT2LMHeadModel", {module = "ft.models.gpt2", model_type = "gpt2"}).
 -- The module must export a constructor under the architecture's name taking an HF config.
 function M.register(architecture, spec)
   M.architectures[architecture] = spec
@@ -320,11 +321,14 @@ function M.register(architecture, spec)
   for _, name in ipairs(spec.presets or {}) do M.presets[name] = spec.module end
 end
 
-M.register("GPT2LMHeadModel", { module = "gpt2", model_type = "gpt2", presets = { "gpt-s" } })
-M.register("LlamaForCausalLM", { module = "llama", model_type = "llama", presets = { "llama-s" } })
-M.register("MistralForCausalLM", { module = "llama", model_type = "mistral" })
-M.register("Qwen2ForCausalLM", { module = "llama", model_type = "qwen2" })
-M.register("ViTForImageClassification", { module = "vit", model_type = "vit", presets = { "vit-s" } })
+M.register("GPT2LMHeadModel", { module = "ft.models.gpt2", model_type = "gpt2", presets = { "gpt-s" } })
+M.register("GPT2ForSequenceClassification", { module = "ft.models.gpt2_classifier" })
+M.register("LlamaForCausalLM", { module = "ft.models.llama", model_type = "llama", presets = { "llama-s" } })
+M.register("MistralForCausalLM", { module = "ft.models.llama", model_type = "mistral" })
+M.register("Qwen2ForCausalLM", { module = "ft.models.llama", model_type = "qwen2" })
+M.register("ViTForImageClassification", { module = "ft.models.vit", model_type = "vit", presets = { "vit-s" } })
+M.register("ResNet", { module = "ft.models.resnet", model_type = "resnet",
+  presets = { "resnet-s", "resnet18", "resnet34", "resnet50" } })
 
 local function sorted_keys(t)
   local out = {}

@@ -22,11 +22,11 @@
 --   remove(model, name)
 -- and records itself in the registry of ft.adapters. This file is the one surface users see.
 local ft = require "ft"
-local A = require "ft.adapters"
+local A = require "ft.peft.registry"
 
 local peft = {}
 
-local function kind_module(kind) return require("ft." .. kind) end
+local function kind_module(kind) return require("ft.peft." .. kind) end
 
 -- ---- adapters -------------------------------------------------------------------------------
 
@@ -652,9 +652,9 @@ end
 -- ---- saving and loading adapters (ft.peft_io) -----------------------------------------------
 
 --- save(model, dir [, {name = "default", format = "ftlua"|"peft"}]) -> path written
-function peft.save(model, dir, opts) return require("ft.peft_io").save(model, dir, opts) end
+function peft.save(model, dir, opts) return require("ft.peft.io").save(model, dir, opts) end
 
 --- load(model, dir_or_file [, {name =}]) -> adapter name
-function peft.load(model, path, opts) return require("ft.peft_io").load(model, path, opts) end
+function peft.load(model, path, opts) return require("ft.peft.io").load(model, path, opts) end
 
 return peft

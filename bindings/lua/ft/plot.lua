@@ -38,7 +38,7 @@
 -- log10 of it on a log axis: px(xlim[1]) = plot.left, px(xlim[2]) = plot.right,
 -- py(ylim[1]) = plot.bottom, py(ylim[2]) = plot.top.
 local ft = require "ft"
-local canvas = require "ft.plot_canvas"
+local canvas = require "ft.plot.canvas"
 
 local plot = {}
 

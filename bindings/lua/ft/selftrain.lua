@@ -16,7 +16,7 @@
 -- function, so the same code self-trains a transformer over token ids or a CNN over images.
 -- Class ids are 1-based; 0 means "abstain" in votes and weak labels.
 local ft = require "ft"
-local F = require "ft.functional"
+local F = require "ft.nn.functional"
 
 local selftrain = {}
 

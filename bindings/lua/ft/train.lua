@@ -420,10 +420,10 @@ end
 
 -- ---- the other pieces ------------------------------------------------------------------------
 
-train.Logger = require("ft.train_log").Logger
-local checkpoint = require "ft.train_checkpoint"
+train.Logger = require("ft.train.log").Logger
+local checkpoint = require "ft.train.checkpoint"
 train.save_checkpoint = checkpoint.save
 train.load_checkpoint = checkpoint.load
-train.loop = require("ft.train_loop")(train)
+train.loop = require "ft.train.loop"
 
 return train

@@ -18,7 +18,7 @@
 -- transformer.h.0.attn.c_attn.ia3_l.default, and an instance forward that applies the active
 -- adapters (ft.peft.set_adapter / disable take effect at once).
 local ft = require "ft"
-local A = require "ft.adapters"
+local A = require "ft.peft.registry"
 local nn = require "ft.nn"
 
 local M = {}

@@ -3,11 +3,11 @@
 -- state_dict keys and its kind, name and config as JSON metadata; PEFT's folder layout goes
 -- through ft.peft_format.
 local ft = require "ft"
-local A = require "ft.adapters"
+local A = require "ft.peft.registry"
 
 local peft_io = {}
 
-local function kind_module(kind) return require("ft." .. kind) end
+local function kind_module(kind) return require("ft.peft." .. kind) end
 
 local fs = require "ft.fs"
 local is_dir, file_exists = fs.is_dir, fs.exists
@@ -30,7 +30,7 @@ function peft_io.save(model, dir, opts)
       error(("%s: format 'peft' holds LoRA adapters only; adapter '%s' is %s (use format 'ftlua')"):format(where,
         name, entry.kind), 2)
     end
-    return require("ft.peft_format").save(model, dir, name)
+    return require("ft.peft.format").save(model, dir, name)
   elseif format ~= "ftlua" then
     error(("%s: format must be 'ftlua' or 'peft', got %s"):format(where, tostring(format)), 2)
   end
@@ -101,7 +101,7 @@ function peft_io.load(model, path, opts)
   local file = path
   if is_dir(path) then
     if file_exists(path .. "/adapter_model.safetensors") then
-      return require("ft.peft_format").load(model, path, { name = opts.name })
+      return require("ft.peft.format").load(model, path, { name = opts.name })
     end
     file = path .. "/adapter.h5"
     if not file_exists(file) then

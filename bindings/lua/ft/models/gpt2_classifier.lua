@@ -2,7 +2,7 @@
 -- the same body (transformer.*, so a GPT2LMHeadModel checkpoint's body loads one to one) and a
 -- bias-free linear `score` [num_labels, n_embd] on one pooled hidden state per sequence.
 --
---   local clf = require "gpt2_classifier"
+--   local clf = require "ft.models.gpt2_classifier"
 --   local lm = ft.text.load_checkpoint("models/gpt_fortunes.h5")
 --   local model = clf.from_lm(lm, 4, {pooling = "mean"})        -- new head, lm's body
 --   local out = model(batch.input_ids, {attention_mask = batch.attention_mask, labels = y})
@@ -22,7 +22,7 @@
 -- ft.models.from_pretrained build it from a config naming GPT2ForSequenceClassification.
 local ft = require "ft"
 local models = require "ft.models"
-local gpt2 = require "gpt2"
+local gpt2 = require "ft.models.gpt2"
 local nn = ft.nn
 local F = nn.functional
 
@@ -155,7 +155,5 @@ function M.from_lm(lm, num_labels, opts)
   model:train(lm.training)
   return model
 end
-
-models.register("GPT2ForSequenceClassification", { module = "gpt2_classifier", model_type = "gpt2" })
 
 return M

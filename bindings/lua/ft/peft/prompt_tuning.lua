@@ -35,7 +35,7 @@
 -- already holds the prompt. Several prompt-tuning adapters that are active at once are
 -- concatenated in the order they were added.
 local ft = require "ft"
-local A = require "ft.adapters"
+local A = require "ft.peft.registry"
 local nn = ft.nn
 
 local PT = {}
@@ -143,7 +143,7 @@ local function prompt_forward(self, input_ids, opts)
 end
 
 local function check_opts(opts, V)
-  local where = "ft.prompt_tuning"
+  local where = "ft.peft.prompt_tuning"
   if type(opts) ~= "table" then error(where .. ": options must be a table, got " .. type(opts), 3) end
   local n = opts.num_virtual_tokens or 20
   if math.type(n) ~= "integer" then n = math.tointeger(n) end   -- JSON may give 20.0

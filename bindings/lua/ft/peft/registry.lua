@@ -4,7 +4,7 @@
 -- Registry, kept on the root module as the plain field _peft:
 --   adapters  name -> {kind = "lora" | "ia3" | "reft", config = {...}}  (config is JSON-able:
 --             the options the adapter was created with, defaults filled in, so that
---             require("ft." .. kind).attach(model, config) recreates it)
+--             require("ft.peft." .. kind).attach(model, config) recreates it)
 --   order     adapter names in the order they were added
 --   active    name -> true for the adapters that take part in forward
 --   disabled  true while every adapter is switched off (the base model alone)

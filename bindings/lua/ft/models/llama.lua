@@ -4,7 +4,7 @@
 -- lm_head.weight), same numerics: RMSNorm pre-norm blocks, rotary position embeddings
 -- (rotate_half convention), grouped-query attention (num_key_value_heads), SiLU-gated MLP.
 --
---   local llama = require "llama"
+--   local llama = require "ft.models.llama"
 --   local model = llama.LlamaForCausalLM(llama.config("llama-s"))
 --   local out = model(ids, {labels = ids})     -- ids int64 [B,T], 1-based (HF id + 1)
 --

@@ -1,7 +1,7 @@
 -- ft.lora: LoRA and DoRA adapters with HuggingFace PEFT's semantics (LoraLayer), so adapters
 -- trained by PEFT load and compute the same numbers (see ft.peft_format for PEFT's files).
 --
---   local lora = require "ft.lora"
+--   local lora = require "ft.peft.lora"
 --   lora.attach(model, {target = {"c_attn", "c_proj"}, r = 8, alpha = 16, dropout = 0.05})
 --   ... train (only the adapter's tensors require grad) ...
 --   lora.merge(model)            -- W += scale * B A in every adapted layer; lora.unmerge undoes it
@@ -47,7 +47,7 @@
 -- copy per adapter): their parameters train and belong to the adapter's state_dict, and
 -- switching adapters off does not switch those modules back.
 local ft = require "ft"
-local A = require "ft.adapters"
+local A = require "ft.peft.registry"
 local nn = ft.nn
 local F = nn.functional
 

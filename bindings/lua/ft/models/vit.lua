@@ -5,7 +5,7 @@
 -- embeddings, pre-LN encoder layers with an exact-GELU MLP, a final LayerNorm and a linear
 -- classifier on the CLS token. No pooler (HF leaves it out of the classification model).
 --
---   local vit = require "vit"
+--   local vit = require "ft.models.vit"
 --   local model = vit.ViTForImageClassification(vit.config("vit-s"))
 --   local out = model(x, {labels = y})   -- x [B,C,H,W] float, y int64 [B] 1-based
 --   out.logits [B, num_labels], out.loss

@@ -2,7 +2,7 @@
 -- [3, H, W] tensor ft.image.save takes, with anti-aliased lines, markers and bitmap text.
 -- Pixel coordinates are 1-based (column x, row y) and an integral coordinate is the centre
 -- of that pixel.
-local font = require "ft.plot_font"
+local font = require "ft.plot.font"
 
 local floor, ceil, abs, sqrt, max, min = math.floor, math.ceil, math.abs, math.sqrt, math.max, math.min
 

@@ -3,7 +3,7 @@
 -- same numerics (pre-LN blocks, gelu_new = tanh GELU, attention scaled by 1/sqrt(head_dim),
 -- causal), so HF checkpoints load one to one (see ft.models.from_pretrained).
 --
---   local gpt2 = require "gpt2"
+--   local gpt2 = require "ft.models.gpt2"
 --   local model = gpt2.GPT2LMHeadModel(gpt2.config("gpt-s"))
 --   local out = model(ids, {labels = ids})          -- ids int64 [B,T], 1-based (HF id + 1)
 --   out.logits [B,T,V], out.loss (next-token, HF's shift), out.past_key_values

@@ -19,8 +19,8 @@
 -- are such expressions too, matched against a trailing run of path segments.
 -- Bias tensors are optional when loading (PEFT leaves them out for bias = "lora_only").
 local ft = require "ft"
-local A = require "ft.adapters"
-local lora = require "ft.lora"
+local A = require "ft.peft.registry"
+local lora = require "ft.peft.lora"
 
 local P = {}
 

@@ -2,7 +2,7 @@
 -- layer1.0.conv1.weight, layer2.0.downsample.0.weight, fc.weight ...), so checkpoints map
 -- one to one.
 --
---   local resnet = require "resnet"
+--   local resnet = require "ft.models.resnet"
 --   local model = resnet.resnet_s{num_classes = 10}     -- 1x28x28 inputs (Fashion-MNIST)
 --   local r18 = resnet.resnet18{num_classes = 1000}     -- 3x224x224 inputs, as torchvision
 --   local r50 = resnet.from_safetensors("resnet50.safetensors", {arch = "resnet50"})
@@ -175,6 +175,27 @@ end
 
 function M.resnet50(cfg)
   return ResNet(with_defaults(cfg, { block = "bottleneck", layers = { 3, 4, 6, 3 } }))
+end
+
+-- Presets for ft.models.new / ft.models.config: the configs the builders above use.
+local PRESETS = {
+  ["resnet-s"] = { block = "basic", layers = { 2, 2, 2 }, widths = { 32, 64, 128 }, stem = "small",
+                   in_channels = 1, num_classes = 10 },
+  resnet18 = { block = "basic", layers = { 2, 2, 2, 2 } },
+  resnet34 = { block = "basic", layers = { 3, 4, 6, 3 } },
+  resnet50 = { block = "bottleneck", layers = { 3, 4, 6, 3 } },
+}
+M.PRESETS = PRESETS
+
+--- The config of a preset ("resnet-s", "resnet18", "resnet34", "resnet50") with overrides
+-- applied, e.g. ft.models.config("resnet-s", {num_classes = 4}); ft.models.new builds it.
+function M.config(name, overrides)
+  local preset = PRESETS[name]
+  if not preset then error(("resnet.config: unknown preset '%s'"):format(tostring(name)), 2) end
+  local config = ft.models.copy_config(preset, overrides)
+  config.architectures = { "ResNet" }
+  config.model_type = "resnet"
+  return config
 end
 
 local ARCHS = { "resnet18", "resnet34", "resnet50", "resnet_s" }

@@ -36,7 +36,7 @@
 -- (generation after the prompt), nothing is edited: as in pyreft, interventions apply to
 -- the prompt only. A block's other return values (the KV cache) pass through untouched.
 local ft = require "ft"
-local A = require "ft.adapters"
+local A = require "ft.peft.registry"
 local nn = require "ft.nn"
 local optim = require "ft.optim"
 local F = nn.functional

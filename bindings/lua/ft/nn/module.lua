@@ -1,0 +1,433 @@
+-- ft.nn.module: the Module base class and Parameter (ft.nn re-exports both), as torch.nn.
+--
+--   local Block = ft.nn.Module:extend("Block")
+--   function Block:init(d) self.fc = ft.nn.Linear(d, d); self.norm = ft.nn.LayerNorm(d) end
+--   function Block:forward(x) return self.norm(x + self.fc(x):relu()) end
+--   local m = Block(16); local y = m(ft.randn(4, 16))
+--
+-- Assigning a Parameter, a Module, or a tensor to a name already registered as a buffer
+-- registers it (in assignment order); other values are plain fields. Names of parameters
+-- and buffers are PyTorch's dotted paths ("layer1.0.conv1.weight"), so checkpoints map one
+-- to one. This is the base; ft.nn gathers it with the layers (ft.nn.layers) and initialisers.
+local ft = require "ft"
+local F = require "ft.nn.functional"
+
+local nn = {}
+
+local is_tensor = ft.is_tensor
+
+-- ---- parameters -----------------------------------------------------------------------
+
+-- Tensors created by Parameter(); weak keys so dropped parameters are collected.
+local parameter_set = setmetatable({}, { __mode = "k" })
+
+--- A tensor registered as a trainable parameter when assigned to a module field. Shares the
+-- storage of t (a detached alias, as torch.nn.Parameter); requires_grad defaults to true.
+function nn.Parameter(t, requires_grad)
+  if parameter_set[t] then return t end
+  assert(is_tensor(t), "ft.nn.Parameter: a tensor expected")
+  local p = t:detach()
+  if requires_grad == nil then requires_grad = true end
+  p.requires_grad = requires_grad
+  parameter_set[p] = true
+  return p
+end
+
+function nn.is_parameter(v) return parameter_set[v] == true end
+
+-- ---- the Module class ----------------------------------------------------------------------
+
+local Module = { __name = "Module" }
+nn.Module = Module
+
+local function is_module(v)
+  return type(v) == "table" and rawget(v, "_modules") ~= nil and getmetatable(v) ~= nil
+end
+nn.is_module = is_module
+
+-- Registration tables: name -> value plus an array of names keeping the order.
+local KINDS = {
+  parameter = { "_parameters", "_parameter_names" },
+  buffer = { "_buffers", "_buffer_names" },
+  module = { "_modules", "_module_names" },
+}
+
+local function unregister(self, name)
+  for _, kind in pairs(KINDS) do
+    local map, names = self[kind[1]], self[kind[2]]
+    if map[name] ~= nil then
+      map[name] = nil
+      for i, n in ipairs(names) do
+        if n == name then table.remove(names, i); break end
+      end
+    end
+  end
+  self._non_persistent[name] = nil
+end
+
+local function register(self, kind, name, value)
+  if type(name) ~= "string" or name == "" or name:find(".", 1, true) then
+    error(("ft.nn: invalid %s name %q (a non-empty string without '.')"):format(kind, tostring(name)), 3)
+  end
+  local map, names = self[KINDS[kind][1]], self[KINDS[kind][2]]
+  if map[name] == nil then
+    unregister(self, name)
+    rawset(self, name, nil)
+    names[#names + 1] = name
+  end
+  map[name] = value
+end
+
+local function module_newindex(self, k, v)
+  if type(k) == "string" then
+    if parameter_set[v] then return register(self, "parameter", k, v) end
+    if is_module(v) then return register(self, "module", k, v) end
+    if self._buffers[k] ~= nil and is_tensor(v) then return register(self, "buffer", k, v) end
+    if self._parameters[k] ~= nil or self._buffers[k] ~= nil or self._modules[k] ~= nil then
+      if v ~= nil then
+        local kind = self._parameters[k] ~= nil and "parameter (ft.nn.Parameter or nil expected)"
+          or self._modules[k] ~= nil and "child module (a Module or nil expected)"
+          or "buffer (a tensor or nil expected)"
+        error(("ft.nn: cannot assign a %s to '%s': it is a registered %s"):format(type(v), k, kind), 2)
+      end
+      return unregister(self, k)
+    end
+  end
+  rawset(self, k, v)
+end
+
+-- Python-like repr of option values for __tostring (True, 1e-05, (3, 3), 'tanh').
+local function repr(v)
+  if v == true then return "True" elseif v == false then return "False" elseif v == nil then return "None" end
+  if math.type(v) == "float" then
+    local s
+    for prec = 1, 17 do
+      s = ("%." .. prec .. "g"):format(v)
+      if tonumber(s) == v then break end
+    end
+    if not s:find("[%.eni]") then s = s .. ".0" end
+    return s
+  end
+  if type(v) == "string" then return "'" .. v .. "'" end
+  if type(v) == "table" then
+    local parts = {}
+    for i, x in ipairs(v) do parts[i] = repr(x) end
+    return "(" .. table.concat(parts, ", ") .. (#v == 1 and ",)" or ")")
+  end
+  return tostring(v)
+end
+nn._repr = repr
+
+local function module_tostring(self)
+  local lines = {}
+  local extra = self:extra_repr()
+  local n_extra = 0
+  if extra ~= "" then
+    for line in (extra .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = line; n_extra = n_extra + 1 end
+  end
+  for _, name in ipairs(self._module_names) do
+    local child = tostring(self._modules[name]):gsub("\n", "\n  ")
+    lines[#lines + 1] = "(" .. name .. "): " .. child
+  end
+  local s = self.__name .. "("
+  if n_extra == 1 and #lines == 1 then
+    s = s .. lines[1]
+  elseif #lines > 0 then
+    s = s .. "\n  " .. table.concat(lines, "\n  ") .. "\n"
+  end
+  return s .. ")"
+end
+
+local function make_instance_mt(class)
+  return {
+    __name = class.__name,
+    __index = function(self, k)
+      local v = self._parameters[k]
+      if v ~= nil then return v end
+      v = self._buffers[k]
+      if v ~= nil then return v end
+      v = self._modules[k]
+      if v ~= nil then return v end
+      if math.type(k) == "integer" then   -- containers: m[1] is the child named "0"
+        return self._modules[self._module_names[k > 0 and k or #self._module_names + k + 1]]
+      end
+      return class[k]
+    end,
+    __newindex = module_newindex,
+    __call = function(self, ...) return self:forward(...) end,
+    __tostring = module_tostring,
+    __len = function(self) return #self._module_names end,
+  }
+end
+
+local function new_instance(class, ...)
+  local self = setmetatable({
+    _parameters = {}, _parameter_names = {},
+    _buffers = {}, _buffer_names = {}, _non_persistent = {},
+    _modules = {}, _module_names = {},
+    training = true,
+  }, class.__instance_mt)
+  self:init(...)
+  return self
+end
+
+local function class_tostring(class) return "ft.nn." .. class.__name .. " (class)" end
+
+--- Creates a subclass: local M = ft.nn.Module:extend("Name"); then define M:init(...) and
+-- M:forward(...); M(...) builds an instance. A subclass reaches its parent as M.super.
+function Module:extend(name)
+  local class = { __name = name or "Module", super = self }
+  class.__instance_mt = make_instance_mt(class)
+  return setmetatable(class, { __index = self, __call = new_instance, __tostring = class_tostring })
+end
+Module.__instance_mt = make_instance_mt(Module)
+setmetatable(Module, { __call = new_instance, __tostring = class_tostring })
+
+function Module:init() end
+
+function Module:forward()
+  error(("ft.nn: module %s has no forward method"):format(self.__name), 2)
+end
+
+function Module:extra_repr() return "" end
+
+-- ---- registration -----------------------------------------------------------------------------
+
+--- Registers t as a parameter (wrapped with ft.nn.Parameter when it is not one). nil removes.
+function Module:register_parameter(name, t)
+  if t == nil then return unregister(self, name) end
+  register(self, "parameter", name, nn.Parameter(t))
+  return self._parameters[name]
+end
+
+--- Registers a buffer: state saved in state_dict but not trained (persistent=false: not saved).
+function Module:register_buffer(name, t, persistent)
+  if t == nil then return unregister(self, name) end
+  assert(is_tensor(t), "ft.nn.register_buffer: a tensor expected")
+  register(self, "buffer", name, t)
+  self._non_persistent[name] = (persistent == false) or nil
+  return t
+end
+
+function Module:add_module(name, m)
+  if m == nil then return unregister(self, name) end
+  assert(is_module(m), "ft.nn.add_module: a Module expected")
+  register(self, "module", name, m)
+  return m
+end
+Module.register_module = Module.add_module
+
+-- ---- traversal ------------------------------------------------------------------------------
+
+local function join(prefix, name) return prefix == "" and name or prefix .. "." .. name end
+
+-- Array of {name, module} in pre-order, each module once.
+local function collect_modules(root, prefix)
+  local out, seen = {}, {}
+  local function walk(m, p)
+    if seen[m] then return end
+    seen[m] = true
+    out[#out + 1] = { p, m }
+    for _, name in ipairs(m._module_names) do walk(m._modules[name], join(p, name)) end
+  end
+  walk(root, prefix or "")
+  return out
+end
+
+local function iterate(list)
+  local i = 0
+  return function()
+    i = i + 1
+    local e = list[i]
+    if e then return e[1], e[2] end
+  end
+end
+
+--- Iterator over (name, module), the root first (name "").
+function Module:named_modules(prefix)
+  return iterate(collect_modules(self, prefix))
+end
+
+function Module:modules()
+  local out = {}
+  for _, e in ipairs(collect_modules(self)) do out[#out + 1] = e[2] end
+  return out
+end
+
+function Module:named_children()
+  local list = {}
+  for _, name in ipairs(self._module_names) do list[#list + 1] = { name, self._modules[name] } end
+  return iterate(list)
+end
+
+--- Array of the direct children, in registration order.
+function Module:children()
+  local out = {}
+  for i, name in ipairs(self._module_names) do out[i] = self._modules[name] end
+  return out
+end
+
+-- Array of {name, tensor} of one registry kind; each tensor once (tied weights).
+local function collect_members(root, kind, opts)
+  opts = opts or {}
+  local map_key, names_key = KINDS[kind][1], KINDS[kind][2]
+  local modules = opts.recurse == false and { { opts.prefix or "", root } } or collect_modules(root, opts.prefix)
+  local out, seen = {}, {}
+  for _, e in ipairs(modules) do
+    local prefix, m = e[1], e[2]
+    for _, name in ipairs(m[names_key]) do
+      local t = m[map_key][name]
+      if not seen[t] then
+        seen[t] = true
+        out[#out + 1] = { join(prefix, name), t }
+      end
+    end
+  end
+  return out
+end
+
+--- Iterator over (dotted name, parameter), in registration order. opts: {recurse=, prefix=}.
+function Module:named_parameters(opts)
+  return iterate(collect_members(self, "parameter", opts))
+end
+
+--- Array of parameters (frozen ones included), for optimizers.
+function Module:parameters(opts)
+  local out = {}
+  for i, e in ipairs(collect_members(self, "parameter", opts)) do out[i] = e[2] end
+  return out
+end
+
+function Module:named_buffers(opts)
+  return iterate(collect_members(self, "buffer", opts))
+end
+
+function Module:buffers(opts)
+  local out = {}
+  for i, e in ipairs(collect_members(self, "buffer", opts)) do out[i] = e[2] end
+  return out
+end
+
+--- Number of parameter elements; {trainable=true} counts only those requiring grad.
+function Module:num_parameters(opts)
+  local n = 0
+  for _, p in ipairs(self:parameters()) do
+    if not (opts and opts.trainable) or p.requires_grad then n = n + p:numel() end
+  end
+  return n
+end
+
+-- ---- modes, gradients, functions ---------------------------------------------------------------
+
+--- Sets training mode (default true) on this module and all below it. Returns self.
+function Module:train(mode)
+  if mode == nil then mode = true end
+  for _, e in ipairs(collect_modules(self)) do rawset(e[2], "training", mode and true or false) end
+  return self
+end
+
+function Module:eval() return self:train(false) end
+
+--- Drops the gradients of all parameters (as torch's zero_grad(set_to_none=True)).
+function Module:zero_grad()
+  for _, p in ipairs(self:parameters()) do p.grad = nil end
+end
+
+--- Sets requires_grad on all parameters (false freezes the module). Returns self.
+function Module:requires_grad_(flag)
+  if flag == nil then flag = true end
+  for _, p in ipairs(self:parameters()) do p.requires_grad = flag end
+  return self
+end
+
+--- Calls fn(module) on every child (recursively) and then on self. Returns self.
+function Module:apply(fn)
+  for _, name in ipairs(self._module_names) do self._modules[name]:apply(fn) end
+  fn(self)
+  return self
+end
+
+-- ---- state dict -----------------------------------------------------------------------------------
+
+-- Walks parameters then persistent buffers of each module, children after their parent
+-- (torch's order). Shared modules appear under each of their names, as in torch.
+local function state_entries(root, prefix)
+  local out = {}
+  local function walk(m, p)
+    for _, name in ipairs(m._parameter_names) do out[#out + 1] = { join(p, name), m._parameters[name] } end
+    for _, name in ipairs(m._buffer_names) do
+      if not m._non_persistent[name] then out[#out + 1] = { join(p, name), m._buffers[name] } end
+    end
+    for _, name in ipairs(m._module_names) do walk(m._modules[name], join(p, name)) end
+  end
+  walk(root, prefix or "")
+  return out
+end
+
+--- Flat table dotted name -> tensor (parameters and persistent buffers), and as a second
+-- result the names in order. Tensors are detached aliases (sharing storage) unless
+-- opts.keep_vars.
+function Module:state_dict(opts)
+  opts = opts or {}
+  local sd, keys = {}, {}
+  for i, e in ipairs(state_entries(self, opts.prefix)) do
+    keys[i] = e[1]
+    sd[e[1]] = opts.keep_vars and e[2] or e[2]:detach()
+  end
+  return sd, keys
+end
+
+local function shape_str(t) return "[" .. table.concat(t:shape(), ",") .. "]" end
+
+local function quoted_list(list)
+  local q = {}
+  for i, k in ipairs(list) do q[i] = '"' .. k .. '"' end
+  return table.concat(q, ", ")
+end
+
+--- Copies the values of sd (name -> tensor) into the parameters and buffers in place.
+-- {strict=true}: every key must match. Shapes must always match. Nothing is copied when an
+-- error is raised. Returns the arrays of missing and unexpected keys.
+function Module:load_state_dict(sd, opts)
+  local strict = not (opts and opts.strict == false)
+  local own, keys = self:state_dict({ keep_vars = true })
+  local missing, unexpected, problems = {}, {}, {}
+  for _, k in ipairs(keys) do
+    local src = sd[k]
+    if src == nil then
+      missing[#missing + 1] = k
+    elseif not is_tensor(src) then
+      problems[#problems + 1] = ("value for %s is a %s, not a tensor"):format(k, type(src))
+    else
+      local a, b = shape_str(src), shape_str(own[k])
+      if a ~= b then
+        problems[#problems + 1] = ("size mismatch for %s: copying a param with shape %s from checkpoint, " ..
+          "the shape in current model is %s."):format(k, a, b)
+      end
+    end
+  end
+  for k in pairs(sd) do
+    if own[k] == nil then unexpected[#unexpected + 1] = tostring(k) end
+  end
+  table.sort(unexpected)
+  if strict then
+    if #missing > 0 then
+      problems[#problems + 1] = "Missing key(s) in state_dict: " .. quoted_list(missing) .. "."
+    end
+    if #unexpected > 0 then
+      problems[#problems + 1] = "Unexpected key(s) in state_dict: " .. quoted_list(unexpected) .. "."
+    end
+  end
+  if #problems > 0 then
+    error(("ft.nn.load_state_dict: error(s) in loading state_dict for %s:\n\t%s"):format(
+      self.__name, table.concat(problems, "\n\t")), 2)
+  end
+  ft.no_grad(function()
+    for _, k in ipairs(keys) do
+      if sd[k] ~= nil then own[k]:copy_(sd[k]) end
+    end
+  end)
+  return missing, unexpected
+end
+
+return nn
