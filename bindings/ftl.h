@@ -50,6 +50,10 @@ ft_tensor *ftl_index_to_core(lua_State *L, const ft_tensor *index, const char *o
 void ftl_check_index_range(lua_State *L, const ft_tensor *index, int64_t size, const char *op, int dim0);
 /* Adds 1 in place to a freshly computed 0-based int64 result. */
 void ftl_index_from_core(ft_tensor *index);
+/* The one options checker. The table at idx (nil or absent is fine) may hold only the names in
+ * valid (NULL-terminated); anything else raises "<where>: unknown option 'k' (valid options:
+ * ...); did you mean '...'?". A non-table raises "<where>: options must be a table". */
+void ftl_check_options(lua_State *L, int idx, const char *where, const char *const *valid);
 /* Adds the functions to the table on top of the stack. */
 void ftl_register(lua_State *L, const luaL_Reg *fns);
 
@@ -61,6 +65,7 @@ void ftl_open_nn(lua_State *L);        /* lua_nn.c: ft._F, the functional kernel
 void ftl_open_optim(lua_State *L);     /* lua_optim.c: ft._optim, fused optimizer steps */
 void ftl_open_io(lua_State *L);        /* lua_io.c: save/load, image, _idx */
 void ftl_open_json(lua_State *L);      /* lua_json.c: ft.json */
+void ftl_open_options(lua_State *L);   /* lua_options.c: ft.check_options */
 
 int luaopen_ft(lua_State *L);
 
