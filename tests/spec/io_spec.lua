@@ -1,5 +1,5 @@
 -- File formats: HDF5 checkpoints (ft.save / ft.load), PNG (ft.image), IDX (ft._idx_read).
--- Expected values come from tests/gen_io_fixtures.py (PNGs encoded byte by byte, HDF5
+-- Expected values come from tests/gen/io.py (PNGs encoded byte by byte, HDF5
 -- written by h5py) and from h5py itself at test time.
 local ft = require "ft"
 local H = require "helpers"

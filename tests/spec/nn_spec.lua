@@ -1,5 +1,5 @@
 -- ft.nn: the Module API, the layers, ft.nn.functional's own logic and the ResNet builder,
--- checked against PyTorch (fixtures from tests/gen_nn_fixtures.py).
+-- checked against PyTorch (fixtures from tests/gen/nn.py).
 local ft = require "ft"
 local H = require "helpers"
 local resnet = require "ft.models.resnet"

@@ -1,4 +1,4 @@
--- Every differentiable op against PyTorch (tests/gen_op_fixtures.py -> fixtures/ops.h5).
+-- Every differentiable op against PyTorch (tests/gen/op.py -> fixtures/ops.h5).
 --
 -- For each case the inputs become fresh leaves (requires_grad where the fixture has a
 -- grad_<input>), the op runs through the public Lua API, and the forward output and the

@@ -1,4 +1,4 @@
--- ft.optim against torch.optim: tests/gen_optim_fixtures.py records a 2-layer MLP's
+-- ft.optim against torch.optim: tests/gen/optim.py records a 2-layer MLP's
 -- parameters, fixed gradients for three steps and torch's parameters after each step.
 local ft = require "ft"
 local H = require "helpers"

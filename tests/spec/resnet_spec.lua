@@ -1,5 +1,5 @@
 -- models/resnet.lua's torchvision ResNets (resnet18/34/50) and resnet.from_safetensors,
--- checked against torchvision (fixtures from tests/gen_resnet_fixtures.py).
+-- checked against torchvision (fixtures from tests/gen/resnet.py).
 local ft = require "ft"
 local H = require "helpers"
 local resnet = require "ft.models.resnet"

@@ -1,5 +1,5 @@
 -- safetensors (ft.safetensors.load / save / info). Expected values come from
--- tests/gen_safetensors_fixtures.py (numpy and PyTorch, files laid out byte by byte), and
+-- tests/gen/safetensors.py (numpy and PyTorch, files laid out byte by byte), and
 -- files written here are read back by an independent reader in Python (struct + json).
 local ft = require "ft"
 local H = require "helpers"

@@ -1,5 +1,5 @@
 -- ft.selftrain: labeling functions and their analysis against hand-worked examples, the COSINE
--- pieces against torch (tests/gen_selftrain_fixtures.py writes the formulas out independently),
+-- pieces against torch (tests/gen/selftrain.py writes the formulas out independently),
 -- and the self-training loops on a small synthetic problem.
 local ft = require "ft"
 local H = require "helpers"

@@ -1,4 +1,4 @@
--- The transformer ops through the Lua API against PyTorch (tests/gen_transformer_fixtures.py
+-- The transformer ops through the Lua API against PyTorch (tests/gen/transformer.py
 -- -> fixtures/transformer.h5): F.rms_norm, F.rope and F.scaled_dot_product_attention.
 --
 -- For each case the float inputs become fresh leaves (requires_grad where the fixture has a

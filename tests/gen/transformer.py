@@ -4,7 +4,7 @@ computed with PyTorch.
 
 Run with Debian's python3-torch (1.13) and python3-h5py:
 
-    /usr/bin/python3 tests/gen_transformer_fixtures.py   # writes tests/fixtures/transformer.h5
+    /usr/bin/python3 tests/gen/transformer.py   # writes tests/fixtures/transformer.h5
 
 torch 1.13 has none of these ops, so each is written out as its reference defines it:
 rms_norm as HuggingFace's LlamaRMSNorm, rope as HuggingFace's apply_rotary_pos_emb with
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 torch.manual_seed(2024)
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "transformer.h5")
+OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "transformer.h5")
 
 CASES = {}
 

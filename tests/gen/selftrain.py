@@ -3,7 +3,7 @@
 
 Run with Debian's python3-torch and python3-h5py:
 
-    /usr/bin/python3 tests/gen_selftrain_fixtures.py   # writes tests/fixtures/selftrain.h5
+    /usr/bin/python3 tests/gen/selftrain.py   # writes tests/fixtures/selftrain.h5
 
 The formulas are written out here from the paper (Yu et al. 2021), independently of the Lua
 code: pairwise terms are an explicit double loop, everything runs in float64 from the
@@ -28,7 +28,7 @@ import os
 import h5py
 import torch
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "selftrain.h5")
+OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "selftrain.h5")
 torch.manual_seed(20240917)
 
 

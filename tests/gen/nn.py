@@ -3,7 +3,7 @@
 
 Run with Debian's python3-torch and python3-h5py:
 
-    /usr/bin/python3 tests/gen_nn_fixtures.py
+    /usr/bin/python3 tests/gen/nn.py
 
 Writes into tests/fixtures/:
 
@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
 FIXTURES = os.path.join(HERE, "fixtures")
 
 

@@ -3,7 +3,7 @@
 
 Run with Debian's python3-torch and python3-torchvision:
 
-    /usr/bin/python3 tests/gen_resnet_fixtures.py
+    /usr/bin/python3 tests/gen/resnet.py
 
 Writes into tests/fixtures/:
 
@@ -29,7 +29,7 @@ import struct
 import torch
 import torchvision
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
 FIXTURES = os.path.join(HERE, "fixtures")
 
 DTYPES = {torch.float16: "F16", torch.float32: "F32", torch.int64: "I64"}

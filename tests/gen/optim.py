@@ -3,7 +3,7 @@
 
 Run with Debian's python3-torch and python3-h5py:
 
-    /usr/bin/python3 tests/gen_optim_fixtures.py       # writes tests/fixtures/optim.h5
+    /usr/bin/python3 tests/gen/optim.py       # writes tests/fixtures/optim.h5
 
 Layout (plain float32 datasets; ft.load joins the group path with dots):
 
@@ -26,7 +26,7 @@ import warnings
 import h5py
 import torch
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "optim.h5")
+OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "optim.h5")
 NAMES = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
 STEPS = 3
 

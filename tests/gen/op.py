@@ -3,7 +3,7 @@
 
 Run with Debian's python3-torch and python3-h5py:
 
-    /usr/bin/python3 tests/gen_op_fixtures.py          # writes tests/fixtures/ops.h5
+    /usr/bin/python3 tests/gen/op.py          # writes tests/fixtures/ops.h5
 
 Each case is an HDF5 group ops/<case> holding plain datasets:
 
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 torch.manual_seed(1234)
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "ops.h5")
+OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "ops.h5")
 
 CASES = {}
 
