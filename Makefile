@@ -3,14 +3,15 @@ BUILD ?= build
 BUILD_TYPE ?= Release
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
+PREFIX ?= /usr/local
 
 # Debian packages: to build and run / to run the tests / to regenerate fixtures and benchmark.
 PACKAGES = build-essential cmake pkg-config lua5.4 liblua5.4-dev libopenblas-openmp-dev libhdf5-dev \
            libpng-dev zlib1g-dev libreadline-dev libcjson-dev lua-argparse dataset-fashion-mnist fortunes
-TEST_PACKAGES = lua-busted tmux python3-h5py
+TEST_PACKAGES = lua-busted tmux python3-h5py luarocks
 DEV_PACKAGES = python3-torch python3-h5py hdf5-tools
 
-.PHONY: all build run test deps test-deps dev-deps sanitize clean
+.PHONY: all build run test deps test-deps dev-deps sanitize install clean
 
 all: build
 
@@ -36,6 +37,11 @@ run: deps build
 # Every test, through ctest.
 test: test-deps build
 	cd $(BUILD) && ctest --output-on-failure -j 2
+
+# The library, ftlua, the checkpoints and the recipes under $(PREFIX) (bin/, lib/lua/5.4,
+# share/lua/5.4, share/ftlua/{models,scripts}); nothing installed refers back to this checkout.
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 sanitize: test-deps

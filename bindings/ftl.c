@@ -1,4 +1,6 @@
 /* Shared helpers of the Lua bindings and the module entry point luaopen_ft. */
+#define _GNU_SOURCE /* dladdr, RTLD_NODELETE */
+#include <dlfcn.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,19 +27,60 @@ ft_tensor *ftl_check_tensor(lua_State *L, int idx) {
     return t;
 }
 
-/* Tensor bytes are invisible to Lua's collector, so it is told about them: when the bytes
- * held by tensors have grown past a threshold since the last collection, collect now.
- * The threshold follows the live set, so steady training loops stay flat. */
-#define GC_MIN_THRESHOLD ((size_t)64 << 20)
-static size_t gc_threshold = GC_MIN_THRESHOLD;
+/* Tensor bytes are invisible to Lua's collector: a tensor is a pointer-sized userdata, so on
+ * its own Lua would let hundreds of megabytes of unreachable tensors pile up. The bindings
+ * pace it by tensor bytes instead, checked as each new tensor is pushed:
+ *  - every time the live tensor bytes have grown by GC_STEP_MIN, or by 1/GC_STEP_DIV of the
+ *    held set if more, since the last collection: one step of the collector. In generational
+ *    mode (ftlua's) that is a young collection, which frees the temporaries of the last few
+ *    operations at a cost that follows the young objects only; in incremental mode (stock
+ *    lua's default) it is one increment of the current cycle.
+ *  - a full collection instead, for garbage that had time to grow old (a tensor that
+ *    outlived two young collections, such as a training step's activations), when the live
+ *    bytes exceed the held set by GC_FULL_MIN or by 1/GC_FULL_DIV of it if more, or when the
+ *    steps since the last full one add up to GC_FULL_EVERY times Lua's heap (at least
+ *    GC_FULL_EVERY * GC_STEP_MIN). The second rule reclaims old tensors whose storage is
+ *    small or shared (views, scalars), whose C structs and autograd nodes would otherwise
+ *    wait for Lua's own major collection; tying it to the heap keeps the cost of a full
+ *    collection, which follows the heap, a small fraction of the tensor work.
+ * The held set is what a full collection left, lowered whenever fewer bytes are live (fewer
+ * can then be reachable). Garbage thus stays below about a quarter of the live set plus a
+ * few MB from the first step on, and as a live set grows (a forward pass, a model loading)
+ * full collections come at geometric intervals. The counters are per process, as the live
+ * bytes are. */
+#define GC_STEP_MIN ((size_t)1 << 20)
+#define GC_STEP_DIV 8
+#define GC_FULL_MIN ((size_t)4 << 20)
+#define GC_FULL_DIV 4
+#define GC_FULL_EVERY 8
+
+static size_t gc_held = 0;  /* live bytes after the last full collection, or fewer since */
+static size_t gc_mark = 0;  /* live bytes after the last collection of either kind, or fewer */
+static size_t gc_stepped = 0; /* growth that triggered the steps since the last full collection */
+
+static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
 static void account_bytes(lua_State *L) {
     size_t live = ft_live_bytes();
-    if (live <= gc_threshold) return;
-    lua_gc(L, LUA_GCCOLLECT);
-    live = ft_live_bytes();
-    size_t next = live + live / 2;
-    gc_threshold = next > GC_MIN_THRESHOLD ? next : GC_MIN_THRESHOLD;
+    if (live < gc_mark) gc_mark = live;
+    if (live < gc_held) gc_held = live;
+    if (live - gc_mark < max_size(GC_STEP_MIN, gc_held / GC_STEP_DIV)) return;
+    if (!lua_gc(L, LUA_GCISRUNNING)) return; /* stopped by the user (or while ftlua starts) */
+    gc_stepped += live - gc_mark;
+    size_t heap = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024;
+    int full = gc_stepped >= GC_FULL_EVERY * max_size(GC_STEP_MIN, heap);
+    if (!full) {
+        lua_gc(L, LUA_GCSTEP, 0);
+        live = ft_live_bytes();
+        full = live > gc_held + max_size(GC_FULL_MIN, gc_held / GC_FULL_DIV);
+    }
+    if (full) {
+        lua_gc(L, LUA_GCCOLLECT);
+        live = ft_live_bytes();
+        gc_held = live;
+        gc_stepped = 0;
+    }
+    gc_mark = live;
 }
 
 void ftl_push_tensor(lua_State *L, ft_tensor *t, const char *op) {
@@ -282,31 +325,73 @@ void ftl_register(lua_State *L, const luaL_Reg *fns) { luaL_setfuncs(L, fns, 0);
 /* Names of ft whose module lives elsewhere in the room layout: ft.tokenizer is ft.text.tokenizer. */
 static const char *const module_aliases[][2] = {{"tokenizer", "ft.text.tokenizer"}};
 
-/* ft.<key> for any Lua half under ft/: `ft.foo` requires "ft.foo" on first use and keeps it.
- * A key with no such module is nil; an error while loading one that exists propagates. */
+/* Most names a missing-module cache remembers before it starts afresh (bounds its memory
+ * when a program probes many names). */
+#define MODULE_MISSES_MAX 1024
+
+/* package.searchpath(name, package.path): 1 when a file for the module exists. */
+static int module_file_exists(lua_State *L, int name_index, int path_index) {
+    if (lua_type(L, path_index) != LUA_TSTRING) return 0;
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, "package");
+    if (!lua_istable(L, -1) || lua_getfield(L, -1, "searchpath") != LUA_TFUNCTION) {
+        lua_pop(L, 3);
+        return 0;
+    }
+    lua_pushvalue(L, name_index);
+    lua_pushvalue(L, path_index);
+    lua_call(L, 2, 1);
+    int found = !lua_isnil(L, -1);
+    lua_pop(L, 3);
+    return found;
+}
+
+/* ft.<key> for any Lua half under ft/: `ft.foo` requires "ft.foo" on first use and keeps it
+ * in ft. A key with no such module is nil; an error while loading one that exists
+ * propagates. A miss is remembered (upvalue 1: key -> the package.path it was searched on;
+ * upvalue 2: how many misses it holds),
+ * so that code testing `if ft.foo then` in a loop costs no file-system search each time;
+ * a changed package.path, or the name appearing in package.preload, is looked at afresh. */
 static int module_index(lua_State *L) {
+    if (lua_type(L, 2) != LUA_TSTRING) return 0; /* (lua_tostring would turn a number key into a string) */
     const char *key = lua_tostring(L, 2);
-    if (!key || lua_type(L, 2) != LUA_TSTRING || key[0] == '_' || strchr(key, '.')) return 0;
+    if (key[0] == '_' || strchr(key, '.')) return 0;
     const char *name = NULL;
     for (size_t i = 0; i < sizeof module_aliases / sizeof module_aliases[0]; i++)
         if (strcmp(key, module_aliases[i][0]) == 0) name = module_aliases[i][1];
     if (name) lua_pushstring(L, name);
     else lua_pushfstring(L, "ft.%s", key);
     int name_index = lua_gettop(L);
-    /* Find the module first: a missing one is nil, not an error. */
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "searchpath");
-    lua_pushvalue(L, name_index);
-    lua_getfield(L, -3, "path");
-    lua_call(L, 2, 1);
-    int found = !lua_isnil(L, -1);
+
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    int found = lua_getfield(L, -1, lua_tostring(L, name_index)) != LUA_TNIL;
     lua_pop(L, 2);
     if (!found) {
-        luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-        found = lua_getfield(L, -1, lua_tostring(L, name_index)) != LUA_TNIL;
-        lua_pop(L, 2);
+        luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+        lua_getfield(L, -1, "package");
+        if (lua_istable(L, -1)) lua_getfield(L, -1, "path");
+        else lua_pushnil(L);
+        int path_index = lua_gettop(L);
+        lua_pushvalue(L, 2);
+        lua_rawget(L, lua_upvalueindex(1));
+        if (lua_rawequal(L, -1, path_index)) return 0; /* already searched for on this path */
+        lua_pop(L, 1);
+        if (!module_file_exists(L, name_index, path_index)) {
+            lua_Integer misses = lua_tointeger(L, lua_upvalueindex(2)) + 1;
+            if (misses > MODULE_MISSES_MAX) {
+                lua_newtable(L);
+                lua_replace(L, lua_upvalueindex(1));
+                misses = 1;
+            }
+            lua_pushinteger(L, misses);
+            lua_replace(L, lua_upvalueindex(2));
+            lua_pushvalue(L, 2);
+            lua_pushvalue(L, path_index);
+            lua_rawset(L, lua_upvalueindex(1));
+            return 0;
+        }
+        lua_settop(L, name_index);
     }
-    if (!found) return 0;
     lua_getglobal(L, "require");
     lua_pushvalue(L, name_index);
     lua_call(L, 1, 1);
@@ -316,7 +401,21 @@ static int module_index(lua_State *L) {
     return 1;
 }
 
+/* Keeps this library (ft.so) loaded until the process ends. Stock lua unloads C modules
+ * (dlclose) when its state closes at exit; unloading ft.so would unmap libgomp and OpenBLAS
+ * with it while their worker threads still run, and the process died with SIGSEGV after
+ * any multi-threaded op. Marking ft.so RTLD_NODELETE keeps its code and its libraries
+ * mapped; the threads end with the process. Inside ftlua, where the bindings are part of
+ * the executable, the executable is found instead and nothing changes. */
+static void pin_library(void) {
+    Dl_info info;
+    if (!dladdr((void *)pin_library, &info) || !info.dli_fname) return;
+    /* RTLD_NOLOAD: only the already loaded object, which this flags as never to unload. */
+    dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 int luaopen_ft(lua_State *L) {
+    pin_library();
     lua_newtable(L);
     int module = lua_gettop(L);
     ftl_open_tensor(L);
@@ -333,7 +432,9 @@ int luaopen_ft(lua_State *L) {
     lua_setfield(L, module, "_VERSION");
 
     lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, module_index);
+    lua_newtable(L);
+    lua_pushinteger(L, 0);
+    lua_pushcclosure(L, module_index, 2);
     lua_setfield(L, -2, "__index");
     lua_setmetatable(L, module);
 

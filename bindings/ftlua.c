@@ -2,7 +2,8 @@
  *
  * Command line and exit statuses follow Lua's own `lua` (script + args in the global
  * `arg`, -e, -l, -i, -v, -E, -W, -, --, LUA_INIT), so tools such as busted run under it.
- * Before any user code runs, the project's Lua directories are appended to package.path,
+ * Before any user code runs, the library's Lua directory is appended to package.path (the
+ * checkout's for the build-tree executable, <prefix>/share/lua/5.4 for the installed one),
  * luaopen_ft goes into package.preload["ft"] and the global `ft` is set.
  *
  * With no script (or with -i) it starts the REPL of ftlua_repl.c. */
@@ -10,6 +11,7 @@
 #define _DEFAULT_SOURCE /* sigaction, readlink */
 #endif
 
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,27 +56,44 @@ static void laction(int sig) {
     lua_sethook(globalL, lstop, flag, 1);
 }
 
+/* The usage text, for `ftlua --help` (stdout) and after a bad option (stderr). */
+static const char usage_text[] =
+    "usage: %s [options] [script [args]]\n"
+    "Available options are:\n"
+    "  -e stat   execute string 'stat'\n"
+    "  -i        enter interactive mode after executing 'script'\n"
+    "  -l mod    require library 'mod' into global 'mod'\n"
+    "  -l g=mod  require library 'mod' into global 'g'\n"
+    "  -v        show version information\n"
+    "  -E        ignore environment variables\n"
+    "  -W        turn warnings on\n"
+    "  -h, --help  show this help and exit\n"
+    "  --        stop handling options\n"
+    "  -         stop handling options and execute stdin\n"
+    "The module `ft` is preloaded as the global `ft` (require \"ft\" returns it).\n"
+    "Scripts: `%s script.lua args...` runs script.lua with its arguments in the global\n"
+    "`arg` (and as `...`), as lua does; recipes answer --help themselves, e.g.\n"
+    "`%s scripts/finetune_vision.lua --help`.\n"
+    "REPL: with no script (or with -i) an interactive session starts: readline editing and\n"
+    "history, tab completion over globals and fields, results of expressions printed\n"
+    "(tensors with shape and dtype), multi-line input, errors printed without exiting.\n"
+    "When stdin is not a terminal its lines are read quietly, one statement after another.\n"
+    "Environment: LUA_INIT_5_4 / LUA_INIT run first (a chunk, or @file); package.path is\n"
+    "LUA_PATH's entries, then ftlua's own Lua directory, then Lua's default path.\n";
+
 static void print_usage(const char *badoption) {
     lua_writestringerror("%s: ", progname);
     if (badoption[1] == 'e' || badoption[1] == 'l')
         lua_writestringerror("'%s' needs argument\n", badoption);
     else
         lua_writestringerror("unrecognized option '%s'\n", badoption);
-    lua_writestringerror(
-        "usage: %s [options] [script [args]]\n"
-        "Available options are:\n"
-        "  -e stat   execute string 'stat'\n"
-        "  -i        enter interactive mode after executing 'script'\n"
-        "  -l mod    require library 'mod' into global 'mod'\n"
-        "  -l g=mod  require library 'mod' into global 'g'\n"
-        "  -v        show version information\n"
-        "  -E        ignore environment variables\n"
-        "  -W        turn warnings on\n"
-        "  --        stop handling options\n"
-        "  -         stop handling options and execute stdin\n"
-        "With no script, an interactive session starts (lines are read from stdin when it\n"
-        "is not a terminal). The module `ft` is preloaded as a global.\n",
-        progname);
+    fprintf(stderr, usage_text, progname, progname, progname);
+    fflush(stderr);
+}
+
+static void print_help(void) {
+    printf(usage_text, progname, progname, progname);
+    fflush(stdout);
 }
 
 void ftlua_message(const char *pname, const char *msg) {
@@ -190,6 +209,7 @@ static int handle_script(lua_State *L, char **argv) {
 #define has_v 4
 #define has_e 8
 #define has_E 16
+#define has_help 32
 
 /* Scans the options; *first is the script's index (argc if none) or the bad option's. */
 static int collectargs(char **argv, int *first) {
@@ -203,12 +223,16 @@ static int collectargs(char **argv, int *first) {
         *first = i;
         if (argv[i][0] != '-') return args; /* the script */
         switch (argv[i][1]) {
-        case '-': /* -- */
+        case '-': /* -- or --help */
+            if (strcmp(argv[i], "--help") == 0) return args | has_help;
             if (argv[i][2] != '\0') return has_error;
             *first = i + 1;
             return args;
         case '\0': /* - : stdin is the script */
             return args;
+        case 'h':
+            if (argv[i][2] != '\0') return has_error;
+            return args | has_help;
         case 'E':
             if (argv[i][2] != '\0') return has_error;
             args |= has_E;
@@ -284,55 +308,76 @@ static int is_dir(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* Appends "<dir>/?.lua;<dir>/?/init.lua" to the path string on top of the stack, if dir
- * exists and the entry is not there yet (a user's LUA_PATH may already name it). */
-static void append_lua_dir(lua_State *L, const char *dir) {
+/* Adds "<dir>/?.lua;<dir>/?/init.lua" to the path string on top of the stack, if dir exists
+ * and the entry is not there yet (a user's LUA_PATH may already name it): after the user's
+ * LUA_PATH entries and before Lua's default path, so that another copy of the library in a
+ * system folder (/usr/local/share/lua/5.4) never shadows this one. */
+static void add_lua_dir(lua_State *L, const char *dir) {
     if (!is_dir(dir)) return;
     const char *path = lua_tostring(L, -1);
     const char *entry = lua_pushfstring(L, "%s/?.lua", dir);
     int present = strstr(path, entry) != NULL;
     lua_pop(L, 1);
     if (present) return;
-    lua_pushfstring(L, "%s%s%s/?.lua;%s/?/init.lua", path, path[0] ? ";" : "", dir, dir);
+    const char *defaults = strstr(path, LUA_PATH_DEFAULT);
+    if (defaults) {
+        lua_pushlstring(L, path, (size_t)(defaults - path));
+        lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, defaults);
+        lua_concat(L, 2);
+    } else {
+        lua_pushfstring(L, "%s%s%s/?.lua;%s/?/init.lua", path, path[0] ? ";" : "", dir, dir);
+    }
     lua_remove(L, -2);
 }
 
-/* Cuts the last n components of path in place ("/a/b/c", 2 -> "/a"). */
-static void strip_components(char *path, int n) {
-    for (int i = 0; i < n; i++) {
-        char *slash = strrchr(path, '/');
-        if (slash == NULL) {
-            path[0] = '\0';
-            return;
-        }
-        *slash = '\0';
+#if defined(FT_INSTALLED_LUA_DIR) && !defined(FT_LUA_DIR)
+/* The folder of the running executable into buf ("/opt/ftlua/bin"); 0 if unknown. */
+static int exe_dir(char *buf, size_t size, const char *argv0) {
+    ssize_t n = readlink("/proc/self/exe", buf, size - 1);
+    if (n > 0) {
+        buf[n] = '\0';
+    } else if (argv0 && strchr(argv0, '/') && strlen(argv0) < size) {
+        snprintf(buf, size, "%s", argv0);
+    } else {
+        return 0;
     }
+    char *slash = strrchr(buf, '/');
+    if (slash == NULL) return 0;
+    *slash = '\0';
+    return 1;
 }
+#endif
 
-/* package.path = <user's or default path>;<source tree>;<install dir> */
+/* package.path = <user's LUA_PATH>;<the library's Lua directory>;<Lua's default path>
+ *
+ * The build-tree executable is compiled with FT_LUA_DIR, the checkout's bindings/lua, so that
+ * edits there take effect without a build. The installed executable is a separate build
+ * without it: it knows only FT_INSTALLED_LUA_DIR, relative to its own folder
+ * (<prefix>/bin -> <prefix>/share/lua/5.4), so an install never reads the source checkout and
+ * keeps working when the prefix is moved. */
 static void set_package_path(lua_State *L, const char *argv0) {
-    char dir[4096];
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
     if (!lua_isstring(L, -1)) {
         lua_pop(L, 1);
         lua_pushliteral(L, "");
     }
-#ifdef FT_LUA_DIR
-    append_lua_dir(L, FT_LUA_DIR);
+#if defined(FT_LUA_DIR)
+    (void)argv0;
+    add_lua_dir(L, FT_LUA_DIR);
+#elif defined(FT_INSTALLED_LUA_DIR)
+    char dir[4096], resolved[PATH_MAX];
+    const char *rel = FT_INSTALLED_LUA_DIR;
+    if (rel[0] == '/') {
+        add_lua_dir(L, rel);
+    } else if (exe_dir(dir, sizeof dir, argv0) && strlen(dir) + strlen(rel) + 2 < sizeof dir) {
+        strcat(dir, "/");
+        strcat(dir, rel);
+        add_lua_dir(L, realpath(dir, resolved) ? resolved : dir);
+    }
+#else
+    (void)argv0;
 #endif
-    /* <prefix>/bin/ftlua -> <prefix>/share/lua/5.4 */
-    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
-    if (n > 0) {
-        dir[n] = '\0';
-    } else {
-        snprintf(dir, sizeof dir, "%s", argv0 && strchr(argv0, '/') ? argv0 : "");
-    }
-    if (dir[0] != '\0') {
-        strip_components(dir, 2);
-        strncat(dir, "/share/lua/5.4", sizeof dir - strlen(dir) - 1);
-        append_lua_dir(L, dir);
-    }
     lua_setfield(L, -2, "path");
     lua_pop(L, 1);
 }
@@ -363,6 +408,11 @@ static int pmain(lua_State *L) {
     if (args == has_error) {
         print_usage(argv[script]);
         return 0;
+    }
+    if (args & has_help) { /* usage on stdout, nothing run */
+        print_help();
+        lua_pushboolean(L, 1);
+        return 1;
     }
     if (args & has_v) print_version();
     if (args & has_E) { /* tells the package library to ignore LUA_PATH and LUA_CPATH */

@@ -1,9 +1,11 @@
 /* ftlua's interactive REPL, started by ftlua.c with no script or with -i.
  *
  * On a terminal: readline editing, a history file, tab completion through dotted/colon
- * paths, Ctrl-C clears the line or interrupts the running statement. With stdin not a
- * terminal the same REPL reads plain lines quietly (no banner, no prompts) so a session can
- * be piped in. Both print the results of expressions and report errors without leaving. */
+ * paths (fields, methods through metatables and class chains, ft's Lua submodules before
+ * they are loaded), Ctrl-C clears the line or interrupts the running statement. With stdin
+ * not a terminal the same REPL reads plain lines quietly (no banner, no prompts) so a
+ * session can be piped in. Both print the results of expressions (`x = 1; x` too), report
+ * errors without leaving, and define the global help (ft.help). */
 #ifndef _DEFAULT_SOURCE
 #define _DEFAULT_SOURCE /* sigaction, pselect, getline, SIGWINCH */
 #endif
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/select.h>
 #include <unistd.h>
 
@@ -266,16 +269,32 @@ static void push_brief(lua_State *L, int idx, int depth) {
     }
 }
 
-/* print-like function for REPL results: values separated by tabs. */
+/* print-like function for REPL results: values separated by tabs, as lua's REPL does,
+ * unless one of them takes several lines (a tensor): then each result is printed on its
+ * own lines after a "[i]" label, so that `return a, b` shows where b starts. */
 static int repl_print(lua_State *L) {
     int n = lua_gettop(L);
+    luaL_checkstack(L, n + LUA_MINSTACK, "too many results to print");
+    int multiline = 0;
     for (int i = 1; i <= n; i++) {
         size_t len;
         push_brief(L, i, 0);
         const char *s = lua_tolstring(L, -1, &len);
-        if (i > 1) lua_writestring("\t", 1);
+        if (memchr(s, '\n', len) != NULL) multiline = 1;
+    }
+    for (int i = 1; i <= n; i++) {
+        size_t len;
+        const char *s = lua_tolstring(L, n + i, &len);
+        if (multiline && n > 1) {
+            char label[32];
+            snprintf(label, sizeof label, "%s[%d]", i > 1 ? "\n" : "", i);
+            lua_writestring(label, strlen(label));
+            lua_writeline();
+        } else if (i > 1) {
+            lua_writestring("\t", 1);
+        }
         lua_writestring(s, len);
-        lua_pop(L, 1);
+        if (multiline && i < n) lua_writeline();
     }
     lua_writeline();
     return 0;
@@ -468,30 +487,87 @@ static void add_keys(lua_State *L, int set, int t) {
 /* Fields a tensor's __index answers besides its methods. */
 static const char *const tensor_fields[] = {"requires_grad", "grad", "is_leaf", "grad_fn", NULL};
 
-/* Adds the names reachable as v.name or v:name: the keys of a table, the names of lazily
- * loaded submodules listed in v._submodules, and the same for the __index chain of the
- * metatable (methods of strings and classes). An __index function hides its names: the
- * tables it keeps as C upvalues (the tensor methods) and the metatable's own keys are the
- * best guess. */
-static void add_fields(lua_State *L, int set, int v, int depth) {
-    v = lua_absindex(L, v);
-    if (lua_type(L, v) == LUA_TTABLE) {
-        add_keys(L, set, v);
-        lua_pushliteral(L, "_submodules");
-        if (lua_rawget(L, v) == LUA_TTABLE) {
-            int subs = lua_gettop(L);
-            lua_pushnil(L);
-            while (lua_next(L, subs)) { /* an array of names or a set of names */
-                int name = lua_type(L, -1) == LUA_TSTRING ? -1 : -2;
-                if (lua_type(L, name) == LUA_TSTRING) {
-                    lua_pushvalue(L, name);
-                    lua_pushboolean(L, 1);
-                    lua_rawset(L, set);
+/* Tables of an ft.nn module instance whose entries its __index answers (m.weight, m.fc). */
+static const char *const module_member_tables[] = {"_parameters", "_buffers", "_modules", NULL};
+
+static void add_name(lua_State *L, int set, const char *name) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, set, name);
+}
+
+/* Adds the names of the Lua modules "ft.NAME" that require would find on package.path,
+ * loaded or not: for each template "PREFIX?SUFFIX", the entries of PREFIX"ft" that end in
+ * SUFFIX (or, for a SUFFIX such as "/init.lua", the folders holding it). */
+static void add_submodules(lua_State *L, int set, const char *module) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    const char *path = lua_tostring(L, -1);
+    if (path == NULL) {
+        lua_pop(L, 2);
+        return;
+    }
+    const char *p = path;
+    while (*p) {
+        const char *end = strchr(p, ';');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char tmpl[4096];
+        if (len > 0 && len < sizeof tmpl) {
+            memcpy(tmpl, p, len);
+            tmpl[len] = '\0';
+            char *q = strchr(tmpl, '?');
+            if (q != NULL && strchr(q + 1, '?') == NULL) {
+                *q = '\0';
+                const char *suffix = q + 1;
+                size_t slen = strlen(suffix);
+                char dir[4096];
+                int dlen = snprintf(dir, sizeof dir, "%s%s", tmpl, module);
+                DIR *d = dlen > 0 && (size_t)dlen < sizeof dir ? opendir(dir) : NULL;
+                struct dirent *e;
+                while (d != NULL && (e = readdir(d)) != NULL) {
+                    char name[256];
+                    size_t nlen = strlen(e->d_name);
+                    if (e->d_name[0] == '.' || nlen >= sizeof name) continue;
+                    if (strchr(suffix, '/') != NULL) { /* "?/init.lua": a folder with that file */
+                        char file[8192];
+                        int flen = snprintf(file, sizeof file, "%s/%s%s", dir, e->d_name, suffix);
+                        if (flen < 0 || (size_t)flen >= sizeof file || access(file, R_OK) != 0)
+                            continue;
+                        memcpy(name, e->d_name, nlen + 1);
+                    } else {
+                        if (nlen <= slen || strcmp(e->d_name + nlen - slen, suffix) != 0) continue;
+                        memcpy(name, e->d_name, nlen - slen);
+                        name[nlen - slen] = '\0';
+                    }
+                    if (is_name(name)) add_name(L, set, name);
                 }
-                lua_pop(L, 1);
+                if (d != NULL) closedir(d);
             }
         }
-        lua_pop(L, 1);
+        p += len;
+        if (*p == ';') p++;
+    }
+    lua_pop(L, 2);
+}
+
+/* Adds the names reachable as v.name or v:name: the keys of a table, and the same for the
+ * __index chain of the metatable (methods of strings and of classes, through each class's
+ * parent). An __index function hides its names: the tables it keeps as upvalues (the
+ * tensor methods, an ft.nn instance's class) and the metatable's own keys are the best
+ * guess. For the ft module, its Lua submodules not loaded yet. */
+static void add_fields(lua_State *L, int set, int v, int depth) {
+    v = lua_absindex(L, v);
+    luaL_checkstack(L, 8, "completing a name");
+    if (lua_type(L, v) == LUA_TTABLE) {
+        add_keys(L, set, v);
+        for (int i = 0; module_member_tables[i]; i++) {
+            lua_pushstring(L, module_member_tables[i]);
+            if (lua_rawget(L, v) == LUA_TTABLE) add_keys(L, set, lua_gettop(L));
+            lua_pop(L, 1);
+        }
+        luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+        lua_getfield(L, -1, "ft");
+        if (lua_rawequal(L, -1, v)) add_submodules(L, set, "ft");
+        lua_pop(L, 2);
     }
     if (depth < 8 && lua_getmetatable(L, v)) {
         int mt = lua_gettop(L);
@@ -500,27 +576,28 @@ static void add_fields(lua_State *L, int set, int v, int depth) {
         if (t == LUA_TTABLE) {
             add_fields(L, set, -1, depth + 1);
         } else if (t == LUA_TFUNCTION) {
+            int fn = lua_gettop(L);
             add_keys(L, set, mt);
-            if (lua_iscfunction(L, -1)) {
-                for (int i = 1; lua_getupvalue(L, -1, i) != NULL; i++) {
-                    if (lua_istable(L, -1)) add_keys(L, set, lua_gettop(L));
-                    lua_pop(L, 1);
+            const char *up;
+            for (int i = 1; (up = lua_getupvalue(L, fn, i)) != NULL; i++) {
+                /* a Lua closure's _ENV is the global table, not the object's names */
+                if (lua_istable(L, -1) && strcmp(up, "_ENV") != 0) {
+                    if (lua_iscfunction(L, fn)) add_keys(L, set, lua_gettop(L));
+                    else add_fields(L, set, lua_gettop(L), depth + 1);
                 }
+                lua_pop(L, 1);
             }
         }
         lua_pop(L, 2);
     }
     if (lua_type(L, v) == LUA_TUSERDATA && luaL_testudata(L, v, FTL_TENSOR_MT) != NULL) {
-        for (int i = 0; tensor_fields[i]; i++) {
-            lua_pushboolean(L, 1);
-            lua_setfield(L, set, tensor_fields[i]);
-        }
+        for (int i = 0; tensor_fields[i]; i++) add_name(L, set, tensor_fields[i]);
     }
 }
 
 /* Completion candidates for text such as "ft.nn.Con" or "t:res": a sorted array of full
- * texts. Walking the path may run __index functions (lazy submodules), hence the
- * protected call. */
+ * texts; after ':' only the names whose value is a function (methods, not fields). Walking
+ * the path may run __index functions (lazy submodules), hence the protected call. */
 static int collect_completions(lua_State *L) {
     const char *text = luaL_checkstring(L, 1);
     const char *sep = NULL;
@@ -529,6 +606,7 @@ static int collect_completions(lua_State *L) {
     lua_newtable(L);
     int set = lua_gettop(L);
     const char *partial = text;
+    int obj = 0; /* for "v:name", the index of v */
     if (sep == NULL) {
         lua_pushglobaltable(L);
         add_fields(L, set, -1, 0);
@@ -555,7 +633,8 @@ static int collect_completions(lua_State *L) {
             p = end + 1;
         }
         add_fields(L, set, -1, 0);
-        lua_pop(L, 1);
+        if (*sep == ':') obj = lua_gettop(L);
+        else lua_pop(L, 1);
     }
     size_t plen = strlen(partial);
     size_t head = (size_t)(partial - text);
@@ -568,6 +647,12 @@ static int collect_completions(lua_State *L) {
         const char *name = lua_tostring(L, -1);
         /* names starting with '_' only when asked for */
         if (strncmp(name, partial, plen) == 0 && (name[0] != '_' || partial[0] == '_')) {
+            if (obj != 0) {
+                lua_pushvalue(L, -1);
+                int is_method = lua_gettable(L, obj) == LUA_TFUNCTION;
+                lua_pop(L, 1);
+                if (!is_method) continue;
+            }
             lua_pushlstring(L, text, head);
             lua_pushvalue(L, -2);
             lua_concat(L, 2);
@@ -681,6 +766,38 @@ static int addreturn(lua_State *L) {
     return status;
 }
 
+/* Compiles "<statements>; return <expression>;" for a line such as `x = 1; x` whose end is
+ * an expression after a ';' that splits it into a valid chunk (the last such ';'). The
+ * whole line as a statement comes first: a split is tried only when that is a syntax error
+ * (`x = 1; x` fails "near <eof>" as an unfinished statement does; a split of an unfinished
+ * one stays unfinished). LUA_OK leaves the line and the function on the stack; otherwise
+ * just the line. */
+static int addreturn_split(lua_State *L) {
+    size_t len;
+    const char *line = lua_tolstring(L, -1, &len);
+    int status = luaL_loadbuffer(L, line, len, "=stdin");
+    lua_pop(L, 1);
+    if (status != LUA_ERRSYNTAX) return LUA_ERRSYNTAX; /* multiline() compiles it as it is */
+    for (size_t i = len; i-- > 0;) {
+        if (line[i] != ';') continue;
+        lua_pushlstring(L, line, i + 1);
+        lua_pushliteral(L, " return ");
+        lua_pushstring(L, line + i + 1);
+        lua_pushliteral(L, ";");
+        lua_concat(L, 4);
+        size_t clen;
+        const char *chunk = lua_tolstring(L, -1, &clen);
+        status = luaL_loadbuffer(L, chunk, clen, "=stdin");
+        lua_remove(L, -2); /* the chunk's text */
+        if (status == LUA_OK) {
+            saveline(line);
+            return LUA_OK;
+        }
+        lua_pop(L, 1);
+    }
+    return LUA_ERRSYNTAX;
+}
+
 /* Reads continuation lines until the statement compiles or fails for another reason. */
 static int multiline(lua_State *L) {
     for (;;) {
@@ -712,6 +829,7 @@ static int loadline(lua_State *L) {
     if (r == 0) return -1;
     if (r < 0) return LINE_INTERRUPTED;
     int status = addreturn(L);
+    if (status != LUA_OK && strchr(lua_tostring(L, 1), ';') != NULL) status = addreturn_split(L);
     if (status != LUA_OK) status = multiline(L);
     if (status == LINE_INTERRUPTED) return status;
     lua_remove(L, 1);
@@ -720,13 +838,35 @@ static int loadline(lua_State *L) {
 
 static void print_banner(void) {
     int threads = ft_get_num_threads();
-    printf("ftlua %s (%s, %d thread%s). Tab completes, Ctrl-D exits.\n", FTLUA_VERSION,
-           LUA_RELEASE, threads, threads == 1 ? "" : "s");
+    printf("ftlua %s (%s, %d thread%s). help() or help(ft.nn.Linear) for docs, Tab completes,"
+           " Ctrl-D exits.\n",
+           FTLUA_VERSION, LUA_RELEASE, threads, threads == 1 ? "" : "s");
     fflush(stdout);
+}
+
+/* The global help: ft.help (bindings/lua/ft/help.lua), unless the user has a global of that
+ * name. A missing or broken ft.help leaves the REPL working without it. */
+static int load_help(lua_State *L) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "ft.help");
+    lua_call(L, 1, 1);
+    return 1;
+}
+
+static void define_help(lua_State *L) {
+    if (lua_getglobal(L, "help") != LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, load_help);
+    if (lua_pcall(L, 0, 1, 0) == LUA_OK) lua_setglobal(L, "help");
+    else lua_pop(L, 1);
 }
 
 void ftlua_repl(lua_State *L) {
     replL = L;
+    define_help(L);
     repl_tty = isatty(STDIN_FILENO);
     if (repl_tty) {
         setlocale(LC_CTYPE, ""); /* multibyte input; numbers keep the C locale */

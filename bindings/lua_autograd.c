@@ -2,15 +2,23 @@
 #include "ft/autograd.h"
 #include "ftl.h"
 
-/* t:backward([grad] [, {retain_graph=false}]) */
+/* t:backward([grad] [, {retain_graph=false}]): gradients of t into the leaves' .grad; grad
+ * (t's shape) may be left out for a one-element t. */
 static int l_backward(lua_State *L) {
+    static const char *const options[] = {"retain_graph", NULL};
     ft_tensor *t = ftl_check_tensor(L, 1);
     ft_tensor *grad = ftl_to_tensor(L, 2);
     int opts = grad ? 3 : 2;
     if (!grad && !lua_isnoneornil(L, 2) && !lua_istable(L, 2))
         return luaL_argerror(L, 2, "gradient tensor or options table expected");
     if (!grad && lua_isnil(L, 2)) opts = 3;
-    bool retain = ftl_opt_bool_field(L, opts, "retain_graph", 0);
+    ftl_check_options(L, opts, "ft.backward", options);
+    bool retain = false;
+    if (lua_istable(L, opts) && lua_getfield(L, opts, "retain_graph") != LUA_TNIL) {
+        if (!lua_isboolean(L, -1))
+            return luaL_error(L, "ft.backward: option 'retain_graph' must be a boolean, got %s", luaL_typename(L, -1));
+        retain = lua_toboolean(L, -1);
+    }
     if (ft_backward(t, grad, retain) < 0) return ftl_error(L, "backward");
     return 0;
 }
@@ -36,6 +44,7 @@ static int l_is_grad_enabled(lua_State *L) {
 
 /* ft.set_grad_enabled(bool) -> previous mode */
 static int l_set_grad_enabled(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TBOOLEAN);
     lua_pushboolean(L, ft_set_grad_enabled(lua_toboolean(L, 1)));
     return 1;
 }

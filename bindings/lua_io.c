@@ -1,6 +1,8 @@
 /* Files: ft.save / ft.load (HDF5 checkpoints), ft.safetensors (HuggingFace's format),
- * ft.image.load / ft.image.save (PNG), and the raw helpers the Lua data loaders build on:
- * ft._idx_read and ft._listdir.
+ * ft.image.load / ft.image.save (PNG), and the raw helpers the Lua side builds on:
+ * ft._idx_read and ft._listdir (ft.data), ft._write_file, ft._read_file, ft._dir_begin,
+ * ft._dir_commit, ft._remove_tree and ft._remove_stale (ft.fs, over core/io/atomic.c).
+ * Every function taking options checks them with ftl_check_options.
  *
  * Integer tensors are stored and loaded as they are: a checkpoint holds the values the
  * Lua program had (1-based labels stay 1-based), and integer data written by 0-based
@@ -18,10 +20,11 @@
 
 #define CHECKPOINT_MT "ft.Checkpoint"
 #define DIR_MT "ft.Dir"
+#define BYTES_MT "ft.Bytes"
 #define ST_FILE_MT "ft.SafetensorsFile"
 #define MAX_NESTING 64
 
-/* ---- ft.save(path, tensors [, {meta = {...}}]) ------------------------------------ */
+/* ---- ft.save(path, tensors [, {metadata = {...}}]) -------------------------------- */
 
 /* Adds the tensors of the (nested) table at idx to the table at flat as dotted names;
  * errors name the function op ("save", "safetensors.save"). */
@@ -72,7 +75,7 @@ static int read_meta(lua_State *L, int idx, ft_meta **out) {
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         if (lua_type(L, -2) != LUA_TSTRING)
-            luaL_error(L, "ft.save: meta keys must be strings, got a %s", luaL_typename(L, -2));
+            luaL_error(L, "ft.save: metadata keys must be strings, got a %s", luaL_typename(L, -2));
         const char *key = lua_tostring(L, -2);
         ft_meta *m = &meta[k++];
         memset(m, 0, sizeof *m);
@@ -83,7 +86,7 @@ static int read_meta(lua_State *L, int idx, ft_meta **out) {
             m->kind = FT_META_STRING;
             m->str = (char *)lua_tolstring(L, -1, &len);
             if (strlen(m->str) != len)
-                luaL_error(L, "ft.save: meta '%s' contains a zero byte (store binary data as a tensor)", key);
+                luaL_error(L, "ft.save: metadata '%s' contains a zero byte (store binary data as a tensor)", key);
             break;
         }
         case LUA_TNUMBER:
@@ -96,7 +99,7 @@ static int read_meta(lua_State *L, int idx, ft_meta **out) {
             }
             break;
         default:
-            luaL_error(L, "ft.save: meta '%s' is a %s; metadata values must be strings or numbers "
+            luaL_error(L, "ft.save: metadata '%s' is a %s; metadata values must be strings or numbers "
                        "(encode tables as JSON)", key, luaL_typename(L, -1));
         }
         lua_pop(L, 1);
@@ -105,16 +108,50 @@ static int read_meta(lua_State *L, int idx, ft_meta **out) {
     return n;
 }
 
+/* m:state_dict() returns the names in order as its second result, so that
+ * ft.save(path, m:state_dict()) passes them where the options go: a non-empty array of
+ * strings there is that list, and is ignored (the file orders names itself). */
+static int is_names_list(lua_State *L, int idx) {
+    if (!lua_istable(L, idx)) return 0;
+    if (lua_getmetatable(L, idx)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx), count = 0;
+    if (n == 0) return 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        int ok = lua_isinteger(L, -2) && lua_type(L, -1) == LUA_TSTRING;
+        lua_pop(L, 1);
+        if (!ok) {
+            lua_pop(L, 1);
+            return 0;
+        }
+        count++;
+    }
+    return count == n;
+}
+
+/* ft.save(path, tensors [, {metadata = {k = v}}]): metadata values are strings or
+ * numbers, stored as attributes on "/". The option has the name ft.safetensors.save
+ * gives it; the older spelling `meta` is still accepted. */
 static int l_save(lua_State *L) {
+    static const char *const options[] = {"metadata", "meta", NULL};
     const char *path = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
+    if (is_names_list(L, 3)) lua_settop(L, 2);
+    ftl_check_options(L, 3, "ft.save", options);
     int nmeta = 0;
     ft_meta *meta = NULL;
     if (!lua_isnoneornil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TTABLE);
-        int t = lua_getfield(L, 3, "meta");
+        int t = lua_getfield(L, 3, "metadata");
+        int old = lua_getfield(L, 3, "meta");
+        if (t != LUA_TNIL && old != LUA_TNIL)
+            luaL_error(L, "ft.save: give 'metadata' or its older name 'meta', not both");
+        if (t == LUA_TNIL) t = old;
+        else lua_pop(L, 1);
         if (t != LUA_TNIL && t != LUA_TTABLE)
-            luaL_error(L, "ft.save: option 'meta' must be a table, got %s", luaL_typename(L, -1));
+            luaL_error(L, "ft.save: option 'metadata' must be a table, got %s", luaL_typename(L, -1));
         if (t == LUA_TTABLE) nmeta = read_meta(L, lua_gettop(L), &meta);
     }
     lua_newtable(L);
@@ -193,31 +230,6 @@ static int st_error(lua_State *L, const char *op) {
     return luaL_error(L, "ft.safetensors.%s: %s", op, msg);
 }
 
-/* Raises an error unless every key of the options table at idx is one of allowed. */
-static void check_options(lua_State *L, int idx, const char *op, const char *const *allowed) {
-    if (lua_isnoneornil(L, idx)) return;
-    luaL_checktype(L, idx, LUA_TTABLE);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        int known = 0;
-        if (lua_type(L, -2) == LUA_TSTRING)
-            for (int i = 0; allowed[i]; i++) known |= strcmp(lua_tostring(L, -2), allowed[i]) == 0;
-        if (!known) {
-            luaL_Buffer b;
-            lua_pop(L, 1);
-            const char *key = luaL_tolstring(L, -1, NULL);
-            luaL_buffinit(L, &b);
-            for (int i = 0; allowed[i]; i++) {
-                if (i) luaL_addstring(&b, ", ");
-                luaL_addstring(&b, allowed[i]);
-            }
-            luaL_pushresult(&b);
-            luaL_error(L, "ft.%s: unknown option '%s' (options: %s)", op, key, lua_tostring(L, -1));
-        }
-        lua_pop(L, 1);
-    }
-}
-
 /* Opens path into a userdata left on the stack (closed by the collector on errors). */
 static ft_st_file *st_open(lua_State *L, const char *path, const char *op) {
     ft_st_file *f = lua_newuserdatauv(L, sizeof *f, 0);
@@ -248,7 +260,7 @@ static void push_st_tensor(lua_State *L, const ft_st_file *f, int k) {
 static int l_st_load(lua_State *L) {
     static const char *const options[] = {"names", NULL};
     const char *path = luaL_checkstring(L, 1);
-    check_options(L, 2, "safetensors.load", options);
+    ftl_check_options(L, 2, "ft.safetensors.load", options);
     int names = 0;
     if (!lua_isnoneornil(L, 2) && lua_getfield(L, 2, "names") != LUA_TNIL) {
         if (!lua_istable(L, -1))
@@ -318,7 +330,8 @@ static int l_st_save(lua_State *L) {
     static const char *const options[] = {"metadata", "dtype", NULL};
     const char *path = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
-    check_options(L, 3, "safetensors.save", options);
+    if (is_names_list(L, 3)) lua_settop(L, 2);
+    ftl_check_options(L, 3, "ft.safetensors.save", options);
     const char *dtype = ftl_opt_string_field(L, 3, "dtype", "F32");
     if (strcmp(dtype, "F32") != 0 && strcmp(dtype, "F16") != 0 && strcmp(dtype, "BF16") != 0)
         luaL_error(L, "ft.safetensors.save: option 'dtype' must be \"F32\", \"F16\" or \"BF16\", got '%s'", dtype);
@@ -411,8 +424,9 @@ static int l_image_save(lua_State *L) {
 /* ft._idx_read(path [, {dtype = "float32"|"int64", scale = 1, offset = 0}]) --> tensor of
  * the file's values v as v * scale + offset. */
 static int l_idx_read(lua_State *L) {
+    static const char *const options[] = {"dtype", "scale", "offset", NULL};
     const char *path = luaL_checkstring(L, 1);
-    if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+    ftl_check_options(L, 2, "ft._idx_read", options);
     const char *dtype = ftl_opt_string_field(L, 2, "dtype", "float32");
     double scale = ftl_opt_number_field(L, 2, "scale", 1.0);
     double offset = ftl_opt_number_field(L, 2, "offset", 0.0);
@@ -459,6 +473,77 @@ static int l_listdir(lua_State *L) {
     return 1;
 }
 
+/* ---- raw helpers for ft.fs ------------------------------------------------------ */
+
+/* Raises "<op>: <core error>" without a position (these are called from ft/fs.lua,
+ * whose line would only confuse). */
+static int fs_error(lua_State *L, const char *op) {
+    lua_pushfstring(L, "%s: %s", op, ft_last_error());
+    return lua_error(L);
+}
+
+/* ft._write_file(path, data): atomic (see core/io/atomic.c). */
+static int l_write_file(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    if (ft_write_file(path, data, len) != 0) return fs_error(L, "ft.fs.write");
+    return 0;
+}
+
+static int bytes_gc(lua_State *L) {
+    char **p = luaL_checkudata(L, 1, BYTES_MT);
+    free(*p);
+    *p = NULL;
+    return 0;
+}
+
+/* ft._read_file(path) --> the whole file as a string. */
+static int l_read_file(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    char **box = lua_newuserdatauv(L, sizeof *box, 0);   /* frees the buffer if pushing fails */
+    *box = NULL;
+    luaL_setmetatable(L, BYTES_MT);
+    size_t len;
+    *box = ft_read_file(path, 0, &len);
+    if (!*box) return fs_error(L, "ft.fs.read");
+    lua_pushlstring(L, *box, len);
+    free(*box);
+    *box = NULL;
+    return 1;
+}
+
+/* ft._dir_begin(path) --> a fresh empty temporary folder beside path. */
+static int l_dir_begin(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    char *tmp = ft_dir_begin(path);
+    if (!tmp) return fs_error(L, "ft.fs.replace_dir");
+    lua_pushstring(L, tmp);
+    free(tmp);
+    return 1;
+}
+
+/* ft._dir_commit(tmp, path): tmp replaces path as a whole. */
+static int l_dir_commit(lua_State *L) {
+    const char *tmp = luaL_checkstring(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    if (ft_dir_commit(tmp, path) != 0) return fs_error(L, "ft.fs.replace_dir");
+    return 0;
+}
+
+/* ft._remove_tree(path): a file or a folder with its contents. */
+static int l_remove_tree(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    if (ft_remove_tree(path) != 0) return fs_error(L, "ft.fs.remove_tree");
+    return 0;
+}
+
+/* ft._remove_stale(path) --> how many stale temporaries of path were removed. */
+static int l_remove_stale(lua_State *L) {
+    lua_pushinteger(L, ft_atomic_clean(luaL_checkstring(L, 1)));
+    return 1;
+}
+
 void ftl_open_io(lua_State *L) {
     luaL_newmetatable(L, CHECKPOINT_MT);
     lua_pushcfunction(L, checkpoint_gc);
@@ -472,12 +557,22 @@ void ftl_open_io(lua_State *L) {
     lua_pushcfunction(L, dir_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
+    luaL_newmetatable(L, BYTES_MT);
+    lua_pushcfunction(L, bytes_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
 
     static const luaL_Reg fns[] = {
         {"save", l_save},
         {"load", l_load},
         {"_idx_read", l_idx_read},
         {"_listdir", l_listdir},
+        {"_write_file", l_write_file},
+        {"_read_file", l_read_file},
+        {"_dir_begin", l_dir_begin},
+        {"_dir_commit", l_dir_commit},
+        {"_remove_tree", l_remove_tree},
+        {"_remove_stale", l_remove_stale},
         {NULL, NULL},
     };
     ftl_register(L, fns);

@@ -31,6 +31,7 @@
 #define TREE_MT "ft.json.Tree"
 #define BUFFER_MT "ft.json.Buffer"
 #define MAX_DEPTH CJSON_NESTING_LIMIT  /* what cJSON reads back */
+#define JSON_MAX_FILE ((size_t)1 << 30)  /* ft.json.read: tokenizer files are tens of MB */
 
 /* ---- a growing byte buffer owned by a userdata (freed by the collector on errors) --- */
 
@@ -340,12 +341,125 @@ static const char *describe_at(lua_State *L, const char *text, size_t len, size_
     return lua_pushfstring(L, "unexpected text '%s%s'", shown, at + n < len ? "..." : "");
 }
 
+/* Length of the well-formed UTF-8 sequence at s[0..n) (no overlong forms, surrogates
+ * or code points past U+10FFFF), or 0. */
+static int utf8_sequence(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    int len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (len == 0 || (size_t)len > n) return 0;
+    for (int k = 1; k < len; k++)
+        if ((s[k] & 0xc0) != 0x80) return 0;
+    if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xf0 && s[1] < 0x90)) return 0;   /* overlong */
+    if (c == 0xed && s[1] > 0x9f) return 0;                                   /* surrogate */
+    if (c == 0xf4 && s[1] > 0x8f) return 0;                                   /* > U+10FFFF */
+    return len;
+}
+
+/* lua_pushfstring knows no widths or hex: format with snprintf. */
+static const char *push_printf(lua_State *L, const char *fmt, ...) {
+    char buf[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return lua_pushstring(L, buf);
+}
+
+static int hex_digits(const unsigned char *s, size_t n) {
+    if (n < 4) return 0;
+    for (int k = 0; k < 4; k++)
+        if (!((s[k] >= '0' && s[k] <= '9') || ((s[k] | 0x20) >= 'a' && (s[k] | 0x20) <= 'f'))) return 0;
+    return 1;
+}
+
+/* What cJSON lets through: checks every string (escapes, \u escapes and surrogate pairs,
+ * raw control characters, UTF-8) and the nesting depth. Returns NULL, or what is wrong
+ * with *at set to its byte offset. */
+static const char *check_text(lua_State *L, const char *text, size_t len, size_t *at) {
+    const unsigned char *s = (const unsigned char *)text;
+    int depth = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '[' || s[i] == '{') {
+            if (++depth > MAX_DEPTH) {
+                *at = i;
+                return push_printf(L, "nested deeper than %d levels", MAX_DEPTH);
+            }
+        } else if (s[i] == ']' || s[i] == '}') {
+            depth--;
+        } else if (s[i] == '"') {
+            size_t j = i + 1;
+            for (;;) {
+                if (j >= len) {
+                    *at = i;
+                    return "unterminated string";
+                }
+                unsigned c = s[j];
+                if (c == '"') break;
+                if (c < 0x20) {
+                    *at = j;
+                    return push_printf(L, "raw control character 0x%02X in a string (write it as \\u%04X)", (int)c, (int)c);
+                }
+                if (c >= 0x80) {
+                    int n = utf8_sequence(s + j, len - j);
+                    if (n == 0) {
+                        *at = j;
+                        return push_printf(L, "invalid UTF-8 byte 0x%02X in a string", (int)c);
+                    }
+                    j += (size_t)n;
+                    continue;
+                }
+                if (c != '\\') {
+                    j++;
+                    continue;
+                }
+                if (j + 1 >= len) {
+                    *at = i;
+                    return "unterminated string";
+                }
+                unsigned e = s[j + 1];
+                if (e != 'u') {
+                    if (!strchr("\"\\/bfnrt", (int)e) || e == 0) {
+                        *at = j;
+                        return push_printf(L, "invalid escape '\\%c' in a string", e >= 0x20 && e < 0x7f ? (int)e : '?');
+                    }
+                    j += 2;
+                    continue;
+                }
+                if (!hex_digits(s + j + 2, len - j - 2)) {
+                    *at = j;
+                    return "invalid \\u escape (four hex digits expected)";
+                }
+                unsigned cp = hex4(text + j + 2);
+                if (cp >= 0xdc00 && cp <= 0xdfff) {
+                    *at = j;
+                    return push_printf(L, "lone low surrogate \\u%04X in a string", (int)cp);
+                }
+                if (cp >= 0xd800 && cp <= 0xdbff) {
+                    unsigned lo = j + 12 <= len && s[j + 6] == '\\' && s[j + 7] == 'u' &&
+                                          hex_digits(s + j + 8, len - j - 8) ? hex4(text + j + 8) : 0;
+                    if (lo < 0xdc00 || lo > 0xdfff) {
+                        *at = j;
+                        return push_printf(L, "lone high surrogate \\u%04X in a string (a low surrogate must follow)", (int)cp);
+                    }
+                    j += 6;
+                }
+                j += 6;
+            }
+            i = j;
+        }
+    }
+    return NULL;
+}
+
 /* Decodes text[0..len) and pushes the value; errors name path when given. */
 static void decode(lua_State *L, const char *text, size_t len, const char *path) {
     decoder d = {L, path, text, len, 0};
     cJSON **root = lua_newuserdatauv(L, sizeof *root, 0);
     *root = NULL;
     luaL_setmetatable(L, TREE_MT);
+    size_t bad_at = 0;
+    const char *bad = check_text(L, text, len, &bad_at);
+    if (bad) decode_error(&d, bad_at, bad);
     const char *end = NULL;
     *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!*root) {
@@ -661,8 +775,11 @@ static void encode_value(encoder *e, int idx, int depth) {
 
 /* The indent option at idx: true = 2 spaces, a number = that many, false/nil = none. */
 static int indent_option(lua_State *L, int idx, int def, const char *op) {
+    static const char *const options[] = {"indent", NULL};
+    char where[32];
+    snprintf(where, sizeof where, "ft.json.%s", op);
+    ftl_check_options(L, idx, where, options);
     if (lua_isnoneornil(L, idx)) return def;
-    luaL_checktype(L, idx, LUA_TTABLE);
     int t = lua_getfield(L, idx, "indent");
     int indent = def;
     if (t == LUA_TBOOLEAN) indent = lua_toboolean(L, -1) ? 2 : 0;
@@ -710,30 +827,15 @@ static int l_encode(lua_State *L) {
 /* ft.json.read(path) --> value */
 static int l_read(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
-    FILE *f = fopen(path, "rb");
-    if (!f) return luaL_error(L, "ft.json.read: cannot open '%s': %s", path, strerror(errno));
+    size_t len;
+    char *text = ft_read_file(path, JSON_MAX_FILE, &len);
+    if (!text) return luaL_error(L, "ft.json.read: %s", ft_last_error());
+    /* Owned by a buffer so that a decoding error frees it. */
     buffer *b = buffer_new(L);
-    size_t got;
-    do {
-        char *p = b->n + 65536 + 1 > b->cap ? NULL : b->p + b->n;
-        if (!p) {
-            size_t cap = b->cap ? b->cap * 2 : 65536 * 2;
-            p = realloc(b->p, cap);
-            if (!p) {
-                fclose(f);
-                return luaL_error(L, "ft.json.read: '%s': out of memory", path);
-            }
-            b->p = p;
-            b->cap = cap;
-            p = b->p + b->n;
-        }
-        got = fread(p, 1, 65536, f);
-        b->n += got;
-    } while (got > 0);
-    int err = ferror(f) ? errno : 0;
-    fclose(f);
-    if (err) return luaL_error(L, "ft.json.read: cannot read '%s': %s", path, strerror(err));
-    decode(L, b->p ? b->p : "", b->n, path);
+    b->p = text;
+    b->n = len;
+    b->cap = len + 1;
+    decode(L, b->p, b->n, path);
     return 1;
 }
 
@@ -746,22 +848,7 @@ static int l_write(lua_State *L) {
     lua_settop(L, 2);
     buffer *b = encode(L, 2, indent, "write");
     buffer_add(L, b, "\n", 1);
-    ft_atomic_file f;
-    if (ft_atomic_open(&f, path) != 0) return luaL_error(L, "ft.json.write: %s", ft_last_error());
-    const char *p = b->p;
-    size_t left = b->n;
-    while (left > 0) {
-        ssize_t w = write(f.fd, p, left);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) {
-            int err = errno;
-            ft_atomic_abort(&f);
-            return luaL_error(L, "ft.json.write: cannot write '%s': %s", path, strerror(err));
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (ft_atomic_commit(&f) != 0) return luaL_error(L, "ft.json.write: %s", ft_last_error());
+    if (ft_write_file(path, b->p, b->n) != 0) return luaL_error(L, "ft.json.write: %s", ft_last_error());
     return 0;
 }
 

@@ -3,6 +3,8 @@
  * Argument conventions follow PyTorch's torch.nn.functional, with options as a trailing
  * table. Index values (class targets, embedding ids, ignore_index) are 1-based in Lua
  * and converted here before the core sees them. */
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "ft/ops.h"
@@ -15,16 +17,28 @@ static ft_tensor *opt_tensor(lua_State *L, int idx) {
     return lua_isnoneornil(L, idx) ? NULL : ftl_check_tensor(L, idx);
 }
 
-/* A positive int given as a number or a {h, w} pair (e.g. a kernel size). */
-static void check_pair(lua_State *L, int idx, const char *op, const char *what, int out[2]) {
-    if (lua_isinteger(L, idx)) {
-        out[0] = out[1] = (int)lua_tointeger(L, idx);
+/* An integer in [min, max] at the top of the stack, else an error naming what it is. */
+static int check_int_top(lua_State *L, const char *op, const char *what, lua_Integer min, lua_Integer max) {
+    int ok;
+    lua_Integer v = lua_tointegerx(L, -1, &ok);
+    if (!ok || lua_type(L, -1) != LUA_TNUMBER)
+        luaL_error(L, "ft.%s: %s must be an integer or a pair of integers, got %s", op, what,
+                   lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : luaL_typename(L, -1));
+    if (v < min || v > max) luaL_error(L, "ft.%s: %s must be in %I..%I, got %I", op, what, min, max, v);
+    return (int)v;
+}
+
+/* An int in [min, 2^30] given as a number or a {h, w} pair (a kernel size, a stride ...). */
+static void check_pair(lua_State *L, int idx, const char *op, const char *what, lua_Integer min, int out[2]) {
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        lua_pushvalue(L, idx);
+        out[0] = out[1] = check_int_top(L, op, what, min, 1 << 30);
+        lua_pop(L, 1);
     } else if (lua_istable(L, idx) && lua_rawlen(L, idx) == 2) {
         for (int i = 0; i < 2; i++) {
             lua_rawgeti(L, idx, i + 1);
-            if (!lua_isinteger(L, -1))
-                luaL_error(L, "ft.%s: %s must be an integer or a pair of integers", op, what);
-            out[i] = (int)lua_tointeger(L, -1);
+            out[i] = check_int_top(L, op, what, min, 1 << 30);
             lua_pop(L, 1);
         }
     } else {
@@ -33,10 +47,52 @@ static void check_pair(lua_State *L, int idx, const char *op, const char *what, 
     }
 }
 
-/* The options table index: arguments from `idx` on may be absent; a non-table is an error. */
-static int opts_index(lua_State *L, int idx, const char *op) {
-    if (!lua_isnoneornil(L, idx) && !lua_istable(L, idx))
-        luaL_error(L, "ft.%s: options must be a table, got %s", op, luaL_typename(L, idx));
+/* opts[key] through check_pair, def when absent. */
+static void pair_option(lua_State *L, int opts, const char *key, int def, lua_Integer min, const char *op,
+                        int out[2]) {
+    out[0] = out[1] = def;
+    if (!lua_istable(L, opts)) return;
+    if (lua_getfield(L, opts, key) != LUA_TNIL) check_pair(L, -1, op, key, min, out);
+    lua_pop(L, 1);
+}
+
+/* opts[key] as a boolean (nil: def). */
+static bool bool_option(lua_State *L, int opts, const char *key, bool def, const char *op) {
+    if (!lua_istable(L, opts)) return def;
+    int type = lua_getfield(L, opts, key);
+    bool v = def;
+    if (type == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
+    else if (type != LUA_TNIL) luaL_error(L, "ft.%s: option '%s' must be a boolean, got %s", op, key, luaL_typename(L, -1));
+    lua_pop(L, 1);
+    return v;
+}
+
+/* A positional boolean argument (nil/none: def). */
+static bool check_flag(lua_State *L, int idx, bool def, const char *op, const char *what) {
+    if (lua_isnoneornil(L, idx)) return def;
+    if (!lua_isboolean(L, idx)) luaL_error(L, "ft.%s: %s must be a boolean, got %s", op, what, luaL_typename(L, idx));
+    return lua_toboolean(L, idx);
+}
+
+/* A positional number in [lo, hi] (nil/none: def); NaN is always out of range. */
+static double check_number_in(lua_State *L, int idx, double def, double lo, double hi, const char *op,
+                              const char *what) {
+    double v = luaL_optnumber(L, idx, def);
+    if (!(v >= lo && v <= hi)) {
+        /* lua_pushfstring has no %g: format here so the message shows the user's number */
+        char buf[160];
+        snprintf(buf, sizeof buf, "ft.%s: %s must be in [%g, %g], got %g", op, what, lo, hi, v);
+        lua_pushstring(L, buf);
+        lua_error(L);
+    }
+    return v;
+}
+
+/* The options table at idx (absent/nil allowed), checked against valid; returns idx. */
+static int check_opts(lua_State *L, int idx, const char *op, const char *const *valid) {
+    char where[64];
+    snprintf(where, sizeof where, "ft.%s", op);
+    ftl_check_options(L, idx, where, valid);
     return idx;
 }
 
@@ -63,17 +119,23 @@ static int l_linear(lua_State *L) {
  * padding may also be "valid" or "same" (stride 1, odd effective kernel). The bias may
  * be left out: conv2d(x, w, opts). */
 static int l_conv2d(lua_State *L) {
+    static const char *const options[] = {"stride", "padding", "dilation", "groups", NULL};
     ft_tensor *x = ftl_check_tensor(L, 1), *w = ftl_check_tensor(L, 2);
     ft_tensor *b = NULL;
     int opts = 4;
     if (lua_istable(L, 3)) opts = 3;   /* tensors are userdata, so a table is options */
     else b = opt_tensor(L, 3);
-    opts_index(L, opts, "conv2d");
+    check_opts(L, opts, "conv2d", options);
 
     ft_conv2d_opts o;
-    ftl_opt_pair_field(L, opts, "stride", 1, o.stride);
-    ftl_opt_pair_field(L, opts, "dilation", 1, o.dilation);
-    o.groups = (int)ftl_opt_integer_field(L, opts, "groups", 1);
+    pair_option(L, opts, "stride", 1, 1, "conv2d", o.stride);
+    pair_option(L, opts, "dilation", 1, 1, "conv2d", o.dilation);
+    o.groups = 1;
+    if (lua_istable(L, opts) && lua_getfield(L, opts, "groups") != LUA_TNIL) {
+        if (!lua_isinteger(L, -1)) luaL_error(L, "ft.conv2d: groups must be an integer, got %s", luaL_typename(L, -1));
+        o.groups = check_int_top(L, "conv2d", "groups", 1, 1 << 30);
+    }
+    if (lua_istable(L, opts)) lua_pop(L, 1);
 
     int ptype = lua_istable(L, opts) ? lua_getfield(L, opts, "padding") : LUA_TNIL;
     if (ptype == LUA_TSTRING) {
@@ -87,13 +149,16 @@ static int l_conv2d(lua_State *L) {
             for (int d = 0; d < 2; d++) {
                 int64_t span = (int64_t)o.dilation[d] * (w->shape[2 + d] - 1);
                 if (span % 2) luaL_error(L, "ft.conv2d: padding='same' needs an odd effective kernel size");
+                if (span / 2 > (1 << 30)) luaL_error(L, "ft.conv2d: padding='same' needs too much padding");
                 o.padding[d] = (int)(span / 2);
             }
         } else {
             luaL_error(L, "ft.conv2d: padding must be an integer, a pair, 'valid' or 'same', got '%s'", mode);
         }
+    } else if (ptype != LUA_TNIL) {
+        check_pair(L, -1, "conv2d", "padding", 0, o.padding);
     } else {
-        ftl_opt_pair_field(L, opts, "padding", 0, o.padding);
+        o.padding[0] = o.padding[1] = 0;
     }
     if (lua_istable(L, opts)) lua_pop(L, 1);
     ftl_push_tensor(L, ft_conv2d(x, w, b, o), "conv2d");
@@ -103,34 +168,37 @@ static int l_conv2d(lua_State *L) {
 /* ---- pooling ------------------------------------------------------------------ */
 
 /* Shared option parsing of max_pool2d / avg_pool2d: (x, kernel, {stride=kernel, padding=0,
- * ceil_mode=false, count_include_pad=true}). */
-static ft_pool2d_opts check_pool_opts(lua_State *L, const char *op) {
+ * ceil_mode=false} plus dilation=1 (max) or count_include_pad=true (avg)). */
+static ft_pool2d_opts check_pool_opts(lua_State *L, const char *op, bool is_max) {
+    static const char *const max_options[] = {"stride", "padding", "dilation", "ceil_mode", NULL};
+    static const char *const avg_options[] = {"stride", "padding", "ceil_mode", "count_include_pad", NULL};
     ft_pool2d_opts o;
-    check_pair(L, 2, op, "kernel size", o.kernel);
-    int opts = opts_index(L, 3, op);
-    int stride_given = lua_istable(L, opts) && lua_getfield(L, opts, "stride") != LUA_TNIL;
-    if (lua_istable(L, opts)) lua_pop(L, 1);
-    if (stride_given) ftl_opt_pair_field(L, opts, "stride", 1, o.stride);
-    else o.stride[0] = o.kernel[0], o.stride[1] = o.kernel[1];   /* torch: stride defaults to kernel */
-    ftl_opt_pair_field(L, opts, "padding", 0, o.padding);
-    int dil[2];
-    ftl_opt_pair_field(L, opts, "dilation", 1, dil);
-    if (dil[0] != 1 || dil[1] != 1) luaL_error(L, "ft.%s: dilation other than 1 is not supported", op);
-    o.ceil_mode = ftl_opt_bool_field(L, opts, "ceil_mode", 0);
-    o.count_include_pad = ftl_opt_bool_field(L, opts, "count_include_pad", 1);
+    check_pair(L, 2, op, "kernel size", 1, o.kernel);
+    int opts = check_opts(L, 3, op, is_max ? max_options : avg_options);
+    /* torch: stride defaults to the kernel size */
+    pair_option(L, opts, "stride", 0, 1, op, o.stride);
+    if (o.stride[0] == 0) o.stride[0] = o.kernel[0], o.stride[1] = o.kernel[1];
+    pair_option(L, opts, "padding", 0, 0, op, o.padding);
+    if (is_max) {
+        int dil[2];
+        pair_option(L, opts, "dilation", 1, 1, op, dil);
+        if (dil[0] != 1 || dil[1] != 1) luaL_error(L, "ft.%s: dilation other than 1 is not supported", op);
+    }
+    o.ceil_mode = bool_option(L, opts, "ceil_mode", false, op);
+    o.count_include_pad = bool_option(L, opts, "count_include_pad", true, op);
     return o;
 }
 
 static int l_max_pool2d(lua_State *L) {
     ft_tensor *x = ftl_check_tensor(L, 1);
-    ft_pool2d_opts o = check_pool_opts(L, "max_pool2d");
+    ft_pool2d_opts o = check_pool_opts(L, "max_pool2d", true);
     ftl_push_tensor(L, ft_max_pool2d(x, o), "max_pool2d");
     return 1;
 }
 
 static int l_avg_pool2d(lua_State *L) {
     ft_tensor *x = ftl_check_tensor(L, 1);
-    ft_pool2d_opts o = check_pool_opts(L, "avg_pool2d");
+    ft_pool2d_opts o = check_pool_opts(L, "avg_pool2d", false);
     ftl_push_tensor(L, ft_avg_pool2d(x, o), "avg_pool2d");
     return 1;
 }
@@ -139,7 +207,7 @@ static int l_avg_pool2d(lua_State *L) {
 static int l_adaptive_avg_pool2d(lua_State *L) {
     ft_tensor *x = ftl_check_tensor(L, 1);
     int size[2];
-    check_pair(L, 2, "adaptive_avg_pool2d", "output size", size);
+    check_pair(L, 2, "adaptive_avg_pool2d", "output size", 1, size);
     ftl_push_tensor(L, ft_adaptive_avg_pool2d(x, size[0], size[1]), "adaptive_avg_pool2d");
     return 1;
 }
@@ -152,8 +220,9 @@ static int l_batch_norm(lua_State *L) {
     ft_tensor *x = ftl_check_tensor(L, 1);
     ft_tensor *rm = opt_tensor(L, 2), *rv = opt_tensor(L, 3);
     ft_tensor *w = opt_tensor(L, 4), *b = opt_tensor(L, 5);
-    int training = lua_toboolean(L, 6);
-    double momentum = luaL_optnumber(L, 7, 0.1), eps = luaL_optnumber(L, 8, 1e-5);
+    bool training = check_flag(L, 6, false, "batch_norm", "training");
+    double momentum = check_number_in(L, 7, 0.1, 0.0, 1.0, "batch_norm", "momentum");
+    double eps = check_number_in(L, 8, 1e-5, 0.0, HUGE_VAL, "batch_norm", "eps");
     if ((rm == NULL) != (rv == NULL))
         luaL_error(L, "ft.batch_norm: running_mean and running_var must be given together");
     if (!training && rm == NULL)
@@ -195,7 +264,7 @@ static int l_layer_norm(lua_State *L) {
     ft_tensor *x = ftl_check_tensor(L, 1);
     int nnorm = check_normalized_shape(L, 2, x, "layer_norm");
     ft_tensor *w = opt_tensor(L, 3), *b = opt_tensor(L, 4);
-    double eps = luaL_optnumber(L, 5, 1e-5);
+    double eps = check_number_in(L, 5, 1e-5, 0.0, HUGE_VAL, "layer_norm", "eps");
     ftl_push_tensor(L, ft_layer_norm(x, nnorm, w, b, eps), "layer_norm");
     return 1;
 }
@@ -206,7 +275,8 @@ static int l_rms_norm(lua_State *L) {
     ft_tensor *x = ftl_check_tensor(L, 1);
     int nnorm = check_normalized_shape(L, 2, x, "rms_norm");
     ft_tensor *w = opt_tensor(L, 3);
-    double eps = luaL_checknumber(L, 4);
+    luaL_checknumber(L, 4);
+    double eps = check_number_in(L, 4, 0.0, 0.0, HUGE_VAL, "rms_norm", "eps");
     if (nnorm == 1) {
         ftl_push_tensor(L, ft_rms_norm(x, w, eps), "rms_norm");
         return 1;
@@ -236,9 +306,8 @@ static int l_rms_norm(lua_State *L) {
 /* dropout(x, p, training) */
 static int l_dropout(lua_State *L) {
     ft_tensor *x = ftl_check_tensor(L, 1);
-    double p = luaL_optnumber(L, 2, 0.5);
-    int training = lua_isnoneornil(L, 3) ? 1 : lua_toboolean(L, 3);
-    if (!(p >= 0.0 && p <= 1.0)) luaL_error(L, "ft.dropout: probability must be in [0, 1], got %g", p);
+    double p = check_number_in(L, 2, 0.5, 0.0, 1.0, "dropout", "probability");
+    bool training = check_flag(L, 3, true, "dropout", "training");
     ftl_push_tensor(L, ft_dropout(x, p, training), "dropout");
     return 1;
 }
@@ -251,28 +320,6 @@ static int l_embedding(lua_State *L) {
     ft_tensor *y = ft_embedding(w, idx0);
     ft_release(idx0);
     ftl_push_tensor(L, y, "embedding");
-    return 1;
-}
-
-/* ---- activations ------------------------------------------------------------------ */
-
-/* gelu(x, approximate) with approximate "none" | "tanh", given as a string or {approximate=}. */
-static int l_gelu(lua_State *L) {
-    ft_tensor *x = ftl_check_tensor(L, 1);
-    const char *mode = "none";
-    if (lua_type(L, 2) == LUA_TSTRING) mode = lua_tostring(L, 2);
-    else if (lua_istable(L, 2)) mode = ftl_opt_string_field(L, 2, "approximate", "none");
-    else if (!lua_isnoneornil(L, 2)) luaL_error(L, "ft.gelu: approximate must be 'none' or 'tanh'");
-    bool tanh_approx;
-    if (strcmp(mode, "none") == 0) tanh_approx = false;
-    else if (strcmp(mode, "tanh") == 0) tanh_approx = true;
-    else return luaL_error(L, "ft.gelu: approximate must be 'none' or 'tanh', got '%s'", mode);
-    ftl_push_tensor(L, ft_gelu(x, tanh_approx), "gelu");
-    return 1;
-}
-
-static int l_silu(lua_State *L) {
-    ftl_push_tensor(L, ft_silu(ftl_check_tensor(L, 1)), "silu");
     return 1;
 }
 
@@ -292,8 +339,9 @@ static int l_rope(lua_State *L) {
 static int l_scaled_dot_product_attention(lua_State *L) {
     ft_tensor *q = ftl_check_tensor(L, 1), *k = ftl_check_tensor(L, 2), *v = ftl_check_tensor(L, 3);
     ft_tensor *mask = opt_tensor(L, 4);
-    int causal = lua_toboolean(L, 5);
-    double scale = luaL_optnumber(L, 6, 0.0);
+    bool causal = check_flag(L, 5, false, "scaled_dot_product_attention", "causal");
+    double scale = lua_isnoneornil(L, 6) ? 0.0
+                   : check_number_in(L, 6, 0.0, 0.0, HUGE_VAL, "scaled_dot_product_attention", "scale");
     ftl_push_tensor(L, ft_scaled_dot_product_attention(q, k, v, mask, causal, scale),
                     "scaled_dot_product_attention");
     return 1;
@@ -322,15 +370,23 @@ static void check_targets(lua_State *L, const ft_tensor *logits, const ft_tensor
 /* cross_entropy(logits [N,C] or [N,C,d...], target int64 1-based [N] or [N,d...],
  *               {reduction="mean", ignore_index=-100, label_smoothing=0}) */
 static int l_cross_entropy(lua_State *L) {
+    static const char *const options[] = {"reduction", "ignore_index", "label_smoothing", NULL};
     ft_tensor *logits = ftl_check_tensor(L, 1), *target = ftl_check_tensor(L, 2);
-    int opts = opts_index(L, 3, "cross_entropy");
+    int opts = check_opts(L, 3, "cross_entropy", options);
     ft_reduction red = check_reduction(L, opts, "cross_entropy");
+    int64_t user_ignore = ftl_opt_integer_field(L, opts, "ignore_index", -100);
+    if (user_ignore == INT64_MIN) luaL_error(L, "ft.cross_entropy: ignore_index must be above math.mininteger");
     /* Shift with the targets so that a user's ignore_index still matches its label. */
-    int64_t ignore_index = ftl_opt_integer_field(L, opts, "ignore_index", -100) - 1;
-    double smoothing = ftl_opt_number_field(L, opts, "label_smoothing", 0.0);
-    if (!(smoothing >= 0.0 && smoothing <= 1.0))
-        luaL_error(L, "ft.cross_entropy: label_smoothing must be in [0, 1], got %g", smoothing);
-    check_targets(L, logits, target, ignore_index + 1);
+    int64_t ignore_index = user_ignore - 1;
+    double smoothing = 0.0;
+    if (lua_istable(L, opts)) {
+        lua_getfield(L, opts, "label_smoothing");
+        if (!lua_isnil(L, -1) && !lua_isnumber(L, -1))
+            luaL_error(L, "ft.cross_entropy: option 'label_smoothing' must be a number, got %s", luaL_typename(L, -1));
+        smoothing = check_number_in(L, -1, 0.0, 0.0, 1.0, "cross_entropy", "label_smoothing");
+        lua_pop(L, 1);
+    }
+    check_targets(L, logits, target, user_ignore);
     ft_tensor *t0 = ftl_index_to_core(L, target, "cross_entropy");
     ft_tensor *loss = ft_cross_entropy(logits, t0, red, ignore_index, smoothing);
     ft_release(t0);
@@ -341,7 +397,8 @@ static int l_cross_entropy(lua_State *L) {
 /* mse_loss(input, target, {reduction="mean"}) */
 static int l_mse_loss(lua_State *L) {
     ft_tensor *x = ftl_check_tensor(L, 1), *t = ftl_check_tensor(L, 2);
-    int opts = opts_index(L, 3, "mse_loss");
+    static const char *const options[] = {"reduction", NULL};
+    int opts = check_opts(L, 3, "mse_loss", options);
     ftl_push_tensor(L, ft_mse_loss(x, t, check_reduction(L, opts, "mse_loss")), "mse_loss");
     return 1;
 }
@@ -357,8 +414,6 @@ static const luaL_Reg nn_functions[] = {
     {"rms_norm", l_rms_norm},
     {"dropout", l_dropout},
     {"embedding", l_embedding},
-    {"gelu", l_gelu},
-    {"silu", l_silu},
     {"rope", l_rope},
     {"scaled_dot_product_attention", l_scaled_dot_product_attention},
     {"cross_entropy", l_cross_entropy},

@@ -20,7 +20,7 @@ static ft_tensor *operand(lua_State *L, int idx, const ft_tensor *other) {
     if (lua_isnumber(L, idx)) {
         /* an integral number next to an int64 tensor stays int64; 0.5 makes the result float */
         lua_Number v = lua_tonumber(L, idx);
-        bool integral = lua_isinteger(L, idx) || v == floor(v);
+        bool integral = lua_isinteger(L, idx) || ft_is_int64_value(v);
         t = ft_scalar(v, other && other->dtype == FT_INT64 && integral ? FT_INT64 : FT_FLOAT32);
         if (!t) ftl_error(L, "tensor");
         return t;
@@ -83,12 +83,24 @@ static const struct {
     {NULL, NULL},
 };
 
+/* t:gelu([approximate]) and F.gelu(x [, approximate]): approximate is "none" (exact, erf) or
+ * "tanh", given as the string itself or as {approximate = ...}. */
 static int l_gelu(lua_State *L) {
-    ft_tensor *t = ftl_check_tensor(L, 1);
-    const char *approx = lua_isstring(L, 2) ? lua_tostring(L, 2) : ftl_opt_string_field(L, 2, "approximate", "none");
-    if (strcmp(approx, "none") != 0 && strcmp(approx, "tanh") != 0)
-        return luaL_error(L, "ft.gelu: approximate must be 'none' or 'tanh', got '%s'", approx);
-    ftl_push_tensor(L, ft_gelu(t, strcmp(approx, "tanh") == 0), "gelu");
+    static const char *const options[] = {"approximate", NULL};
+    ft_tensor *x = ftl_check_tensor(L, 1);
+    const char *mode = "none";
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        mode = lua_tostring(L, 2);
+    } else if (lua_istable(L, 2)) {
+        ftl_check_options(L, 2, "ft.gelu", options);
+        mode = ftl_opt_string_field(L, 2, "approximate", "none");
+    } else if (!lua_isnoneornil(L, 2)) {
+        return luaL_error(L, "ft.gelu: approximate must be 'none' or 'tanh' (or {approximate = ...}), got %s",
+                          luaL_typename(L, 2));
+    }
+    if (strcmp(mode, "none") != 0 && strcmp(mode, "tanh") != 0)
+        return luaL_error(L, "ft.gelu: approximate must be 'none' or 'tanh', got '%s'", mode);
+    ftl_push_tensor(L, ft_gelu(x, strcmp(mode, "tanh") == 0), "gelu");
     return 1;
 }
 
@@ -102,7 +114,15 @@ static int l_clamp(lua_State *L) {
 static int compare(lua_State *L, ft_cmp cmp, const char *op) {
     ft_tensor *a = ftl_check_tensor(L, 1);
     ft_tensor *b = ftl_to_tensor(L, 2);
-    ft_tensor *tb = b ? ft_retain(b) : ft_scalar(luaL_checknumber(L, 2), a->dtype);
+    ft_tensor *tb = b;
+    if (b) {
+        ft_retain(b);
+    } else {
+        /* an int64 tensor compares with 1.5 (or NaN) in float32: no integer holds it */
+        double v = luaL_checknumber(L, 2);
+        tb = ft_scalar(v, a->dtype == FT_INT64 && ft_is_int64_value(v) ? FT_INT64 : FT_FLOAT32);
+        if (!tb) return ftl_error(L, op);
+    }
     ft_tensor *r = ft_compare(a, tb, cmp);
     ft_release(tb);
     ftl_push_tensor(L, r, op);
@@ -134,36 +154,58 @@ static int l_where(lua_State *L) {
 
 /* ---- reductions -------------------------------------------------------------------------- */
 
-/* Dims at idx: nil (all), an integer, or a table of integers. */
-static int check_dims(lua_State *L, int idx, int ndim, int *dims) {
+/* An optional boolean argument (keepdim): nil/none is false; anything but a boolean is an error. */
+static bool opt_flag(lua_State *L, int idx, const char *op, const char *what) {
+    if (lua_isnoneornil(L, idx)) return false;
+    if (!lua_isboolean(L, idx))
+        luaL_error(L, "ft.%s: %s must be a boolean, got %s", op, what, luaL_typename(L, idx));
+    return lua_toboolean(L, idx);
+}
+
+/* Dims at idx: nil (all), an integer, or a non-empty list of integers. */
+static int check_dims(lua_State *L, int idx, int ndim, int *dims, const char *op) {
     if (lua_isnoneornil(L, idx)) return 0;
     if (lua_istable(L, idx)) {
-        int n = (int)luaL_len(L, idx);
-        if (n > FT_MAX_DIMS) luaL_error(L, "ft: too many dims");
-        for (int i = 0; i < n; i++) {
-            lua_geti(L, idx, i + 1);
+        lua_Integer n = (lua_Integer)lua_rawlen(L, idx), keys = 0;
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            keys++;
+            lua_pop(L, 1);
+        }
+        if (n == 0 || keys != n)
+            luaL_error(L, "ft.%s: dims must be an integer or a list of integers such as {1, 2}", op);
+        if (n > FT_MAX_DIMS) luaL_error(L, "ft.%s: %I dims given, at most %d", op, n, FT_MAX_DIMS);
+        for (int i = 0; i < (int)n; i++) {
+            lua_rawgeti(L, idx, i + 1);
+            if (!lua_isinteger(L, -1))
+                luaL_error(L, "ft.%s: dims must be integers, got %s in the list", op, luaL_typename(L, -1));
             dims[i] = ftl_check_dim(L, -1, ndim);
             lua_pop(L, 1);
         }
-        return n;
+        return (int)n;
     }
+    if (!lua_isinteger(L, idx))
+        luaL_error(L, "ft.%s: dims must be an integer or a list of integers, got %s", op,
+                   lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : luaL_typename(L, idx));
     dims[0] = ftl_check_dim(L, idx, ndim);
     return 1;
 }
 
+/* t:sum([dims [, keepdim]]): over every element, one dim or a list of dims. */
 static int l_sum(lua_State *L) {
     ft_tensor *t = ftl_check_tensor(L, 1);
     int dims[FT_MAX_DIMS];
-    int n = check_dims(L, 2, t->ndim, dims);
-    ftl_push_tensor(L, ft_sum(t, dims, n, lua_toboolean(L, 3)), "sum");
+    int n = check_dims(L, 2, t->ndim, dims, "sum");
+    ftl_push_tensor(L, ft_sum(t, dims, n, opt_flag(L, 3, "sum", "keepdim")), "sum");
     return 1;
 }
 
+/* t:mean([dims [, keepdim]]): as sum, divided by the number of elements reduced. */
 static int l_mean(lua_State *L) {
     ft_tensor *t = ftl_check_tensor(L, 1);
     int dims[FT_MAX_DIMS];
-    int n = check_dims(L, 2, t->ndim, dims);
-    ftl_push_tensor(L, ft_mean(t, dims, n, lua_toboolean(L, 3)), "mean");
+    int n = check_dims(L, 2, t->ndim, dims, "mean");
+    ftl_push_tensor(L, ft_mean(t, dims, n, opt_flag(L, 3, "mean", "keepdim")), "mean");
     return 1;
 }
 
@@ -184,7 +226,7 @@ static int l_max(lua_State *L) {
     }
     int d = ftl_check_dim(L, 2, t->ndim);
     ft_tensor *values = NULL, *indices = NULL;
-    if (ft_max_dim(t, d, lua_toboolean(L, 3), &values, &indices) < 0) return ftl_error(L, "max");
+    if (ft_max_dim(t, d, opt_flag(L, 3, "max", "keepdim"), &values, &indices) < 0) return ftl_error(L, "max");
     indices = lua_indices(indices);
     ftl_push_tensor(L, values, "max");
     ftl_push_tensor(L, indices, "max");
@@ -205,8 +247,9 @@ static int l_min(lua_State *L) {
         return 1;
     }
     int d = ftl_check_dim(L, 2, t->ndim);
+    bool keepdim = opt_flag(L, 3, "min", "keepdim");
     ft_tensor *values = NULL, *indices = NULL;
-    int rc = ft_max_dim(neg, d, lua_toboolean(L, 3), &values, &indices);
+    int rc = ft_max_dim(neg, d, keepdim, &values, &indices);
     ft_release(neg);
     if (rc < 0) return ftl_error(L, "min");
     indices = lua_indices(indices);
@@ -226,7 +269,7 @@ static int l_argmax(lua_State *L) {
         r = ft_argmax(flat, 0, false);
         ft_release(flat);
     } else {
-        r = ft_argmax(t, ftl_check_dim(L, 2, t->ndim), lua_toboolean(L, 3));
+        r = ft_argmax(t, ftl_check_dim(L, 2, t->ndim), opt_flag(L, 3, "argmax", "keepdim"));
     }
     if (!r) return ftl_error(L, "argmax");
     r = lua_indices(r);
@@ -254,11 +297,14 @@ static int l_matmul(lua_State *L) {
     return 1;
 }
 
-/* Tensors of a Lua array at idx, as borrowed pointers in a buffer owned by a userdata. */
+/* Tensors of the list at idx (1), as borrowed pointers in a buffer owned by a userdata pushed
+ * on top of the stack: callers read their other arguments before calling this. */
 static ft_tensor **check_tensor_list(lua_State *L, int idx, int *n, const char *op) {
-    luaL_checktype(L, idx, LUA_TTABLE);
-    *n = (int)luaL_len(L, idx);
-    if (*n == 0) luaL_error(L, "ft.%s: expected a non-empty list of tensors", op);
+    if (!lua_istable(L, idx)) luaL_error(L, "ft.%s: expected a list of tensors, got %s", op, luaL_typename(L, idx));
+    lua_Integer len = luaL_len(L, idx);
+    if (len == 0) luaL_error(L, "ft.%s: expected a non-empty list of tensors", op);
+    if (len > 1 << 20) luaL_error(L, "ft.%s: a list of %I tensors is too long", op, len);
+    *n = (int)len;
     ft_tensor **ts = lua_newuserdatauv(L, sizeof(ft_tensor *) * (size_t)*n, 0);
     for (int i = 0; i < *n; i++) {
         lua_geti(L, idx, i + 1);
@@ -269,18 +315,41 @@ static ft_tensor **check_tensor_list(lua_State *L, int idx, int *n, const char *
     return ts;
 }
 
+/* The tensors of a cat must agree in every dim but d (0-based): named here 1-based, as the
+ * user wrote them. `stacking` asks for equal shapes (stack). */
+static void check_same_sizes(lua_State *L, ft_tensor **ts, int n, int d, bool stacking, const char *op) {
+    char a[160], b[160];
+    for (int j = 1; j < n; j++) {
+        bool ok = ts[j]->ndim == ts[0]->ndim;
+        for (int k = 0; ok && k < ts[0]->ndim; k++) ok = (!stacking && k == d) || ts[j]->shape[k] == ts[0]->shape[k];
+        if (ok) continue;
+        ft_shape_str(ts[0]->shape, ts[0]->ndim, a, sizeof a);
+        ft_shape_str(ts[j]->shape, ts[j]->ndim, b, sizeof b);
+        if (stacking) luaL_error(L, "ft.%s: expected tensors of equal shape, got %s (tensor 1) and %s (tensor %d)", op, a, b, j + 1);
+        luaL_error(L, "ft.%s: sizes must match except in dim %d: %s (tensor 1) and %s (tensor %d)", op, d + 1, a, b, j + 1);
+    }
+}
+
+/* ft.cat(list [, dim=1]): joins tensors along an existing dim. */
 static int l_cat(lua_State *L) {
+    lua_settop(L, 2);   /* the list's buffer goes above the arguments */
     int n;
     ft_tensor **ts = check_tensor_list(L, 1, &n, "cat");
+    for (int j = 0; j < n; j++)
+        if (ts[j]->ndim == 0) return luaL_error(L, "ft.cat: tensor %d of the list is 0-dim and cannot be concatenated", j + 1);
     int d = ftl_opt_dim(L, 2, ts[0]->ndim, 0);
+    check_same_sizes(L, ts, n, d, false, "cat");
     ftl_push_tensor(L, ft_cat(ts, n, d), "cat");
     return 1;
 }
 
+/* ft.stack(list [, dim=1]): joins equal-shaped tensors along a new dim. */
 static int l_stack(lua_State *L) {
+    lua_settop(L, 2);
     int n;
     ft_tensor **ts = check_tensor_list(L, 1, &n, "stack");
     int d = ftl_opt_dim(L, 2, ts[0]->ndim + 1, 0);
+    check_same_sizes(L, ts, n, d, true, "stack");
     ftl_push_tensor(L, ft_stack(ts, n, d), "stack");
     return 1;
 }
@@ -348,7 +417,7 @@ static const luaL_Reg metamethods[] = {
 };
 
 static const luaL_Reg functions[] = {
-    {"cat", l_cat}, {"stack", l_stack}, {"where", l_where}, {"matmul", l_matmul}, {NULL, NULL},
+    {"cat", l_cat}, {"stack", l_stack}, {"where", l_where}, {"matmul", l_matmul}, {"gelu", l_gelu}, {NULL, NULL},
 };
 
 void ftl_open_ops(lua_State *L) {

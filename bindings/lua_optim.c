@@ -13,6 +13,7 @@
  * the step reads and fills (state tensors created on a parameter's first step). group
  * is a param group table: lr, momentum, betas = {b1, b2}, ... */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "ft/optim.h"
@@ -36,10 +37,24 @@ static double group_number(lua_State *L, int idx, const char *key, double def) {
     return v;
 }
 
+/* group[key] as a boolean; false when absent. */
 static bool group_bool(lua_State *L, int idx, const char *key) {
-    lua_getfield(L, idx, key);
+    int type = lua_getfield(L, idx, key);
+    if (type != LUA_TNIL && type != LUA_TBOOLEAN)
+        luaL_error(L, "ft.optim: param group field '%s' must be a boolean, got %s", key, luaL_typename(L, -1));
     bool v = lua_toboolean(L, -1);
     lua_pop(L, 1);
+    return v;
+}
+
+/* group[key] as a finite number >= 0 (lr, momentum, eps, weight_decay ...). */
+static double group_nonneg(lua_State *L, int idx, const char *key, double def) {
+    double v = group_number(L, idx, key, def);
+    if (!(v >= 0 && v < HUGE_VAL)) {
+        char buf[160];   /* lua_pushfstring has no %g */
+        snprintf(buf, sizeof buf, "ft.optim: param group field '%s' must be a finite number >= 0, got %g", key, v);
+        luaL_error(L, "%s", buf);
+    }
     return v;
 }
 
@@ -100,10 +115,10 @@ static int l_sgd_step(lua_State *L) {
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checktype(L, 3, LUA_TTABLE);
     ft_sgd_opts o = {
-        .lr = group_number(L, 3, "lr", NAN),
-        .momentum = group_number(L, 3, "momentum", 0.0),
-        .dampening = group_number(L, 3, "dampening", 0.0),
-        .weight_decay = group_number(L, 3, "weight_decay", 0.0),
+        .lr = group_nonneg(L, 3, "lr", NAN),
+        .momentum = group_nonneg(L, 3, "momentum", 0.0),
+        .dampening = group_nonneg(L, 3, "dampening", 0.0),
+        .weight_decay = group_nonneg(L, 3, "weight_decay", 0.0),
         .nesterov = group_bool(L, 3, "nesterov"),
         .maximize = group_bool(L, 3, "maximize"),
     };
@@ -126,9 +141,9 @@ static int l_adam_step(lua_State *L) {
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checktype(L, 3, LUA_TTABLE);
     ft_adam_opts o = {
-        .lr = group_number(L, 3, "lr", NAN),
-        .eps = group_number(L, 3, "eps", 1e-8),
-        .weight_decay = group_number(L, 3, "weight_decay", 0.0),
+        .lr = group_nonneg(L, 3, "lr", NAN),
+        .eps = group_nonneg(L, 3, "eps", 1e-8),
+        .weight_decay = group_nonneg(L, 3, "weight_decay", 0.0),
         .amsgrad = group_bool(L, 3, "amsgrad"),
         .maximize = group_bool(L, 3, "maximize"),
         .decoupled = lua_toboolean(L, 4),

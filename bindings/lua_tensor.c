@@ -22,12 +22,26 @@ static ft_dtype check_dtype_name(lua_State *L, const char *name) {
     return FT_FLOAT32;
 }
 
-/* Applies {dtype=, requires_grad=} options at idx to a fresh tensor, then pushes it. */
+/* The options of the creation functions. */
+static const char *const creation_options[] = {"dtype", "requires_grad", NULL};
+
+/* Checks the {dtype=, requires_grad=} table at opts (nil or absent is fine). */
+static void check_creation_options(lua_State *L, int opts, const char *op) {
+    char where[64];
+    snprintf(where, sizeof where, "ft.%s", op);
+    ftl_check_options(L, opts, where, creation_options);
+}
+
+/* Applies {requires_grad=} at opts (a boolean) to a fresh tensor, then pushes it. */
 static int push_created(lua_State *L, ft_tensor *t, int opts, const char *op) {
     ftl_push_tensor(L, t, op);
-    if (lua_istable(L, opts) && ftl_opt_bool_field(L, opts, "requires_grad", 0)) {
-        if (ft_set_requires_grad(t, true) < 0) return ftl_error(L, op);
-    }
+    if (!lua_istable(L, opts)) return 1;
+    int type = lua_getfield(L, opts, "requires_grad");
+    if (type != LUA_TNIL && type != LUA_TBOOLEAN)
+        return luaL_error(L, "ft.%s: option 'requires_grad' must be a boolean, got %s", op, luaL_typename(L, -1));
+    bool rg = lua_toboolean(L, -1);
+    lua_pop(L, 1);   /* the tensor is on top again */
+    if (rg && ft_set_requires_grad(t, true) < 0) return ftl_error(L, op);
     return 1;
 }
 
@@ -37,82 +51,145 @@ static ft_dtype opt_dtype(lua_State *L, int opts, ft_dtype def) {
     return name ? check_dtype_name(L, name) : def;
 }
 
-/* Shape from varargs or a table starting at 1; returns the index of a trailing options table. */
-static int creation_shape(lua_State *L, int64_t *shape, int *ndim) {
-    *ndim = ftl_check_shape(L, 1, shape);
-    int next = lua_istable(L, 1) ? 2 : *ndim + 1;
+/* A size given where a shape's integers were expected: names the position and the value. */
+static void bad_size(lua_State *L, int idx, const char *op) {
+    if (lua_type(L, idx) == LUA_TNUMBER)
+        luaL_error(L, "ft.%s: size %s (argument %d) is not an integer", op, lua_tostring(L, idx), idx);
+    luaL_error(L, "ft.%s: sizes must be integers or one table of them, got a %s (argument %d)", op,
+               luaL_typename(L, idx), idx);
+}
+
+/* Shape from integers or one table starting at first, then an optional options table and
+ * nothing else; returns the options' index. Sizes are checked by the core (negative, overflow). */
+static int creation_shape(lua_State *L, int first, int64_t *shape, int *ndim, const char *op) {
+    int top = lua_gettop(L), next;
+    if (lua_istable(L, first)) {
+        lua_Integer n = luaL_len(L, first);
+        for (lua_Integer i = 1; i <= n && i <= FT_MAX_DIMS; i++) {
+            int type = lua_geti(L, first, i);
+            if (type != LUA_TNUMBER || !lua_isinteger(L, -1)) {
+                if (type == LUA_TNUMBER) luaL_error(L, "ft.%s: size %s (entry %I of the shape) is not an integer", op, lua_tostring(L, -1), i);
+                luaL_error(L, "ft.%s: the shape's entries must be integers, got a %s (entry %I)", op, luaL_typename(L, -1), i);
+            }
+            lua_pop(L, 1);
+        }
+        *ndim = ftl_check_shape(L, first, shape);
+        next = first + 1;
+    } else {
+        for (next = first; next <= top && lua_type(L, next) == LUA_TNUMBER; next++)
+            if (!lua_isinteger(L, next)) bad_size(L, next, op);
+        *ndim = ftl_check_shape(L, first, shape);
+    }
+    if (next <= top && !lua_isnil(L, next) && !lua_istable(L, next)) bad_size(L, next, op);
+    if (next < top) luaL_error(L, "ft.%s: unexpected argument %d after the options table", op, next + 1);
+    check_creation_options(L, next, op);
     return next;
+}
+
+/* int64 tensors hold integers: a non-integral, infinite or NaN number at idx is an error. */
+static void check_integer_number(lua_State *L, int idx, const char *op) {
+    if (lua_isinteger(L, idx)) return;
+    lua_Number v = lua_tonumber(L, idx);
+    if (!(v == floor(v) && v >= -0x1p63 && v < 0x1p63))
+        luaL_error(L, "ft.%s: %s is not an integer (int64 tensors hold integers)", op, lua_tostring(L, idx));
+}
+
+/* Every number in the nested table at idx must be an integer (for an int64 tensor). */
+static void check_integer_table(lua_State *L, int idx, int depth) {
+    if (depth > FT_MAX_DIMS) return;   /* the reader reports the nesting */
+    idx = lua_absindex(L, idx);
+    lua_Integer n = luaL_len(L, idx);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, idx, i);
+        if (lua_istable(L, -1)) check_integer_table(L, -1, depth + 1);
+        else if (lua_type(L, -1) == LUA_TNUMBER) check_integer_number(L, -1, "tensor");
+        lua_pop(L, 1);
+    }
 }
 
 static int l_tensor(lua_State *L) {
     int opts = 2;
+    if (lua_gettop(L) > 2) return luaL_error(L, "ft.tensor: expected (data [, options]), got %d arguments", lua_gettop(L));
+    check_creation_options(L, opts, "tensor");
     ft_tensor *src = ftl_to_tensor(L, 1);
     ft_tensor *t;
     if (src) {
         t = ft_to_dtype(src, opt_dtype(L, opts, src->dtype));
         if (t == src) { ft_release(t); t = ft_clone(src); }
         if (t && t->grad_fn) { ft_tensor *d = ft_detach(t); ft_release(t); t = d; }
-    } else if (lua_isnumber(L, 1)) {
-        t = ft_scalar(lua_tonumber(L, 1), opt_dtype(L, opts, FT_FLOAT32));
+    } else if (lua_type(L, 1) == LUA_TNUMBER) {
+        ft_dtype dt = opt_dtype(L, opts, FT_FLOAT32);
+        if (dt == FT_INT64) check_integer_number(L, 1, "tensor");
+        t = ft_scalar(lua_tonumber(L, 1), dt);
     } else {
-        luaL_checktype(L, 1, LUA_TTABLE);
-        t = ftl_table_to_tensor(L, 1, opt_dtype(L, opts, FT_FLOAT32));
+        if (!lua_istable(L, 1))
+            return luaL_error(L, "ft.tensor: expected a tensor, a number or a nested table of numbers, got %s",
+                              luaL_typename(L, 1));
+        ft_dtype dt = opt_dtype(L, opts, FT_FLOAT32);
+        if (dt == FT_INT64) check_integer_table(L, 1, 0);
+        t = ftl_table_to_tensor(L, 1, dt);
     }
     return push_created(L, t, opts, "tensor");
 }
 
 static int l_zeros(lua_State *L) {
     int64_t shape[FT_MAX_DIMS];
-    int ndim, opts = creation_shape(L, shape, &ndim);
+    int ndim, opts = creation_shape(L, 1, shape, &ndim, "zeros");
     return push_created(L, ft_zeros(shape, ndim, opt_dtype(L, opts, FT_FLOAT32)), opts, "zeros");
 }
 
 static int l_ones(lua_State *L) {
     int64_t shape[FT_MAX_DIMS];
-    int ndim, opts = creation_shape(L, shape, &ndim);
+    int ndim, opts = creation_shape(L, 1, shape, &ndim, "ones");
     return push_created(L, ft_full(shape, ndim, opt_dtype(L, opts, FT_FLOAT32), 1.0), opts, "ones");
 }
 
 static int l_empty(lua_State *L) {
     int64_t shape[FT_MAX_DIMS];
-    int ndim, opts = creation_shape(L, shape, &ndim);
+    int ndim, opts = creation_shape(L, 1, shape, &ndim, "empty");
     return push_created(L, ft_zeros(shape, ndim, opt_dtype(L, opts, FT_FLOAT32)), opts, "empty");
 }
 
 static int l_full(lua_State *L) {
     int64_t shape[FT_MAX_DIMS];
-    luaL_checktype(L, 1, LUA_TTABLE);
+    if (!lua_istable(L, 1)) return luaL_error(L, "ft.full: the shape must be a table of integers, got %s", luaL_typename(L, 1));
     int ndim = ftl_check_shape(L, 1, shape);
     double v = luaL_checknumber(L, 2);
-    return push_created(L, ft_full(shape, ndim, opt_dtype(L, 3, FT_FLOAT32), v), 3, "full");
+    check_creation_options(L, 3, "full");
+    ft_dtype dt = opt_dtype(L, 3, FT_FLOAT32);
+    if (dt == FT_INT64) check_integer_number(L, 2, "full");
+    return push_created(L, ft_full(shape, ndim, dt, v), 3, "full");
 }
 
-static int l_randn(lua_State *L) {
+/* Random float32 tensors: {dtype=} may only say float32. */
+static int random_float(lua_State *L, const char *op, ft_tensor *(*fn)(const int64_t *, int)) {
     int64_t shape[FT_MAX_DIMS];
-    int ndim, opts = creation_shape(L, shape, &ndim);
-    return push_created(L, ft_randn(shape, ndim), opts, "randn");
+    int ndim, opts = creation_shape(L, 1, shape, &ndim, op);
+    if (opt_dtype(L, opts, FT_FLOAT32) != FT_FLOAT32) return luaL_error(L, "ft.%s: makes float32 tensors only", op);
+    return push_created(L, fn(shape, ndim), opts, op);
 }
-
-static int l_rand(lua_State *L) {
-    int64_t shape[FT_MAX_DIMS];
-    int ndim, opts = creation_shape(L, shape, &ndim);
-    return push_created(L, ft_rand(shape, ndim), opts, "rand");
-}
+static int l_randn(lua_State *L) { return random_float(L, "randn", ft_randn); }
+static int l_rand(lua_State *L) { return random_float(L, "rand", ft_rand); }
 
 /* ft.randint(low, high, shape): integers in [low, high], both ends included (1-based habit). */
 static int l_randint(lua_State *L) {
     lua_Integer lo = luaL_checkinteger(L, 1), hi = luaL_checkinteger(L, 2);
+    if (hi < lo) return luaL_error(L, "ft.randint: low %I is greater than high %I", lo, hi);
+    if (hi == LUA_MAXINTEGER) return luaL_error(L, "ft.randint: high must be below math.maxinteger, got %I", hi);
     int64_t shape[FT_MAX_DIMS];
-    int ndim = ftl_check_shape(L, 3, shape);
-    return push_created(L, ft_randint(lo, hi + 1, shape, ndim), 0, "randint");
+    int ndim, opts = creation_shape(L, 3, shape, &ndim, "randint");
+    if (opt_dtype(L, opts, FT_INT64) != FT_INT64) return luaL_error(L, "ft.randint: makes int64 tensors only");
+    return push_created(L, ft_randint(lo, hi + 1, shape, ndim), opts, "randint");
 }
 
 /* ft.randperm(n): a random permutation of 1..n (int64). */
 static int l_randperm(lua_State *L) {
     int64_t n = luaL_checkinteger(L, 1);
-    ft_tensor *t = ft_arange(1, (double)n + 1, 1, FT_INT64);
+    if (n < 0) return luaL_error(L, "ft.randperm: n must be 0 or more, got %I", (lua_Integer)n);
+    ft_tensor *t = ft_empty(&n, 1, FT_INT64);
     if (!t) return ftl_error(L, "randperm");
     int64_t *p = ft_i64(t);
+    for (int64_t i = 0; i < n; i++) p[i] = i + 1;
     for (int64_t i = n - 1; i > 0; i--) {
         int64_t j = (int64_t)(ft_rng_next() % (uint64_t)(i + 1));
         int64_t tmp = p[i];
@@ -122,19 +199,26 @@ static int l_randperm(lua_State *L) {
     return 1;
 }
 
+/* ft.arange([start,] end [, step] [, options]): int64 when every bound is an integer. */
 static int l_arange(lua_State *L) {
-    double start = luaL_checknumber(L, 1), end, step = luaL_optnumber(L, 3, 1);
-    int all_int = lua_isinteger(L, 1) && (lua_isnoneornil(L, 2) || lua_isinteger(L, 2)) &&
-                  (lua_isnoneornil(L, 3) || lua_isinteger(L, 3));
-    if (lua_isnoneornil(L, 2)) end = start, start = 0;
-    else end = luaL_checknumber(L, 2);
-    int opts = lua_gettop(L);
+    int top = lua_gettop(L), opts = top;
+    if (top >= 1 && lua_istable(L, top)) check_creation_options(L, opts, "arange");
+    else opts = top + 1;   /* none: an absent (acceptable) index */
+    int nnum = opts - 1;
+    if (nnum < 1 || nnum > 3) return luaL_error(L, "ft.arange: expected ([start,] end [, step] [, options])");
+    for (int i = 1; i <= nnum; i++) luaL_checknumber(L, i);
+    double start = lua_tonumber(L, 1), end, step = nnum == 3 ? lua_tonumber(L, 3) : 1;
+    int all_int = 1;
+    for (int i = 1; i <= nnum; i++) all_int = all_int && lua_isinteger(L, i);
+    if (nnum == 1) end = start, start = 0;
+    else end = lua_tonumber(L, 2);
     ft_dtype dt = opt_dtype(L, opts, all_int ? FT_INT64 : FT_FLOAT32);
     return push_created(L, ft_arange(start, end, step, dt), opts, "arange");
 }
 
 static int l_like(lua_State *L, double value, int random) {
     ft_tensor *t = ftl_check_tensor(L, 1);
+    check_creation_options(L, 2, random ? "randn_like" : value == 0 ? "zeros_like" : "ones_like");
     ft_tensor *r;
     if (random) r = ft_randn(t->shape, t->ndim);
     else r = ft_full(t->shape, t->ndim, opt_dtype(L, 2, t->dtype), value);
@@ -156,8 +240,12 @@ static int l_manual_seed(lua_State *L) {
     return 0;
 }
 
+/* ft.set_num_threads(n): OpenMP and OpenBLAS threads together, n in 1..FT_MAX_THREADS. */
 static int l_set_num_threads(lua_State *L) {
-    ft_set_num_threads((int)luaL_checkinteger(L, 1));
+    lua_Integer n = luaL_checkinteger(L, 1);
+    if (n < 1 || n > FT_MAX_THREADS)
+        return luaL_error(L, "ft.set_num_threads: n must be in 1..%d, got %I", FT_MAX_THREADS, n);
+    ft_set_num_threads((int)n);
     return 0;
 }
 
@@ -366,25 +454,31 @@ static int l_permute(lua_State *L) {
     return 1;
 }
 
+/* t:narrow(dim, start, length): positions start .. start + length - 1 (1-based) of dim. */
 static int l_narrow(lua_State *L) {
     ft_tensor *t = ftl_check_tensor(L, 1);
     int d = ftl_check_dim(L, 2, t->ndim);
     lua_Integer start = luaL_checkinteger(L, 3), len = luaL_checkinteger(L, 4);
-    if (t->ndim > 0 && (start < 1 || len < 0 || start - 1 + len > t->shape[d]))
-        return luaL_error(L, "ft.narrow: start %d with length %d does not fit in size %d of dim %d", (int)start,
-                          (int)len, (int)t->shape[d], d + 1);
+    if (t->ndim == 0) return luaL_error(L, "ft.narrow: cannot narrow a 0-dim tensor");
+    lua_Integer size = (lua_Integer)t->shape[d];
+    /* compared without forming start + length, which may overflow */
+    if (start < 1 || len < 0 || start > size + 1 || len > size - (start - 1))
+        return luaL_error(L, "ft.narrow: start %I with length %I does not fit in size %I of dim %d", start, len,
+                          size, d + 1);
     ftl_push_tensor(L, ft_narrow(t, d, start - 1, len), "narrow");
     return 1;
 }
 
+/* t:select(dim, i): the slice at position i (1-based, negative from the end) of dim. */
 static int l_select(lua_State *L) {
     ft_tensor *t = ftl_check_tensor(L, 1);
     int d = ftl_check_dim(L, 2, t->ndim);
-    lua_Integer i = luaL_checkinteger(L, 3);
-    if (t->ndim > 0 && i < 0) i += t->shape[d] + 1; /* -1 = last */
-    if (t->ndim > 0 && (i < 1 || i > t->shape[d]))
-        return luaL_error(L, "ft.select: index %d out of range for size %d of dim %d", (int)lua_tointeger(L, 3),
-                          (int)t->shape[d], d + 1);
+    lua_Integer given = luaL_checkinteger(L, 3), i = given;
+    if (t->ndim == 0) return luaL_error(L, "ft.select: cannot index a 0-dim tensor");
+    lua_Integer size = (lua_Integer)t->shape[d];
+    if (i < 0 && i >= -size) i += size + 1; /* -1 = last */
+    if (i < 1 || i > size)
+        return luaL_error(L, "ft.select: index %I out of range for size %I of dim %d", given, size, d + 1);
     ftl_push_tensor(L, ft_select(t, d, i - 1), "select");
     return 1;
 }
@@ -461,7 +555,7 @@ static ft_tensor *check_inplace(lua_State *L, const char *op) {
 
 static int l_fill_(lua_State *L) {
     ft_tensor *t = check_inplace(L, "fill_");
-    ft_fill_(t, luaL_checknumber(L, 2));
+    if (ft_fill_(t, luaL_checknumber(L, 2)) < 0) return ftl_error(L, "fill_");
     lua_settop(L, 1);
     return 1;
 }
@@ -591,7 +685,10 @@ static int l_index(lua_State *L) {
         }
         return 0;
     }
-    if (lua_isinteger(L, 2)) { /* t[i] = t:select(1, i) */
+    if (lua_type(L, 2) == LUA_TNUMBER) { /* t[i] = t:select(1, i) */
+        int exact;
+        lua_tointegerx(L, 2, &exact);   /* 2.0 is fine, 1.5 is not */
+        if (!exact) return luaL_error(L, "ft: tensor index %s is not an integer", lua_tostring(L, 2));
         lua_settop(L, 2);
         lua_pushinteger(L, 1);
         lua_insert(L, 2);
@@ -627,15 +724,20 @@ static int l_newindex(lua_State *L) {
         }
         return luaL_error(L, "ft: cannot set field '%s' of a tensor", key);
     }
-    if (lua_isinteger(L, 2)) { /* t[i] = value */
+    if (lua_type(L, 2) == LUA_TNUMBER) { /* t[i] = value */
+        int exact;
+        lua_tointegerx(L, 2, &exact);   /* 2.0 is fine, 1.5 is not */
+        if (!exact) return luaL_error(L, "ft: tensor index %s is not an integer", lua_tostring(L, 2));
         lua_Integer i = lua_tointeger(L, 2);
         if (t->ndim == 0 || i < 1 || i > t->shape[0])
-            return luaL_error(L, "ft: index %d out of range for dim 1 of size %d", (int)i, t->ndim ? (int)t->shape[0] : 0);
+            return luaL_error(L, "ft: index %I out of range for dim 1 of size %I", i,
+                              (lua_Integer)(t->ndim ? t->shape[0] : 0));
         if (t->requires_grad && ft_grad_enabled())
             return luaL_error(L, "ft: in-place change of a tensor that requires grad; wrap it in ft.no_grad");
+        /* the value first: a bad one raises before anything needs releasing */
+        ft_tensor *src = lua_isnumber(L, 3) ? NULL : ftl_check_tensor_like(L, 3);
         ft_tensor *row = ft_select(t, 0, i - 1);
         bool mode = ft_set_grad_enabled(false);
-        ft_tensor *src = lua_isnumber(L, 3) ? NULL : ftl_check_tensor_like(L, 3);
         int rc;
         if (!src) rc = ft_fill_(row, lua_tonumber(L, 3));
         else {

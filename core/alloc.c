@@ -15,6 +15,8 @@
 #define PAGE 4096u
 #define CACHE_SLOTS 512
 #define CACHE_MAX_BYTES (1ull << 30)  /* cached bytes beyond this are returned to the OS */
+#define MAX_BYTES ((size_t)1 << 62)     /* larger requests are refused: no machine serves them, and
+                                         * the size classes below must not overflow */
 
 typedef struct {
     void *ptr;
@@ -26,11 +28,11 @@ static int cache_len = 0;
 static size_t cache_bytes = 0;
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* The size class of a large request: rounded up to a quarter of its power of two (at
- * most 25% more, usually less), then to whole pages. */
+/* The size class of a large request (LARGE_BYTES <= nbytes <= MAX_BYTES): rounded up to a
+ * quarter of its power of two (at most 25% more, usually less), then to whole pages. */
 static size_t large_size(size_t nbytes) {
     size_t pow2 = LARGE_BYTES;
-    while (pow2 * 2 <= nbytes) pow2 *= 2;
+    while (pow2 <= nbytes / 2) pow2 *= 2;
     size_t step = pow2 / 4;
     size_t size = (nbytes + step - 1) / step * step;
     return (size + PAGE - 1) / PAGE * PAGE;
@@ -77,6 +79,7 @@ static void *alloc_block(size_t nbytes) {
 }
 
 void *ft_alloc(size_t nbytes) {
+    if (nbytes > MAX_BYTES) return NULL;   /* the caller reports it as out of memory */
     void *p = alloc_block(nbytes);
     if (p) count_alloc(nbytes);
     return p;

@@ -3,17 +3,23 @@
 #include <omp.h>
 
 #include "ft/runtime.h"
+#include "ft/tensor.h"
 
 /* OpenBLAS's own setter; declared here so the core does not depend on its headers. */
 extern void openblas_set_num_threads(int num_threads);
 
 static int num_threads = 0;
 
-void ft_set_num_threads(int n) {
+int ft_set_num_threads(int n) {
+    if (n > FT_MAX_THREADS) {
+        ft_set_error("set_num_threads: %d threads requested, at most %d supported", n, FT_MAX_THREADS);
+        return -1;
+    }
     if (n <= 0) n = omp_get_num_procs();
     num_threads = n;
     omp_set_num_threads(n);
     openblas_set_num_threads(n);
+    return 0;
 }
 
 int ft_get_num_threads(void) { return num_threads > 0 ? num_threads : omp_get_max_threads(); }

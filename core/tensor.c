@@ -59,27 +59,51 @@ static void set_contiguous_strides(ft_tensor *t) {
     }
 }
 
-static int check_shape(const int64_t *shape, int ndim, const char *op) {
+bool ft_shape_numel(const int64_t *shape, int ndim, int64_t *numel) {
+    int64_t n = 1, nonzero = 1;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] == 0) n = 0;
+        else if (!ft_size_mul(nonzero, shape[d], &nonzero)) return false;
+    }
+    *numel = n ? nonzero : 0;
+    return true;
+}
+
+int ft_check_shape(const int64_t *shape, int ndim, const char *op) {
     char buf[160];
+    const char *sep = op ? ": " : "";
+    if (!op) op = "";
     if (ndim < 0 || ndim > FT_MAX_DIMS) {
-        ft_set_error("%s: %d dims requested, at most %d supported", op, ndim, FT_MAX_DIMS);
+        ft_set_error("%s%s%d dims requested, at most %d supported", op, sep, ndim, FT_MAX_DIMS);
         return -1;
     }
     for (int d = 0; d < ndim; d++)
         if (shape[d] < 0) {
-            ft_set_error("%s: negative size in shape %s", op, ft_shape_str(shape, ndim, buf, sizeof buf));
+            ft_set_error("%s%snegative size in shape %s", op, sep, ft_shape_str(shape, ndim, buf, sizeof buf));
             return -1;
         }
+    int64_t numel;
+    if (!ft_shape_numel(shape, ndim, &numel)) {
+        ft_set_error("%s%sshape %s has more than 2^63 elements", op, sep, ft_shape_str(shape, ndim, buf, sizeof buf));
+        return -1;
+    }
     return 0;
 }
 
 ft_tensor *ft_empty(const int64_t *shape, int ndim, ft_dtype dtype) {
-    if (check_shape(shape, ndim, "empty") < 0) return NULL;
-    int64_t numel = 1;
-    for (int d = 0; d < ndim; d++) numel *= shape[d];
+    /* no op name: the message reads as the caller's ("ft.ones: shape [...] has ...") */
+    if (ft_check_shape(shape, ndim, NULL) < 0) return NULL;
+    int64_t numel, nbytes;
+    ft_shape_numel(shape, ndim, &numel);
+    if (!ft_size_mul(numel, (int64_t)ft_dtype_size(dtype), &nbytes) || nbytes > FT_MAX_TENSOR_BYTES) {
+        char buf[160];
+        ft_set_error("a %s tensor of shape %s would need more than 2^62 bytes", ft_dtype_name(dtype),
+                     ft_shape_str(shape, ndim, buf, sizeof buf));
+        return NULL;
+    }
     ft_tensor *t = calloc(1, sizeof *t);
     if (!t) goto oom;
-    t->storage = storage_new((size_t)numel * ft_dtype_size(dtype));
+    t->storage = storage_new((size_t)nbytes);
     if (!t->storage) {
         free(t);
         goto oom;
@@ -105,7 +129,10 @@ ft_tensor *ft_zeros(const int64_t *shape, int ndim, ft_dtype dtype) {
 
 ft_tensor *ft_full(const int64_t *shape, int ndim, ft_dtype dtype, double value) {
     ft_tensor *t = ft_empty(shape, ndim, dtype);
-    if (t) ft_fill_(t, value);
+    if (t && ft_fill_(t, value) < 0) {
+        ft_release(t);
+        return NULL;
+    }
     return t;
 }
 
@@ -121,11 +148,16 @@ ft_tensor *ft_from_data(const void *data, const int64_t *shape, int ndim, ft_dty
 ft_tensor *ft_scalar(double value, ft_dtype dtype) { return ft_full(NULL, 0, dtype, value); }
 
 ft_tensor *ft_arange(double start, double end, double step, ft_dtype dtype) {
-    if (step == 0 || !isfinite(start) || !isfinite(end) || (end - start) / step < 0) {
+    if (step == 0 || !isfinite(start) || !isfinite(end) || !isfinite(step) || (end - start) / step < 0) {
         ft_set_error("arange: cannot go from %g to %g in steps of %g", start, end, step);
         return NULL;
     }
-    int64_t n = (int64_t)ceil((end - start) / step);
+    double count = ceil((end - start) / step);
+    if (!(count < 0x1p62)) {   /* converted only once it fits */
+        ft_set_error("arange: %g to %g in steps of %g is more than 2^62 elements", start, end, step);
+        return NULL;
+    }
+    int64_t n = (int64_t)count;
     ft_tensor *t = ft_empty(&n, 1, dtype);
     if (!t) return NULL;
     for (int64_t i = 0; i < n; i++) {
@@ -159,9 +191,10 @@ ft_tensor *ft_randint(int64_t low, int64_t high, const int64_t *shape, int ndim)
     }
     ft_tensor *t = ft_empty(shape, ndim, FT_INT64);
     if (!t) return NULL;
-    uint64_t range = (uint64_t)(high - low);
+    uint64_t range = (uint64_t)high - (uint64_t)low;   /* no signed overflow for wide ranges */
     int64_t *p = ft_i64(t);
-    for (int64_t i = 0, n = ft_numel(t); i < n; i++) p[i] = low + (int64_t)(ft_rng_next() % range);
+    /* low + draw in unsigned arithmetic: the sum fits int64, its parts need not */
+    for (int64_t i = 0, n = ft_numel(t); i < n; i++) p[i] = (int64_t)((uint64_t)low + ft_rng_next() % range);
     return t;
 }
 
@@ -240,8 +273,37 @@ static int64_t row_offset(const ft_tensor *t, int64_t row) {
     return off;
 }
 
+/* float32 values going into an int64 tensor must have an int64 value (truncated toward zero,
+ * as C and torch convert): NaN, infinities and magnitudes of 2^63 and more have none. */
+static int check_int64_convertible(const ft_tensor *src) {
+    ft_tensor *c = ft_is_contiguous(src) ? ft_retain((ft_tensor *)src) : ft_detach(src);
+    if (c && !ft_is_contiguous(c)) {
+        ft_tensor *d = ft_empty(c->shape, c->ndim, FT_FLOAT32);
+        if (d && ft_copy_(d, c) < 0) {
+            ft_release(d);
+            d = NULL;
+        }
+        ft_release(c);
+        c = d;
+    }
+    if (!c) return -1;
+    const float *p = ft_f32(c);
+    int rc = 0;
+    for (int64_t i = 0, n = ft_numel(c); i < n && rc == 0; i++) {
+        if (!(p[i] >= -0x1p63f && p[i] < 0x1p63f)) {
+            ft_set_error("float value %g has no int64 value", (double)p[i]);
+            rc = -1;
+        }
+    }
+    ft_release(c);
+    return rc;
+}
+
 int ft_copy_(ft_tensor *dst, const ft_tensor *src) {
     int64_t n = ft_numel(dst);
+    if (dst->dtype == FT_INT64 && src->dtype == FT_FLOAT32 && n == ft_numel(src) &&
+        check_int64_convertible(src) < 0)
+        return -1;
     if (n != ft_numel(src)) {
         char a[160], b[160];
         ft_set_error("copy: destination %s and source %s differ in element count",
@@ -310,6 +372,10 @@ int ft_copy_(ft_tensor *dst, const ft_tensor *src) {
 }
 
 int ft_fill_(ft_tensor *t, double value) {
+    if (t->dtype == FT_INT64 && !ft_is_int64_value(value)) {
+        ft_set_error("fill_: %g is not an integer (int64 tensors hold integers)", value);
+        return -1;
+    }
     int64_t n = ft_numel(t);
     if (ft_is_contiguous(t)) {
         if (t->dtype == FT_INT64) {
@@ -430,12 +496,13 @@ static void record_reshape(ft_tensor *out, const ft_tensor *in, const char *op) 
 
 /* Resolves one -1 in `shape` against numel; -1 with an error when impossible. */
 static int infer_shape(const ft_tensor *t, const int64_t *shape, int ndim, int64_t *out, const char *op) {
-    if (check_shape(shape, 0, op) < 0 || ndim > FT_MAX_DIMS) {
+    if (ndim < 0 || ndim > FT_MAX_DIMS) {
         ft_set_error("%s: %d dims requested, at most %d supported", op, ndim, FT_MAX_DIMS);
         return -1;
     }
     int infer = -1;
     int64_t known = 1;
+    bool overflow = false;
     for (int d = 0; d < ndim; d++) {
         out[d] = shape[d];
         if (shape[d] == -1) {
@@ -447,15 +514,21 @@ static int infer_shape(const ft_tensor *t, const int64_t *shape, int ndim, int64
         } else if (shape[d] < 0) {
             ft_set_error("%s: invalid size %lld", op, (long long)shape[d]);
             return -1;
-        } else {
-            known *= shape[d];
+        } else if (!ft_size_mul(known, shape[d], &known)) {
+            overflow = true;   /* more elements than any tensor has: a mismatch */
+            break;
         }
     }
     int64_t numel = ft_numel(t);
-    if (infer >= 0 && known > 0 && numel % known == 0) out[infer] = numel / known;
-    int64_t total = 1;
-    for (int d = 0; d < ndim; d++) total *= out[d];
-    if ((infer >= 0 && (known == 0 || numel % known != 0)) || total != numel) {
+    bool ok = !overflow;
+    if (ok && infer >= 0) {
+        ok = known > 0 && numel % known == 0;
+        if (ok) out[infer] = numel / known;
+    } else if (ok) {
+        ok = known == numel;
+    }
+    if (ok && ft_check_shape(out, ndim, op) < 0) return -1;   /* zeros hide overflowing sizes */
+    if (!ok) {
         char a[160], b[160];
         ft_set_error("%s: shape %s is invalid for a tensor of shape %s (%lld elements)", op,
                      ft_shape_str(shape, ndim, a, sizeof a), ft_shape_str(t->shape, t->ndim, b, sizeof b),
@@ -613,7 +686,7 @@ ft_tensor *ft_narrow(const ft_tensor *t, int dim, int64_t start, int64_t length)
         ft_set_error("narrow: cannot narrow a 0-dim tensor");
         return NULL;
     }
-    if (start < 0 || length < 0 || start + length > t->shape[d]) {
+    if (start < 0 || length < 0 || start > t->shape[d] || length > t->shape[d] - start) {
         ft_set_error("narrow: start %lld + length %lld exceeds size %lld of dim %d", (long long)start,
                      (long long)length, (long long)t->shape[d], d);
         return NULL;
@@ -675,6 +748,7 @@ ft_tensor *ft_expand(const ft_tensor *t, const int64_t *shape, int ndim) {
             goto bad;
         }
     }
+    if (ft_check_shape(s, ndim, "expand") < 0) return NULL;
     ft_tensor *v = make_view(t, s, st, ndim, t->offset);
     if (v && ft_grad_needed1(t)) {
         ft_node *n = ft_node_new("expand", expand_back, v, 1, t);

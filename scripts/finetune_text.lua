@@ -29,18 +29,22 @@
 -- test split is only scored at the end. Perplexity is per byte: exp(mean next-byte loss in
 -- nats) over the completion bytes and the end mark of every example.
 --
--- Output under --out (default runs/finetune_text): results.json, results.csv,
--- perplexity_vs_params.png, samples.txt (generated text before and after), and per method
+-- Output: the run's folder (--out, default runs/finetune_text/<date-time>, printed at the start
+-- and the end): results.json, results.csv, curve.png (validation perplexity at every
+-- evaluation of each method: the learning curves), perplexity_vs_params.png, samples.txt
+-- (generated text before and after), and per method
 -- <method>/metrics.jsonl (the training log), <method>/adapter/adapter.h5 (peft.save; LoRA
 -- also <method>/adapter_peft/ in PEFT's format; full fine-tuning <method>/model.h5, a
 -- checkpoint ft.text.load_checkpoint reads) and <method>/result.json. A run checkpoints
 -- every evaluation (<method>/checkpoint.h5, removed when the method finishes); --resume
 -- continues from it, and reuses the results of methods that finished, ending with the
--- numbers of an uninterrupted run (same --threads).
+-- numbers of an uninterrupted run (same --threads); --resume without --out continues the
+-- newest run folder.
 local ft = require "ft"
 local argparse = require "argparse"
 
 local peft, text, train = ft.peft, ft.text, ft.train
+local R = ft.recipe
 local P = ft.progress
 local log = P.log
 
@@ -55,50 +59,64 @@ parser:option("--method", "Method: " .. table.concat(METHODS, ", ") .. ".", "lor
 parser:flag("--compare", "Run every method, one after the other.")
 parser:option("--category", "Fortune category to adapt to.", "songs-poems")
 parser:option("--data", "Your own data instead: plain text, or JSONL of prompt/completion pairs or chat records.")
-  :argname("<file>")
-parser:option("--steps", "Optimizer steps per method.", "200"):convert(math.tointeger)
+  :argname("<file>"):convert(R.file)
+local positive = R.integer({ min = 1 })
+parser:option("--steps", "Optimizer steps per method.", "200"):convert(positive)
 local lr_defaults = {}
 for i, m in ipairs(METHODS) do lr_defaults[i] = ("%s %g"):format(m, DEFAULT_LR[m]) end
 parser:option("--lr", "Learning rate of every method run (default per method: " .. table.concat(lr_defaults, ", ")
   .. ").")
-  :convert(tonumber)
-parser:option("--batch-size", "Examples (windows) per batch.", "8"):convert(math.tointeger)
-parser:option("--context", "Bytes per window, in training and evaluation.", "192"):convert(math.tointeger)
-parser:option("--seed", "Random seed (split, initialisation, batches, samples).", "1"):convert(math.tointeger)
-parser:option("--threads", "Threads (default: all cores)."):convert(math.tointeger)
-parser:option("--out", "Output folder.", "runs/finetune_text")
-parser:option("--checkpoint", "The pretrained model (written by scripts/pretrain_text.lua).", "models/gpt_fortunes.h5")
-parser:option("--r", "LoRA rank.", "8"):convert(math.tointeger)
-parser:option("--alpha", "LoRA alpha (scale alpha / r).", "16"):convert(tonumber)
+  :convert(R.number({ above = 0 }))
+parser:option("--batch-size", "Examples (windows) per batch.", "8"):convert(positive)
+parser:option("--context", "Bytes per window, in training and evaluation.", "192"):convert(R.integer({ min = 2 }))
+parser:option("--seed", "Random seed (split, initialisation, batches, samples).", "1"):convert(R.integer({}))
+parser:option("--threads", "Threads (default: all cores)."):convert(R.integer({ min = 1, max = 1024 }))
+parser:option("--out", "The run's folder (default: runs/finetune_text/<date-time>; with --resume the newest).")
+parser:option("--checkpoint", "The pretrained model (written by scripts/pretrain_text.lua; default "
+  .. "models/gpt_fortunes.h5).")
+parser:option("--r", "LoRA rank.", "8"):convert(positive)
+parser:option("--alpha", "LoRA alpha (scale alpha / r).", "16"):convert(R.number({ above = 0 }))
+-- f<n>, l<n> or f<n>+l<n> with n >= 1.
+local function positions(s)
+  for part in (s .. "+"):gmatch("([^+]*)%+") do
+    local n = part:match("^[fl](%d+)$")
+    if not n or tonumber(n) < 1 then
+      return nil, ("expected f<n>, l<n> or f<n>+l<n> with n >= 1, got '%s'"):format(s)
+    end
+  end
+  return s
+end
 parser:option("--positions", "ReFT positions: f<n> (first n tokens of every window), l<n> (last n real tokens) "
-  .. "or f<n>+l<n>.", "f7")
-parser:option("--reft-rank", "ReFT rank.", "4"):convert(math.tointeger)
-parser:option("--virtual-tokens", "Soft prompt length (prompt tuning).", "20"):convert(math.tointeger)
-parser:option("--eval-every", "Validation perplexity (and a checkpoint) every N steps.", "25"):convert(math.tointeger)
+  .. "or f<n>+l<n>.", "f7"):convert(positions)
+parser:option("--reft-rank", "ReFT rank.", "4"):convert(positive)
+parser:option("--virtual-tokens", "Soft prompt length (prompt tuning).", "20"):convert(positive)
+parser:option("--eval-every", "Validation perplexity (and a checkpoint) every N steps.", "25"):convert(positive)
 parser:option("--patience", "Stop after this many evaluations without a better validation perplexity.", "3")
-  :convert(math.tointeger)
+  :convert(positive)
 parser:option("--prompt", "Prompt of the generated samples (default: the start of an entry; for prompt/completion "
   .. "or chat data the first test example's prompt).")
-parser:option("--sample-length", "Bytes generated per sample.", "160"):convert(math.tointeger)
+parser:option("--sample-length", "Bytes generated per sample.", "160"):convert(positive)
 parser:flag("--resume", "Continue an interrupted run (same settings; the same --threads gives the same numbers).")
 parser:option("--stop-at", "Stop after this step of the first unfinished method, as an interrupted run would "
   .. "(for testing --resume).")
-  :convert(math.tointeger)
-parser:option("--log-every", "Progress line every N steps when stderr is not a terminal.", "10"):convert(math.tointeger)
-local args = parser:parse()
+  :convert(positive)
+parser:option("--log-every", "Progress line every N steps when stderr is not a terminal.", "10"):convert(positive)
+local args = R.parse(parser)
 
-local function die(fmt, ...)
-  io.stderr:write("finetune_text.lua: ", fmt:format(...), "\n")
-  os.exit(1)
-end
+local function die(fmt, ...) R.fail(parser, fmt, ...) end
 
-for _, k in ipairs({ "steps", "batch_size", "context", "r", "reft_rank", "virtual_tokens", "eval_every", "patience",
-  "sample_length", "log_every" }) do
-  if not args[k] or args[k] < 1 then die("--%s must be a positive integer", k:gsub("_", "-")) end
+if args.data and args.category ~= "songs-poems" then
+  R.usage_error(parser, "--data and --category choose the data: give one of them")
 end
-if args.context < 2 then die("--context must be at least 2") end
-if args.lr and not (args.lr > 0) then die("--lr must be a positive number") end
-if args.stop_at and args.stop_at < 1 then die("--stop-at must be a positive integer") end
+if args.compare and args.method ~= "lora" then
+  R.usage_error(parser, "--compare runs every method; leave out --method %s", args.method)
+end
+if args.stop_at and args.stop_at >= args.steps then
+  R.usage_error(parser, "--stop-at %d must come before the last step (--steps %d)", args.stop_at, args.steps)
+end
+if not args.checkpoint then
+  args.checkpoint = R.model_path("gpt_fortunes.h5")
+end
 if args.threads then ft.set_num_threads(args.threads) end
 
 local methods = args.compare and METHODS or { args.method }
@@ -114,16 +132,15 @@ end
 
 local write_file = ft.fs.write
 
-mkdir(args.out)
-
 -- ---- the pretrained model -----------------------------------------------------------------------
 
-if not file_exists(args.checkpoint) then
-  die("no pretrained model at %s: make it with scripts/pretrain_text.lua (models/TEXT.md), or pass --checkpoint",
-    args.checkpoint)
+if not file_exists(args.checkpoint) or ft.fs.is_dir(args.checkpoint) then
+  R.usage_error(parser, "no pretrained model at %s: make it with scripts/pretrain_text.lua (models/TEXT.md), "
+    .. "or pass --checkpoint", args.checkpoint)
 end
 
-local base_model, base_meta = text.load_checkpoint(args.checkpoint)
+local loaded, base_model, base_meta = pcall(text.load_checkpoint, args.checkpoint)
+if not loaded then die("cannot load the pretrained model %s: %s", args.checkpoint, base_model) end
 local max_positions = base_model.max_positions
 if args.context > max_positions then
   die("--context %d exceeds the model's %d positions", args.context, max_positions)
@@ -135,6 +152,8 @@ for _, m in ipairs(methods) do
   end
 end
 local tok = ft.tokenizer.bytes()
+
+local folder = R.run(parser, args.out, { resume = args.resume })
 
 -- ---- data -----------------------------------------------------------------------------------------
 
@@ -353,7 +372,7 @@ end
 -- Trains one method (or takes its finished result with --resume). Returns the result table,
 -- or nil when --stop-at interrupted it.
 local function run(method)
-  local dir = args.out .. "/" .. method
+  local dir = folder:path(method)
   local result_path, ckpt = dir .. "/result.json", dir .. "/checkpoint.h5"
   local wanted = settings(method)
   if args.resume and file_exists(result_path) then
@@ -488,7 +507,7 @@ log("\n%s: perplexity per byte, held-out test split (%d bytes scored); before = 
   source, data.test_tokens)
 log("%s", table.concat(lines, "\n"))
 
-ft.json.write(args.out .. "/results.json", {
+ft.json.write(folder:path("results.json"), {
   source = source, checkpoint = args.checkpoint, context = args.context, seed = args.seed,
   threads = ft.get_num_threads(), sample_prompt = prompt_shown,
   base = { val_loss = base.val.loss, val_ppl = base.val.perplexity, test_loss = base.test.loss,
@@ -505,7 +524,15 @@ for _, r in ipairs(results) do
     r.total_params, r.trainable_percent, r.lr, r.best_step, r.steps_run, r.val_ppl_before, r.val_ppl,
     r.test_ppl_before, r.test_ppl, r.test_bits_per_byte, r.seconds)
 end
-write_file(args.out .. "/results.csv", table.concat(csv, "\n") .. "\n")
+write_file(folder:path("results.csv"), table.concat(csv, "\n") .. "\n")
+
+-- The learning curves: validation perplexity at every evaluation of each method.
+local curves = {}
+for _, r in ipairs(results) do
+  curves[#curves + 1] = R.series(R.read_jsonl(folder:path(r.method .. "/metrics.jsonl")), "val_ppl", { name = r.method })
+end
+R.curve(folder:path("curve.png"), { title = ("Validation perplexity per byte while fine-tuning (before: %.3f)"):format(
+  base.val.perplexity), ylabel = "validation perplexity per byte", series = curves, legend = "outside" })
 
 -- One series per method, so that methods with equal parameter counts stay apart by colour.
 local series = {}
@@ -513,7 +540,7 @@ for i, r in ipairs(results) do
   series[i] = { name = r.method, x = { r.trainable_params }, y = { r.test_ppl } }
 end
 ft.plot.scatter({
-  path = args.out .. "/perplexity_vs_params.png", width = 800, height = 480,
+  path = folder:path("perplexity_vs_params.png"), width = 800, height = 480,
   title = ("Test perplexity per byte (before: %.3f)"):format(base.test.perplexity),
   xlabel = "trainable parameters", ylabel = "test perplexity per byte", xscale = "log",
   series = series, legend = "outside",
@@ -526,5 +553,5 @@ for _, r in ipairs(results) do
   samples[#samples + 1] = r.sample
   samples[#samples + 1] = ""
 end
-write_file(args.out .. "/samples.txt", table.concat(samples, "\n"))
-log("wrote %s/results.json, results.csv, perplexity_vs_params.png, samples.txt", args.out)
+write_file(folder:path("samples.txt"), table.concat(samples, "\n"))
+folder:finish("results.json, results.csv, curve.png, perplexity_vs_params.png, samples.txt")

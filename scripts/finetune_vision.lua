@@ -28,19 +28,21 @@
 -- fine-tuned weights (--alphas), reporting ID/OOD accuracy per alpha; the chosen alpha is the
 -- one with the best mean of validation ID and OOD accuracy.
 --
--- Output (--out, default runs/finetune_vision): results.json, results.csv, wise.csv,
--- wise.png (the WiSE curve), compare.png (--compare), metrics_<method>.jsonl (training logs);
--- while it runs, checkpoint_<method>.h5 for --resume (removed at the end).
+-- Output: the run's folder (--out, default runs/finetune_vision/<date-time>, printed at the
+-- start and the end): results.json, results.csv, curve.png (validation accuracy per step of
+-- every method trained: the learning curves), wise.csv and wise.png (the WiSE curve, the chosen
+-- alpha marked), compare.png (--compare: ID and OOD accuracy per method, values on the bars),
+-- metrics_<method>.jsonl (training logs); while it runs, checkpoint_<method>.h5 for --resume
+-- (removed at the end). --resume without --out continues the newest run folder.
 local ft = require "ft"
 local argparse = require "argparse"
 local T = require "ft.transforms"
-
-local script_dir = arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "."
 
 local resnet = require "ft.models.resnet"
 local vit = require "ft.models.vit"
 
 local F = ft.nn.functional
+local R = ft.recipe
 local peft, train = ft.peft, ft.train
 local log = ft.progress.log
 
@@ -51,43 +53,59 @@ local parser = argparse("finetune_vision.lua", "Fine-tune a pretrained vision mo
 parser:option("--method", "head | partial | full | lora | ia3 | reft | lpft.", "lpft"):choices(METHODS)
 parser:option("--model", "resnet or vit.", "resnet"):choices({ "resnet", "vit" })
 parser:option("--checkpoint", "Pretrained checkpoint (default: models/resnet_s_clothing.h5 or models/vit_s_clothing.h5).")
-parser:option("--labels-per-class", "Labelled training images per class.", "50"):convert(math.tointeger)
-parser:option("--val-per-class", "Validation images per class (for every choice).", "50"):convert(math.tointeger)
-parser:option("--epochs", "Training epochs (default: per method)."):convert(math.tointeger)
-parser:option("--lr", "Peak learning rate (default: per method)."):convert(tonumber)
-parser:option("--batch-size", "Images per batch.", "25"):convert(math.tointeger)
-parser:option("--r", "LoRA rank.", "4"):convert(math.tointeger)
-parser:option("--alpha", "LoRA alpha.", "8"):convert(tonumber)
-parser:option("--alphas", "WiSE-FT alphas: a list (0,0.5,1) or a range start:stop:step.", "0:1:0.1")
-parser:option("--seed", "Random seed (sampling, initialisation, shuffling, augmentation).", "1"):convert(math.tointeger)
-parser:option("--threads", "Threads (default: all cores)."):convert(math.tointeger)
-parser:option("--out", "Output folder.", "runs/finetune_vision")
+  :convert(R.file)
+local positive = R.integer({ min = 1 })
+parser:option("--labels-per-class", "Labelled training images per class.", "50"):convert(positive)
+parser:option("--val-per-class", "Validation images per class (for every choice).", "50"):convert(positive)
+parser:option("--epochs", "Training epochs (default: per method)."):convert(positive)
+parser:option("--lr", "Peak learning rate (default: per method)."):convert(R.number({ above = 0 }))
+parser:option("--batch-size", "Images per batch.", "25"):convert(positive)
+parser:option("--r", "LoRA rank.", "4"):convert(positive)
+parser:option("--alpha", "LoRA alpha.", "8"):convert(R.number({ above = 0 }))
+parser:option("--alphas", "WiSE-FT alphas in [0, 1]: a list (0,0.5,1) or a range start:stop:step.", "0:1:0.1")
+  :convert(R.alphas)
+parser:option("--seed", "Random seed (sampling, initialisation, shuffling, augmentation).", "1"):convert(R.integer({}))
+parser:option("--threads", "Threads (default: all cores)."):convert(R.integer({ min = 1, max = 1024 }))
+parser:option("--out", "The run's folder (default: runs/finetune_vision/<date-time>; with --resume the newest).")
 parser:option("--data-dir", "Your own images: PNG files in one subfolder per class (train/ and test/ inside, or split here).")
-parser:option("--test-limit", "Evaluate on at most N test images (smoke runs)."):convert(math.tointeger)
+  :convert(R.dir)
+parser:option("--test-limit", "Evaluate on at most N test images (smoke runs)."):convert(positive)
 parser:option("--augment", "Training augmentation: none | light (crops, flips) | strong (+ rotation, contrast, noise).",
   "strong"):choices({ "none", "light", "strong" })
 parser:option("--bn", "BatchNorm when the backbone trains: train (batch statistics) or eval (keep the pretrained ones).", "train")
   :choices({ "eval", "train" })
 parser:flag("--resume", "Continue an interrupted run from its checkpoints (same flags and --threads).")
 parser:flag("--compare", "Run every method and training from scratch; write the comparison table.")
-local args = parser:parse()
+local args = R.parse(parser)
 
-if args.threads then ft.set_num_threads(args.threads) end
 local is_vit = args.model == "vit"
 if args.method == "reft" and not is_vit then
-  io.stderr:write("finetune_vision.lua: --method reft edits transformer tokens; use it with --model vit\n")
-  os.exit(2)
+  R.usage_error(parser, "--method reft edits transformer tokens; use it with --model vit")
 end
-args.checkpoint = args.checkpoint or (script_dir .. "/../models/" .. (is_vit and "vit_s" or "resnet_s") .. "_clothing.h5")
-ft.fs.mkdir(args.out)
-local started = ft.clock()
+if args.compare and args.method ~= "lpft" then
+  R.usage_error(parser, "--compare runs every method; leave out --method %s", args.method)
+end
+if args.data_dir and ft.fs.is_dir(args.data_dir .. "/train") and not ft.fs.is_dir(args.data_dir .. "/test") then
+  R.usage_error(parser, "--data-dir %s has a train/ folder but no test/ folder beside it", args.data_dir)
+end
+if not args.checkpoint then
+  args.checkpoint = R.model_path((is_vit and "vit_s" or "resnet_s") .. "_clothing.h5")
+  if not ft.fs.exists(args.checkpoint) then
+    R.usage_error(parser, "no pretrained checkpoint at %s: make it with scripts/pretrain_vision.lua or pass --checkpoint",
+      args.checkpoint)
+  end
+end
 
 -- ---- the pretrained model -----------------------------------------------------------------------
 
 local ok, pretrained, meta = pcall(ft.load, args.checkpoint)
-if not ok then
-  io.stderr:write(("finetune_vision.lua: cannot load the pretrained checkpoint: %s\n"):format(pretrained))
-  os.exit(1)
+if not ok then R.fail(parser, "cannot load the pretrained checkpoint %s: %s", args.checkpoint, pretrained) end
+if not (meta.config and meta.mean and meta.std) then
+  R.fail(parser, "%s lacks the config, mean and std metadata of a scripts/pretrain_vision.lua checkpoint", args.checkpoint)
+end
+if (meta.model == "vit") ~= is_vit then
+  R.usage_error(parser, "%s holds a %s model; pass --model %s", args.checkpoint, tostring(meta.model),
+    meta.model == "vit" and "vit" or "resnet")
 end
 local config = ft.json.decode(meta.config)
 local mean, std = meta.mean, meta.std
@@ -126,11 +144,23 @@ local function load_data()
       test = to_channels(ft.data.image_folder(args.data_dir .. "/test"), channels)
     else
       local all = to_channels(ft.data.image_folder(args.data_dir), channels)
-      labelled_pool, test = ft.data.split(all, 0.3, { seed = args.seed })
+      local parts = ft.data.split(all, 0.3, { seed = args.seed })
+      labelled_pool, test = parts.train, parts.val
     end
   else
     labelled_pool = ft.data.subset(ft.data.fashion_mnist({ split = "train" }), DOWNSTREAM, { relabel = true })
     test = ft.data.subset(ft.data.fashion_mnist({ split = "test" }), DOWNSTREAM, { relabel = true })
+  end
+  -- Each class must hold the labelled and the validation images it is asked for.
+  local counts = {}
+  for _, c in ipairs(labelled_pool.y:totable()) do counts[c] = (counts[c] or 0) + 1 end
+  local need = args.labels_per_class + args.val_per_class
+  for c, n in pairs(counts) do
+    if n < need then
+      local name = labelled_pool.classes and labelled_pool.classes[c] or tostring(c)
+      R.usage_error(parser, "class %s has %d training images, fewer than --labels-per-class %d + --val-per-class %d",
+        name, n, args.labels_per_class, args.val_per_class)
+    end
   end
   local labelled, rest = ft.data.per_class(labelled_pool, args.labels_per_class, { seed = args.seed })
   local val = ft.data.per_class(rest, args.val_per_class, { seed = args.seed + 1 })
@@ -148,7 +178,11 @@ local function load_data()
   return labelled, val, val_ood, test, test_ood
 end
 
-local labelled, val, val_ood, test, test_ood = load_data()
+local data_ok, labelled, val, val_ood, test, test_ood = pcall(load_data)
+if not data_ok then R.fail(parser, "cannot load the images: %s", labelled) end
+
+local run = R.run(parser, args.out, { resume = args.resume })
+if args.threads then ft.set_num_threads(args.threads) end
 local classes = labelled.classes or {}
 local num_classes = #classes > 0 and #classes or labelled.y:max():item()
 
@@ -227,7 +261,7 @@ end
 
 -- Each training run checkpoints every epoch (model, optimizer, RNG, loader position, early
 -- stopping), so --resume continues a killed run to the numbers of an uninterrupted one.
-local function checkpoint_path(name) return args.out .. "/checkpoint_" .. name .. ".h5" end
+local function checkpoint_path(name) return run:path("checkpoint_" .. name .. ".h5") end
 
 -- Trains what requires grad with AdamW + warmup/cosine, choosing the epoch by validation
 -- accuracy (early stopping with patience, best weights restored). Returns the best val accuracy.
@@ -242,7 +276,7 @@ local function fit(model, name, epochs, lr)
     after = S.CosineAnnealingLR(opt, { T_max = math.max(1, total - warmup) }) })
   local stopper = train.EarlyStopping({ metric = "val_accuracy", mode = "max", patience = math.max(5, epochs // 3),
     model = model })
-  local logger = train.Logger({ path = args.out .. "/metrics_" .. name .. ".jsonl", total = total, every = #loader })
+  local logger = train.Logger({ path = run:path("metrics_" .. name .. ".jsonl"), total = total, every = #loader })
   model:train()
   train.loop({
     epochs = epochs, loader = loader, model = model, optimizer = opt, scheduler = sched,
@@ -272,13 +306,7 @@ local function count_trainable(model)
   return n
 end
 
-local function copy_state(model)
-  local sd = {}
-  ft.no_grad(function()
-    for k, t in pairs(model:state_dict()) do sd[k] = t:clone() end
-  end)
-  return sd
-end
+local function copy_state(model) return ft.clone_state_dict((model:state_dict())) end
 
 -- The linear probe every run starts from (and the WiSE-FT endpoint alpha = 0).
 local function linear_probe()
@@ -317,18 +345,6 @@ end
 
 -- ---- WiSE-FT ---------------------------------------------------------------------------------------------
 
-local function parse_alphas(s)
-  local a, b, step = s:match("^([%d.]+):([%d.]+):([%d.]+)$")
-  local out = {}
-  if a then
-    local n = math.floor((tonumber(b) - tonumber(a)) / tonumber(step) + 0.5)
-    for i = 0, n do out[#out + 1] = tonumber(("%.6g"):format(tonumber(a) + i * tonumber(step))) end
-  else
-    for v in s:gmatch("[^,]+") do out[#out + 1] = assert(tonumber(v), "--alphas: not a number: " .. v) end
-  end
-  return out
-end
-
 -- Interpolates probe -> fine-tuned weights (LoRA merged first); nil when the adapter cannot be
 -- folded into the weights (ia3, reft).
 local function wise_sweep(probe, finetuned)
@@ -339,7 +355,7 @@ local function wise_sweep(probe, finetuned)
   local sd0, sd1 = copy_state(probe), copy_state(finetuned)
   local model = build_model()
   peft.replace_head(model, num_classes, { name = HEAD })
-  local rows = ft.wise.sweep(sd0, sd1, parse_alphas(args.alphas), function(m) return evaluate_all(m) end,
+  local rows = ft.wise.sweep(sd0, sd1, args.alphas, function(m) return evaluate_all(m) end,
     { model = model })
   local best
   for _, r in ipairs(rows) do
@@ -383,11 +399,18 @@ local function print_wise(rows, best)
   end
 end
 
-local function plot_wise(rows, title)
-  local xs, id, ood = {}, {}, {}
-  for i, r in ipairs(rows) do xs[i], id[i], ood[i] = r.alpha, 100 * r.id, 100 * r.ood end
-  ft.plot.line({ path = args.out .. "/wise.png", title = title, xlabel = "alpha (0 = linear probe, 1 = fine-tuned)",
-    ylabel = "test accuracy (%)", series = { { name = "ID (clean)", x = xs, y = id }, { name = "OOD (corrupted)", x = xs, y = ood } } })
+-- The learning curves: validation accuracy at every evaluation of each method trained.
+local function plot_curves(names)
+  local series, seen = {}, {}
+  for _, name in ipairs(names) do
+    local path = run:path("metrics_" .. name .. ".jsonl")
+    if not seen[name] and ft.fs.exists(path) then
+      seen[name] = true
+      series[#series + 1] = R.series(R.read_jsonl(path), "val_accuracy", { scale = 100, name = name })
+    end
+  end
+  return R.curve(run:path("curve.png"), { title = ("%s: validation accuracy while training"):format(args.model),
+    ylabel = "validation accuracy (%)", series = series, legend = "outside" })
 end
 
 -- ---- main --------------------------------------------------------------------------------------------------------
@@ -418,8 +441,9 @@ if wise_model and wise_model ~= probe then
   wise_rows, wise_best = wise_sweep(probe, wise_model)
   if wise_rows then
     print_wise(wise_rows, wise_best)
-    write_csv(args.out .. "/wise.csv", { "alpha", "val_id", "val_ood", "id", "ood", "chosen" }, wise_rows)
-    plot_wise(wise_rows, ("WiSE-FT: linear probe -> %s (%s)"):format(args.compare and "lpft" or args.method, args.model))
+    write_csv(run:path("wise.csv"), { "alpha", "val_id", "val_ood", "id", "ood", "chosen" }, wise_rows)
+    R.wise_plot(run:path("wise.png"), wise_rows, wise_best, { title = ("WiSE-FT: linear probe -> %s (%s)"):format(
+      args.compare and "lpft" or args.method, args.model) })
   else
     log("WiSE-FT: skipped (the %s adapter cannot be folded into the weights)", args.method)
   end
@@ -427,16 +451,22 @@ end
 
 for _, method in ipairs({ "head", table.unpack(methods) }) do os.remove(checkpoint_path(method)) end
 
-write_csv(args.out .. "/results.csv", { "method", "trainable", "total", "id", "ood", "val_id", "val_ood", "seconds" }, rows)
-ft.fs.write(args.out .. "/results.json", ft.json.encode({ model = args.model, checkpoint = args.checkpoint,
+plot_curves({ "head", table.unpack(methods) })
+write_csv(run:path("results.csv"), { "method", "trainable", "total", "id", "ood", "val_id", "val_ood", "seconds" }, rows)
+ft.fs.write(run:path("results.json"), ft.json.encode({ model = args.model, checkpoint = args.checkpoint,
   seed = args.seed, labels_per_class = args.labels_per_class, methods = rows, wise = wise_rows or ft.json.null }) .. "\n")
 
 if args.compare then
-  local cats, id, ood = {}, {}, {}
-  for i, r in ipairs(rows) do cats[i], id[i], ood[i] = r.method, 100 * r.id, 100 * r.ood end
-  ft.plot.bar({ path = args.out .. "/compare.png", title = ("%s, %d labels per class"):format(args.model, args.labels_per_class),
-    ylabel = "test accuracy (%)", categories = cats, series = { { name = "ID", values = id }, { name = "OOD", values = ood } } })
+  local cats, id, ood, all = {}, {}, {}, {}
+  for i, r in ipairs(rows) do
+    cats[i], id[i], ood[i] = r.method, 100 * r.id, 100 * r.ood
+    all[#all + 1], all[#all + 2] = id[i], ood[i]
+  end
+  -- The y-axis spans the values (not 0..100), so that the methods' differences show.
+  R.bars(run:path("compare.png"), { title = ("%s, %d labels per class"):format(args.model, args.labels_per_class),
+    ylabel = "test accuracy (%)", categories = cats, series = { { name = "ID", values = id }, { name = "OOD", values = ood } },
+    ylim = R.bar_limits(all) })
 end
 log("")
-log("wrote %s/results.json, results.csv%s (%s in all)", args.out,
-  wise_rows and ", wise.csv, wise.png" or "", ft.progress.hms(ft.clock() - started))
+run:finish(("results.json, results.csv, curve.png%s%s"):format(wise_rows and ", wise.csv, wise.png" or "",
+  args.compare and ", compare.png" or ""))

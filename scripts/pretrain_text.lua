@@ -4,8 +4,8 @@
 --                                              # validation loss ~2.37 nats (3.4 bits/byte)
 --   # the shipped models/gpt_fortunes.h5 (gpt-mini: 4 x 192, 1.9M parameters; models/TEXT.md):
 --   ftlua scripts/pretrain_text.lua --config gpt-mini --steps 2800 --batch-size 16 --lr 2e-3 \
---     --seed 1 --threads 2 --eval-every 250 --out models/gpt_fortunes.h5
---   ftlua scripts/pretrain_text.lua --config tiny --steps 20 --out /tmp/smoke.h5
+--     --seed 1 --threads 2 --eval-every 250 --save models/gpt_fortunes.h5
+--   ftlua scripts/pretrain_text.lua --config tiny --steps 20 --out /tmp/smoke
 --
 -- The checkpoint (HDF5) holds the model's state dict under HF's GPT-2 names and, as metadata,
 -- the HF config (config, JSON), the held-out list, the separator, the recipe's options and
@@ -24,13 +24,16 @@
 -- mostly slows learning.
 -- Losses are the mean next-byte cross-entropy in nats, and in bits per byte.
 --
--- Also written to --log-dir (default runs/pretrain_text): history.csv (at every evaluation:
--- the mean training loss since the previous one and the validation loss), curve.png (both
--- per step) and results.json (the checkpoint's metadata with the history).
+-- Output: the run's folder (--out, default runs/pretrain_text/<date-time>, printed at the start
+-- and the end) holds the checkpoint gpt_fortunes.h5 (--save also writes it to a path of your
+-- choice), history.csv (at every evaluation: the mean training loss since the previous one
+-- and the validation loss), curve.png (both per step) and results.json (the checkpoint's
+-- metadata with the history).
 local ft = require "ft"
 local argparse = require "argparse"
 
 local F = ft.nn.functional
+local R = ft.recipe
 
 local HELD_OUT = { "computers", "politics", "science", "songs-poems" }
 
@@ -38,27 +41,29 @@ local parser = argparse("pretrain_text.lua", "Pretrain a byte-level GPT on the f
 parser:option("--config", "Model preset: gpt-s (6 x 384), gpt-mini (4 x 192, the shipped checkpoint) or tiny "
   .. "(2 x 64, for smoke runs).", "gpt-s")
   :choices({ "gpt-s", "gpt-mini", "tiny" })
-parser:option("--steps", "Optimizer steps.", "600"):convert(math.tointeger)
-parser:option("--batch-size", "Windows per batch.", "8"):convert(math.tointeger)
+local positive, count = R.integer({ min = 1 }), R.integer({ min = 0 })
+parser:option("--steps", "Optimizer steps.", "600"):convert(positive)
+parser:option("--batch-size", "Windows per batch.", "8"):convert(positive)
 parser:option("--context", "Bytes per window (the model gets max(context, 256) positions).", "256")
-  :convert(math.tointeger)
-parser:option("--lr", "Peak learning rate.", "1e-3"):convert(tonumber)
-parser:option("--weight-decay", "AdamW weight decay on matrices and embeddings.", "0.1"):convert(tonumber)
-parser:option("--dropout", "Dropout probability (embeddings, attention, residuals).", "0"):convert(tonumber)
-parser:option("--clip", "Gradient norm clipping threshold.", "1.0"):convert(tonumber)
-parser:option("--seed", "Random seed (initialisation, batches, split, samples).", "1"):convert(math.tointeger)
-parser:option("--threads", "Threads (default: all cores)."):convert(math.tointeger)
-parser:option("--out", "Checkpoint path.", "runs/text/gpt_s.h5")
-parser:option("--log-dir", "Folder for history.csv, curve.png and results.json.", "runs/pretrain_text")
-parser:option("--eval-every", "Validation loss every N steps (on --eval-windows windows).", "100")
-  :convert(math.tointeger)
+  :convert(R.integer({ min = 2, max = 65536 }))
+parser:option("--lr", "Peak learning rate.", "1e-3"):convert(R.number({ above = 0 }))
+parser:option("--weight-decay", "AdamW weight decay on matrices and embeddings.", "0.1"):convert(R.number({ min = 0 }))
+parser:option("--dropout", "Dropout probability (embeddings, attention, residuals), in [0, 1).", "0")
+  :convert(R.number({ min = 0, below = 1 }))
+parser:option("--clip", "Gradient norm clipping threshold.", "1.0"):convert(R.number({ above = 0 }))
+parser:option("--seed", "Random seed (initialisation, batches, split, samples).", "1"):convert(R.integer({}))
+parser:option("--threads", "Threads (default: all cores)."):convert(R.integer({ min = 1, max = 1024 }))
+parser:option("--out", "The run's folder (default: runs/pretrain_text/<date-time>).")
+parser:option("--save", "Also write the checkpoint to this path (e.g. models/gpt_fortunes.h5).")
+parser:option("--eval-every", "Validation loss every N steps (on --eval-windows windows; 0: only at the end).", "100")
+  :convert(count)
 parser:option("--eval-windows", "Validation windows for the periodic estimates (the final loss uses all).", "64")
-  :convert(math.tointeger)
-parser:option("--sample-every", "Print generated text every N steps (0: only at the end).", "0")
-  :convert(math.tointeger)
-parser:option("--sample-length", "Bytes generated per sample.", "160"):convert(math.tointeger)
-parser:option("--log-every", "Log line every N steps when stderr is not a terminal.", "10"):convert(math.tointeger)
-local args = parser:parse()
+  :convert(positive)
+parser:option("--sample-every", "Print generated text every N steps (0: only at the end).", "0"):convert(count)
+parser:option("--sample-length", "Bytes generated per sample.", "160"):convert(positive)
+parser:option("--log-every", "Log line every N steps when stderr is not a terminal.", "10"):convert(positive)
+local args = R.parse(parser)
+if args.save and ft.fs.is_dir(args.save) then R.usage_error(parser, "--save %s is a folder; give a file path", args.save) end
 
 if args.threads then ft.set_num_threads(args.threads) end
 ft.manual_seed(args.seed)
@@ -72,9 +77,12 @@ local LN2 = math.log(2)
 -- ---- data and model -----------------------------------------------------------------------
 
 local t_data = ft.clock()
-local train, val, info = ft.text.fortune_datasets({
+local ok_data, train, val, info = pcall(ft.text.fortune_datasets, {
   context = args.context, held_out = HELD_OUT, val_fraction = 0.05, seed = args.seed,
 })
+if not ok_data then R.fail(parser, "cannot read the fortunes corpus: %s", train) end
+local run = R.run(parser, args.out)
+local checkpoint_path = run:path("gpt_fortunes.h5")
 local tok = train.tokenizer
 
 local overrides = { n_positions = math.max(args.context, 256),
@@ -218,14 +226,18 @@ local checkpoint_meta = {
   weight_decay = args.weight_decay, dropout = args.dropout, warmup_steps = warmup, train_seconds = t_train,
   val_fraction = 0.05, train_loss = train_loss, val_loss = val_loss, val_bits_per_byte = val_loss / LN2,
 }
-ft.fs.mkdir_for(args.out)
-ft.save(args.out, model:state_dict(), { meta = checkpoint_meta })
+ft.save(checkpoint_path, model:state_dict(), { meta = checkpoint_meta })
+if args.save then
+  ft.fs.mkdir_for(args.save)
+  ft.save(args.save, model:state_dict(), { meta = checkpoint_meta })
+  log("saved %s", args.save)
+end
 
-local sd, meta = ft.load(args.out)
+local sd, meta = ft.load(checkpoint_path)
 local fresh = ft.models.new(ft.json.decode(meta.config))
 fresh:load_state_dict(sd)
 local reloaded = evaluate(fresh)
-log("saved %s; val loss after reloading %.6f (before saving %.6f)", args.out, reloaded, val_loss)
+log("saved %s; val loss after reloading %.6f (before saving %.6f)", checkpoint_path, reloaded, val_loss)
 if reloaded ~= val_loss then
   io.stderr:write("error: the reloaded model's validation loss differs from the trained model's\n")
   os.exit(1)
@@ -233,17 +245,16 @@ end
 
 -- ---- learning curve -----------------------------------------------------------------------------
 
-ft.fs.mkdir(args.log_dir)
 local csv, steps, train_curve, val_curve = { "step,train_loss,val_loss" }, {}, {}, {}
 for i, h in ipairs(history) do
   csv[#csv + 1] = ("%d,%.6f,%.6f"):format(h.step, h.train_loss, h.val_loss)
   steps[i], train_curve[i], val_curve[i] = h.step, h.train_loss, h.val_loss
 end
-ft.fs.write(args.log_dir .. "/history.csv", table.concat(csv, "\n") .. "\n")
-ft.plot.line({ path = args.log_dir .. "/curve.png", title = ("byte-level GPT (%s) on fortunes"):format(args.config),
+ft.fs.write(run:path("history.csv"), table.concat(csv, "\n") .. "\n")
+ft.plot.line({ path = run:path("curve.png"), title = ("byte-level GPT (%s) on fortunes"):format(args.config),
   xlabel = "step", ylabel = "loss (nats per byte)",
   series = { { name = "train (mean since the previous point)", x = steps, y = train_curve },
     { name = "validation", x = steps, y = val_curve } } })
-checkpoint_meta.checkpoint, checkpoint_meta.history = args.out, history
-ft.json.write(args.log_dir .. "/results.json", checkpoint_meta, { indent = true })
-log("wrote %s/history.csv, curve.png, results.json", args.log_dir)
+checkpoint_meta.checkpoint, checkpoint_meta.history = checkpoint_path, history
+ft.json.write(run:path("results.json"), checkpoint_meta, { indent = true })
+run:finish("gpt_fortunes.h5, history.csv, curve.png, results.json")

@@ -54,28 +54,31 @@
 --           (verse is easy to spot): one threshold for all classes feeds the student mostly that
 --           class and it collapses onto it.
 --
--- Output under --out/<task>/: results.json, results.csv, accuracy.png (dev and test accuracy
--- per method), <method>.jsonl (training losses and dev accuracies), and for text
--- lf_report.txt. The table is also printed.
+-- Output: the run's folder (--out, default runs/self_train/<task>/<date-time>, printed at the
+-- start and the end): results.json, results.csv, accuracy.png (dev and test accuracy per
+-- method, values on the bars), curve.png (dev accuracy at every evaluation of each trained
+-- method: the learning curves), <method>.jsonl (training losses and dev accuracies), and for
+-- text lf_report.txt. The table is also printed. The stages themselves are
+-- ft.selftrain.pipeline.
 local ft = require "ft"
 local argparse = require "argparse"
 
-local script_dir = arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "."
-package.path = script_dir .. "/?.lua;" .. package.path
 local gpt2_classifier = require "ft.models.gpt2_classifier"
+local pipeline = require "ft.selftrain.pipeline"
 
 local nn, F = ft.nn, ft.nn.functional
-local st, P = ft.selftrain, ft.progress
+local st, P, R = ft.selftrain, ft.progress, ft.recipe
 local log = P.log
 
 -- Per-task defaults, chosen on the dev sets (see the header).
 local DEFAULTS = {
-  text = { checkpoint = "models/gpt_fortunes.h5", lr = 1e-4, batch_size = 16, steps = 300, xi = 0, tau = 0,
+  text = { checkpoint = "gpt_fortunes.h5", lr = 1e-4, batch_size = 16, steps = 300, xi = 0, tau = 0,
     balance = "on", select = 0.3 },
-  vision = { checkpoint = "models/resnet_s_clothing.h5", lr = 0.01, batch_size = 32, steps = 300, xi = 0.6,
+  vision = { checkpoint = "resnet_s_clothing.h5", lr = 0.01, batch_size = 32, steps = 300, xi = 0.6,
     tau = 0.9, balance = "off", select = 1 },
 }
 
+local positive, rate = R.integer({ min = 1 }), R.number({ above = 0 })
 local parser = argparse("self_train.lua", "Weak supervision and self-training (COSINE) on text or images.")
 parser:option("--task", "text or vision.", "text"):choices({ "text", "vision" })
 parser:option("--checkpoint", "Pretrained model (default: models/gpt_fortunes.h5 for text, "
@@ -83,51 +86,52 @@ parser:option("--checkpoint", "Pretrained model (default: models/gpt_fortunes.h5
 parser:option("--init", "pretrained (from --checkpoint) or random (small random model: smoke runs).", "pretrained")
   :choices({ "pretrained", "random" })
 parser:option("--steps", "Steps of weak-label fine-tuning (default 300).")
-  :convert(math.tointeger)
+  :convert(positive)
 parser:option("--epochs", "Weak-label fine-tuning in passes over the weakly labelled data (overrides --steps).")
-  :convert(math.tointeger)
+  :convert(positive)
 parser:option("--self-steps", "Steps of COSINE and of pseudo-labelling (default: --steps).")
-  :convert(math.tointeger)
-parser:option("--gold-steps", "Steps of the gold-only supervised model.", "150"):convert(math.tointeger)
+  :convert(positive)
+parser:option("--gold-steps", "Steps of the gold-only supervised model.", "150"):convert(positive)
 parser:option("--lr", "Learning rate (default 1e-4 AdamW for text, 0.01 SGD for vision).")
-  :convert(tonumber)
+  :convert(rate)
 parser:option("--self-lr", "Learning rate of COSINE and pseudo-labelling (default: --lr).")
-  :convert(tonumber)
+  :convert(rate)
 parser:option("--batch-size", "Examples per batch (default 16 for text, 32 for vision).")
-  :convert(math.tointeger)
-parser:option("--seed", "Random seed (splits, draws, initialisation, batches).", "1"):convert(math.tointeger)
-parser:option("--threads", "Threads (default: all cores)."):convert(math.tointeger)
-parser:option("--out", "Output folder (a subfolder per task).", "runs/self_train")
-parser:option("--labels-per-class", "Vision: labelled training images per class.", "10"):convert(math.tointeger)
+  :convert(positive)
+parser:option("--seed", "Random seed (splits, draws, initialisation, batches).", "1"):convert(R.integer({}))
+parser:option("--threads", "Threads (default: all cores)."):convert(R.integer({ min = 1, max = 1024 }))
+parser:option("--out", "The run's folder (default: runs/self_train/<task>/<date-time>).")
+parser:option("--labels-per-class", "Vision: labelled training images per class.", "10"):convert(positive)
 parser:option("--dev-per-class", "Gold dev examples per class (early stopping, choices).", "100")
-  :convert(math.tointeger)
-parser:option("--limit", "Smoke runs: at most N unlabelled and N test examples."):convert(math.tointeger)
-parser:option("--eval-every", "Dev evaluation every N steps.", "25"):convert(math.tointeger)
-parser:option("--patience", "Stop after N dev evaluations without improvement.", "4"):convert(math.tointeger)
-parser:option("--max-bytes", "Text: bytes of each entry the model reads.", "128"):convert(math.tointeger)
-parser:option("--test-fraction", "Text: fraction of each category held out for testing.", "0.2"):convert(tonumber)
+  :convert(positive)
+parser:option("--limit", "Smoke runs: at most N unlabelled and N test examples."):convert(positive)
+parser:option("--eval-every", "Dev evaluation every N steps.", "25"):convert(positive)
+parser:option("--patience", "Stop after N dev evaluations without improvement.", "4"):convert(positive)
+parser:option("--max-bytes", "Text: bytes of each entry the model reads.", "128"):convert(positive)
+parser:option("--test-fraction", "Text: fraction of each category held out for testing, in (0, 1).", "0.2")
+  :convert(R.number({ above = 0, below = 1 }))
 parser:option("--pooling", "Text: classifier pooling, mean or last.", "mean"):choices({ "mean", "last" })
-parser:option("--dropout", "Text: dropout while fine-tuning.", "0.1"):convert(tonumber)
-parser:option("--T", "Self-training: steps between teacher updates.", "50"):convert(math.tointeger)
+parser:option("--dropout", "Text: dropout while fine-tuning, in [0, 1).", "0.1"):convert(R.number({ min = 0, below = 1 }))
+parser:option("--T", "Self-training: steps between teacher updates.", "50"):convert(positive)
 parser:option("--xi", "COSINE: confidence threshold on 1 - entropy / log C (default 0 for text, 0.6 for "
-  .. "vision).")
-  :convert(tonumber)
-parser:option("--lambda", "COSINE: weight of the contrastive regulariser.", "0.1"):convert(tonumber)
+  .. "vision), in [0, 1].")
+  :convert(R.number({ min = 0, max = 1 }))
+parser:option("--lambda", "COSINE: weight of the contrastive regulariser.", "0.1"):convert(R.number({ min = 0 }))
 parser:option("--balance", "Self-training: class-balanced unlabelled batches (by the weak-label model's "
   .. "predictions), on or off (default on for text, off for vision).")
   :choices({ "on", "off" })
 parser:option("--select", "Self-training with --balance on: the fraction of each predicted class's pool "
-  .. "examples kept, the most confident first (default 0.3 for text, 1 for vision).")
-  :convert(tonumber)
+  .. "examples kept, the most confident first (default 0.3 for text, 1 for vision), in (0, 1].")
+  :convert(R.number({ above = 0, max = 1 }))
 parser:option("--augment", "Vision: noise on the training model's images (weak-label fine-tuning and the "
   .. "self-training student; the teacher labels clean images), none or strong.", "none")
   :choices({ "none", "strong" })
-parser:option("--tau", "Pseudo-labelling: confidence threshold (default 0 for text, 0.9 for vision).")
-  :convert(tonumber)
-local args = parser:parse()
+parser:option("--tau", "Pseudo-labelling: confidence threshold (default 0 for text, 0.9 for vision), in [0, 1].")
+  :convert(R.number({ min = 0, max = 1 }))
+local args = R.parse(parser)
 
 local D = DEFAULTS[args.task]
-args.checkpoint = args.checkpoint or D.checkpoint
+args.checkpoint = args.checkpoint or R.model_path(D.checkpoint)
 args.lr = args.lr or D.lr
 args.self_lr = args.self_lr or args.lr
 args.batch_size = args.batch_size or D.batch_size
@@ -138,30 +142,43 @@ args.select = args.select or D.select
 args.balance = args.balance or D.balance
 local command = "ftlua scripts/self_train.lua " .. table.concat(arg, " ")
 
+local function fail(fmt, ...) R.fail(parser, fmt, ...) end
+
+-- Flags of the other task are a mistake, not a no-op.
+local ONLY = { vision = { "labels_per_class", "augment" }, text = { "max_bytes", "pooling", "dropout" } }
+for task, keys in pairs(ONLY) do
+  if task ~= args.task then
+    for _, k in ipairs(keys) do
+      local given = false
+      for _, a in ipairs(arg) do
+        local flag = "--" .. k:gsub("_", "-")
+        if a == flag or a:sub(1, #flag + 1) == flag .. "=" then given = true end
+      end
+      if given then R.usage_error(parser, "--%s applies to --task %s only", k:gsub("_", "-"), task) end
+    end
+  end
+end
+if args.init == "pretrained" and not (ft.fs.exists(args.checkpoint) and not ft.fs.is_dir(args.checkpoint)) then
+  R.usage_error(parser, "checkpoint %s not found; make it (see models/%s), pass --checkpoint, or use --init random",
+    args.checkpoint, args.task == "text" and "TEXT.md" or "README.md")
+end
+
+local run = R.run(parser, args.out, { name = "self_train/" .. args.task })
+local out_dir = run.dir
 if args.threads then ft.set_num_threads(args.threads) end
 ft.manual_seed(args.seed)
 local started = ft.clock()
-local out_dir = args.out .. "/" .. args.task
-
-local function fail(fmt, ...)
-  io.stderr:write("self_train.lua: ", fmt:format(...), "\n")
-  os.exit(1)
-end
 
 local write_file = ft.fs.write
-
-if not (args.select > 0 and args.select <= 1) then fail("--select must be in (0, 1], got %g", args.select) end
-if args.init == "pretrained" and not ft.fs.exists(args.checkpoint) then
-  fail("checkpoint %s not found; make it (see models/%s), pass --checkpoint, or use --init random",
-    args.checkpoint, args.task == "text" and "TEXT.md" or "README.md")
-end
-ft.fs.mkdir(out_dir)
 
 local function pct(v) return v and ("%.2f%%"):format(100 * v) or "-" end
 
 -- The training methods both tasks share (weak-label fine-tuning, COSINE, pseudo-labelling).
-local M = require("self_train_methods")(args, out_dir)
-local copy_state, endless, accuracy, method_logger = M.copy_state, M.endless, M.accuracy, M.method_logger
+local M = pipeline.new({ out_dir = out_dir, seed = args.seed, batch_size = args.batch_size, steps = args.steps,
+  epochs = args.epochs, self_steps = args.self_steps, gold_steps = args.gold_steps, eval_every = args.eval_every,
+  patience = args.patience, self_lr = args.self_lr, T = args.T, xi = args.xi, lambda = args.lambda, tau = args.tau,
+  balance = args.balance, select = args.select })
+local copy_state, endless, accuracy = pipeline.copy_state, pipeline.endless, pipeline.accuracy
 
 -- ---- text -------------------------------------------------------------------------------------
 
@@ -263,8 +280,8 @@ local function text_task()
   local dev_set, pool_set = ft.data.per_class(numbered(train_y), args.dev_per_class, { seed = args.seed })
   local test_set = numbered(test_y)
   if args.limit then
-    if args.limit < pool_set.y:size(1) then _, pool_set = ft.data.split(pool_set, args.limit, { seed = args.seed }) end
-    if args.limit < test_set.y:size(1) then _, test_set = ft.data.split(test_set, args.limit, { seed = args.seed }) end
+    if args.limit < pool_set.y:size(1) then pool_set = ft.data.split(pool_set, args.limit, { seed = args.seed }).val end
+    if args.limit < test_set.y:size(1) then test_set = ft.data.split(test_set, args.limit, { seed = args.seed }).val end
   end
   local function entries(set, source)
     local out = {}
@@ -401,10 +418,10 @@ local function text_task()
   local rows = { { key = "lf_vote", name = "LF majority vote",
     info = { test = lf_test, dev = lf_dev, test_coverage = lf_test_cov, dev_coverage = lf_dev_cov, seconds = 0 } } }
   log("LF majority vote: test accuracy %s (coverage %s; abstentions count as wrong)", pct(lf_test), pct(lf_test_cov))
-  M.run_weak_methods(ctx, rows)
+  M:run_weak_methods(ctx, rows)
 
   local dev_enc = encode(dev_texts)
-  M.run_gold(ctx, rows, #dev_texts, endless({ x = ft.arange(1, #dev_texts + 1) }, args.batch_size, args.seed + 2,
+  M:run_gold(ctx, rows, #dev_texts, endless({ x = ft.arange(1, #dev_texts + 1) }, args.batch_size, args.seed + 2,
     function(x) return batch_of(dev_enc, x:totable(), dev_gold) end))
 
   return rows, {
@@ -442,8 +459,8 @@ local function vision_task()
   local shots, rest = ft.data.per_class(train, args.labels_per_class, { seed = args.seed })
   local dev, pool = ft.data.per_class(rest, args.dev_per_class, { seed = args.seed + 1 })
   if args.limit then
-    if args.limit < pool.y:size(1) then _, pool = ft.data.split(pool, args.limit, { seed = args.seed }) end
-    if args.limit < test.y:size(1) then _, test = ft.data.split(test, args.limit, { seed = args.seed }) end
+    if args.limit < pool.y:size(1) then pool = ft.data.split(pool, args.limit, { seed = args.seed }).val end
+    if args.limit < test.y:size(1) then test = ft.data.split(test, args.limit, { seed = args.seed }).val end
   end
   log("Fashion-MNIST %s: %d labelled (%d per class), %d dev, %d unlabelled training images, %d test; %.1f s",
     table.concat(classes, ", "), shots.y:size(1), args.labels_per_class, dev.y:size(1), pool.y:size(1),
@@ -495,7 +512,7 @@ local function vision_task()
   local head_opt = ft.optim.AdamW(head:parameters(), { lr = 1e-2, weight_decay = 1e-2 })
   local es = ft.train.EarlyStopping({ metric = "dev_accuracy", mode = "max", patience = args.patience, model = head })
   local head_steps = 500
-  local logger = method_logger("head", head_steps)
+  local logger = M:logger("head", head_steps)
   local step = 0
   while step < head_steps do
     step = step + 1
@@ -562,8 +579,8 @@ local function vision_task()
     dev = dev_batches, test = test_batches,
   }
   local rows = { { key = "head", name = "few-shot head (labeller)", info = head_info } }
-  M.run_weak_methods(ctx, rows)
-  M.run_gold(ctx, rows, dev.y:size(1), endless(dev, args.batch_size, args.seed + 2,
+  M:run_weak_methods(ctx, rows)
+  M:run_gold(ctx, rows, dev.y:size(1), endless(dev, args.batch_size, args.seed + 2,
     function(x, y) return { x = normalised(x), y = y } end))
   return rows, {
     classes = classes, fashion_mnist_labels = NON_CLOTHING, labelled = shots.y:size(1), pool = pool.y:size(1),
@@ -636,11 +653,23 @@ for i, m in ipairs(methods) do
   test_values[i] = 100 * m.test_accuracy
   dev_values[i] = m.key == "gold" and 0 / 0 or 100 * (m.dev_accuracy or 0 / 0)
 end
-ft.plot.bar({ path = out_dir .. "/accuracy.png", width = 900, height = 480, ylim = { 0, 100 },
+local shown = {}
+for i = 1, #names do shown[#shown + 1], shown[#shown + 2] = test_values[i], dev_values[i] end
+R.bars(run:path("accuracy.png"), { width = 900, height = 480, ylim = R.bar_limits(shown),
   title = args.task == "text" and "Fortune topics without gold training labels"
     or "Fashion-MNIST non-clothing classes from few labels",
   ylabel = "accuracy (%)", categories = names, legend = "upper left",
   series = { { name = "dev", values = dev_values }, { name = "test", values = test_values } } })
 log("COSINE - weak-label fine-tune: %+.2f points; pseudo-labelling - weak-label fine-tune: %+.2f points",
   100 * verdict.cosine_minus_weak, 100 * verdict.pseudo_minus_weak)
-log("wrote %s/results.json, results.csv, accuracy.png (%s in all)", out_dir, P.hms(seconds))
+-- The learning curves: dev accuracy at every evaluation of each trained method.
+local curves = {}
+for _, m in ipairs(methods) do
+  local path = run:path(m.key .. ".jsonl")
+  if ft.fs.exists(path) then
+    curves[#curves + 1] = R.series(R.read_jsonl(path), "dev_accuracy", { scale = 100, name = m.name })
+  end
+end
+R.curve(run:path("curve.png"), { title = ("%s: dev accuracy while training"):format(args.task),
+  ylabel = "dev accuracy (%)", series = curves, legend = "outside" })
+run:finish("results.json, results.csv, accuracy.png, curve.png")

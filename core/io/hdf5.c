@@ -1,7 +1,7 @@
-/* HDF5 checkpoints: one dataset per tensor at the path of its dotted name
+/* HDF5 checkpoints, writing: one dataset per tensor at the path of its dotted name
  * ("layer1.0.conv1.weight" -> /layer1/0/conv1/weight), float32 or int64, uncompressed,
- * with metadata as scalar attributes on "/". Reading accepts any file of plain datasets
- * (e.g. written by h5py): float datasets become float32, integer datasets int64. */
+ * with metadata as scalar attributes on "/", through the atomic writer. Reading is in
+ * hdf5_load.c. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
@@ -9,18 +9,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <hdf5.h>
 
 #include "ft/io.h"
-
-#define MAX_DEPTH 64
+#include "hdf5_internal.h"
 
 /* HDF5 prints its error stack to stderr by default; we report errors ourselves. */
-static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+void h5io_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
-/* The most specific message of HDF5's error stack. It must be captured right after the
- * failing call: any later successful HDF5 call clears the stack. */
+/* The most specific message of HDF5's error stack (see hdf5_internal.h). */
 static _Thread_local char h5_error[256];
 
 static herr_t innermost_cb(unsigned n, const H5E_error2_t *err, void *data) {
@@ -29,7 +28,7 @@ static herr_t innermost_cb(unsigned n, const H5E_error2_t *err, void *data) {
     return 0;
 }
 
-static const char *h5_capture(void) {
+const char *h5io_capture(void) {
     h5_error[0] = '\0';
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_cb, NULL);
     H5Eclear2(H5E_DEFAULT);
@@ -158,7 +157,7 @@ static int write_attr(hid_t loc, const ft_meta *m) {
     }
     hid_t attr = H5Acreate2(loc, m->key, type, space, H5P_DEFAULT, H5P_DEFAULT);
     int rc = (attr >= 0 && H5Awrite(attr, type, value) >= 0) ? 0 : -1;
-    if (rc != 0) h5_capture();
+    if (rc != 0) h5io_capture();
     if (attr >= 0) H5Aclose(attr);
     H5Tclose(type);
     H5Sclose(space);
@@ -191,9 +190,9 @@ static int write_dataset(hid_t file, hid_t lcpl, const char *name, const ft_tens
     if (rc == 0 && ft_numel(t) > 0)
         rc = H5Dwrite(dset, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                       t->dtype == FT_INT64 ? (void *)ft_i64(t) : (void *)ft_f32(t)) >= 0 ? 0 : -1;
-    if (rc != 0) h5_capture();
+    if (rc != 0) h5io_capture();
     if (dset >= 0 && H5Dclose(dset) < 0 && rc == 0) {
-        h5_capture();
+        h5io_capture();
         rc = -1;
     }
     if (space >= 0) H5Sclose(space);
@@ -222,7 +221,7 @@ static int write_file(const char *tmp_path, int n, const char *const *names,
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);   /* close for real even after errors */
     hid_t file = H5Fcreate(tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    if (file < 0) h5_capture();
+    if (file < 0) h5io_capture();
     H5Pclose(fapl);
     if (file < 0) {
         *what = "file";
@@ -253,7 +252,7 @@ static int write_file(const char *tmp_path, int n, const char *const *names,
     H5Pclose(lcpl);
     /* Data is flushed at close. */
     if (H5Fclose(file) < 0 && rc == 0) {
-        h5_capture();
+        h5io_capture();
         *what = "file";
         rc = -1;
     }
@@ -262,7 +261,7 @@ static int write_file(const char *tmp_path, int n, const char *const *names,
 
 int ft_h5_save(const char *path, int n, const char *const *names, ft_tensor *const *tensors,
                int nmeta, const ft_meta *meta) {
-    h5_quiet();
+    h5io_quiet();
     if (check_names(n, names, path) != 0 || check_meta(nmeta, meta, path) != 0) return -1;
     for (int k = 0; k < n; k++)
         if (!tensors[k]) {
@@ -293,285 +292,4 @@ int ft_h5_save(const char *path, int n, const char *const *names, ft_tensor *con
         return -1;
     }
     return ft_atomic_commit(&af);
-}
-
-/* ---- load ------------------------------------------------------------------- */
-
-typedef struct {
-    const char *path;
-    ft_checkpoint *out;
-    int cap;
-} loader;
-
-static int push_tensor(loader *ld, char *name, ft_tensor *t) {
-    ft_checkpoint *c = ld->out;
-    if (c->n == ld->cap) {
-        int cap = ld->cap ? 2 * ld->cap : 64;
-        char **names = realloc(c->names, (size_t)cap * sizeof *names);
-        if (names) c->names = names;
-        ft_tensor **ts = realloc(c->tensors, (size_t)cap * sizeof *ts);
-        if (ts) c->tensors = ts;
-        if (!names || !ts) {
-            ft_set_error("out of memory reading '%s'", ld->path);
-            return -1;
-        }
-        ld->cap = cap;
-    }
-    c->names[c->n] = name;
-    c->tensors[c->n] = t;
-    c->n++;
-    return 0;
-}
-
-/* Reads dataset d (HDF5 path h5path) as tensor `name`. */
-static int read_dataset(loader *ld, hid_t d, const char *h5path, char *name) {
-    int rc = -1;
-    ft_tensor *t = NULL;
-    hid_t type = H5Dget_type(d);
-    hid_t space = H5Dget_space(d);
-    H5T_class_t cls = type >= 0 ? H5Tget_class(type) : H5T_NO_CLASS;
-    H5S_class_t scls = space >= 0 ? H5Sget_simple_extent_type(space) : H5S_NO_CLASS;
-    int ndim = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
-    if (type < 0 || space < 0 || ndim < 0) {
-        ft_set_error("cannot read dataset '%s' in '%s': %s (corrupt or truncated file?)",
-                     h5path, ld->path, h5_capture());
-        if (type >= 0) H5Tclose(type);
-        goto done;
-    }
-    H5Tclose(type);
-    if (cls != H5T_FLOAT && cls != H5T_INTEGER) {
-        ft_set_error("dataset '%s' in '%s' is not numeric (only float and integer datasets "
-                     "load as tensors)", h5path, ld->path);
-        goto done;
-    }
-    if (scls == H5S_NULL) {
-        ft_set_error("dataset '%s' in '%s' has no data (null dataspace)", h5path, ld->path);
-        goto done;
-    }
-    if (ndim > FT_MAX_DIMS) {
-        ft_set_error("dataset '%s' in '%s' has %d dimensions (at most %d supported)",
-                     h5path, ld->path, ndim, FT_MAX_DIMS);
-        goto done;
-    }
-    hsize_t dims[FT_MAX_DIMS];
-    int64_t shape[FT_MAX_DIMS];
-    H5Sget_simple_extent_dims(space, dims, NULL);
-    for (int k = 0; k < ndim; k++) shape[k] = (int64_t)dims[k];
-    ft_dtype dtype = cls == H5T_FLOAT ? FT_FLOAT32 : FT_INT64;
-    t = ft_empty(shape, ndim, dtype);
-    if (!t) {
-        char buf[128];
-        ft_set_error("cannot allocate dataset '%s' %s in '%s'", h5path,
-                     ft_shape_str(shape, ndim, buf, sizeof buf), ld->path);
-        goto done;
-    }
-    /* HDF5 converts float64 -> float32 and any integer type -> int64 while reading. */
-    hid_t mtype = dtype == FT_FLOAT32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64;
-    void *data = dtype == FT_FLOAT32 ? (void *)ft_f32(t) : (void *)ft_i64(t);
-    if (ft_numel(t) > 0 && H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
-        ft_set_error("cannot read dataset '%s' in '%s': %s (corrupt or truncated file?)",
-                     h5path, ld->path, h5_capture());
-        goto done;
-    }
-    if (push_tensor(ld, name, t) == 0) {
-        name = NULL;
-        t = NULL;
-        rc = 0;
-    }
-done:
-    if (space >= 0) H5Sclose(space);
-    ft_release(t);
-    free(name);
-    return rc;
-}
-
-static char *join(const char *a, const char *sep, const char *b) {
-    size_t la = strlen(a), ls = strlen(sep), lb = strlen(b);
-    char *s = malloc(la + ls + lb + 1);
-    if (!s) return NULL;
-    memcpy(s, a, la);
-    memcpy(s + la, sep, ls);
-    memcpy(s + la + ls, b, lb + 1);
-    return s;
-}
-
-/* Visits the hard links of group g (by name order); `prefix` is the dotted name of g
- * ("" for the root) and h5prefix its HDF5 path. Soft and external links are skipped. */
-static int visit_group(loader *ld, hid_t g, const char *prefix, const char *h5prefix, int depth) {
-    if (depth > MAX_DEPTH) {
-        ft_set_error("groups nested too deeply at '%s' in '%s'", h5prefix, ld->path);
-        return -1;
-    }
-    H5G_info_t info;
-    if (H5Gget_info(g, &info) < 0) {
-        ft_set_error("cannot read group '%s' in '%s': %s (corrupt or truncated file?)",
-                     h5prefix[0] ? h5prefix : "/", ld->path, h5_capture());
-        return -1;
-    }
-    for (hsize_t k = 0; k < info.nlinks; k++) {
-        ssize_t len = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, k, NULL, 0, H5P_DEFAULT);
-        char *link = len >= 0 ? malloc((size_t)len + 1) : NULL;
-        if (!link || H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, k, link,
-                                        (size_t)len + 1, H5P_DEFAULT) < 0) {
-            free(link);
-            ft_set_error("cannot read group '%s' in '%s': %s (corrupt or truncated file?)",
-                         h5prefix[0] ? h5prefix : "/", ld->path, h5_capture());
-            return -1;
-        }
-        H5L_info_t linfo;
-        if (H5Lget_info(g, link, &linfo, H5P_DEFAULT) < 0 || linfo.type != H5L_TYPE_HARD) {
-            H5Eclear2(H5E_DEFAULT);
-            free(link);
-            continue;
-        }
-        char *name = prefix[0] ? join(prefix, ".", link) : join("", "", link);
-        char *h5path = join(h5prefix, "/", link);
-        if (!name || !h5path) {
-            free(link);
-            free(name);
-            free(h5path);
-            ft_set_error("out of memory reading '%s'", ld->path);
-            return -1;
-        }
-        int rc = 0;
-        hid_t obj = H5Oopen(g, link, H5P_DEFAULT);
-        free(link);
-        if (obj < 0) {
-            ft_set_error("cannot open '%s' in '%s': %s (corrupt or truncated file?)",
-                         h5path, ld->path, h5_capture());
-            free(name);
-            rc = -1;
-        } else if (H5Iget_type(obj) == H5I_GROUP) {
-            rc = visit_group(ld, obj, name, h5path, depth + 1);
-            free(name);
-        } else if (H5Iget_type(obj) == H5I_DATASET) {
-            rc = read_dataset(ld, obj, h5path, name);   /* takes name */
-        } else {
-            free(name);   /* committed datatypes: nothing to load */
-        }
-        if (obj >= 0) H5Oclose(obj);
-        free(h5path);
-        if (rc != 0) return -1;
-    }
-    return 0;
-}
-
-/* Scalar (or one-element) string and number attributes become metadata; others are
- * skipped. */
-static herr_t attr_cb(hid_t loc, const char *name, const H5A_info_t *ainfo, void *data) {
-    (void)ainfo;
-    ft_checkpoint *c = data;
-    hid_t attr = H5Aopen(loc, name, H5P_DEFAULT);
-    if (attr < 0) return -1;
-    hid_t type = H5Aget_type(attr);
-    hid_t space = H5Aget_space(attr);
-    H5T_class_t cls = H5Tget_class(type);
-    hssize_t npoints = H5Sget_simple_extent_npoints(space);
-    ft_meta m = {0};
-    int ok = 0;
-    if (npoints == 1 && cls == H5T_STRING) {
-        hid_t mtype = H5Tcopy(type);   /* same size and character set as stored */
-        if (H5Tis_variable_str(type) > 0) {
-            char *s = NULL;
-            if (H5Aread(attr, mtype, &s) >= 0 && s) {
-                m.str = strdup(s);
-                H5free_memory(s);
-                ok = m.str != NULL;
-            }
-        } else {
-            size_t size = H5Tget_size(type);
-            m.str = calloc(size + 1, 1);
-            ok = m.str && H5Aread(attr, mtype, m.str) >= 0;
-        }
-        H5Tclose(mtype);
-        m.kind = FT_META_STRING;
-    } else if (npoints == 1 && cls == H5T_INTEGER) {
-        m.kind = FT_META_INT;
-        ok = H5Aread(attr, H5T_NATIVE_INT64, &m.i) >= 0;
-    } else if (npoints == 1 && cls == H5T_FLOAT) {
-        m.kind = FT_META_FLOAT;
-        ok = H5Aread(attr, H5T_NATIVE_DOUBLE, &m.f) >= 0;
-    }
-    H5Sclose(space);
-    H5Tclose(type);
-    H5Aclose(attr);
-    if (!ok) {
-        free(m.str);
-        H5Eclear2(H5E_DEFAULT);
-        return 0;
-    }
-    m.key = strdup(name);
-    ft_meta *grown = m.key ? realloc(c->meta, (size_t)(c->nmeta + 1) * sizeof *grown) : NULL;
-    if (!grown) {
-        free(m.key);
-        free(m.str);
-        return -1;
-    }
-    c->meta = grown;
-    c->meta[c->nmeta++] = m;
-    return 0;
-}
-
-int ft_h5_load(const char *path, ft_checkpoint *out) {
-    memset(out, 0, sizeof *out);
-    h5_quiet();
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        ft_set_error("cannot open '%s': %s", path, strerror(errno));
-        return -1;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        ft_set_error("cannot open '%s': Is a directory", path);
-        return -1;
-    }
-    FILE *probe = fopen(path, "rb");
-    if (!probe) {
-        ft_set_error("cannot open '%s': %s", path, strerror(errno));
-        return -1;
-    }
-    fclose(probe);
-    htri_t is_h5 = H5Fis_hdf5(path);
-    if (is_h5 == 0) {
-        ft_set_error("'%s' is not an HDF5 file (no HDF5 signature)", path);
-        return -1;
-    }
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
-    hid_t file = is_h5 > 0 ? H5Fopen(path, H5F_ACC_RDONLY, fapl) : -1;
-    if (file < 0)
-        ft_set_error("cannot read '%s': corrupt or truncated HDF5 file (%s)", path, h5_capture());
-    H5Pclose(fapl);
-    if (file < 0) return -1;
-    loader ld = {.path = path, .out = out, .cap = 0};
-    hid_t root = H5Gopen2(file, "/", H5P_DEFAULT);
-    int rc = -1;
-    if (root < 0)
-        ft_set_error("cannot read '%s': corrupt or truncated HDF5 file (%s)", path,
-                     h5_capture());
-    else if (visit_group(&ld, root, "", "", 0) == 0) {
-        hsize_t idx = 0;
-        if (H5Aiterate2(root, H5_INDEX_NAME, H5_ITER_INC, &idx, attr_cb, out) < 0)
-            ft_set_error("cannot read the attributes of '/' in '%s': %s", path, h5_capture());
-        else
-            rc = 0;
-    }
-    if (root >= 0) H5Gclose(root);
-    H5Fclose(file);
-    if (rc != 0) ft_checkpoint_free(out);
-    return rc;
-}
-
-void ft_checkpoint_free(ft_checkpoint *c) {
-    for (int k = 0; k < c->n; k++) {
-        free(c->names[k]);
-        ft_release(c->tensors[k]);
-    }
-    for (int k = 0; k < c->nmeta; k++) {
-        free(c->meta[k].key);
-        free(c->meta[k].str);
-    }
-    free(c->names);
-    free(c->tensors);
-    free(c->meta);
-    memset(c, 0, sizeof *c);
 }

@@ -1,18 +1,16 @@
-/* IDX arrays (the MNIST / Fashion-MNIST format), gzip-compressed or plain (zlib's
- * gzread reads both). Header: two zero bytes, an element type code, the number of
+/* IDX arrays (the MNIST / Fashion-MNIST format), gzip-compressed or plain. Header: two zero bytes, an element type code, the number of
  * dimensions, then each dimension as a big-endian uint32; then the data, big-endian. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <zlib.h>
 
 #include "ft/io.h"
 
-#define MAX_NUMEL ((int64_t)1 << 40)
+#define DEFLATE_RATIO 1032   /* zlib's best case: compressed data expands at most this */
 
 /* Element type codes of the IDX format and their sizes in bytes. */
 static int element_size(int code) {
@@ -67,48 +65,135 @@ static void convert(const unsigned char *data, int code, int64_t numel, double s
     }
 }
 
-/* zlib's message without the "<path>: " it prefixes. */
-static const char *gz_message(gzFile gz, const char *path, int *errnum) {
-    const char *msg = gzerror(gz, errnum);
-    if (!msg) return "";
-    size_t n = strlen(path);
-    if (strncmp(msg, path, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ') msg += n + 2;
-    return msg;
+/* Inflates the gzip member(s) of src[0..n) into at most cap bytes at *out (grown as data
+ * arrives, so a lying header allocates no more than the stream really holds). Members
+ * may be concatenated; anything else after the last one is refused. Stops at cap bytes
+ * (the caller asks for one more than it expects, to see extra data). Sets *have. Returns
+ * 0, 1 when the stream ends early (what it held is kept), or -1 with the error set. */
+static int gunzip(const char *path, const unsigned char *src, size_t n, int64_t cap,
+                  unsigned char **out, int64_t *have) {
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 16 + 15) != Z_OK) {
+        ft_set_error("cannot read '%s': out of memory", path);
+        return -1;
+    }
+    unsigned char *buf = NULL;
+    int64_t size = 0, used = 0;
+    z.next_in = (unsigned char *)src;
+    int rc = -1;
+    for (;;) {
+        /* The input is in memory: feed it in pieces that fit zlib's counters. */
+        size_t offset = (size_t)(z.next_in - src);
+        z.avail_in = (uInt)(n - offset > (1u << 30) ? (1u << 30) : n - offset);
+        if (used == size) {
+            if (size >= cap) {   /* enough: the caller sees more data than it asked for */
+                rc = 0;
+                goto done;
+            }
+            int64_t next = size ? 2 * size : (1 << 20);
+            if (next > cap) next = cap;
+            unsigned char *grown = realloc(buf, (size_t)next);
+            if (!grown) {
+                ft_set_error("cannot read '%s': out of memory for %lld bytes", path, (long long)next);
+                goto done;
+            }
+            buf = grown;
+            size = next;
+        }
+        z.next_out = buf + used;
+        z.avail_out = (uInt)(size - used > (1 << 30) ? (1 << 30) : size - used);
+        uInt before = z.avail_out;
+        int r = inflate(&z, Z_NO_FLUSH);
+        used += before - z.avail_out;
+        if (r == Z_STREAM_END) {
+            size_t left = n - (size_t)(z.next_in - src);
+            if (left == 0) break;
+            if (left >= 2 && z.next_in[0] == 0x1f && z.next_in[1] == 0x8b) {   /* another member */
+                inflateReset(&z);
+                continue;
+            }
+            ft_set_error("'%s' has %zu bytes of trailing garbage after its gzip data", path, left);
+            goto done;
+        }
+        if (r == Z_BUF_ERROR && z.avail_out != 0) {
+            rc = 1;   /* the stream ends early: keep what it held, the caller says how much */
+            goto done;
+        }
+        if (r != Z_OK && r != Z_BUF_ERROR) {
+            ft_set_error("cannot read '%s': corrupt gzip data (%s)", path, z.msg ? z.msg : "inflate failed");
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    inflateEnd(&z);
+    if (rc < 0) {
+        free(buf);
+        buf = NULL;
+        used = 0;
+    }
+    *out = buf;
+    *have = used;
+    return rc;
 }
 
 ft_tensor *ft_idx_read(const char *path, ft_dtype dtype, double scale, double offset) {
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        ft_set_error("cannot open '%s': %s", path, strerror(errno));
-        return NULL;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        ft_set_error("cannot open '%s': Is a directory", path);
-        return NULL;
-    }
-    errno = 0;
-    gzFile gz = gzopen(path, "rb");
-    if (!gz) {
-        ft_set_error("cannot open '%s': %s", path, errno ? strerror(errno) : "out of memory");
-        return NULL;
-    }
-    gzbuffer(gz, 1 << 20);
+    size_t file_size;
+    char *file = ft_read_file(path, FT_IDX_MAX_BYTES, &file_size);
+    if (!file) return NULL;
+    const unsigned char *raw = (const unsigned char *)file;
+    int gz = file_size >= 2 && raw[0] == 0x1f && raw[1] == 0x8b;
 
     ft_tensor *t = NULL;
-    unsigned char *data = NULL;
+    unsigned char *inflated = NULL;
+    const unsigned char *bytes = raw;
+    int64_t nbytes = (int64_t)file_size;
+    int truncated = 0;
     char shape_buf[128];
-    int errnum = Z_OK;
-    unsigned char header[4 + 4 * FT_MAX_DIMS];
-    int got = gzread(gz, header, 4);
-    if (got < 0) {
-        ft_set_error("cannot read '%s': corrupt gzip data (%s)", path, gz_message(gz, path, &errnum));
-        goto fail;
+    if (gz) {
+        /* The header first (at most 36 bytes) for the claimed size, then the rest. */
+        int64_t head_have = 0;
+        z_stream z;
+        memset(&z, 0, sizeof z);
+        unsigned char hbuf[4 + 4 * FT_MAX_DIMS];
+        if (inflateInit2(&z, 16 + 15) == Z_OK) {
+            z.next_in = (unsigned char *)raw;
+            z.avail_in = (uInt)(file_size > (1u << 30) ? (1u << 30) : file_size);
+            z.next_out = hbuf;
+            z.avail_out = sizeof hbuf;
+            while (z.avail_out > 0 && inflate(&z, Z_NO_FLUSH) == Z_OK) {}
+            head_have = (int64_t)(sizeof hbuf - z.avail_out);
+            inflateEnd(&z);
+        }
+        if (head_have >= 4 && hbuf[0] == 0 && hbuf[1] == 0 && element_size(hbuf[2]) && hbuf[3] >= 1 &&
+            hbuf[3] <= FT_MAX_DIMS && head_have >= 4 + 4 * hbuf[3]) {
+            int64_t claimed = element_size(hbuf[2]);
+            for (int d = 0; d < hbuf[3] && claimed >= 0; d++) {
+                const unsigned char *p = hbuf + 4 + 4 * d;
+                int64_t dim = ((int64_t)p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3];
+                if (!ft_size_mul(claimed, dim, &claimed)) claimed = -1;
+            }
+            /* deflate expands at most 1032:1: a header claiming more lies. */
+            int64_t room = ((int64_t)file_size + 64) * DEFLATE_RATIO;
+            if (claimed < 0 || claimed > room) {
+                ft_set_error("'%s': the IDX header claims %lld bytes of data, more than a %zu-byte "
+                             "gzip file can hold", path, (long long)claimed, file_size);
+                goto fail;
+            }
+            truncated = gunzip(path, raw, file_size, 4 + 4 * hbuf[3] + claimed + 1, &inflated, &nbytes);
+        } else {   /* too short or not IDX: the checks below say which */
+            truncated = gunzip(path, raw, file_size, 4 + 4 * FT_MAX_DIMS, &inflated, &nbytes);
+        }
+        if (truncated < 0) goto fail;
+        bytes = inflated;
     }
-    if (got < 4 || header[0] != 0 || header[1] != 0) {
+
+    if (nbytes < 4 || bytes[0] != 0 || bytes[1] != 0) {
         ft_set_error("'%s' is not an IDX file (bad magic number)", path);
         goto fail;
     }
-    const int code = header[2], ndim = header[3], esize = element_size(code);
+    const int code = bytes[2], ndim = bytes[3], esize = element_size(code);
     if (esize == 0) {
         ft_set_error("'%s': unknown IDX element type 0x%02X", path, code);
         goto fail;
@@ -117,92 +202,53 @@ ft_tensor *ft_idx_read(const char *path, ft_dtype dtype, double scale, double of
         ft_set_error("'%s': IDX header gives %d dimensions (1 to %d supported)", path, ndim, FT_MAX_DIMS);
         goto fail;
     }
-    got = gzread(gz, header + 4, (unsigned)(4 * ndim));
-    if (got < 0) {
-        ft_set_error("cannot read '%s': corrupt gzip data (%s)", path, gz_message(gz, path, &errnum));
-        goto fail;
-    }
-    if (got != 4 * ndim) {
-        ft_set_error("'%s' is truncated: the IDX header needs %d bytes", path, 4 + 4 * ndim);
+    const int64_t header = 4 + 4 * (int64_t)ndim;
+    if (nbytes < header) {
+        ft_set_error("'%s' is truncated: the IDX header needs %lld bytes", path, (long long)header);
         goto fail;
     }
     int64_t shape[FT_MAX_DIMS], numel = 1;
     for (int d = 0; d < ndim; d++) {
-        const unsigned char *p = header + 4 + 4 * d;
+        const unsigned char *p = bytes + 4 + 4 * d;
         shape[d] = ((int64_t)p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3];
-        numel = numel <= MAX_NUMEL ? numel * shape[d] : numel;
+        if (!ft_size_mul(numel, shape[d], &numel)) numel = INT64_MAX;
     }
     ft_shape_str(shape, ndim, shape_buf, sizeof shape_buf);
-    if (numel > MAX_NUMEL) {
-        ft_set_error("'%s': IDX header gives an implausible shape %s", path, shape_buf);
+    int64_t expected;
+    if (!ft_size_mul(numel, esize, &expected) || expected > (int64_t)FT_IDX_MAX_BYTES) {
+        ft_set_error("'%s': IDX header gives a shape %s over the limit of %lld bytes of data", path,
+                     shape_buf, (long long)FT_IDX_MAX_BYTES);
         goto fail;
     }
-    const int64_t expected = numel * esize;
-
-    /* Grow the buffer as data arrives, so a lying header cannot make us allocate
-     * more than the file holds (plus one chunk). */
-    int64_t have = 0, cap = 0;
-    const int64_t chunk = 1 << 24;
-    while (have < expected) {
-        if (have == cap) {
-            int64_t next = cap ? 2 * cap : chunk;
-            cap = next < expected ? next : expected;
-            unsigned char *grown = realloc(data, (size_t)cap);
-            if (!grown) {
-                ft_set_error("cannot read '%s': out of memory for %lld bytes", path, (long long)cap);
-                goto fail;
-            }
-            data = grown;
-        }
-        int64_t want = cap - have < chunk ? cap - have : chunk;
-        int r = gzread(gz, data + have, (unsigned)want);
-        if (r < 0) {
-            ft_set_error("cannot read '%s': corrupt gzip data (%s)", path, gz_message(gz, path, &errnum));
-            goto fail;
-        }
-        if (r == 0) break;
-        have += r;
-    }
+    const int64_t have = nbytes - header;
     if (have < expected) {
-        const char *msg = gz_message(gz, path, &errnum);
         ft_set_error("'%s' is truncated: the header says %s values of %d byte%s = %lld bytes of "
-                     "data, the file has %lld%s%s", path, shape_buf, esize, esize > 1 ? "s" : "",
-                     (long long)expected, (long long)have, errnum != Z_OK ? "; " : "",
-                     errnum != Z_OK ? msg : "");
+                     "data, the file has %lld%s", path, shape_buf, esize, esize > 1 ? "s" : "",
+                     (long long)expected, (long long)have, truncated ? " (its gzip stream ends early)" : "");
         goto fail;
     }
-    /* One more read: extra bytes mean the header does not describe the file, and the
-     * end of a gzip stream is where its checksum is verified. */
-    unsigned char extra;
-    int r = gzread(gz, &extra, 1);
-    if (r != 0) {
-        if (r > 0)
-            ft_set_error("'%s' has more data than its header says (%s = %lld bytes)", path,
-                         shape_buf, (long long)expected);
-        else
-            ft_set_error("cannot read '%s': corrupt gzip data (%s)", path, gz_message(gz, path, &errnum));
+    if (truncated) {
+        ft_set_error("'%s' is truncated: its gzip stream ends before its checksum", path);
         goto fail;
     }
-    gz_message(gz, path, &errnum);
-    if (errnum != Z_OK) {
-        ft_set_error("cannot read '%s': corrupt gzip data (%s)", path, gz_message(gz, path, &errnum));
+    if (have > expected) {
+        ft_set_error("'%s' has more data than its header says (%s = %lld bytes)", path,
+                     shape_buf, (long long)expected);
         goto fail;
     }
-    gzclose(gz);
-    gz = NULL;
-
     t = ft_empty(shape, ndim, dtype);
     if (!t) {
         ft_set_error("cannot read '%s': out of memory for a tensor %s", path, shape_buf);
         goto fail;
     }
-    convert(data, code, numel, scale, offset, t);
-    free(data);
+    convert(bytes + header, code, numel, scale, offset, t);
+    free(inflated);
+    free(file);
     return t;
 
 fail:
-    if (gz) gzclose(gz);
-    free(data);
+    free(inflated);
+    free(file);
     ft_release(t);
     return NULL;
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <png.h>
@@ -18,18 +19,26 @@
 typedef struct {
     jmp_buf jump;
     char msg[256];
+    char warning[128];   /* the last warning: libpng explains some errors only there */
+    int limit;           /* a size limit was hit: the file need not be corrupt */
 } png_failure;
 
 static void on_error(png_structp png, png_const_charp msg) {
     png_failure *f = png_get_error_ptr(png);
     /* libpng's stdio reader says "Read Error" when the file ends early. */
-    snprintf(f->msg, sizeof f->msg, "%s", strcmp(msg, "Read Error") == 0 ? "unexpected end of file" : msg);
+    const char *what = strcmp(msg, "Read Error") == 0 ? "unexpected end of file" : msg;
+    if (f->warning[0])
+        snprintf(f->msg, sizeof f->msg, "%s (%s)", what, f->warning);
+    else
+        snprintf(f->msg, sizeof f->msg, "%s", what);
+    f->limit = strstr(f->warning, "user limit") != NULL;
     longjmp(f->jump, 1);
 }
 
 static void on_warning(png_structp png, png_const_charp msg) {
-    (void)png;
-    (void)msg;   /* warnings (e.g. unknown chunks, bad gamma) do not stop loading */
+    /* warnings (e.g. unknown chunks, bad gamma) do not stop loading */
+    png_failure *f = png_get_error_ptr(png);
+    snprintf(f->warning, sizeof f->warning, "%s", msg);
 }
 
 /* ---- load ------------------------------------------------------------------- */
@@ -59,6 +68,13 @@ ft_tensor *ft_png_load(const char *path) {
         ft_set_error("cannot open '%s': %s", path, strerror(errno));
         return NULL;
     }
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(fp);
+        ft_set_error("cannot open '%s': %s", path, S_ISDIR(st.st_mode) ? "Is a directory" : "not a regular file");
+        return NULL;
+    }
+    const off_t file_size = st.st_size;
     unsigned char sig[8];
     if (fread(sig, 1, sizeof sig, fp) != sizeof sig || png_sig_cmp(sig, 0, sizeof sig) != 0) {
         fclose(fp);
@@ -83,12 +99,34 @@ ft_tensor *ft_png_load(const char *path) {
         free(pixels);
         free(rows);
         ft_release(t);
-        ft_set_error("cannot decode '%s': %s (corrupt or truncated PNG)", path, failure.msg);
+        ft_set_error("cannot decode '%s': %s%s", path, failure.msg,
+                     failure.limit ? "" : " (corrupt or truncated PNG)");
         return NULL;
     }
     png_init_io(png, fp);
     png_set_sig_bytes(png, sizeof sig);
+    /* Limits before anything is read: the image's sides, and what ancillary chunks (text,
+     * ICC profiles, unknown chunks) may allocate or how many of them are kept. */
+    png_set_user_limits(png, FT_PNG_MAX_SIDE, FT_PNG_MAX_SIDE);
+    png_set_chunk_cache_max(png, 1000);
+    png_set_chunk_malloc_max(png, (png_alloc_size_t)8 << 20);
     png_read_info(png, info);
+    {
+        /* The compressed image data is at most the file, and deflate expands at most
+         * 1032:1: an image claiming more rows than that (a zlib bomb, or a lying header)
+         * is refused before its buffers are allocated. Each row has a filter byte; an
+         * interlaced image has up to 7 passes of them. */
+        const uint64_t raw_rowbytes = png_get_rowbytes(png, info);
+        const uint64_t rows = png_get_image_height(png, info);
+        const uint64_t raw = rows * (raw_rowbytes + 7);
+        if (raw > ((uint64_t)file_size + 1024) * 1032) {
+            snprintf(failure.msg, sizeof failure.msg, "its header claims %ux%u pixels, more than a "
+                     "%lld-byte file can hold", (unsigned)png_get_image_width(png, info),
+                     (unsigned)png_get_image_height(png, info), (long long)file_size);
+            failure.limit = 1;
+            longjmp(failure.jump, 1);
+        }
+    }
     /* palette -> RGB, tRNS -> alpha, gray 1/2/4 bits -> 8 bits; 16 bits stay 16. */
     png_set_expand(png);
     png_set_interlace_handling(png);
@@ -100,6 +138,12 @@ ft_tensor *ft_png_load(const char *path) {
     const int depth = png_get_bit_depth(png, info);
     const size_t rowbytes = png_get_rowbytes(png, info);
     if (depth != 8 && depth != 16) png_error(png, "unexpected bit depth after expansion");
+    if (C * H * W > FT_PNG_MAX_VALUES) {
+        snprintf(failure.msg, sizeof failure.msg, "%lldx%lld pixels of %lld channels are over the "
+                 "limit of %lld values", (long long)W, (long long)H, (long long)C, (long long)FT_PNG_MAX_VALUES);
+        failure.limit = 1;
+        longjmp(failure.jump, 1);
+    }
     if ((size_t)H > SIZE_MAX / rowbytes) png_error(png, "image too large");
     pixels = malloc(rowbytes * (size_t)H);
     rows = malloc((size_t)H * sizeof *rows);

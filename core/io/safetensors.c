@@ -339,9 +339,112 @@ static int check_layout(const char *path, ft_st_file *f) {
     return 0;
 }
 
+/* Length of the well-formed UTF-8 sequence at s[0..n), or 0. */
+static int utf8_sequence(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    int len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (len == 0 || (size_t)len > n) return 0;
+    for (int k = 1; k < len; k++)
+        if ((s[k] & 0xc0) != 0x80) return 0;
+    if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xf0 && s[1] < 0x90)) return 0;   /* overlong */
+    if (c == 0xed && s[1] > 0x9f) return 0;                                   /* surrogate */
+    if (c == 0xf4 && s[1] > 0x8f) return 0;                                   /* > U+10FFFF */
+    return len;
+}
+
+static unsigned hex4(const unsigned char *s, size_t n) {
+    unsigned v = 0;
+    if (n < 4) return 0x110000;
+    for (int k = 0; k < 4; k++) {
+        unsigned c = s[k], d = c >= '0' && c <= '9' ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10 : 16;
+        if (d == 16) return 0x110000;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* What cJSON lets through and the format forbids, found in the header's text: strings
+ * must be UTF-8 without raw control characters, zero characters (\u0000 would cut a
+ * name or a dtype short: "F32\u0000" must not read as F32) or lone surrogates; numbers
+ * must be integers written as such (no fraction, exponent or leading zero). Returns
+ * NULL, or what is wrong with *at its offset. */
+static const char *check_header_text(const char *header, size_t len, size_t *at) {
+    const unsigned char *s = (const unsigned char *)header;
+    for (size_t i = 0; i < len; i++) {
+        unsigned c = s[i];
+        if (c == '"') {
+            size_t j = i + 1;
+            while (j < len && s[j] != '"') {
+                unsigned b = s[j];
+                *at = j;
+                if (b < 0x20) return "a raw control character in a string";
+                if (b >= 0x80) {
+                    int n = utf8_sequence(s + j, len - j);
+                    if (!n) return "a string that is not valid UTF-8";
+                    j += (size_t)n;
+                } else if (b == '\\') {
+                    if (j + 1 >= len) break;
+                    if (s[j + 1] != 'u') {
+                        j += 2;
+                        continue;
+                    }
+                    unsigned cp = hex4(s + j + 2, len - j - 2);
+                    if (cp == 0) return "a zero character (\\u0000) in a string";
+                    if (cp >= 0xdc00 && cp <= 0xdfff) return "a lone surrogate in a string";
+                    if (cp >= 0xd800 && cp <= 0xdbff) {
+                        unsigned lo = j + 12 <= len && s[j + 6] == '\\' && s[j + 7] == 'u' ? hex4(s + j + 8, len - j - 8) : 0;
+                        if (lo < 0xdc00 || lo > 0xdfff) return "a lone surrogate in a string";
+                        j += 6;
+                    }
+                    j += 6;
+                } else {
+                    j++;
+                }
+            }
+            i = j;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t j = i;
+            while (j < len && strchr("0123456789+-.eE", s[j]) && s[j]) j++;
+            *at = i;
+            for (size_t k = i; k < j; k++)
+                if (s[k] == '.' || s[k] == 'e' || s[k] == 'E') return "a number that is not an integer";
+            if (s[i] == '0' && j - i > 1) return "a number with a leading zero";
+            i = j - 1;
+        }
+    }
+    return NULL;
+}
+
+/* A key that a JSON object has twice (cJSON keeps both; the reference rejects it), or
+ * NULL; *oom is set when the check could not run. */
+static const char *duplicate_key(const cJSON *obj, int *oom) {
+    int n = cJSON_GetArraySize(obj);
+    if (n < 2) return NULL;
+    const char **keys = malloc((size_t)n * sizeof *keys);
+    if (!keys) {
+        *oom = 1;
+        return NULL;
+    }
+    int k = 0;
+    for (const cJSON *a = obj->child; a && k < n; a = a->next) keys[k++] = a->string;
+    qsort(keys, (size_t)k, sizeof *keys, cmp_str);
+    const char *dup = NULL;
+    for (int i = 0; i + 1 < k && !dup; i++)
+        if (strcmp(keys[i], keys[i + 1]) == 0) dup = keys[i];
+    free(keys);
+    return dup;
+}
+
 static int parse_header(const char *path, const char *header, size_t len, ft_st_file *f) {
     const char *end = NULL;
     char sbuf[32];
+    size_t bad_at = 0;
+    const char *bad = check_header_text(header, len, &bad_at);
+    if (bad) {
+        ft_set_error("safetensors: '%s': the header holds %s (near byte %zu of the header: '%s')", path,
+                     bad, bad_at + 1, snippet(header + bad_at, header + len, sbuf));
+        return -1;
+    }
     cJSON *root = cJSON_ParseWithLengthOpts(header, len, &end, 0);
     if (!root) {
         size_t at = end && end >= header && end <= header + len ? (size_t)(end - header) : 0;
@@ -369,6 +472,25 @@ static int parse_header(const char *path, const char *header, size_t len, ft_st_
     if (!f->entries) {
         ft_set_error("safetensors: '%s': out of memory", path);
         goto done;
+    }
+    /* Tensor names are unique (checked with the layout); fields and metadata keys too. */
+    int nmetadata = 0;
+    cJSON_ArrayForEach(item, root) {
+        int oom = 0;
+        const char *dup = cJSON_IsObject(item) ? duplicate_key(item, &oom) : NULL;
+        if (oom) {
+            ft_set_error("safetensors: '%s': out of memory", path);
+            goto done;
+        }
+        if (dup) {
+            ft_set_error("safetensors: '%s': the header entry '%s' has the key '%s' twice", path,
+                         item->string, dup);
+            goto done;
+        }
+        if (strcmp(item->string, "__metadata__") == 0 && nmetadata++) {
+            ft_set_error("safetensors: '%s': the header has '__metadata__' twice", path);
+            goto done;
+        }
     }
     cJSON_ArrayForEach(item, root) {
         if (strcmp(item->string, "__metadata__") == 0) {

@@ -481,9 +481,11 @@ static int check_args(const ft_tensor *x, const ft_tensor *w, const ft_tensor *b
     g->n = x->shape[0]; g->c = x->shape[1]; g->h = x->shape[2]; g->w = x->shape[3];
     g->o = w->shape[0]; g->kh = w->shape[2]; g->kw = w->shape[3];
     g->groups = o->groups;
-    if (w->shape[1] * o->groups != g->c) {
+    int64_t expect_c;
+    if (!ft_size_mul(w->shape[1], o->groups, &expect_c)) expect_c = -1;   /* matches no input */
+    if (expect_c != g->c) {
         ft_set_error("conv2d: input %s has %lld channels, weight %s expects %lld (groups %d)", xs,
-                     (long long)g->c, wsh, (long long)(w->shape[1] * o->groups), o->groups);
+                     (long long)g->c, wsh, (long long)expect_c, o->groups);
         return -1;
     }
     if (g->o % o->groups != 0) {
@@ -499,7 +501,13 @@ static int check_args(const ft_tensor *x, const ft_tensor *w, const ft_tensor *b
     g->sh = o->stride[0]; g->sw = o->stride[1];
     g->ph = o->padding[0]; g->pw = o->padding[1];
     g->dh = o->dilation[0]; g->dw = o->dilation[1];
-    int64_t eh = g->dh * (g->kh - 1) + 1, ew = g->dw * (g->kw - 1) + 1;
+    int64_t eh, ew;   /* the dilated kernel: sizes of views may be huge, so checked */
+    if (g->kh < 1 || g->kw < 1 || !ft_size_mul(g->dh, g->kh - 1, &eh) || !ft_size_mul(g->dw, g->kw - 1, &ew)) {
+        ft_set_error("conv2d: kernel of weight %s with dilation (%d,%d) is empty or too large", wsh,
+                     o->dilation[0], o->dilation[1]);
+        return -1;
+    }
+    eh += 1, ew += 1;
     int64_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;
     if (g->kh < 1 || g->kw < 1 || eh > hp || ew > wp) {
         ft_set_error("conv2d: kernel %lldx%lld (dilated %lldx%lld) larger than padded input "

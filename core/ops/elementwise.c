@@ -247,19 +247,77 @@ static inline float clamp1(float x, float lo, float hi) {
     return t > hi ? hi : t;
 }
 
+/* ---- the op tables --------------------------------------------------------------
+ *
+ * Every elementwise float op is declared once, in one of the two tables below; the enums,
+ * names, saved tensors and the forward and backward kernels are all generated from them.
+ * Adding an op is one line here plus its public function (ft/ops.h) and its binding.
+ * int64 tensors have their own small kernels (unary_i64, binary_i64): negation and
+ * arithmetic with integers, which wraps around as torch's does.
+ *
+ * UNARY_OPS(X): X(ENUM, name, forward, saves, backward)
+ *   forward:  an expression in x (the input element) and the op's scalars p0, p1
+ *   saves:    what backward reads: SAVE_NONE, SAVE_INPUT or SAVE_OUTPUT
+ *   backward: the input's gradient as an expression in x (the output's gradient element),
+ *             y (the saved element; the gradient itself for SAVE_NONE) and p0, p1
+ * Expressions are parenthesised so that their commas stay inside one macro argument. */
+typedef enum { SAVE_NONE, SAVE_INPUT, SAVE_OUTPUT } save_kind;
+
+#define UNARY_OPS(X)                                                                               \
+    X(NEG, "neg", (-x), SAVE_NONE, (x * -1.0f))                                                    \
+    X(ADDS, "add", (x + p0), SAVE_NONE, (x))                                                       \
+    X(MULS, "mul", (x * p0), SAVE_NONE, (x * p0))                                                  \
+    X(RSUBS, "rsub", (p0 - x), SAVE_NONE, (x * -1.0f))                                             \
+    X(RDIVS, "rdiv", (p0 / x), SAVE_INPUT, (-x * p0 / (y * y)))                                    \
+    X(POWS, "pow", (powf(x, p0)), SAVE_INPUT, (p0 == 0.0f ? 0.0f : x * (p0 * powf(y, p0 - 1.0f)))) \
+    X(SQUARE, "pow", (x * x), SAVE_INPUT, (x * 2.0f * y))                                          \
+    X(EXP, "exp", (expf(x)), SAVE_OUTPUT, (x * y))                                                 \
+    X(LOG, "log", (logf(x)), SAVE_INPUT, (x / y))                                                  \
+    X(SQRT, "sqrt", (sqrtf(x)), SAVE_OUTPUT, (x / (2.0f * y)))                                     \
+    X(ABS, "abs", (fabsf(x)), SAVE_INPUT, (y > 0.0f ? x : (y < 0.0f ? -x : 0.0f)))                 \
+    X(TANH, "tanh", (tanhf(x)), SAVE_OUTPUT, (x * (1.0f - y * y)))                                 \
+    X(SIGMOID, "sigmoid", (1.0f / (1.0f + expf(-x))), SAVE_OUTPUT, (x * (1.0f - y) * y))           \
+    X(RELU, "relu", (x < 0.0f ? 0.0f : x), SAVE_OUTPUT, (y > 0.0f ? x : 0.0f)) /* NaN stays NaN */ \
+    X(GELU, "gelu", (0.5f * x * (1.0f + erff(x * SQRT1_2))), SAVE_INPUT, /* Phi(y) + y phi(y) */   \
+      (x * (0.5f * (1.0f + erff(y * SQRT1_2)) + y * expf(-0.5f * y * y) * GELU_PDF_BETA)))         \
+    X(GELU_TANH, "gelu", (gelu_tanh(x)), SAVE_INPUT, (x * gelu_tanh_grad(y)))                      \
+    X(SILU, "silu", (x / (1.0f + expf(-x))), SAVE_INPUT, (x * silu_grad(y)))                       \
+    X(CLAMP, "clamp", (clamp1(x, p0, p1)), SAVE_INPUT, ((y >= p0 && y <= p1) ? x : 0.0f))
+
+/* BINARY_OPS(X): X(ENUM, name, forward, backward function, a saved for, b saved for)
+ *   forward: an expression in x, y (the broadcast operands' elements)
+ *   "saved for": the gradients (GRAD_A, GRAD_B) whose computation reads that operand */
+#define GRAD_A 1
+#define GRAD_B 2
+#define BINARY_OPS(X)                                                                              \
+    X(ADD, "add", (x + y), add_backward, 0, 0)                                                     \
+    X(SUB, "sub", (x - y), sub_backward, 0, 0)                                                     \
+    X(MUL, "mul", (x * y), mul_backward, GRAD_B, GRAD_A)                                           \
+    X(DIV, "div", (x / y), div_backward, GRAD_B, GRAD_A | GRAD_B)                                  \
+    X(POW, "pow", (powf(x, y)), pow_backward, GRAD_A | GRAD_B, GRAD_A | GRAD_B)
+
+#define AS_ENUM_U(E, ...) U_##E,
+#define AS_ENUM_B(E, ...) B_##E,
+typedef enum { UNARY_OPS(AS_ENUM_U) U_COUNT } unary_op;
+typedef enum { BINARY_OPS(AS_ENUM_B) B_COUNT } binary_op;
+
+typedef struct {
+    const char *name;
+    save_kind saves;
+} unary_info;
+
+#define AS_UNARY_INFO(E, NAME, FWD, SAVES, BWD) [U_##E] = {NAME, SAVES},
+static const unary_info unary_table[] = {UNARY_OPS(AS_UNARY_INFO)};
+_Static_assert(sizeof unary_table / sizeof unary_table[0] == U_COUNT, "one unary_table row per unary op");
+/* As ggml's op-count guards: a new op also needs its ft_<op> in ft/ops.h, its binding and its
+ * forward and gradient checks in tests/c/test_ops_basic.c; update the counts with them. */
+_Static_assert(U_COUNT == 18, "unary op added or removed: update ft/ops.h, the bindings and the tests");
+
 /* ---- binary kernels ------------------------------------------------------------ */
 
-typedef enum {
-    B_ADD, B_SUB, B_MUL, B_DIV, B_POW,
-    /* backward kernels: x is the incoming gradient, y a saved tensor */
-    B_SQRT_BW, B_ABS_BW, B_TANH_BW, B_SIGMOID_BW, B_RELU_BW, B_GELU_BW, B_GELU_TANH_BW,
-    B_SILU_BW, B_CLAMP_BW, B_SQUARE_BW, B_POWS_BW, B_RDIV_BW,
-    B_KEEP_IF, B_DROP_IF   /* y is a float mask: keep x where y != 0 / where y == 0 */
-} binary_op;
-
-/* out[shape] = op(x, y) for float32 x, y broadcasting to shape; p0, p1 are op scalars. */
+/* out[shape] = op(x, y) for float32 x, y broadcasting to shape. */
 static ft_tensor *binary_f32(binary_op op, const ft_tensor *x, const ft_tensor *y,
-                             const int64_t *shape, int ndim, float p0, float p1) {
+                             const int64_t *shape, int ndim) {
     ft_tensor *out = ft_empty(shape, ndim, FT_FLOAT32);
     if (!out) return NULL;
     const ft_tensor *ops[2] = {x, y};
@@ -268,39 +326,36 @@ static ft_tensor *binary_f32(binary_op op, const ft_tensor *x, const ft_tensor *
     const float *X = ft_f32(x), *Y = ft_f32(y);
     float *O = ft_f32(out);
     switch (op) {
-    case B_ADD: LOOP2(&p, float, X, float, Y, float, O, x + y); break;
-    case B_SUB: LOOP2(&p, float, X, float, Y, float, O, x - y); break;
-    case B_MUL: LOOP2(&p, float, X, float, Y, float, O, x * y); break;
-    case B_DIV: LOOP2(&p, float, X, float, Y, float, O, x / y); break;
-    case B_POW: LOOP2(&p, float, X, float, Y, float, O, powf(x, y)); break;
-    case B_SQRT_BW: LOOP2(&p, float, X, float, Y, float, O, x / (2.0f * y)); break;
-    case B_ABS_BW: LOOP2(&p, float, X, float, Y, float, O, y > 0.0f ? x : (y < 0.0f ? -x : 0.0f)); break;
-    case B_TANH_BW: LOOP2(&p, float, X, float, Y, float, O, x * (1.0f - y * y)); break;
-    case B_SIGMOID_BW: LOOP2(&p, float, X, float, Y, float, O, x * (1.0f - y) * y); break;
-    case B_RELU_BW: LOOP2(&p, float, X, float, Y, float, O, y > 0.0f ? x : 0.0f); break;
-    case B_GELU_BW:
-        /* d/dy [y * Phi(y)] = Phi(y) + y * phi(y) */
-        LOOP2(&p, float, X, float, Y, float, O,
-              x * (0.5f * (1.0f + erff(y * SQRT1_2)) +
-                   y * expf(-0.5f * y * y) * GELU_PDF_BETA));
-        break;
-    case B_GELU_TANH_BW:
-        LOOP2(&p, float, X, float, Y, float, O, x * gelu_tanh_grad(y));
-        break;
-    case B_SILU_BW:
-        LOOP2(&p, float, X, float, Y, float, O, x * silu_grad(y));
-        break;
-    case B_CLAMP_BW: LOOP2(&p, float, X, float, Y, float, O, (y >= p0 && y <= p1) ? x : 0.0f); break;
-    case B_SQUARE_BW: LOOP2(&p, float, X, float, Y, float, O, x * 2.0f * y); break;
-    case B_POWS_BW: LOOP2(&p, float, X, float, Y, float, O, x * (p0 * powf(y, p0 - 1.0f))); break;
-    case B_RDIV_BW: LOOP2(&p, float, X, float, Y, float, O, -x * p0 / (y * y)); break;
-    case B_KEEP_IF: LOOP2(&p, float, X, float, Y, float, O, y != 0.0f ? x : 0.0f); break;
-    case B_DROP_IF: LOOP2(&p, float, X, float, Y, float, O, y != 0.0f ? 0.0f : x); break;
+#define BINARY_CASE(E, NAME, FWD, BWD, SA, SB) case B_##E: LOOP2(&p, float, X, float, Y, float, O, FWD); break;
+    BINARY_OPS(BINARY_CASE)
+#undef BINARY_CASE
+    case B_COUNT: break;
     }
     return out;
 }
 
-/* int64 arithmetic (no autograd: int64 tensors never require grad). */
+/* Gradients through a float 0/1 mask m (same shape as g): g where m != 0 (keep) or where
+ * m == 0 (drop). For where's and masked_fill's backward. */
+static ft_tensor *masked_grad(const ft_tensor *g, const ft_tensor *m, bool keep) {
+    ft_tensor *out = ft_empty(g->shape, g->ndim, FT_FLOAT32);
+    if (!out) return NULL;
+    const ft_tensor *ops[2] = {g, m};
+    iter_plan p;
+    plan_init(&p, g->shape, g->ndim, 2, ops);
+    const float *X = ft_f32(g), *Y = ft_f32(m);
+    float *O = ft_f32(out);
+    if (keep) LOOP2(&p, float, X, float, Y, float, O, y != 0.0f ? x : 0.0f);
+    else LOOP2(&p, float, X, float, Y, float, O, y != 0.0f ? 0.0f : x);
+    return out;
+}
+
+/* int64 arithmetic wraps around on overflow, as torch's does (computed unsigned: signed
+ * overflow is undefined in C). */
+static inline int64_t wrap_add(int64_t a, int64_t b) { return (int64_t)((uint64_t)a + (uint64_t)b); }
+static inline int64_t wrap_sub(int64_t a, int64_t b) { return (int64_t)((uint64_t)a - (uint64_t)b); }
+static inline int64_t wrap_mul(int64_t a, int64_t b) { return (int64_t)((uint64_t)a * (uint64_t)b); }
+
+/* int64 arithmetic (no autograd: int64 tensors never require grad): add, sub and mul. */
 static ft_tensor *binary_i64(binary_op op, const ft_tensor *x, const ft_tensor *y,
                              const int64_t *shape, int ndim) {
     ft_tensor *out = ft_empty(shape, ndim, FT_INT64);
@@ -311,15 +366,15 @@ static ft_tensor *binary_i64(binary_op op, const ft_tensor *x, const ft_tensor *
     const int64_t *X = ft_i64(x), *Y = ft_i64(y);
     int64_t *O = ft_i64(out);
     switch (op) {
-    case B_ADD: LOOP2(&p, int64_t, X, int64_t, Y, int64_t, O, x + y); break;
-    case B_SUB: LOOP2(&p, int64_t, X, int64_t, Y, int64_t, O, x - y); break;
-    case B_MUL: LOOP2(&p, int64_t, X, int64_t, Y, int64_t, O, x * y); break;
+    case B_ADD: LOOP2(&p, int64_t, X, int64_t, Y, int64_t, O, wrap_add(x, y)); break;
+    case B_SUB: LOOP2(&p, int64_t, X, int64_t, Y, int64_t, O, wrap_sub(x, y)); break;
+    case B_MUL: LOOP2(&p, int64_t, X, int64_t, Y, int64_t, O, wrap_mul(x, y)); break;
     default: ft_release(out); ft_set_error("internal: no int64 kernel"); return NULL;
     }
     return out;
 }
 
-/* ---- add, sub, mul, div, pow --------------------------------------------------- */
+/* ---- add, sub, mul, div, pow: backward --------------------------------------------- */
 
 static int add_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
     if (n->inputs[0] && !(gi[0] = reduce_grad(g, n->inputs[0]))) return -1;
@@ -348,7 +403,7 @@ static int mul_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
     for (int k = 0; k < 2; k++) {
         if (!n->inputs[k]) continue;
         const ft_tensor *other = n->saved[1 - k];
-        ft_tensor *full = binary_f32(B_MUL, g, other, g->shape, g->ndim, 0, 0);
+        ft_tensor *full = binary_f32(B_MUL, g, other, g->shape, g->ndim);
         if (!full) return -1;
         gi[k] = reduce_grad(full, n->inputs[k]);
         ft_release(full);
@@ -392,7 +447,7 @@ static ft_tensor *ternary_f32(ternary_op op, const ft_tensor *x, const ft_tensor
 static int div_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
     const ft_tensor *a = n->saved[0], *b = n->saved[1];
     if (n->inputs[0]) {
-        ft_tensor *full = binary_f32(B_DIV, g, b, g->shape, g->ndim, 0, 0);
+        ft_tensor *full = binary_f32(B_DIV, g, b, g->shape, g->ndim);
         if (!full) return -1;
         gi[0] = reduce_grad(full, n->inputs[0]);
         ft_release(full);
@@ -422,61 +477,55 @@ static int pow_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
     return 0;
 }
 
-/* Keeps only what the needed gradients read: saved[0] = a, saved[1] = b. */
-static void save_operands(ft_node *node, binary_op op, const ft_tensor *a, const ft_tensor *b) {
-    bool need_a = node->inputs[0] != NULL, need_b = node->inputs[1] != NULL;
-    if (op == B_MUL) {
-        if (need_b) node->saved[0] = ft_detach(a);
-        if (need_a) node->saved[1] = ft_detach(b);
-    } else if (op == B_DIV) {
-        if (need_b) node->saved[0] = ft_detach(a);
-        node->saved[1] = ft_detach(b);
-    } else if (op == B_POW) {
-        node->saved[0] = ft_detach(a);
-        node->saved[1] = ft_detach(b);
-    }
-}
+typedef struct {
+    const char *name;
+    ft_backward_fn backward;
+    int a_for, b_for;   /* GRAD_A | GRAD_B: which gradients read a, b */
+} binary_info;
+
+#define AS_BINARY_INFO(E, NAME, FWD, BWD, SA, SB) [B_##E] = {NAME, BWD, SA, SB},
+static const binary_info binary_table[] = {BINARY_OPS(AS_BINARY_INFO)};
+_Static_assert(sizeof binary_table / sizeof binary_table[0] == B_COUNT, "one binary_table row per binary op");
+_Static_assert(B_COUNT == 5, "binary op added or removed: update ft/ops.h, the bindings and the tests");
 
 /* Shared driver of the arithmetic binary ops. int64 with int64 stays int64 for
  * add/sub/mul; any other mix computes in float32. */
-static ft_tensor *arith(binary_op op, const ft_tensor *a, const ft_tensor *b, const char *name) {
+static ft_tensor *arith(binary_op op, const ft_tensor *a, const ft_tensor *b) {
+    const binary_info *info = &binary_table[op];
     int64_t shape[FT_MAX_DIMS];
     int ndim;
-    if (ft_broadcast_shape(a->shape, a->ndim, b->shape, b->ndim, shape, &ndim, name) < 0)
+    if (ft_broadcast_shape(a->shape, a->ndim, b->shape, b->ndim, shape, &ndim, info->name) < 0)
         return NULL;
     if (a->dtype == FT_INT64 && b->dtype == FT_INT64) {
         if (op == B_ADD || op == B_SUB || op == B_MUL) return binary_i64(op, a, b, shape, ndim);
         if (op == B_POW) {
-            ft_set_error("%s: expected a float32 tensor, got int64", name);
+            ft_set_error("%s: expected a float32 tensor, got int64", info->name);
             return NULL;
         }
     }
     ft_tensor *af = as_f32(a), *bf = af ? as_f32(b) : NULL;
-    ft_tensor *out = bf ? binary_f32(op, af, bf, shape, ndim, 0, 0) : NULL;
+    ft_tensor *out = bf ? binary_f32(op, af, bf, shape, ndim) : NULL;
     if (out && ft_grad_needed2(a, b)) {
-        static const ft_backward_fn fns[] = {add_backward, sub_backward, mul_backward,
-                                             div_backward, pow_backward};
-        ft_node *node = ft_node_new(name, fns[op], out, 2, a, b);
-        if (node) save_operands(node, op, af, bf);
+        ft_node *node = ft_node_new(info->name, info->backward, out, 2, a, b);
+        if (node) {
+            /* keep only what the needed gradients read: saved[0] = a, saved[1] = b */
+            int needed = (node->inputs[0] ? GRAD_A : 0) | (node->inputs[1] ? GRAD_B : 0);
+            if (info->a_for & needed) node->saved[0] = ft_detach(af);
+            if (info->b_for & needed) node->saved[1] = ft_detach(bf);
+        }
     }
     ft_release(af);
     ft_release(bf);
     return out;
 }
 
-ft_tensor *ft_add(const ft_tensor *a, const ft_tensor *b) { return arith(B_ADD, a, b, "add"); }
-ft_tensor *ft_sub(const ft_tensor *a, const ft_tensor *b) { return arith(B_SUB, a, b, "sub"); }
-ft_tensor *ft_mul(const ft_tensor *a, const ft_tensor *b) { return arith(B_MUL, a, b, "mul"); }
-ft_tensor *ft_div(const ft_tensor *a, const ft_tensor *b) { return arith(B_DIV, a, b, "div"); }
-ft_tensor *ft_pow(const ft_tensor *a, const ft_tensor *b) { return arith(B_POW, a, b, "pow"); }
+ft_tensor *ft_add(const ft_tensor *a, const ft_tensor *b) { return arith(B_ADD, a, b); }
+ft_tensor *ft_sub(const ft_tensor *a, const ft_tensor *b) { return arith(B_SUB, a, b); }
+ft_tensor *ft_mul(const ft_tensor *a, const ft_tensor *b) { return arith(B_MUL, a, b); }
+ft_tensor *ft_div(const ft_tensor *a, const ft_tensor *b) { return arith(B_DIV, a, b); }
+ft_tensor *ft_pow(const ft_tensor *a, const ft_tensor *b) { return arith(B_POW, a, b); }
 
 /* ---- unary kernels ------------------------------------------------------------- */
-
-typedef enum {
-    U_NEG, U_ADDS, U_MULS, U_RSUBS, U_RDIVS, U_POWS, U_SQUARE,
-    U_EXP, U_LOG, U_SQRT, U_ABS, U_TANH, U_SIGMOID, U_RELU, U_GELU, U_GELU_TANH, U_SILU,
-    U_CLAMP
-} unary_op;
 
 static ft_tensor *unary_f32(unary_op op, const ft_tensor *a, float p0, float p1) {
     ft_tensor *out = ft_empty(a->shape, a->ndim, FT_FLOAT32);
@@ -486,28 +535,29 @@ static ft_tensor *unary_f32(unary_op op, const ft_tensor *a, float p0, float p1)
     const float *X = ft_f32(a);
     float *O = ft_f32(out);
     switch (op) {
-    case U_NEG: LOOP1(&p, float, X, float, O, -x); break;
-    case U_ADDS: LOOP1(&p, float, X, float, O, x + p0); break;
-    case U_MULS: LOOP1(&p, float, X, float, O, x * p0); break;
-    case U_RSUBS: LOOP1(&p, float, X, float, O, p0 - x); break;
-    case U_RDIVS: LOOP1(&p, float, X, float, O, p0 / x); break;
-    case U_POWS: LOOP1(&p, float, X, float, O, powf(x, p0)); break;
-    case U_SQUARE: LOOP1(&p, float, X, float, O, x * x); break;
-    case U_EXP: LOOP1(&p, float, X, float, O, expf(x)); break;
-    case U_LOG: LOOP1(&p, float, X, float, O, logf(x)); break;
-    case U_SQRT: LOOP1(&p, float, X, float, O, sqrtf(x)); break;
-    case U_ABS: LOOP1(&p, float, X, float, O, fabsf(x)); break;
-    case U_TANH: LOOP1(&p, float, X, float, O, tanhf(x)); break;
-    case U_SIGMOID: LOOP1(&p, float, X, float, O, 1.0f / (1.0f + expf(-x))); break;
-    case U_RELU: LOOP1(&p, float, X, float, O, x < 0.0f ? 0.0f : x); break;   /* NaN stays NaN */
-    case U_GELU: LOOP1(&p, float, X, float, O, 0.5f * x * (1.0f + erff(x * SQRT1_2))); break;
-    case U_GELU_TANH:
-        LOOP1(&p, float, X, float, O, gelu_tanh(x));
-        break;
-    case U_SILU: LOOP1(&p, float, X, float, O, x / (1.0f + expf(-x))); break;
-    case U_CLAMP:
-        LOOP1(&p, float, X, float, O, clamp1(x, p0, p1));
-        break;
+#define UNARY_CASE(E, NAME, FWD, SAVES, BWD) case U_##E: LOOP1(&p, float, X, float, O, FWD); break;
+    UNARY_OPS(UNARY_CASE)
+#undef UNARY_CASE
+    case U_COUNT: break;
+    }
+    return out;
+}
+
+/* The input's gradient from g and the saved tensor s (g itself when nothing is saved). */
+static ft_tensor *unary_grad_f32(unary_op op, const ft_tensor *g, const ft_tensor *s, float p0, float p1) {
+    ft_tensor *out = ft_empty(g->shape, g->ndim, FT_FLOAT32);
+    if (!out) return NULL;
+    const ft_tensor *ops[2] = {g, s};
+    iter_plan p;
+    plan_init(&p, g->shape, g->ndim, 2, ops);
+    const float *X = ft_f32(g), *Y = ft_f32(s);
+    float *O = ft_f32(out);
+    switch (op) {
+#define UNARY_GRAD_CASE(E, NAME, FWD, SAVES, BWD) \
+    case U_##E: LOOP2(&p, float, X, float, Y, float, O, ((void)y, BWD)); break;
+    UNARY_OPS(UNARY_GRAD_CASE)
+#undef UNARY_GRAD_CASE
+    case U_COUNT: break;
     }
     return out;
 }
@@ -520,10 +570,10 @@ static ft_tensor *unary_i64(unary_op op, const ft_tensor *a, int64_t p0) {
     const int64_t *X = ft_i64(a);
     int64_t *O = ft_i64(out);
     switch (op) {
-    case U_NEG: LOOP1(&p, int64_t, X, int64_t, O, -x); break;
-    case U_ADDS: LOOP1(&p, int64_t, X, int64_t, O, x + p0); break;
-    case U_MULS: LOOP1(&p, int64_t, X, int64_t, O, x * p0); break;
-    case U_RSUBS: LOOP1(&p, int64_t, X, int64_t, O, p0 - x); break;
+    case U_NEG: LOOP1(&p, int64_t, X, int64_t, O, wrap_sub(0, x)); break;
+    case U_ADDS: LOOP1(&p, int64_t, X, int64_t, O, wrap_add(x, p0)); break;
+    case U_MULS: LOOP1(&p, int64_t, X, int64_t, O, wrap_mul(x, p0)); break;
+    case U_RSUBS: LOOP1(&p, int64_t, X, int64_t, O, wrap_sub(p0, x)); break;
     default: ft_release(out); ft_set_error("internal: no int64 kernel"); return NULL;
     }
     return out;
@@ -531,54 +581,13 @@ static ft_tensor *unary_i64(unary_op op, const ft_tensor *a, int64_t p0) {
 
 /* node->i[0] = unary_op, node->f[0..1] = its scalars, saved[0] = input or output */
 static int unary_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
-    const ft_tensor *s = n->saved[0];
-    float p0 = (float)n->f[0], p1 = (float)n->f[1];
-    ft_tensor *r = NULL;
-    switch ((unary_op)n->i[0]) {
-    case U_NEG: r = unary_f32(U_MULS, g, -1.0f, 0); break;
-    case U_RSUBS: r = unary_f32(U_MULS, g, -1.0f, 0); break;
-    case U_ADDS: r = ft_contiguous(g); break;
-    case U_MULS: r = unary_f32(U_MULS, g, p0, 0); break;
-    case U_RDIVS: r = binary_f32(B_RDIV_BW, g, s, g->shape, g->ndim, p0, 0); break;
-    case U_POWS:
-        r = p0 == 0.0f ? ft_zeros(g->shape, g->ndim, FT_FLOAT32)
-                       : binary_f32(B_POWS_BW, g, s, g->shape, g->ndim, p0, 0);
-        break;
-    case U_SQUARE: r = binary_f32(B_SQUARE_BW, g, s, g->shape, g->ndim, 0, 0); break;
-    case U_EXP: r = binary_f32(B_MUL, g, s, g->shape, g->ndim, 0, 0); break;        /* s = out */
-    case U_LOG: r = binary_f32(B_DIV, g, s, g->shape, g->ndim, 0, 0); break;        /* s = in */
-    case U_SQRT: r = binary_f32(B_SQRT_BW, g, s, g->shape, g->ndim, 0, 0); break;   /* s = out */
-    case U_ABS: r = binary_f32(B_ABS_BW, g, s, g->shape, g->ndim, 0, 0); break;
-    case U_TANH: r = binary_f32(B_TANH_BW, g, s, g->shape, g->ndim, 0, 0); break;   /* s = out */
-    case U_SIGMOID: r = binary_f32(B_SIGMOID_BW, g, s, g->shape, g->ndim, 0, 0); break;
-    case U_RELU: r = binary_f32(B_RELU_BW, g, s, g->shape, g->ndim, 0, 0); break;   /* s = out */
-    case U_GELU: r = binary_f32(B_GELU_BW, g, s, g->shape, g->ndim, 0, 0); break;
-    case U_GELU_TANH: r = binary_f32(B_GELU_TANH_BW, g, s, g->shape, g->ndim, 0, 0); break;
-    case U_SILU: r = binary_f32(B_SILU_BW, g, s, g->shape, g->ndim, 0, 0); break;
-    case U_CLAMP: r = binary_f32(B_CLAMP_BW, g, s, g->shape, g->ndim, p0, p1); break;
-    }
-    gi[0] = r;
-    return r ? 0 : -1;
-}
-
-/* Which tensor the backward of op reads: 0 none, 1 the input, 2 the output. */
-static int unary_saves(unary_op op) {
-    switch (op) {
-    case U_NEG: case U_ADDS: case U_MULS: case U_RSUBS: return 0;
-    case U_EXP: case U_SQRT: case U_TANH: case U_SIGMOID: case U_RELU: return 2;
-    default: return 1;
-    }
-}
-
-static const char *unary_name(unary_op op) {
-    static const char *names[] = {"neg", "add", "mul", "rsub", "rdiv", "pow", "pow",
-                                  "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu",
-                                  "gelu", "gelu", "silu", "clamp"};
-    return names[op];
+    const ft_tensor *s = n->saved[0] ? n->saved[0] : g;
+    gi[0] = unary_grad_f32((unary_op)n->i[0], g, s, (float)n->f[0], (float)n->f[1]);
+    return gi[0] ? 0 : -1;
 }
 
 static ft_tensor *unary(unary_op op, const ft_tensor *a, double p0, double p1) {
-    const char *name = unary_name(op);
+    const char *name = unary_table[op].name;
     if (a->dtype == FT_INT64) {
         /* integer arithmetic with an integral scalar stays int64, as in PyTorch */
         bool integral = fabs(p0) < 9.0e18 && p0 == (double)(int64_t)p0;
@@ -599,9 +608,8 @@ static ft_tensor *unary(unary_op op, const ft_tensor *a, double p0, double p1) {
         node->i[0] = op;
         node->f[0] = p0;
         node->f[1] = p1;
-        int which = unary_saves(op);
-        if (which == 1) node->saved[0] = ft_detach(a);
-        if (which == 2) node->saved[0] = ft_detach(out);
+        if (unary_table[op].saves == SAVE_INPUT) node->saved[0] = ft_detach(a);
+        if (unary_table[op].saves == SAVE_OUTPUT) node->saved[0] = ft_detach(out);
     }
     return out;
 }
@@ -695,7 +703,7 @@ static ft_tensor *mask_f32(const ft_tensor *m) {
 
 /* saved[0] = the float mask; the gradient is zero where the value was filled. */
 static int masked_fill_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
-    gi[0] = binary_f32(B_DROP_IF, g, n->saved[0], g->shape, g->ndim, 0, 0);
+    gi[0] = masked_grad(g, n->saved[0], false);
     return gi[0] ? 0 : -1;
 }
 
@@ -719,6 +727,10 @@ ft_tensor *ft_masked_fill(const ft_tensor *a, const ft_tensor *mask, double valu
                          ft_shape_str(a->shape, a->ndim, sa, sizeof sa));
             return NULL;
         }
+    }
+    if (a->dtype == FT_INT64 && !ft_is_int64_value(value)) {
+        ft_set_error("masked_fill: %g is not an integer (int64 tensors hold integers)", value);
+        return NULL;
     }
     ft_tensor *m = mask_f32(mask);
     if (!m) return NULL;
@@ -746,10 +758,9 @@ ft_tensor *ft_masked_fill(const ft_tensor *a, const ft_tensor *mask, double valu
 
 /* saved[0] = the float condition */
 static int where_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
-    static const binary_op kernels[2] = {B_KEEP_IF, B_DROP_IF};
     for (int k = 0; k < 2; k++) {
         if (!n->inputs[k]) continue;
-        ft_tensor *full = binary_f32(kernels[k], g, n->saved[0], g->shape, g->ndim, 0, 0);
+        ft_tensor *full = masked_grad(g, n->saved[0], k == 0);   /* a where cond, b elsewhere */
         if (!full) return -1;
         gi[k] = reduce_grad(full, n->inputs[k]);
         ft_release(full);

@@ -3,6 +3,7 @@
  * or a transposed row-major matrix is passed as is with the matching transpose flag;
  * only other layouts are copied with ft_contiguous. */
 #include <cblas.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -44,13 +45,17 @@ static bool gemm_layout(const ft_tensor *t, CBLAS_TRANSPOSE *trans, int *ld) {
     int64_t sr = t->strides[nd - 2], sc = t->strides[nd - 1];
     int64_t minr = cols > 1 ? cols : 1, minc = rows > 1 ? rows : 1;
     if ((cols == 1 || sc == 1) && (rows == 1 || sr >= minr)) {
+        int64_t lead = rows == 1 ? minr : sr;
+        if (lead > INT_MAX) return false;   /* BLAS takes int strides: copy instead */
         *trans = CblasNoTrans;
-        *ld = (int)(rows == 1 ? minr : sr);
+        *ld = (int)lead;
         return true;
     }
     if ((rows == 1 || sr == 1) && (cols == 1 || sc >= minc)) {
+        int64_t lead = cols == 1 ? minc : sc;
+        if (lead > INT_MAX) return false;
         *trans = CblasTrans;
-        *ld = (int)(cols == 1 ? minc : sc);
+        *ld = (int)lead;
         return true;
     }
     return false;
@@ -76,6 +81,15 @@ static void gemm(int M, int N, int K, gemm_operand A, gemm_operand B, float beta
     cblas_sgemm(CblasRowMajor, A.trans, B.trans, M, N, K, 1.0f, A.p, A.ld, B.p, B.ld, beta, C, ldc);
 }
 
+/* BLAS counts rows and columns in int: larger matrices are refused, not truncated. */
+static int check_blas_dims(int64_t rows, int64_t inner, int64_t cols, const char *op) {
+    if (rows <= INT_MAX && inner <= INT_MAX && cols <= INT_MAX) return 0;
+    ft_set_error("%s: a [%lld x %lld] @ [%lld x %lld] product has a dimension above 2^31 - 1, "
+                 "more than BLAS supports", op, (long long)rows, (long long)inner, (long long)inner,
+                 (long long)cols);
+    return -1;
+}
+
 /* out [batch..., n, m] = a [batchA..., n, k] @ b [batchB..., k, m] with the batch
  * dims broadcast; a, b have ndim >= 2 and matching k. No autograd. */
 static ft_tensor *bmm(const ft_tensor *a_in, const ft_tensor *b_in) {
@@ -89,6 +103,7 @@ static ft_tensor *bmm(const ft_tensor *a_in, const ft_tensor *b_in) {
                      ft_shape_str(a_in->shape, na, sa, sizeof sa), ft_shape_str(b_in->shape, nb, sb, sizeof sb));
         return NULL;
     }
+    if (check_blas_dims(n, k, m, "matmul") < 0) return NULL;
     memcpy(oshape, batch, sizeof(int64_t) * (size_t)nbatch);
     oshape[nbatch] = n;
     oshape[nbatch + 1] = m;
@@ -116,7 +131,7 @@ static ft_tensor *bmm(const ft_tensor *a_in, const ft_tensor *b_in) {
         a_rows = a->shape[d] == 1 || a->strides[d] == step;
         step *= a->shape[d];
     }
-    if (b_single && a_rows) {
+    if (b_single && a_rows && nmat * n <= INT_MAX) {   /* nmat * n <= numel(out): no overflow */
         A.p = ft_f32(a);
         B.p = ft_f32(b);
         gemm((int)(nmat * n), (int)m, (int)k, A, B, 0.0f, C, (int)m);
@@ -332,6 +347,7 @@ ft_tensor *ft_linear(const ft_tensor *x, const ft_tensor *weight, const ft_tenso
     oshape[x->ndim - 1] = nout;
     int64_t M = 1;   /* rows of the flattened input */
     for (int d = 0; d < x->ndim - 1; d++) M *= x->shape[d];
+    if (check_blas_dims(M, nin, nout, "linear") < 0) return NULL;
     ft_tensor *xc = plain_contiguous(x);                /* [M, in] */
     ft_tensor *wd = xc ? plain(weight) : NULL;
     ft_tensor *wr = wd ? gemm_ready(wd) : NULL;

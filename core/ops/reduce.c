@@ -403,6 +403,10 @@ static void softmax_run(const float *x, float *y, int64_t outer, int64_t size, i
                 for (int64_t r = 0; r < size; r++) s += expf(xr[r] - m);
                 float lse = m + logf((float)s);
                 for (int64_t r = 0; r < size; r++) yr[r] = xr[r] - lse;
+            } else if (m == -INFINITY) {
+                /* nothing to attend to (a fully masked row): zeros, as the attention kernel
+                 * gives, not 0/0; a NaN stays NaN */
+                for (int64_t r = 0; r < size; r++) yr[r] = xr[r] == -INFINITY ? 0.0f : xr[r];
             } else {
                 for (int64_t r = 0; r < size; r++) {
                     yr[r] = expf(xr[r] - m);
@@ -438,6 +442,11 @@ static void softmax_run(const float *x, float *y, int64_t outer, int64_t size, i
                 if (logsm) yb[r * inner + i] = xb[r * inner + i] - (float)s[i];
                 else yb[r * inner + i] *= (float)s[i];
             }
+        if (!logsm)   /* fully masked columns: zeros, as above */
+            for (int64_t i = 0; i < w; i++)
+                if (m[i] == -INFINITY)
+                    for (int64_t r = 0; r < size; r++)
+                        yb[r * inner + i] = xb[r * inner + i] == -INFINITY ? 0.0f : xb[r * inner + i];
     }
 }
 

@@ -157,7 +157,10 @@ ft_tensor *ft_cat(ft_tensor *const *ts, int n, int dim) {
                          ft_shape_str(t->shape, t->ndim, s1, sizeof s1), j);
             return NULL;
         }
-        oshape[d] += t->shape[d];
+        if (!ft_size_add(oshape[d], t->shape[d], &oshape[d])) {
+            ft_set_error("cat: the sizes of dim %d add up to more than 2^63", d);
+            return NULL;
+        }
     }
     /* mixed dtypes concatenate as float32 */
     ft_dtype dtype = any_float ? FT_FLOAT32 : FT_INT64;

@@ -8,6 +8,15 @@
 # FTLUA selects the ftlua binary (default build/ftlua); PyTorch is Debian's /usr/bin/python3.
 set -euo pipefail
 
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; }
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+if [ $# -gt 2 ]; then echo "$(basename "$0"): at most 2 arguments, got $# (see --help)" >&2; exit 2; fi
+for a in "$@"; do
+  case "$a" in
+    ''|*[!0-9]*|0) echo "$(basename "$0"): expected positive integers, got '$a' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
 n=${1:-6400}
 threads=${2:-2}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -21,7 +30,7 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
 echo "== ftlua: $n images, $threads threads"
 "$ftlua" "$root/scripts/train_fashion_mnist.lua" --limit "$n" --epochs 1 --threads "$threads" \
-  --out "$tmp/resnet_s.h5" 2>/dev/null | tee "$tmp/ftlua.log"
+  --out "$tmp/run" 2>/dev/null | tee "$tmp/ftlua.log"
 echo "== PyTorch: $n images, $threads threads"
 /usr/bin/python3 "$root/scripts/bench/train_fashion_mnist_torch.py" --limit "$n" --epochs 1 \
   --threads "$threads" --no-eval | tee "$tmp/torch.log"

@@ -8,6 +8,15 @@
 # FTLUA selects the ftlua binary (default build/ftlua); PyTorch is Debian's /usr/bin/python3.
 set -euo pipefail
 
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; }
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+if [ $# -gt 4 ]; then echo "$(basename "$0"): at most 4 arguments, got $# (see --help)" >&2; exit 2; fi
+for a in "$@"; do
+  case "$a" in
+    ''|*[!0-9]*|0) echo "$(basename "$0"): expected positive integers, got '$a' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
 threads=${1:-2}
 batch=${2:-8}
 context=${3:-256}

@@ -12,14 +12,15 @@ local argparse = require "argparse"
 
 local F = ft.nn.functional
 
+local positive = ft.recipe.integer({ min = 1 })
 local parser = argparse("gpt_s_step.lua", "Time GPT-S training steps.")
-parser:option("--batch-size", "Sequences per step.", "8"):convert(math.tointeger)
-parser:option("--context", "Tokens per sequence.", "256"):convert(math.tointeger)
-parser:option("--steps", "Timed steps.", "10"):convert(math.tointeger)
-parser:option("--warmup", "Untimed steps first.", "2"):convert(math.tointeger)
-parser:option("--threads", "Threads (default: all cores)."):convert(math.tointeger)
-parser:option("--seed", "Random seed.", "1"):convert(math.tointeger)
-local args = parser:parse()
+parser:option("--batch-size", "Sequences per step.", "8"):convert(positive)
+parser:option("--context", "Tokens per sequence.", "256"):convert(positive)
+parser:option("--steps", "Timed steps.", "10"):convert(positive)
+parser:option("--warmup", "Untimed steps first.", "2"):convert(ft.recipe.integer({ min = 0 }))
+parser:option("--threads", "Threads (default: all cores)."):convert(positive)
+parser:option("--seed", "Random seed.", "1"):convert(ft.recipe.integer({}))
+local args = ft.recipe.parse(parser)
 
 if args.threads then ft.set_num_threads(args.threads) end
 ft.manual_seed(args.seed)

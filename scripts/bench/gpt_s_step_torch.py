@@ -15,6 +15,30 @@ import argparse
 import math
 import time
 
+def positive_int(s):
+    """argparse type: an integer >= 1."""
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError("expected a positive integer, got %r" % s)
+    return v
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--context", type=positive_int, default=256)
+    parser.add_argument("--steps", type=positive_int, default=10, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--threads", type=positive_int, default=None)
+    parser.add_argument("--seed", type=int, default=1)
+    return parser.parse_args()
+
+
+# The command line is read before PyTorch is imported, so that --help (and a bad flag) answer
+# at once, also where PyTorch is not installed.
+if __name__ == "__main__":
+    ARGS = parse_args()
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -77,15 +101,7 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--context", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
+def main(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,4 +139,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGS)

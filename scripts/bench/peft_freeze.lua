@@ -21,15 +21,16 @@ local resnet = require "ft.models.resnet"
 local F = ft.nn.functional
 local peft = ft.peft
 
+local positive = ft.recipe.integer({ min = 1 })
 local parser = argparse("peft_freeze.lua", "Time and measure frozen / adapter training steps.")
-parser:option("--steps", "Timed ResNet-S steps per configuration.", "5"):convert(math.tointeger)
-parser:option("--warmup", "Untimed steps first.", "2"):convert(math.tointeger)
-parser:option("--batch-size", "ResNet-S batch size.", "128"):convert(math.tointeger)
-parser:option("--threads", "Threads.", "2"):convert(math.tointeger)
+parser:option("--steps", "Timed ResNet-S steps per configuration.", "5"):convert(positive)
+parser:option("--warmup", "Untimed steps first.", "2"):convert(ft.recipe.integer({ min = 0 }))
+parser:option("--batch-size", "ResNet-S batch size.", "128"):convert(positive)
+parser:option("--threads", "Threads.", "2"):convert(positive)
 parser:flag("--skip-gpt", "Only the ResNet-S timing.")
 parser:option("--gpt-only", "Measure one GPT-S configuration and print it (used by the full run).")
   :choices({ "full", "lora" })
-local args = parser:parse()
+local args = ft.recipe.parse(parser)
 
 ft.set_num_threads(args.threads)
 

@@ -18,12 +18,40 @@ import os
 import struct
 import time
 
+DATA_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def positive_int(s):
+    """argparse type: an integer >= 1."""
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError("expected a positive integer, got %r" % s)
+    return v
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--epochs", type=positive_int, default=4)
+    ap.add_argument("--batch-size", type=positive_int, default=128)
+    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=positive_int, default=2)
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N training images")
+    ap.add_argument("--data", default=DATA_DIR)
+    ap.add_argument("--no-augment", action="store_true", help="train without random crops and flips")
+    ap.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
+    return ap.parse_args()
+
+
+# The command line is read before PyTorch is imported, so that --help (and a bad flag) answer
+# at once, also where PyTorch is not installed.
+if __name__ == "__main__":
+    ARGS = parse_args()
+
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-DATA_DIR = "/usr/share/datasets/fashion-mnist"
 
 
 def read_idx(path):
@@ -130,18 +158,7 @@ def evaluate(model, x, y, mean, std, batch=1000):
     return correct / len(x)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--limit", type=int, default=0, help="use only the first N training images")
-    ap.add_argument("--data", default=DATA_DIR)
-    ap.add_argument("--no-augment", action="store_true", help="train without random crops and flips")
-    ap.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
-    args = ap.parse_args()
+def main(args):
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -192,4 +209,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGS)

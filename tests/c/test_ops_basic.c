@@ -8,21 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ft/autograd.h"
-#include "ft/ops.h"
-#include "ft/tensor.h"
-
-static int failures = 0;
-
-static void check(bool ok, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (!ok) failures++;
-}
+#include "check.h"
 
 /* ---- tensor helpers ------------------------------------------------------------ */
 
@@ -34,31 +20,12 @@ static ft_tensor *itensor(const int64_t *data, const int64_t *shape, int ndim) {
     return ft_from_data(data, shape, ndim, FT_INT64);
 }
 
-/* Deterministic values in [lo, hi) from a small LCG, so runs are reproducible. */
-static uint64_t lcg_state = 12345;
-static double lcg(void) {
-    lcg_state = lcg_state * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (double)(lcg_state >> 11) / 9007199254740992.0;
-}
-
-static ft_tensor *uniform(const int64_t *shape, int ndim, double lo, double hi) {
-    ft_tensor *t = ft_empty(shape, ndim, FT_FLOAT32);
-    float *p = ft_f32(t);
-    for (int64_t i = 0; i < ft_numel(t); i++) p[i] = (float)(lo + (hi - lo) * lcg());
-    return t;
-}
-
 /* Values whose magnitude is at least `gap`, for functions with a kink at 0. */
 static ft_tensor *away_from_zero(const int64_t *shape, int ndim, double gap, double hi) {
     ft_tensor *t = uniform(shape, ndim, gap, hi);
     float *p = ft_f32(t);
     for (int64_t i = 0; i < ft_numel(t); i++)
         if (lcg() < 0.5) p[i] = -p[i];
-    return t;
-}
-
-static ft_tensor *leaf(ft_tensor *t) {
-    ft_set_requires_grad(t, true);
     return t;
 }
 
@@ -69,20 +36,6 @@ static ft_tensor *transposed_leaf(int64_t rows, int64_t cols, double lo, double 
     ft_tensor *t = ft_transpose(base, 0, 1);
     ft_release(base);
     return leaf(t);
-}
-
-/* Flat index -> multi-index in logical (row-major) order. */
-static void unravel(const ft_tensor *t, int64_t flat, int64_t *idx) {
-    for (int d = t->ndim - 1; d >= 0; d--) {
-        idx[d] = flat % t->shape[d];
-        flat /= t->shape[d];
-    }
-}
-
-static double at(const ft_tensor *t, int64_t flat) {
-    int64_t idx[FT_MAX_DIMS];
-    unravel(t, flat, idx);
-    return ft_get(t, idx);
 }
 
 static bool shape_is(const ft_tensor *t, int ndim, const int64_t *shape) {
@@ -105,92 +58,8 @@ static double max_diff(const ft_tensor *t, const double *expected, int64_t n) {
 
 static void check_values(const char *name, ft_tensor *t, const double *expected, int64_t n, double tol) {
     double d = max_diff(t, expected, n);
-    check(d <= tol, "%s: values (max error %.3g)%s%s", name, d, t ? "" : " error: ",
+    CHECK(d <= tol, "%s: values (max error %.3g)%s%s", name, d, t ? "" : " error: ",
           t ? "" : ft_last_error());
-}
-
-static void check_error(const char *name, ft_tensor *t, const char *expected) {
-    bool ok = t == NULL && strstr(ft_last_error(), expected) != NULL;
-    check(ok, "%s: error \"%s\" (got \"%s\")", name, expected, t ? "no error" : ft_last_error());
-    ft_release(t);
-}
-
-/* ---- finite-difference gradient check ------------------------------------------ */
-
-typedef ft_tensor *(*op_fn)(ft_tensor **in, const void *ctx);
-
-/* L = sum(out * w), accumulated in double. */
-static double weighted_sum(const ft_tensor *out, const ft_tensor *w) {
-    double s = 0;
-    for (int64_t i = 0; i < ft_numel(out); i++) s += at(out, i) * ft_f32(w)[i];
-    return s;
-}
-
-/* Compares the analytic gradient of L = sum(f(in) * w) (w fixed pseudo-random weights,
- * seeded through backward) with central differences of L, for every input that
- * requires grad. eps = 1e-3 in float; tolerance 5e-3, relative above magnitude 1
- * (observed errors stay below 3e-4). */
-static void gradcheck(const char *name, op_fn f, ft_tensor **in, int nin, const void *ctx) {
-    const double eps = 1e-3, tol = 5e-3;
-    for (int i = 0; i < nin; i++) {
-        ft_release(in[i]->grad);
-        in[i]->grad = NULL;
-    }
-    ft_tensor *out = f(in, ctx);
-    if (!out) {
-        check(false, "%s: forward failed: %s", name, ft_last_error());
-        return;
-    }
-    ft_tensor *w = uniform(out->shape, out->ndim, -1.0, 1.0);
-    if (ft_backward(out, w, false) < 0) {
-        check(false, "%s: backward failed: %s", name, ft_last_error());
-        ft_release(out);
-        ft_release(w);
-        return;
-    }
-    ft_release(out);
-    bool prev = ft_set_grad_enabled(false);
-    for (int i = 0; i < nin; i++) {
-        ft_tensor *x = in[i];
-        if (!x->requires_grad) continue;
-        if (!x->grad || !ft_same_shape(x->grad, x)) {
-            check(false, "%s: input %d got no gradient of its shape", name, i);
-            continue;
-        }
-        double worst = 0;
-        int64_t worst_at = -1;
-        double worst_num = 0, worst_ana = 0;
-        for (int64_t e = 0; e < ft_numel(x); e++) {
-            int64_t idx[FT_MAX_DIMS];
-            unravel(x, e, idx);
-            double orig = ft_get(x, idx);
-            ft_set(x, idx, orig + eps);
-            double xp = ft_get(x, idx);   /* the float actually stored */
-            ft_tensor *op = f(in, ctx);
-            ft_set(x, idx, orig - eps);
-            double xm = ft_get(x, idx);
-            ft_tensor *om = f(in, ctx);
-            ft_set(x, idx, orig);
-            double num = (op && om) ? (weighted_sum(op, w) - weighted_sum(om, w)) / (xp - xm) : NAN;
-            ft_release(op);
-            ft_release(om);
-            double ana = at(x->grad, e);
-            double err = fabs(num - ana) / fmax(1.0, fabs(num));
-            if (!(err <= worst)) {
-                worst = err;
-                worst_at = e;
-                worst_num = num;
-                worst_ana = ana;
-            }
-        }
-        char where[96] = "";
-        if (!(worst <= tol))
-            snprintf(where, sizeof where, " at element %lld: numeric %.6g, analytic %.6g",
-                     (long long)worst_at, worst_num, worst_ana);
-        check(worst <= tol, "%s: grad of input %d (max rel error %.2g)%s", name, i, worst, where);
-    }
-    ft_set_grad_enabled(prev);
-    ft_release(w);
 }
 
 static void release_all(ft_tensor **ts, int n) {
@@ -292,7 +161,7 @@ static void test_elementwise_values(void) {
 
     ft_tensor *r = ft_add(ta, tb);
     check_values("add [2,3]+[3]", r, (double[]){11, 22, 33, 14, 25, 36}, 6, 0);
-    check(shape_is(r, 2, s23), "add [2,3]+[3]: shape [2,3]");
+    CHECK(shape_is(r, 2, s23), "add [2,3]+[3]: shape [2,3]");
     ft_release(r);
     r = ft_sub(tb, ta);
     check_values("sub [3]-[2,3]", r, (double[]){9, 18, 27, 6, 15, 24}, 6, 0);
@@ -368,7 +237,7 @@ static void test_elementwise_values(void) {
     ft_tensor *tv = tensor(v, s3, 1);
     r = ft_compare(ta, tv, FT_GT);
     check_values("compare gt [2,3]>[3]", r, (double[]){0, 0, 1, 1, 1, 1}, 6, 0);
-    check(r && r->dtype == FT_FLOAT32, "compare: float32 result");
+    CHECK(r && r->dtype == FT_FLOAT32, "compare: float32 result");
     ft_release(r);
     r = ft_compare(ta, tv, FT_EQ);
     check_values("compare eq", r, (double[]){0, 1, 0, 0, 0, 0}, 6, 0);
@@ -392,17 +261,17 @@ static void test_elementwise_values(void) {
     int64_t ia[] = {1, 2, 3}, ib[] = {10, 20, 30};
     ft_tensor *tia = itensor(ia, s3, 1), *tib = itensor(ib, s3, 1);
     r = ft_add(tia, tib);
-    check(r && r->dtype == FT_INT64, "add int64: int64 result");
+    CHECK(r && r->dtype == FT_INT64, "add int64: int64 result");
     check_values("add int64", r, (double[]){11, 22, 33}, 3, 0);
     ft_release(r);
     r = ft_mul(tia, tib);
     check_values("mul int64", r, (double[]){10, 40, 90}, 3, 0);
     ft_release(r);
     r = ft_neg(tia);
-    check(r && r->dtype == FT_INT64, "neg int64: int64 result");
+    CHECK(r && r->dtype == FT_INT64, "neg int64: int64 result");
     ft_release(r);
     r = ft_where(tcond, tia, tib);
-    check(r && r->dtype == FT_INT64, "where int64: int64 result");
+    CHECK(r && r->dtype == FT_INT64, "where int64: int64 result");
     check_values("where int64", r, (double[]){1, 2, 3, 10, 20, 30}, 6, 0);
     ft_release(r);
     r = ft_masked_fill(tia, tm, 7);
@@ -412,7 +281,7 @@ static void test_elementwise_values(void) {
     check_values("compare int64 lt", r, (double[]){1, 1, 1}, 3, 0);
     ft_release(r);
     r = ft_add(ta, tia);   /* float32 + int64 promotes */
-    check(r && r->dtype == FT_FLOAT32, "add float32+int64: float32 result");
+    CHECK(r && r->dtype == FT_FLOAT32, "add float32+int64: float32 result");
     ft_release(r);
 
     /* errors */
@@ -474,36 +343,36 @@ static void test_reduce_values(void) {
     int d1 = 1, d0 = 0, dm1 = -1;
     ft_tensor *r = ft_sum(ta, &d1, 1, false);
     check_values("sum dim 1", r, (double[]){14, 8}, 2, 0);
-    check(shape_is(r, 1, s2), "sum dim 1: shape [2]");
+    CHECK(shape_is(r, 1, s2), "sum dim 1: shape [2]");
     ft_release(r);
     r = ft_sum(ta, &dm1, 1, true);
-    check(shape_is(r, 2, s21), "sum dim -1 keepdim: shape [2,1]");
+    CHECK(shape_is(r, 2, s21), "sum dim -1 keepdim: shape [2,1]");
     ft_release(r);
     r = ft_mean(ta, &d0, 1, false);
     check_values("mean dim 0", r, (double[]){1.5, 2.5, 1, 6}, 4, 1e-7);
-    check(shape_is(r, 1, s4), "mean dim 0: shape [4]");
+    CHECK(shape_is(r, 1, s4), "mean dim 0: shape [4]");
     ft_release(r);
     r = ft_mean(ta, NULL, 0, false);
     check_values("mean all", r, (double[]){22.0 / 8}, 1, 1e-6);
-    check(r && r->ndim == 0, "mean all: 0-dim");
+    CHECK(r && r->ndim == 0, "mean all: 0-dim");
     ft_release(r);
     int both[] = {0, 1};
     r = ft_sum(ta, both, 2, true);
     check_values("sum dims {0,1} keepdim", r, (double[]){22}, 1, 0);
-    check(r && r->ndim == 2, "sum dims {0,1} keepdim: 2 dims");
+    CHECK(r && r->ndim == 2, "sum dims {0,1} keepdim: 2 dims");
     ft_release(r);
     int dup[] = {1, -1};
     check_error("sum repeated dim", ft_sum(ta, dup, 2, false), "appears multiple times");
 
     /* max: first occurrence of ties (5 at 1 and 3) */
     ft_tensor *v, *ix;
-    check(ft_max_dim(ta, 1, false, &v, &ix) == 0, "max dim 1: runs");
+    CHECK(ft_max_dim(ta, 1, false, &v, &ix) == 0, "max dim 1: runs");
     check_values("max dim 1 values", v, (double[]){5, 7}, 2, 0);
     check_values("max dim 1 indices (first of ties, 0-based)", ix, (double[]){1, 3}, 2, 0);
-    check(ix && ix->dtype == FT_INT64, "max indices: int64");
+    CHECK(ix && ix->dtype == FT_INT64, "max indices: int64");
     ft_release(v);
     ft_release(ix);
-    check(ft_max_dim(ta, 0, true, &v, &ix) == 0, "max dim 0 keepdim: runs");
+    CHECK(ft_max_dim(ta, 0, true, &v, &ix) == 0, "max dim 0 keepdim: runs");
     check_values("max dim 0 values", v, (double[]){2, 5, 3, 7}, 4, 0);
     check_values("max dim 0 indices", ix, (double[]){1, 0, 0, 1}, 4, 0);
     ft_release(v);
@@ -544,7 +413,7 @@ static void test_reduce_values(void) {
     int64_t ia[] = {4, -2, 9};
     ft_tensor *tia = itensor(ia, s3, 1);
     r = ft_sum(tia, NULL, 0, false);
-    check(r && r->dtype == FT_INT64, "sum int64: int64 result");
+    CHECK(r && r->dtype == FT_INT64, "sum int64: int64 result");
     check_values("sum int64", r, (double[]){11}, 1, 0);
     ft_release(r);
     r = ft_argmax(tia, 0, false);
@@ -572,20 +441,20 @@ static void test_matmul_values(void) {
     ft_tensor *tv = tensor(v, s3, 1);
     r = ft_matmul(ta, tv);
     check_values("matmul [2,3]@[3]", r, (double[]){6, 15}, 2, 0);
-    check(shape_is(r, 1, s2), "matmul [2,3]@[3]: shape [2]");
+    CHECK(shape_is(r, 1, s2), "matmul [2,3]@[3]: shape [2]");
     ft_release(r);
     r = ft_matmul(tv, tb);
     check_values("matmul [3]@[3,2]", r, (double[]){2, 2}, 2, 0);
     ft_release(r);
     r = ft_matmul(tv, tv);
     check_values("matmul [3]@[3]", r, (double[]){3}, 1, 0);
-    check(r && r->ndim == 0, "matmul [3]@[3]: 0-dim");
+    CHECK(r && r->ndim == 0, "matmul [3]@[3]: 0-dim");
     ft_release(r);
     /* batch broadcasting: [2,1,2,3] @ [3,3,2] -> [2,3,2,2] */
     int64_t sa4[] = {2, 1, 2, 3}, sb3[] = {3, 3, 2}, so[] = {2, 3, 2, 2};
     ft_tensor *a4 = uniform(sa4, 4, -1, 1), *b3 = uniform(sb3, 3, -1, 1);
     r = ft_matmul(a4, b3);
-    check(shape_is(r, 4, so), "matmul [2,1,2,3]@[3,3,2]: shape [2,3,2,2]");
+    CHECK(shape_is(r, 4, so), "matmul [2,1,2,3]@[3,3,2]: shape [2,3,2,2]");
     double e[24];
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 3; j++)
@@ -617,7 +486,7 @@ static void test_shape_values(void) {
     ft_tensor *in[] = {ta, tb};
     ft_tensor *r = ft_cat(in, 2, 1);
     check_values("cat dim 1", r, (double[]){1, 2, 5, 3, 4, 6}, 6, 0);
-    check(shape_is(r, 2, s23), "cat dim 1: shape [2,3]");
+    CHECK(shape_is(r, 2, s23), "cat dim 1: shape [2,3]");
     ft_release(r);
     ft_tensor *in0[] = {ta, tb2};
     r = ft_cat(in0, 2, 0);
@@ -627,7 +496,7 @@ static void test_shape_values(void) {
     ft_tensor *in2[] = {ta, ta};
     r = ft_stack(in2, 2, 2);
     int64_t s222[] = {2, 2, 2};
-    check(shape_is(r, 3, s222), "stack dim 2: shape [2,2,2]");
+    CHECK(shape_is(r, 3, s222), "stack dim 2: shape [2,2,2]");
     check_values("stack dim 2", r, (double[]){1, 1, 2, 2, 3, 3, 4, 4}, 8, 0);
     ft_release(r);
 
@@ -635,9 +504,9 @@ static void test_shape_values(void) {
     ft_tensor *t7 = ft_arange(0, 7, 1, FT_FLOAT32);
     ft_tensor **pieces;
     int n;
-    check(ft_split(t7, 3, 0, &pieces, &n) == 0 && n == 3, "split 7 by 3: 3 pieces");
+    CHECK(ft_split(t7, 3, 0, &pieces, &n) == 0 && n == 3, "split 7 by 3: 3 pieces");
     if (n == 3) {
-        check(pieces[2]->shape[0] == 1, "split: last piece has 1 element");
+        CHECK(pieces[2]->shape[0] == 1, "split: last piece has 1 element");
         check_values("split piece 1", pieces[1], (double[]){3, 4, 5}, 3, 0);
         release_all(pieces, n);
         free(pieces);
@@ -670,7 +539,7 @@ static void test_shape_values(void) {
     ft_tensor *tiv = itensor(iv, s3, 1);
     ft_tensor *iin[] = {tiv, tiv};
     r = ft_cat(iin, 2, 0);
-    check(r && r->dtype == FT_INT64, "cat int64: int64 result");
+    CHECK(r && r->dtype == FT_INT64, "cat int64: int64 result");
     check_values("cat int64", r, (double[]){7, 8, 9, 7, 8, 9}, 6, 0);
     ft_release(r);
     r = ft_index_select(tiv, 0, ti);
@@ -687,34 +556,34 @@ static void test_elementwise_grads(void) {
     params none = {0};
     {
         ft_tensor *in[] = {leaf(uniform(s23, 2, -1, 1)), leaf(uniform(s3, 1, -1, 1))};
-        gradcheck("add [2,3]+[3] (broadcast)", f_add, in, 2, &none);
+        gradcheck_ops("add [2,3]+[3] (broadcast)", f_add, in, 2, &none);
         release_all(in, 2);
     }
     {
         ft_tensor *in[] = {leaf(uniform(s213, 3, -1, 1)), leaf(uniform(s41, 2, -1, 1))};
-        gradcheck("sub [2,1,3]-[4,1] (broadcast both)", f_sub, in, 2, &none);
+        gradcheck_ops("sub [2,1,3]-[4,1] (broadcast both)", f_sub, in, 2, &none);
         release_all(in, 2);
     }
     {
         ft_tensor *in[] = {leaf(uniform(s23, 2, -1, 1)), leaf(uniform(s23, 2, -1, 1))};
-        gradcheck("add [2,3]+[2,3]", f_add, in, 2, &none);
-        gradcheck("sub [2,3]-[2,3]", f_sub, in, 2, &none);
-        gradcheck("mul [2,3]*[2,3]", f_mul, in, 2, &none);
+        gradcheck_ops("add [2,3]+[2,3]", f_add, in, 2, &none);
+        gradcheck_ops("sub [2,3]-[2,3]", f_sub, in, 2, &none);
+        gradcheck_ops("mul [2,3]*[2,3]", f_mul, in, 2, &none);
         release_all(in, 2);
     }
     {
         ft_tensor *in[] = {transposed_leaf(3, 2, -1, 1), leaf(uniform(s12, 2, -1, 1))};
-        gradcheck("mul transposed [3,2]*[1,2]", f_mul, in, 2, &none);
+        gradcheck_ops("mul transposed [3,2]*[1,2]", f_mul, in, 2, &none);
         release_all(in, 2);
     }
     {
         ft_tensor *in[] = {leaf(uniform(s23, 2, -1, 1)), leaf(uniform(s3, 1, 0.5, 2))};
-        gradcheck("div [2,3]/[3]", f_div, in, 2, &none);
+        gradcheck_ops("div [2,3]/[3]", f_div, in, 2, &none);
         release_all(in, 2);
     }
     {
         ft_tensor *in[] = {leaf(uniform(s23, 2, 0.5, 2)), leaf(uniform(s23, 2, -1.5, 1.5))};
-        gradcheck("pow [2,3]^[2,3]", f_pow, in, 2, &none);
+        gradcheck_ops("pow [2,3]^[2,3]", f_pow, in, 2, &none);
         release_all(in, 2);
     }
     {
@@ -770,7 +639,7 @@ static void test_elementwise_grads(void) {
         ft_tensor *in[] = {x};
         char name[96];
         snprintf(name, sizeof name, "%s", unary[k].name);
-        gradcheck(name, unary[k].f, in, 1, &unary[k].p);
+        gradcheck_ops(name, unary[k].f, in, 1, &unary[k].p);
         ft_release(x);
     }
     {
@@ -795,14 +664,14 @@ static void test_elementwise_grads(void) {
         int64_t mask[] = {0, 1, 0};
         params p = {.p0 = -2};
         ft_tensor *in[] = {leaf(uniform(s23, 2, -1, 1)), itensor(mask, s3, 1)};
-        gradcheck("masked_fill mask [3] over [2,3]", f_masked_fill, in, 2, &p);
+        gradcheck_ops("masked_fill mask [3] over [2,3]", f_masked_fill, in, 2, &p);
         release_all(in, 2);
     }
     {
         float cond[] = {1, 0};
         int64_t s21[] = {2, 1};
         ft_tensor *in[] = {leaf(uniform(s23, 2, -1, 1)), leaf(uniform(s3, 1, -1, 1)), tensor(cond, s21, 2)};
-        gradcheck("where [2,1] ? [2,3] : [3]", f_where, in, 3, &none);
+        gradcheck_ops("where [2,1] ? [2,3] : [3]", f_where, in, 3, &none);
         release_all(in, 3);
     }
 }
@@ -812,21 +681,21 @@ static void test_reduce_grads(void) {
     {
         params p = {.dims = {1}, .ndims = 1};
         ft_tensor *in[] = {leaf(uniform(s234, 3, -1, 1))};
-        gradcheck("sum dim 1", f_sum, in, 1, &p);
+        gradcheck_ops("sum dim 1", f_sum, in, 1, &p);
         p = (params){.dims = {0, 2}, .ndims = 2, .keepdim = true};
-        gradcheck("sum dims {0,2} keepdim", f_sum, in, 1, &p);
+        gradcheck_ops("sum dims {0,2} keepdim", f_sum, in, 1, &p);
         p = (params){.dims = {-1}, .ndims = 1};
-        gradcheck("mean dim -1", f_mean, in, 1, &p);
+        gradcheck_ops("mean dim -1", f_mean, in, 1, &p);
         p = (params){0};
-        gradcheck("mean all", f_mean, in, 1, &p);
+        gradcheck_ops("mean all", f_mean, in, 1, &p);
         release_all(in, 1);
     }
     {
         ft_tensor *in[] = {transposed_leaf(4, 3, -1, 1)};
         params p = {0};
-        gradcheck("sum all of a transposed input", f_sum, in, 1, &p);
+        gradcheck_ops("sum all of a transposed input", f_sum, in, 1, &p);
         p = (params){.dims = {0}, .ndims = 1};
-        gradcheck("sum dim 0 of a transposed input", f_sum, in, 1, &p);
+        gradcheck_ops("sum dim 0 of a transposed input", f_sum, in, 1, &p);
         release_all(in, 1);
     }
     {
@@ -837,27 +706,27 @@ static void test_reduce_grads(void) {
         leaf(x);
         ft_tensor *in[] = {x};
         params p = {.dims = {1}};
-        gradcheck("max dim 1", f_max_dim, in, 1, &p);
+        gradcheck_ops("max dim 1", f_max_dim, in, 1, &p);
         p = (params){.dims = {-1}, .keepdim = true};
-        gradcheck("max dim -1 keepdim", f_max_dim, in, 1, &p);
-        gradcheck("max_all", f_max_all, in, 1, &p);
+        gradcheck_ops("max dim -1 keepdim", f_max_dim, in, 1, &p);
+        gradcheck_ops("max_all", f_max_all, in, 1, &p);
         ft_release(x);
     }
     {
         ft_tensor *in[] = {leaf(uniform(s35, 2, -2, 2))};
         params p = {.dims = {-1}};
-        gradcheck("softmax dim -1", f_softmax, in, 1, &p);
-        gradcheck("log_softmax dim -1", f_log_softmax, in, 1, &p);
+        gradcheck_ops("softmax dim -1", f_softmax, in, 1, &p);
+        gradcheck_ops("log_softmax dim -1", f_log_softmax, in, 1, &p);
         p.dims[0] = 0;
-        gradcheck("softmax dim 0", f_softmax, in, 1, &p);
-        gradcheck("log_softmax dim 0", f_log_softmax, in, 1, &p);
+        gradcheck_ops("softmax dim 0", f_softmax, in, 1, &p);
+        gradcheck_ops("log_softmax dim 0", f_log_softmax, in, 1, &p);
         release_all(in, 1);
     }
     {
         ft_tensor *in[] = {leaf(uniform(s234, 3, -2, 2))};
         params p = {.dims = {1}};
-        gradcheck("softmax middle dim of [2,3,4]", f_softmax, in, 1, &p);
-        gradcheck("log_softmax middle dim of [2,3,4]", f_log_softmax, in, 1, &p);
+        gradcheck_ops("softmax middle dim of [2,3,4]", f_softmax, in, 1, &p);
+        gradcheck_ops("log_softmax middle dim of [2,3,4]", f_log_softmax, in, 1, &p);
         release_all(in, 1);
     }
 }
@@ -867,51 +736,51 @@ static void test_matmul_grads(void) {
     {
         int64_t sa[] = {3, 4}, sb[] = {4, 2};
         ft_tensor *in[] = {leaf(uniform(sa, 2, -1, 1)), leaf(uniform(sb, 2, -1, 1))};
-        gradcheck("matmul [3,4]@[4,2]", f_matmul, in, 2, &none);
+        gradcheck_ops("matmul [3,4]@[4,2]", f_matmul, in, 2, &none);
         release_all(in, 2);
     }
     {
         ft_tensor *in[] = {transposed_leaf(3, 4, -1, 1), transposed_leaf(4, 2, -1, 1)};
-        gradcheck("matmul transposed [3,4]@[4,2]", f_matmul, in, 2, &none);
+        gradcheck_ops("matmul transposed [3,4]@[4,2]", f_matmul, in, 2, &none);
         release_all(in, 2);
     }
     {
         int64_t s4[] = {4}, s42[] = {4, 2}, s34[] = {3, 4};
         ft_tensor *in[] = {leaf(uniform(s4, 1, -1, 1)), leaf(uniform(s42, 2, -1, 1))};
-        gradcheck("matmul [4]@[4,2]", f_matmul, in, 2, &none);
+        gradcheck_ops("matmul [4]@[4,2]", f_matmul, in, 2, &none);
         release_all(in, 2);
         ft_tensor *in2[] = {leaf(uniform(s34, 2, -1, 1)), leaf(uniform(s4, 1, -1, 1))};
-        gradcheck("matmul [3,4]@[4]", f_matmul, in2, 2, &none);
+        gradcheck_ops("matmul [3,4]@[4]", f_matmul, in2, 2, &none);
         release_all(in2, 2);
         ft_tensor *in3[] = {leaf(uniform(s4, 1, -1, 1)), leaf(uniform(s4, 1, -1, 1))};
-        gradcheck("matmul [4]@[4]", f_matmul, in3, 2, &none);
+        gradcheck_ops("matmul [4]@[4]", f_matmul, in3, 2, &none);
         release_all(in3, 2);
     }
     {
         int64_t sa[] = {2, 1, 3, 4}, sb[] = {3, 4, 2};
         ft_tensor *in[] = {leaf(uniform(sa, 4, -1, 1)), leaf(uniform(sb, 3, -1, 1))};
-        gradcheck("matmul batch broadcast [2,1,3,4]@[3,4,2]", f_matmul, in, 2, &none);
+        gradcheck_ops("matmul batch broadcast [2,1,3,4]@[3,4,2]", f_matmul, in, 2, &none);
         release_all(in, 2);
     }
     {
         int64_t sa[] = {2, 3, 4}, sb[] = {4, 5};
         ft_tensor *in[] = {leaf(uniform(sa, 3, -1, 1)), leaf(uniform(sb, 2, -1, 1))};
-        gradcheck("matmul [2,3,4]@[4,5]", f_matmul, in, 2, &none);
+        gradcheck_ops("matmul [2,3,4]@[4,5]", f_matmul, in, 2, &none);
         release_all(in, 2);
         int64_t sv[] = {4}, sbb[] = {2, 4, 3};
         ft_tensor *in2[] = {leaf(uniform(sv, 1, -1, 1)), leaf(uniform(sbb, 3, -1, 1))};
-        gradcheck("matmul [4]@[2,4,3]", f_matmul, in2, 2, &none);
+        gradcheck_ops("matmul [4]@[2,4,3]", f_matmul, in2, 2, &none);
         release_all(in2, 2);
     }
     {
         int64_t sx[] = {2, 3, 4}, sw[] = {5, 4}, sb[] = {5};
         params p = {.flag = true};
         ft_tensor *in[] = {leaf(uniform(sx, 3, -1, 1)), leaf(uniform(sw, 2, -1, 1)), leaf(uniform(sb, 1, -1, 1))};
-        gradcheck("linear [2,3,4] w[5,4] b[5]", f_linear, in, 3, &p);
+        gradcheck_ops("linear [2,3,4] w[5,4] b[5]", f_linear, in, 3, &p);
         release_all(in, 3);
         p.flag = false;
         ft_tensor *in2[] = {transposed_leaf(3, 4, -1, 1), transposed_leaf(5, 4, -1, 1)};
-        gradcheck("linear transposed x and w, no bias", f_linear, in2, 2, &p);
+        gradcheck_ops("linear transposed x and w, no bias", f_linear, in2, 2, &p);
         release_all(in2, 2);
     }
 }
@@ -921,7 +790,7 @@ static void test_shape_grads(void) {
     {
         params p = {.dims = {1}, .size = 3};
         ft_tensor *in[] = {leaf(uniform(s23, 2, -1, 1)), leaf(uniform(s21, 2, -1, 1)), transposed_leaf(2, 4, -1, 1)};
-        gradcheck("cat 3 tensors dim 1", f_cat, in, 3, &p);
+        gradcheck_ops("cat 3 tensors dim 1", f_cat, in, 3, &p);
         release_all(in, 3);
         (void)s24;
     }
@@ -934,45 +803,45 @@ static void test_shape_grads(void) {
             in[k] = uniform(s, 2, -1, 1);
             if (k != 4) leaf(in[k]);
         }
-        gradcheck("cat 7 tensors dim 0", f_cat, in, 7, &p);
+        gradcheck_ops("cat 7 tensors dim 0", f_cat, in, 7, &p);
         release_all(in, 7);
     }
     {
         params p = {.dims = {1}, .size = 3};
         ft_tensor *in[] = {leaf(uniform(s23, 2, -1, 1)), leaf(uniform(s23, 2, -1, 1)), transposed_leaf(2, 3, -1, 1)};
-        gradcheck("stack 3 tensors dim 1", f_stack, in, 3, &p);
+        gradcheck_ops("stack 3 tensors dim 1", f_stack, in, 3, &p);
         release_all(in, 3);
     }
     {
         int64_t s52[] = {5, 2};
         params p = {.dims = {0}, .size = 2};
         ft_tensor *in[] = {leaf(uniform(s52, 2, -1, 1))};
-        gradcheck("split [5,2] by 2 on dim 0", f_split_reverse, in, 1, &p);
+        gradcheck_ops("split [5,2] by 2 on dim 0", f_split_reverse, in, 1, &p);
         release_all(in, 1);
     }
     {
         int64_t idx[] = {2, 0, 2, 3}, s4[] = {4}, s43[] = {4, 3};
         params p = {.dims = {0}};
         ft_tensor *in[] = {leaf(uniform(s43, 2, -1, 1)), itensor(idx, s4, 1)};
-        gradcheck("index_select dim 0 (repeated index)", f_index_select, in, 2, &p);
+        gradcheck_ops("index_select dim 0 (repeated index)", f_index_select, in, 2, &p);
         release_all(in, 2);
         int64_t idx1[] = {1, 1, 0};
         int64_t s3[] = {3};
         p.dims[0] = 1;
         ft_tensor *in2[] = {transposed_leaf(4, 3, -1, 1), itensor(idx1, s3, 1)};
-        gradcheck("index_select dim 1 of a transposed input", f_index_select, in2, 2, &p);
+        gradcheck_ops("index_select dim 1 of a transposed input", f_index_select, in2, 2, &p);
         release_all(in2, 2);
     }
     {
         int64_t idx[] = {0, 2, 2, 1, 1, 1}, s32[] = {3, 2}, s34[] = {3, 4};
         params p = {.dims = {1}};
         ft_tensor *in[] = {leaf(uniform(s34, 2, -1, 1)), itensor(idx, s32, 2)};
-        gradcheck("gather dim 1 (repeated index)", f_gather, in, 2, &p);
+        gradcheck_ops("gather dim 1 (repeated index)", f_gather, in, 2, &p);
         release_all(in, 2);
         int64_t idx0[] = {2, 0, 1, 2}, s14[] = {1, 4};
         p.dims[0] = 0;
         ft_tensor *in2[] = {leaf(uniform(s34, 2, -1, 1)), itensor(idx0, s14, 2)};
-        gradcheck("gather dim 0", f_gather, in2, 2, &p);
+        gradcheck_ops("gather dim 0", f_gather, in2, 2, &p);
         release_all(in2, 2);
     }
 }
@@ -982,12 +851,12 @@ static void test_no_grad_paths(void) {
     int64_t s23[] = {2, 3};
     ft_tensor *a = uniform(s23, 2, -1, 1), *b = leaf(uniform(s23, 2, -1, 1));
     ft_tensor *r = ft_mul(a, a);
-    check(r && r->grad_fn == NULL && !r->requires_grad, "mul of frozen inputs records nothing");
+    CHECK(r && r->grad_fn == NULL && !r->requires_grad, "mul of frozen inputs records nothing");
     ft_release(r);
     bool prev = ft_set_grad_enabled(false);
     ft_tensor *bt = ft_transpose(b, 0, 1);
     r = ft_matmul(b, bt);
-    check(r && r->grad_fn == NULL, "no_grad mode records nothing");
+    CHECK(r && r->grad_fn == NULL, "no_grad mode records nothing");
     ft_set_grad_enabled(prev);
     ft_release(r);
     ft_release(bt);
@@ -995,21 +864,11 @@ static void test_no_grad_paths(void) {
     ft_release(b);
 }
 
-int main(void) {
-    test_elementwise_values();
-    test_large_values();
-    test_reduce_values();
-    test_matmul_values();
-    test_shape_values();
-    test_elementwise_grads();
-    test_reduce_grads();
-    test_matmul_grads();
-    test_shape_grads();
-    test_no_grad_paths();
-    if (failures) {
-        printf("%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("all checks passed\n");
-    return 0;
-}
+static const check_test tests[] = {
+    CHECK_TEST(test_elementwise_values), CHECK_TEST(test_large_values), CHECK_TEST(test_reduce_values),
+    CHECK_TEST(test_matmul_values),      CHECK_TEST(test_shape_values), CHECK_TEST(test_elementwise_grads),
+    CHECK_TEST(test_reduce_grads),       CHECK_TEST(test_matmul_grads), CHECK_TEST(test_shape_grads),
+    CHECK_TEST(test_no_grad_paths),
+};
+
+int main(void) { return check_run("test_ops_basic", tests, sizeof tests / sizeof tests[0]); }

@@ -922,30 +922,25 @@ static void test_mse(void) {
     ft_release(c.t);
 }
 
-int main(void) {
-    ft_set_num_threads(2);
-    test_conv2d_forward();
-    test_conv2d_errors();
-    test_conv2d_grad();
-    test_pool_forward();
-    test_pool_grad();
-    test_batch_norm_forward();
-    test_batch_norm_grad();
-    test_layer_norm();
-    test_dropout();
-    test_embedding();
-    test_cross_entropy();
-    test_mse();
-    /* the convolution splits work by thread count: check other counts too */
+/* the convolution splits work by thread count: check other counts too */
+static void test_conv2d_thread_counts(void) {
     for (int nt = 1; nt <= 3; nt += 2) {
         ft_set_num_threads(nt);
         test_conv2d_forward();
         test_conv2d_grad();
     }
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_ops_nn: all checks passed\n");
-    return 0;
+    ft_set_num_threads(2);
+}
+
+static const check_test tests[] = {
+    CHECK_TEST(test_conv2d_forward),   CHECK_TEST(test_conv2d_errors),   CHECK_TEST(test_conv2d_grad),
+    CHECK_TEST(test_pool_forward),     CHECK_TEST(test_pool_grad),       CHECK_TEST(test_batch_norm_forward),
+    CHECK_TEST(test_batch_norm_grad),  CHECK_TEST(test_layer_norm),      CHECK_TEST(test_dropout),
+    CHECK_TEST(test_embedding),        CHECK_TEST(test_cross_entropy),   CHECK_TEST(test_mse),
+    CHECK_TEST(test_conv2d_thread_counts),
+};
+
+int main(void) {
+    ft_set_num_threads(2);
+    return check_run("test_ops_nn", tests, sizeof tests / sizeof tests[0]);
 }

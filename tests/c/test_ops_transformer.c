@@ -487,17 +487,12 @@ static void test_no_grad(void) {
     ft_release(k);
 }
 
+static const check_test tests[] = {
+    CHECK_TEST(test_rms_norm),          CHECK_TEST(test_rope), CHECK_TEST(test_attention_forward),
+    CHECK_TEST(test_attention_grad),    CHECK_TEST(test_no_grad),
+};
+
 int main(void) {
     ft_set_num_threads(2);
-    test_rms_norm();
-    test_rope();
-    test_attention_forward();
-    test_attention_grad();
-    test_no_grad();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_ops_transformer: all checks passed\n");
-    return 0;
+    return check_run("test_ops_transformer", tests, sizeof tests / sizeof tests[0]);
 }

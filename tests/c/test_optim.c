@@ -6,20 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "ft/optim.h"
-#include "ft/runtime.h"
-
-static int failures = 0;
-
-#define CHECK(cond, ...)                                        \
-    do {                                                        \
-        if (!(cond)) {                                          \
-            fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);     \
-            fprintf(stderr, __VA_ARGS__);                       \
-            fprintf(stderr, "\n");                              \
-            failures++;                                         \
-        }                                                       \
-    } while (0)
 
 static ft_tensor *vec(const float *v, int64_t n) { return ft_from_data(v, &n, 1, FT_FLOAT32); }
 
@@ -167,16 +155,9 @@ static void test_errors(void) {
     ft_release(m);
 }
 
-int main(void) {
-    test_sgd_by_hand();
-    test_adamw_large();
-    test_skips_params_without_grad();
-    test_clip();
-    test_errors();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_optim: ok\n");
-    return 0;
-}
+static const check_test tests[] = {
+    CHECK_TEST(test_sgd_by_hand), CHECK_TEST(test_adamw_large), CHECK_TEST(test_skips_params_without_grad),
+    CHECK_TEST(test_clip),        CHECK_TEST(test_errors),
+};
+
+int main(void) { return check_run("test_optim", tests, sizeof tests / sizeof tests[0]); }

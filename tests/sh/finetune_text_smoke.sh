@@ -5,15 +5,8 @@
 # saved LoRA adapter (ftlua and PEFT format) reloads into the pretrained model with the
 # reported test perplexity; on a JSONL file of prompt/completion pairs and chat records only
 # the completion bytes are in the loss, and --compare runs every method.
-set -euo pipefail
-ftlua=${FTLUA:-build/ftlua}
-if [ ! -e /usr/share/games/fortunes/science ]; then
-  echo "SKIP: the fortunes corpus is not installed (Debian package fortunes)"
-  exit 0
-fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"
+need_fortunes science
 
 # A tiny random model in the layout of scripts/pretrain_text.lua's checkpoints.
 "$ftlua" - "$tmp/tiny.h5" <<'EOF'
@@ -36,13 +29,15 @@ run() { # run <log> args...: the recipe, its output kept in <log> and shown on f
 # ---- one method, straight through ----
 run "$tmp/a.log" "${common[@]}" --out "$tmp/a"
 cat "$tmp/a.log"
-for f in results.json results.csv perplexity_vs_params.png samples.txt lora/metrics.jsonl lora/result.json \
+for f in results.json results.csv curve.png perplexity_vs_params.png samples.txt lora/metrics.jsonl lora/result.json \
     lora/adapter/adapter.h5 lora/adapter_peft/adapter_model.safetensors lora/adapter_peft/adapter_config.json; do
   [ -s "$tmp/a/$f" ] || fail "no $f written"
 done
 [ ! -e "$tmp/a/lora/checkpoint.h5" ] || fail "the checkpoint of a finished method is left behind"
-[ "$(head -c 8 "$tmp/a/perplexity_vs_params.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] ||
-  fail "perplexity_vs_params.png is not a PNG"
+is_png "$tmp/a/perplexity_vs_params.png" || fail "perplexity_vs_params.png is not a PNG"
+is_png "$tmp/a/curve.png" || fail "curve.png is not a PNG"
+head -1 "$tmp/a.log" | grep -q "run folder $tmp/a\$" || fail "the first line does not name the run folder"
+tail -1 "$tmp/a.log" | grep -q "in $tmp/a (" || fail "the last line does not name the run folder"
 grep -q '^lora ' "$tmp/a.log" || fail "no table row for lora"
 [ "$(wc -l < "$tmp/a/results.csv")" -eq 2 ] || fail "results.csv should hold a header and one row"
 grep -q '== before fine-tuning ==' "$tmp/a/samples.txt" && grep -q '== after lora' "$tmp/a/samples.txt" ||

@@ -2,15 +2,10 @@
 # scripts/finetune_vision.lua end to end on a tiny configuration, from the shipped checkpoints:
 # --compare with every ResNet method, the WiSE sweep and its plot; ReFT on the ViT; and a
 # user's own PNG folder (--data-dir); a killed run resumed with --resume. Checks the files the
-# recipe writes and their contents.
-set -euo pipefail
-ftlua=${FTLUA:-build/ftlua}
-if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-  echo "SKIP: Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)"
-  exit 0
-fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# recipe writes and their contents (the learning curves, the chosen alpha marked on the WiSE
+# plot, the comparison bars' y-axis), and that runs without --out get folders of their own.
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"
+need_fashion_mnist
 tiny="--labels-per-class 4 --val-per-class 4 --epochs 1 --batch-size 8 --test-limit 40 --threads 2"
 
 "$ftlua" scripts/finetune_vision.lua --compare $tiny --alphas 0,0.5,1 --out "$tmp/compare" > "$tmp/compare.log" 2>&1 \
@@ -73,7 +68,7 @@ assert(chosen == 1, "exactly one chosen alpha")
 assert(math.abs(r.wise[3].id - by.lpft.id) < 1e-9, "wise alpha 1 equals the lpft model")
 local csv = read(dir .. "/compare/results.csv")
 assert(csv:match("^method,trainable,total,id,ood"), "csv header")
-for _, png in ipairs{"compare/wise.png", "compare/compare.png"} do
+for _, png in ipairs{"compare/wise.png", "compare/compare.png", "compare/curve.png", "reft/curve.png", "folder/curve.png"} do
   local img = ft.image.load(dir .. "/" .. png)
   assert(img:size(2) > 100 and img:size(3) > 100, png .. " size")
 end

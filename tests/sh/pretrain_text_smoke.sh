@@ -3,20 +3,14 @@
 # models/gpt_fortunes.h5) on Debian's fortunes: a few steps, a checkpoint that reloads with
 # the same validation loss, and that ft.text.load_checkpoint rebuilds with its config and
 # held-out categories.
-set -euo pipefail
-ftlua=${FTLUA:-build/ftlua}
-fortunes=${FT_FORTUNES_DIR:-/usr/share/games/fortunes}
-if [ ! -e "$fortunes/science" ]; then
-  echo "SKIP: the fortunes corpus with its held-out categories is not in $fortunes (apt-get install fortunes)"
-  exit 0
-fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-"$ftlua" scripts/pretrain_text.lua --config gpt-mini --steps 4 --context 64 --batch-size 2 --eval-every 2 \
-  --eval-windows 4 --sample-length 8 --threads 2 --out "$tmp/gpt_mini.h5" --log-dir "$tmp/curve" \
-  > "$tmp/log" 2>&1 </dev/null \
-  || { cat "$tmp/log"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"
+need_fortunes science
+run_recipe "$tmp/log" pretrain_text.lua --config gpt-mini --steps 4 --context 64 --batch-size 2 --eval-every 2 \
+  --eval-windows 4 --sample-length 8 --threads 2 --out "$tmp/curve" --save "$tmp/gpt_mini.h5"
 cat "$tmp/log"
+head -1 "$tmp/log" | grep -q "run folder $tmp/curve\$" || fail "the first line does not name the run folder"
+tail -1 "$tmp/log" | grep -q "in $tmp/curve (" || fail "the last line does not name the run folder"
+same_weights "$tmp/curve/gpt_fortunes.h5" "$tmp/gpt_mini.h5" || fail "--save did not write the run's checkpoint"
 grep -q "GPT (gpt-mini): .* 4 layers, width 192" "$tmp/log" || { echo "FAIL: not the gpt-mini shape"; exit 1; }
 grep -q "^RESULT steps=4 " "$tmp/log" || { echo "FAIL: no RESULT line"; exit 1; }
 grep -q "val loss after reloading" "$tmp/log" || { echo "FAIL: the checkpoint was not reloaded"; exit 1; }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A REPL session piped into ftlua (stdin not a terminal): no banner or prompts, results of
-# expressions printed, multi-line statements, errors that do not end the session, tensors
-# printed with their values, shape and dtype, exit status 0.
+# expressions printed (also after a statement on the same line, several results told
+# apart), multi-line statements, errors that do not end the session, tensors printed with
+# their values, shape and dtype (3-dim ones as labelled slices), help(), exit status 0.
 set -u
 
 FTLUA=${FTLUA:-build/ftlua}
@@ -67,6 +68,26 @@ print("</values>")
 print("<tensor_in_table>")
 {w = ft.zeros(2, 3)}
 print("</tensor_in_table>")
+print("<stmt_expr>")
+x = 41; x + 1
+s = "a;b"; s
+y = 2; y = y * 3; y
+print("</stmt_expr>")
+print("<two_tensors>")
+return ft.ones(2), ft.zeros(2)
+print("</two_tensors>")
+print("<slices>")
+ft.arange(1, 9):reshape(2, 2, 2)
+print("</slices>")
+print("<help>")
+help(ft.zeros)
+print("</help>")
+print("<help_unknown>")
+help("ft.nn.Linearr")
+print("</help_unknown>")
+print("<help_usage>")
+help
+print("</help_usage>")
 print("<incomplete_then_eof>")
 for i = 1,
 EOF
@@ -87,6 +108,18 @@ grep -q 'boom in the session' "$tmp/out" && fail "the error message went to stdo
 expect_section results "$(printf '1\ttwo\tnil\n15')"
 expect_section table '{1, 2, [10] = "ten", nested = {4, {...}}, x = 3}'
 expect_section tensor_in_table '{w = tensor[2,3] float32}'
+
+# A statement and an expression on one line: the expression's value is printed.
+expect_section stmt_expr "$(printf '42\na;b\n6')"
+# Two multi-line results are told apart: each under its position.
+expect_section two_tensors "$(printf '[1]\n 1. 1.\n[float32 tensor of shape [2]]\n\n[2]\n 0. 0.\n[float32 tensor of shape [2]]')"
+expect_section slices "$(printf '(1,.,.) =\n 1 2\n 3 4\n\n(2,.,.) =\n 5 6\n 7 8\n[int64 tensor of shape [2,2,2]]')"
+# help is defined in the REPL: the doc of a C function, an unknown name, the usage.
+section help | grep -qF 'ft.zeros(d1, d2, ...' || fail "help(ft.zeros) did not print its doc: [$(section help)]"
+section help_unknown | grep -qF "ft.nn has no field 'Linearr' (did you mean 'Linear'?)" ||
+    fail "help of a misspelled name did not say so: [$(section help_unknown)]"
+section help_usage | grep -qF 'help(x) prints the documentation of x' ||
+    fail "help alone did not print its usage: [$(section help_usage)]"
 
 ones=$(section ones)
 echo "$ones" | grep -q 'float32' || fail "ft.ones(2, 3) does not show its dtype: [$ones]"

@@ -65,6 +65,7 @@ start_session
 screen | grep -q 'ftlua 0\.1' || fail "no banner with the version"
 screen | grep -Eq 'Lua 5\.4' || fail "banner does not name Lua 5.4"
 screen | grep -Eq '[0-9]+ threads?' || fail "banner does not give the thread count"
+screen | grep -q 'help()' || fail "banner does not mention help()"
 
 # Completion through the lazily loaded ft.nn (its names come from its module loader).
 type_line 'ft.nn.Con'
@@ -87,6 +88,53 @@ type_line '()'
 key Enter
 wait_for '^ABC$' || fail "s:upper() did not print ABC"
 wait_prompt || fail "no prompt after s:upper()"
+
+# Methods of a module instance through its class chain (Linear -> Module), and its parameters.
+clear_screen
+type_line 'm = ft.nn.Linear(4, 2)'
+key Enter
+wait_prompt || fail "no prompt after building a Linear"
+type_line 'm:named_pa'
+key Tab
+wait_for '^ft> m:named_parameters' || fail "m:named_pa<Tab> did not complete to m:named_parameters"
+key C-u
+type_line 'm:reset_p'
+key Tab
+wait_for '^ft> m:reset_parameters' || fail "m:reset_p<Tab> did not complete to m:reset_parameters (Linear's own method)"
+key C-u
+# after ':' only methods: the field in_features is no candidate
+type_line 'm:in_f'
+key Tab
+sleep 0.5
+screen | grep -q 'm:in_features' && fail "m:in_f<Tab> offered the field in_features as a method"
+key C-u
+type_line 'm.wei'
+key Tab
+wait_for '^ft> m\.weight' || fail "m.wei<Tab> did not complete to m.weight"
+key C-u
+# ft's Lua submodules before they are loaded (found on package.path, not listed in C).
+type_line 'package.loaded["ft.selftrain"]'
+key Enter
+wait_for '^nil$' || fail "ft.selftrain was loaded before the completion test"
+wait_prompt || fail "no prompt after checking package.loaded"
+type_line 'ft.selft'
+key Tab
+wait_for '^ft> ft\.selftrain' || fail "ft.selft<Tab> did not complete to the unloaded submodule ft.selftrain"
+key C-u
+
+# help in the REPL.
+clear_screen
+type_line 'help(ft.nn.Linear)'
+key Enter
+wait_for 'Linear\(in_features, out_features' || fail "help(ft.nn.Linear) did not print the class doc"
+wait_prompt || fail "no prompt after help"
+
+# A statement then an expression on one line.
+clear_screen
+type_line 'x = 20; x + 1'
+key Enter
+wait_for '^21$' || fail "x = 20; x + 1 did not print 21"
+wait_prompt || fail "no prompt after x = 20; x + 1"
 
 # An expression result.
 clear_screen

@@ -64,6 +64,12 @@ check "LUA_PATH module" "user module" env LUA_PATH="$tmp/mods/?.lua" "$FTLUA" -e
 check "project dir appended" "true" env LUA_PATH="$tmp/mods/?.lua" "$FTLUA" \
     -e 'print(package.path:find("bindings/lua/?.lua", 1, true) ~= nil)'
 check "ft.nn loads through package.path" "table" env -u LUA_PATH "$FTLUA" -e 'print(type(ft.nn))'
+# The library's directory comes before Lua's default path (a copy of ft in /usr/local/share/lua
+# must not shadow it), after the user's own entries.
+check "library before the default path" "true" env -u LUA_PATH -u LUA_PATH_5_4 "$FTLUA" \
+    -e 'local lib = package.path:find("bindings/lua/?.lua", 1, true); local sys = package.path:find("/usr/share/lua/5.4/?.lua", 1, true); print(lib ~= nil and sys ~= nil and lib < sys)'
+check "LUA_PATH ;; expands around the library" "true" env LUA_PATH="$tmp/mods/?.lua;;" "$FTLUA" \
+    -e "local p = package.path; local u, l, s = p:find('$tmp/mods/?.lua', 1, true), p:find('bindings/lua/?.lua', 1, true), p:find('/usr/share/lua/5.4/?.lua', 1, true); print(u == 1 and l ~= nil and s ~= nil and l < s)"
 
 # Exit statuses and error messages.
 "$FTLUA" -e 'os.exit(3)'
@@ -104,6 +110,22 @@ grep -q 'usage:' "$tmp/err" || fail "no usage for an unknown option"
 "$FTLUA" -e >/dev/null 2>"$tmp/err"
 [ $? -ne 0 ] || fail "-e without its argument exited with status 0"
 grep -q "'-e' needs argument" "$tmp/err" || fail "-e without argument is not reported"
+
+# --help (and -h): usage on stdout with the REPL and script notes, status 0, nothing run.
+for opt in --help -h; do
+    out=$("$FTLUA" $opt -e 'print("ran")' </dev/null 2>"$tmp/err")
+    [ $? -eq 0 ] || fail "$opt did not exit with status 0 (stderr: $(cat "$tmp/err"))"
+    echo "$out" | head -1 | grep -q '^usage: .*ftlua \[options\] \[script \[args\]\]' || fail "$opt: no usage line: [$out]"
+    echo "$out" | grep -q -- '-e stat' || fail "$opt: the options are not listed: [$out]"
+    echo "$out" | grep -q 'REPL' || fail "$opt: the REPL is not described: [$out]"
+    echo "$out" | grep -q 'script.lua args' || fail "$opt: running scripts is not described: [$out]"
+    echo "$out" | grep -q '^ran$' && fail "$opt ran the -e chunk"
+    [ -s "$tmp/err" ] && fail "$opt wrote to stderr: $(cat "$tmp/err")"
+done
+echo 'print(arg[1])' >"$tmp/first.lua"
+check "a script's --help is the script's" "--help" "$FTLUA" -e 'x=1' "$tmp/first.lua" --help
+out=$("$FTLUA" -x 2>&1 >/dev/null)
+echo "$out" | grep -q -- '--help' || fail "the usage after a bad option does not list --help"
 
 out=$("$FTLUA" -v </dev/null)
 [ $? -eq 0 ] || fail "-v did not exit with status 0"

@@ -3,12 +3,7 @@
 # 64 unlabelled and 64 test examples): every method runs, the outputs are written and agree with
 # each other, a second run with the same seed gives the same numbers, and a missing checkpoint
 # is a clear error. Text needs Debian's fortunes package, vision dataset-fashion-mnist.
-set -euo pipefail
-ftlua=${FTLUA:-build/ftlua}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"
 
 # The consistency checks of check_outputs: check.lua DIR KEYS TEST_COUNT LOG
 cat > "$tmp/check.lua" <<'EOF'
@@ -42,19 +37,22 @@ EOF
 # the PNG chart is a PNG; the printed table shows each method's test accuracy.
 check_outputs() {
   local dir=$1 keys=$2 count=$3 log=$4
-  for f in results.json results.csv accuracy.png weak.jsonl cosine.jsonl pseudo.jsonl; do
+  for f in results.json results.csv accuracy.png curve.png weak.jsonl cosine.jsonl pseudo.jsonl; do
     [ -s "$dir/$f" ] || fail "$dir/$f missing"
   done
-  [ "$(head -c 8 "$dir/accuracy.png" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ] || fail "accuracy.png is not a PNG"
+  is_png "$dir/accuracy.png" || fail "accuracy.png is not a PNG"
+  is_png "$dir/curve.png" || fail "curve.png is not a PNG"
+  head -1 "$log" | grep -q "run folder $dir\$" || fail "the first line does not name the run folder $dir"
+  tail -1 "$log" | grep -q "in $dir (" || fail "the last line does not name the run folder $dir"
   grep -q '"dev_accuracy"' "$dir/cosine.jsonl" || fail "cosine.jsonl has no dev accuracy record"
   "$ftlua" "$tmp/check.lua" "$dir" "$keys" "$count" "$log" || fail "inconsistent outputs in $dir"
 }
 
 # --- text --------------------------------------------------------------------------------------
-if [ -e /usr/share/games/fortunes/computers ]; then
+if have_fortunes computers; then
   small=(--init random --limit 64 --steps 6 --self-steps 6 --gold-steps 4 --eval-every 3 --max-bytes 32
          --batch-size 8 --threads 2)
-  "$ftlua" scripts/self_train.lua "${small[@]}" --out "$tmp/a" > "$tmp/text.log" 2>&1 || { cat "$tmp/text.log"; fail "text run"; }
+  "$ftlua" scripts/self_train.lua "${small[@]}" --out "$tmp/a/text" > "$tmp/text.log" 2>&1 || { cat "$tmp/text.log"; fail "text run"; }
   cat "$tmp/text.log"
   check_outputs "$tmp/a/text" "lf_vote weak cosine pseudo gold" 64 "$tmp/text.log"
   # the labeling-function report: a row per function (a dozen or more) with coverage, conflicts, accuracy
@@ -64,7 +62,7 @@ if [ -e /usr/share/games/fortunes/computers ]; then
   [ "$lfs" -ge 12 ] || fail "lf_report.txt lists $lfs labeling functions on the dev set, expected >= 12"
   grep -q "majority vote on the pool: .* (coverage" "$tmp/text.log" || fail "no pool coverage line"
   # same seed, same numbers (the seconds column aside)
-  "$ftlua" scripts/self_train.lua "${small[@]}" --out "$tmp/b" > "$tmp/text2.log" 2>&1 || { cat "$tmp/text2.log"; fail "second text run"; }
+  "$ftlua" scripts/self_train.lua "${small[@]}" --out "$tmp/b/text" > "$tmp/text2.log" 2>&1 || { cat "$tmp/text2.log"; fail "second text run"; }
   diff <(cut -d, -f1-6 "$tmp/a/text/results.csv") <(cut -d, -f1-6 "$tmp/b/text/results.csv") \
     || fail "two runs with seed 1 differ"
   # a missing checkpoint names itself
@@ -78,10 +76,10 @@ else
 fi
 
 # --- vision ------------------------------------------------------------------------------------
-if [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+if have_fashion_mnist; then
   "$ftlua" scripts/self_train.lua --task vision --init random --limit 64 --labels-per-class 3 --dev-per-class 4 \
     --steps 6 --self-steps 6 --gold-steps 4 --eval-every 3 --batch-size 16 --threads 2 \
-    --augment strong --balance on --select 0.5 --out "$tmp/a" > "$tmp/vision.log" 2>&1 \
+    --augment strong --balance on --select 0.5 --out "$tmp/a/vision" > "$tmp/vision.log" 2>&1 \
     || { cat "$tmp/vision.log"; fail "vision run"; }
   cat "$tmp/vision.log"
   check_outputs "$tmp/a/vision" "head weak cosine pseudo gold" 64 "$tmp/vision.log"

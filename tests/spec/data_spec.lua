@@ -93,6 +93,26 @@ describe("ft.data.fashion_mnist", function()
     assert_contains(err, "dir=")
     assert_contains(error_of(ft.data.fashion_mnist, {split = "valid"}), "split must be 'train' or 'test'")
   end)
+
+  it("refuses misspelt options instead of loading the training split", function()
+    local dir = FIXTURES .. "/fashion_mini"
+    assert_contains(error_of(ft.data.fashion_mnist, {spilt = "test", dir = dir}),
+      "ft.data.fashion_mnist: unknown option 'spilt'", "did you mean 'split'?")
+    assert_contains(error_of(ft.data.fashion_mnist, {split = "test", dri = dir}), "unknown option 'dri'")
+    assert_contains(error_of(ft.data.fashion_mnist, {dir = 7}), "ft.data.fashion_mnist: dir must be a non-empty string, got 7")
+  end)
+
+  it("refuses a label file with labels outside 0..9, naming the file", function()
+    local dir = make_tmpdir()
+    local n = 3
+    H.write_bytes(dir .. "/t10k-images-idx3-ubyte", string.pack(">I4I4I4I4", 0x803, n, 28, 28) .. string.rep("\0", n * 28 * 28))
+    H.write_bytes(dir .. "/t10k-labels-idx1-ubyte", string.pack(">I4I4", 0x801, n) .. string.char(3, 10, 1))
+    local err = error_of(ft.data.fashion_mnist, {split = "test", dir = dir})
+    assert_contains(err, "ft.data.fashion_mnist: '" .. dir .. "/t10k-labels-idx1-ubyte' holds label 10 at position 2",
+      "labels are 0..9")
+    H.write_bytes(dir .. "/t10k-labels-idx1-ubyte", string.pack(">I4I4", 0x801, n) .. string.char(3, 9, 0))
+    assert.are.same({4, 10, 1}, ft.data.fashion_mnist{split = "test", dir = dir}.y:totable())
+  end)
 end)
 
 describe("ft.data.image_folder", function()
@@ -248,6 +268,24 @@ describe("ft.data.loader", function()
     assert_contains(error_of(ft.data.loader, {x = ft.zeros(3), y = ft.zeros(2)}), "3 samples but dataset.y has 2")
     assert_contains(error_of(ft.data.loader, {}), "expected a dataset table")
   end)
+
+  it("refuses misspelt and out-of-range options", function()
+    assert_contains(error_of(ft.data.loader, dataset(3), {batchsize = 64}),
+      "ft.data.loader: unknown option 'batchsize'", "did you mean 'batch_size'?")
+    assert_contains(error_of(ft.data.loader, dataset(3), {batch_size = 2.5}),
+      "ft.data.loader: batch_size must be a positive integer, got 2.5")
+    assert_contains(error_of(ft.data.loader, dataset(3), {batch_size = -1}), "got -1")
+    assert_contains(error_of(ft.data.loader, dataset(3), {shuffle = "yes"}),
+      "ft.data.loader: shuffle must be true or false, got 'yes'")
+    assert_contains(error_of(ft.data.loader, dataset(3), {seed = 0.5}), "ft.data.loader: seed must be an integer")
+    assert_contains(error_of(ft.data.loader, dataset(3), {transform = 1}),
+      "ft.data.loader: transform must be a function, got 1")
+    assert_contains(error_of(ft.data.loader, dataset(3), "fast"), "ft.data.loader: options must be a table")
+    -- the batch size given is the one used
+    local sizes = {}
+    for x in ft.data.loader(dataset(5), {batch_size = 4}):iter() do sizes[#sizes + 1] = x:size(1) end
+    assert.are.same({4, 1}, sizes)
+  end)
 end)
 
 describe("ft.data subsets and splits", function()
@@ -334,9 +372,10 @@ describe("ft.data subsets and splits", function()
     assert.are.same({0}, rest.y:shape())
   end)
 
-  it("split holds out a fraction or a count, seeded", function()
+  it("split holds out a fraction or a count, seeded, as named parts", function()
     local ds = labelled(50, 5, {"a", "b", "c", "d", "e"})
-    local train, val = ft.data.split(ds, 0.2, {seed = 1})
+    local parts = ft.data.split(ds, 0.2, {seed = 1})
+    local train, val = parts.train, parts.val
     assert.are.equal(40, train.y:size(1))
     assert.are.equal(10, val.y:size(1))
     assert.are.same(ds.classes, val.classes)
@@ -344,11 +383,24 @@ describe("ft.data subsets and splits", function()
     for _, v in ipairs(ids(val)) do all[#all + 1] = v end
     table.sort(all)
     for i = 1, 50 do assert.are.equal(i, all[i]) end
-    assert.are.same(ids(val), ids(select(2, ft.data.split(ds, 0.2, {seed = 1}))))
-    assert.are_not.same(ids(val), ids(select(2, ft.data.split(ds, 0.2, {seed = 2}))))
-    local t2, v2 = ft.data.split(ds, 7, {seed = 1})
+    assert.are.same(ids(val), ids(ft.data.split(ds, 0.2, {seed = 1}).val))
+    assert.are_not.same(ids(val), ids(ft.data.split(ds, 0.2, {seed = 2}).val))
+    local p2 = ft.data.split(ds, 7, {seed = 1})
+    local t2, v2 = p2.train, p2.val
     assert.are.same({43, 7}, {t2.y:size(1), v2.y:size(1)})
     for i, row in ipairs(v2.x:totable()) do assert.are.equal((row[1] - 1) % 5 + 1, v2.y:totable()[i]) end
+  end)
+
+  it("split returns one table, and says so when it is read as a dataset", function()
+    local ds = labelled(20, 2)
+    local a, b = ft.data.split(ds, 5, {seed = 3})
+    assert.is_nil(b)
+    assert.are.same({"train", "val"}, ft.tables.sorted_keys(a))
+    assert_contains(error_of(function() return a.x end), "ft.data.split returns one table {train =, val =}",
+      "parts.train and parts.val")
+    assert_contains(error_of(ft.data.split, ds, 5, {sed = 3}), "ft.data.split: unknown option 'sed'",
+      "did you mean 'seed'?")
+    assert_contains(error_of(ft.data.split, ds, 5, {seed = 1.5}), "ft.data.split: seed must be an integer, got 1.5")
   end)
 
   it("split rejects sizes that leave a part empty", function()

@@ -1,4 +1,4 @@
--- ft.ia3: (IA)3 adapters. A fresh adapter is an exact no-op; the scaling of outputs (keys,
+-- ft.peft.ia3: (IA)3 adapters. A fresh adapter is an exact no-op; the scaling of outputs (keys,
 -- values, conv channels), inputs (feed-forward) and GPT-2's fused k/v thirds is checked
 -- against sums written out in plain Lua; only the vectors train.
 local ft = require "ft"
@@ -63,7 +63,7 @@ local function transpose(m)
   return t
 end
 
-describe("ft.ia3 defaults", function()
+describe("ft.peft.ia3 defaults", function()
   it("adapts GPT-2's c_attn (k and v thirds) and mlp.c_proj (input)", function()
     local model = tiny_gpt2()
     local ids = ft.tensor({ { 3, 9, 200, 41, 7 } }, { dtype = "int64" })
@@ -127,7 +127,7 @@ describe("ft.ia3 defaults", function()
   end)
 end)
 
-describe("ft.ia3 scaling", function()
+describe("ft.peft.ia3 scaling", function()
   it("scales a Linear's outputs (keys) and inputs (down_proj), as written out by hand", function()
     local model = tiny_llama()
     peft.ia3(model)
@@ -227,7 +227,7 @@ describe("ft.ia3 scaling", function()
   end)
 end)
 
-describe("ft.ia3 training", function()
+describe("ft.peft.ia3 training", function()
   it("freezes the base model: only the vectors train and get gradients", function()
     local model = tiny_llama()
     model:train()
@@ -283,7 +283,7 @@ describe("ft.ia3 training", function()
   end)
 end)
 
-describe("ft.ia3 errors", function()
+describe("ft.peft.ia3 errors", function()
   it("names what is wrong", function()
     local model = tiny_gpt2()
     H.assert_mentions(H.error_of(ia3.attach, model, { rank = 4 }), "unknown option 'rank'")

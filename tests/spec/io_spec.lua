@@ -120,7 +120,7 @@ describe("ft.save / ft.load", function()
   it("stores metadata as attributes on / and returns them", function()
     local path = dir .. "/meta.h5"
     local config = '{"model": "resnet18", "num_classes": 10}'
-    ft.save(path, {w = ft.ones(2)}, {meta = {step = 1200, lr = 0.125, config = config, name = "run-1"}})
+    ft.save(path, {w = ft.ones(2)}, {metadata = {step = 1200, lr = 0.125, config = config, name = "run-1"}})
     local tensors, meta = ft.load(path)
     assert.are.same({1, 1}, tensors.w:totable())
     assert.are.equal("ftlua-1", meta.format)
@@ -133,9 +133,36 @@ describe("ft.save / ft.load", function()
 
   it("rejects bad metadata and reserved keys", function()
     local path = dir .. "/bad.h5"
-    assert_contains(error_of(ft.save, path, {w = ft.ones(1)}, {meta = {opts = {1, 2}}}), "meta 'opts' is a table")
-    assert_contains(error_of(ft.save, path, {w = ft.ones(1)}, {meta = {format = "x"}}), "reserved")
+    assert_contains(error_of(ft.save, path, {w = ft.ones(1)}, {metadata = {opts = {1, 2}}}), "metadata 'opts' is a table")
+    assert_contains(error_of(ft.save, path, {w = ft.ones(1)}, {metadata = {format = "x"}}), "reserved")
     assert.are.same({}, listdir(dir))
+  end)
+
+  it("takes m:state_dict()'s second result, the names in order, where its options go", function()
+    local m = ft.nn.Linear(2, 3)
+    ft.save(dir .. "/sd.h5", m:state_dict())
+    ft.safetensors.save(dir .. "/sd.safetensors", m:state_dict())
+    local a, b = ft.load(dir .. "/sd.h5"), ft.safetensors.load(dir .. "/sd.safetensors")
+    for _, t in ipairs({ a, b }) do
+      assert.are.same({ 3, 2 }, t.weight:shape())
+      assert.are.same({ 3 }, t.bias:shape())
+    end
+    -- a list holding anything else is still an options table, and checked
+    H.assert_mentions(error_of(ft.save, dir .. "/sd.h5", m:state_dict(), { "weight", 3 }), "ft.save: option keys")
+  end)
+
+  it("names its metadata option as ft.safetensors.save does and checks its options", function()
+    local path = dir .. "/opts.h5"
+    ft.save(path, {w = ft.ones(1)}, {meta = {step = 3}})   -- the older name still works
+    assert.are.equal(3, select(2, ft.load(path)).step)
+    H.assert_mentions(error_of(ft.save, path, {w = ft.ones(1)}, {metdata = {step = 1}}),
+      "ft.save: unknown option 'metdata'", "did you mean 'metadata'?")
+    assert_contains(error_of(ft.save, path, {w = ft.ones(1)}, {metadata = {a = 1}, meta = {b = 2}}),
+      "ft.save: give 'metadata' or its older name 'meta', not both")
+    assert_contains(error_of(ft.save, path, {w = ft.ones(1)}, {metadata = "x"}),
+      "ft.save: option 'metadata' must be a table")
+    assert_contains(error_of(ft.save, path, {w = ft.ones(1)}, "metadata"), "ft.save: options must be a table")
+    assert.are.equal(3, select(2, ft.load(path)).step)
   end)
 
   it("rejects names that cannot become HDF5 paths", function()
@@ -437,5 +464,18 @@ describe("ft._idx_read", function()
     path = FIXTURES .. "/trailing-idx3-ubyte"
     assert_contains(error_of(ft._idx_read, path), "'" .. path .. "' has more data than its header says ([3,4,5] = 60 bytes)")
     assert.are.equal("ft._idx_read: cannot open 'none.gz': No such file or directory", error_of(ft._idx_read, "none.gz"))
+  end)
+
+  it("refuses bytes after the gzip stream and checks its options", function()
+    local gz = H.read_bytes(FIXTURES .. "/images-idx3-ubyte.gz")
+    local tmp = make_tmpdir()
+    local path = tmp .. "/tail-idx3-ubyte.gz"
+    H.write_bytes(path, gz .. "tail")
+    assert_contains(error_of(ft._idx_read, path), "'" .. path .. "' has 4 bytes of trailing garbage after its gzip data")
+    H.write_bytes(path, gz .. gz)   -- concatenated members are one stream: twice the data
+    assert_contains(error_of(ft._idx_read, path), "has more data than its header says")
+    H.assert_mentions(error_of(ft._idx_read, FIXTURES .. "/images-idx3-ubyte.gz", {scael = 2}),
+                      "ft._idx_read: unknown option 'scael'", "did you mean 'scale'?")
+    run("rm -rf '" .. tmp .. "'")
   end)
 end)

@@ -100,6 +100,55 @@ describe("ft.json.decode", function()
   end)
 end)
 
+describe("ft.json.decode refuses what JSON forbids and cJSON lets through", function()
+  it("invalid \\u escapes: lone surrogates, short or non-hex digits", function()
+    assert.are.equal("ft.json.decode: invalid JSON near position 3: lone high surrogate \\uD800 in a string "
+                     .. "(a low surrogate must follow)", decode_error('["\\ud800"]'))
+    assert.are.equal("ft.json.decode: invalid JSON near position 3: lone high surrogate \\uD83D in a string "
+                     .. "(a low surrogate must follow)", decode_error('["\\ud83d\\u0041"]'))
+    assert.are.equal("ft.json.decode: invalid JSON near position 2: lone low surrogate \\uDE00 in a string",
+                     decode_error('"\\ude00\\ud83d"'))
+    assert.are.equal("ft.json.decode: invalid JSON near position 3: invalid \\u escape (four hex digits expected)",
+                     decode_error('"a\\u12g4"'))
+    assert.are.equal("ft.json.decode: invalid JSON near position 2: invalid escape '\\x' in a string",
+                     decode_error('"\\x41"'))
+    -- the pair itself is fine, and so is an escaped zero character
+    assert.are.equal("\240\159\152\128", J.decode('"\\ud83d\\ude00"'))
+    assert.are.equal("a\0b", J.decode('"a\\u0000b"'))
+  end)
+
+  it("raw control characters in strings", function()
+    assert.are.equal("ft.json.decode: invalid JSON near position 4 (line 1, column 4): raw control character "
+                     .. "0x0A in a string (write it as \\u000A)", decode_error('"ab\ncd"'))
+    assert.are.equal("ft.json.decode: invalid JSON near position 9: raw control character 0x01 in a string "
+                     .. "(write it as \\u0001)", decode_error('{"k": "x\1"}'))
+    assert.are.equal("ab\ncd", J.decode('"ab\\ncd"'))
+  end)
+
+  it("invalid UTF-8: stray bytes, overlong forms, encoded surrogates, past U+10FFFF", function()
+    for _, case in ipairs({ { '"\255"', 2, "0xFF" }, { '"ok \192\175"', 5, "0xC0" }, { '"\224\128\175"', 2, "0xE0" },
+                            { '"\237\160\128"', 2, "0xED" }, { '"\244\144\128\128"', 2, "0xF4" },
+                            { '"\195"', 2, "0xC3" }, { '["a", "\128"]', 8, "0x80" } }) do
+      assert.are.equal(("ft.json.decode: invalid JSON near position %d: invalid UTF-8 byte %s in a string")
+                       :format(case[2], case[3]), decode_error(case[1]))
+    end
+    assert.are.equal("ol\195\169 \226\130\172 \240\159\152\128", J.decode('"ol\195\169 \226\130\172 \240\159\152\128"'))
+  end)
+
+  it("nesting deeper than 1000 levels, with its position", function()
+    assert.are.equal("ft.json.decode: invalid JSON near position 1001: nested deeper than 1000 levels",
+                     decode_error(("["):rep(1001) .. ("]"):rep(1001)))
+    assert.are.equal("ft.json.decode: invalid JSON near position 1006: nested deeper than 1000 levels",
+                     decode_error('{"a": ' .. ('{"b": '):rep(0) .. ("["):rep(1001)))
+  end)
+
+  it("checks its options", function()
+    H.assert_mentions(H.error_of(J.encode, {1}, {indnet = 2}), "ft.json.encode: unknown option 'indnet'",
+                      "did you mean 'indent'?")
+    H.assert_mentions(H.error_of(J.write, "/tmp/x.json", {1}, {ident = 2}), "ft.json.write: unknown option 'ident'")
+  end)
+end)
+
 describe("ft.json.encode", function()
   it("writes compact JSON with object keys sorted", function()
     assert.are.equal('{"a":[1,2.5,"x"],"b":{"c":true,"d":false,"e":null},"z":-3}',

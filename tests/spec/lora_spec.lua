@@ -1,4 +1,4 @@
--- ft.lora: LoRA / DoRA layers checked against independent math written out in this file
+-- ft.peft.lora: LoRA / DoRA layers checked against independent math written out in this file
 -- (plain Lua loops over t:totable() values, and dense convolutions on kernels composed here),
 -- finite differences, and exact comparisons where the math promises equality.
 local ft = require "ft"
@@ -325,7 +325,7 @@ end)
 
 -- ---- merging safely, several adapters ----------------------------------------------------------------
 
-describe("lora.merge", function()
+describe("ft.peft.lora merge", function()
   it("with safe = true refuses NaN and leaves every weight bit-identical", function()
     local model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
     lora.attach(model, { target = { "0", "1" }, r = 2 })
@@ -531,7 +531,7 @@ end)
 
 -- ---- errors ------------------------------------------------------------------------------------------
 
-describe("lora.attach errors", function()
+describe("ft.peft.lora errors", function()
   it("names a target that matches nothing and the layers it could adapt", function()
     local model = make("linear")
     local err = H.error_of(lora.attach, model, { target = { "q_proj", "v_proj" } })

@@ -92,7 +92,7 @@ describe("the PEFT LoRA adapter of hf_gpt2", function()
   end)
 end)
 
-describe("ft.peft_format.save", function()
+describe("ft.peft.format.save", function()
   it("writes PEFT's adapter_config.json and tensor names", function()
     local model = ft.models.from_pretrained(BASE)
     lora.attach(model, { target = { "c_attn", "c_proj" }, r = 4, alpha = 8 })
@@ -204,7 +204,8 @@ ft.safetensors.save(%q, {logits = ft.no_grad(function() return model(ids).logits
     P.save(model, dir)
     local cfg, weights = H.read_bytes(dir .. "/adapter_config.json"), H.read_bytes(dir .. "/adapter_model.safetensors")
     ft.no_grad(function() model.transformer.h[1].attn.c_attn.lora_B.default.weight:fill_(1) end)
-    -- A folder in the way of the temporary config file makes the second write fail.
+    -- A folder inside the adapter's folder makes the save fail before anything is written: the
+    -- folder is replaced as a whole, which would lose it.
     assert(os.execute("mkdir " .. H.quote(dir .. "/.adapter_config.json.tmp")))
     local err = H.error_of(P.save, model, dir)
     H.assert_mentions(err, ".adapter_config.json.tmp")
@@ -216,7 +217,7 @@ ft.safetensors.save(%q, {logits = ft.no_grad(function() return model(ids).logits
   end)
 end)
 
-describe("ft.peft_format.load errors", function()
+describe("ft.peft.format.load errors", function()
   local model = ft.models.from_pretrained(BASE)
   local base = logits(model)
 
@@ -271,7 +272,7 @@ describe("ft.peft_format.load errors", function()
   end)
 end)
 
-describe("ft.peft_format.fullmatcher", function()
+describe("ft.peft.format.fullmatcher", function()
   local cases = {
     { [[.*\.(q_proj|v_proj)]], { "model.layers.0.self_attn.q_proj", "v_proj", "a.k_proj", "a.q_projx", ".v_proj" } },
     { [[transformer\.h\.[0-2]\.attn\.c_attn]], { "transformer.h.1.attn.c_attn", "transformer.h.3.attn.c_attn",

@@ -1,4 +1,4 @@
--- inputs_embeds in the GPT-2 and Llama forwards, and soft-prompt tuning (ft.prompt_tuning):
+-- inputs_embeds in the GPT-2 and Llama forwards, and soft-prompt tuning (ft.peft.prompt_tuning):
 -- the prompt's place in the sequence, the loss against a computation written out here (the
 -- prompt concatenated by hand, fed through inputs_embeds, cross-entropy in plain Lua), which
 -- tensors train, inits, generation with the prompt, and removal.
@@ -271,7 +271,7 @@ describe("ft.peft.prompt_tuning", function()
     assert.are.equal(0, max_diff(ft.no_grad(function() return m(ids).logits end), base))
     assert.are.equal(0, PT.num_virtual_tokens(m))
     A.registry(m).disabled = false
-    PT.remove(m, "default")
+    require("ft.peft").delete_adapter(m, "default")
     assert.is_nil(rawget(m, "forward"))
     assert.is_nil(m.prompt_encoder)
     assert.are.same(base_keys, select(2, m:state_dict()))
@@ -293,7 +293,7 @@ describe("ft.peft.prompt_tuning", function()
       return class_forward(m)(m, nil, { inputs_embeds = embeds }).logits:narrow(2, 6, 3)
     end)
     H.assert_close(got, want, 1e-6, "logits with two prompts")
-    PT.remove(m, "a")
+    require("ft.peft").delete_adapter(m, "a")
     assert.is_truthy(rawget(m, "forward"))   -- b is still there
     assert.are.equal(3, PT.num_virtual_tokens(m))
   end)

@@ -1,4 +1,4 @@
--- ft.reft (LoReFT / DiReFT interventions) on a small GPT-2, the HF Llama and ViT fixtures.
+-- ft.peft.reft (LoReFT / DiReFT interventions) on a small GPT-2, the HF Llama and ViT fixtures.
 -- Expected values are the paper's formulas evaluated here in float64 Lua arithmetic on the
 -- block's own (unedited) hidden state, finite differences, and exact comparisons.
 local ft = require "ft"
@@ -129,7 +129,7 @@ local function count(t)
   return n
 end
 
-describe("ft.reft on GPT-2", function()
+describe("ft.peft.reft on GPT-2", function()
   for _, kind in ipairs({ "loreft", "direft" }) do
     it(kind .. ": a fresh intervention is an exact no-op", function()
       local model = new_gpt(1)
@@ -495,7 +495,7 @@ describe("ft.reft on GPT-2", function()
   end)
 end)
 
-describe("ft.reft on the HF fixtures", function()
+describe("ft.peft.reft on the HF fixtures", function()
   it("Llama: generation with the cache runs and leaves cached steps unedited", function()
     local model = ft.models.from_pretrained(H.fixture("golden/hf_llama"))
     ft.manual_seed(16)

@@ -156,7 +156,7 @@ describe("ft.safetensors.load", function()
     H.assert_mentions(H.error_of(ft.safetensors.load, path, {names = {"f16", "nope"}}),
                       "ft.safetensors.load: '" .. path .. "' has no tensor 'nope'")
     H.assert_mentions(H.error_of(ft.safetensors.load, path, {name = {"f16"}}),
-                      "unknown option 'name' (options: names)")
+                      "ft.safetensors.load: unknown option 'name' (valid options: names); did you mean 'names'?")
   end)
 
   it("lists names, dtypes, shapes and offsets with info, without decoding", function()
@@ -447,7 +447,7 @@ describe("ft.safetensors.save", function()
     H.assert_mentions(H.error_of(ft.safetensors.save, path, one, {dtype = "F64"}),
                       "ft.safetensors.save: option 'dtype' must be \"F32\", \"F16\" or \"BF16\", got 'F64'")
     H.assert_mentions(H.error_of(ft.safetensors.save, path, one, {meta = {a = "b"}}),
-                      "ft.safetensors.save: unknown option 'meta' (options: metadata, dtype)")
+                      "ft.safetensors.save: unknown option 'meta' (valid options: dtype, metadata)")
     H.assert_mentions(H.error_of(ft.safetensors.save, path, one, {metadata = {cfg = {1}}}),
                       "ft.safetensors.save: metadata 'cfg' is a table; the format stores strings")
     H.assert_mentions(H.error_of(ft.safetensors.save, path, {__metadata__ = ft.ones(1)}),

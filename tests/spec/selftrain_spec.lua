@@ -499,7 +499,7 @@ describe("cosine", function()
       xi = 0.3, optimizer = ft.optim.SGD(model:parameters(), {lr = 0.1}),
       callback = function(record)
         if record.step == 1 then
-          for k, v in pairs(teacher:state_dict()) do snapshot[k] = v:clone() end
+          snapshot = teacher:clone_state_dict()
         end
       end}
     for k, v in pairs(teacher:state_dict()) do
@@ -540,11 +540,7 @@ describe("cosine", function()
     local data = blobs(1)
     local model, teacher = stage_one(data), Linear2()
     local student_after = {}
-    local function copy(m)
-      local out = {}
-      for k, v in pairs(m:state_dict()) do out[k] = v:clone() end
-      return out
-    end
+    local function copy(m) return m:clone_state_dict() end
     local before = copy(model)
     local checked = 0
     st.cosine{model = model, teacher = teacher, batches = data.batches, forward = forward, steps = 6, T = 2,
@@ -687,8 +683,7 @@ describe("fit_weak", function()
       evaluate = function(m)
         calls = calls + 1
         if calls == 2 then
-          at_best = {}
-          for k, v in pairs(m:state_dict()) do at_best[k] = v:clone() end
+          at_best = m:clone_state_dict()
         end
         return scores[calls]
       end}

@@ -279,10 +279,11 @@ describe("scripts/pretrain_text.lua", function()
     end
     local ftlua = assert(os.getenv("FTLUA"), "FTLUA is not set")
     local src = os.getenv("FT_SOURCE_DIR") or "."
-    local out = dir .. "/run/gpt_tiny.h5"
+    local run_dir = dir .. "/run"           -- --out names the run's folder; the checkpoint goes in it
+    local out = run_dir .. "/gpt_fortunes.h5"
     local ok, log = run(quote(ftlua) .. " " .. quote(src .. "/scripts/pretrain_text.lua")
       .. " --config tiny --steps 20 --context 32 --batch-size 4 --eval-every 10 --eval-windows 8"
-      .. " --sample-length 16 --threads 2 --out " .. quote(out) .. " </dev/null")
+      .. " --sample-length 16 --threads 2 --out " .. quote(run_dir) .. " </dev/null")
     assert.is_true(ok, log)
     assert.matches("RESULT steps=20 tokens_per_sec=[%d.]+ train_loss=[%d.]+ val_loss=[%d.]+", log)
     assert.matches("val loss after reloading", log)

@@ -203,5 +203,77 @@ describe("ft.wise", function()
       end, {exclude = {"^2%."}})
       assert.are.same({{alpha = 0.5, value = 42}}, rows)
     end)
+
+    it("is safe when sd1 is the model's own live state dict", function()
+      -- sd0: a snapshot of the start; then "fine-tune"; sd1 = model:state_dict() aliases the weights.
+      local model = make_model(5, 0)
+      local sd0 = ft.clone_state_dict(model:state_dict())
+      ft.no_grad(function()
+        for _, p in ipairs(model:parameters()) do p:add_(ft.randn(p:shape())) end
+      end)
+      local x = ft.randn(4, 3)
+      model:eval()
+      local function score(m) return ft.no_grad(function() return m(x):sum():item() end) end
+      local s1_score = score(model)
+      local tuned = snapshot(model:state_dict())
+      local rows = ft.wise.sweep(sd0, model:state_dict(), {0, 0.5, 1}, function(m) return score(m) end,
+        {model = model})
+      local start = make_model(5, 0)
+      start:eval()
+      assert.are.equal(score(start), rows[1].value)          -- alpha 0: the start
+      assert.are.equal(s1_score, rows[3].value)              -- alpha 1: the tuned model, not the start
+      assert.are_not.equal(rows[1].value, rows[3].value)
+      assert.are_not.equal(rows[1].value, rows[2].value)
+      for k, expected in pairs(tuned) do assert_bit_equal(model:state_dict()[k], expected, "restored " .. k) end
+    end)
+
+    it("is safe when sd0 is the model's own live state dict", function()
+      local model = make_model(6, 1)
+      local sd1 = ft.clone_state_dict(make_model(7, 1):state_dict())
+      local s0 = snapshot(model:state_dict())
+      local rows = ft.wise.sweep(model:state_dict(), sd1, {1, 0}, function(m)
+        return H.flat(m:state_dict()["0.weight"])[1]
+      end, {model = model})
+      assert.are.equal(H.flat(sd1["0.weight"])[1], rows[1].value)
+      assert.are.equal(s0["0.weight"].values[1], rows[2].value)
+    end)
+
+    it("refuses misspelt options and bad alphas", function()
+      H.assert_mentions(H.error_of(ft.wise.sweep, sd0, sd1, {0.5}, function() return 1 end, {modle = make_model(1, 0)}),
+        "ft.wise.sweep: unknown option 'modle'", "did you mean 'model'?")
+      H.assert_mentions(H.error_of(ft.wise.sweep, sd0, sd1, {0.5, 0 / 0}, function() return 1 end),
+        "ft.wise.sweep: alphas[2] must be a finite number")
+      H.assert_mentions(H.error_of(ft.wise, sd0, sd1, 0.5, {exlude = "^2%."}),
+        "ft.wise: unknown option 'exlude'", "did you mean 'exclude'?")
+      H.assert_mentions(H.error_of(ft.wise.interpolate, sd0, sd1, 0.5, {key = {"0.weight"}}),
+        "ft.wise: unknown option 'key'", "did you mean 'keys'?")
+    end)
+  end)
+end)
+
+describe("ft.clone_state_dict", function()
+  it("copies every tensor so that later changes to the model do not reach it", function()
+    local model = make_model(2, 1)
+    local live = model:state_dict()
+    local before = snapshot(live)
+    local copy = ft.clone_state_dict(live)
+    local own = model:clone_state_dict()
+    assert.are.same(keys_of(live), keys_of(copy))
+    assert.are.same(keys_of(live), keys_of(own))
+    ft.no_grad(function()
+      for _, p in ipairs(model:parameters()) do p:fill_(7) end
+      model:state_dict()["1.running_mean"]:fill_(7)
+    end)
+    for k, expected in pairs(before) do
+      assert_bit_equal(copy[k], expected, "ft.clone_state_dict " .. k)
+      assert_bit_equal(own[k], expected, "Module:clone_state_dict " .. k)
+      assert.is_false(copy[k].requires_grad)
+    end
+    assert.are.equal(7, H.flat(live["0.weight"])[1])   -- state_dict() itself is live
+  end)
+
+  it("names what is not a state dict", function()
+    H.assert_mentions(H.error_of(ft.clone_state_dict, 3), "ft.clone_state_dict: a state dict (table name -> tensor) expected, got number")
+    H.assert_mentions(H.error_of(ft.clone_state_dict, {w = 1}), "ft.clone_state_dict: entry 'w' is a number, not a tensor")
   end)
 end)

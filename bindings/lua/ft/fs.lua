@@ -3,7 +3,13 @@
 --   if not ft.fs.exists(path) then ... end
 --   ft.fs.mkdir("runs/exp1")              -- with its parents; an error names the folder
 --   ft.fs.mkdir_for("runs/exp1/log.jsonl") -- the folder a file will go in
---   ft.fs.write("runs/exp1/results.csv", text)
+--   ft.fs.write("runs/exp1/results.csv", text)   -- atomic: old or new contents, never half
+--   local text = ft.fs.read("runs/exp1/results.csv")
+--   ft.fs.replace_dir("out/adapter", function(tmp) ... write files into tmp ... end)
+--
+-- Writes go through the core's one atomic writer (core/io/atomic.c): a temporary
+-- "<path>.tmp-<pid>-<n>" beside the target, fsynced and renamed over it. Temporaries left
+-- by killed processes are removed by the next write of the same path.
 local ft = require "ft"
 
 local fs = {}
@@ -36,23 +42,66 @@ function fs.mkdir_for(path, where)
   if dir and dir ~= "" then fs.mkdir(dir, where) end
 end
 
---- write(path, text): writes text to path through a temporary file renamed at the end, so a
--- failed write leaves an earlier file at path as it was; raises an error naming the path.
+local function check_path(path, where)
+  if type(path) ~= "string" or path == "" then
+    error(("%s: a path expected, got %s"):format(where, path == "" and "''" or tostring(path)), 3)
+  end
+end
+
+--- write(path, text): writes text to path atomically (a temporary file beside it, fsynced and
+-- renamed over it), so a reader or a killed run sees the old file or the new one, never a part;
+-- raises "ft.fs.write: cannot write '<path>': <reason>".
 function fs.write(path, text)
-  local tmp = path .. ".tmp"
-  local f, err = io.open(tmp, "wb")
-  if not f then error(("ft.fs.write: cannot write %s: %s"):format(path, err), 2) end
-  local ok, werr = f:write(text)
-  local closed, cerr = f:close()
-  if not (ok and closed) then
-    os.remove(tmp)
-    error(("ft.fs.write: cannot write %s: %s"):format(path, tostring(werr or cerr)), 2)
+  check_path(path, "ft.fs.write")
+  if type(text) ~= "string" then
+    error(("ft.fs.write: text must be a string, got %s (writing '%s')"):format(type(text), path), 2)
   end
-  local renamed, rerr = os.rename(tmp, path)
-  if not renamed then
-    os.remove(tmp)
-    error(("ft.fs.write: cannot write %s: %s"):format(path, rerr), 2)
+  ft._write_file(path, text)
+end
+
+--- read(path) -> the whole file as a string (bytes as they are); raises
+-- "ft.fs.read: cannot open '<path>': <reason>" (or "cannot read ...").
+function fs.read(path)
+  check_path(path, "ft.fs.read")
+  return ft._read_file(path)
+end
+
+--- replace_dir(path, fill) -> fill's results. Calls fill(tmp) with a fresh empty folder beside
+-- path; when fill returns, that folder replaces path as a whole (one rename exchanges them, the
+-- old contents are removed after). If fill raises or the process dies, path keeps its old
+-- contents; the next replace_dir of path removes what a killed run left. Creates path's parents.
+function fs.replace_dir(path, fill)
+  check_path(path, "ft.fs.replace_dir")
+  if type(fill) ~= "function" and not (getmetatable(fill) or {}).__call then
+    error(("ft.fs.replace_dir: fill must be a function, got %s"):format(type(fill)), 2)
   end
+  fs.mkdir_for((path:gsub("/+$", "")), "ft.fs.replace_dir")
+  local tmp = ft._dir_begin(path)
+  local res = table.pack(pcall(fill, tmp))
+  if not res[1] then
+    pcall(ft._remove_tree, tmp)
+    error(res[2], 0)
+  end
+  local ok, err = pcall(ft._dir_commit, tmp, path)
+  if not ok then
+    pcall(ft._remove_tree, tmp)
+    error(err, 0)
+  end
+  return table.unpack(res, 2, res.n)
+end
+
+--- remove_stale(path) -> count. Removes the temporary files and folders of path
+-- ("<path>.tmp-<pid>-<n>") left by processes that no longer exist (every write does this
+-- itself; call it when resuming from a path without writing it).
+function fs.remove_stale(path)
+  check_path(path, "ft.fs.remove_stale")
+  return ft._remove_stale(path)
+end
+
+--- remove_tree(path): removes a file, or a folder and everything in it (links are not followed).
+function fs.remove_tree(path)
+  check_path(path, "ft.fs.remove_tree")
+  ft._remove_tree(path)
 end
 
 return fs

@@ -1,6 +1,7 @@
--- ft.peft: parameter-efficient fine-tuning on any ft.nn model: choosing what trains (freezing,
--- frozen BatchNorm, param groups, layer-wise lr decay, gradual unfreezing, new heads, LP-FT)
--- and adapters (LoRA, (IA)3, ReFT, prompt tuning).
+-- ft.peft: parameter-efficient fine-tuning on any ft.nn model, the one surface users call:
+-- choosing what trains (ft.peft.training: freezing, frozen BatchNorm, param groups, layer-wise
+-- lr decay, gradual unfreezing, new heads, LP-FT) and adapters (ft.peft.registry and one file
+-- per kind: lora (with DoRA), ia3, reft, prompt_tuning), saved and loaded by ft.peft.io.
 --
 --   local peft = ft.peft
 --   peft.freeze(model, {"^conv1$", "^bn1$", "^layer1$"})   -- BatchNorm there keeps its stats
@@ -9,652 +10,259 @@
 --   ... train ...
 --   peft.save(model, "runs/adapter", {format = "peft"})
 --
--- Patterns (freeze, unfreeze, bn_policy, param_groups, gradual_unfreezer) follow PEFT: a plain
--- name ("c_proj", "attn.c_proj") matches a whole dotted-segment suffix of a module or parameter
--- name; any other string is a Lua pattern ("^layer1$", "h%.[0-3]%."); a list matches when one
--- of its entries does. A parameter is hit when its own name or the name of a module enclosing
--- it matches.
---
--- Adapter kinds live in their own modules (ft.lora, ft.ia3, ft.reft, ft.prompt_tuning); each
--- provides
---   attach(model, opts) -> name     (opts may be a saved config: it recreates the adapter)
---   state_dict(model, name) -> {model key -> tensor}   the adapter's own tensors
---   remove(model, name)
--- and records itself in the registry of ft.adapters. This file is the one surface users see.
+-- Adapters attach in place: each adds child modules (lora_A, ia3_l, reft_loreft, prompt_encoder
+-- ...) and joins the forward chain of the modules it adapts; the base model's state_dict keys
+-- never change. Kinds stack on one model and on one layer, and come off in any order. Which
+-- adapters exist, in which order, and which are on is kept in one place, the model's registry.
+-- Every function taking an options table rejects an unknown option, naming the valid ones.
 local ft = require "ft"
 local A = require "ft.peft.registry"
+local training = require "ft.peft.training"
 
 local peft = {}
 
-local function kind_module(kind) return require("ft.peft." .. kind) end
-
 -- ---- adapters -------------------------------------------------------------------------------
 
-function peft.lora(model, opts) return kind_module("lora").attach(model, opts or {}) end
-function peft.ia3(model, opts) return kind_module("ia3").attach(model, opts or {}) end
-function peft.reft(model, opts) return kind_module("reft").attach(model, opts or {}) end
-function peft.prompt_tuning(model, opts) return kind_module("prompt_tuning").attach(model, opts or {}) end
+--- peft.lora(model, opts) -> name: adds a LoRA (or DoRA, dora = true) adapter to the layers
+-- matching opts.target; options as ft.peft.lora (target, r, alpha, dropout, dora, ...).
+function peft.lora(model, opts) return A.kind("lora").attach(model, opts or {}) end
 
---- Names of the adapters on model, in the order they were added.
+--- peft.ia3(model [, opts]) -> name: adds an (IA)3 adapter (defaults per model type); options
+-- as ft.peft.ia3 (name, target, feedforward, fused_qkv).
+function peft.ia3(model, opts) return A.kind("ia3").attach(model, opts or {}) end
+
+--- peft.reft(model [, opts]) -> name: adds a ReFT adapter (LoReFT or DiReFT interventions on
+-- transformer blocks); options as ft.peft.reft (layers, positions, rank, kind, ...).
+function peft.reft(model, opts) return A.kind("reft").attach(model, opts or {}) end
+
+--- peft.prompt_tuning(model [, opts]) -> name: adds a soft prompt in front of every input;
+-- options as ft.peft.prompt_tuning (num_virtual_tokens, init, init_text, ...).
+function peft.prompt_tuning(model, opts) return A.kind("prompt_tuning").attach(model, opts or {}) end
+
+--- peft.kinds() -> the adapter kinds, in chain order from the innermost ({"lora", "ia3", ...}).
+function peft.kinds()
+  local out = {}
+  for i, k in ipairs(A.KINDS) do out[i] = k.kind end
+  return out
+end
+
+--- peft.adapters(model) -> names of the adapters on model, in the order they were added.
 function peft.adapters(model)
   local out = {}
   for i, n in ipairs(A.registry(model).order) do out[i] = n end
   return out
 end
 
---- The adapter's tensors keyed as in model:state_dict().
-function peft.adapter_state_dict(model, name)
-  local entry = A.get(model, name)
-  return kind_module(entry.kind).state_dict(model, name)
-end
-
--- Only the active adapters' parameters train (as PEFT's set_adapter). The parameters are
--- found by name: a kind's state_dict may hand out detached aliases, whose flag is their own.
-local function update_trainable(model)
-  local reg = A.registry(model)
-  local params = {}
-  for name, p in model:named_parameters() do params[name] = p end
+--- peft.active_adapters(model) -> names of the adapters that take part in forward, in order
+-- ({} while adapters are disabled).
+function peft.active_adapters(model)
+  local reg, out = A.registry(model), {}
   for _, n in ipairs(reg.order) do
-    for key in pairs(peft.adapter_state_dict(model, n)) do
-      if params[key] then params[key].requires_grad = reg.active[n] == true end
-    end
+    if A.is_active(reg, n) then out[#out + 1] = n end
   end
+  return out
 end
 
---- Makes name the one active adapter (and the one that trains); enables adapters.
-function peft.set_adapter(model, name)
-  A.get(model, name)
+--- peft.adapter_kind(model, name) -> the kind of adapter name ("lora", "ia3", "reft", "prompt_tuning").
+function peft.adapter_kind(model, name) return A.get(model, name, "ft.peft.adapter_kind").kind end
+
+--- peft.adapter_state_dict(model, name) -> the adapter's tensors keyed as in model:state_dict().
+function peft.adapter_state_dict(model, name)
+  local entry = A.get(model, name, "ft.peft.adapter_state_dict")
+  return A.kind(entry.kind).state_dict(model, name)
+end
+
+--- peft.set_adapter(model, name_or_names): makes name (or every name of a list) the active
+-- adapter(s), the ones that compute and train; enables adapters. Merged adapters switched off
+-- are unmerged.
+function peft.set_adapter(model, names)
+  if type(names) == "string" then names = { names } end
+  if type(names) ~= "table" or #names == 0 then
+    error("ft.peft.set_adapter: an adapter name or a non-empty list of names expected, got " .. type(names), 2)
+  end
+  local active = {}
+  for _, n in ipairs(names) do
+    A.get(model, n, "ft.peft.set_adapter")
+    active[n] = true
+  end
   local reg = A.registry(model)
-  reg.active, reg.disabled = { [name] = true }, false
-  update_trainable(model)
+  reg.active, reg.disabled = active, false
+  A.sync_merges(model)
+  A.update_trainable(model)
 end
 
---- enable(model): adapters back on; enable(model, name): switch to that adapter.
+--- peft.enable(model [, name]): enable(model) switches adapters back on (the active set as it
+-- was); enable(model, name) switches to that one adapter (as set_adapter).
 function peft.enable(model, name)
-  if name then return peft.set_adapter(model, name) end
+  if name ~= nil then return peft.set_adapter(model, name) end
   A.registry(model).disabled = false
 end
 
---- Every adapter off: the model computes as its base.
-function peft.disable(model) A.registry(model).disabled = true end
-
-function peft.delete_adapter(model, name)
-  local entry = A.get(model, name)
-  kind_module(entry.kind).remove(model, name)
-  A.remove(model, name)
+--- peft.disable(model [, name]): disable(model) switches every adapter off (the model computes
+-- as its base; merged adapters are unmerged); disable(model, name) switches off that adapter
+-- only (it stops computing and training), the others stay as they are.
+function peft.disable(model, name)
+  local reg = A.registry(model)
+  if name == nil then
+    reg.disabled = true
+  else
+    A.get(model, name, "ft.peft.disable")
+    reg.active[name] = nil
+  end
+  A.sync_merges(model)
+  if name ~= nil then A.update_trainable(model) end
 end
 
--- Merging is LoRA's (ft.lora); merge_and_unload also folds (IA)3 vectors in.
-function peft.merge(model, opts) return kind_module("lora").merge(model, opts) end
-function peft.unmerge(model) return kind_module("lora").unmerge(model) end
-function peft.safe_merge(model, opts) return kind_module("lora").safe_merge(model, opts) end
+--- peft.delete_adapter(model, name): takes the adapter off the model (its modules, its links in
+-- the forward chains, its registry entry); the other adapters stay exactly as they were.
+function peft.delete_adapter(model, name) A.delete(model, name, "ft.peft.delete_adapter") end
 
---- Folds the active LoRA and (IA)3 adapters into the base weights and takes them off (opts as
--- ft.lora.merge). Returns model.
-function peft.merge_and_unload(model, opts)
+-- The adapters to merge (opts.names, or every active adapter of a kind that merges), grouped by
+-- kind; an error for an unknown, inactive or unmergeable one.
+local function merge_names(model, names, where)
   local reg = A.registry(model)
-  local has_lora = false
-  for _, n in ipairs(peft.adapters(model)) do
-    local kind = reg.adapters[n].kind
-    if kind == "ia3" then
-      if A.is_active(reg, n) then kind_module("ia3").merge_and_unload(model, n) else peft.delete_adapter(model, n) end
-    elseif kind == "lora" then
-      has_lora = true
+  local by_kind = {}
+  if names == nil then
+    names = {}
+    for _, n in ipairs(reg.order) do
+      if A.is_active(reg, n) and A.kind(reg.adapters[n].kind).merge_adapters then names[#names + 1] = n end
     end
+  elseif type(names) == "string" then
+    names = { names }
+  elseif type(names) ~= "table" then
+    error(("%s: option names must be an adapter name or a list of names, got %s"):format(where, type(names)), 0)
   end
-  if has_lora then kind_module("lora").merge_and_unload(model, opts) end
+  for _, n in ipairs(names) do
+    local kind = A.get(model, n, where).kind
+    if not A.kind(kind).merge_adapters then
+      error(("%s: adapter '%s' is a %s adapter, which cannot be merged into the weights"):format(where, n, kind), 0)
+    end
+    if not A.is_active(reg, n) then
+      error(("%s: adapter '%s' is switched off; switch it on (ft.peft.set_adapter) before merging it"):format(where,
+        n), 0)
+    end
+    by_kind[kind] = by_kind[kind] or {}
+    table.insert(by_kind[kind], n)
+  end
+  return by_kind
+end
+
+--- peft.merge(model [, {names =, safe = false}]) -> model: folds adapters (default: every active
+-- LoRA, DoRA and (IA)3 adapter) into the base weights; forward then skips them, unmerge takes them
+-- out again. safe = true checks every merged weight for NaN and Inf first. A merge that cannot be
+-- exact is an error that changes nothing: (IA)3 on a layer with LoRA adapters (it scales their
+-- deltas too; merge_and_unload folds both).
+function peft.merge(model, opts)
+  local where = "ft.peft.merge"
+  opts = ft.check_options(where, opts, { "names", "safe" })
+  local by_kind = merge_names(model, opts.names, where)
+  if by_kind.ia3 then A.kind("ia3").check_merge(model, by_kind.ia3, opts, where) end
+  for _, k in ipairs(A.KINDS) do   -- innermost first
+    local names = by_kind[k.kind]
+    if names then A.kind(k.kind).merge_adapters(model, names, { safe = opts.safe, where = where }) end
+  end
   return model
 end
 
--- ---- patterns ---------------------------------------------------------------------------------
+--- peft.safe_merge(model [, {names =}]) -> model: peft.merge with safe = true.
+function peft.safe_merge(model, opts)
+  opts = ft.check_options("ft.peft.safe_merge", opts, { "names" })
+  return peft.merge(model, { names = opts.names, safe = true })
+end
 
--- patterns (nil, a string or a list of strings) -> a list, or nil for "everything".
-local function pattern_list(patterns, where)
-  if patterns == nil then return nil end
-  if type(patterns) == "string" then patterns = { patterns } end
-  if type(patterns) ~= "table" then
-    error(("%s: patterns must be a string or a list of strings, got %s"):format(where, type(patterns)), 3)
+--- peft.unmerge(model [, names]) -> model: takes merged adapters (default: all) out of the weights.
+function peft.unmerge(model, names)
+  if type(names) == "string" then names = { names } end
+  local by_kind = {}
+  for _, n in ipairs(names or {}) do
+    local kind = A.get(model, n, "ft.peft.unmerge").kind
+    by_kind[kind] = by_kind[kind] or {}
+    table.insert(by_kind[kind], n)
   end
+  for i = #A.KINDS, 1, -1 do   -- outermost first
+    local kind = A.kind(A.KINDS[i].kind)
+    if kind.unmerge and (names == nil or by_kind[A.KINDS[i].kind]) then kind.unmerge(model, by_kind[A.KINDS[i].kind]) end
+  end
+  return model
+end
+
+--- peft.merged_adapters(model) -> names of the adapters merged into some weight of model.
+function peft.merged_adapters(model)
   local out = {}
-  for i, p in ipairs(patterns) do
-    if type(p) ~= "string" or p == "" then
-      error(("%s: pattern %d must be a non-empty string, got %s"):format(where, i, type(p) == "string" and
-        '""' or type(p)), 3)
-    end
-    out[i] = p
-  end
-  if #out == 0 then error(where .. ": the pattern list is empty (leave it out to mean the whole model)", 3) end
-  return out
-end
-
-local function copy_set(s)
-  local c = {}
-  for k in pairs(s) do c[k] = true end
-  return c
-end
-
--- Walks the model once: every module with the set of pattern indices that hit it or an
--- enclosing module, and every (module, own parameter) pair with the indices hitting the
--- parameter (tied parameters appear once per module that holds them).
--- -> modules {path, module, hits}, params {name, param, module, hits}
-local function scan(model, patterns, where)
-  patterns = patterns or {}
-  local function matches(name, p)
-    local ok, hit = pcall(A.matches, name, p)
-    if not ok then
-      error(("%s: invalid Lua pattern '%s' (%s)"):format(where, p, tostring(hit):gsub("^.-:%d+: ", "")), 0)
-    end
-    return hit
-  end
-  local modules, params, by_path = {}, {}, {}
-  for path, m in model:named_modules() do
-    local parent = path:match("^(.*)%.[^.]+$") or (path ~= "" and "" or nil)
-    local hits = parent and by_path[parent] and copy_set(by_path[parent]) or {}
-    if path ~= "" then
-      for i, p in ipairs(patterns) do
-        if matches(path, p) then hits[i] = true end
-      end
-    end
-    by_path[path] = hits
-    modules[#modules + 1] = { path = path, module = m, hits = hits }
-    for _, pname in ipairs(m._parameter_names) do
-      local name = path == "" and pname or path .. "." .. pname
-      local own = hits
-      for i, p in ipairs(patterns) do
-        if not own[i] and matches(name, p) then
-          if own == hits then own = copy_set(hits) end
-          own[i] = true
-        end
-      end
-      params[#params + 1] = { name = name, param = m._parameters[pname], module = m, hits = own }
-    end
-  end
-  return modules, params
-end
-
--- The parameters hit by patterns (all of them when patterns is nil) as a set plus an array in
--- model order. Every pattern must hit something: the error names the one that does not.
-local function select_params(model, patterns, where)
-  local modules, params = scan(model, patterns, where)
-  local set, list, used = {}, {}, {}
-  for _, e in ipairs(params) do
-    if not patterns or next(e.hits) then
-      for i in pairs(e.hits) do used[i] = true end
-      if not set[e.param] then
-        set[e.param] = true
-        list[#list + 1] = e
-      end
-    end
-  end
-  for i, p in ipairs(patterns or {}) do
-    if not used[i] then
-      error(("%s: pattern '%s' matches no module or parameter of %s (a plain name matches a whole " ..
-        "dotted suffix, e.g. 'c_proj' hits 'h.0.mlp.c_proj'; anything else is a Lua pattern)"):format(
-        where, p, model.__name), 3)
-    end
-  end
-  return set, list, modules
-end
-
--- ---- freezing ------------------------------------------------------------------------------
-
-local function is_batch_norm(m)
-  local nn = ft.nn
-  if m.__name == "BatchNorm" then return true end
-  local class = m.super
-  while class do
-    if class == nn.BatchNorm then return true end
-    class = class.super
-  end
-  return false
-end
-
-local POLICIES = { eval = true, train = true }
-
--- BatchNorm modules whose parameters are all in set (or, without parameters, that the patterns
--- hit), in model order.
-local function covered_batch_norms(modules, set, patterns)
-  local out = {}
-  for _, e in ipairs(modules) do
-    local m = e.module
-    if is_batch_norm(m) then
-      local own = m:parameters({ recurse = false })
-      local all = #own > 0
-      for _, p in ipairs(own) do
-        if not set[p] then all = false; break end
-      end
-      if all or (#own == 0 and (not patterns or next(e.hits))) then out[#out + 1] = m end
+  for _, k in ipairs(A.KINDS) do
+    local kind = A.kind(k.kind)
+    if kind.merged then
+      for _, n in ipairs(kind.merged(model)) do out[#out + 1] = n end
     end
   end
   return out
 end
 
-local function set_requires_grad(model, patterns, opts, flag, where)
-  local list = pattern_list(patterns, where)
-  opts = opts or {}
-  local policy = opts.bn_policy
-  if policy == nil then policy = flag and "train" or "eval" end
-  if policy ~= false and not POLICIES[policy] then
-    error(("%s: option bn_policy must be \"eval\", \"train\" or false, got %s"):format(where, tostring(policy)), 3)
+--- peft.merge_and_unload(model [, {names =, safe =}]) -> model: folds the active LoRA, DoRA and
+-- (IA)3 adapters (or names) into the base weights, innermost first, and takes every LoRA and
+-- (IA)3 adapter off: the model computes as before, without them. ReFT and prompt tuning stay.
+function peft.merge_and_unload(model, opts)
+  local where = "ft.peft.merge_and_unload"
+  opts = ft.check_options(where, opts, { "names", "safe" })
+  local by_kind = merge_names(model, opts.names, where)
+  if by_kind.ia3 and opts.safe then A.kind("ia3").check_finite(model, by_kind.ia3, where) end
+  if #A.names_of_kind(model, "lora") > 0 then
+    A.kind("lora").merge_and_unload(model, { names = by_kind.lora or {}, safe = opts.safe, where = where })
   end
-  local set, params, modules = select_params(model, list, where)
-  local changed, elements = 0, 0
-  for _, e in ipairs(params) do
-    local p = e.param
-    if p.requires_grad ~= flag then
-      p.requires_grad = flag
-      changed, elements = changed + 1, elements + p:numel()
-    end
+  local fold = {}
+  for _, n in ipairs(by_kind.ia3 or {}) do fold[n] = true end
+  for _, n in ipairs(A.names_of_kind(model, "ia3")) do
+    if fold[n] then A.kind("ia3").merge_and_unload(model, n) else A.delete(model, n, where) end
   end
-  if policy ~= false then
-    for _, m in ipairs(covered_batch_norms(modules, set, list)) do rawset(m, "bn_policy", policy) end
-  end
-  return changed, elements
+  return model
 end
 
---- freeze(model [, patterns [, {bn_policy = "eval"|"train"|false}]]) -> tensors changed, elements
--- Stops the matched parameters from training (all of them without patterns). BatchNorm layers
--- whose parameters are all frozen by the call also stop updating their running statistics
--- (bn_policy "eval", the default; false leaves the policy alone).
-function peft.freeze(model, patterns, opts)
-  return set_requires_grad(model, patterns, opts, false, "ft.peft.freeze")
-end
+-- ---- saving and loading adapters (ft.peft.io) -----------------------------------------------
 
---- unfreeze(model [, patterns [, {bn_policy=}]]) -> tensors changed, elements
--- The matched parameters train again; their BatchNorm layers get bn_policy "train".
-function peft.unfreeze(model, patterns, opts)
-  return set_requires_grad(model, patterns, opts, true, "ft.peft.unfreeze")
-end
-
---- bn_policy(model, patterns, "eval"|"train") -> number of BatchNorm layers set.
--- "eval": the layer normalises with its running statistics and never updates them, even when
--- the model is in training mode; "train": it follows model:train()/eval() as usual.
--- patterns nil means every BatchNorm layer; a pattern hits a layer by its name or an enclosing
--- module's name.
-function peft.bn_policy(model, patterns, policy)
-  local where = "ft.peft.bn_policy"
-  if not POLICIES[policy] then
-    error(("%s: policy must be \"eval\" or \"train\", got %s"):format(where, tostring(policy)), 2)
-  end
-  local list = pattern_list(patterns, where)
-  local modules = scan(model, list, where)
-  local n, used = 0, {}
-  for _, e in ipairs(modules) do
-    if is_batch_norm(e.module) and (not list or next(e.hits)) then
-      for i in pairs(e.hits) do used[i] = true end
-      rawset(e.module, "bn_policy", policy)
-      n = n + 1
-    end
-  end
-  for i, p in ipairs(list or {}) do
-    if not used[i] then error(("%s: pattern '%s' matches no BatchNorm layer of %s"):format(where, p, model.__name), 2) end
-  end
-  return n
-end
-
---- Array of {name, param} of the parameters that train, in model order.
-function peft.trainable_parameters(model)
-  local out = {}
-  for name, p in model:named_parameters() do
-    if p.requires_grad then out[#out + 1] = { name, p } end
-  end
-  return out
-end
-
-local function commas(n)
-  local s = tostring(math.tointeger(n) or n)
-  local head, digits = s:match("^(-?)(%d+)$")
-  if not digits then return s end
-  return head .. digits:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", "")
-end
-
---- summary(model [, {modules = true, print = true}]) -> line [, rows]
--- PEFT's line "trainable params: 12,345 || all params: 696,042 || trainable%: 1.7737" (tied
--- parameters counted once), printed unless print = false. With modules = true, also a table
--- per top-level module; rows is then an array of {name =, params =, trainable =}.
-function peft.summary(model, opts)
-  opts = opts or {}
-  local trainable, total = 0, 0
-  local owner, rows, by_name = {}, {}, {}
-  if opts.modules then
-    for name, child in model:named_children() do
-      for _, p in ipairs(child:parameters()) do
-        if owner[p] == nil then owner[p] = name end
-      end
-    end
-  end
-  for _, p in ipairs(model:parameters()) do
-    local n = p:numel()
-    total = total + n
-    if p.requires_grad then trainable = trainable + n end
-    if opts.modules then
-      local name = owner[p] or "(root)"
-      local row = by_name[name]
-      if not row then
-        row = { name = name, params = 0, trainable = 0 }
-        by_name[name] = row
-        rows[#rows + 1] = row
-      end
-      row.params = row.params + n
-      if p.requires_grad then row.trainable = row.trainable + n end
-    end
-  end
-  local pct = total > 0 and 100 * trainable / total or 0
-  local line = ("trainable params: %s || all params: %s || trainable%%: %.4f"):format(commas(trainable),
-    commas(total), pct)
-  if opts.print ~= false then
-    print(line)
-    if opts.modules then
-      local width = #"module"
-      for _, r in ipairs(rows) do width = math.max(width, #r.name) end
-      local fmt = "%-" .. width .. "s  %12s  %12s"
-      print(fmt:format("module", "params", "trainable"))
-      for _, r in ipairs(rows) do print(fmt:format(r.name, commas(r.params), commas(r.trainable))) end
-    end
-  end
-  if opts.modules then return line, rows end
-  return line
-end
-
--- ---- param groups ---------------------------------------------------------------------------
-
-local function spec_patterns(spec, i, where)
-  if type(spec) ~= "table" then error(("%s: group %d must be a table, got %s"):format(where, i, type(spec)), 3) end
-  local p = spec[1]
-  if p == nil then p = spec.patterns end
-  if p == nil then p = spec.pattern end
-  if p == nil then error(("%s: group %d has no pattern (give it as the first entry)"):format(where, i), 3) end
-  return pattern_list(p, where)
-end
-
---- param_groups(model, {{patterns, lr =, weight_decay =, ...}, ...} [, defaults]) -> groups
--- Optimizer param groups: each trainable parameter goes to the first group whose pattern(s)
--- hit it, the rest to a last group with the options in defaults. A group's patterns are its
--- first entry (or field patterns); its other fields are copied (lr, weight_decay, momentum
--- ...). Empty groups are dropped. Each group also lists its parameter names in names.
-function peft.param_groups(model, specs, defaults)
-  local where = "ft.peft.param_groups"
-  if type(specs) ~= "table" then error(where .. ": a list of groups expected, got " .. type(specs), 2) end
-  local flat, owner = {}, {}
-  for i, spec in ipairs(specs) do
-    for _, p in ipairs(spec_patterns(spec, i, where)) do
-      flat[#flat + 1] = p
-      owner[#flat] = i
-    end
-  end
-  local _, params = scan(model, flat, where)
-  -- first spec hitting each parameter (over every name it has), in model order
-  local best, order = {}, {}
-  for _, e in ipairs(params) do
-    local p = e.param
-    if best[p] == nil then
-      best[p] = false
-      order[#order + 1] = e
-    end
-    for k in pairs(e.hits) do
-      local i = owner[k]
-      if not best[p] or i < best[p] then best[p] = i end
-    end
-  end
-  local function new_group(options)
-    local g = { params = {}, names = {} }
-    for k, v in pairs(options or {}) do
-      if k ~= 1 and k ~= "patterns" and k ~= "pattern" then g[k] = v end
-    end
-    return g
-  end
-  local groups = {}
-  for i, spec in ipairs(specs) do groups[i] = new_group(spec) end
-  local rest = new_group(defaults)
-  for _, e in ipairs(order) do
-    if e.param.requires_grad then
-      local g = best[e.param] and groups[best[e.param]] or rest
-      g.params[#g.params + 1] = e.param
-      g.names[#g.names + 1] = e.name
-    end
-  end
-  local out = {}
-  for _, g in ipairs(groups) do
-    if #g.params > 0 then out[#out + 1] = g end
-  end
-  if #rest.params > 0 then out[#out + 1] = rest end
-  return out
-end
-
--- Layers of a model from bottom to top as arrays of {name, param} (all parameters, tied ones
--- once): [1] embeddings / stem (parameters before the first block), then one per block
--- (ft.adapters A.blocks: transformer layers; the stages of a ResNet), then the head (what
--- comes after the last block). Layers may be empty.
-local function layers_of(model)
-  local blocks = A.blocks(model)
-  if #blocks > 0 and not blocks[1][1]:find(".", 1, true) then
-    -- Top-level children (no ModuleList): single layers before the first container are the
-    -- stem, single layers after the last one the head (ResNet: conv1, bn1 | layer1..4 | fc).
-    local function is_leaf(e) return #e[2]:children() == 0 end
-    local first, last = 1, #blocks
-    while first <= #blocks and is_leaf(blocks[first]) do first = first + 1 end
-    while last >= 1 and is_leaf(blocks[last]) do last = last - 1 end
-    if first <= last then
-      local body = {}
-      for i = first, last do body[#body + 1] = blocks[i] end
-      blocks = body
-    end
-  end
-  local layers = { {} }
-  for i = 1, #blocks do layers[i + 1] = {} end
-  local head = {}
-  local seen_block = false
-  for name, p in model:named_parameters() do
-    local at
-    for i, b in ipairs(blocks) do
-      local prefix = b[1] .. "."
-      if name:sub(1, #prefix) == prefix then at = i; break end
-    end
-    if at then
-      seen_block = true
-      table.insert(layers[at + 1], { name, p })
-    elseif seen_block then
-      head[#head + 1] = { name, p }
-    else
-      table.insert(layers[1], { name, p })
-    end
-  end
-  layers[#layers + 1] = head
-  return layers
-end
-
-local function no_decay(name, p) return p:dim() <= 1 or name:match("%.bias$") ~= nil or name == "bias" end
-
---- layerwise_lr_decay(model, {lr =, decay = 0.75, weight_decay =}) -> groups
--- Layer-wise lr decay (ELECTRA/BEiT style): the head trains at lr, the top block at lr * decay,
--- each block below one more factor decay, the embeddings / stem lowest. Biases and norm
--- weights (1-D parameters) get weight_decay 0. Only trainable parameters; empty groups are
--- dropped. Each group has fields params, names, lr, weight_decay and layer (0 = stem).
-function peft.layerwise_lr_decay(model, opts)
-  local where = "ft.peft.layerwise_lr_decay"
-  opts = opts or {}
-  if type(opts.lr) ~= "number" or opts.lr <= 0 then error(where .. ": option lr (a positive number) is required", 2) end
-  local decay = opts.decay or 0.75
-  if type(decay) ~= "number" or decay <= 0 then error(where .. ": option decay must be a positive number", 2) end
-  local layers = layers_of(model)
-  local top = #layers - 1
-  local groups = {}
-  for k, layer in ipairs(layers) do
-    local id = k - 1
-    local lr = opts.lr * decay ^ (top - id)
-    local decayed = { params = {}, names = {}, lr = lr, weight_decay = opts.weight_decay, layer = id }
-    local plain = { params = {}, names = {}, lr = lr, weight_decay = 0, layer = id }
-    for _, e in ipairs(layer) do
-      if e[2].requires_grad then
-        local g = no_decay(e[1], e[2]) and plain or decayed
-        g.params[#g.params + 1] = e[2]
-        g.names[#g.names + 1] = e[1]
-      end
-    end
-    if #decayed.params > 0 then groups[#groups + 1] = decayed end
-    if #plain.params > 0 then groups[#groups + 1] = plain end
-  end
-  return groups
-end
-
--- ---- gradual unfreezing --------------------------------------------------------------------
-
-local Unfreezer = {}
-Unfreezer.__index = Unfreezer
-
-local function set_group(model, group, flag)
-  for _, p in ipairs(group.params) do p.requires_grad = flag end
-  for _, m in ipairs(group.batch_norms) do rawset(m, "bn_policy", flag and "train" or "eval") end
-end
-
---- gradual_unfreezer(model [, {groups = {patterns, ...}}]) -> unfreezer (ULMFiT's gradual
--- unfreezing). groups lists the layer groups from bottom to top, each a pattern or a list of
--- patterns; by default the stem, each block and the head (as layerwise_lr_decay). On creation
--- everything is frozen except the top group (its BatchNorm layers train, the others keep
--- their statistics). unfreezer:step(), once at the start of each epoch: after the k-th call
--- the top k groups train (the first call leaves the head, already training). Returns the number
--- of groups training, also given by unfreezer:unfrozen().
-function peft.gradual_unfreezer(model, opts)
-  local where = "ft.peft.gradual_unfreezer"
-  opts = opts or {}
-  local groups = {}
-  local _, _, modules = select_params(model, nil, where)
-  local function add(set, params, label)
-    if #params > 0 then
-      groups[#groups + 1] = { params = params, label = label, batch_norms = covered_batch_norms(modules, set, {}) }
-    end
-  end
-  if opts.groups then
-    if type(opts.groups) ~= "table" or #opts.groups == 0 then
-      error(where .. ": option groups must be a non-empty list of patterns (bottom to top)", 2)
-    end
-    for i, pats in ipairs(opts.groups) do
-      local list = pattern_list(pats, where)
-      local set, entries = select_params(model, list, where)
-      local params = {}
-      for j, e in ipairs(entries) do params[j] = e.param end
-      if #params == 0 then error(("%s: group %d matches no parameter"):format(where, i), 2) end
-      add(set, params, table.concat(list, ", "))
-    end
-  else
-    for k, layer in ipairs(layers_of(model)) do
-      local set, params = {}, {}
-      for i, e in ipairs(layer) do params[i], set[e[2]] = e[2], true end
-      add(set, params, k == 1 and "stem" or tostring(k - 1))
-    end
-    if #groups > 0 then groups[#groups].label = "head" end
-  end
-  if #groups == 0 then error(where .. ": the model has no parameters", 2) end
-  peft.freeze(model)
-  local self = setmetatable({ model = model, groups = groups, calls = 0, n = 1 }, Unfreezer)
-  set_group(model, groups[#groups], true)
-  return self
-end
-
---- Unfreezes one more group from the top (the first call: the head). Returns unfrozen().
-function Unfreezer:step()
-  self.calls = self.calls + 1
-  local want = math.min(self.calls, #self.groups)
-  while self.n < want do
-    self.n = self.n + 1
-    set_group(self.model, self.groups[#self.groups - self.n + 1], true)
-  end
-  return self.n
-end
-
---- Number of groups (from the top) that train.
-function Unfreezer:unfrozen() return self.n end
-
--- ---- heads -----------------------------------------------------------------------------------
-
-local function is_adapter_path(path)
-  local dotted = "." .. path
-  return dotted:find(".lora_", 1, true) or dotted:find(".ia3_", 1, true) or dotted:find(".reft_", 1, true)
-end
-
--- The classifier's path and module: the one named, or the last Linear in module order.
-local function find_head(model, name, where)
-  if name ~= nil then
-    if type(name) ~= "string" then error(("%s: option name must be a module path, got %s"):format(where, type(name)), 3) end
-    local m = A.module_at(model, name)
-    if not m then error(("%s: %s has no module '%s'"):format(where, model.__name, name), 3) end
-    if not (m.in_features and m.out_features) then
-      error(("%s: module '%s' is a %s, not a Linear layer"):format(where, name, m.__name), 3)
-    end
-    return name, m
-  end
-  local path, head
-  for p, m in model:named_modules() do
-    if m.__name == "Linear" and p ~= "" and not is_adapter_path(p) then path, head = p, m end
-  end
-  if not head then error(("%s: %s has no Linear layer to replace"):format(where, model.__name), 3) end
-  return path, head
-end
-
---- replace_head(model, num_outputs [, {name = "fc"}]) -> the new Linear
--- Puts a freshly initialised ft.nn.Linear(in, num_outputs) (bias as before) in place of the
--- classifier: the module named, else the last Linear in module order (fc for ResNet,
--- classifier for ViT). Config fields num_classes / num_labels / id2label follow.
-function peft.replace_head(model, num_outputs, opts)
-  local where = "ft.peft.replace_head"
-  if math.type(num_outputs) ~= "integer" or num_outputs < 1 then
-    error(("%s: num_outputs must be a positive integer, got %s"):format(where, tostring(num_outputs)), 2)
-  end
-  local path, old = find_head(model, (opts or {}).name, where)
-  local parent_path, leaf = path:match("^(.*)%.([^.]+)$")
-  local parent = parent_path and A.module_at(model, parent_path) or model
-  leaf = leaf or path
-  local head = ft.nn.Linear(old.in_features, num_outputs, { bias = old.bias ~= nil })
-  head:train(old.training)
-  parent[leaf] = head
-  local config = model.config
-  if type(config) == "table" then
-    if config.num_classes ~= nil then config.num_classes = num_outputs end
-    if config.num_labels ~= nil then config.num_labels = num_outputs end
-    if type(config.id2label) == "table" then
-      local id2label, label2id = {}, {}
-      for i = 0, num_outputs - 1 do
-        id2label[tostring(i)] = "LABEL_" .. i
-        label2id["LABEL_" .. i] = i
-      end
-      config.id2label, config.label2id = id2label, label2id
-    end
-  end
-  return head
-end
-
-local function exact(path) return "^" .. path:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0") .. "$" end
-
---- lpft(model, {head = name, probe = fn(model), finetune = fn(model)}) -> probed state dict
--- Linear probing then fine-tuning (Kumar et al. 2022): everything but the head is frozen
--- (BatchNorm keeps its statistics) and probe(model) trains the head; a copy of that state is
--- kept; then everything is unfrozen (BatchNorm "train") and finetune(model) runs. Returns the
--- copy, e.g. as the zero-shot end of a WiSE-FT interpolation. head defaults to the last Linear.
-function peft.lpft(model, opts)
-  local where = "ft.peft.lpft"
-  opts = opts or {}
-  for _, k in ipairs({ "probe", "finetune" }) do
-    if type(opts[k]) ~= "function" then error(("%s: option %s must be a function(model)"):format(where, k), 2) end
-  end
-  local head = find_head(model, opts.head, where)
-  peft.freeze(model)
-  peft.unfreeze(model, exact(head))
-  opts.probe(model)
-  local probed = {}
-  ft.no_grad(function()
-    for k, t in pairs(model:state_dict()) do probed[k] = t:clone() end
-  end)
-  peft.unfreeze(model)
-  opts.finetune(model)
-  return probed
-end
-
--- ---- saving and loading adapters (ft.peft_io) -----------------------------------------------
-
---- save(model, dir [, {name = "default", format = "ftlua"|"peft"}]) -> path written
+--- peft.save(model, dir [, {name = "default", format = "ftlua"|"peft", task_type =,
+-- base_model_name_or_path =, revision =}]) -> path written. "ftlua": dir/adapter.h5 with the
+-- adapter's kind and config; "peft": PEFT's adapter_model.safetensors + adapter_config.json
+-- (LoRA), the folder replaced as a whole.
 function peft.save(model, dir, opts) return require("ft.peft.io").save(model, dir, opts) end
 
---- load(model, dir_or_file [, {name =}]) -> adapter name
+--- peft.load(model, dir_or_file [, {name =}]) -> adapter name: an adapter saved by peft.save,
+-- or a folder written by HuggingFace PEFT (LoRA).
 function peft.load(model, path, opts) return require("ft.peft.io").load(model, path, opts) end
+
+-- ---- what trains (ft.peft.training) ---------------------------------------------------------
+
+--- peft.freeze(model [, patterns [, {bn_policy = "eval"|"train"|false}]]) -> tensors changed, elements.
+-- Stops the matched parameters (all without patterns) from training; BatchNorm layers frozen
+-- whole keep their running statistics (bn_policy "eval").
+peft.freeze = training.freeze
+
+--- peft.unfreeze(model [, patterns [, {bn_policy =}]]) -> tensors changed, elements: the
+-- matched parameters train again; their BatchNorm layers get bn_policy "train".
+peft.unfreeze = training.unfreeze
+
+--- peft.bn_policy(model, patterns, "eval"|"train") -> number of BatchNorm layers set.
+peft.bn_policy = training.bn_policy
+
+--- peft.trainable_parameters(model) -> array of {name, param} of the parameters that train.
+peft.trainable_parameters = training.trainable_parameters
+
+--- peft.summary(model [, {modules = true, print = true}]) -> line [, rows]: PEFT's
+-- "trainable params: ... || all params: ... || trainable%: ..." line.
+peft.summary = training.summary
+
+--- peft.param_groups(model, {{patterns, lr =, ...}, ...} [, defaults]) -> optimizer param groups.
+peft.param_groups = training.param_groups
+
+--- peft.layerwise_lr_decay(model, {lr =, decay = 0.75, weight_decay =}) -> param groups.
+peft.layerwise_lr_decay = training.layerwise_lr_decay
+
+--- peft.gradual_unfreezer(model [, {groups = {...}}]) -> unfreezer (ULMFiT's gradual unfreezing).
+peft.gradual_unfreezer = training.gradual_unfreezer
+
+--- peft.replace_head(model, num_outputs [, {name =}]) -> the new Linear in place of the classifier.
+peft.replace_head = training.replace_head
+
+--- peft.lpft(model, {head =, probe = fn(model), finetune = fn(model)}) -> probed state dict.
+peft.lpft = training.lpft
 
 return peft

@@ -198,23 +198,9 @@ local SERIES_FIELDS = {
 local LEGEND_PLACES = {best = true, ["upper right"] = true, ["upper left"] = true,
                        ["lower left"] = true, ["lower right"] = true, outside = true}
 
-local function set_of(...)
-  local set = {}
-  for _, list in ipairs{...} do
-    for _, k in ipairs(list) do set[k] = true end
-  end
-  return set
-end
-
+-- Unknown keys fail through the shared checker, naming the chart kind (and the series).
 local function check_keys(kind, tbl, allowed, what)
-  local set = set_of(allowed)
-  for k in pairs(tbl) do
-    if not set[k] then
-      local known = table.move(allowed, 1, #allowed, 1, {})
-      table.sort(known)
-      fail(kind, "unknown %s '%s' (known: %s)", what, tostring(k), table.concat(known, ", "))
-    end
-  end
+  ft.check_options("ft.plot." .. kind .. (what and (" " .. what) or ""), tbl, allowed)
 end
 
 local function parse_color(kind, name, c)
@@ -280,9 +266,15 @@ local function check_options(kind, opts)
   for _, list in ipairs{COMMON_OPTIONS, KIND_OPTIONS[kind]} do
     for _, k in ipairs(list) do allowed[#allowed + 1] = k end
   end
-  check_keys(kind, opts, allowed, "option")
+  check_keys(kind, opts, allowed)
   check_size(kind, "width", opts.width)
   check_size(kind, "height", opts.height)
+  if opts.grid ~= nil and type(opts.grid) ~= "boolean" then
+    fail(kind, "grid must be true or false, got %s", tostring(opts.grid))
+  end
+  if opts.markers ~= nil and type(opts.markers) ~= "boolean" then
+    fail(kind, "markers must be true or false, got %s", tostring(opts.markers))
+  end
   for _, key in ipairs{"path", "title", "xlabel", "ylabel"} do
     local v = opts[key]
     if v ~= nil and type(v) ~= "string" and type(v) ~= "number" then
@@ -303,7 +295,7 @@ local function check_options(kind, opts)
   end
   for i, s in ipairs(series) do
     if type(s) ~= "table" then fail(kind, "series %d must be a table, got %s", i, type(s)) end
-    check_keys(kind, s, SERIES_FIELDS[kind], ("field of series %d"):format(i))
+    check_keys(kind, s, SERIES_FIELDS[kind], ("series %d"):format(i))
     if s.name ~= nil and type(s.name) ~= "string" and type(s.name) ~= "number" then
       fail(kind, "series %d: name must be a string, got %s", i, type(s.name))
     end

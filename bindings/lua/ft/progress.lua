@@ -11,26 +11,39 @@ local P = {}
 
 P.tty = ft.isatty(io.stderr)
 
--- Seconds as m:ss or h:mm:ss.
+--- P.hms(seconds) -> "m:ss" or "h:mm:ss" (negative times as 0:00).
 function P.hms(s)
+  if type(s) ~= "number" or s ~= s or math.abs(s) == math.huge then
+    ft.check.fail("ft.progress.hms", "seconds", "a finite number", s)
+  end
   s = math.max(0, math.floor(s + 0.5))
   if s >= 3600 then return ("%d:%02d:%02d"):format(s // 3600, s // 60 % 60, s % 60) end
   return ("%d:%02d"):format(s // 60, s % 60)
 end
 
--- Clears the progress line on a terminal (before other output).
+--- P.clear(): clears the progress line on a terminal (before other output).
 function P.clear()
   if P.tty then io.stderr:write("\r\27[K") end
 end
 
+--- P.log(fmt, ...): a permanent line on stdout (string.format's fmt), after clearing the
+-- progress line.
 function P.log(fmt, ...)
+  if type(fmt) ~= "string" then ft.check.fail("ft.progress.log", "fmt", "a format string", fmt) end
   P.clear()
   io.stdout:write(fmt:format(...), "\n")
   io.stdout:flush()
 end
 
--- A progress line: rewritten in place on a terminal, a log line every `every` steps otherwise.
+--- P.progress(step, steps, every, fmt, ...): a progress line, rewritten in place on a
+-- terminal, else printed as a log line every `every` steps and at step == steps (steps -1:
+-- unknown). step and every are integers (every >= 1).
 function P.progress(step, steps, every, fmt, ...)
+  ft.check.integer("ft.progress.progress", "step", ft.check.required("ft.progress.progress", "step", step))
+  ft.check.integer("ft.progress.progress", "steps", steps)
+  ft.check.integer("ft.progress.progress", "every", ft.check.required("ft.progress.progress", "every", every),
+    nil, {min = 1})
+  if type(fmt) ~= "string" then ft.check.fail("ft.progress.progress", "fmt", "a format string", fmt) end
   if P.tty then
     io.stderr:write("\r\27[K", fmt:format(...))
     io.stderr:flush()

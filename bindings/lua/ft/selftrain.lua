@@ -53,13 +53,14 @@ local function check_rows(fname, what, t, n)
   end
 end
 
+-- Unknown keys fail through the shared checker (allowed: a set name -> true).
 local function check_options(fname, opts, allowed)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then fail(fname, "options must be a table, got %s", type(opts)) end
-  for k in pairs(opts) do
-    if not allowed[k] then fail(fname, "unknown option '%s'", tostring(k)) end
-  end
-  return opts
+  return ft.check_options("ft.selftrain." .. fname, opts, allowed)
+end
+
+-- Value checks of ft.check, named "ft.selftrain.<fname>".
+local function number_in(fname, key, v, default, range)
+  return ft.check.number("ft.selftrain." .. fname, key, v, default, range)
 end
 
 local function set_of(...)
@@ -112,8 +113,8 @@ function selftrain.keyword_lf(name, class, keywords, opts)
   if type(keywords) ~= "table" or #keywords == 0 then
     fail("keyword_lf", "LF '%s': keywords must be a non-empty array of strings", name)
   end
-  local whole_word = opts.whole_word ~= false
-  local case_sensitive = opts.case == true
+  local whole_word = ft.check.boolean("ft.selftrain.keyword_lf", "whole_word", opts.whole_word, true)
+  local case_sensitive = ft.check.boolean("ft.selftrain.keyword_lf", "case", opts.case, false)
   local folded = {}
   for i, k in ipairs(keywords) do
     if type(k) ~= "string" or k == "" then
@@ -163,6 +164,7 @@ end
 -- with {tensor = true}.
 function selftrain.apply_lfs(lfs, examples, opts)
   opts = check_options("apply_lfs", opts, set_of("tensor"))
+  ft.check.boolean("ft.selftrain.apply_lfs", "tensor", opts.tensor)
   lfs = normalise_lfs("apply_lfs", lfs)
   local n
   if ft.is_tensor(examples) then
@@ -246,6 +248,7 @@ function selftrain.majority_vote(votes, num_classes, opts)
   if tie ~= "abstain" and tie ~= "random" then
     fail("majority_vote", "tie must be 'abstain' or 'random', got '%s'", tostring(tie))
   end
+  ft.check.integer("ft.selftrain.majority_vote", "seed", opts.seed)
   local rows, n = vote_rows("majority_vote", votes, num_classes)
   local pick = xorshift(opts.seed)
   local labels, labelled = {}, 0
@@ -402,7 +405,7 @@ function selftrain.soft_targets(p, opts)
   opts = check_options("soft_targets", opts, set_of("power"))
   check_probs("soft_targets", p)
   local f = p:sum(1, true)
-  local t = (p ^ (opts.power or 2)) / f
+  local t = (p ^ number_in("soft_targets", "power", opts.power, 2, {above = 0})) / f
   return t / t:sum(2, true)
 end
 
@@ -410,8 +413,7 @@ end
 -- one-hot prediction, 0 for a uniform one) and keep_i = 1 where w_i > xi, else 0 (float).
 function selftrain.sample_weights(p, xi)
   check_probs("sample_weights", p)
-  xi = xi or 0
-  if type(xi) ~= "number" then fail("sample_weights", "xi must be a number, got %s", type(xi)) end
+  xi = number_in("sample_weights", "xi", xi, 0, {min = 0, max = 1})
   local entropy = -(p * p:clamp(TINY, nil):log()):sum(2)
   local w = 1 - entropy / math.log(p:size(2))
   return w, w:gt(xi)
@@ -481,7 +483,7 @@ function selftrain.contrastive_regulariser(features, targets, w, opts)
   local labels = hard_labels(fname, targets, n)
   local k, n_kept = kept(fname, w, opts.keep, n)
   if n_kept == 0 then return (features * 0):sum() end
-  local margin = opts.margin or 1
+  local margin = number_in(fname, "margin", opts.margin, 1, {min = 0})
   local distance = opts.distance or "scaled_l2"
 
   local dist_sq, dist
@@ -525,7 +527,8 @@ function selftrain.cosine_loss(student_logits, student_features, teacher_probs, 
     fail("cosine_loss", "student logits have shape %s, teacher probabilities %s",
          shape_str(student_logits), shape_str(teacher_probs))
   end
-  local lambda = opts.lambda or 0.1
+  local lambda = number_in("cosine_loss", "lambda", opts.lambda, 0.1, {min = 0})
+  number_in("cosine_loss", "xi", opts.xi, nil, {min = 0, max = 1})
   local p = teacher_probs:detach()
   local t = selftrain.soft_targets(p, {power = opts.power})
   local w, keep = selftrain.sample_weights(p, opts.xi or 0.6)
@@ -554,8 +557,13 @@ local LOOP_OPTIONS = set_of("model", "optimizer", "batches", "forward", "steps",
 
 local function loop_options(fname, opts, extra)
   if type(opts) ~= "table" then fail(fname, "expects a table of options, got %s", type(opts)) end
-  for k in pairs(opts) do
-    if not LOOP_OPTIONS[k] and not extra[k] then fail(fname, "unknown option '%s'", tostring(k)) end
+  local valid = {}
+  for k in pairs(LOOP_OPTIONS) do valid[k] = true end
+  for k in pairs(extra) do valid[k] = true end
+  check_options(fname, opts, valid)
+  number_in(fname, "clip_grad_norm", opts.clip_grad_norm, nil, {above = 0})
+  if opts.scheduler ~= nil and (type(opts.scheduler) ~= "table" or type(opts.scheduler.step) ~= "function") then
+    fail(fname, "scheduler must have a step method, got %s", type(opts.scheduler))
   end
   if not ft.nn.is_module(opts.model) then fail(fname, "model must be an ft.nn module") end
   local o = opts.optimizer
@@ -703,8 +711,7 @@ end
 -- the batch is ignored. Same loop and history as cosine; records {step, loss, kept}.
 function selftrain.pseudo_label(opts)
   loop_options("pseudo_label", opts, set_of("teacher", "clone", "T", "tau"))
-  local tau = opts.tau or 0.9
-  if type(tau) ~= "number" then fail("pseudo_label", "tau must be a number, got %s", type(tau)) end
+  local tau = number_in("pseudo_label", "tau", opts.tau, 0.9, {min = 0})
   return run("pseudo_label", opts, function(logits, _, probs)
     local confidence, labels = probs:max(2)
     local rows = {}
@@ -732,7 +739,9 @@ function selftrain.fit_weak(opts)
   end
   local model, optimizer = opts.model, opts.optimizer
   local next_batch = batch_source("fit_weak", opts.batches)
-  local eval_every = opts.eval_every or 50
+  local eval_every = ft.check.integer("ft.selftrain.fit_weak", "eval_every", opts.eval_every, 50, {min = 1})
+  ft.check.integer("ft.selftrain.fit_weak", "patience", opts.patience, nil, {min = 1})
+  ft.check.func("ft.selftrain.fit_weak", "evaluate", opts.evaluate)
   local history = {stopped_early = false}
   local best_state, since_best = nil, 0
   for step = 1, opts.steps do
@@ -765,8 +774,7 @@ function selftrain.fit_weak(opts)
       record.score = opts.evaluate(model)
       if history.best_score == nil or record.score > history.best_score then
         history.best_score, history.best_step, since_best = record.score, step, 0
-        best_state = {}
-        for k, v in pairs(model:state_dict()) do best_state[k] = v:clone() end
+        best_state = model:clone_state_dict()
       else
         since_best = since_best + 1
         stop = opts.patience ~= nil and since_best >= opts.patience

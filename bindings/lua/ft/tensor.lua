@@ -1,8 +1,13 @@
--- Lua-side tensor conveniences and the printer behind tostring(t).
+-- ft.tensor: the methods of ft.Tensor written in Lua, a few ft.* shortcuts, and the printer
+-- behind tostring(t) and the REPL (ft._format_tensor). Loaded by the C module at start.
+--
+--   local x = ft.randn(4, 3, 2); x:flatten(2)  --> 4 x 6     x:var(1)  x:std()
 local ft = require "ft"
 
 local Tensor = ft.Tensor
 
+--- t:flatten([start_dim = 1 [, end_dim = -1]]): t with dims start_dim..end_dim merged into one
+-- (a view when possible, as t:reshape); a scalar becomes a 1-element 1-dim tensor.
 function Tensor:flatten(start_dim, end_dim)
   local shape = self:shape()
   local n = #shape
@@ -23,10 +28,16 @@ function Tensor:flatten(start_dim, end_dim)
   return self:reshape(out)
 end
 
+--- t:expand_as(other): t:expand(other:shape()).
 function Tensor:expand_as(other) return self:expand(other:shape()) end
+--- t:view_as(other): t:view(other:shape()).
 function Tensor:view_as(other) return self:view(other:shape()) end
+--- t:type_as(other): t:to(other:dtype()).
 function Tensor:type_as(other) return self:to(other:dtype()) end
+--- t:square(): t * t elementwise.
 function Tensor:square() return self * self end
+--- t:var([dim [, keepdim [, unbiased = true]]]): the variance of all elements or along dim;
+-- unbiased divides by n - 1 (Bessel's correction, torch's default), false by n.
 function Tensor:var(dim, keepdim, unbiased)
   local mean = self:mean(dim, true)
   local d = self - mean
@@ -35,12 +46,18 @@ function Tensor:var(dim, keepdim, unbiased)
   if unbiased == false then return s / n end
   return s / (n - 1)
 end
+--- t:std([dim [, keepdim [, unbiased = true]]]): the standard deviation, sqrt(t:var(...)).
 function Tensor:std(dim, keepdim, unbiased) return self:var(dim, keepdim, unbiased):sqrt() end
 
+--- ft.split(t, size [, dim]): t:split(size, dim), views of size elements along dim.
 function ft.split(t, size, dim) return t:split(size, dim) end
+--- ft.index_select(t, dim, index): t:index_select(dim, index) (1-based int64 index).
 function ft.index_select(t, dim, index) return t:index_select(dim, index) end
+--- ft.gather(t, dim, index): t:gather(dim, index) (1-based int64 index).
 function ft.gather(t, dim, index) return t:gather(dim, index) end
+--- ft.softmax(t, dim): t:softmax(dim).
 function ft.softmax(t, dim) return t:softmax(dim) end
+--- ft.log_softmax(t, dim): t:log_softmax(dim).
 function ft.log_softmax(t, dim) return t:log_softmax(dim) end
 
 -- ---- printing --------------------------------------------------------------------------
@@ -101,26 +118,47 @@ local function fmt(f, v)
   return string.format(f, v)
 end
 
-local function render(values, f, indent, width, lines)
-  -- values: a row (numbers) or a list of sub-blocks
-  if type(values[1]) ~= "table" and (values[1] ~= false or type(values[2]) ~= "table") then
-    local cells = {}
-    for _, v in ipairs(values) do
-      cells[#cells + 1] = v == false and "..." or string.format("%" .. width .. "s", fmt(f, v))
-    end
-    lines[#lines + 1] = indent .. table.concat(cells, " ")
-    return
+-- A row of numbers (false for the gap of a summarised dim) as one line.
+local function render_row(row, f, width)
+  local cells = {}
+  for _, v in ipairs(row) do
+    cells[#cells + 1] = v == false and "..." or string.format("%" .. width .. "s", fmt(f, v))
   end
-  for k, sub in ipairs(values) do
-    if sub == false then
-      lines[#lines + 1] = indent .. "..."
-    else
-      render(sub, f, indent, width, lines)
-    end
-    if k < #values and type(sub) == "table" and type(sub[1]) == "table" then lines[#lines + 1] = "" end
+  return " " .. table.concat(cells, " ")
+end
+
+-- A matrix (rows; false for a gap) as lines.
+local function render_matrix(rows, f, width, lines)
+  for _, row in ipairs(rows) do
+    lines[#lines + 1] = row == false and " ..." or render_row(row, f, width)
   end
 end
 
+-- Tensors of 3+ dims as Torch7 prints them: one matrix per index of the leading dims, each
+-- under its label "(i,j,.,.) =" with 1-based indices; "..." stands for summarised slices.
+local function render_slices(values, shape, d, label, f, width, summarise, lines)
+  if d == #shape - 1 then
+    if #lines > 0 then lines[#lines + 1] = "" end
+    lines[#lines + 1] = "(" .. table.concat(label, ",") .. ",.,.) ="
+    render_matrix(values, f, width, lines)
+    return
+  end
+  for k, i in ipairs(positions(shape[d], summarise)) do
+    if i then
+      label[d] = i
+      render_slices(values[k], shape, d + 1, label, f, width, summarise, lines)
+    else
+      lines[#lines + 1] = ""
+      lines[#lines + 1] = "..."
+    end
+  end
+  label[d] = nil
+end
+
+--- ft._format_tensor(t): the text tostring(t) and the REPL show, as Torch7 and PyTorch print:
+-- values with one format for the whole tensor, 3+ dims as labelled 2-d slices "(1,.,.) =",
+-- tensors of more than 1000 elements summarised to the first and last 3 along each dim,
+-- and a last line with the dtype, shape, requires_grad and grad_fn.
 function ft._format_tensor(t)
   local shape = t:shape()
   local dtype = t:dtype()
@@ -138,9 +176,15 @@ function ft._format_tensor(t)
   end
   measure(values)
   local lines = {}
-  render(#shape == 1 and values or values, f, " ", width, lines)
+  if #shape == 1 then lines[1] = render_row(values, f, width)
+  elseif #shape == 2 then render_matrix(values, f, width, lines)
+  else render_slices(values, shape, 1, {}, f, width, summarise, lines) end
   lines[#lines + 1] = footer
   return table.concat(lines, "\n")
 end
+
+--- ft.clone_state_dict(sd): a copy of a state dict (name -> tensor) whose tensors have their own
+-- storage, so later changes to the model do not reach it (model:state_dict() aliases the weights).
+function ft.clone_state_dict(sd) return require("ft.state_dict").clone(sd, "ft.clone_state_dict") end
 
 return Tensor

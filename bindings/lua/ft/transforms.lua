@@ -34,16 +34,16 @@ local function check_images(x, where)
   return x:size(1), x:size(2), x:size(3), x:size(4)
 end
 
-local function check_number(v, what, where, lo)
-  if type(v) ~= "number" or v ~= v or (lo and v < lo) then
-    error(("ft.transforms.%s: %s must be a number%s, got %s"):format(where, what,
-      lo and (" >= " .. lo) or "", tostring(v)), 3)
+local function check_number(v, what, where, lo, hi)
+  if type(v) ~= "number" or v ~= v or math.abs(v) == math.huge or (lo and v < lo) or (hi and v > hi) then
+    local range = lo and hi and (" in [" .. lo .. ", " .. hi .. "]") or lo and (" >= " .. lo) or ""
+    error(("ft.transforms.%s: %s must be a number%s, got %s"):format(where, what, range, tostring(v)), 3)
   end
   return v
 end
 
 -- A per-image argument as a Lua array of B numbers.
-local function per_image_list(v, B, what, where)
+local function per_image_list(v, B, what, where, lo)
   if type(v) == "number" then
     local list = {}
     for i = 1, B do list[i] = v end
@@ -54,13 +54,20 @@ local function per_image_list(v, B, what, where)
     error(("ft.transforms.%s: %s must be a number or %d numbers (one per image), got %s"):format(where, what, B,
       type(v) == "table" and (#v .. " numbers") or tostring(v)), 3)
   end
+  for i = 1, B do
+    local x = v[i]
+    if type(x) ~= "number" or x ~= x or math.abs(x) == math.huge or (lo and x < lo) then
+      error(("ft.transforms.%s: %s[%d] must be a finite number%s, got %s"):format(where, what, i,
+        lo and (" >= " .. lo) or "", tostring(x)), 3)
+    end
+  end
   return v
 end
 
 -- A per-image argument as a tensor [B,1,1,1] (broadcasts over an image) or a plain number.
-local function per_image(v, B, what, where)
+local function per_image(v, B, what, where, lo)
   if type(v) == "number" then return v end
-  return ft.tensor(per_image_list(v, B, what, where)):reshape(B, 1, 1, 1)
+  return ft.tensor(per_image_list(v, B, what, where, lo)):reshape(B, 1, 1, 1)
 end
 
 -- Row and column of every pixel, row-major, as float tensors [1, H*W] (0-based). Cached.
@@ -127,7 +134,7 @@ end
 --- T.hflip(x, p = 0.5): mirrors each image left-right with probability p.
 function T.hflip(x, p)
   local B, _, _, W = check_images(x, "hflip")
-  p = check_number(p or 0.5, "p", "hflip", 0)
+  p = check_number(p or 0.5, "p", "hflip", 0, 1)
   local flipped = x:index_select(4, ft.arange(W, 0, -1))
   local mask = ft.rand(B):lt(p):reshape(B, 1, 1, 1)
   return ft.where(mask, flipped, x)
@@ -179,6 +186,8 @@ end
 --- T.clamp(x, lo = 0, hi = 1)
 function T.clamp(x, lo, hi)
   check_images(x, "clamp")
+  check_number(lo or 0, "lo", "clamp")
+  check_number(hi or 1, "hi", "clamp", lo or 0)
   return x:clamp(lo or 0, hi or 1)
 end
 
@@ -187,7 +196,7 @@ end
 function T.gaussian_noise(x, std)
   local B = check_images(x, "gaussian_noise")
   if type(std) == "number" then check_number(std, "std", "gaussian_noise", 0) end
-  return (x + ft.randn(x:shape()) * per_image(std, B, "std", "gaussian_noise")):clamp(0, 1)
+  return (x + ft.randn(x:shape()) * per_image(std, B, "std", "gaussian_noise", 0)):clamp(0, 1)
 end
 
 --- T.contrast(x, factor): blends each image with its mean intensity (over all its channels
@@ -196,7 +205,7 @@ end
 function T.contrast(x, factor)
   local B = check_images(x, "contrast")
   if type(factor) == "number" then check_number(factor, "factor", "contrast", 0) end
-  local f = per_image(factor, B, "factor", "contrast")
+  local f = per_image(factor, B, "factor", "contrast", 0)
   local mean = x:reshape(B, -1):mean(2, true):reshape(B, 1, 1, 1)
   return (x * f + mean * (1 - f)):clamp(0, 1)
 end
@@ -209,8 +218,14 @@ function T.random_contrast(x, lo, hi)
   return T.contrast(x, (ft.rand(B) * (hi - lo) + lo):totable())
 end
 
--- Normalised gaussian taps exp(-d^2 / (2 sigma^2)) for d = -r..r.
+--- T.gaussian_kernel(sigma, radius) -> array of 2 * radius + 1 normalised taps
+-- exp(-d^2 / (2 sigma^2)) for d = -radius..radius (sigma > 0).
 function T.gaussian_kernel(sigma, radius)
+  check_number(sigma, "sigma", "gaussian_kernel", 0)
+  if sigma == 0 then error("ft.transforms.gaussian_kernel: sigma must be > 0, got 0", 2) end
+  if math.type(radius) ~= "integer" or radius < 0 then
+    error(("ft.transforms.gaussian_kernel: radius must be a non-negative integer, got %s"):format(tostring(radius)), 2)
+  end
   local taps, sum = {}, 0
   for d = -radius, radius do
     local w = math.exp(-d * d / (2 * sigma * sigma))
@@ -327,7 +342,7 @@ for i, c in ipairs(T.corruptions) do T.corruptions[c.name] = i end
 -- every ft random draw, the thread count); ft's global generator is left as it was.
 function T.corrupt(x, opts)
   local B = check_images(x, "corrupt")
-  opts = opts or {}
+  opts = ft.check_options("ft.transforms.corrupt", opts, {"seed", "kind"})
   local seed = opts.seed or 0
   if math.type(seed) ~= "integer" then
     error(("ft.transforms.corrupt: seed must be an integer, got %s"):format(tostring(seed)), 2)

@@ -38,12 +38,8 @@ local function as_state_dict(v, which)
   return v
 end
 
-local function sorted_keys(sd)
-  local keys = {}
-  for k in pairs(sd) do keys[#keys + 1] = k end
-  table.sort(keys)
-  return keys
-end
+local sorted_keys = require("ft.tables").sorted_keys
+local clone_state_dict = require("ft.state_dict").clone
 
 local function list_str(keys, max)
   max = max or 10
@@ -121,8 +117,7 @@ local function check_alpha(alpha)
 end
 
 local function interpolate(sd0, sd1, alpha, opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("ft.wise: options must be a table, got " .. type(opts), 3) end
+  opts = ft.check_options("ft.wise", opts, {"keys", "exclude"})
   check_alpha(alpha)
   sd0, sd1 = as_state_dict(sd0, "sd0"), as_state_dict(sd1, "sd1")
   check_compatible(sd0, sd1)
@@ -152,24 +147,24 @@ function wise.interpolate(sd0, sd1, alpha, opts)
   return interpolate(sd0, sd1, alpha, opts)
 end
 
-local function copy_state(sd)
-  local out = {}
-  ft.no_grad(function()
-    for k, t in pairs(sd) do out[k] = t:detach():clone() end
-  end)
-  return out
-end
-
 --- ft.wise.sweep(sd0, sd1, alphas, evaluate_fn [, {model = m, keys =, exclude =}])
 -- -> array of {alpha = a, <metrics>}, one per alpha in order. With a model, each
 -- interpolated state dict is loaded into it and evaluate_fn(model, alpha) is called; the
 -- model's own weights are put back afterwards (also when evaluate_fn raises an error).
 -- Without one, evaluate_fn(state_dict, alpha). evaluate_fn returns a table of metrics or
 -- a number (stored as value).
+-- sd0 and sd1 may be the model's own live state dict (model:state_dict() aliases its
+-- weights): with a model, the sweep interpolates from copies of both taken at the start, so
+-- loading one alpha never changes the endpoints of the next.
 function wise.sweep(sd0, sd1, alphas, evaluate_fn, opts)
-  opts = opts or {}
+  opts = ft.check_options("ft.wise.sweep", opts, {"model", "keys", "exclude"})
   if type(alphas) ~= "table" or #alphas == 0 then
     error("ft.wise.sweep: alphas must be a non-empty array of numbers", 2)
+  end
+  for i, alpha in ipairs(alphas) do
+    if type(alpha) ~= "number" or alpha ~= alpha or math.abs(alpha) == math.huge then
+      error(("ft.wise.sweep: alphas[%d] must be a finite number, got %s"):format(i, ft.check.show(alpha)), 2)
+    end
   end
   if type(evaluate_fn) ~= "function" then
     error("ft.wise.sweep: evaluate_fn must be a function(model_or_state_dict, alpha), got " .. type(evaluate_fn), 2)
@@ -179,7 +174,14 @@ function wise.sweep(sd0, sd1, alphas, evaluate_fn, opts)
     error("ft.wise.sweep: option model must be a module, got " .. type(model), 2)
   end
   sd0, sd1 = as_state_dict(sd0, "sd0"), as_state_dict(sd1, "sd1")
-  local original = model and copy_state(model:state_dict())
+  local original
+  if model then
+    -- Loading into the model writes its live tensors, which sd0 or sd1 may be: copy first.
+    check_compatible(sd0, sd1)
+    original = ft.no_grad(function() return clone_state_dict((model:state_dict()), "ft.wise.sweep") end)
+    sd0 = ft.no_grad(function() return clone_state_dict(sd0, "ft.wise.sweep") end)
+    sd1 = ft.no_grad(function() return clone_state_dict(sd1, "ft.wise.sweep") end)
+  end
 
   local results = {}
   local ok, err = pcall(function()

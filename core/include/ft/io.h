@@ -7,11 +7,15 @@
 #ifndef FT_IO_H
 #define FT_IO_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "ft/tensor.h"
 
-/* ---- atomic writes (core/io/atomic.c) ---------------------------------------- */
+/* ---- atomic writes and whole-file reads (core/io/atomic.c) ------------------------ */
+/* A file is written to "<path>.tmp-<pid>-<n>" beside path, fsynced, renamed over path,
+ * and the folder fsynced. Opening first removes the temporary files (and folders) of
+ * path left by processes that no longer exist. */
 typedef struct ft_atomic_file {
     char *path;   /* final destination */
     char *tmp;    /* temporary file next to it */
@@ -25,6 +29,28 @@ int ft_atomic_open(ft_atomic_file *f, const char *path);
 int ft_atomic_commit(ft_atomic_file *f);
 /* Removes the temporary file and releases f's resources (after a failed write). */
 void ft_atomic_abort(ft_atomic_file *f);
+/* Writes size bytes of data to path atomically (open, write, commit). */
+int ft_write_file(const char *path, const void *data, size_t size);
+/* Removes path's "<path>.tmp-<pid>-<n>" files and folders whose process no longer
+ * exists; returns how many were removed. Never fails (what it cannot remove stays). */
+int ft_atomic_clean(const char *path);
+/* Removes a file, or a folder with everything in it (symbolic links are removed, not
+ * followed). A missing path is not an error. */
+int ft_remove_tree(const char *path);
+
+/* Replacing a folder as a whole: ft_dir_begin removes path's stale temporaries and
+ * creates a fresh empty folder "<path>.tmp-<pid>-<n>" beside path (returned, malloc'd);
+ * the caller fills it; ft_dir_commit fsyncs its contents and exchanges it with path in
+ * one rename (or renames it to path when there is none), then removes the old contents.
+ * path keeps its old contents until the exchange; on failure the caller removes tmp
+ * with ft_remove_tree. Error: "cannot replace folder '<path>': <reason>". */
+char *ft_dir_begin(const char *path);
+int ft_dir_commit(const char *tmp, const char *path);
+
+/* Reads a whole file into a malloc'd buffer with a terminating zero (not counted in
+ * *size). max_size > 0 refuses larger files before allocating. Errors: "cannot open
+ * '<path>': <reason>", "cannot read '<path>': <reason>". */
+char *ft_read_file(const char *path, size_t max_size, size_t *size);
 
 /* ---- HDF5 checkpoints (core/io/hdf5.c) --------------------------------------- */
 /* Metadata: attributes on the root group "/". */
@@ -61,6 +87,11 @@ int ft_h5_load(const char *path, ft_checkpoint *out);
 void ft_checkpoint_free(ft_checkpoint *c);
 
 /* ---- PNG images (core/io/png.c) ---------------------------------------------- */
+/* Loading limits: width and height, and channels x height x width of the tensor (256 MB
+ * of float32). A header claiming more pixel data than the file can hold (deflate
+ * expands at most 1032:1) is refused before anything is allocated. */
+#define FT_PNG_MAX_SIDE 32768
+#define FT_PNG_MAX_VALUES ((int64_t)1 << 26)
 /* Any PNG (1..16-bit gray, gray+alpha, RGB, RGBA, palette; tRNS becomes alpha) as a
  * float32 tensor [C,H,W] with values in [0,1]; C = 1, 2, 3 or 4. */
 ft_tensor *ft_png_load(const char *path);
@@ -69,10 +100,14 @@ ft_tensor *ft_png_load(const char *path);
 int ft_png_save(const char *path, const ft_tensor *t);
 
 /* ---- IDX arrays (core/io/idx.c) ---------------------------------------------- */
+/* The most data (bytes) an IDX file, or what its gzip stream inflates to, may hold. */
+#define FT_IDX_MAX_BYTES ((size_t)1 << 31)
 /* Reads an IDX file (gzip-compressed or plain) of any element type (ubyte, byte,
  * short, int, float, double) into a tensor of the header's shape with dtype `dtype`,
- * each value v stored as v * scale + offset. The data size is checked against the
- * header. */
+ * each value v stored as v * scale + offset. The data size must be what the header
+ * says (no less, no more: trailing bytes, also after the gzip stream, are refused), a
+ * header claiming more than the compressed file can hold is refused before inflating,
+ * and the data is at most FT_IDX_MAX_BYTES. */
 ft_tensor *ft_idx_read(const char *path, ft_dtype dtype, double scale, double offset);
 
 /* ---- safetensors (core/io/safetensors.c) ------------------------------------- */

@@ -43,6 +43,8 @@ ft_tensor *ft_mean(const ft_tensor *a, const int *dims, int ndims, bool keepdim)
 int ft_max_dim(const ft_tensor *a, int dim, bool keepdim, ft_tensor **values, ft_tensor **indices);
 ft_tensor *ft_max_all(const ft_tensor *a);
 ft_tensor *ft_argmax(const ft_tensor *a, int dim, bool keepdim);     /* int64, 0-based */
+/* A row of only -inf (nothing to attend to) gets zeros and a zero gradient, as the attention
+ * kernel gives for a fully masked query, where torch gives NaN. */
 ft_tensor *ft_softmax(const ft_tensor *a, int dim);
 ft_tensor *ft_log_softmax(const ft_tensor *a, int dim);
 

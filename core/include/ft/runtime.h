@@ -4,8 +4,11 @@
 
 #include <stdint.h>
 
-/* Sets OpenMP and OpenBLAS threads together; n <= 0 means all cores. */
-void ft_set_num_threads(int n);
+/* The most threads ft_set_num_threads accepts. */
+#define FT_MAX_THREADS 256
+/* Sets OpenMP and OpenBLAS threads together; n <= 0 means all cores. Returns 0, or -1 with an
+ * error (and no change) for n > FT_MAX_THREADS. */
+int ft_set_num_threads(int n);
 int ft_get_num_threads(void);
 
 /* One global generator (xoshiro256**): same seed + same calls = same numbers. */

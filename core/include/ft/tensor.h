@@ -44,6 +44,25 @@ char *ft_shape_str(const int64_t *shape, int ndim, char *buf, size_t len);
 const char *ft_dtype_name(ft_dtype dtype);
 size_t ft_dtype_size(ft_dtype dtype);
 
+/* ---- size arithmetic --------------------------------------------------------- */
+/* Sizes, element counts, strides and byte counts are int64 products and sums of sizes;
+ * every one is computed with these, which report overflow instead of wrapping. */
+static inline bool ft_size_mul(int64_t a, int64_t b, int64_t *out) { return !__builtin_mul_overflow(a, b, out); }
+static inline bool ft_size_add(int64_t a, int64_t b, int64_t *out) { return !__builtin_add_overflow(a, b, out); }
+/* Elements of a shape; false when the product passes INT64_MAX. Zero sizes count as 1 in
+ * the check (the strides of the other dims must fit too) but make *numel 0. */
+bool ft_shape_numel(const int64_t *shape, int ndim, int64_t *numel);
+/* 0, or -1 with "<op>: ..." (no prefix for a NULL op) when a shape has more than FT_MAX_DIMS dims, a negative size or
+ * more elements than int64 (or one allocation) can hold. */
+int ft_check_shape(const int64_t *shape, int ndim, const char *op);
+/* True when an int64 can hold v exactly (finite, integral, within range). */
+static inline bool ft_is_int64_value(double v) {
+    if (!(v >= -0x1p63 && v < 0x1p63)) return false;   /* false for NaN too */
+    return v == (double)(int64_t)v;
+}
+/* The most bytes one tensor may hold (what the allocator can serve): 2^62. */
+#define FT_MAX_TENSOR_BYTES ((int64_t)1 << 62)
+
 /* ---- lifetime -------------------------------------------------------------- */
 ft_tensor *ft_retain(ft_tensor *t);
 void ft_release(ft_tensor *t);           /* NULL is fine */

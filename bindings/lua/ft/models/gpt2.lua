@@ -33,10 +33,17 @@ local PRESETS = {
   ["gpt-s"] = { vocab_size = 256, n_positions = 256, n_embd = 384, n_layer = 6, n_head = 6 },
 }
 
---- An HF-style config table for a preset, with overrides applied.
+-- The keys a GPT-2 config may override (what read_config reads, plus HF's metadata).
+M.CONFIG_KEYS = models.config_keys({ "vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner",
+  "activation_function", "attn_pdrop", "embd_pdrop", "resid_pdrop", "layer_norm_epsilon", "initializer_range",
+  "scale_attn_weights", "scale_attn_by_inverse_layer_idx", "tie_word_embeddings", "use_cache" })
+
+--- gpt2.config(preset, overrides) -> an HF-style config table for a preset, with overrides
+-- applied (unknown keys are errors).
 function M.config(name, overrides)
   local preset = PRESETS[name]
   if not preset then error(("gpt2.config: unknown preset '%s'"):format(tostring(name)), 2) end
+  models._check_options("gpt2.config", overrides, M.CONFIG_KEYS)
   local config = models.copy_config(DEFAULTS, preset)
   config.architectures = { "GPT2LMHeadModel" }
   config.model_type = "gpt2"
@@ -123,28 +130,53 @@ end
 
 -- ---- the model --------------------------------------------------------------------------------
 
--- Reads and checks the HF config; raises "GPT2LMHeadModel: config field '...' ...".
-local function read_config(config)
-  local r = models.config_reader(config, "GPT2LMHeadModel")
+--- gpt2.read_config(config [, what]) -> the checked GPT-2 config (types, ranges, n_embd % n_head,
+-- a known activation); raises "<what, default GPT2LMHeadModel>: config field '...' ...".
+local function read_config(config, what)
+  local L = models.LIMITS
+  local r = models.config_reader(config, what or "GPT2LMHeadModel")
   local c = {
-    vocab_size = r:int("vocab_size"), n_positions = r:int("n_positions"), n_embd = r:int("n_embd"),
-    n_layer = r:int("n_layer"), n_head = r:int("n_head"),
+    vocab_size = r:int("vocab_size", nil, 1, L.vocab), n_positions = r:int("n_positions", nil, 1, L.positions),
+    n_embd = r:int("n_embd", nil, 1, L.width), n_layer = r:int("n_layer", nil, 1, L.layers),
+    n_head = r:int("n_head", nil, 1, L.heads),
     activation_function = r:str("activation_function", "gelu_new"),
-    attn_pdrop = r:num("attn_pdrop", 0.1), embd_pdrop = r:num("embd_pdrop", 0.1),
-    resid_pdrop = r:num("resid_pdrop", 0.1), layer_norm_epsilon = r:num("layer_norm_epsilon", 1e-5),
-    initializer_range = r:num("initializer_range", 0.02),
+    attn_pdrop = r:prob("attn_pdrop", 0.1), embd_pdrop = r:prob("embd_pdrop", 0.1),
+    resid_pdrop = r:prob("resid_pdrop", 0.1), layer_norm_epsilon = r:positive("layer_norm_epsilon", 1e-5, 1),
+    initializer_range = r:num("initializer_range", 0.02, 0, 10),
     scale_attn_weights = r:bool("scale_attn_weights", true),
     scale_attn_by_inverse_layer_idx = r:bool("scale_attn_by_inverse_layer_idx", false),
     tie_word_embeddings = r:bool("tie_word_embeddings", true),
   }
-  c.n_inner = r:int("n_inner", 4 * c.n_embd)
+  c.n_inner = r:int("n_inner", 4 * c.n_embd, 1, L.inner)
   if c.n_embd % c.n_head ~= 0 then
     r:fail("n_embd %d is not a multiple of n_head %d", c.n_embd, c.n_head)
   end
   c.act = models.activation(c.activation_function, r, "activation_function")
   return c
 end
+M.read_config = read_config
 
+--- gpt2.body_shapes(c, out) -> out with the GPT2Model tensors (transformer.*: name -> shape) of
+-- a checked config c, computed without building anything.
+function M.body_shapes(c, out)
+  local C, I = c.n_embd, c.n_inner
+  out["transformer.wte.weight"] = { c.vocab_size, C }
+  out["transformer.wpe.weight"] = { c.n_positions, C }
+  for i = 0, c.n_layer - 1 do
+    local h = "transformer.h." .. i .. "."
+    out[h .. "ln_1.weight"], out[h .. "ln_1.bias"] = { C }, { C }
+    out[h .. "attn.c_attn.weight"], out[h .. "attn.c_attn.bias"] = { C, 3 * C }, { 3 * C }
+    out[h .. "attn.c_proj.weight"], out[h .. "attn.c_proj.bias"] = { C, C }, { C }
+    out[h .. "ln_2.weight"], out[h .. "ln_2.bias"] = { C }, { C }
+    out[h .. "mlp.c_fc.weight"], out[h .. "mlp.c_fc.bias"] = { C, I }, { I }
+    out[h .. "mlp.c_proj.weight"], out[h .. "mlp.c_proj.bias"] = { I, C }, { C }
+  end
+  out["transformer.ln_f.weight"], out["transformer.ln_f.bias"] = { C }, { C }
+  return out
+end
+
+--- GPT2Model(c): the GPT-2 body (wte, wpe, blocks, ln_f) of a checked config (gpt2.read_config);
+-- body(input_ids, opts) -> hidden states [B,T,C], presents.
 local GPT2Model = nn.Module:extend("GPT2Model")
 M.GPT2Model = GPT2Model
 
@@ -182,6 +214,8 @@ function GPT2Model:forward(input_ids, opts)
   return self.ln_f(x), presents
 end
 
+--- GPT2LMHeadModel(config): HF's GPT-2 language model from an HF config table (config.json decoded,
+-- or gpt2.config()); model(ids, opts) -> {logits =, loss =, past_key_values =}.
 local GPT2LMHeadModel = nn.Module:extend("GPT2LMHeadModel")
 M.GPT2LMHeadModel = GPT2LMHeadModel
 GPT2LMHeadModel.hf_architecture = "GPT2LMHeadModel"
@@ -189,6 +223,18 @@ GPT2LMHeadModel.hf_model_type = "gpt2"
 GPT2LMHeadModel.base_model_prefix = "transformer"
 -- Causal-mask buffers of older checkpoints, which HF also skips.
 GPT2LMHeadModel.ignore_on_load = { "%.attn%.bias$", "%.attn%.masked_bias$" }
+
+GPT2LMHeadModel.read_config = read_config
+GPT2LMHeadModel.config_keys = M.CONFIG_KEYS
+
+--- GPT2LMHeadModel.tensor_shapes(c) -> name -> shape of a checked config's model (tied copy
+-- left out), and the tied names (alias -> target).
+function GPT2LMHeadModel.tensor_shapes(c)
+  local out = M.body_shapes(c, {})
+  if c.tie_word_embeddings then return out, { ["lm_head.weight"] = "transformer.wte.weight" } end
+  out["lm_head.weight"] = { c.vocab_size, c.n_embd }
+  return out, {}
+end
 
 --- GPT2LMHeadModel(config): config is an HF config table (config.json decoded, or gpt2.config()).
 function GPT2LMHeadModel:init(config)

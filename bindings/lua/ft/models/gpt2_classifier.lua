@@ -18,7 +18,7 @@
 -- Without attention_mask every token is real. Padding may be on either side.
 --
 -- The number of classes is config.num_labels, else the size of config.id2label, else 2 (HF's
--- default). Requiring this module registers the architecture, so ft.models.new and
+-- default). ft.models registers the architecture, so ft.models.new and
 -- ft.models.from_pretrained build it from a config naming GPT2ForSequenceClassification.
 local ft = require "ft"
 local models = require "ft.models"
@@ -42,6 +42,8 @@ local function num_labels_of(config)
   return 2
 end
 
+--- GPT2ForSequenceClassification(config): HF's GPT-2 sequence classifier from an HF GPT-2 config plus
+-- num_labels and classifier_pooling; model(ids, opts) -> {logits =, loss =, features =}.
 local Cls = nn.Module:extend("GPT2ForSequenceClassification")
 M.GPT2ForSequenceClassification = Cls
 Cls.hf_architecture = "GPT2ForSequenceClassification"
@@ -49,19 +51,39 @@ Cls.hf_model_type = "gpt2"
 Cls.base_model_prefix = "transformer"
 Cls.ignore_on_load = { "%.attn%.bias$", "%.attn%.masked_bias$", "^lm_head%.weight$" }
 
---- GPT2ForSequenceClassification(config): config is an HF GPT-2 config table, plus
--- num_labels and classifier_pooling ("last" by default, as HF).
-function Cls:init(config)
+Cls.config_keys = models.config_keys(table.move(gpt2.CONFIG_KEYS, 1, #gpt2.CONFIG_KEYS, 1,
+  { "num_labels", "id2label", "label2id", "classifier_pooling" }))
+
+--- Cls.read_config(config) -> the checked GPT-2 config plus num_labels and pooling.
+function Cls.read_config(config)
   local where = "GPT2ForSequenceClassification"
+  local c = gpt2.read_config(config, where)
   local n = num_labels_of(config)
-  if math.type(n) ~= "integer" or n < 1 then
-    error(("%s: config field 'num_labels' must be a positive integer, got %s"):format(where, tostring(n)), 3)
+  if math.type(n) ~= "integer" or n < 1 or n > models.LIMITS.labels then
+    error(("%s: config field 'num_labels' must be an integer in [1, %d], got %s"):format(where,
+      models.LIMITS.labels, tostring(n)), 0)
   end
   local pooling = config.classifier_pooling or "last"
   if not POOLINGS[pooling] then
     error(("%s: config field 'classifier_pooling' must be 'last' or 'mean', got '%s'"):format(where,
-      tostring(pooling)), 3)
+      tostring(pooling)), 0)
   end
+  c.num_labels, c.pooling = n, pooling
+  return c
+end
+
+--- Cls.tensor_shapes(c) -> name -> shape: the GPT-2 body and score.weight [num_labels, n_embd].
+function Cls.tensor_shapes(c)
+  local out = gpt2.body_shapes(c, {})
+  out["score.weight"] = { c.num_labels, c.n_embd }
+  return out, {}
+end
+
+--- GPT2ForSequenceClassification(config): config is an HF GPT-2 config table, plus
+-- num_labels and classifier_pooling ("last" by default, as HF).
+function Cls:init(config)
+  local c = Cls.read_config(config)
+  local n, pooling = c.num_labels, c.pooling
   self.config = models.copy_config(config, { num_labels = n, classifier_pooling = pooling })
   self.num_labels, self.pooling = n, pooling
   -- The body and its config checks come from gpt2.lua's LM; its lm_head is dropped.
@@ -69,7 +91,7 @@ function Cls:init(config)
   self.max_positions = lm.max_positions
   self.transformer = lm.transformer
   self.score = nn.Linear(self.transformer.wte.embedding_dim, n, { bias = false })
-  nn.init.normal_(self.score.weight, 0, config.initializer_range or 0.02)
+  nn.init.normal_(self.score.weight, 0, c.initializer_range)
 end
 
 function Cls:extra_repr() return ("num_labels=%d, pooling=%s"):format(self.num_labels, self.pooling) end
@@ -143,7 +165,7 @@ end
 -- same modules and tensors, no copy) under a new score head. lm: a GPT2LMHeadModel, e.g. from
 -- ft.text.load_checkpoint. Dropout follows lm's config.
 function M.from_lm(lm, num_labels, opts)
-  opts = opts or {}
+  opts = models._check_options("gpt2_classifier.from_lm", opts, { "pooling" })
   if type(lm) ~= "table" or type(lm.config) ~= "table" or lm.transformer == nil then
     error("gpt2_classifier.from_lm: expected a GPT2LMHeadModel (with .config and .transformer)", 2)
   end

@@ -36,10 +36,19 @@ local PRESETS = {
   },
 }
 
---- An HF-style config table for a preset, with overrides applied.
+-- The keys a Llama-family config may override (what read_config reads, plus HF's metadata).
+M.CONFIG_KEYS = models.config_keys({ "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+  "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings", "rope_theta",
+  "rope_parameters", "rope_scaling", "rms_norm_eps", "hidden_act", "attention_bias", "mlp_bias",
+  "attention_dropout", "initializer_range", "tie_word_embeddings", "sliding_window", "use_sliding_window",
+  "max_window_layers", "layer_types", "use_cache" })
+
+--- llama.config(preset, overrides) -> an HF-style config table for a preset, with overrides
+-- applied (unknown keys are errors).
 function M.config(name, overrides)
   local preset = PRESETS[name]
   if not preset then error(("llama.config: unknown preset '%s'"):format(tostring(name)), 2) end
+  models._check_options("llama.config", overrides, M.CONFIG_KEYS)
   local config = models.copy_config(preset)
   config.architectures = { "LlamaForCausalLM" }
   config.model_type = "llama"
@@ -166,19 +175,25 @@ end
 
 -- Reads and checks the HF config; class supplies the family's defaults.
 local function read_config(config, class)
+  local L = models.LIMITS
   local r = models.config_reader(config, class.hf_architecture)
   local c = {
-    vocab_size = r:int("vocab_size"), hidden_size = r:int("hidden_size"),
-    intermediate_size = r:int("intermediate_size"), num_hidden_layers = r:int("num_hidden_layers"),
-    num_attention_heads = r:int("num_attention_heads"),
-    rms_norm_eps = r:num("rms_norm_eps", 1e-6), hidden_act = r:str("hidden_act", "silu"),
-    mlp_bias = r:bool("mlp_bias", false), attention_dropout = r:num("attention_dropout", 0.0),
-    initializer_range = r:num("initializer_range", 0.02),
+    vocab_size = r:int("vocab_size", nil, 1, L.vocab), hidden_size = r:int("hidden_size", nil, 1, L.width),
+    intermediate_size = r:int("intermediate_size", nil, 1, L.inner),
+    num_hidden_layers = r:int("num_hidden_layers", nil, 1, L.layers),
+    num_attention_heads = r:int("num_attention_heads", nil, 1, L.heads),
+    rms_norm_eps = r:positive("rms_norm_eps", 1e-6, 1), hidden_act = r:str("hidden_act", "silu"),
+    mlp_bias = r:bool("mlp_bias", false), attention_dropout = r:prob("attention_dropout", 0.0),
+    initializer_range = r:num("initializer_range", 0.02, 0, 10),
     tie_word_embeddings = r:bool("tie_word_embeddings", false),
-    max_position_embeddings = r:int("max_position_embeddings", 2048),
+    max_position_embeddings = r:int("max_position_embeddings", 2048, 1, L.positions),
   }
-  c.num_key_value_heads = r:int("num_key_value_heads", c.num_attention_heads)
-  c.head_dim = r:int("head_dim", c.hidden_size // c.num_attention_heads)
+  c.num_key_value_heads = r:int("num_key_value_heads", c.num_attention_heads, 1, c.num_attention_heads)
+  if r:raw("head_dim") == nil and c.hidden_size % c.num_attention_heads ~= 0 then
+    r:fail("hidden_size %d is not a multiple of num_attention_heads %d (and head_dim is not given)", c.hidden_size,
+      c.num_attention_heads)
+  end
+  c.head_dim = r:int("head_dim", c.hidden_size // c.num_attention_heads, 1, L.width)
   if c.num_attention_heads % c.num_key_value_heads ~= 0 then
     r:fail("num_attention_heads %d is not a multiple of num_key_value_heads %d", c.num_attention_heads,
       c.num_key_value_heads)
@@ -202,12 +217,16 @@ local function read_config(config, class)
     r:fail("rope type '%s' is not supported (only 'default')", tostring(rope_type))
   end
   c.rope_theta = theta or class.default_rope_theta
-  if type(c.rope_theta) ~= "number" then r:fail("config field 'rope_theta' must be a number") end
+  if type(c.rope_theta) ~= "number" or not (c.rope_theta > 0 and c.rope_theta < math.huge) then
+    r:fail("config field 'rope_theta' must be a positive number, got %s", tostring(c.rope_theta))
+  end
   c.act = models.activation(c.hidden_act, r, "hidden_act")
   c.windows = class.sliding_windows(r, c.num_hidden_layers)
   return c
 end
 
+--- LlamaModel(c): the decoder body (embed_tokens, layers, norm) of a checked config;
+-- body(input_ids, opts) -> hidden states [B,T,C], presents.
 local LlamaModel = nn.Module:extend("LlamaModel")
 M.LlamaModel = LlamaModel
 
@@ -226,8 +245,8 @@ function LlamaModel:init(c)
   end
 end
 
--- cos, sin [n, hd] for positions 0..n-1, cached and grown by doubling (plain fields, not
--- buffers: HF keeps them out of checkpoints too).
+--- body:rope_cache(n) -> cos, sin [n, hd] for positions 0..n-1, cached and grown by doubling
+-- (plain fields, not buffers: HF keeps them out of checkpoints too).
 function LlamaModel:rope_cache(n)
   if not self._rope_cos or self._rope_cos:size(1) < n then
     local size = math.max(n, 2 * (self._rope_cos and self._rope_cos:size(1) or 32))
@@ -269,6 +288,8 @@ function LlamaModel:forward(input_ids, opts)
   return self.norm(x), presents
 end
 
+--- LlamaForCausalLM(config): HF's Llama language model from an HF config table (config.json
+-- decoded, or llama.config()); model(ids, opts) -> {logits =, loss =, past_key_values =}.
 local LlamaForCausalLM = nn.Module:extend("LlamaForCausalLM")
 M.LlamaForCausalLM = LlamaForCausalLM
 LlamaForCausalLM.hf_architecture = "LlamaForCausalLM"
@@ -276,6 +297,37 @@ LlamaForCausalLM.hf_model_type = "llama"
 LlamaForCausalLM.base_model_prefix = "model"
 LlamaForCausalLM.default_rope_theta = 10000.0
 LlamaForCausalLM.ignore_on_load = { "rotary_emb%.inv_freq$" }
+
+LlamaForCausalLM.config_keys = M.CONFIG_KEYS
+--- LlamaForCausalLM.read_config(config) -> the checked config (types, ranges, head divisibility,
+-- positive epsilon and rope theta, a known activation, the sliding windows).
+LlamaForCausalLM.read_config = function(config) return read_config(config, LlamaForCausalLM) end
+
+--- LlamaForCausalLM.tensor_shapes(c) -> name -> shape of a checked config's model (tied copy
+-- left out), and the tied names (alias -> target).
+function LlamaForCausalLM.tensor_shapes(c)
+  local H, I, hd = c.hidden_size, c.intermediate_size, c.head_dim
+  local q, kv = c.num_attention_heads * hd, c.num_key_value_heads * hd
+  local out = { ["model.embed_tokens.weight"] = { c.vocab_size, H }, ["model.norm.weight"] = { H } }
+  for i = 0, c.num_hidden_layers - 1 do
+    local p = "model.layers." .. i .. "."
+    local function linear(name, o, n, bias)
+      out[p .. name .. ".weight"] = { o, n }
+      if bias then out[p .. name .. ".bias"] = { o } end
+    end
+    linear("self_attn.q_proj", q, H, c.qkv_bias)
+    linear("self_attn.k_proj", kv, H, c.qkv_bias)
+    linear("self_attn.v_proj", kv, H, c.qkv_bias)
+    linear("self_attn.o_proj", H, q, c.o_bias)
+    linear("mlp.gate_proj", I, H, c.mlp_bias)
+    linear("mlp.up_proj", I, H, c.mlp_bias)
+    linear("mlp.down_proj", H, I, c.mlp_bias)
+    out[p .. "input_layernorm.weight"], out[p .. "post_attention_layernorm.weight"] = { H }, { H }
+  end
+  if c.tie_word_embeddings then return out, { ["lm_head.weight"] = "model.embed_tokens.weight" } end
+  out["lm_head.weight"] = { c.vocab_size, H }
+  return out, {}
+end
 
 --- LlamaForCausalLM(config): config is an HF config table (config.json decoded, or llama.config()).
 function LlamaForCausalLM:init(config)
@@ -311,7 +363,7 @@ end
 
 LlamaForCausalLM.generate = models.generate
 
--- Per-layer sliding windows (nil = full attention): Llama has none.
+--- Per-layer sliding windows (nil = full attention): Llama has none.
 function LlamaForCausalLM.sliding_windows(r, n_layers) return {} end
 
 -- An explicit layer_types list ("sliding_attention" / "full_attention") decides per layer.
@@ -330,10 +382,13 @@ local MistralForCausalLM = LlamaForCausalLM:extend("MistralForCausalLM")
 M.MistralForCausalLM = MistralForCausalLM
 MistralForCausalLM.hf_architecture = "MistralForCausalLM"
 MistralForCausalLM.hf_model_type = "mistral"
+--- MistralForCausalLM.read_config(config) -> the checked config, with Mistral's sliding windows.
+MistralForCausalLM.read_config = function(config) return read_config(config, MistralForCausalLM) end
 
+--- Mistral's windows: sliding_window on every layer (or as layer_types says).
 function MistralForCausalLM.sliding_windows(r, n_layers)
   if r:raw("sliding_window") == nil then return {} end
-  local window = r:int("sliding_window")
+  local window = r:int("sliding_window", nil, 1, models.LIMITS.positions)
   local out = windows_from_layer_types(r, n_layers, window)
   if out then return out end
   out = {}
@@ -347,13 +402,16 @@ M.Qwen2ForCausalLM = Qwen2ForCausalLM
 Qwen2ForCausalLM.hf_architecture = "Qwen2ForCausalLM"
 Qwen2ForCausalLM.hf_model_type = "qwen2"
 Qwen2ForCausalLM.qkv_bias_always = true
+--- Qwen2ForCausalLM.read_config(config) -> the checked config, with q/k/v biases and Qwen2's windows.
+Qwen2ForCausalLM.read_config = function(config) return read_config(config, Qwen2ForCausalLM) end
 
+--- Qwen2's windows: with use_sliding_window, from max_window_layers on (or as layer_types says).
 function Qwen2ForCausalLM.sliding_windows(r, n_layers)
   if r:raw("sliding_window") == nil or not r:bool("use_sliding_window", false) then return {} end
-  local window = r:int("sliding_window")
+  local window = r:int("sliding_window", nil, 1, models.LIMITS.positions)
   local out = windows_from_layer_types(r, n_layers, window)
   if out then return out end
-  local from = r:int("max_window_layers", n_layers)   -- 0-based layer index where windows start
+  local from = r:int("max_window_layers", n_layers, 0, models.LIMITS.layers)   -- 0-based layer index where windows start
   out = {}
   for i = from + 1, n_layers do out[i] = window end
   return out

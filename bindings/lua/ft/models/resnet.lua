@@ -6,6 +6,10 @@
 --   local model = resnet.resnet_s{num_classes = 10}     -- 1x28x28 inputs (Fashion-MNIST)
 --   local r18 = resnet.resnet18{num_classes = 1000}     -- 3x224x224 inputs, as torchvision
 --   local r50 = resnet.from_safetensors("resnet50.safetensors", {arch = "resnet50"})
+--   local net = ft.models.new("resnet-s", {num_classes = 4})   -- the same through the registry
+--
+-- The builders, ResNet(cfg) and the presets check their keys (resnet_s{num_clases = 4} is an
+-- error naming 'num_classes') and values (positive stage depths and widths, a known stem ...).
 --
 -- torchvision weights load once converted to safetensors, e.g. in Python:
 --   safetensors.torch.save_file(torchvision.models.resnet50(weights="DEFAULT").state_dict(), path)
@@ -13,6 +17,7 @@
 -- One builder, ResNet(cfg), covers the family: a block type, blocks per stage, stage widths
 -- and a stem ("small": conv3x3 stride 1, no pooling; "imagenet": conv7x7 stride 2 + maxpool).
 local ft = require "ft"
+local models = require "ft.models"
 local nn = ft.nn
 
 local M = {}
@@ -84,25 +89,115 @@ local BLOCKS = { basic = BasicBlock, bottleneck = Bottleneck }
 --   stem_width   channels out of the stem (default widths[1])
 --   in_channels  default 3;  num_classes  default 1000
 --   zero_init_residual  last BN of each block starts at 0 (torchvision's option)
+-- An unknown key, or a value of the wrong type or out of range, is an error naming it.
 local ResNet = nn.Module:extend("ResNet")
 M.ResNet = ResNet
+ResNet.hf_architecture = "ResNet"
+ResNet.hf_model_type = "torchvision_resnet"
+
+-- The builder keys, and with the registry's metadata the keys a ResNet config may have.
+local BUILDER_KEYS = { "block", "layers", "widths", "stem", "stem_width", "in_channels", "num_classes",
+  "zero_init_residual" }
+ResNet.config_keys = { "architectures", "model_type", table.unpack(BUILDER_KEYS) }
+
+-- A list of integers in [lo, hi], 1 to 16 entries.
+local function int_list(r, key, list, lo, hi)
+  if type(list) ~= "table" or #list == 0 or #list > 16 then
+    r:fail("config field '%s' must be a list of 1 to 16 integers, got %s", key, tostring(list))
+  end
+  local out = {}
+  for i, v in ipairs(list) do
+    local n = math.type(v) and math.tointeger(v)
+    if not n or n < lo or n > hi then
+      r:fail("config field '%s' entry %d must be an integer in [%d, %d], got %s", key, i, lo, hi, tostring(v))
+    end
+    out[i] = n
+  end
+  return out
+end
+
+--- ResNet.read_config(cfg) -> the checked config (block class, layers, widths, stem, stem_width,
+-- in_channels, num_classes, zero_init_residual).
+function ResNet.read_config(cfg)
+  local L = models.LIMITS
+  if type(cfg) ~= "table" then error("ResNet: config must be a table, got " .. type(cfg), 0) end
+  models._check_options("ResNet", cfg, ResNet.config_keys, 0)
+  local r = models.config_reader(cfg, "ResNet")
+  local block = cfg.block or "basic"
+  if type(block) == "string" then block = BLOCKS[block] end
+  if type(block) ~= "table" or math.type(block.expansion) ~= "integer" then
+    r:fail("config field 'block' must be 'basic', 'bottleneck' or a block class, got %s", tostring(cfg.block))
+  end
+  local c = { block = block }
+  if cfg.layers == nil then r:fail("config field 'layers' (blocks per stage) is missing") end
+  c.layers = int_list(r, "layers", cfg.layers, 1, L.layers)
+  c.widths = int_list(r, "widths", cfg.widths or { 64, 128, 256, 512 }, 1, L.width)
+  if #c.layers ~= #c.widths then
+    r:fail("config fields 'layers' (%d stages) and 'widths' (%d) must have the same length", #c.layers, #c.widths)
+  end
+  c.stem = r:str("stem", "imagenet")
+  if c.stem ~= "imagenet" and c.stem ~= "small" then
+    r:fail("config field 'stem' must be 'imagenet' or 'small', got '%s'", c.stem)
+  end
+  c.stem_width = r:int("stem_width", c.widths[1], 1, L.width)
+  c.in_channels = r:int("in_channels", 3, 1, L.channels)
+  c.num_classes = r:int("num_classes", 1000, 1, L.labels)
+  c.zero_init_residual = r:bool("zero_init_residual", false)
+  return c
+end
+
+--- ResNet.tensor_shapes(c) -> name -> shape of the state_dict (parameters and BatchNorm
+-- buffers) of a checked config, computed without building anything.
+function ResNet.tensor_shapes(c)
+  local out = {}
+  local function bn(prefix, ch)
+    for _, k in ipairs({ "weight", "bias", "running_mean", "running_var" }) do out[prefix .. "." .. k] = { ch } end
+    out[prefix .. ".num_batches_tracked"] = {}
+  end
+  local k = c.stem == "imagenet" and 7 or 3
+  local inplanes = c.stem_width
+  out["conv1.weight"] = { inplanes, c.in_channels, k, k }
+  bn("bn1", inplanes)
+  local expansion = c.block.expansion
+  local bottleneck = c.block == Bottleneck
+  for i, planes in ipairs(c.widths) do
+    local stride = i == 1 and 1 or 2
+    local width_out = planes * expansion
+    for b = 0, c.layers[i] - 1 do
+      local p = ("layer%d.%d."):format(i, b)
+      local cin = b == 0 and inplanes or width_out
+      if bottleneck then
+        out[p .. "conv1.weight"] = { planes, cin, 1, 1 }
+        out[p .. "conv2.weight"] = { planes, planes, 3, 3 }
+        out[p .. "conv3.weight"] = { width_out, planes, 1, 1 }
+        bn(p .. "bn1", planes); bn(p .. "bn2", planes); bn(p .. "bn3", width_out)
+      else
+        out[p .. "conv1.weight"] = { planes, cin, 3, 3 }
+        out[p .. "conv2.weight"] = { planes, planes, 3, 3 }
+        bn(p .. "bn1", planes); bn(p .. "bn2", planes)
+      end
+      if b == 0 and (stride ~= 1 or inplanes ~= width_out) then
+        out[p .. "downsample.0.weight"] = { width_out, inplanes, 1, 1 }
+        bn(p .. "downsample.1", width_out)
+      end
+    end
+    inplanes = width_out
+  end
+  out["fc.weight"], out["fc.bias"] = { c.num_classes, inplanes }, { c.num_classes }
+  return out, {}
+end
 
 function ResNet:init(cfg)
-  local block = BLOCKS[cfg.block or "basic"] or cfg.block
-  assert(type(block) == "table" and block.expansion, "resnet: block must be 'basic', 'bottleneck' or a block class")
-  local widths = cfg.widths or { 64, 128, 256, 512 }
-  local layers = assert(cfg.layers, "resnet: cfg.layers (blocks per stage) is required")
-  assert(#layers == #widths, "resnet: layers and widths must have the same length")
-  local stem = cfg.stem or "imagenet"
-  local inplanes = cfg.stem_width or widths[1]
+  local c = ResNet.read_config(cfg)
+  models.check_size(ResNet.tensor_shapes(c), "ResNet")
+  local block, widths, layers, stem = c.block, c.widths, c.layers, c.stem
+  local inplanes = c.stem_width
   self.config = cfg
 
   if stem == "imagenet" then
-    self.conv1 = nn.Conv2d(cfg.in_channels or 3, inplanes, 7, { stride = 2, padding = 3, bias = false })
-  elseif stem == "small" then
-    self.conv1 = conv3x3(cfg.in_channels or 3, inplanes, 1)
+    self.conv1 = nn.Conv2d(c.in_channels, inplanes, 7, { stride = 2, padding = 3, bias = false })
   else
-    error("resnet: stem must be 'imagenet' or 'small', got " .. tostring(stem))
+    self.conv1 = conv3x3(c.in_channels, inplanes, 1)
   end
   self.bn1 = nn.BatchNorm2d(inplanes)
   self.relu = nn.ReLU()
@@ -122,7 +217,7 @@ function ResNet:init(cfg)
   end
   self.num_stages = #widths
   self.avgpool = nn.AdaptiveAvgPool2d({ 1, 1 })
-  self.fc = nn.Linear(inplanes, cfg.num_classes or 1000)
+  self.fc = nn.Linear(inplanes, c.num_classes)
 
   -- torchvision's initialisation: He normal (fan_out) convolutions, unit BatchNorm.
   for _, m in self:named_modules() do
@@ -133,7 +228,7 @@ function ResNet:init(cfg)
       nn.init.zeros_(m.bias)
     end
   end
-  if cfg.zero_init_residual then
+  if c.zero_init_residual then
     for _, m in self:named_modules() do
       local last = (m.__name == "Bottleneck" and m.bn3) or (m.__name == "BasicBlock" and m.bn2)
       if last then nn.init.zeros_(last.weight) end
@@ -141,6 +236,7 @@ function ResNet:init(cfg)
   end
 end
 
+--- net(x [B,C,H,W]) -> logits [B, num_classes].
 function ResNet:forward(x)
   x = self.relu(self.bn1(self.conv1(x)))
   if self.maxpool then x = self.maxpool(x) end
@@ -149,32 +245,45 @@ function ResNet:forward(x)
   return self.fc(x:reshape(x:size(1), -1))
 end
 
-local function with_defaults(cfg, defaults)
+-- The builder's cfg (checked: unknown keys are errors naming the builder) over its defaults.
+-- cfg.arch may name the builder itself, as the shipped checkpoints' configs record it
+-- ({"arch": "resnet_s", "num_classes": 6}); another arch is an error.
+local function with_defaults(name, cfg, defaults)
+  local where = "resnet." .. name
+  models._check_options(where, cfg, { "arch", table.unpack(BUILDER_KEYS) }, 2)
+  if cfg and cfg.arch ~= nil and cfg.arch ~= name then
+    error(("%s: cfg.arch is '%s', this builder makes '%s'"):format(where, tostring(cfg.arch), name), 3)
+  end
   local out = {}
   for k, v in pairs(defaults) do out[k] = v end
-  for k, v in pairs(cfg or {}) do out[k] = v end
+  for k, v in pairs(cfg or {}) do
+    if k ~= "arch" then out[k] = v end
+  end
   return out
 end
 
---- ResNet-S for 1x28x28 images (Fashion-MNIST): stem conv3x3(1->32), 3 stages of 2 BasicBlocks
--- with widths 32, 64, 128; 696,042 parameters with 10 classes. cfg: {num_classes=10,
--- in_channels=1, widths=} (a narrower width list gives the same structure, e.g. for tests).
+--- resnet.resnet_s(cfg) -> ResNet-S for 1x28x28 images (Fashion-MNIST): stem conv3x3(1->32), 3
+-- stages of 2 BasicBlocks with widths 32, 64, 128; 696,042 parameters with 10 classes. cfg:
+-- {num_classes=10, in_channels=1, widths=} or any ResNet key (a narrower width list gives the
+-- same structure, e.g. for tests); an unknown key is an error.
 function M.resnet_s(cfg)
-  return ResNet(with_defaults(cfg, { block = "basic", layers = { 2, 2, 2 }, widths = { 32, 64, 128 },
-    stem = "small", in_channels = 1, num_classes = 10 }))
+  return ResNet(with_defaults("resnet_s", cfg, { block = "basic", layers = { 2, 2, 2 },
+    widths = { 32, 64, 128 }, stem = "small", in_channels = 1, num_classes = 10 }))
 end
 
---- torchvision's resnet18/34/50 (3x224x224 inputs, 1000 classes by default).
+--- resnet.resnet18(cfg) -> torchvision's resnet18 (3x224x224 inputs, 1000 classes by default).
 function M.resnet18(cfg)
-  return ResNet(with_defaults(cfg, { block = "basic", layers = { 2, 2, 2, 2 } }))
+  return ResNet(with_defaults("resnet18", cfg, { block = "basic", layers = { 2, 2, 2, 2 } }))
 end
 
+--- resnet.resnet34(cfg) -> torchvision's resnet34.
 function M.resnet34(cfg)
-  return ResNet(with_defaults(cfg, { block = "basic", layers = { 3, 4, 6, 3 } }))
+  return ResNet(with_defaults("resnet34", cfg, { block = "basic", layers = { 3, 4, 6, 3 } }))
 end
 
+--- resnet.resnet50(cfg) -> torchvision's resnet50 (Bottleneck blocks).
 function M.resnet50(cfg)
-  return ResNet(with_defaults(cfg, { block = "bottleneck", layers = { 3, 4, 6, 3 } }))
+  return ResNet(with_defaults("resnet50", cfg, { block = "bottleneck", layers = { 3, 4, 6, 3 } }))
 end
 
 -- Presets for ft.models.new / ft.models.config: the configs the builders above use.
@@ -192,9 +301,10 @@ M.PRESETS = PRESETS
 function M.config(name, overrides)
   local preset = PRESETS[name]
   if not preset then error(("resnet.config: unknown preset '%s'"):format(tostring(name)), 2) end
-  local config = ft.models.copy_config(preset, overrides)
+  models._check_options("resnet.config", overrides, ResNet.config_keys)
+  local config = models.copy_config(preset, overrides)
   config.architectures = { "ResNet" }
-  config.model_type = "resnet"
+  config.model_type = "torchvision_resnet"
   return config
 end
 
@@ -212,7 +322,7 @@ for _, name in ipairs(ARCHS) do IS_ARCH[name] = true end
 function M.from_safetensors(path, opts)
   local where = "resnet.from_safetensors"
   if type(path) ~= "string" then error(where .. ": a file path expected, got " .. type(path), 2) end
-  opts = opts or {}
+  opts = models._check_options(where, opts, { "arch", table.unpack(BUILDER_KEYS) })
   local arch = opts.arch
   if not IS_ARCH[arch] then
     error(("%s: option arch must be one of %s, got %s"):format(where, table.concat(ARCHS, ", "), tostring(arch)), 2)
@@ -233,7 +343,7 @@ function M.from_safetensors(path, opts)
   for _, k in ipairs(keys) do
     if sd[k] == nil and k:match("%.num_batches_tracked$") then sd[k] = own[k] end
   end
-  ft.models.load_hf_state_dict(model, sd, path, where)
+  models.load_hf_state_dict(model, sd, path, where)
   return model:eval()
 end
 

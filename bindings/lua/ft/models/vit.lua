@@ -44,16 +44,28 @@ local function label_maps(n)
   return id2label, label2id
 end
 
---- An HF-style config table for a preset, with overrides applied (num_labels becomes
--- id2label/label2id as HF saves it).
+-- The keys a ViT config may override (what read_config reads, plus HF's metadata).
+M.CONFIG_KEYS = models.config_keys({ "image_size", "patch_size", "num_channels", "hidden_size",
+  "num_hidden_layers", "num_attention_heads", "intermediate_size", "num_labels", "id2label", "label2id",
+  "hidden_act", "layer_norm_eps", "qkv_bias", "hidden_dropout_prob", "attention_probs_dropout_prob",
+  "initializer_range" })
+
+--- vit.config(preset, overrides) -> an HF-style config table for a preset, with overrides
+-- applied (unknown keys are errors; num_labels becomes id2label/label2id as HF saves it).
 function M.config(name, overrides)
   local preset = PRESETS[name]
   if not preset then error(("vit.config: unknown preset '%s'"):format(tostring(name)), 2) end
+  models._check_options("vit.config", overrides, M.CONFIG_KEYS)
   local config = models.copy_config(preset, overrides)
   config.architectures = { "ViTForImageClassification" }
   config.model_type = "vit"
   if config.num_labels then
-    config.id2label, config.label2id = label_maps(config.num_labels)
+    local n = config.num_labels
+    if math.type(n) ~= "integer" or n < 0 or n > models.LIMITS.labels then
+      error(("vit.config: num_labels must be an integer in [0, %d], got %s"):format(models.LIMITS.labels,
+        tostring(n)), 2)
+    end
+    config.id2label, config.label2id = label_maps(n)
     config.num_labels = nil
   end
   return config
@@ -188,20 +200,27 @@ local function count_keys(t)
   return n
 end
 
+--- ViTForImageClassification.read_config(config) -> the checked config (types, ranges,
+-- hidden_size % num_attention_heads, image_size % patch_size, a known activation).
 local function read_config(config)
+  local L = models.LIMITS
   local r = models.config_reader(config, "ViTForImageClassification")
   local c = {
-    hidden_size = r:int("hidden_size"), num_hidden_layers = r:int("num_hidden_layers"),
-    num_attention_heads = r:int("num_attention_heads"), intermediate_size = r:int("intermediate_size"),
-    image_size = r:int("image_size"), patch_size = r:int("patch_size"),
-    num_channels = r:int("num_channels", 3), hidden_act = r:str("hidden_act", "gelu"),
-    layer_norm_eps = r:num("layer_norm_eps", 1e-12), qkv_bias = r:bool("qkv_bias", true),
-    hidden_dropout_prob = r:num("hidden_dropout_prob", 0.0),
-    attention_probs_dropout_prob = r:num("attention_probs_dropout_prob", 0.0),
-    initializer_range = r:num("initializer_range", 0.02),
+    hidden_size = r:int("hidden_size", nil, 1, L.width), num_hidden_layers = r:int("num_hidden_layers", nil, 1, L.layers),
+    num_attention_heads = r:int("num_attention_heads", nil, 1, L.heads),
+    intermediate_size = r:int("intermediate_size", nil, 1, L.inner),
+    image_size = r:int("image_size", nil, 1, L.image), patch_size = r:int("patch_size", nil, 1, L.image),
+    num_channels = r:int("num_channels", 3, 1, L.channels), hidden_act = r:str("hidden_act", "gelu"),
+    layer_norm_eps = r:positive("layer_norm_eps", 1e-12, 1), qkv_bias = r:bool("qkv_bias", true),
+    hidden_dropout_prob = r:prob("hidden_dropout_prob", 0.0),
+    attention_probs_dropout_prob = r:prob("attention_probs_dropout_prob", 0.0),
+    initializer_range = r:num("initializer_range", 0.02, 0, 10),
   }
   local id2label = r:raw("id2label")
-  c.num_labels = r:int("num_labels", type(id2label) == "table" and count_keys(id2label) or 2)
+  if id2label ~= nil and type(id2label) ~= "table" then
+    r:fail("config field 'id2label' must be an object, got %s", tostring(id2label))
+  end
+  c.num_labels = r:int("num_labels", id2label and count_keys(id2label) or 2, 0, L.labels)
   if c.hidden_size % c.num_attention_heads ~= 0 then
     r:fail("hidden_size %d is not a multiple of num_attention_heads %d", c.hidden_size, c.num_attention_heads)
   end
@@ -212,6 +231,41 @@ local function read_config(config)
   return c
 end
 
+--- ViTForImageClassification.tensor_shapes(c) -> name -> shape of a checked config's model,
+-- computed without building anything.
+local function tensor_shapes(c)
+  local H, I, p = c.hidden_size, c.intermediate_size, c.patch_size
+  local n = (c.image_size // p) ^ 2
+  local out = {
+    ["vit.embeddings.cls_token"] = { 1, 1, H },
+    ["vit.embeddings.position_embeddings"] = { 1, math.tointeger(n) + 1, H },
+    ["vit.embeddings.patch_embeddings.projection.weight"] = { H, c.num_channels, p, p },
+    ["vit.embeddings.patch_embeddings.projection.bias"] = { H },
+    ["vit.layernorm.weight"] = { H }, ["vit.layernorm.bias"] = { H },
+  }
+  for i = 0, c.num_hidden_layers - 1 do
+    local l = "vit.encoder.layer." .. i .. "."
+    local function linear(name, o, m, bias)
+      out[l .. name .. ".weight"] = { o, m }
+      if bias then out[l .. name .. ".bias"] = { o } end
+    end
+    linear("attention.attention.query", H, H, c.qkv_bias)
+    linear("attention.attention.key", H, H, c.qkv_bias)
+    linear("attention.attention.value", H, H, c.qkv_bias)
+    linear("attention.output.dense", H, H, true)
+    linear("intermediate.dense", I, H, true)
+    linear("output.dense", H, I, true)
+    out[l .. "layernorm_before.weight"], out[l .. "layernorm_before.bias"] = { H }, { H }
+    out[l .. "layernorm_after.weight"], out[l .. "layernorm_after.bias"] = { H }, { H }
+  end
+  if c.num_labels > 0 then
+    out["classifier.weight"], out["classifier.bias"] = { c.num_labels, H }, { c.num_labels }
+  end
+  return out, {}
+end
+
+--- ViTModel(c): the ViT body (embeddings, encoder, final LayerNorm) of a checked config;
+-- body(pixel_values [B,C,H,W]) -> [B, N+1, hidden].
 local ViTModel = nn.Module:extend("ViTModel")
 M.ViTModel = ViTModel
 
@@ -226,12 +280,17 @@ function ViTModel:forward(pixel_values)
   return self.layernorm(self.encoder(self.embeddings(pixel_values)))
 end
 
+--- ViTForImageClassification(config): HF's ViT classifier from an HF config table (config.json
+-- decoded, or vit.config()); model(pixel_values, {labels =}) -> {logits =, loss =}.
 local ViTForImageClassification = nn.Module:extend("ViTForImageClassification")
 M.ViTForImageClassification = ViTForImageClassification
 ViTForImageClassification.hf_architecture = "ViTForImageClassification"
 ViTForImageClassification.hf_model_type = "vit"
 ViTForImageClassification.base_model_prefix = "vit"
 ViTForImageClassification.ignore_on_load = { "^vit%.pooler%." }
+ViTForImageClassification.config_keys = M.CONFIG_KEYS
+ViTForImageClassification.read_config = read_config
+ViTForImageClassification.tensor_shapes = tensor_shapes
 
 --- ViTForImageClassification(config): config is an HF config table (config.json decoded, or
 -- vit.config()). HF's initialisation: normal(0, initializer_range) weights (HF truncates at

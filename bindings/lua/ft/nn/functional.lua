@@ -10,9 +10,12 @@ local C = ft._F
 
 local F = {}
 
+local check = ft.check
+
 -- ---- linear and convolution ---------------------------------------------------------
 
-F.linear = C.linear   -- (x [..., in], weight [out, in], bias [out]?)
+--- F.linear(x [..., in], weight [out, in], bias [out]?) -> x @ weight^T + bias, [..., out].
+F.linear = C.linear
 
 --- (x [N,C,H,W], weight [O,C/groups,kH,kW], bias?, {stride=1, padding=0|"same"|"valid", dilation=1, groups=1})
 F.conv2d = C.conv2d
@@ -33,22 +36,30 @@ F.adaptive_avg_pool2d = C.adaptive_avg_pool2d
 -- Running statistics are updated in place when training.
 function F.batch_norm(x, running_mean, running_var, weight, bias, opts)
   if type(weight) == "table" then weight, bias, opts = nil, nil, weight end
-  opts = opts or {}
-  return C.batch_norm(x, running_mean, running_var, weight, bias, opts.training or false,
-                      opts.momentum or 0.1, opts.eps or 1e-5)
+  local where = "ft.batch_norm"
+  opts = ft.check_options(where, opts, {"training", "momentum", "eps"})
+  return C.batch_norm(x, running_mean, running_var, weight, bias,
+                      check.boolean(where, "training", opts.training, false),
+                      check.number(where, "momentum", opts.momentum, 0.1, {min = 0, max = 1}),
+                      check.number(where, "eps", opts.eps, 1e-5, {above = 0}))
 end
 
 --- F.layer_norm(x, normalized_shape, weight, bias, {eps=1e-5}); normalized_shape: integer or table.
 function F.layer_norm(x, normalized_shape, weight, bias, opts)
   if type(weight) == "table" then weight, bias, opts = nil, nil, weight end
-  return C.layer_norm(x, normalized_shape, weight, bias, (opts and opts.eps) or 1e-5)
+  local where = "ft.layer_norm"
+  opts = ft.check_options(where, opts, {"eps"})
+  return C.layer_norm(x, normalized_shape, weight, bias, check.number(where, "eps", opts.eps, 1e-5, {above = 0}))
 end
 
 --- F.rms_norm(x, normalized_shape, weight, {eps=}): x / sqrt(mean(x^2) + eps) * weight over the
 -- trailing dims (as HF's LlamaRMSNorm for one dim). eps defaults to float32 machine epsilon, as torch.
 function F.rms_norm(x, normalized_shape, weight, opts)
   if type(weight) == "table" then weight, opts = nil, weight end
-  return C.rms_norm(x, normalized_shape, weight, (opts and opts.eps) or 1.1920928955078125e-07)
+  local where = "ft.rms_norm"
+  opts = ft.check_options(where, opts, {"eps"})
+  local eps = check.number(where, "eps", opts.eps, 1.1920928955078125e-07, {above = 0})
+  return C.rms_norm(x, normalized_shape, weight, eps)
 end
 
 --- F.rope(x [..., T, D], cos [T, D], sin [T, D]): rotary position embedding with HF's
@@ -60,11 +71,17 @@ F.rope = C.rope
 
 --- F.dropout(x, p=0.5, {training=true}); also F.dropout(x, p, training) and F.dropout(x, {p=, training=}).
 function F.dropout(x, p, opts)
-  if type(p) == "table" then p, opts = p.p, p end
+  local where = "ft.dropout"
   local training = true
+  if type(p) == "table" then   -- F.dropout(x, {p =, training =})
+    opts = ft.check_options(where, p, {"p", "training"})
+    p = opts.p
+  elseif opts ~= nil and type(opts) ~= "boolean" then
+    opts = ft.check_options(where, opts, {"training"})
+  end
   if type(opts) == "boolean" then training = opts
-  elseif type(opts) == "table" and opts.training ~= nil then training = opts.training end
-  return C.dropout(x, p or 0.5, training)
+  elseif opts ~= nil then training = check.boolean(where, "training", opts.training, true) end
+  return C.dropout(x, check.number(where, "p", p, 0.5, {min = 0, max = 1}), training)
 end
 
 --- F.embedding(input (int64 ids, 1-based), weight [num, dim]) -> [..., dim]
@@ -72,13 +89,19 @@ F.embedding = C.embedding
 
 -- ---- activations ------------------------------------------------------------------------
 
+--- F.relu(x) -> max(x, 0), elementwise.
 function F.relu(x) return x:relu() end
+--- F.tanh(x) -> tanh(x), elementwise.
 function F.tanh(x) return x:tanh() end
+--- F.sigmoid(x) -> 1 / (1 + exp(-x)), elementwise.
 function F.sigmoid(x) return x:sigmoid() end
---- F.gelu(x, {approximate="none"|"tanh"}) (or the string alone)
-F.gelu = C.gelu
-F.silu = C.silu
+--- F.gelu(x, {approximate="none"|"tanh"}) (or the string alone): the same function as x:gelu(...)
+F.gelu = ft.gelu
+--- F.silu(x): x * sigmoid(x), the same function as x:silu()
+F.silu = ft.silu
+--- F.softmax(x, dim) -> exp(x) / sum(exp(x)) along dim (1-based; negative from the end).
 function F.softmax(x, dim) return x:softmax(dim) end
+--- F.log_softmax(x, dim) -> log(softmax(x, dim)), computed stably (max subtracted first).
 function F.log_softmax(x, dim) return x:log_softmax(dim) end
 
 -- ---- losses ---------------------------------------------------------------------------------
@@ -87,9 +110,11 @@ function F.log_softmax(x, dim) return x:log_softmax(dim) end
 -- label_smoothing=0}). target: int64 class ids 1..C, or float class probabilities of the
 -- logits' shape.
 function F.cross_entropy(logits, target, opts)
-  if target:dtype() ~= "int64" then
-    opts = opts or {}
-    local ls = opts.label_smoothing or 0
+  if ft.is_tensor(target) and target:dtype() ~= "int64" then
+    local where = "ft.cross_entropy"
+    opts = ft.check_options(where, opts, {"reduction", "ignore_index", "label_smoothing"})
+    check.integer(where, "ignore_index", opts.ignore_index)   -- as torch: unused with class probabilities
+    local ls = check.number(where, "label_smoothing", opts.label_smoothing, 0, {min = 0, max = 1})
     local logp = logits:log_softmax(2)
     local p = target
     if ls > 0 then p = p * (1 - ls) + ls / logits:size(2) end
@@ -111,8 +136,12 @@ F.mse_loss = C.mse_loss
 --- F.pad(x, pad, value=0): constant padding as torch, pad = {left, right [, top, bottom [, ...]]}
 -- starting from the last dim. Negative amounts crop.
 function F.pad(x, pad, value)
-  value = value or 0
-  assert(#pad % 2 == 0 and #pad // 2 <= x:dim(), "ft.pad: pad must hold a pair per padded dim")
+  value = check.number("ft.pad", "value", value, 0)
+  if type(pad) ~= "table" or #pad % 2 ~= 0 or #pad // 2 > x:dim() then
+    error(("ft.pad: pad must hold a pair {before, after} per padded dim (at most %d pairs), got %s")
+          :format(x:dim(), type(pad) == "table" and (#pad .. " numbers") or check.show(pad)), 2)
+  end
+  for i, v in ipairs(pad) do check.integer("ft.pad", ("pad[%d]"):format(i), v) end
   for i = 1, #pad // 2 do
     local dim = x:dim() - i + 1
     local before, after = pad[2 * i - 1], pad[2 * i]
@@ -179,7 +208,14 @@ end
 -- mask (1 = may attend; a float 0/1 mask too, given with mask_is_bool=true).
 -- A query that may see no key at all gets zeros (torch gives NaN).
 function F.scaled_dot_product_attention(q, k, v, opts)
-  opts = opts or {}
+  local where = "ft.scaled_dot_product_attention"
+  opts = ft.check_options(where, opts, {"attn_mask", "causal", "is_causal", "scale", "dropout_p", "mask_is_bool"})
+  if opts.attn_mask ~= nil and not ft.is_tensor(opts.attn_mask) then
+    check.fail(where, "attn_mask", "a tensor", opts.attn_mask)
+  end
+  check.number(where, "scale", opts.scale, nil, {above = 0})
+  check.number(where, "dropout_p", opts.dropout_p, nil, {min = 0, max = 1})
+  check.boolean(where, "mask_is_bool", opts.mask_is_bool)
   local causal = opts.causal
   if causal == nil then causal = opts.is_causal end
   if causal ~= nil and type(causal) ~= "boolean" and causal ~= "upper_left" and causal ~= "lower_right" then

@@ -4,8 +4,12 @@ local ft = require "ft"
 
 local init = {}
 
+local check = ft.check
+
 --- Gain recommended for a nonlinearity (torch.nn.init.calculate_gain).
 function init.calculate_gain(nonlinearity, param)
+  if type(nonlinearity) ~= "string" then check.fail("ft.nn.init.calculate_gain", "nonlinearity", "a name", nonlinearity) end
+  check.number("ft.nn.init.calculate_gain", "param", param)
   if nonlinearity == "linear" or nonlinearity == "sigmoid" or nonlinearity:match("^conv") then return 1 end
   if nonlinearity == "tanh" then return 5 / 3 end
   if nonlinearity == "relu" then return math.sqrt(2) end
@@ -33,43 +37,58 @@ local function inplace(t, method, ...)
   return t
 end
 
+--- init.uniform_(t, a = 0, b = 1) fills t in place with U(a, b) draws; returns t.
 function init.uniform_(t, a, b) return inplace(t, "uniform_", a or 0, b or 1) end
+--- init.normal_(t, mean = 0, std = 1) fills t in place with N(mean, std^2) draws; returns t.
 function init.normal_(t, mean, std) return inplace(t, "normal_", mean or 0, std or 1) end
+--- init.constant_(t, v) fills t with v in place; returns t.
 function init.constant_(t, v) return inplace(t, "fill_", v) end
+--- init.zeros_(t) fills t with 0 in place; returns t.
 function init.zeros_(t) return inplace(t, "fill_", 0) end
+--- init.ones_(t) fills t with 1 in place; returns t.
 function init.ones_(t) return inplace(t, "fill_", 1) end
 
-local function kaiming_std(t, opts)
-  opts = opts or {}
+local function kaiming_std(t, opts, where)
+  opts = ft.check_options(where, opts, {"a", "mode", "nonlinearity"})
+  check.number(where, "a", opts.a)
+  local mode = check.one_of(where, "mode", opts.mode, "fan_in", {"fan_in", "fan_out"})
   local fan_in, fan_out = init.fan_in_and_fan_out(t)
-  local fan = (opts.mode or "fan_in") == "fan_in" and fan_in or fan_out
+  local fan = mode == "fan_in" and fan_in or fan_out
   local gain = init.calculate_gain(opts.nonlinearity or "leaky_relu", opts.a or 0)
   return fan > 0 and gain / math.sqrt(fan) or 0
 end
 
 --- kaiming_uniform_(t, {a=0, mode="fan_in", nonlinearity="leaky_relu"})
 function init.kaiming_uniform_(t, opts)
-  local bound = math.sqrt(3) * kaiming_std(t, opts)
+  local bound = math.sqrt(3) * kaiming_std(t, opts, "ft.nn.init.kaiming_uniform_")
   return init.uniform_(t, -bound, bound)
 end
 
 --- kaiming_normal_(t, {a=0, mode="fan_in", nonlinearity="leaky_relu"})
 function init.kaiming_normal_(t, opts)
-  return init.normal_(t, 0, kaiming_std(t, opts))
+  return init.normal_(t, 0, kaiming_std(t, opts, "ft.nn.init.kaiming_normal_"))
 end
 
---- xavier_uniform_(t, {gain=1})
+-- xavier's {gain = 1}, checked.
+local function gain_of(opts, where)
+  opts = ft.check_options(where, opts, {"gain"})
+  return check.number(where, "gain", opts.gain, 1, {min = 0})
+end
+
+--- xavier_uniform_(t, {gain=1}): U(-b, b) with b = gain * sqrt(6 / (fan_in + fan_out)).
 function init.xavier_uniform_(t, opts)
+  local gain = gain_of(opts, "ft.nn.init.xavier_uniform_")
   local fan_in, fan_out = init.fan_in_and_fan_out(t)
-  local std = ((opts and opts.gain) or 1) * math.sqrt(2 / (fan_in + fan_out))
+  local std = gain * math.sqrt(2 / (fan_in + fan_out))
   local bound = math.sqrt(3) * std
   return init.uniform_(t, -bound, bound)
 end
 
 --- xavier_normal_(t, {gain=1})
 function init.xavier_normal_(t, opts)
+  local gain = gain_of(opts, "ft.nn.init.xavier_normal_")
   local fan_in, fan_out = init.fan_in_and_fan_out(t)
-  return init.normal_(t, 0, ((opts and opts.gain) or 1) * math.sqrt(2 / (fan_in + fan_out)))
+  return init.normal_(t, 0, gain * math.sqrt(2 / (fan_in + fan_out)))
 end
 
 return init

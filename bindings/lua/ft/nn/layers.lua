@@ -10,16 +10,25 @@ local nn = {}
 local Module, Parameter, repr = base.Module, base.Parameter, base._repr
 local init = require "ft.nn.init"
 
-local function pair(v, what)
-  if type(v) == "table" then return { v[1], v[2] } end
-  assert(math.type(v) == "integer", "ft.nn: " .. what .. " must be an integer or a pair")
-  return { v, v }
+local check = ft.check
+
+-- An integer >= min or a pair {h, w} of them, as a pair.
+local function pair(where, what, v, min)
+  local function ok(x) return math.type(x) == "integer" and x >= min end
+  if type(v) == "table" and #v == 2 and ok(v[1]) and ok(v[2]) then return { v[1], v[2] } end
+  if ok(v) then return { v, v } end
+  check.fail(where, what, ("an integer >= %d or a pair {h, w} of them"):format(min), v)
 end
 
 local function opt(opts, key, default)
   local v = opts and opts[key]
   if v == nil then return default end
   return v
+end
+
+-- A size argument (features, channels): a positive integer.
+local function size(where, what, v)
+  return check.integer(where, what, check.required(where, what, v), nil, {min = 1})
 end
 
 -- ---- containers -------------------------------------------------------------------------
@@ -35,6 +44,8 @@ function Sequential:init(...)
   for _, m in ipairs(list) do self:append(m) end
 end
 
+--- seq:append(m) adds m as the next child (named by its 0-based position); returns seq.
+-- Also seq:add(m).
 function Sequential:append(m)
   self:add_module(tostring(#self), m)
   return self
@@ -52,6 +63,7 @@ nn.ModuleList = ModuleList
 ModuleList.init = Sequential.init
 ModuleList.append = Sequential.append
 
+--- Identity(): returns its input unchanged.
 local Identity = Module:extend("Identity")
 nn.Identity = Identity
 function Identity:forward(x) return x end
@@ -63,13 +75,17 @@ local Linear = Module:extend("Linear")
 nn.Linear = Linear
 
 function Linear:init(in_features, out_features, opts)
-  self.in_features, self.out_features = in_features, out_features
-  self.weight = Parameter(ft.zeros(out_features, in_features))
-  if opt(opts, "bias", true) then self.bias = Parameter(ft.zeros(out_features)) end
+  local where = "ft.nn.Linear"
+  opts = ft.check_options(where, opts, {"bias"})
+  self.in_features = size(where, "in_features", in_features)
+  self.out_features = size(where, "out_features", out_features)
+  self.weight = Parameter(ft.zeros(self.out_features, self.in_features))
+  if check.boolean(where, "bias", opts.bias, true) then self.bias = Parameter(ft.zeros(out_features)) end
   self:reset_parameters()
 end
 
--- torch's defaults: kaiming_uniform(a=sqrt(5)) weights, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) biases.
+--- m:reset_parameters(): torch's default initialisation, kaiming_uniform(a = sqrt(5))
+-- weights and U(-1/sqrt(fan_in), 1/sqrt(fan_in)) biases.
 local function reset_weight_and_bias(self)
   init.kaiming_uniform_(self.weight, { a = math.sqrt(5) })
   if self.bias then
@@ -93,20 +109,27 @@ local Conv2d = Module:extend("Conv2d")
 nn.Conv2d = Conv2d
 
 function Conv2d:init(in_channels, out_channels, kernel_size, opts)
-  self.in_channels, self.out_channels = in_channels, out_channels
-  self.kernel_size = pair(kernel_size, "kernel_size")
-  self.stride = pair(opt(opts, "stride", 1), "stride")
+  local where = "ft.nn.Conv2d"
+  opts = ft.check_options(where, opts, {"stride", "padding", "dilation", "groups", "bias"})
+  self.in_channels = size(where, "in_channels", in_channels)
+  self.out_channels = size(where, "out_channels", out_channels)
+  self.kernel_size = pair(where, "kernel_size", kernel_size, 1)
+  self.stride = pair(where, "stride", opt(opts, "stride", 1), 1)
   local padding = opt(opts, "padding", 0)
-  self.padding = type(padding) == "string" and padding or pair(padding, "padding")
-  self.dilation = pair(opt(opts, "dilation", 1), "dilation")
-  self.groups = opt(opts, "groups", 1)
+  if type(padding) == "string" then
+    self.padding = check.one_of(where, "padding", padding, nil, {"same", "valid"})
+  else
+    self.padding = pair(where, "padding", padding, 0)
+  end
+  self.dilation = pair(where, "dilation", opt(opts, "dilation", 1), 1)
+  self.groups = check.integer(where, "groups", opts.groups, 1, {min = 1})
   if in_channels % self.groups ~= 0 or out_channels % self.groups ~= 0 then
     error(("ft.nn.Conv2d: in_channels %d and out_channels %d must be divisible by groups %d"):format(
       in_channels, out_channels, self.groups), 2)
   end
   local k = self.kernel_size
   self.weight = Parameter(ft.zeros(out_channels, in_channels // self.groups, k[1], k[2]))
-  if opt(opts, "bias", true) then self.bias = Parameter(ft.zeros(out_channels)) end
+  if check.boolean(where, "bias", opts.bias, true) then self.bias = Parameter(ft.zeros(out_channels)) end
   self:reset_parameters()
 end
 Conv2d.reset_parameters = reset_weight_and_bias
@@ -134,7 +157,9 @@ local Embedding = Module:extend("Embedding")
 nn.Embedding = Embedding
 
 function Embedding:init(num_embeddings, embedding_dim)
-  self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+  local where = "ft.nn.Embedding"
+  self.num_embeddings = size(where, "num_embeddings", num_embeddings)
+  self.embedding_dim = size(where, "embedding_dim", embedding_dim)
   self.weight = Parameter(ft.randn(num_embeddings, embedding_dim))
 end
 
@@ -150,11 +175,13 @@ local BatchNorm = Module:extend("BatchNorm")
 nn.BatchNorm = BatchNorm
 
 function BatchNorm:init(num_features, opts)
-  self.num_features = num_features
-  self.eps = opt(opts, "eps", 1e-5)
-  self.momentum = opt(opts, "momentum", 0.1)
-  self.affine = opt(opts, "affine", true)
-  self.track_running_stats = opt(opts, "track_running_stats", true)
+  local where = "ft.nn." .. self.__name
+  opts = ft.check_options(where, opts, {"eps", "momentum", "affine", "track_running_stats"})
+  self.num_features = size(where, "num_features", num_features)
+  self.eps = check.number(where, "eps", opts.eps, 1e-5, {above = 0})
+  self.momentum = check.number(where, "momentum", opts.momentum, 0.1, {min = 0, max = 1})
+  self.affine = check.boolean(where, "affine", opts.affine, true)
+  self.track_running_stats = check.boolean(where, "track_running_stats", opts.track_running_stats, true)
   if self.affine then
     self.weight = Parameter(ft.ones(num_features))
     self.bias = Parameter(ft.zeros(num_features))
@@ -166,6 +193,8 @@ function BatchNorm:init(num_features, opts)
   end
 end
 
+--- bn:check_input(x) raises an error naming the expected dims when x does not fit the layer
+-- (BatchNorm1d: 2-D or 3-D, BatchNorm2d: 4-D); the base accepts any input.
 function BatchNorm:check_input(x) end
 
 -- self.bn_policy (set by ft.peft when it freezes or unfreezes the layer): "eval" computes as
@@ -196,7 +225,11 @@ local function batch_norm_class(name, dims, expected)
   end
   return class
 end
+--- BatchNorm1d(c, {eps=1e-5, momentum=0.1, affine=true, track_running_stats=true}): BatchNorm
+-- over the channels of [N,C] or [N,C,L].
 nn.BatchNorm1d = batch_norm_class("BatchNorm1d", { [2] = true, [3] = true }, "2D or 3D")
+--- BatchNorm2d(c, {eps=1e-5, momentum=0.1, affine=true, track_running_stats=true}): BatchNorm
+-- over the channels of [N,C,H,W].
 nn.BatchNorm2d = batch_norm_class("BatchNorm2d", { [4] = true }, "4D")
 
 --- LayerNorm(normalized_shape, {eps=1e-5, elementwise_affine=true, bias=true}) over the trailing dims.
@@ -204,12 +237,19 @@ local LayerNorm = Module:extend("LayerNorm")
 nn.LayerNorm = LayerNorm
 
 function LayerNorm:init(normalized_shape, opts)
+  local where = "ft.nn.LayerNorm"
+  opts = ft.check_options(where, opts, {"eps", "elementwise_affine", "bias"})
   self.normalized_shape = type(normalized_shape) == "table" and normalized_shape or { normalized_shape }
-  self.eps = opt(opts, "eps", 1e-5)
-  self.elementwise_affine = opt(opts, "elementwise_affine", true)
+  if #self.normalized_shape == 0 then
+    check.fail(where, "normalized_shape", "a size or a list of sizes", normalized_shape)
+  end
+  for i, d in ipairs(self.normalized_shape) do size(where, ("normalized_shape[%d]"):format(i), d) end
+  self.eps = check.number(where, "eps", opts.eps, 1e-5, {above = 0})
+  self.elementwise_affine = check.boolean(where, "elementwise_affine", opts.elementwise_affine, true)
+  local bias = check.boolean(where, "bias", opts.bias, true)
   if self.elementwise_affine then
     self.weight = Parameter(ft.ones(self.normalized_shape))
-    if opt(opts, "bias", true) then self.bias = Parameter(ft.zeros(self.normalized_shape)) end
+    if bias then self.bias = Parameter(ft.zeros(self.normalized_shape)) end
   end
 end
 
@@ -224,9 +264,11 @@ end
 
 -- ---- regularisation and activations ---------------------------------------------------------------
 
+--- Dropout(p = 0.5): zeroes each element with probability p in training (scaling the rest
+-- by 1 / (1 - p)); the identity in eval mode. p in [0, 1].
 local Dropout = Module:extend("Dropout")
 nn.Dropout = Dropout
-function Dropout:init(p) self.p = p or 0.5 end
+function Dropout:init(p) self.p = check.number("ft.nn.Dropout", "p", p, 0.5, {min = 0, max = 1}) end
 function Dropout:forward(x) return F.dropout(x, self.p, self.training) end
 function Dropout:extra_repr() return ("p=%s, inplace=False"):format(repr(self.p + 0.0)) end
 
@@ -241,7 +283,9 @@ end
 local GELU = Module:extend("GELU")
 nn.GELU = GELU
 function GELU:init(opts)
-  self.approximate = type(opts) == "string" and opts or opt(opts, "approximate", "none")
+  if type(opts) == "string" then opts = {approximate = opts} end
+  opts = ft.check_options("ft.nn.GELU", opts, {"approximate"})
+  self.approximate = check.one_of("ft.nn.GELU", "approximate", opts.approximate, "none", {"none", "tanh"})
 end
 function GELU:forward(x) return F.gelu(x, self.approximate) end
 function GELU:extra_repr() return "approximate=" .. repr(self.approximate) end
@@ -249,7 +293,7 @@ function GELU:extra_repr() return "approximate=" .. repr(self.approximate) end
 --- Softmax(dim) and LogSoftmax(dim), dim 1-based.
 for name, fn in pairs({ Softmax = F.softmax, LogSoftmax = F.log_softmax }) do
   local class = Module:extend(name)
-  function class:init(dim) self.dim = dim end
+  function class:init(dim) self.dim = check.integer("ft.nn." .. name, "dim", dim) end
   function class:forward(x) return fn(x, self.dim) end
   function class:extra_repr() return "dim=" .. tostring(self.dim) end
   nn[name] = class
@@ -261,11 +305,25 @@ end
 local MaxPool2d = Module:extend("MaxPool2d")
 nn.MaxPool2d = MaxPool2d
 
-function MaxPool2d:init(kernel_size, opts)
+-- The options both pools share; AvgPool2d adds count_include_pad.
+local POOL_OPTIONS = {"stride", "padding", "ceil_mode"}
+
+local function pool_init(self, where, kernel_size, opts, extra)
+  local valid = table.move(POOL_OPTIONS, 1, #POOL_OPTIONS, 1, {})
+  if extra then valid[#valid + 1] = extra end
+  opts = ft.check_options(where, opts, valid)
+  pair(where, "kernel_size", kernel_size, 1)
   self.kernel_size = kernel_size
+  if opts.stride ~= nil then pair(where, "stride", opts.stride, 1) end
   self.stride = opt(opts, "stride", kernel_size)
+  pair(where, "padding", opt(opts, "padding", 0), 0)
   self.padding = opt(opts, "padding", 0)
-  self.ceil_mode = opt(opts, "ceil_mode", false)
+  self.ceil_mode = check.boolean(where, "ceil_mode", opts.ceil_mode, false)
+  return opts
+end
+
+function MaxPool2d:init(kernel_size, opts)
+  pool_init(self, "ft.nn.MaxPool2d", kernel_size, opts)
 end
 
 function MaxPool2d:forward(x)
@@ -282,8 +340,8 @@ local AvgPool2d = Module:extend("AvgPool2d")
 nn.AvgPool2d = AvgPool2d
 
 function AvgPool2d:init(kernel_size, opts)
-  MaxPool2d.init(self, kernel_size, opts)
-  self.count_include_pad = opt(opts, "count_include_pad", true)
+  opts = pool_init(self, "ft.nn.AvgPool2d", kernel_size, opts, "count_include_pad")
+  self.count_include_pad = check.boolean("ft.nn.AvgPool2d", "count_include_pad", opts.count_include_pad, true)
 end
 
 function AvgPool2d:forward(x)
@@ -299,7 +357,10 @@ end
 --- AdaptiveAvgPool2d(size or {h, w})
 local AdaptiveAvgPool2d = Module:extend("AdaptiveAvgPool2d")
 nn.AdaptiveAvgPool2d = AdaptiveAvgPool2d
-function AdaptiveAvgPool2d:init(output_size) self.output_size = output_size end
+function AdaptiveAvgPool2d:init(output_size)
+  pair("ft.nn.AdaptiveAvgPool2d", "output_size", output_size, 1)
+  self.output_size = output_size
+end
 function AdaptiveAvgPool2d:forward(x) return F.adaptive_avg_pool2d(x, self.output_size) end
 function AdaptiveAvgPool2d:extra_repr() return "output_size=" .. repr(self.output_size) end
 
@@ -308,7 +369,8 @@ local Flatten = Module:extend("Flatten")
 nn.Flatten = Flatten
 
 function Flatten:init(start_dim, end_dim)
-  self.start_dim, self.end_dim = start_dim or 2, end_dim or -1
+  self.start_dim = check.integer("ft.nn.Flatten", "start_dim", start_dim, 2)
+  self.end_dim = check.integer("ft.nn.Flatten", "end_dim", end_dim, -1)
 end
 
 function Flatten:forward(x)

@@ -33,13 +33,17 @@ function nn.Parameter(t, requires_grad)
   return p
 end
 
+--- nn.is_parameter(v) -> true when v is a tensor made by ft.nn.Parameter.
 function nn.is_parameter(v) return parameter_set[v] == true end
 
 -- ---- the Module class ----------------------------------------------------------------------
 
+--- ft.nn.Module: the base class of layers and models. Subclass it with Module:extend(name),
+-- define init(...) and forward(...); calling an instance runs forward.
 local Module = { __name = "Module" }
 nn.Module = Module
 
+--- nn.is_module(v) -> true when v is an instance of an ft.nn.Module class.
 local function is_module(v)
   return type(v) == "table" and rawget(v, "_modules") ~= nil and getmetatable(v) ~= nil
 end
@@ -183,12 +187,17 @@ end
 Module.__instance_mt = make_instance_mt(Module)
 setmetatable(Module, { __call = new_instance, __tostring = class_tostring })
 
+--- m:init(...): sets up a new instance (its parameters, buffers and children); called by
+-- Class(...). The base does nothing.
 function Module:init() end
 
+--- m:forward(...) -> the module's output; m(...) calls it. The base raises an error.
 function Module:forward()
   error(("ft.nn: module %s has no forward method"):format(self.__name), 2)
 end
 
+--- m:extra_repr() -> the text inside the module's printed form, before its children
+-- (e.g. "in_features=4, out_features=2, bias=True"); the base gives "".
 function Module:extra_repr() return "" end
 
 -- ---- registration -----------------------------------------------------------------------------
@@ -209,6 +218,8 @@ function Module:register_buffer(name, t, persistent)
   return t
 end
 
+--- m:add_module(name, child) registers child under name (nil removes it); returns child.
+-- Also m:register_module.
 function Module:add_module(name, m)
   if m == nil then return unregister(self, name) end
   assert(is_module(m), "ft.nn.add_module: a Module expected")
@@ -245,15 +256,20 @@ end
 
 --- Iterator over (name, module), the root first (name "").
 function Module:named_modules(prefix)
+  if prefix ~= nil and type(prefix) ~= "string" then
+    ft.check.fail("ft.nn.Module:named_modules", "prefix", "a string", prefix)
+  end
   return iterate(collect_modules(self, prefix))
 end
 
+--- m:modules() -> array of the module and all below it, in pre-order, each once.
 function Module:modules()
   local out = {}
   for _, e in ipairs(collect_modules(self)) do out[#out + 1] = e[2] end
   return out
 end
 
+--- Iterator over (name, child) of the direct children, in registration order.
 function Module:named_children()
   local list = {}
   for _, name in ipairs(self._module_names) do list[#list + 1] = { name, self._modules[name] } end
@@ -268,8 +284,14 @@ function Module:children()
 end
 
 -- Array of {name, tensor} of one registry kind; each tensor once (tied weights).
-local function collect_members(root, kind, opts)
-  opts = opts or {}
+local MEMBER_OPTIONS = {"recurse", "prefix"}
+
+local function collect_members(root, kind, opts, where)
+  opts = ft.check_options(where, opts, MEMBER_OPTIONS)
+  ft.check.boolean(where, "recurse", opts.recurse)
+  if opts.prefix ~= nil and type(opts.prefix) ~= "string" then
+    ft.check.fail(where, "prefix", "a string", opts.prefix)
+  end
   local map_key, names_key = KINDS[kind][1], KINDS[kind][2]
   local modules = opts.recurse == false and { { opts.prefix or "", root } } or collect_modules(root, opts.prefix)
   local out, seen = {}, {}
@@ -288,28 +310,32 @@ end
 
 --- Iterator over (dotted name, parameter), in registration order. opts: {recurse=, prefix=}.
 function Module:named_parameters(opts)
-  return iterate(collect_members(self, "parameter", opts))
+  return iterate(collect_members(self, "parameter", opts, "ft.nn.Module:named_parameters"))
 end
 
 --- Array of parameters (frozen ones included), for optimizers.
 function Module:parameters(opts)
   local out = {}
-  for i, e in ipairs(collect_members(self, "parameter", opts)) do out[i] = e[2] end
+  for i, e in ipairs(collect_members(self, "parameter", opts, "ft.nn.Module:parameters")) do out[i] = e[2] end
   return out
 end
 
+--- Iterator over (dotted name, buffer), in registration order. opts: {recurse=, prefix=}.
 function Module:named_buffers(opts)
-  return iterate(collect_members(self, "buffer", opts))
+  return iterate(collect_members(self, "buffer", opts, "ft.nn.Module:named_buffers"))
 end
 
+--- Array of buffers (running statistics and the like). opts: {recurse=, prefix=}.
 function Module:buffers(opts)
   local out = {}
-  for i, e in ipairs(collect_members(self, "buffer", opts)) do out[i] = e[2] end
+  for i, e in ipairs(collect_members(self, "buffer", opts, "ft.nn.Module:buffers")) do out[i] = e[2] end
   return out
 end
 
 --- Number of parameter elements; {trainable=true} counts only those requiring grad.
 function Module:num_parameters(opts)
+  opts = ft.check_options("ft.nn.Module:num_parameters", opts, {"trainable"})
+  ft.check.boolean("ft.nn.Module:num_parameters", "trainable", opts.trainable)
   local n = 0
   for _, p in ipairs(self:parameters()) do
     if not (opts and opts.trainable) or p.requires_grad then n = n + p:numel() end
@@ -326,6 +352,7 @@ function Module:train(mode)
   return self
 end
 
+--- m:eval(): sets evaluation mode on this module and all below it (m:train(false)); returns m.
 function Module:eval() return self:train(false) end
 
 --- Drops the gradients of all parameters (as torch's zero_grad(set_to_none=True)).
@@ -364,11 +391,17 @@ local function state_entries(root, prefix)
   return out
 end
 
---- Flat table dotted name -> tensor (parameters and persistent buffers), and as a second
--- result the names in order. Tensors are detached aliases (sharing storage) unless
--- opts.keep_vars.
+--- m:state_dict([{prefix =, keep_vars = false}]) -> flat table dotted name -> tensor
+-- (parameters and persistent buffers), and as a second result the names in order. The
+-- tensors are the live weights (detached aliases sharing storage; the tensors themselves
+-- with keep_vars): training or load_state_dict changes them. For a snapshot use
+-- m:clone_state_dict() or ft.clone_state_dict(sd).
 function Module:state_dict(opts)
-  opts = opts or {}
+  opts = ft.check_options("ft.nn.Module:state_dict", opts, {"prefix", "keep_vars"})
+  ft.check.boolean("ft.nn.Module:state_dict", "keep_vars", opts.keep_vars)
+  if opts.prefix ~= nil and type(opts.prefix) ~= "string" then
+    ft.check.fail("ft.nn.Module:state_dict", "prefix", "a string", opts.prefix)
+  end
   local sd, keys = {}, {}
   for i, e in ipairs(state_entries(self, opts.prefix)) do
     keys[i] = e[1]
@@ -385,11 +418,33 @@ local function quoted_list(list)
   return table.concat(q, ", ")
 end
 
---- Copies the values of sd (name -> tensor) into the parameters and buffers in place.
--- {strict=true}: every key must match. Shapes must always match. Nothing is copied when an
--- error is raised. Returns the arrays of missing and unexpected keys.
+-- The second result of what usually feeds load_state_dict is not options: m:state_dict()
+-- returns the names in order, ft.load and ft.safetensors.load the file's metadata (strings
+-- and numbers). So m:load_state_dict(other:state_dict()) and m:load_state_dict(ft.load(path))
+-- pass such a table here; options always hold a boolean.
+local function is_second_result(t)
+  if type(t) ~= "table" or t.strict ~= nil or getmetatable(t) ~= nil then return false end
+  for k, v in pairs(t) do
+    if (type(k) ~= "string" and math.type(k) ~= "integer") or (type(v) ~= "string" and type(v) ~= "number") then
+      return false
+    end
+  end
+  return true
+end
+
+--- m:load_state_dict(sd [, {strict = true}]) copies the values of sd (name -> tensor) into
+-- the parameters and buffers in place. strict: every key must match. Shapes must always
+-- match. Nothing is copied when an error is raised. Returns the arrays of missing and
+-- unexpected keys. A second argument holding only strings and numbers (the names that
+-- state_dict returns second, the metadata that ft.load returns second) is ignored, so
+-- m:load_state_dict(other:state_dict()) and m:load_state_dict(ft.load(path)) work.
 function Module:load_state_dict(sd, opts)
-  local strict = not (opts and opts.strict == false)
+  if is_second_result(opts) then opts = nil end
+  opts = ft.check_options("ft.nn.Module:load_state_dict", opts, {"strict"})
+  local strict = ft.check.boolean("ft.nn.Module:load_state_dict", "strict", opts.strict, true)
+  if type(sd) ~= "table" then
+    error(("ft.nn.load_state_dict: expected a state dict (table name -> tensor), got %s"):format(type(sd)), 2)
+  end
   local own, keys = self:state_dict({ keep_vars = true })
   local missing, unexpected, problems = {}, {}, {}
   for _, k in ipairs(keys) do
@@ -428,6 +483,13 @@ function Module:load_state_dict(sd, opts)
     end
   end)
   return missing, unexpected
+end
+
+--- m:clone_state_dict() -> a copy of m:state_dict() that shares no storage with the model
+-- (ft.clone_state_dict): a snapshot that later training or loading leaves as it is.
+-- m:state_dict() itself returns the live tensors.
+function Module:clone_state_dict(opts)
+  return require("ft.state_dict").clone((self:state_dict(opts)), "ft.nn.Module:clone_state_dict")
 end
 
 return nn

@@ -1,4 +1,5 @@
--- ft.peft_format: LoRA adapters in HuggingFace PEFT's folder layout, both ways.
+-- ft.peft.format: LoRA adapters in HuggingFace PEFT's folder layout, both ways (behind
+-- ft.peft.save(model, dir, {format = "peft"}) and ft.peft.load).
 --
 --   peft_format.save(model, "out/adapter", "default")   -- adapter_model.safetensors + adapter_config.json
 --   local name = peft_format.load(model, "hf/adapter", {name = "default"})
@@ -16,7 +17,9 @@
 -- Python regular expression matched against whole module paths; the subset understood here is
 -- literals and escapes, ., [...] sets, \d \w \s, groups (...) and (?:...), |, the quantifiers
 -- * + ? {m,n} (and their lazy forms) and the anchors ^ $. rank_pattern / alpha_pattern keys
--- are such expressions too, matched against a trailing run of path segments.
+-- are such expressions too, matched against a trailing run of path segments. The matcher
+-- backtracks; a match that takes more than MAX_STEPS steps (a pattern such as "(a+)+$" on a
+-- long name) is an error naming the pattern, so a hostile config cannot hang a load.
 -- Bias tensors are optional when loading (PEFT leaves them out for bias = "lora_only").
 local ft = require "ft"
 local A = require "ft.peft.registry"
@@ -181,9 +184,18 @@ end
 
 -- Backtracking matcher: each function tries to match from position i and calls the
 -- continuation k with the position after the match; true once the whole pattern succeeded.
+-- Every atom tried costs one step of the budget of the match in progress.
+local MAX_STEPS = 100000
+P.MAX_STEPS = MAX_STEPS
 local match_alts
+local budget = { left = 0, pattern = "", subject = "" }
 
 local function match_atom(atom, s, i, k)
+  budget.left = budget.left - 1
+  if budget.left < 0 then
+    error(("regular expression %q takes more than %d steps to match %q (nested repeats backtrack "
+      .. "exponentially; simplify it, e.g. (a+)+ to a+)"):format(budget.pattern, MAX_STEPS, budget.subject), 0)
+  end
   if atom.group then return match_alts(atom.group, s, i, k) end
   if atom.bol then return i == 1 and k(i) end
   if atom.eol then return i == #s + 1 and k(i) end
@@ -228,6 +240,7 @@ end
 function P.fullmatcher(pattern)
   local root = parse_regex(pattern)
   return function(s)
+    budget.left, budget.pattern, budget.subject = MAX_STEPS, pattern, s
     return match_alts(root, s, 1, function(j) return j == #s + 1 end) and true or false
   end
 end
@@ -249,12 +262,7 @@ local function all_plain(list)
   return true
 end
 
-local function sorted_keys(t)
-  local out = {}
-  for k in pairs(t) do out[#out + 1] = k end
-  table.sort(out)
-  return out
-end
+local sorted_keys = ft.tables.sorted_keys
 
 local function lua_array(t) return ft.json.array(t) end
 
@@ -416,28 +424,41 @@ local function peft_config(model, name, config, opts)
   }
 end
 
-local function write_text(path, text)
-  local f, err = io.open(path, "wb")
-  if not f then return nil, err end
-  local ok, werr = f:write(text)
-  local closed, cerr = f:close()
-  if not ok or not closed then return nil, werr or cerr end
-  return true
+-- The files of a folder that P.save may replace: its own two, and other plain files (copied
+-- into the new folder, so a README or tokenizer written beside the adapter stays). A subfolder
+-- is an error: the folder is replaced as a whole and it would be lost.
+local function files_to_keep(dir, where)
+  if not fs.is_dir(dir) then
+    if fs.exists(dir) then error(("%s: %s exists and is not a folder"):format(where, dir), 0) end
+    return {}
+  end
+  local keep = {}
+  for name, what in pairs(ft._listdir(dir)) do
+    if what ~= "file" then
+      error(("%s: %s holds %s '%s'; the adapter's folder is replaced as a whole, so it may hold only "
+        .. "files (choose another folder, or move it out)"):format(where, dir,
+        what == "directory" and "the folder" or "the entry", name), 0)
+    end
+    if name ~= WEIGHTS and name ~= CONFIG then keep[#keep + 1] = name end
+  end
+  table.sort(keep)
+  return keep
 end
 
---- Writes adapter name of model to dir (created if needed) as PEFT does: adapter_model.safetensors
--- and adapter_config.json. name defaults to "default"; name may be an options table
+--- Writes adapter name of model to dir as PEFT does: adapter_model.safetensors and
+-- adapter_config.json. name defaults to "default"; name may be an options table
 -- {name =, task_type =, base_model_name_or_path =, revision =}, or those options come fourth.
--- Both files are written to temporary names first and renamed at the end, so a failure leaves
--- the folder's earlier files as they were. Returns dir.
-function P.save(model, dir, name, opts)
-  local where = "ft.peft_format.save"
+-- The folder is replaced as a whole (ft.fs.replace_dir: other plain files in it are carried
+-- over), so a failure or a killed process leaves its earlier contents as they were, never new
+-- weights with an old config. Returns dir.
+function P.save(model, dir, name, opts, where)
+  where = where or "ft.peft.save"
   if type(name) == "table" then name, opts = name.name, name end
-  opts = opts or {}
+  opts = ft.check_options(where, opts, { "name", "task_type", "base_model_name_or_path", "revision" })
   name = name or "default"
   if type(dir) ~= "string" or dir == "" then error(where .. ": a directory path expected", 2) end
-  dir = dir:gsub("/+$", "")
-  local entry = A.get(model, name)
+  dir = dir:gsub("(.)/+$", "%1")
+  local entry = A.get(model, name, where)
   if entry.kind ~= "lora" then
     error(("%s: adapter '%s' is a %s adapter; the PEFT layout here holds LoRA adapters"):format(where, name,
       entry.kind), 2)
@@ -450,29 +471,18 @@ function P.save(model, dir, name, opts)
   local tensors = {}
   for key, e in pairs(peft_entries(model, name, entry.config)) do
     local t = e.tensor:detach()
-    if shape_str(t:shape()) ~= shape_str(e.file_shape) then t = t:reshape(e.file_shape) end
+    if not ft.tables.same_shape(t, e.file_shape) then t = t:reshape(e.file_shape) end
     tensors[key] = t:contiguous()
   end
   -- As PEFT: json.dumps(indent=2, sort_keys=True), no final newline.
   local text = ft.json.encode(peft_config(model, name, entry.config, opts), { indent = 2 })
-  fs.mkdir(dir, where)
-  local final = { dir .. "/" .. WEIGHTS, dir .. "/" .. CONFIG }
-  local tmp = { dir .. "/." .. WEIGHTS .. ".tmp", dir .. "/." .. CONFIG .. ".tmp" }
-  local ok, err = pcall(ft.safetensors.save, tmp[1], tensors, { metadata = { format = "pt" } })
-  if ok then
-    local wrote, werr = write_text(tmp[2], text)
-    ok, err = wrote ~= nil, werr and ("cannot write " .. tmp[2] .. ": " .. werr)
-  end
-  for i = 1, 2 do
-    if ok then
-      local renamed, rerr = os.rename(tmp[i], final[i])
-      if not renamed then ok, err = false, rerr end
-    end
-  end
-  if not ok then
-    for i = 1, 2 do os.remove(tmp[i]) end
-    error(("%s: %s"):format(where, tostring(err)), 2)
-  end
+  local keep = files_to_keep(dir, where)
+  local ok, err = pcall(fs.replace_dir, dir, function(tmp)
+    for _, f in ipairs(keep) do fs.write(tmp .. "/" .. f, fs.read(dir .. "/" .. f)) end
+    ft.safetensors.save(tmp .. "/" .. WEIGHTS, tensors, { metadata = { format = "pt" } })
+    fs.write(tmp .. "/" .. CONFIG, text)
+  end)
+  if not ok then error(("%s: %s: %s"):format(where, dir, tostring(err)), 0) end
   return dir
 end
 
@@ -497,7 +507,11 @@ local function peft_targets(model, cfg, fail)
     if type(v) == "string" then
       local ok, fn = pcall(P.fullmatcher, v)
       if not ok then fail("%s: %s", field, fn) end
-      return fn
+      return function(path)
+        local matched, hit = pcall(fn, path)
+        if not matched then fail("%s: %s", field, hit) end
+        return hit
+      end
     end
     if type(v) ~= "table" then fail("%s must be a list of names or a regular expression", field) end
     return function(path)
@@ -514,9 +528,7 @@ local function peft_targets(model, cfg, fail)
   local exclude = not is_null(cfg.exclude_modules) and matcher(cfg.exclude_modules, "exclude_modules")
   local paths = {}
   for path in model:named_modules() do
-    local dotted = "." .. path
-    if path ~= "" and not dotted:find(".lora_", 1, true) and not dotted:find(".ia3_", 1, true)
-        and not dotted:find(".reft_", 1, true) and target(path) and not (exclude and exclude(path)) then
+    if path ~= "" and not A.is_adapter_path(path) and target(path) and not (exclude and exclude(path)) then
       paths[#paths + 1] = path
     end
   end
@@ -543,7 +555,9 @@ local function patterns_from_peft(v, paths, field, fail)
   for _, path in ipairs(paths) do
     local hit
     for _, k in ipairs(keys) do
-      if matchers[k](path) then
+      local ok, matched = pcall(matchers[k], path)
+      if not ok then fail("%s key %q: %s", field, k, matched) end
+      if matched then
         if hit then plain = false else hit = k end
       end
     end
@@ -559,7 +573,7 @@ end
 -- lora.attach options from a decoded adapter_config.json.
 local function attach_options(model, cfg, name, fail)
   if cfg.peft_type ~= "LORA" then
-    fail("peft_type is %s; ft.peft_format loads LoRA adapters only", ft.json.encode(cfg.peft_type))
+    fail("peft_type is %s; ft.peft.load reads PEFT's LoRA adapters only", ft.json.encode(cfg.peft_type))
   end
   for _, u in ipairs(UNSUPPORTED) do
     if u[2](cfg[u[1]]) then fail("%s = %s is not supported", u[1], ft.json.encode(cfg[u[1]])) end
@@ -626,7 +640,7 @@ local function check_tensors(file, tensors, entries)
   end
   for target, key in pairs(chosen) do
     local have, want = tensors[key]:shape(), entries[target].file_shape
-    if shape_str(have) ~= shape_str(want) then
+    if not ft.tables.same_shape(have, want) then
       problems[#problems + 1] = ("shape mismatch for %s: the file has %s, the model's adapter expects %s"):format(
         key, shape_str(have), shape_str(want))
     end
@@ -644,7 +658,7 @@ local function check_tensors(file, tensors, entries)
   if #missing > 0 then report[#report + 1] = "missing key(s): " .. table.concat(some(missing, 6), ", ") end
   for _, p in ipairs(some(problems, 3)) do report[#report + 1] = p end
   if #report > 0 then
-    error(("ft.peft_format.load: %s: %s"):format(file, table.concat(report, "; ")), 0)
+    error(("ft.peft.load: %s: %s"):format(file, table.concat(report, "; ")), 0)
   end
   return chosen
 end
@@ -655,9 +669,9 @@ end
 -- and shape mismatches are errors naming the file, the key and the shapes, and leave the model
 -- as it was.
 function P.load(model, dir, opts)
-  local where = "ft.peft_format.load"
+  local where = "ft.peft.load"
   if type(opts) == "string" then opts = { name = opts } end
-  opts = opts or {}
+  opts = ft.check_options(where, opts, { "name" })
   local name = opts.name or "default"
   if type(dir) ~= "string" or dir == "" then error(where .. ": a directory path expected", 2) end
   dir = dir:gsub("/+$", "")
@@ -685,7 +699,7 @@ function P.load(model, dir, opts)
     local attach_ok, aerr = pcall(lora.attach, model, lopts)
     if not attach_ok then fail("%s", tostring(aerr)) end
     attached = true
-    local entries = peft_entries(model, name, A.get(model, name).config)
+    local entries = peft_entries(model, name, A.get(model, name, where).config)
     local chosen = check_tensors(weights_path, tensors, entries)
     ft.no_grad(function()
       for target, key in pairs(chosen) do
@@ -695,10 +709,7 @@ function P.load(model, dir, opts)
     end)
   end)
   if not ok then
-    if attached then
-      lora.remove(model, name)
-      A.remove(model, name)
-    end
+    if attached then A.delete(model, name) end
     for p, flag in pairs(flags) do p.requires_grad = flag end
     error(err, 0)
   end

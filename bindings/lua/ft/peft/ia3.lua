@@ -1,22 +1,25 @@
--- ft.ia3: (IA)3 adapters (Liu et al. 2022, "Few-Shot Parameter-Efficient Fine-Tuning is Better
+-- ft.peft.ia3: (IA)3 adapters (Liu et al. 2022, "Few-Shot Parameter-Efficient Fine-Tuning is Better
 -- and Cheaper than In-Context Learning"), with PEFT's semantics: learned vectors l, initialised
 -- to ones so that a fresh adapter changes nothing, that rescale activations:
 --   output scaling  y = base(x) * l     attention keys and values (l per output feature)
 --   input scaling   y = base(x * l)     feed-forward modules: the MLP's inner activation
 -- On a Conv2d, l holds one value per channel, broadcast over [N,C,H,W].
 --
---   ft.ia3.attach(model)                           -- defaults for GPT-2, Llama, ViT, ResNet
---   ft.ia3.attach(model, {target = {"k_proj", "v_proj", "down_proj"}, feedforward = {"down_proj"}})
+--   ft.peft.ia3(model)                             -- defaults for GPT-2, Llama, ViT, ResNet
+--   ft.peft.ia3(model, {target = {"k_proj", "v_proj", "down_proj"}, feedforward = {"down_proj"}})
 --
 -- Options (the saved config; attach(model, config) recreates the adapter):
 --   name         adapter name, default "default"
---   target       module names or Lua patterns (ft.adapters A.matches) to adapt
+--   target       module names or Lua patterns (ft.peft.registry matches) to adapt
 --   feedforward  the subset of target that gets input scaling (default: none)
 --   fused_qkv    the subset of target whose output is [q | k | v] (GPT-2's c_attn): only the
 --                k and v thirds are scaled, l has 2/3 of the output size
 -- Each adapted module gets the child <module>.ia3_l (one vector per adapter name), e.g.
--- transformer.h.0.attn.c_attn.ia3_l.default, and an instance forward that applies the active
--- adapters (ft.peft.set_adapter / disable take effect at once).
+-- transformer.h.0.attn.c_attn.ia3_l.default, and joins the module's forward chain
+-- (ft.peft.registry): ft.peft.set_adapter / disable take effect at once. On a layer that also
+-- carries LoRA adapters, the vector scales the layer's input or output with the LoRA deltas.
+-- merge folds a vector into the weights (and bias, for output scaling), unmerge divides it out
+-- again; merge_and_unload folds and removes.
 local ft = require "ft"
 local A = require "ft.peft.registry"
 local nn = require "ft.nn"
@@ -38,7 +41,9 @@ M.defaults = {
   resnet = { target = { "conv%d+$", "downsample%.0$" } },
 }
 
-local OPTIONS = { name = true, target = true, feedforward = true, fused_qkv = true }
+--- The options of attach (ft.peft.ia3).
+M.options = { "name", "target", "feedforward", "fused_qkv" }
+local WHERE = "ft.peft.ia3"
 
 local function model_type(model)
   if model.__name == "ResNet" then return "resnet" end
@@ -50,12 +55,12 @@ local function as_list(v, what)
   if v == nil then return {} end
   if type(v) == "string" then return { v } end
   if type(v) ~= "table" then
-    error(("ft.ia3.attach: option %s must be a string or a list of strings, got %s"):format(what, type(v)), 3)
+    error(("ft.peft.ia3: option %s must be a string or a list of strings, got %s"):format(what, type(v)), 3)
   end
   local out = {}
   for i, s in ipairs(v) do
     if type(s) ~= "string" then
-      error(("ft.ia3.attach: option %s[%d] must be a string, got %s"):format(what, i, type(s)), 3)
+      error(("ft.peft.ia3: option %s[%d] must be a string, got %s"):format(what, i, type(s)), 3)
     end
     out[i] = s
   end
@@ -64,24 +69,22 @@ end
 
 -- The options with defaults filled in (JSON-able).
 local function resolve(model, opts)
-  if type(opts) ~= "table" then error("ft.ia3.attach: options must be a table, got " .. type(opts), 3) end
-  for k in pairs(opts) do
-    if not OPTIONS[k] then error(("ft.ia3.attach: unknown option '%s'"):format(tostring(k)), 3) end
-  end
+  if type(opts) ~= "table" then error("ft.peft.ia3: options must be a table, got " .. type(opts), 3) end
+  ft.check_options(WHERE, opts, M.options)
   local config = { name = opts.name or "default" }
   local defaults = {}
   if opts.target == nil then
     local kind = model_type(model)
     defaults = kind and M.defaults[kind]
     if not defaults then
-      error(("ft.ia3.attach: no default target modules for %s%s; pass the option target"):format(
+      error(("ft.peft.ia3: no default target modules for %s%s; pass the option target"):format(
         model.__name, kind and (" (model_type '" .. kind .. "')") or ""), 3)
     end
   end
   config.target = as_list(opts.target or defaults.target, "target")
   config.feedforward = as_list(opts.feedforward or (opts.target == nil and defaults.feedforward) or nil, "feedforward")
   config.fused_qkv = as_list(opts.fused_qkv or (opts.target == nil and defaults.fused_qkv) or nil, "fused_qkv")
-  if #config.target == 0 then error("ft.ia3.attach: option target is empty", 3) end
+  if #config.target == 0 then error("ft.peft.ia3: option target is empty", 3) end
   return config
 end
 
@@ -100,7 +103,7 @@ local function scaling(st, l)
     local ones = st.ones
     if not ones then
       ones = ft.ones(st.out // 3)
-      rawset(st, "ones", ones)
+      st.ones = ones
     end
     return ft.cat({ ones, l }, 1)
   end
@@ -108,32 +111,21 @@ local function scaling(st, l)
   return l
 end
 
-local function ia3_forward(self, x, ...)
-  local st = rawget(self, "_ia3")
-  if not st then   -- every adapter was removed while another wrapper still calls this one
-    return getmetatable(self).__index(self, "forward")(self, x, ...)
-  end
-  local vectors = self._modules.ia3_l
-  local x_scale, y_scale
-  for _, name in ipairs(st.order) do
-    if A.is_active(st.reg, name) then
-      local s = scaling(st, vectors._parameters[name])
-      if st.input[name] then
-        x_scale = x_scale and x_scale * s or s
-      else
-        y_scale = y_scale and y_scale * s or s
-      end
-    end
-  end
-  if x_scale then x = x * x_scale end
-  local y = st.base(self, x, ...)
-  if y_scale then y = y * y_scale end
-  return y
+--- M.forward(m, name, inner, x, ...): adapter name's link in m's forward chain: inner (the
+-- layer, with any LoRA deltas) on x * l (feed-forward modules) or inner(x) * l; nothing while
+-- the vector is merged into the weights.
+function M.forward(m, name, inner, x, ...)
+  local st = rawget(m, "_ia3")
+  if st.merged[name] then return inner(x, ...) end
+  local s = scaling(st, m.ia3_l._parameters[name])
+  if st.input[name] then return inner(x * s, ...) end
+  return inner(x, ...) * s
 end
 
 -- Holds one vector per adapter name (PEFT's ia3_l ParameterDict).
 local Vectors = nn.Module:extend("ParameterDict")
 
+--- One line per vector: its adapter name and size.
 function Vectors:extra_repr()
   local lines = {}
   for _, name in ipairs(self._parameter_names) do
@@ -150,7 +142,7 @@ function M.attach(model, opts)
   local name = config.name
   local modules = A.find_modules(model, config.target)
   if #modules == 0 then
-    error(("ft.ia3.attach: target %s matches no module of %s"):format(ft.json.encode(config.target),
+    error(("ft.peft.ia3: target %s matches no module of %s"):format(ft.json.encode(config.target),
       model.__name), 2)
   end
   local targeted = {}
@@ -158,7 +150,7 @@ function M.attach(model, opts)
   for _, list in ipairs({ "feedforward", "fused_qkv" }) do
     for _, e in ipairs(A.find_modules(model, config[list])) do
       if not targeted[e[1]] then
-        error(("ft.ia3.attach: %s module %s is not among the target modules (%s must be a subset of target)")
+        error(("ft.peft.ia3: %s module %s is not among the target modules (%s must be a subset of target)")
           :format(list, e[1], list), 2)
       end
     end
@@ -170,43 +162,41 @@ function M.attach(model, opts)
     local path, m = e[1], e[2]
     local n_in, n_out, channels = features(m)
     if not n_in then
-      error(("ft.ia3.attach: module %s is a %s; (IA)3 adapts Linear, Conv1D and Conv2d layers"):format(path,
+      error(("ft.peft.ia3: module %s is a %s; (IA)3 adapts Linear, Conv1D and Conv2d layers"):format(path,
         m.__name), 2)
     end
     local input = A.matches(path, config.feedforward)
     local fused = A.matches(path, config.fused_qkv)
     if input and fused then
-      error(("ft.ia3.attach: module %s cannot be both feedforward and fused_qkv"):format(path), 2)
+      error(("ft.peft.ia3: module %s cannot be both feedforward and fused_qkv"):format(path), 2)
     end
     if fused and n_out % 3 ~= 0 then
-      error(("ft.ia3.attach: fused_qkv module %s has %d outputs, not a multiple of 3"):format(path, n_out), 2)
+      error(("ft.peft.ia3: fused_qkv module %s has %d outputs, not a multiple of 3"):format(path, n_out), 2)
     end
     local st = rawget(m, "_ia3")
     if st and (st.fused ~= fused or st.channels ~= channels) then
-      error(("ft.ia3.attach: module %s is adapted by another ia3 adapter with a different fused_qkv setting")
+      error(("ft.peft.ia3: module %s is adapted by another ia3 adapter with a different fused_qkv setting")
         :format(path), 2)
     end
     local size = input and n_in or fused and (2 * n_out // 3) or n_out
     plan[i] = { m = m, input = input, fused = fused, channels = channels and not fused, size = size, out = n_out }
   end
 
-  local reg = A.add(model, name, "ia3", config)
-  -- As PEFT: the base model is frozen; only the new vectors train.
-  for _, p in ipairs(model:parameters()) do p.requires_grad = false end
+  -- As PEFT: the base model is frozen; the new vectors train.
+  A.freeze_base(model)
+  A.add(model, name, "ia3", config, WHERE)
   for _, e in ipairs(plan) do
     local m = e.m
     local st = rawget(m, "_ia3")
     if not st then
-      st = { reg = reg, order = {}, input = {}, fused = e.fused, channels = e.channels, out = e.out,
-        previous = rawget(m, "forward") }
-      st.base = m.forward
+      -- per layer: which adapters scale the input, which are merged, and the layer's layout
+      st = { input = {}, merged = {}, fused = e.fused, channels = e.channels, out = e.out }
       rawset(m, "_ia3", st)
       m.ia3_l = Vectors()
-      rawset(m, "forward", ia3_forward)
     end
-    st.order[#st.order + 1] = name
     st.input[name] = e.input
     m.ia3_l:register_parameter(name, ft.ones(e.size))
+    A.join(model, m, name)
   end
   return name
 end
@@ -223,7 +213,7 @@ end
 
 --- The adapter's vectors keyed as in model:state_dict() (detached aliases).
 function M.state_dict(model, name)
-  A.get(model, name)
+  A.get(model, name, WHERE)
   local out = {}
   for _, e in ipairs(adapted(model, name)) do
     out[e[1] .. ".ia3_l." .. name] = e[2].ia3_l._parameters[name]:detach()
@@ -231,20 +221,158 @@ function M.state_dict(model, name)
   return out
 end
 
---- Takes adapter name's vectors off the model; a module left without any gets its plain forward back.
+-- The full-size scaling of adapter name on layer m, and the shapes that apply it to the weight
+-- and bias: output scaling multiplies the weight's output units and the bias, input scaling
+-- the weight's input units.
+local function weight_factor(m, st, name)
+  local l = m.ia3_l._parameters[name]:detach()
+  local s = st.fused and ft.cat({ ft.ones(st.out // 3), l }, 1) or l
+  local class = m.__name
+  if st.input[name] then
+    return class == "Conv2d" and s:view(1, -1, 1, 1) or class == "Conv1D" and s:view(-1, 1) or s:view(1, -1), nil
+  end
+  return class == "Conv2d" and s:view(-1, 1, 1, 1) or class == "Conv1D" and s:view(1, -1) or s:view(-1, 1), s
+end
+
+-- Folds adapter name into layer m (divide = true: takes it out again).
+local function fold(m, st, name, divide)
+  local w, b = weight_factor(m, st, name)
+  ft.no_grad(function()
+    if divide then
+      m.weight:copy_(m.weight / w)
+      if b and m.bias then m.bias:copy_(m.bias / b) end
+    else
+      m.weight:copy_(m.weight * w)
+      if b and m.bias then m.bias:copy_(m.bias * b) end
+    end
+  end)
+end
+
+-- A vector on a layer with LoRA adapters also scales their deltas, so it cannot be folded into
+-- the weight alone: the error names the layer and the LoRA adapter.
+local function check_foldable(model, path, m, name, where)
+  for _, other in ipairs(A.chain(m)) do
+    local entry = A.registry(model).adapters[other]
+    if entry and entry.kind ~= "ia3" then
+      error(("%s: cannot merge (IA)3 adapter '%s' into %s: its vector also scales %s adapter '%s' there; "
+        .. "merge_and_unload the model (which folds both), or delete one of them first"):format(where, name, path,
+        entry.kind, other), 0)
+    end
+  end
+end
+
+--- M.check_merge(model, names, opts): raises the error a merge of names would raise (a layer
+-- shared with another kind; with opts.safe, a NaN or Inf vector), changing nothing.
+function M.check_merge(model, names, opts, where)
+  where = where or "ft.peft.merge"
+  for _, name in ipairs(names) do
+    A.get(model, name, where)
+    for _, e in ipairs(adapted(model, name)) do
+      local path, m = e[1], e[2]
+      if not rawget(m, "_ia3").merged[name] then
+        check_foldable(model, path, m, name, where)
+        local l = m.ia3_l._parameters[name]:detach()
+        if l:eq(0):sum():item() > 0 then
+          error(("%s: (IA)3 adapter '%s' has a zero in its vector on %s: the merge could not be undone "
+            .. "(merge_and_unload folds it for good)"):format(where, name, path), 0)
+        end
+      end
+    end
+  end
+  if opts and opts.safe then M.check_finite(model, names, where) end
+end
+
+--- M.check_finite(model, names, where): an error naming the first adapter of names whose vector
+-- holds NaN or Inf.
+function M.check_finite(model, names, where)
+  for _, name in ipairs(names) do
+    for _, e in ipairs(adapted(model, name)) do
+      local l = e[2].ia3_l._parameters[name]:detach()
+      if (l - l):ne(0):sum():item() > 0 then
+        error(("%s: merging adapter '%s' into %s gives NaN or Inf weights; no weight was changed"):format(where,
+          name, e[1]), 0)
+      end
+    end
+  end
+end
+
+--- M.merge_adapters(model, names [, opts]): folds the vectors of adapters names into the weights;
+-- forward then skips them. Errors (see check_merge) leave every weight as it was. Returns model.
+function M.merge_adapters(model, names, opts)
+  if type(names) == "string" then names = { names } end
+  M.check_merge(model, names, opts)
+  for _, name in ipairs(names) do
+    for _, e in ipairs(adapted(model, name)) do
+      local st = rawget(e[2], "_ia3")
+      if not st.merged[name] then
+        fold(e[2], st, name, false)
+        st.merged[name] = true
+      end
+    end
+  end
+  return model
+end
+
+--- M.unmerge(model [, names]): divides the merged vectors names (default: all) out of the weights.
+function M.unmerge(model, names)
+  if type(names) == "string" then names = { names } end
+  local set
+  if names then
+    set = {}
+    for _, n in ipairs(names) do set[n] = true end
+  end
+  for _, m in ipairs(model:modules()) do
+    local st = rawget(m, "_ia3")
+    if st then
+      for n in pairs(st.merged) do
+        if not set or set[n] then
+          fold(m, st, n, true)
+          st.merged[n] = nil
+        end
+      end
+    end
+  end
+  return model
+end
+
+--- Names of the adapters merged into layer m.
+function M.merged_on(m)
+  local st = rawget(m, "_ia3")
+  local out = {}
+  if st then
+    for n in pairs(st.merged) do out[#out + 1] = n end
+    table.sort(out)
+  end
+  return out
+end
+
+--- Names of the (IA)3 adapters merged into some layer of model.
+function M.merged(model)
+  local seen, out = {}, {}
+  for _, m in ipairs(model:modules()) do
+    for _, n in ipairs(M.merged_on(m)) do
+      if not seen[n] then seen[n] = true; out[#out + 1] = n end
+    end
+  end
+  return out
+end
+
+--- Takes adapter name's vectors off the model (a merged one is divided out first); a module
+-- left without any leaves its forward chain for good.
 function M.remove(model, name)
-  A.get(model, name)
+  A.get(model, name, WHERE)
   for _, e in ipairs(adapted(model, name)) do
     local m = e[2]
     local st = rawget(m, "_ia3")
+    if st.merged[name] then
+      fold(m, st, name, true)
+      st.merged[name] = nil
+    end
     m.ia3_l:register_parameter(name, nil)
     st.input[name] = nil
-    for i, n in ipairs(st.order) do
-      if n == name then table.remove(st.order, i); break end
-    end
-    if #st.order == 0 then
+    A.leave(m, name)
+    if next(st.input) == nil then
       m.ia3_l = nil
-      if rawget(m, "forward") == ia3_forward then rawset(m, "forward", st.previous) end
       rawset(m, "_ia3", nil)
     end
   end
@@ -252,27 +380,18 @@ end
 
 --- Folds adapter name into the base weights (Linear, Conv1D and Conv2d; fused thirds too) and
 -- removes it, as PEFT's merge_and_unload: the model then computes the same without the vectors.
+-- A layer shared with a LoRA adapter is an error (ft.peft.merge_and_unload folds both).
 function M.merge_and_unload(model, name)
   name = name or "default"
-  A.get(model, name)
-  ft.no_grad(function()
-    for _, e in ipairs(adapted(model, name)) do
-      local m = e[2]
-      local st = rawget(m, "_ia3")
-      local l = m.ia3_l._parameters[name]
-      local s = st.fused and ft.cat({ ft.ones(st.out // 3), l }, 1) or l
-      local class = m.__name
-      if st.input[name] then
-        -- base(x * l): scale the weight's input dimension.
-        local w = class == "Conv2d" and s:view(1, -1, 1, 1) or class == "Conv1D" and s:view(-1, 1) or s:view(1, -1)
-        m.weight:copy_(m.weight * w)
-      else
-        local w = class == "Conv2d" and s:view(-1, 1, 1, 1) or class == "Conv1D" and s:view(1, -1) or s:view(-1, 1)
-        m.weight:copy_(m.weight * w)
-        if m.bias then m.bias:copy_(m.bias * s) end
-      end
-    end
-  end)
+  A.get(model, name, "ft.peft.merge_and_unload")
+  for _, e in ipairs(adapted(model, name)) do
+    check_foldable(model, e[1], e[2], name, "ft.peft.merge_and_unload")
+  end
+  for _, e in ipairs(adapted(model, name)) do
+    local st = rawget(e[2], "_ia3")
+    if not st.merged[name] then fold(e[2], st, name, false) end
+    st.merged[name] = nil   -- folded for good: remove must not divide it out
+  end
   M.remove(model, name)
   A.remove(model, name)
   return model

@@ -1,13 +1,17 @@
--- ft.peft_io: saving and loading adapters, behind ft.peft.save and ft.peft.load. The native
+-- ft.peft.io: saving and loading adapters, behind ft.peft.save and ft.peft.load. The native
 -- format is one HDF5 file (adapter.h5) with the adapter's tensors under the model's
 -- state_dict keys and its kind, name and config as JSON metadata; PEFT's folder layout goes
--- through ft.peft_format.
+-- through ft.peft.format.
 local ft = require "ft"
 local A = require "ft.peft.registry"
 
 local peft_io = {}
 
-local function kind_module(kind) return require("ft.peft." .. kind) end
+local kind_module = A.kind
+
+--- The options of save and load.
+peft_io.save_options = { "name", "format", "task_type", "base_model_name_or_path", "revision" }
+peft_io.load_options = { "name" }
 
 local fs = require "ft.fs"
 local is_dir, file_exists = fs.is_dir, fs.exists
@@ -17,22 +21,29 @@ local META_KEY = "ftlua_adapter"
 --- save(model, dir [, {name = "default", format = "ftlua"|"peft"}]) -> path written
 -- "ftlua": dir/adapter.h5, the adapter's tensors (model state_dict keys) with its kind, name
 -- and config as JSON in the file's metadata (written atomically). "peft": PEFT's
--- adapter_model.safetensors + adapter_config.json (LoRA only).
+-- adapter_model.safetensors + adapter_config.json (LoRA only; the folder is replaced as a whole,
+-- options task_type, base_model_name_or_path and revision go into the config).
 function peft_io.save(model, dir, opts)
   local where = "ft.peft.save"
-  opts = opts or {}
-  if type(dir) ~= "string" then error(where .. ": a directory path expected, got " .. type(dir), 2) end
+  opts = ft.check_options(where, opts, peft_io.save_options)
+  if type(dir) ~= "string" or dir == "" then
+    error(where .. ": a directory path expected, got " .. (dir == "" and "''" or type(dir)), 2)
+  end
   local name = opts.name or "default"
-  local entry = A.get(model, name)
+  local entry = A.get(model, name, where)
   local format = opts.format or "ftlua"
   if format == "peft" then
     if entry.kind ~= "lora" then
       error(("%s: format 'peft' holds LoRA adapters only; adapter '%s' is %s (use format 'ftlua')"):format(where,
         name, entry.kind), 2)
     end
-    return require("ft.peft.format").save(model, dir, name)
+    return require("ft.peft.format").save(model, dir, name, { task_type = opts.task_type,
+      base_model_name_or_path = opts.base_model_name_or_path, revision = opts.revision }, where)
   elseif format ~= "ftlua" then
     error(("%s: format must be 'ftlua' or 'peft', got %s"):format(where, tostring(format)), 2)
+  end
+  for _, k in ipairs({ "task_type", "base_model_name_or_path", "revision" }) do
+    if opts[k] ~= nil then error(("%s: option '%s' is for format 'peft' only"):format(where, k), 2) end
   end
   fs.mkdir(dir, where)
   local path = dir .. "/adapter.h5"
@@ -51,8 +62,7 @@ local function rename_key(key, from, to)
   for s in key:gmatch("[^.]+") do parts[#parts + 1] = s end
   for i = 2, #parts do
     local prev = parts[i - 1]
-    if parts[i] == from and (prev:match("^lora_") or prev:match("^ia3_") or prev:match("^reft_")
-        or prev == "prompt_encoder") then
+    if parts[i] == from and A.is_adapter_segment(prev) then
       parts[i] = to
     end
   end
@@ -74,7 +84,7 @@ local function copy_adapter_tensors(own, saved, from, to)
     local src = tensors[k]
     if src == nil then
       missing[#missing + 1] = k
-    elseif shape_str(src) ~= shape_str(t) then
+    elseif not ft.tables.same_shape(src, t) then
       problems[#problems + 1] = ("size mismatch for %s: %s in the file, %s in the model"):format(k, shape_str(src),
         shape_str(t))
     end
@@ -91,12 +101,12 @@ local function copy_adapter_tensors(own, saved, from, to)
 end
 
 --- load(model, dir_or_file [, {name =}]) -> adapter name
--- A directory holding adapter_model.safetensors loads as a PEFT adapter (ft.peft_format); a
+-- A directory holding adapter_model.safetensors loads as a PEFT adapter (ft.peft.format); a
 -- directory with adapter.h5 (or that file itself) recreates the saved adapter (same kind and
 -- config; under opts.name if given) and copies its tensors in.
 function peft_io.load(model, path, opts)
   local where = "ft.peft.load"
-  opts = opts or {}
+  opts = ft.check_options(where, opts, peft_io.load_options)
   if type(path) ~= "string" then error(where .. ": a directory or file path expected, got " .. type(path), 2) end
   local file = path
   if is_dir(path) then
@@ -130,8 +140,7 @@ function peft_io.load(model, path, opts)
   kind.attach(model, config)
   local copied, err = pcall(copy_adapter_tensors, kind.state_dict(model, name), tensors, info.name or name, name)
   if not copied then
-    kind.remove(model, name)
-    A.remove(model, name)
+    A.delete(model, name)
     for p, flag in pairs(trainable) do p.requires_grad = flag end
     error(("%s: %s (%s adapter '%s'): %s"):format(where, file, info.kind, name, tostring(err)), 2)
   end

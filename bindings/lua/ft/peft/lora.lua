@@ -1,5 +1,6 @@
--- ft.lora: LoRA and DoRA adapters with HuggingFace PEFT's semantics (LoraLayer), so adapters
--- trained by PEFT load and compute the same numbers (see ft.peft_format for PEFT's files).
+-- ft.peft.lora: LoRA and DoRA adapters with HuggingFace PEFT's semantics (LoraLayer), so
+-- adapters trained by PEFT load and compute the same numbers (see ft.peft.format for PEFT's files).
+-- One adapter kind of ft.peft.registry; users reach it as ft.peft.lora(model, opts).
 --
 --   local lora = require "ft.peft.lora"
 --   lora.attach(model, {target = {"c_attn", "c_proj"}, r = 8, alpha = 16, dropout = 0.05})
@@ -7,15 +8,16 @@
 --   lora.merge(model)            -- W += scale * B A in every adapted layer; lora.unmerge undoes it
 --   lora.merge_and_unload(model) -- merged, adapter layers removed: a plain model again
 --
--- Functions: attach(model, opts) -> name; state_dict(model, name); remove(model, name);
--- merge(model, {names =, safe =}); safe_merge(model, opts); unmerge(model);
--- merge_and_unload(model, opts); unload(model); merged_adapters(model); layers(model, name).
+-- Functions: attach(model, opts) -> name; forward (its link in a module's forward chain);
+-- state_dict(model, name); remove(model, name); merge(model, {names =, safe =});
+-- safe_merge(model, opts); unmerge(model [, names]); merged(model); merge_and_unload(model, opts);
+-- unload(model); merged_adapters(model); layers(model, name).
 -- Switching adapters on and off is ft.peft's (set_adapter, enable, disable, delete_adapter).
 --
 -- Options of attach (PEFT's LoraConfig field in brackets):
 --   target (target_modules, required)  a name or list: a plain name matches a whole dotted
 --             suffix of a module path ("c_proj" hits "transformer.h.0.attn.c_proj"), any other
---             string is a Lua pattern (ft.adapters.matches)
+--             string is a Lua pattern (ft.peft.registry matches)
 --   exclude (exclude_modules)  the same kind of names, left out
 --   r = 8, alpha = 8 (lora_alpha)  scale = alpha / r, or alpha / sqrt(r) with rslora = true
 --   dropout = 0 (lora_dropout)  on the adapter's input only
@@ -60,9 +62,11 @@ local CONTAINERS = { "lora_A", "lora_B", "lora_dropout", "lora_embedding_A", "lo
 local ModuleDict = nn.Module:extend("ModuleDict")
 local ParameterDict = nn.Module:extend("ParameterDict")
 local Magnitude = nn.Module:extend("LoraMagnitude")
+--- Magnitude(m): DoRA's magnitude vector m as the parameter weight.
 function Magnitude:init(m) self.weight = nn.Parameter(m) end
 
-local function fail(fmt, ...) error("ft.lora: " .. fmt:format(...), 0) end
+local WHERE = "ft.peft.lora"
+local function fail(fmt, ...) error(WHERE .. ": " .. fmt:format(...), 0) end
 
 local function describe(names)
   if type(names) == "string" then return ("'%s'"):format(names) end
@@ -221,25 +225,16 @@ end
 
 local unmerge_module
 
--- The forward installed on every adapted layer: the layer's own forward plus each active,
--- unmerged adapter, in the order they were added. The registry is read on every call.
-local function adapted_forward(m, x, ...)
+--- lora.forward(m, name, inner, x, ...): adapter name's link in layer m's forward chain: the
+-- rest of the chain (other LoRA adapters added earlier, then the layer) plus this adapter's
+-- delta, unless it is merged into the weight.
+function lora.forward(m, name, inner, x, ...)
+  local result = inner(x, ...)
   local st = rawget(m, "_lora")
-  local reg = st.registry
-  if reg.disabled and #st.merged > 0 then unmerge_module(m) end   -- as PEFT: off means unmerged
-  local result = st.base_forward(m, x, ...)
-  if reg.disabled then return result end
-  for _, name in ipairs(st.order) do
-    local a = st.adapters[name]
-    if A.is_active(reg, name) and not a.merged then
-      if st.kind == "embedding" then
-        result = add_embedding(m, name, a, x, result)
-      else
-        result = add_dense(m, st.kind, name, a, x, result)
-      end
-    end
-  end
-  return result
+  local a = st.adapters[name]
+  if a.merged then return result end
+  if st.kind == "embedding" then return add_embedding(m, name, a, x, result) end
+  return add_dense(m, st.kind, name, a, x, result)
 end
 
 -- ---- merging ------------------------------------------------------------------------------------
@@ -293,7 +288,7 @@ local function apply_merge(p)
   end
 end
 
--- The adapted layers of model as an array of {path, module, state}.
+--- The adapted layers of model as an array of {path, module, state}.
 local function adapted_layers(model)
   local out = {}
   for path, m in model:named_modules() do
@@ -304,16 +299,38 @@ local function adapted_layers(model)
 end
 lora.adapted_layers = adapted_layers
 
-local function lora_names(model)
-  local reg, out = A.registry(model), {}
-  for _, n in ipairs(reg.order) do
-    if reg.adapters[n].kind == "lora" then out[#out + 1] = n end
+local function lora_names(model) return A.names_of_kind(model, "lora") end
+
+-- Merges adapters names (in that order) into layer m's weight, skipping merged ones.
+local function merge_into(m, st, names)
+  ft.no_grad(function()
+    for _, n in ipairs(names) do
+      local a = st.adapters[n]
+      if a and not a.merged then
+        local w, norm = merged_weight(m, st, n, m.weight:detach())
+        set_weight(m, w)
+        a.merged, a.merge_norm = true, norm
+        st.merged[#st.merged + 1] = n
+      end
+    end
+  end)
+end
+
+-- Takes the adapters in the set drop out of layer m's weight; the other merged ones stay
+-- merged (merges are undone last first, the others done again in their order).
+local function unmerge_some(m, drop)
+  local st = rawget(m, "_lora")
+  local again, any = {}, false
+  for _, n in ipairs(st.merged) do
+    if drop[n] then any = true else again[#again + 1] = n end
   end
-  return out
+  if not any then return end
+  unmerge_module(m)
+  merge_into(m, st, again)
 end
 
 -- The adapters to merge: opts.names, or the active LoRA adapters.
-local function names_to_merge(model, names)
+local function names_to_merge(model, names, where)
   local reg = A.registry(model)
   if names == nil then
     local out = {}
@@ -326,8 +343,8 @@ local function names_to_merge(model, names)
   for _, n in ipairs(names) do
     local entry = reg.adapters[n]
     if not entry or entry.kind ~= "lora" then
-      fail("no LoRA adapter named '%s' (LoRA adapters on this model: %s)", tostring(n),
-        #lora_names(model) > 0 and table.concat(lora_names(model), ", ") or "none")
+      error(("%s: no LoRA adapter named '%s' (LoRA adapters on this model: %s)"):format(where, tostring(n),
+        #lora_names(model) > 0 and table.concat(lora_names(model), ", ") or "none"), 0)
     end
   end
   return names
@@ -339,7 +356,24 @@ end
 -- adapter when one holds NaN or Inf, leaving every weight untouched.
 function lora.merge(model, opts)
   opts = opts or {}
-  local names = names_to_merge(model, opts.names)
+  local where = opts.where or "ft.peft.merge"
+  local function refuse(fmt, ...) error(where .. ": " .. fmt:format(...), 0) end
+  local names = names_to_merge(model, opts.names, where)
+  -- DoRA normalises the weight the other adapters of its layer change: no merge there is exact.
+  for _, e in ipairs(adapted_layers(model)) do
+    local st, dora, other = e[3], nil, nil
+    for n, a in pairs(st.adapters) do
+      if a.dora and not dora then dora = n else other = other or n end
+    end
+    if dora and other then
+      for _, n in ipairs(names) do
+        if st.adapters[n] and not st.adapters[n].merged then
+          refuse("layer %s carries DoRA adapter '%s' and LoRA adapter '%s': DoRA normalises the weight the "
+            .. "other one changes, so merging either is not exact; delete one of them first", e[1], dora, other)
+        end
+      end
+    end
+  end
   local plans = {}
   for _, e in ipairs(adapted_layers(model)) do
     local path, m, st = e[1], e[2], e[3]
@@ -351,7 +385,7 @@ function lora.merge(model, opts)
           local norm
           w, norm = merged_weight(m, st, name, w)
           if opts.safe and not all_finite(w) then
-            fail("merging adapter '%s' into %s gives NaN or Inf weights; no weight was changed", name, path)
+            refuse("merging adapter '%s' into %s gives NaN or Inf weights; no weight was changed", name, path)
           end
           steps[#steps + 1] = { name = name, norm = norm }
         end
@@ -367,6 +401,11 @@ function lora.merge(model, opts)
   return model
 end
 
+--- lora.merge_adapters(model, names [, {safe =}]): the registry's merge (lora.merge of names).
+function lora.merge_adapters(model, names, opts)
+  return lora.merge(model, { names = names, safe = opts and opts.safe, where = opts and opts.where })
+end
+
 --- lora.merge with safe = true.
 function lora.safe_merge(model, opts)
   local o = { safe = true }
@@ -374,14 +413,30 @@ function lora.safe_merge(model, opts)
   return lora.merge(model, o)
 end
 
---- Takes every merged adapter out of the base weights again.
-function lora.unmerge(model)
-  for _, e in ipairs(adapted_layers(model)) do unmerge_module(e[2]) end
+--- lora.unmerge(model [, names]): takes the merged adapters names (default: every one) out of
+-- the base weights again. Returns model.
+function lora.unmerge(model, names)
+  if type(names) == "string" then names = { names } end
+  local drop
+  if names then
+    drop = {}
+    for _, n in ipairs(names) do drop[n] = true end
+  end
+  for _, e in ipairs(adapted_layers(model)) do
+    if drop then unmerge_some(e[2], drop) else unmerge_module(e[2]) end
+  end
   return model
 end
 
+--- Names of the adapters merged into layer m (last merged last).
+function lora.merged_on(m)
+  local st = rawget(m, "_lora")
+  if not st then return {} end
+  return { table.unpack(st.merged) }
+end
+
 --- Names of the adapters merged into some layer of model.
-function lora.merged_adapters(model)
+function lora.merged(model)
   local seen, out = {}, {}
   for _, e in ipairs(adapted_layers(model)) do
     for _, n in ipairs(e[3].merged) do
@@ -390,12 +445,13 @@ function lora.merged_adapters(model)
   end
   return out
 end
+lora.merged_adapters = lora.merged
 
 -- ---- options -------------------------------------------------------------------------------------
 
-local KNOWN = { target = true, exclude = true, r = true, alpha = true, dropout = true, rslora = true,
-  dora = true, init = true, bias = true, modules_to_save = true, rank_pattern = true,
-  alpha_pattern = true, fan_in_fan_out = true, name = true }
+--- The options of attach (ft.peft.lora).
+lora.options = { "target", "exclude", "r", "alpha", "dropout", "rslora", "dora", "init", "bias",
+  "modules_to_save", "rank_pattern", "alpha_pattern", "fan_in_fan_out", "name" }
 local PEFT_NAMES = { target_modules = "target", exclude_modules = "exclude", lora_alpha = "alpha",
   lora_dropout = "dropout", use_rslora = "rslora", use_dora = "dora", init_lora_weights = "init" }
 
@@ -428,11 +484,9 @@ end
 local function read_options(opts)
   if type(opts) ~= "table" then fail("options must be a table, got %s", type(opts)) end
   for k in pairs(opts) do
-    if not KNOWN[k] then
-      local hint = PEFT_NAMES[k] and (" (ft.lora calls it '%s')"):format(PEFT_NAMES[k]) or ""
-      fail("unknown option '%s'%s", tostring(k), hint)
-    end
+    if PEFT_NAMES[k] then fail("unknown option '%s' (PEFT's name; ft.peft.lora calls it '%s')", k, PEFT_NAMES[k]) end
   end
+  ft.check_options(WHERE, opts, lora.options)
   local c = {}
   c.name = opts.name == nil and "default" or opts.name
   if opts.target == nil then fail("option 'target' is required (a module name or a list of names)") end
@@ -477,7 +531,7 @@ local function read_options(opts)
   return c
 end
 
--- The value of the longest pattern name matching path, or default.
+--- The value of the longest pattern name matching path, or default.
 local function pattern_value(patterns, path, default)
   local best, value
   for key, v in pairs(patterns) do
@@ -492,14 +546,11 @@ lora.pattern_value = pattern_value
 
 -- ---- trainable tensors ---------------------------------------------------------------------------
 
-local function is_adapter_path(name)
-  local dotted = "." .. name
-  return dotted:find(".lora_", 1, true) or dotted:find(".ia3_", 1, true) or dotted:find(".reft_", 1, true)
-end
+local is_adapter_path = A.is_adapter_path
 
 local function ends_with_bias(name) return name == "bias" or name:sub(-5) == ".bias" end
 
--- Model state_dict key -> tensor of what adapter config trains besides its own layers: the
+--- Model state_dict key -> tensor of what adapter config trains besides its own layers: the
 -- parameters and buffers of modules_to_save, and the biases that bias asks for.
 local function extra_tensors(model, config, name)
   local out = {}
@@ -548,7 +599,7 @@ end
 -- modules_to_save and the biases it trains. These are the parameters themselves (leaf
 -- tensors, outside any graph), so setting requires_grad on them reaches the model.
 function lora.state_dict(model, name)
-  local entry = A.get(model, name)
+  local entry = A.get(model, name, WHERE)
   if entry.kind ~= "lora" then fail("adapter '%s' is a %s adapter, not LoRA", name, entry.kind) end
   local out = extra_tensors(model, entry.config, name)
   for _, e in ipairs(adapted_layers(model)) do
@@ -597,10 +648,7 @@ function lora.attach(model, opts)
   if type(model) ~= "table" or not nn.is_module(model) then fail("attach: a ft.nn model expected") end
   local c = read_options(opts or {})
   local name = c.name
-  local reg = A.registry(model)
-  if reg.adapters[name] then
-    fail("the model already has an adapter named '%s' (%s)", name, reg.adapters[name].kind)
-  end
+  A.check_new_name(model, name, WHERE)
   local found = A.find_modules(model, c.target, c.exclude)
   if #found == 0 then
     fail("target %s matches no module of the model (%s); layers LoRA can adapt: %s", describe(c.target),
@@ -617,6 +665,14 @@ function lora.attach(model, opts)
     if kind == "conv2d" and m.groups ~= 1 then
       fail("module %s (Conv2d) has groups = %d; LoRA supports only convolutions with groups = 1", path, m.groups)
     end
+    -- A merged (IA)3 vector would have to scale the new deltas too; DoRA normalises the weight
+    -- that merged adapters changed.
+    for _, n in ipairs(A.merged_on(m)) do
+      if c.dora or not (rawget(m, "_lora") and rawget(m, "_lora").adapters[n]) then
+        fail("module %s has adapter '%s' merged into its weight; unmerge it before adding a%s adapter there",
+          path, n, c.dora and " DoRA" or " LoRA")
+      end
+    end
     any_conv1d = any_conv1d or kind == "conv1d"
     local r = pattern_value(c.rank_pattern, path, c.r)
     local alpha = pattern_value(c.alpha_pattern, path, c.alpha)
@@ -630,26 +686,21 @@ function lora.attach(model, opts)
   end
   if c.fan_in_fan_out == nil then c.fan_in_fan_out = any_conv1d end
 
-  -- Freeze the base (what other LoRA adapters train through modules_to_save / bias stays).
-  local keep = claimed_keys(model)
-  for k, p in model:named_parameters() do
-    if not is_adapter_path(k) and not keep[k] then p.requires_grad = false end
-  end
+  -- Freeze the base (what other adapters train through modules_to_save / bias stays).
+  A.freeze_base(model)
+  A.add(model, name, "lora", c, WHERE)
   for _, e in ipairs(plan) do
-    local path, m, kind, a = e[1], e[2], e[3], e[4]
+    local m, kind, a = e[2], e[3], e[4]
     create_layers(m, kind, name, a)
     local st = rawget(m, "_lora")
     if not st then
-      local prev = rawget(m, "forward")
-      st = { kind = kind, registry = reg, prev_forward = prev, base_forward = m.forward,
-        adapters = {}, order = {}, merged = {} }
+      -- per layer: each adapter's settings and merge state, and the merge order
+      st = { kind = kind, adapters = {}, merged = {} }
       rawset(m, "_lora", st)
-      rawset(m, "forward", adapted_forward)
     end
     st.adapters[name] = a
-    st.order[#st.order + 1] = name
+    A.join(model, m, name)
   end
-  A.add(model, name, "lora", c)
   set_trainable(model, extra_tensors(model, c, name), true)
   return name
 end
@@ -678,29 +729,19 @@ local function remove_from_layer(m, name, keep_merged)
     end
   end
   st.adapters[name] = nil
-  for i, n in ipairs(st.order) do
-    if n == name then table.remove(st.order, i); break end
-  end
-  if #st.order == 0 then
-    rawset(m, "forward", st.prev_forward)
+  A.leave(m, name)
+  if next(st.adapters) == nil then
     rawset(m, "_lora", nil)
     return
   end
-  ft.no_grad(function()
-    for _, n in ipairs(remerge) do
-      local w, norm = merged_weight(m, st, n, m.weight:detach())
-      set_weight(m, w)
-      st.adapters[n].merged, st.adapters[n].merge_norm = true, norm
-      st.merged[#st.merged + 1] = n
-    end
-  end)
+  merge_into(m, st, remerge)
 end
 
 --- Takes adapter name's layers off the model (a merged adapter is unmerged first); the
 -- modules_to_save and biases only it trained are frozen again. The registry entry is the
 -- caller's (ft.peft.delete_adapter removes it).
 function lora.remove(model, name, opts)
-  local entry = A.get(model, name)
+  local entry = A.get(model, name, WHERE)
   if entry.kind ~= "lora" then fail("adapter '%s' is a %s adapter, not LoRA", name, entry.kind) end
   local others = claimed_keys(model, name)
   local mine = extra_tensors(model, entry.config, name)
@@ -712,7 +753,8 @@ end
 --- Merges the adapters (opts as lora.merge) and removes every LoRA adapter: the model is the
 -- plain base model again, with the merged weights. Returns model.
 function lora.merge_and_unload(model, opts)
-  lora.merge(model, opts)
+  opts = opts or {}
+  lora.merge(model, { names = opts.names, safe = opts.safe, where = opts.where or "ft.peft.merge_and_unload" })
   for _, n in ipairs(lora_names(model)) do
     lora.remove(model, n, { keep_merged = true })
     A.remove(model, n)

@@ -1,4 +1,4 @@
--- ft.prompt_tuning: soft prompts (Lester et al., 2021), as PEFT's prompt tuning. A few
+-- ft.peft.prompt_tuning: soft prompts (Lester et al., 2021), as PEFT's prompt tuning. A few
 -- trainable "virtual token" embeddings are put in front of every input sequence; the base
 -- model stays frozen and only the prompt trains.
 --
@@ -20,7 +20,7 @@
 --                          "text" and "sample_vocab" inits, so the config recreates the prompt.
 --
 -- The prompt is the parameter prompt_encoder.<name>.embedding.weight [num_virtual_tokens, d]
--- on the root model. The root's forward is replaced on the instance:
+-- on the root model. Each prompt joins the root's forward chain (ft.peft.registry):
 --   * input_ids [B,T] (or opts.inputs_embeds) become inputs_embeds = cat(prompt, wte(ids)),
 --     [B, n + T, d], run through the model's own forward;
 --   * per-token opts.labels ([B,T]) get n leading -100s, so virtual positions never count in
@@ -33,7 +33,8 @@
 --     left as they are); out.past_key_values covers n + T positions.
 -- With opts.past_key_values (generation after the first step) nothing is prepended: the cache
 -- already holds the prompt. Several prompt-tuning adapters that are active at once are
--- concatenated in the order they were added.
+-- concatenated in the order they were added (each link puts its prompt in front of what the
+-- links outside it made, the first added innermost, so it ends up first).
 local ft = require "ft"
 local A = require "ft.peft.registry"
 local nn = ft.nn
@@ -52,13 +53,15 @@ local function input_embedding(model)
     local m = A.module_at(model, path)
     if m and m.weight then return m end
   end
-  error(("ft.prompt_tuning: cannot find the token embedding of %s (no get_input_embeddings(), "
+  error(("ft.peft.prompt_tuning: cannot find the token embedding of %s (no get_input_embeddings(), "
     .. "transformer.wte or model.embed_tokens)"):format(model.__name), 3)
 end
 
+--- PromptEmbedding: the prompt of one adapter, n virtual-token embeddings of size d.
 local PromptEmbedding = nn.Module:extend("PromptEmbedding")
 PT.PromptEmbedding = PromptEmbedding
 
+--- PromptEmbedding(n, d): n virtual tokens of size d (an nn.Embedding).
 function PromptEmbedding:init(n, d)
   self.embedding = nn.Embedding(n, d)
 end
@@ -71,37 +74,32 @@ end
 
 local PromptEncoder = nn.Module:extend("PromptEncoder")   -- holds one PromptEmbedding per adapter
 
--- Base forwards replaced on instances: model -> {inner = the forward called underneath,
--- wrapper = the installed function}.
-local installed = setmetatable({}, { __mode = "k" })
-
--- The active prompt-tuning adapters' prompt modules, in the order they were added.
+-- The active prompt-tuning adapters' names, in the order they were added.
 local function active_prompts(model)
   local reg = A.registry(model)
   local out = {}
-  for _, name in ipairs(reg.order) do
-    local entry = reg.adapters[name]
-    if entry.kind == KIND and A.is_active(reg, name) then out[#out + 1] = model.prompt_encoder[name] end
+  for _, name in ipairs(A.names_of_kind(model, KIND)) do
+    if A.is_active(reg, name) then out[#out + 1] = name end
   end
   return out
 end
 
 local function shape_str(t) return "[" .. table.concat(t:shape(), ",") .. "]" end
 
-local function prompt_forward(self, input_ids, opts)
-  local inner = installed[self].inner
-  local prompts = active_prompts(self)
-  if #prompts == 0 then return inner(self, input_ids, opts) end
+--- PT.forward(model, name, inner, input_ids, opts): adapter name's link in the root model's
+-- forward chain: inner (the rest of the chain, the model's own forward last) on the inputs with
+-- this prompt in front (see the top of this file), its logits cut back to the real positions.
+function PT.forward(self, name, inner, input_ids, opts)
+  local prompt = self.prompt_encoder[name]
   opts = opts or {}
   if input_ids and input_ids:dim() == 1 then input_ids = input_ids:reshape(1, -1) end
   local source = input_ids or opts.inputs_embeds
-  if source == nil then error("ft.prompt_tuning: input_ids or opts.inputs_embeds is required", 2) end
+  if source == nil then error("ft.peft.prompt_tuning: input_ids or opts.inputs_embeds is required", 2) end
   if input_ids and opts.inputs_embeds then
-    error("ft.prompt_tuning: pass input_ids or opts.inputs_embeds, not both", 2)
+    error("ft.peft.prompt_tuning: pass input_ids or opts.inputs_embeds, not both", 2)
   end
   local B, T = source:size(1), source:size(2)
-  local n = 0
-  for _, p in ipairs(prompts) do n = n + p.embedding.num_embeddings end
+  local n = prompt.embedding.num_embeddings
 
   local fwd = {}
   for k, v in pairs(opts) do fwd[k] = v end
@@ -119,22 +117,19 @@ local function prompt_forward(self, input_ids, opts)
     end
     fwd.position_ids = pos
   end
-  if not first then return inner(self, input_ids, fwd) end   -- the cache holds the prompt
+  if not first then return inner(input_ids, fwd) end   -- the cache holds the prompt
 
   local embeds = opts.inputs_embeds or input_embedding(self)(input_ids)
-  local parts = {}
-  for i, p in ipairs(prompts) do parts[i] = p(B) end
-  parts[#parts + 1] = embeds
-  fwd.inputs_embeds = ft.cat(parts, 2)
+  fwd.inputs_embeds = ft.cat({ prompt(B), embeds }, 2)
   local labels = opts.labels
   if labels and labels:dim() == 1 and B == 1 and labels:size(1) == T then labels = labels:reshape(1, T) end
   if labels and labels:dim() == 2 then   -- per-token labels; others (a classifier's [B]) pass as they are
     if labels:size(1) ~= B or labels:size(2) ~= T then
-      error(("ft.prompt_tuning: labels %s do not match the input [%d,%d]"):format(shape_str(labels), B, T), 2)
+      error(("ft.peft.prompt_tuning: labels %s do not match the input [%d,%d]"):format(shape_str(labels), B, T), 2)
     end
     fwd.labels = ft.cat({ ft.full({ B, n }, IGNORE_INDEX, { dtype = "int64" }), labels }, 2)
   end
-  local out = inner(self, nil, fwd)
+  local out = inner(nil, fwd)
   -- Per-token logits lose the virtual positions; pooled ones (a classifier's [B, labels]) stay.
   if out.logits and out.logits:dim() == 3 and out.logits:size(2) == n + T then
     out.logits = out.logits:narrow(2, n + 1, T)
@@ -142,9 +137,13 @@ local function prompt_forward(self, input_ids, opts)
   return out
 end
 
+--- The options of attach (ft.peft.prompt_tuning).
+PT.options = { "name", "num_virtual_tokens", "init", "init_text", "init_token_ids", "tokenizer", "token_dim" }
+
 local function check_opts(opts, V)
   local where = "ft.peft.prompt_tuning"
   if type(opts) ~= "table" then error(where .. ": options must be a table, got " .. type(opts), 3) end
+  ft.check_options(where, opts, PT.options)
   local n = opts.num_virtual_tokens or 20
   if math.type(n) ~= "integer" then n = math.tointeger(n) end   -- JSON may give 20.0
   if not n or n < 1 then
@@ -185,17 +184,6 @@ local function init_ids(opts, n, init, V)
   return out
 end
 
--- Freezes what is not an adapter's own tensor (other adapters keep their setting).
-local function freeze_base(model)
-  for name, p in model:named_parameters() do
-    local dotted = "." .. name
-    if not (dotted:find(".lora_", 1, true) or dotted:find(".ia3_", 1, true) or dotted:find(".reft_", 1, true)
-        or name:find("^prompt_encoder%.")) then
-      p.requires_grad = false
-    end
-  end
-end
-
 --- attach(model, opts) -> name. Adds a soft prompt (see the top of this file); freezes the base.
 function PT.attach(model, opts)
   opts = opts or {}
@@ -203,10 +191,14 @@ function PT.attach(model, opts)
   local V, d = emb.weight:size(1), emb.weight:size(2)
   local n, init = check_opts(opts, V)
   local name = opts.name or "default"
+  if opts.token_dim ~= nil and opts.token_dim ~= d then
+    error(("ft.peft.prompt_tuning: token_dim %s does not match the model's embedding size %d"):format(
+      tostring(opts.token_dim), d), 2)
+  end
+  A.check_new_name(model, name, "ft.peft.prompt_tuning")
   local ids = init ~= "random" and init_ids(opts, n, init, V) or nil
   local config = { name = name, num_virtual_tokens = n, init = init, init_text = opts.init_text,
     init_token_ids = ids, token_dim = d }
-  A.add(model, name, KIND, config)
 
   local prompt = PromptEmbedding(n, d)
   if ids then
@@ -214,44 +206,36 @@ function PT.attach(model, opts)
       prompt.embedding.weight:copy_(emb.weight:index_select(1, ft.tensor(ids, { dtype = "int64" })))
     end)
   end
+  A.freeze_base(model)
+  A.add(model, name, KIND, config, "ft.peft.prompt_tuning")
   if model.prompt_encoder == nil then model.prompt_encoder = PromptEncoder() end
   model.prompt_encoder[name] = prompt
   if not model.training then prompt:eval() end
-
-  freeze_base(model)
   prompt.embedding.weight.requires_grad = true
-  if not installed[model] then
-    local wrapper = function(...) return prompt_forward(...) end
-    installed[model] = { inner = model.forward, previous = rawget(model, "forward"), wrapper = wrapper }
-    rawset(model, "forward", wrapper)
-  end
+  A.join(model, model, name)
   return name
 end
 
 --- The adapter's tensors keyed as in model:state_dict(): {"prompt_encoder.<name>.embedding.weight" = [n, d]}.
 function PT.state_dict(model, name)
-  local entry = A.get(model, name)
+  local entry = A.get(model, name, "ft.peft.prompt_tuning")
   if entry.kind ~= KIND then
-    error(("ft.prompt_tuning: adapter '%s' is a %s adapter, not prompt tuning"):format(name, entry.kind), 2)
+    error(("ft.peft.prompt_tuning: adapter '%s' is a %s adapter, not prompt tuning"):format(name, entry.kind), 2)
   end
   local key = "prompt_encoder." .. name .. ".embedding.weight"
   return { [key] = model.prompt_encoder[name].embedding.weight:detach() }
 end
 
---- Takes the prompt off the model; with the last one gone the model's forward is its own again.
+--- Takes the prompt off the model (ft.peft.delete_adapter also forgets its registry entry);
+-- with the last one gone the model's forward is its own again.
 function PT.remove(model, name)
   local enc = model.prompt_encoder
   if enc == nil or enc._modules[name] == nil then
-    error(("ft.prompt_tuning: the model has no prompt-tuning adapter named '%s'"):format(tostring(name)), 2)
+    error(("ft.peft.prompt_tuning: the model has no prompt-tuning adapter named '%s'"):format(tostring(name)), 2)
   end
   enc[name] = nil
-  A.remove(model, name)
-  if #enc._module_names == 0 then
-    model.prompt_encoder = nil
-    local inst = installed[model]
-    if inst and rawget(model, "forward") == inst.wrapper then rawset(model, "forward", inst.previous) end
-    installed[model] = nil
-  end
+  A.leave(model, name)
+  if #enc._module_names == 0 then model.prompt_encoder = nil end
 end
 
 -- ---- PEFT's layout --------------------------------------------------------------------------
@@ -261,7 +245,7 @@ local PEFT_INIT = { random = "RANDOM", text = "TEXT", sample_vocab = "SAMPLE_VOC
 --- The adapter as PEFT saves it: adapter_config.json's table (a PromptTuningConfig) and
 -- adapter_model.safetensors' tensors ({prompt_embeddings = [n, d]}).
 function PT.to_peft(model, name)
-  local config = A.get(model, name).config
+  local config = A.get(model, name, "ft.peft.prompt_tuning").config
   local mc = model.config or {}
   local peft_config = {
     peft_type = "PROMPT_TUNING", task_type = "CAUSAL_LM", num_virtual_tokens = config.num_virtual_tokens,
@@ -278,10 +262,10 @@ end
 -- weights, loaded afterwards: load_peft_weights).
 function PT.from_peft(peft_config)
   if type(peft_config) ~= "table" or peft_config.peft_type ~= "PROMPT_TUNING" then
-    error("ft.prompt_tuning: not a PEFT prompt-tuning config (peft_type must be PROMPT_TUNING)", 2)
+    error("ft.peft.prompt_tuning: not a PEFT prompt-tuning config (peft_type must be PROMPT_TUNING)", 2)
   end
   if (peft_config.num_transformer_submodules or 1) ~= 1 then
-    error("ft.prompt_tuning: only decoder-only models (num_transformer_submodules = 1) are supported", 2)
+    error("ft.peft.prompt_tuning: only decoder-only models (num_transformer_submodules = 1) are supported", 2)
   end
   local text = peft_config.prompt_tuning_init_text
   local init = peft_config.prompt_tuning_init == "TEXT" and type(text) == "string" and text ~= "" and "text"
@@ -294,11 +278,11 @@ end
 function PT.load_peft_weights(model, name, tensors)
   local w = model.prompt_encoder and model.prompt_encoder._modules[name] and model.prompt_encoder[name].embedding.weight
   if not w then
-    error(("ft.prompt_tuning: the model has no prompt-tuning adapter named '%s'"):format(tostring(name)), 2)
+    error(("ft.peft.prompt_tuning: the model has no prompt-tuning adapter named '%s'"):format(tostring(name)), 2)
   end
   local src = tensors.prompt_embeddings
   if not ft.is_tensor(src) or shape_str(src) ~= shape_str(w) then
-    error(("ft.prompt_tuning: prompt_embeddings is %s, the adapter's prompt is %s"):format(
+    error(("ft.peft.prompt_tuning: prompt_embeddings is %s, the adapter's prompt is %s"):format(
       ft.is_tensor(src) and shape_str(src) or "missing", shape_str(w)), 2)
   end
   ft.no_grad(function() w:copy_(src) end)
@@ -306,9 +290,8 @@ end
 
 --- Number of virtual tokens the active prompts put in front of every input (0 when none).
 function PT.num_virtual_tokens(model)
-  if not installed[model] then return 0 end
   local n = 0
-  for _, p in ipairs(active_prompts(model)) do n = n + p.embedding.num_embeddings end
+  for _, name in ipairs(active_prompts(model)) do n = n + model.prompt_encoder[name].embedding.num_embeddings end
   return n
 end
 

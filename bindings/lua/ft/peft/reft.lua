@@ -1,4 +1,4 @@
--- ft.reft: representation fine-tuning (Wu et al. 2024, "ReFT: Representation Finetuning for
+-- ft.peft.reft: representation fine-tuning (Wu et al. 2024, "ReFT: Representation Finetuning for
 -- Language Models"). The base model stays frozen; small interventions edit the hidden state
 -- that chosen transformer blocks output, at chosen token positions only:
 --   LoReFT  h <- h + R^T (W h + b - R h)   R [r,d] with orthonormal rows, W [r,d], b [r]
@@ -7,11 +7,10 @@
 -- computes the base model. R is kept orthonormal through training by re-orthonormalising
 -- it after every optimizer step (ft.optim.constrain).
 --
---   ft.reft.attach(model, {layers = {2, 4}, positions = "f7+l7", rank = 4})
---   ft.peft.reft(model, {...})                      -- the same
+--   ft.peft.reft(model, {layers = {2, 4}, positions = "f7+l7", rank = 4})
 --
 -- Options (the saved config; attach(model, config) recreates the adapter):
---   layers     1-based positions in the model's blocks (ft.adapters A.blocks: GPT-2's
+--   layers     1-based positions in the model's blocks (ft.peft.registry blocks: GPT-2's
 --              transformer.h.*, Llama's model.layers.*, ViT's vit.encoder.layer.*) or module
 --              names ("transformer.h.1"); default every block
 --   positions  "f<n>", "l<n>" or "f<n>+l<n>": the first n and/or last n positions along dim 2
@@ -43,10 +42,9 @@ local F = nn.functional
 
 local M = {}
 
-local OPTIONS = {
-  layers = true, positions = true, rank = true, kind = true, tied = true, dropout = true,
-  name = true, embed_dim = true,
-}
+--- The options of attach (ft.peft.reft).
+M.options = { "layers", "positions", "rank", "kind", "tied", "dropout", "name", "embed_dim" }
+local WHERE = "ft.peft.reft"
 
 -- ---- orthonormal rows -------------------------------------------------------------------------
 
@@ -100,6 +98,7 @@ end
 local LoReFT = nn.Module:extend("LoReFTIntervention")
 M.LoReFT = LoReFT
 
+--- LoReFT(d, r [, dropout]): R with random orthonormal rows, W = R, b = 0 (a no-op at first).
 function LoReFT:init(d, r, dropout)
   self.embed_dim, self.rank, self.dropout_p = d, r, dropout or 0
   self.rotation = nn.Parameter(random_orthonormal(r, d))
@@ -111,12 +110,14 @@ function LoReFT:init(d, r, dropout)
   optim.constrain(self.rotation, orthonormalize)
 end
 
+--- h [..., d] -> h + R^T (W h + b - R h).
 function LoReFT:forward(h)
   local R, W, b = self.rotation, self.learned_source.weight, self.learned_source.bias
   local delta = F.linear(F.linear(h, W - R, b), R:t())
   return h + drop(self, delta)
 end
 
+--- embed_dim, rank and dropout, for printing.
 function LoReFT:extra_repr()
   return ("embed_dim=%d, rank=%d, dropout=%s"):format(self.embed_dim, self.rank, nn._repr(self.dropout_p))
 end
@@ -125,6 +126,7 @@ end
 local DiReFT = nn.Module:extend("DiReFTIntervention")
 M.DiReFT = DiReFT
 
+--- DiReFT(d, r [, dropout]): W1 as a Linear, b = 0, W2 = 0 (a no-op at first).
 function DiReFT:init(d, r, dropout)
   self.embed_dim, self.rank, self.dropout_p = d, r, dropout or 0
   self.learned_source = nn.Linear(d, r)
@@ -132,6 +134,7 @@ function DiReFT:init(d, r, dropout)
   self.projection = nn.Parameter(ft.zeros(r, d))
 end
 
+--- h [..., d] -> h + W2^T (W1 h + b).
 function DiReFT:forward(h)
   local delta = F.linear(self.learned_source(h), self.projection:t())
   return h + drop(self, delta)
@@ -157,7 +160,7 @@ local function parse_positions(s)
     end
   end
   if (first == nil and last == nil) or first == 0 or last == 0 then
-    error(("ft.reft.attach: invalid positions %q (expected \"f<n>\", \"l<n>\" or \"f<n>+l<n>\" with n >= 1,"
+    error(("ft.peft.reft: invalid positions %q (expected \"f<n>\", \"l<n>\" or \"f<n>+l<n>\" with n >= 1,"
       .. " e.g. \"f7+l7\")"):format(tostring(s)), 3)
   end
   return first or 0, last or 0
@@ -175,20 +178,20 @@ local function resolve_layers(model, layers)
     local path, m
     if math.type(layer) == "integer" or (type(layer) == "number" and layer == math.floor(layer)) then
       local e = blocks[math.tointeger(layer)]
-      if not e then error(("ft.reft.attach: layer %s is out of range (%s)"):format(tostring(layer), range()), 3) end
+      if not e then error(("ft.peft.reft: layer %s is out of range (%s)"):format(tostring(layer), range()), 3) end
       path, m = e[1], e[2]
     elseif type(layer) == "string" then
       m = layer ~= "" and A.module_at(model, layer)
-      if not m then error(("ft.reft.attach: no module named '%s' (%s)"):format(layer, range()), 3) end
+      if not m then error(("ft.peft.reft: no module named '%s' (%s)"):format(layer, range()), 3) end
       path = layer
     else
-      error(("ft.reft.attach: layers[%d] must be a block number or a module name, got %s"):format(i, tostring(layer)), 3)
+      error(("ft.peft.reft: layers[%d] must be a block number or a module name, got %s"):format(i, tostring(layer)), 3)
     end
-    if seen[path] then error(("ft.reft.attach: layer %s is given twice"):format(path), 3) end
+    if seen[path] then error(("ft.peft.reft: layer %s is given twice"):format(path), 3) end
     seen[path] = true
     out[#out + 1] = { path, m }
   end
-  if #out == 0 then error("ft.reft.attach: option layers is empty", 3) end
+  if #out == 0 then error("ft.peft.reft: option layers is empty", 3) end
   return out
 end
 
@@ -198,38 +201,36 @@ local function embed_dim_of(path, block)
     local w = m.__name:find("Norm", 1, true) and m._parameters.weight
     if w and w:dim() == 1 then return w:size(1) end
   end
-  error(("ft.reft.attach: cannot tell the hidden size of %s (a %s without a norm layer); pass the option embed_dim")
+  error(("ft.peft.reft: cannot tell the hidden size of %s (a %s without a norm layer); pass the option embed_dim")
     :format(path, block.__name), 3)
 end
 
 -- The options with defaults filled in (JSON-able).
 local function resolve(model, opts)
-  if type(opts) ~= "table" then error("ft.reft.attach: options must be a table, got " .. type(opts), 3) end
-  for k in pairs(opts) do
-    if not OPTIONS[k] then error(("ft.reft.attach: unknown option '%s'"):format(tostring(k)), 3) end
-  end
+  if type(opts) ~= "table" then error("ft.peft.reft: options must be a table, got " .. type(opts), 3) end
+  ft.check_options(WHERE, opts, M.options)
   local config = {
     name = opts.name or "default", positions = opts.positions or "f7+l7", rank = opts.rank or 4,
     kind = opts.kind or "loreft", dropout = opts.dropout or 0, embed_dim = opts.embed_dim,
   }
   if opts.tied == nil then config.tied = true else config.tied = opts.tied end
   if not KINDS[config.kind] then
-    error(("ft.reft.attach: unknown kind '%s' (\"loreft\" or \"direft\")"):format(tostring(config.kind)), 3)
+    error(("ft.peft.reft: unknown kind '%s' (\"loreft\" or \"direft\")"):format(tostring(config.kind)), 3)
   end
   local function positive_integer(key)
     local n = type(config[key]) == "number" and math.tointeger(config[key])
     if not n or n < 1 then
-      error(("ft.reft.attach: %s must be a positive integer, got %s"):format(key, tostring(config[key])), 4)
+      error(("ft.peft.reft: %s must be a positive integer, got %s"):format(key, tostring(config[key])), 4)
     end
     config[key] = n
   end
   positive_integer("rank")
   if config.embed_dim ~= nil then positive_integer("embed_dim") end
   if type(config.dropout) ~= "number" or config.dropout < 0 or config.dropout >= 1 then
-    error(("ft.reft.attach: dropout must be a number in [0, 1), got %s"):format(tostring(config.dropout)), 3)
+    error(("ft.peft.reft: dropout must be a number in [0, 1), got %s"):format(tostring(config.dropout)), 3)
   end
   if type(config.tied) ~= "boolean" then
-    error(("ft.reft.attach: tied must be true or false, got %s"):format(tostring(config.tied)), 3)
+    error(("ft.peft.reft: tied must be true or false, got %s"):format(tostring(config.tied)), 3)
   end
   local layers = opts.layers
   if layers == nil then
@@ -261,7 +262,7 @@ end
 -- by item.last (the same module when tied); the positions in between are h's own values.
 local function check_hidden(st, item, h)
   if h:dim() ~= 3 or h:size(3) ~= item.embed_dim then
-    error(("ft.reft: %s outputs a hidden state of shape [%s]; adapter '%s' expects [batch, seq, %d]")
+    error(("ft.peft.reft: %s outputs a hidden state of shape [%s]; adapter '%s' expects [batch, seq, %d]")
       :format(st.path, table.concat(h:shape(), ","), item.name, item.embed_dim), 0)
   end
 end
@@ -345,22 +346,18 @@ local function intervene_masked(item, h, padding)
   return out
 end
 
-local function reft_forward(self, ...)
-  local st = rawget(self, "_reft")
-  if not st then   -- every adapter was removed while another wrapper still calls this one
-    return getmetatable(self).__index(self, "forward")(self, ...)
-  end
-  local out = table.pack(st.base(self, ...))
-  if #st.items == 0 or has_past(...) then return table.unpack(out, 1, out.n) end
+--- M.forward(block, name, inner, ...): adapter name's link in a block's forward chain: edits
+-- the hidden state the rest of the chain returns (its first result) at the adapter's positions;
+-- the other results pass through, and cached decoding steps are left unedited.
+function M.forward(block, name, inner, ...)
+  local out = table.pack(inner(...))
+  if has_past(...) then return table.unpack(out, 1, out.n) end
+  local st = rawget(block, "_reft")
+  local item = st.items[name]
   local h = out[1]
-  local padding = ft.is_tensor(h) and h:dim() == 3 and padding_of(h:size(2), ...) or nil
-  for _, item in ipairs(st.items) do
-    if A.is_active(st.reg, item.name) then
-      check_hidden(st, item, h)
-      h = padding and intervene_masked(item, h, padding) or intervene(item, h)
-    end
-  end
-  out[1] = h
+  check_hidden(st, item, h)
+  local padding = h:dim() == 3 and padding_of(h:size(2), ...) or nil
+  out[1] = padding and intervene_masked(item, h, padding) or intervene(item, h)
   return table.unpack(out, 1, out.n)
 end
 
@@ -375,24 +372,23 @@ function M.attach(model, opts)
   for i, e in ipairs(blocks) do
     local d = config.embed_dim or embed_dim_of(e[1], e[2])
     if config.rank > d then
-      error(("ft.reft.attach: rank %d exceeds the hidden size %d of %s"):format(config.rank, d, e[1]), 2)
+      error(("ft.peft.reft: rank %d exceeds the hidden size %d of %s"):format(config.rank, d, e[1]), 2)
     end
     dims[i] = d
   end
 
   local name, kind = config.name, config.kind
-  local reg = A.add(model, name, "reft", config)
-  -- As PEFT: the base model is frozen; only the new interventions train.
-  for _, p in ipairs(model:parameters()) do p.requires_grad = false end
+  A.check_new_name(model, name, WHERE)
+  -- As PEFT: the base model is frozen; the new interventions train.
+  A.freeze_base(model)
+  A.add(model, name, "reft", config, WHERE)
   local Class, child = KINDS[kind], "reft_" .. kind
   for i, e in ipairs(blocks) do
     local block, d = e[2], dims[i]
     local st = rawget(block, "_reft")
     if not st then
-      st = { reg = reg, path = e[1], items = {}, previous = rawget(block, "forward") }
-      st.base = block.forward
+      st = { path = e[1], items = {} }   -- per block: each adapter's intervention
       rawset(block, "_reft", st)
-      rawset(block, "forward", reft_forward)
     end
     if not block._modules[child] then block:add_module(child, nn.Module():train(block.training)) end
     local item = { name = name, embed_dim = d, n_first = n_first, n_last = n_last }
@@ -406,14 +402,15 @@ function M.attach(model, opts)
       if n_last > 0 then item.last = holder:add_module("last", Class(d, config.rank, config.dropout)) end
     end
     block._modules[child]:add_module(name, holder:train(block.training))
-    st.items[#st.items + 1] = item
+    st.items[name] = item
+    A.join(model, block, name)
   end
   return name
 end
 
 -- The modules holding adapter name's parameters, as {prefix, module}.
 local function adapter_modules(model, name)
-  local entry = A.get(model, name)
+  local entry = A.get(model, name, WHERE)
   local child = "reft_" .. entry.config.kind
   local out = {}
   for path, m in model:named_modules() do
@@ -433,10 +430,10 @@ function M.state_dict(model, name)
   return out
 end
 
---- Takes adapter name's interventions off the model; a block left without any gets its
--- plain forward back.
+--- Takes adapter name's interventions off the model; a block left without any leaves its
+-- forward chain for good.
 function M.remove(model, name)
-  local child = "reft_" .. A.get(model, name).config.kind
+  local child = "reft_" .. A.get(model, name, WHERE).config.kind
   for _, e in ipairs(adapter_modules(model, name)) do
     local block, holder = e[2], e[4]
     for _, m in ipairs(holder:modules()) do
@@ -446,13 +443,9 @@ function M.remove(model, name)
     container:add_module(name, nil)
     if #container == 0 then block:add_module(child, nil) end
     local st = rawget(block, "_reft")
-    for i, item in ipairs(st.items) do
-      if item.name == name then table.remove(st.items, i); break end
-    end
-    if #st.items == 0 and rawget(block, "forward") == reft_forward then
-      rawset(block, "forward", st.previous)
-      rawset(block, "_reft", nil)
-    end
+    st.items[name] = nil
+    A.leave(block, name)
+    if next(st.items) == nil then rawset(block, "_reft", nil) end
   end
 end
 

@@ -11,7 +11,8 @@ local canvas = {}
 local Canvas = {}
 Canvas.__index = Canvas
 
--- A w x h canvas, all white; clip = {x0, y0, x1, y1} limits drawing (inclusive).
+--- canvas.new(w, h) -> a w x h canvas, all white; clip = {x0, y0, x1, y1} limits drawing
+-- (inclusive).
 function canvas.new(w, h)
   local px = {}
   for i = 1, 3 * w * h do px[i] = 1.0 end
@@ -111,15 +112,18 @@ end
 local ADVANCE = font.width + 1
 canvas.ADVANCE = ADVANCE
 
--- Text the font can draw: each UTF-8 sequence or control character becomes '?'.
+--- canvas.printable(s) -> s as the font can draw it: each UTF-8 sequence or control
+-- character becomes '?'.
 function canvas.printable(s)
   return (tostring(s):gsub("[\xC0-\xF7][\x80-\xBF]*", "?"):gsub("[%z\1-\31\127-\255]", "?"))
 end
 
+--- canvas.text_width(s, scale) -> the width in pixels of s drawn at scale.
 function canvas.text_width(s, scale)
   return #s > 0 and (#s * ADVANCE - 1) * scale or 0
 end
 
+--- canvas.text_height(scale) -> the height in pixels of a line of text at scale.
 function canvas.text_height(scale) return font.height * scale end
 
 -- Draws s with its top-left corner at (x, y). rotated = true turns it a quarter to the left

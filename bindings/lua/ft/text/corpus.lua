@@ -34,13 +34,8 @@ local function fortunes_dir(opts)
   return opts.dir or os.getenv("FT_FORTUNES_DIR") or text.FORTUNES_DIR
 end
 
-local function read_all(path, where)
-  local f, err = io.open(path, "rb")
-  if not f then error(("%s: cannot read %s"):format(where, err), 0) end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+-- Whole files through the one reader (ft.fs.read: an error names the file).
+local read_file = require("ft.fs").read
 
 local function as_set(list, what, where)
   local set = {}
@@ -56,7 +51,7 @@ end
 --- Entries of one fortune file: the texts between lines holding a single "%", each without
 -- its trailing whitespace; blank entries are dropped.
 function text.read_fortune_file(path)
-  local s = read_all(path, "ft.text.read_fortune_file")
+  local s = read_file(path)
   local entries, lines = {}, {}
   local function flush()
     local entry = table.concat(lines, "\n"):gsub("%s+$", "")
@@ -75,7 +70,8 @@ end
 -- .u8 links are skipped, and a file whose contents repeat an earlier one (a link under another
 -- name) is listed once, under its first name in sorted order.
 function text.fortune_categories(opts)
-  opts = opts or {}
+  opts = ft.check_options("ft.text.fortune_categories", opts, {"dir"})
+  ft.check.string("ft.text.fortune_categories", "dir", opts.dir)
   local dir = fortunes_dir(opts)
   local ok, listing = pcall(ft._listdir, dir)
   if not ok then
@@ -89,7 +85,7 @@ function text.fortune_categories(opts)
   table.sort(names)
   local seen, out = {}, {}
   for _, name in ipairs(names) do
-    local content = read_all(dir .. "/" .. name, "ft.text.fortunes")
+    local content = read_file(dir .. "/" .. name)
     if not seen[content] then
       seen[content] = true
       out[#out + 1] = name
@@ -106,10 +102,10 @@ end
 -- opts: dir=, categories = {names} (only these; an unknown name is an error),
 -- exclude = {names} (left out, e.g. categories held out for fine-tuning).
 function text.fortunes(opts)
-  opts = opts or {}
   local where = "ft.text.fortunes"
+  opts = ft.check_options(where, opts, {"dir", "categories", "exclude"})
   local dir = fortunes_dir(opts)
-  local available = text.fortune_categories(opts)
+  local available = text.fortune_categories({dir = opts.dir})
   local exclude = as_set(opts.exclude, "exclude", where)
   local wanted
   if opts.categories ~= nil then
@@ -164,7 +160,8 @@ end
 -- validation list as it was. opts: {val_fraction = 0.1, test_fraction = 0, seed = 1}.
 -- -> train, val, test
 function text.split(entries, opts)
-  opts = opts or {}
+  opts = ft.check_options("ft.text.split", opts, {"val_fraction", "test_fraction", "seed"})
+  if type(entries) ~= "table" then error("ft.text.split: entries must be a list, got " .. type(entries), 2) end
   local frac = opts.val_fraction or 0.1
   local test_frac = opts.test_fraction or 0
   local seed = opts.seed or 1
@@ -192,6 +189,8 @@ end
 local Stream = {}
 Stream.__index = Stream
 Stream.__name = "ft.text.ByteStream"
+--- ft.text.ByteStream: a token stream made by text.byte_dataset, drawn from in windows of
+-- context + 1 tokens (stream:batch(B), stream:windows(batch_size)); #stream is its length.
 text.ByteStream = Stream
 
 --- A byte-level stream for next-token training: entries joined with the separator after
@@ -199,8 +198,8 @@ text.ByteStream = Stream
 -- separator = text.EOT, tokenizer = ft.tokenizer.bytes()}.
 -- Fields: ids (int64 [N]), context, n_entries, separator, tokenizer.
 function text.byte_dataset(entries, opts)
-  opts = opts or {}
   local where = "ft.text.byte_dataset"
+  opts = ft.check_options(where, opts, {"context", "separator", "tokenizer"})
   local T = opts.context
   if math.type(T) ~= "integer" or T < 1 then error(where .. ": context must be a positive integer, got " .. tostring(T), 2) end
   local sep = opts.separator or text.EOT
@@ -254,9 +253,11 @@ end
 -- validation losses. opts.max_windows = n keeps n windows evenly spread over the stream
 -- (a cheaper estimate that still covers every part of it).
 function Stream:windows(batch_size, opts)
-  batch_size = batch_size or 16
+  local where = "ft.text.ByteStream:windows"
+  opts = ft.check_options(where, opts, {"max_windows"})
+  batch_size = ft.check.integer(where, "batch_size", batch_size, 16, {min = 1})
   local total, T = self:num_windows(), self.context
-  local n = math.min(total, opts and opts.max_windows or total)
+  local n = math.min(total, ft.check.integer(where, "max_windows", opts.max_windows, total, {min = 1}))
   local done = 0
   return function()
     if done >= n then return nil end
@@ -276,11 +277,12 @@ end
 -- -> train, val (ByteStreams), info {categories = {names used}, held_out = {names},
 --    train_entries =, val_entries =}
 function text.fortune_datasets(opts)
-  opts = opts or {}
+  opts = ft.check_options("ft.text.fortune_datasets", opts, {"context", "held_out", "val_fraction", "seed",
+    "separator", "dir"})
   local held_out = opts.held_out or {}
   if type(held_out) == "string" then held_out = { held_out } end
   local available = {}
-  for _, name in ipairs(text.fortune_categories(opts)) do available[name] = true end
+  for _, name in ipairs(text.fortune_categories({dir = opts.dir})) do available[name] = true end
   for _, name in ipairs(held_out) do
     if not available[name] then
       error(("ft.text.fortune_datasets: held-out category '%s' is not in %s"):format(name, fortunes_dir(opts)), 2)

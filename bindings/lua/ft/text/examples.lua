@@ -4,13 +4,8 @@
 -- for fine-tuning. ft.text re-exports everything here.
 local ft = require "ft"
 
-local function read_all(path, where)
-  local f, err = io.open(path, "rb")
-  if not f then error(("%s: cannot read %s"):format(where, err), 0) end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+-- Whole files through the one reader (ft.fs.read: an error names the file).
+local read_file = require("ft.fs").read
 
 local corpus = require "ft.text.corpus"
 
@@ -104,6 +99,8 @@ end
 -- assistant message ends with ft.text.EOT). add_generation_prompt (default true) appends
 -- "<|assistant|>\n" for the model to continue.
 function text.format_chat(messages, opts)
+  opts = ft.check_options("ft.text.format_chat", opts, {"add_generation_prompt"})
+  ft.check.boolean("ft.text.format_chat", "add_generation_prompt", opts.add_generation_prompt)
   check_messages(messages, "ft.text.format_chat", 2)
   local parts = {}
   for _, seg in ipairs(segments({ messages = messages }, "chat")) do
@@ -113,8 +110,9 @@ function text.format_chat(messages, opts)
   return table.concat(parts)
 end
 
-local function eos_id_of(tok, opts)
-  return (opts and opts.eos_id) or tok.eos_token_id or corpus.EOT_ID
+local function eos_id_of(tok, opts, where)
+  local eos = ft.check.integer(where, "eos_id", opts and opts.eos_id, nil, {min = 1})
+  return eos or tok.eos_token_id or corpus.EOT_ID
 end
 
 local function check_tokenizer(tok, where)
@@ -146,7 +144,7 @@ end
 -- place (ex.where = "file:line") in errors.
 local function encode_arrays(tok, ex, opts, where)
   local kind = example_kind(ex, type(ex) == "table" and ex.where and where .. ": " .. ex.where or where, 3)
-  return encode_segments(tok, segments(ex, kind), eos_id_of(tok, opts))
+  return encode_segments(tok, segments(ex, kind), eos_id_of(tok, opts, where))
 end
 
 local function check_context(context, where)
@@ -164,7 +162,7 @@ end
 -- ft.text.EOT_ID (the byte tokenizer's "\0"), and stands in for each EOT of the template.
 function text.encode_example(tok, ex, opts)
   local where = "ft.text.encode_example"
-  opts = opts or {}
+  opts = ft.check_options(where, opts, {"context", "eos_id"})
   check_tokenizer(tok, where)
   check_context(opts.context, where)
   local ids, labels = encode_arrays(tok, ex, opts, where)
@@ -178,6 +176,7 @@ end
 -- assistant message, followed by "<|assistant|>\n" ({messages}).
 function text.encode_prompt(tok, ex, opts)
   local where = "ft.text.encode_prompt"
+  opts = ft.check_options(where, opts, {"eos_id"})
   check_tokenizer(tok, where)
   local segs
   if type(ex) == "table" and ex.messages ~= nil then
@@ -193,7 +192,7 @@ function text.encode_prompt(tok, ex, opts)
   else
     error(where .. ": expected an example {prompt =}, {text =} or {messages =}", 2)
   end
-  return ft.tensor((encode_segments(tok, segs, eos_id_of(tok, opts))), { dtype = "int64" })
+  return ft.tensor((encode_segments(tok, segs, eos_id_of(tok, opts, where))), { dtype = "int64" })
 end
 
 --- collate(list of {ids, labels}, {pad_id = ft.text.EOT_ID, padding_side = "right", context =,
@@ -204,8 +203,8 @@ end
 -- keeps each example's first T tokens.
 function text.collate(items, opts)
   local where = "ft.text.collate"
-  opts = opts or {}
-  local pad = opts.pad_id or corpus.EOT_ID
+  opts = ft.check_options(where, opts, {"pad_id", "padding_side", "context", "pad_to_multiple_of"})
+  local pad = ft.check.integer(where, "pad_id", opts.pad_id, corpus.EOT_ID)
   local side = opts.padding_side or "right"
   if side ~= "right" and side ~= "left" then
     error(where .. ": padding_side must be 'right' or 'left', got '" .. tostring(side) .. "'", 2)
@@ -277,6 +276,8 @@ end
 local Examples = {}
 Examples.__index = Examples
 Examples.__name = "ft.text.ExampleSet"
+--- ft.text.ExampleSet: examples encoded once by text.example_dataset, batched with
+-- set:batch(B) or set:batches(batch_size); #set is the number of examples.
 text.ExampleSet = Examples
 
 --- A set of examples encoded once: example_dataset(examples, {tokenizer = bytes, context =,
@@ -288,7 +289,8 @@ text.ExampleSet = Examples
 -- examples.
 function text.example_dataset(examples, opts)
   local where = "ft.text.example_dataset"
-  opts = opts or {}
+  opts = ft.check_options(where, opts, {"tokenizer", "context", "overflow", "eos_id", "pad_to_multiple_of"})
+  ft.check.integer(where, "pad_to_multiple_of", opts.pad_to_multiple_of, nil, {min = 1})
   if type(examples) ~= "table" then error(where .. ": a list of examples expected, got " .. type(examples), 2) end
   check_context(opts.context, where)
   local overflow = opts.overflow or "split"
@@ -334,7 +336,10 @@ end
 -- (shuffled with ft's RNG; default in order). b = {input_ids, attention_mask, labels, indices}
 -- (indices: the windows' positions in set.windows).
 function Examples:batches(batch_size, opts)
-  batch_size = batch_size or 8
+  local where = "ft.text.ExampleSet:batches"
+  opts = ft.check_options(where, opts, {"shuffle"})
+  ft.check.boolean(where, "shuffle", opts.shuffle)
+  batch_size = ft.check.integer(where, "batch_size", batch_size, 8, {min = 1})
   local n = #self.windows
   local order
   if opts and opts.shuffle then order = ft.randperm(n):totable()
@@ -368,7 +373,8 @@ end
 --     perplexity = exp(loss), tokens = count, examples = count}
 function text.perplexity(model, data, opts)
   local where = "ft.text.perplexity"
-  opts = opts or {}
+  opts = ft.check_options(where, opts, {"context", "batch_size", "tokenizer", "eos_id"})
+  ft.check.integer(where, "batch_size", opts.batch_size, nil, {min = 1})
   if getmetatable(data) ~= Examples then
     data = text.example_dataset(data, { tokenizer = opts.tokenizer, eos_id = opts.eos_id })
   end
@@ -436,9 +442,9 @@ end
 -- Errors name the file and line: "notes.jsonl:3: message 2 has role 'bot'; ...".
 function text.read_examples(path, opts)
   local where = "ft.text.read_examples"
-  opts = opts or {}
+  opts = ft.check_options(where, opts, {"format", "split"})
   if type(path) ~= "string" then error(where .. ": a file path expected, got " .. type(path), 2) end
-  local s = read_all(path, where):gsub("^\239\187\191", "")   -- a UTF-8 byte-order mark
+  local s = read_file(path):gsub("^\239\187\191", "")   -- a UTF-8 byte-order mark
   local lines = {}
   for line in (s .. "\n"):gmatch("(.-)\r?\n") do lines[#lines + 1] = line end
   if s:sub(-1) == "\n" then lines[#lines] = nil end
@@ -499,7 +505,7 @@ end
 -- info = {category =, train_entries =, val_entries =, test_entries =}.
 function text.category_datasets(name, opts)
   local where = "ft.text.category_datasets"
-  opts = opts or {}
+  opts = ft.check_options(where, opts, {"context", "val_fraction", "test_fraction", "seed", "tokenizer", "dir"})
   if type(name) ~= "string" then error(where .. ": a category name expected, got " .. type(name), 2) end
   local ok, by_category = pcall(corpus.fortunes, { dir = opts.dir, categories = { name } })
   if not ok then error((tostring(by_category):gsub("^ft%.text%.fortunes", where)), 2) end

@@ -19,7 +19,9 @@ Bytes.__name = "ft.tokenizer.Bytes"
 
 --- The byte-level tokenizer. opts: {pad_id = 1} (the id used to pad batches).
 function tokenizer.bytes(opts)
-  return setmetatable({ vocab_size = 256, pad_id = (opts and opts.pad_id) or 1 }, Bytes)
+  opts = ft.check_options("ft.tokenizer.bytes", opts, {"pad_id"})
+  local pad_id = ft.check.integer("ft.tokenizer.bytes", "pad_id", opts.pad_id, 1, {min = 1, max = 256})
+  return setmetatable({ vocab_size = 256, pad_id = pad_id }, Bytes)
 end
 
 -- Lua array of the ids of s.
@@ -65,7 +67,11 @@ end
 --- encode_batch({str, ...}, {padding_side = "right" | "left", pad_id =}) ->
 -- {input_ids = int64 [B, Tmax], attention_mask = int64 [B, Tmax] (1 = token, 0 = padding)}
 function Bytes:encode_batch(strings, opts)
-  opts = opts or {}
+  opts = ft.check_options("ft.tokenizer.encode_batch", opts, {"padding_side", "pad_id"})
+  ft.check.integer("ft.tokenizer.encode_batch", "pad_id", opts.pad_id)
+  if type(strings) ~= "table" then
+    error("ft.tokenizer.encode_batch: a list of strings expected, got " .. type(strings), 2)
+  end
   local side = opts.padding_side or "right"
   if side ~= "right" and side ~= "left" then
     error("ft.tokenizer: padding_side must be 'right' or 'left', got '" .. tostring(side) .. "'", 2)
@@ -73,6 +79,9 @@ function Bytes:encode_batch(strings, opts)
   local pad = opts.pad_id or self.pad_id
   local rows, width = {}, 0
   for i, s in ipairs(strings) do
+    if type(s) ~= "string" then
+      error(("ft.tokenizer.encode_batch: entry %d is a %s, not a string"):format(i, type(s)), 2)
+    end
     rows[i] = byte_ids(s)
     width = math.max(width, #rows[i])
   end
@@ -93,6 +102,15 @@ end
 --- decode_batch(ids [B,T], {attention_mask=}) -> array of strings (padding dropped when a
 -- mask is given).
 function Bytes:decode_batch(ids, opts)
+  opts = ft.check_options("ft.tokenizer.decode_batch", opts, {"attention_mask"})
+  if not ft.is_tensor(ids) or ids:dim() ~= 2 then
+    error("ft.tokenizer.decode_batch: ids must be a 2-D tensor [B,T], got " .. ft.check.show(ids), 2)
+  end
+  if opts.attention_mask ~= nil and not (ft.is_tensor(opts.attention_mask)
+      and table.concat(opts.attention_mask:shape(), ",") == table.concat(ids:shape(), ",")) then
+    error("ft.tokenizer.decode_batch: attention_mask must be a tensor of the ids' shape, got "
+          .. ft.check.show(opts.attention_mask), 2)
+  end
   local rows = ids:totable()
   local mask = opts and opts.attention_mask and opts.attention_mask:totable()
   local out = {}

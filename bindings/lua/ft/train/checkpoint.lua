@@ -41,6 +41,9 @@ end
 function M.save(path, state)
   if type(path) ~= "string" then error("ft.train.save_checkpoint: path must be a string, got " .. type(path), 2) end
   if type(state) ~= "table" then error("ft.train.save_checkpoint: expected a table of what to save", 2) end
+  ft.check_options("ft.train.save_checkpoint", state, {"model", "optimizer", "scheduler", "step", "epoch",
+    "extra", "tensors", "rng"})
+  ft.check.boolean("ft.train.save_checkpoint", "rng", state.rng)
   check_object(state.model, "model", "state_dict", "save_checkpoint")
   check_object(state.optimizer, "optimizer", "state_dict", "save_checkpoint")
   check_object(state.scheduler, "scheduler", "state_dict", "save_checkpoint")
@@ -79,7 +82,7 @@ function M.save(path, state)
   local meta = {checkpoint = KIND, checkpoint_version = VERSION, step = step, extra = extra}
   if state.epoch then meta.epoch = state.epoch end
   fs.mkdir_for(path, "ft.train.save_checkpoint")
-  local saved, err = pcall(ft.save, path, tensors, {meta = meta})
+  local saved, err = pcall(ft.save, path, tensors, {metadata = meta})
   if not saved then
     error("ft.train.save_checkpoint: " .. tostring(err):gsub("^[^:\n]*:%d+: ", ""), 2)
   end
@@ -103,7 +106,9 @@ end
 -- and scheduler state) and ft's RNG (unless rng = false). Asking for a part the file lacks
 -- is an error.
 function M.load(path, opts)
-  opts = opts or {}
+  opts = ft.check_options("ft.train.load_checkpoint", opts, {"model", "optimizer", "scheduler", "strict", "rng"})
+  ft.check.boolean("ft.train.load_checkpoint", "strict", opts.strict)
+  ft.check.boolean("ft.train.load_checkpoint", "rng", opts.rng)
   if type(path) ~= "string" then error("ft.train.load_checkpoint: path must be a string, got " .. type(path), 2) end
   check_object(opts.model, "model", "load_state_dict", "load_checkpoint")
   check_object(opts.optimizer, "optimizer", "load_state_dict", "load_checkpoint")

@@ -26,8 +26,7 @@ local fs = require "ft.fs"
 -- the ETA). unit and items_per_step name and count what the rate measures; without
 -- items the rate is in steps/s.
 function M.Logger(opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("ft.train.Logger: options must be a table, got " .. type(opts), 2) end
+  opts = ft.check_options("ft.train.Logger", opts, {"path", "total", "every", "unit", "items_per_step"})
   local every = opts.every or 10
   if math.type(every) ~= "integer" or every < 1 then
     error("ft.train.Logger: every must be a positive integer, got " .. tostring(every), 2)
@@ -38,6 +37,9 @@ function M.Logger(opts)
   if opts.total ~= nil and math.type(opts.total) ~= "integer" then
     error("ft.train.Logger: total must be an integer, got " .. tostring(opts.total), 2)
   end
+  ft.check.integer("ft.train.Logger", "total", opts.total, nil, {min = 0})
+  ft.check.string("ft.train.Logger", "unit", opts.unit)
+  ft.check.number("ft.train.Logger", "items_per_step", opts.items_per_step, nil, {above = 0})
   return setmetatable({
     path = opts.path, total = opts.total, every = every, unit = opts.unit or "items",
     items_per_step = opts.items_per_step,

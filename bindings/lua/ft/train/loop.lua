@@ -30,10 +30,7 @@ local checkpoint = require "ft.train.checkpoint"
 local file_exists = require("ft.fs").exists
 
 local function positive_integer(v, what)
-  if v ~= nil and (math.type(v) ~= "integer" or v < 1) then
-    error(("ft.train.loop: %s must be a positive integer, got %s"):format(what, tostring(v)), 4)
-  end
-  return v
+  return ft.check.integer("ft.train.loop", what, v, nil, {min = 1})
 end
 
 -- An array of batches as a loader: same interface (iter, #, epoch), fixed order.
@@ -56,11 +53,22 @@ end
 
 local function check(opts)
   if type(opts) ~= "table" then error("ft.train.loop: expected a table of options", 3) end
-  local known = {steps = 1, epochs = 1, loader = 1, next_batch = 1, step = 1, evaluate = 1, eval_every = 1,
-    model = 1, optimizer = 1, scheduler = 1, checkpoint = 1, checkpoint_every = 1, resume = 1, logger = 1,
-    early_stopping = 1, state = 1, stop_at = 1}
-  for k in pairs(opts) do
-    if not known[k] then error(("ft.train.loop: unknown option '%s'"):format(tostring(k)), 3) end
+  ft.check_options("ft.train.loop", opts, {"steps", "epochs", "loader", "next_batch", "step", "evaluate",
+    "eval_every", "model", "optimizer", "scheduler", "checkpoint", "checkpoint_every", "resume", "logger",
+    "early_stopping", "state", "stop_at"})
+  ft.check.boolean("ft.train.loop", "resume", opts.resume)
+  for _, key in ipairs{"model", "optimizer", "scheduler"} do
+    local v = opts[key]
+    if v ~= nil and (type(v) ~= "table" or type(v.state_dict) ~= "function") then
+      ft.check.fail("ft.train.loop", key, "an object with a state_dict method", v)
+    end
+  end
+  if opts.logger ~= nil and (type(opts.logger) ~= "table" or type(opts.logger.step) ~= "function") then
+    ft.check.fail("ft.train.loop", "logger", "an ft.train.Logger", opts.logger)
+  end
+  local es = opts.early_stopping
+  if es ~= nil and (type(es) ~= "table" or type(es.update) ~= "function") then
+    ft.check.fail("ft.train.loop", "early_stopping", "an ft.train.EarlyStopping", opts.early_stopping)
   end
   if type(opts.step) ~= "function" then
     error("ft.train.loop: step must be a function(batch, step) -> loss, got " .. type(opts.step), 3)

@@ -1,0 +1,302 @@
+-- ft.help.builtins: the documentation of the functions the C module defines (bindings/*.c),
+-- which have no Lua source for ft.help to read. ft.help and docs/gen_api.lua read it; the
+-- docs test fails when a public C function has no entry here or an entry names nothing.
+--
+-- One entry per public name, { name, text }, in the format of the `---` doc comments: the
+-- first line says what it does and how it is called, the next lines add what a caller needs.
+-- A name is the path a user types: "ft.zeros", "ft.image.load", "ft.Tensor:matmul" (a method,
+-- t:matmul(u)). A function bound under two names (ft.exp and t:exp) has one entry.
+return {
+  -- ---- the module and the tensor class ------------------------------------------------------
+  { "ft", [=[
+ft: tensors with reverse-mode autograd, layers, optimizers and file formats for fine-tuning.
+local ft = require "ft" (preloaded as the global ft in ftlua). The C module defines tensors,
+their math and the file formats; its Lua submodules load on first use: ft.nn, ft.optim,
+ft.peft, ft.train, ft.data, ft.text, ft.models, ft.plot ... (ft.foo is bindings/lua/ft/foo.lua).
+Dims, positions and every index value are 1-based; negative dims count from the end.]=] },
+  { "ft.Tensor", kind = "class", [=[
+ft.Tensor: the tensor class (float32 or int64 values, a shape of up to 8 dims) and its methods.
+Made by ft.tensor, ft.zeros, ft.randn ...; methods are called as t:matmul(u). Operators
+t + u, t - u, t * u, t / u, t ^ p, -t work elementwise with broadcasting (numbers allowed);
+#t is t:size(1); t[i] is t:select(1, i). Fields: t.requires_grad (read and assigned),
+t.grad, t.is_leaf, t.grad_fn. print(t) shows the values, then the dtype and shape.]=] },
+
+  -- ---- creation -------------------------------------------------------------------------------
+  { "ft.tensor", [=[
+ft.tensor(data [, {dtype=, requires_grad=}]): a new tensor from nested tables, a number or a tensor.
+ft.tensor({{1, 2}, {3, 4}}) is 2x2 float32; dtype "int64" keeps integers exact; a tensor is
+copied (detached). Ragged tables and non-numbers are errors.]=] },
+  { "ft.zeros", [=[
+ft.zeros(d1, d2, ... [, opts]) or ft.zeros({d1, d2, ...} [, opts]): a tensor filled with 0.
+opts: {dtype = "float32" | "int64", requires_grad = false}.]=] },
+  { "ft.ones", [=[
+ft.ones(d1, d2, ... [, opts]) or ft.ones({d1, ...} [, opts]): a tensor filled with 1 (options as ft.zeros).]=] },
+  { "ft.empty", [=[
+ft.empty(d1, d2, ... [, opts]): a new tensor of that shape (zero-filled here; options as ft.zeros).]=] },
+  { "ft.full", [=[
+ft.full({d1, d2, ...}, value [, opts]): a tensor filled with value (options as ft.zeros).]=] },
+  { "ft.randn", [=[
+ft.randn(d1, d2, ... [, {requires_grad=}]): float32 samples of the standard normal distribution.
+Drawn from the one generator seeded by ft.manual_seed.]=] },
+  { "ft.rand", [=[
+ft.rand(d1, d2, ... [, {requires_grad=}]): float32 samples uniform in [0, 1).]=] },
+  { "ft.randint", [=[
+ft.randint(low, high, shape): int64 integers uniform in [low, high], both ends included.
+shape is a table {d1, ...} or integers.]=] },
+  { "ft.randperm", [=[
+ft.randperm(n): a random permutation of 1..n as an int64 tensor.]=] },
+  { "ft.arange", [=[
+ft.arange([start,] stop [, step] [, {dtype=}]): start, start + step, ... below stop (as torch.arange).
+int64 when every argument is an integer, float32 otherwise: ft.arange(0, 10) is 0..9.]=] },
+  { "ft.zeros_like", [=[
+ft.zeros_like(t [, {dtype=}]): zeros of t's shape and dtype.]=] },
+  { "ft.ones_like", [=[
+ft.ones_like(t [, {dtype=}]): ones of t's shape and dtype.]=] },
+  { "ft.randn_like", [=[
+ft.randn_like(t): standard normal samples of t's shape.]=] },
+  { "ft.is_tensor", [=[
+ft.is_tensor(v): true when v is a tensor.]=] },
+
+  -- ---- runtime ---------------------------------------------------------------------------------
+  { "ft.manual_seed", [=[
+ft.manual_seed(seed): seeds the one generator behind randn, rand, randint, dropout and shuffles.
+The same seed and thread count give the same numbers.]=] },
+  { "ft.set_num_threads", [=[
+ft.set_num_threads(n): threads for OpenMP loops and OpenBLAS together (default: the cores).]=] },
+  { "ft.get_num_threads", [=[
+ft.get_num_threads(): the number of threads ops use.]=] },
+  { "ft.get_rng_state", [=[
+ft.get_rng_state(): the generator's state as an int64 tensor of 4 words, for checkpoints.]=] },
+  { "ft.set_rng_state", [=[
+ft.set_rng_state(state): restores a state from ft.get_rng_state(), so a resumed run draws the same numbers.]=] },
+  { "ft.isatty", [=[
+ft.isatty([file or fd]): true when the file (default: stderr) is a terminal (for progress bars).]=] },
+  { "ft.clock", [=[
+ft.clock(): monotonic wall-clock seconds, for timing and ETAs.]=] },
+  { "ft.live_bytes", [=[
+ft.live_bytes(): bytes held by tensor storages now.]=] },
+  { "ft.peak_bytes", [=[
+ft.peak_bytes(): the most ft.live_bytes() reached since the last ft.reset_peak_bytes().]=] },
+  { "ft.reset_peak_bytes", [=[
+ft.reset_peak_bytes(): starts a new peak measurement at the current live bytes.]=] },
+  { "ft.empty_cache", [=[
+ft.empty_cache(): returns the allocator's cached free blocks to the system.]=] },
+  { "ft.check_options", [=[
+ft.check_options(where, opts, valid_names): opts (or {} for nil), after checking its keys.
+An unknown key is an error naming where, the key, the valid names and the nearest one:
+"ft.nn.Conv2d: unknown option 'paddding' (valid options: ...); did you mean 'padding'?".]=] },
+
+  -- ---- autograd ----------------------------------------------------------------------------------
+  { "ft.no_grad", [=[
+ft.no_grad(fn, ...): runs fn(...) without recording the graph and returns what fn returns.
+The previous grad mode comes back even when fn raises an error.]=] },
+  { "ft.enable_grad", [=[
+ft.enable_grad(fn, ...): runs fn(...) with graph recording on (inside ft.no_grad) and returns its results.]=] },
+  { "ft.is_grad_enabled", [=[
+ft.is_grad_enabled(): true when ops record the graph for backward.]=] },
+  { "ft.set_grad_enabled", [=[
+ft.set_grad_enabled(flag): turns graph recording on or off (prefer ft.no_grad(fn), which restores it).]=] },
+  { "ft.backward", [=[
+ft.backward(t [, grad] [, {retain_graph = false}]) or t:backward(...): backpropagates from t.
+Accumulates into the .grad of the leaves that require grad; grad may be left out for a one-element t.
+The graph is freed unless retain_graph is true.]=] },
+
+  -- ---- inspection -------------------------------------------------------------------------------------
+  { "ft.Tensor:shape", [=[
+t:shape(): the sizes as a table, {2, 3} for a 2x3 tensor ({} for a scalar).]=] },
+  { "ft.Tensor:size", [=[
+t:size([dim]): the size of dim (1-based, negative from the end), or the shape table without dim.]=] },
+  { "ft.Tensor:stride", [=[
+t:stride(dim): the stride of dim in elements (how far apart its neighbours are in storage).]=] },
+  { "ft.Tensor:dim", [=[
+t:dim(): the number of dims (0 for a scalar).]=] },
+  { "ft.Tensor:numel", [=[
+t:numel(): the number of elements.]=] },
+  { "ft.Tensor:dtype", [=[
+t:dtype(): "float32" or "int64".]=] },
+  { "ft.Tensor:item", [=[
+t:item(): the value of a one-element tensor as a Lua number (an integer for int64).]=] },
+  { "ft.Tensor:totable", [=[
+t:totable(): the values as nested Lua tables (a number for a scalar).]=] },
+  { "ft.Tensor:is_contiguous", [=[
+t:is_contiguous(): true when the elements are laid out densely in row-major order.]=] },
+
+  -- ---- views and copies ------------------------------------------------------------------------------
+  { "ft.Tensor:view", [=[
+t:view(d1, d2, ...) or t:view({...}): the same storage with a new shape (one size may be -1).
+t must be contiguous; t:reshape copies when it is not.]=] },
+  { "ft.Tensor:reshape", [=[
+t:reshape(d1, d2, ...) or t:reshape({...}): t with a new shape; a view when possible, else a copy.]=] },
+  { "ft.Tensor:t", [=[
+t:t(): the transpose of a 2-dim tensor (a view); a 1-dim tensor is returned as it is.]=] },
+  { "ft.Tensor:transpose", [=[
+t:transpose(dim1, dim2): a view with the two dims swapped.]=] },
+  { "ft.Tensor:permute", [=[
+t:permute(d1, d2, ...): a view with the dims in the given order (a permutation of 1..t:dim()).]=] },
+  { "ft.Tensor:narrow", [=[
+t:narrow(dim, start, length): a view of positions start .. start + length - 1 of dim (1-based).]=] },
+  { "ft.Tensor:select", [=[
+t:select(dim, i): the slice at position i of dim (1-based, negative from the end), one dim fewer.
+t[i] is t:select(1, i).]=] },
+  { "ft.Tensor:squeeze", [=[
+t:squeeze([dim]): a view without dim (or without every dim) of size 1.]=] },
+  { "ft.Tensor:unsqueeze", [=[
+t:unsqueeze(dim): a view with a new dim of size 1 at dim.]=] },
+  { "ft.Tensor:expand", [=[
+t:expand(d1, d2, ...) or t:expand({...}): a broadcast view; sizes of 1 repeat, -1 keeps a size.]=] },
+  { "ft.Tensor:contiguous", [=[
+t:contiguous(): t itself when contiguous, else a dense copy.]=] },
+  { "ft.Tensor:clone", [=[
+t:clone(): a copy with its own storage (gradients flow back to t).]=] },
+  { "ft.Tensor:detach", [=[
+t:detach(): a view of the same storage outside the graph (no grad_fn, requires_grad false).]=] },
+  { "ft.Tensor:to", [=[
+t:to(dtype): t converted to "float32" or "int64" (t itself when it already has that dtype).]=] },
+  { "ft.Tensor:float", [=[
+t:float(): t:to("float32").]=] },
+  { "ft.Tensor:long", [=[
+t:long(): t:to("int64") (values truncated toward zero).]=] },
+
+  -- ---- in place -------------------------------------------------------------------------------------------
+  { "ft.Tensor:fill_", [=[
+t:fill_(value): sets every element to value, in place; returns t.]=] },
+  { "ft.Tensor:zero_", [=[
+t:zero_(): sets every element to 0, in place; returns t.]=] },
+  { "ft.Tensor:copy_", [=[
+t:copy_(src): copies src's values (broadcast to t's shape) into t, in place; returns t.]=] },
+  { "ft.Tensor:uniform_", [=[
+t:uniform_([low = 0, high = 1]): fills t with uniform samples in [low, high), in place; returns t.]=] },
+  { "ft.Tensor:normal_", [=[
+t:normal_([mean = 0, std = 1]): fills t with normal samples, in place; returns t.]=] },
+  { "ft.Tensor:add_", [=[
+t:add_(u [, alpha = 1]): t = t + alpha * u in place (u a tensor or a number); returns t.]=] },
+  { "ft.Tensor:mul_", [=[
+t:mul_(u): t = t * u in place (u a tensor or a number); returns t.]=] },
+  { "ft.Tensor:requires_grad_", [=[
+t:requires_grad_([flag = true]): sets t.requires_grad on a leaf; returns t.]=] },
+
+  -- ---- elementwise math ------------------------------------------------------------------------------------
+  { "ft.Tensor:add", [=[
+t:add(u) or t + u: the elementwise sum, broadcasting; u may be a number or a nested table.]=] },
+  { "ft.Tensor:sub", [=[
+t:sub(u) or t - u: the elementwise difference, broadcasting.]=] },
+  { "ft.Tensor:mul", [=[
+t:mul(u) or t * u: the elementwise product, broadcasting (t:matmul is the matrix product).]=] },
+  { "ft.Tensor:div", [=[
+t:div(u) or t / u: the elementwise quotient, broadcasting.]=] },
+  { "ft.Tensor:pow", [=[
+t:pow(p) or t ^ p: elementwise power; p a number or a tensor.]=] },
+  { "ft.Tensor:neg", [=[
+t:neg() or -t: the elementwise negation.]=] },
+  { "ft.Tensor:exp", [=[
+t:exp() or ft.exp(t): e^x elementwise.]=] },
+  { "ft.Tensor:log", [=[
+t:log() or ft.log(t): the natural logarithm elementwise.]=] },
+  { "ft.Tensor:sqrt", [=[
+t:sqrt() or ft.sqrt(t): the square root elementwise.]=] },
+  { "ft.Tensor:abs", [=[
+t:abs() or ft.abs(t): the absolute value elementwise.]=] },
+  { "ft.Tensor:tanh", [=[
+t:tanh() or ft.tanh(t): the hyperbolic tangent elementwise.]=] },
+  { "ft.Tensor:sigmoid", [=[
+t:sigmoid() or ft.sigmoid(t): 1 / (1 + e^-x) elementwise.]=] },
+  { "ft.Tensor:relu", [=[
+t:relu() or ft.relu(t): max(x, 0) elementwise.]=] },
+  { "ft.Tensor:silu", [=[
+t:silu() or ft.silu(t): x * sigmoid(x) elementwise (also F.silu).]=] },
+  { "ft.Tensor:gelu", [=[
+t:gelu([approximate]): GELU, exact (erf, "none") or the "tanh" form; also t:gelu{approximate = "tanh"}.]=] },
+  { "ft.Tensor:clamp", [=[
+t:clamp([low] [, high]): values limited to [low, high]; nil leaves that side open.]=] },
+  { "ft.Tensor:masked_fill", [=[
+t:masked_fill(mask, value): t with value where mask (broadcast to t's shape) is non-zero.]=] },
+  { "ft.where", [=[
+ft.where(cond, a, b): a where cond is non-zero, else b, elementwise with broadcasting; a and b may be numbers.]=] },
+
+  -- ---- comparisons ----------------------------------------------------------------------------------------
+  { "ft.Tensor:eq", [=[
+t:eq(u): 1 where t == u, else 0 (u a tensor or a number, broadcasting).]=] },
+  { "ft.Tensor:ne", [=[
+t:ne(u): 1 where t ~= u, else 0.]=] },
+  { "ft.Tensor:lt", [=[
+t:lt(u): 1 where t < u, else 0.]=] },
+  { "ft.Tensor:le", [=[
+t:le(u): 1 where t <= u, else 0.]=] },
+  { "ft.Tensor:gt", [=[
+t:gt(u): 1 where t > u, else 0.]=] },
+  { "ft.Tensor:ge", [=[
+t:ge(u): 1 where t >= u, else 0.]=] },
+
+  -- ---- reductions ------------------------------------------------------------------------------------------
+  { "ft.Tensor:sum", [=[
+t:sum([dims [, keepdim]]): the sum of every element (a scalar), or over one dim or a list of dims.
+dims: an integer or {1, 2}; keepdim (a boolean) keeps the reduced dims with size 1.]=] },
+  { "ft.Tensor:mean", [=[
+t:mean([dims [, keepdim]]): as t:sum, divided by the number of elements reduced.]=] },
+  { "ft.Tensor:max", [=[
+t:max([dim [, keepdim]]): the largest element (a scalar), or along dim: values, indices (1-based).]=] },
+  { "ft.Tensor:min", [=[
+t:min([dim [, keepdim]]): the smallest element, or along dim: values, indices (1-based).]=] },
+  { "ft.Tensor:argmax", [=[
+t:argmax([dim [, keepdim]]): the 1-based position of the largest element (of the flattened t
+without dim), so class_names[t:argmax(2)[i]:item()] works directly.]=] },
+  { "ft.Tensor:softmax", [=[
+t:softmax(dim): exp(x) / sum(exp(x)) along dim (computed with the max subtracted).]=] },
+  { "ft.Tensor:log_softmax", [=[
+t:log_softmax(dim): log(softmax(x)) along dim, computed stably.]=] },
+
+  -- ---- products, joining, indexing ---------------------------------------------------------------------------
+  { "ft.Tensor:matmul", [=[
+t:matmul(u) or ft.matmul(t, u): the matrix product (OpenBLAS), as torch.matmul.
+1-dim operands are vectors; leading dims of 3+ dim operands are batch dims and broadcast.]=] },
+  { "ft.Tensor:mm", [=[
+t:mm(u): t:matmul(u).]=] },
+  { "ft.Tensor:split", [=[
+t:split(size [, dim = 1]): a list of views of size elements along dim (the last may be smaller).]=] },
+  { "ft.Tensor:index_select", [=[
+t:index_select(dim, index): the slices of dim at the 1-based positions of the int64 tensor index.]=] },
+  { "ft.Tensor:gather", [=[
+t:gather(dim, index): the values of t at the 1-based positions index holds along dim (as torch.gather).]=] },
+  { "ft.cat", [=[
+ft.cat(tensors [, dim = 1]): the tensors of the list joined along dim; other sizes must agree.]=] },
+  { "ft.stack", [=[
+ft.stack(tensors [, dim = 1]): tensors of equal shape joined along a new dim.]=] },
+
+  -- ---- files -------------------------------------------------------------------------------------------------
+  { "ft.save", [=[
+ft.save(path, tensors [, {metadata = {k = v}}]): writes an HDF5 checkpoint, atomically.
+tensors: a flat or nested table of tensors; names are dotted paths ("layer1.0.conv1.weight",
+stored as groups /layer1/0/conv1/weight); metadata values (strings, numbers) become attributes.]=] },
+  { "ft.load", [=[
+ft.load(path): reads an HDF5 checkpoint: a flat table "a.b.c" -> tensor, and its metadata table.
+Every size is checked against the file before anything is allocated.]=] },
+  { "ft.image", [=[
+ft.image: PNG images as C x H x W float32 tensors in [0, 1].]=] },
+  { "ft.image.load", [=[
+ft.image.load(path): a PNG as a C x H x W float32 tensor in [0, 1] (C = 1, 3 or 4).]=] },
+  { "ft.image.save", [=[
+ft.image.save(path, t): writes a C x H x W (or H x W) tensor of values in [0, 1] as a PNG.]=] },
+  { "ft.safetensors", [=[
+ft.safetensors: HuggingFace's safetensors files (model weights, PEFT adapters).]=] },
+  { "ft.safetensors.load", [=[
+ft.safetensors.load(path [, {names = {...}}]): a flat table name -> tensor, and the metadata.
+F64/F32/F16/BF16 become float32, integer dtypes int64 (values as stored: add 1 to 0-based ids).]=] },
+  { "ft.safetensors.save", [=[
+ft.safetensors.save(path, tensors [, {metadata = {k = "v"}, dtype = "F32" | "F16" | "BF16"}]): writes atomically.
+dtype applies to float32 tensors; int64 tensors are stored as I64.]=] },
+  { "ft.safetensors.info", [=[
+ft.safetensors.info(path): the header only, {name = {dtype=, shape=, data_offsets=}}, and the metadata.]=] },
+  { "ft.json", [=[
+ft.json: JSON text to Lua values and back (config.json, adapter_config.json, tokenizer.json).
+Objects become tables, arrays sequences, null the ft.json.null sentinel; integers stay exact.]=] },
+  { "ft.json.decode", [=[
+ft.json.decode(text): the Lua value of a JSON text; invalid JSON is an error naming where.]=] },
+  { "ft.json.encode", [=[
+ft.json.encode(value [, {indent = true | n}]): the JSON text of value (object keys sorted).]=] },
+  { "ft.json.read", [=[
+ft.json.read(path): ft.json.decode of the file's contents.]=] },
+  { "ft.json.write", [=[
+ft.json.write(path, value [, {indent = 2}]): writes value as indented JSON with a final newline, atomically.]=] },
+  { "ft.json.array", [=[
+ft.json.array([t]): t (or a new table) marked to encode as a JSON array even when empty.]=] },
+}

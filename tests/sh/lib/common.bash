@@ -1,0 +1,59 @@
+# Set-up shared by the shell tests in tests/sh (sourced, not run: it sits outside the
+# tests/sh/*.sh glob). After `source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"`:
+#   $ftlua                the ftlua under test (FTLUA, default build/ftlua)
+#   $tmp                  a fresh temporary folder, removed when the test exits
+#   fail MESSAGE          prints "FAIL: MESSAGE" and exits 1
+#   need_fashion_mnist    exits 0 with a SKIP line when Fashion-MNIST is not installed
+#   need_fortunes [CAT]   the same for Debian's fortunes corpus (with category CAT, default science)
+#   run_recipe LOG SCRIPT ARGS...   runs scripts/SCRIPT with ARGS, its output in LOG, shown on failure
+#   is_png FILE           true when FILE starts with the PNG signature
+#   same_weights A B      true when checkpoints A and B hold the same tensors and metadata
+set -euo pipefail
+
+ftlua=${FTLUA:-build/ftlua}
+fashion_mnist_dir=${FT_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
+fortunes_dir=${FT_FORTUNES_DIR:-/usr/share/games/fortunes}
+
+fail() { echo "FAIL: $*"; exit 1; }
+
+need_fashion_mnist() {
+  if [ ! -e "$fashion_mnist_dir/train-images-idx3-ubyte.gz" ] && [ ! -e "$fashion_mnist_dir/train-images-idx3-ubyte" ]; then
+    echo "SKIP: Fashion-MNIST is not installed in $fashion_mnist_dir (Debian package dataset-fashion-mnist)"
+    exit 0
+  fi
+}
+
+need_fortunes() {
+  if [ ! -e "$fortunes_dir/${1:-science}" ]; then
+    echo "SKIP: the fortunes corpus is not installed in $fortunes_dir (Debian package fortunes)"
+    exit 0
+  fi
+}
+
+have_fashion_mnist() { [ -e "$fashion_mnist_dir/train-images-idx3-ubyte.gz" ] || [ -e "$fashion_mnist_dir/train-images-idx3-ubyte" ]; }
+have_fortunes() { [ -e "$fortunes_dir/${1:-science}" ]; }
+
+run_recipe() {
+  local log=$1 script=$2
+  shift 2
+  "$ftlua" "scripts/$script" "$@" > "$log" 2>&1 </dev/null || { cat "$log"; fail "$script $*"; }
+}
+
+same_weights() {
+  "$ftlua" - "$1" "$2" <<'LUA'
+local a, ma = ft.load(arg[1])
+local b, mb = ft.load(arg[2])
+for k, t in pairs(a) do
+  assert(b[k] and ft.tables.same_shape(t, b[k]), "tensor " .. k .. " missing or of another shape")
+  assert(t:eq(b[k]):sum():item() == t:numel(), "tensor " .. k .. " differs")
+end
+for k in pairs(b) do assert(a[k], "extra tensor " .. k) end
+for k, v in pairs(ma) do assert(mb[k] == v, "metadata " .. k .. " differs") end
+for k in pairs(mb) do assert(ma[k] ~= nil, "extra metadata " .. k) end
+LUA
+}
+
+is_png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; }
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
