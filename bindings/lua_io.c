@@ -133,10 +133,9 @@ static int is_names_list(lua_State *L, int idx) {
 }
 
 /* ft.save(path, tensors [, {metadata = {k = v}}]): metadata values are strings or
- * numbers, stored as attributes on "/". The option has the name ft.safetensors.save
- * gives it; the older spelling `meta` is still accepted. */
+ * numbers, stored as attributes on "/" (the option has the name ft.safetensors.save gives it). */
 static int l_save(lua_State *L) {
-    static const char *const options[] = {"metadata", "meta", NULL};
+    static const char *const options[] = {"metadata", NULL};
     const char *path = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     if (is_names_list(L, 3)) lua_settop(L, 2);
@@ -145,11 +144,6 @@ static int l_save(lua_State *L) {
     ft_meta *meta = NULL;
     if (!lua_isnoneornil(L, 3)) {
         int t = lua_getfield(L, 3, "metadata");
-        int old = lua_getfield(L, 3, "meta");
-        if (t != LUA_TNIL && old != LUA_TNIL)
-            luaL_error(L, "ft.save: give 'metadata' or its older name 'meta', not both");
-        if (t == LUA_TNIL) t = old;
-        else lua_pop(L, 1);
         if (t != LUA_TNIL && t != LUA_TTABLE)
             luaL_error(L, "ft.save: option 'metadata' must be a table, got %s", luaL_typename(L, -1));
         if (t == LUA_TTABLE) nmeta = read_meta(L, lua_gettop(L), &meta);

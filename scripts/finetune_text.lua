@@ -459,7 +459,7 @@ local function run(method)
   if method == "full" then
     saved = dir .. "/model.h5"
     -- The metadata of a pretraining checkpoint, so that ft.text.load_checkpoint reads it.
-    ft.save(saved, model:state_dict(), { meta = {
+    ft.save(saved, model:state_dict(), { metadata = {
       model = base_meta.model or "gpt2", config = ft.json.encode(model.config), tokenizer = "bytes",
       held_out = ft.json.encode(base_meta.held_out or {}), separator = ft.json.encode(text.EOT),
       finetuned_from = args.checkpoint, finetuned_on = data.name, step = es.best_step,

@@ -226,10 +226,10 @@ local checkpoint_meta = {
   weight_decay = args.weight_decay, dropout = args.dropout, warmup_steps = warmup, train_seconds = t_train,
   val_fraction = 0.05, train_loss = train_loss, val_loss = val_loss, val_bits_per_byte = val_loss / LN2,
 }
-ft.save(checkpoint_path, model:state_dict(), { meta = checkpoint_meta })
+ft.save(checkpoint_path, model:state_dict(), { metadata = checkpoint_meta })
 if args.save then
   ft.fs.mkdir_for(args.save)
-  ft.save(args.save, model:state_dict(), { meta = checkpoint_meta })
+  ft.save(args.save, model:state_dict(), { metadata = checkpoint_meta })
   log("saved %s", args.save)
 end
 

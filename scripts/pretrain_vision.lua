@@ -234,11 +234,11 @@ local meta = {
   test_acc = test_acc, test_corrupt_acc = corrupt_acc, train_images = train.y:size(1), seconds = seconds,
 }
 local weights = model:state_dict()
-ft.save(checkpoint_path, weights, { meta = meta })
+ft.save(checkpoint_path, weights, { metadata = meta })
 log("saved %s", checkpoint_path)
 if args.save then
   ft.fs.mkdir_for(args.save)
-  ft.save(args.save, weights, { meta = meta })
+  ft.save(args.save, weights, { metadata = meta })
   log("saved %s", args.save)
 end
 os.remove(run:path("checkpoint.h5"))

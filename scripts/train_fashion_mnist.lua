@@ -167,7 +167,7 @@ local meta = {
   model = "resnet_s", num_classes = #train.classes, mean = mean, std = std, epochs = args.epochs,
   batch_size = args.batch_size, lr = args.lr, seed = args.seed, train_images = n_train, test_acc = test_acc,
 }
-ft.save(checkpoint_path, model:state_dict(), { meta = meta })
+ft.save(checkpoint_path, model:state_dict(), { metadata = meta })
 os.remove(run:path("checkpoint.h5"))
 
 local sd, saved_meta = ft.load(checkpoint_path)

@@ -14,7 +14,7 @@ ft.manual_seed(3)
 local config = ft.models.config("gpt-s", { n_layer = 1, n_embd = 32, n_head = 2, n_positions = 96,
   attn_pdrop = 0, embd_pdrop = 0, resid_pdrop = 0 })
 local model = ft.models.new(config)
-ft.save(arg[1], model:state_dict(), { meta = { model = "gpt2", config = ft.json.encode(config),
+ft.save(arg[1], model:state_dict(), { metadata = { model = "gpt2", config = ft.json.encode(config),
   held_out = ft.json.encode({ "computers", "politics", "science", "songs-poems" }),
   separator = ft.json.encode(ft.text.EOT) } })
 EOF

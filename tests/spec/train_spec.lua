@@ -693,7 +693,7 @@ describe("ft.train.loop", function()
       ft.manual_seed(999)
       flat.rng = ft.get_rng_state()
       meta.format = nil   -- written by ft.save itself
-      ft.save(ck, flat, {meta = meta})
+      ft.save(ck, flat, {metadata = meta})
       local ok
       ok, out = run("control", nil, true)
       assert.is_true(ok, out)

@@ -48,7 +48,7 @@ function peft_io.save(model, dir, opts)
   fs.mkdir(dir, where)
   local path = dir .. "/adapter.h5"
   local info = ft.json.encode({ kind = entry.kind, name = name, config = entry.config })
-  ft.save(path, kind_module(entry.kind).state_dict(model, name), { meta = { [META_KEY] = info } })
+  ft.save(path, kind_module(entry.kind).state_dict(model, name), { metadata = { [META_KEY] = info } })
   return path
 end
 
