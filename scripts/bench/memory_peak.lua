@@ -141,8 +141,8 @@ if args.model then return run_one(args.model) end
 local interp_index = -1
 while arg[interp_index - 1] do interp_index = interp_index - 1 end
 local function measure(name)
-  local cmd = ("%q %q --model %s --threads %d%s"):format(arg[interp_index], arg[0], name, args.threads,
-    args.steps and (" --steps " .. args.steps) or "")
+  local cmd = ("%q %q --model %s --threads %d%s%s"):format(arg[interp_index], arg[0], name, args.threads,
+    args.steps and (" --steps " .. args.steps) or "", args.working_set and " --working-set" or "")
   local p = assert(io.popen(cmd))
   local out = p:read("a")
   p:close()
@@ -154,10 +154,12 @@ local function measure(name)
 end
 
 print(("Training-step memory, %d threads, one process per model (%s)"):format(args.threads, _VERSION))
-print(("  %-9s %6s %11s %11s %11s %12s %12s %9s"):format("model", "steps", "held MiB", "peak MiB",
-  "peak RSS", "RSS step 1", "RSS last", "ms/step"))
+print(("  %-9s %6s %9s %9s %9s %9s %11s %9s %9s"):format("model", "steps", "held MiB", "peak MiB",
+  "ws MiB", "peak RSS", "RSS step 1", "RSS last", "ms/step"))
 for _, name in ipairs(MODELS) do
   local r = measure(name)
-  print(("  %-9s %6d %11.1f %11.1f %11.1f %12.1f %12.1f %9.1f"):format(name, args.steps or DEFAULT_STEPS[name],
-    mib(r.held), mib(r.peak), r.hwm_kb / 1024, r.rss_first_kb / 1024, r.rss_last_kb / 1024, r.ms_per_step))
+  print(("  %-9s %6d %9.1f %9.1f %9s %9.1f %11.1f %9.1f %9.1f"):format(name, args.steps or DEFAULT_STEPS[name],
+    mib(r.held), mib(r.peak), args.working_set and ("%.1f"):format(mib(r.working_set)) or "-", r.hwm_kb / 1024,
+    r.rss_first_kb / 1024, r.rss_last_kb / 1024, r.ms_per_step))
 end
+print("  (RSS columns in MiB; ws: the working set, with --working-set)")
