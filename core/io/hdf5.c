@@ -2,7 +2,7 @@
  * ("layer1.0.conv1.weight" -> /layer1/0/conv1/weight), float32 or int64, uncompressed,
  * with metadata as scalar attributes on "/", through the atomic writer. Reading is in
  * hdf5_load.c. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE   /* qsort_r */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -185,7 +185,10 @@ static int write_dataset(hid_t file, hid_t lcpl, const char *name, const ft_tens
     hid_t space = t->ndim ? H5Screate_simple(t->ndim, dims, NULL) : H5Screate(H5S_SCALAR);
     hid_t ftype = t->dtype == FT_INT64 ? H5T_STD_I64LE : H5T_IEEE_F32LE;
     hid_t mtype = t->dtype == FT_INT64 ? H5T_NATIVE_INT64 : H5T_NATIVE_FLOAT;
-    hid_t dset = space >= 0 ? H5Dcreate2(file, h5path, ftype, space, lcpl, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_obj_track_times(dcpl, 0);   /* no timestamps: the same tensors give the same bytes */
+    hid_t dset = space >= 0 ? H5Dcreate2(file, h5path, ftype, space, lcpl, dcpl, H5P_DEFAULT) : -1;
+    H5Pclose(dcpl);
     int rc = dset >= 0 ? 0 : -1;
     if (rc == 0 && ft_numel(t) > 0)
         rc = H5Dwrite(dset, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT,
@@ -214,7 +217,22 @@ static int64_t size_bound(int n, const char *const *names, ft_tensor *const *ten
     return bound;
 }
 
-/* Writes the file at tmp_path; returns 0 or -1 with the failing item in *what. */
+static int cmp_by_string(const void *a, const void *b, void *strings) {
+    const char *const *s = strings;
+    return strcmp(s[*(const int *)a], s[*(const int *)b]);
+}
+
+/* The order 0..n-1 sorted by strings[k] (NULL when out of memory). */
+static int *sorted_order(int n, const char *const *strings) {
+    int *order = malloc((size_t)(n ? n : 1) * sizeof *order);
+    if (!order) return NULL;
+    for (int k = 0; k < n; k++) order[k] = k;
+    qsort_r(order, (size_t)n, sizeof *order, cmp_by_string, (void *)strings);
+    return order;
+}
+
+/* Writes the file at tmp_path, attributes and datasets in name order (the file does not
+ * depend on the order of a Lua table); returns 0 or -1 with the failing item in *what. */
 static int write_file(const char *tmp_path, int n, const char *const *names,
                       ft_tensor *const *tensors, int nmeta, const ft_meta *meta,
                       const char **what) {
@@ -235,12 +253,21 @@ static int write_file(const char *tmp_path, int n, const char *const *names,
         *what = "format";
         rc = -1;
     }
-    for (int k = 0; k < nmeta && rc == 0; k++)
-        if (write_attr(file, &meta[k]) != 0) {
-            *what = meta[k].key;
+    const char **keys = malloc((size_t)(nmeta ? nmeta : 1) * sizeof *keys);
+    for (int k = 0; keys && k < nmeta; k++) keys[k] = meta[k].key;
+    int *meta_order = keys ? sorted_order(nmeta, keys) : NULL;
+    int *order = sorted_order(n, names);
+    if (rc == 0 && (!meta_order || !order)) {
+        snprintf(h5_error, sizeof h5_error, "out of memory");
+        rc = -1;
+    }
+    for (int j = 0; j < nmeta && rc == 0; j++)
+        if (write_attr(file, &meta[meta_order[j]]) != 0) {
+            *what = meta[meta_order[j]].key;
             rc = -1;
         }
-    for (int k = 0; k < n && rc == 0; k++) {
+    for (int j = 0; j < n && rc == 0; j++) {
+        int k = order[j];
         ft_tensor *c = ft_contiguous(tensors[k]);
         if (!c) snprintf(h5_error, sizeof h5_error, "%s", ft_last_error());
         if (!c || write_dataset(file, lcpl, names[k], c) != 0) {
@@ -249,6 +276,9 @@ static int write_file(const char *tmp_path, int n, const char *const *names,
         }
         ft_release(c);
     }
+    free(order);
+    free(meta_order);
+    free(keys);
     H5Pclose(lcpl);
     /* Data is flushed at close. */
     if (H5Fclose(file) < 0 && rc == 0) {

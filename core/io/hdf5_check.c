@@ -250,7 +250,9 @@ int ft_h5check_global_heaps(int fd, uint64_t file_size, const uint64_t (*skip)[2
                 break;
             }
             /* Objects: index (2), references (2), reserved (4), size (8), data padded to
-             * 8 bytes; index 0 is the free space and ends the walk. */
+             * 8 bytes. The walk is the library's: index 0 is free space whose size counts
+             * its own header, and the walk goes on after it (a free space of size 0 is an
+             * endless loop in libhdf5); a tail too short for a header is free space. */
             for (uint64_t off = 16; off + 16 <= size;) {
                 unsigned char oh[16];
                 if (read_at(fd, oh, 16, at + off) != 0) {
@@ -258,15 +260,17 @@ int ft_h5check_global_heaps(int fd, uint64_t file_size, const uint64_t (*skip)[2
                     break;
                 }
                 uint64_t osize = le(oh + 8, 8);
-                if (le(oh, 2) == 0) {
-                    if (osize > size - off) rc = fail(why, wl, "global heap collection at %llu: free space past its end", (unsigned long long)at);
+                uint64_t need = le(oh, 2) == 0 ? osize : 16 + ((osize + 7) & ~(uint64_t)7);
+                if (le(oh, 2) == 0 && osize < 16) {
+                    rc = fail(why, wl, "global heap collection at %llu: free space of %llu bytes",
+                              (unsigned long long)at, (unsigned long long)osize);
                     break;
                 }
-                if (osize > size || ((osize + 7) & ~(uint64_t)7) > size - off - 16) {
+                if (osize > size || need > size - off) {
                     rc = fail(why, wl, "global heap collection at %llu: object past its end", (unsigned long long)at);
                     break;
                 }
-                off += 16 + ((osize + 7) & ~(uint64_t)7);
+                off += need;
             }
         }
         if (got < BLOCK) break;

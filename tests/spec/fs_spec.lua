@@ -50,13 +50,7 @@ describe("ft.fs", function()
     H.assert_mentions(H.error_of(ft.fs.mkdir, ""), "ft.fs.mkdir: a folder path expected")
   end)
 
-  -- A process id that no longer exists: a shell that printed its pid and exited.
-  local function dead_pid()
-    local h = assert(io.popen("sh -c 'echo $$'"))
-    local pid = assert(tonumber(h:read("l")))
-    h:close()
-    return pid
-  end
+  local dead_pid = H.dead_pid
 
   local function names_in(dir)
     local out = {}

@@ -206,6 +206,15 @@ function H.file_exists(path)
   return f ~= nil
 end
 
+-- A process id that no longer exists: a shell's, which printed it and exited (for the
+-- temporary-file names "<path>.tmp-<pid>-<n>" of a killed writer).
+function H.dead_pid()
+  local h = assert(io.popen("sh -c 'echo $$'"))
+  local pid = assert(tonumber(h:read("l")))
+  h:close()
+  return pid
+end
+
 -- True when Debian's python3 exists and imports the given modules ("json, struct").
 function H.has_python(modules)
   return H.file_exists(H.PYTHON) and (H.run(H.PYTHON .. " -c 'import " .. modules .. "'"))

@@ -236,6 +236,18 @@ describe("ft.save / ft.load", function()
     assert.are.equal("ft.load: '" .. path .. "' is not an HDF5 file (no HDF5 signature)", error_of(ft.load, path))
   end)
 
+  it("refuses a string attribute whose global heap would send libhdf5 into an endless walk", function()
+    -- h5py_plain.h5's one global heap collection, with its free space (after the first
+    -- object) claiming 0 bytes: libhdf5 1.10 walks such a collection forever.
+    local bytes = H.read_bytes(FIXTURES .. "/h5py_plain.h5")
+    local at = assert(bytes:find("GCOL", 1, true))
+    local free_size = at + 48 + 8   -- 1-based: the free space object's size field
+    assert.are.equal(0, string.unpack("<I2", bytes, at + 48), "the free space object is where it was")
+    local path = H.make_tmpdir("io") .. "/heap_loop.h5"
+    H.write_bytes(path, bytes:sub(1, free_size - 1) .. string.pack("<I8", 0) .. bytes:sub(free_size + 8))
+    assert_contains(error_of(ft.load, path), "the file's global heap is corrupt")
+  end)
+
   it("loads a file written by h5py (committed fixture)", function()
     local tensors, meta = ft.load(FIXTURES .. "/h5py_plain.h5")
     local n = 0

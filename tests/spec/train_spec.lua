@@ -418,7 +418,10 @@ describe("ft.train checkpoints", function()
 
     local model2, opt2, sched2 = setup_run(99)
     assert.is_true(max_diff(snapshot(model2:state_dict()), saved) > 1e-3)
+    local stale = ("%s.tmp-%d-4"):format(path, H.dead_pid())   -- what a killed save leaves
+    H.write_bytes(stale, "partial")
     local ck = train.load_checkpoint(path, {model = model2, optimizer = opt2, scheduler = sched2})
+    assert.is_false(H.file_exists(stale), "a killed save's temporary file is removed on resume")
     assert.are.equal(3, ck.step)
     assert.are.equal(2, ck.epoch)
     assert.are.equal("x", ck.extra.note)

@@ -104,7 +104,7 @@ end
 -- -> {step =, epoch =, extra =, tensors = {name = tensor | state dict}}
 -- Restores into the objects given (model weights with load_state_dict(strict), optimizer
 -- and scheduler state) and ft's RNG (unless rng = false). Asking for a part the file lacks
--- is an error.
+-- is an error. Temporary files that a killed save of path left behind are removed.
 function M.load(path, opts)
   opts = ft.check_options("ft.train.load_checkpoint", opts, {"model", "optimizer", "scheduler", "strict", "rng"})
   ft.check.boolean("ft.train.load_checkpoint", "strict", opts.strict)
@@ -113,6 +113,7 @@ function M.load(path, opts)
   check_object(opts.model, "model", "load_state_dict", "load_checkpoint")
   check_object(opts.optimizer, "optimizer", "load_state_dict", "load_checkpoint")
   check_object(opts.scheduler, "scheduler", "load_state_dict", "load_checkpoint")
+  fs.remove_stale(path)
   local flat, meta = ft.load(path)
   if meta.checkpoint ~= KIND then
     error(("ft.train.load_checkpoint: '%s' is not a training checkpoint (written by ft.train.save_checkpoint); "
