@@ -9,7 +9,7 @@ PREFIX ?= /usr/local
 PACKAGES = build-essential cmake pkg-config lua5.4 liblua5.4-dev libopenblas-openmp-dev libhdf5-dev \
            libpng-dev zlib1g-dev libreadline-dev libcjson-dev lua-argparse dataset-fashion-mnist fortunes
 TEST_PACKAGES = lua-busted tmux python3-h5py luarocks
-DEV_PACKAGES = python3-torch python3-h5py hdf5-tools
+DEV_PACKAGES = python3-torch python3-h5py hdf5-tools nodejs
 
 .PHONY: all build run test deps test-deps dev-deps sanitize install clean
 
@@ -23,6 +23,8 @@ test-deps:
 
 dev-deps:
 	@sh tests/install_packages.sh $(PACKAGES) $(TEST_PACKAGES) $(DEV_PACKAGES)
+	@command -v npm >/dev/null || sh tests/install_packages.sh npm   # nodesource's nodejs ships its own
+	cd tests/gen/node && npm ci --no-audit --no-fund   # the JavaScript references of tests/gen/node
 
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_FLAGS)
