@@ -11,20 +11,16 @@ A step is forward + mean cross-entropy against the next bytes + backward + AdamW
 
 The last line is machine-readable: RESULT tokens_per_sec=<n> ms_per_step=<ms>
 """
-import argparse
 import math
-import time
+import os
+import sys
 
-def positive_int(s):
-    """argparse type: an integer >= 1."""
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError("expected a positive integer, got %r" % s)
-    return v
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from torch_common import Stopwatch, arg_parser, positive_int, start
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--context", type=positive_int, default=256)
     parser.add_argument("--steps", type=positive_int, default=10, help="timed steps")
@@ -34,8 +30,7 @@ def parse_args():
     return parser.parse_args()
 
 
-# The command line is read before PyTorch is imported, so that --help (and a bad flag) answer
-# at once, also where PyTorch is not installed.
+# The command line is read before PyTorch is imported (torch_common's docstring says why).
 if __name__ == "__main__":
     ARGS = parse_args()
 
@@ -102,10 +97,7 @@ class GPT(nn.Module):
 
 
 def main(args):
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    start(args.threads, args.seed)
     B, T = args.batch_size, args.context
     model = GPT(n_positions=max(T, 256))
     model.train()
@@ -128,9 +120,9 @@ def main(args):
         step()
     times = []
     for _ in range(args.steps):
-        t0 = time.perf_counter()
+        watch = Stopwatch()
         loss = step()
-        times.append(time.perf_counter() - t0)
+        times.append(watch.seconds())
     total = sum(times)
     median = sorted(times)[(len(times) - 1) // 2]
     print(f"{args.steps} steps: mean {1000 * total / args.steps:.1f} ms/step, median {1000 * median:.1f} ms/step, "

@@ -11,26 +11,20 @@ steps, then cosine to 0). Reads the IDX .gz files directly.
 Prints seconds per epoch and images/s; the last line is machine-readable:
     RESULT sec_per_epoch=<s> images_per_sec=<n> test_acc=<a>
 """
-import argparse
 import gzip
 import math
 import os
 import struct
-import time
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from torch_common import Stopwatch, arg_parser, positive_int, start
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 
 
-def positive_int(s):
-    """argparse type: an integer >= 1."""
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError("expected a positive integer, got %r" % s)
-    return v
-
-
 def parse_args():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--epochs", type=positive_int, default=4)
     ap.add_argument("--batch-size", type=positive_int, default=128)
     ap.add_argument("--lr", type=float, default=0.1)
@@ -43,8 +37,7 @@ def parse_args():
     return ap.parse_args()
 
 
-# The command line is read before PyTorch is imported, so that --help (and a bad flag) answer
-# at once, also where PyTorch is not installed.
+# The command line is read before PyTorch is imported (torch_common's docstring says why).
 if __name__ == "__main__":
     ARGS = parse_args()
 
@@ -159,9 +152,7 @@ def evaluate(model, x, y, mean, std, batch=1000):
 
 
 def main(args):
-
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    start(args.threads, args.seed)
     gen = torch.Generator().manual_seed(args.seed)
 
     x_train, y_train = load_split(args.data, "train")
@@ -182,7 +173,7 @@ def main(args):
     acc = float("nan")
     for epoch in range(1, args.epochs + 1):
         model.train()
-        t0 = time.time()
+        watch = Stopwatch()
         perm = torch.randperm(n, generator=gen)
         total_loss, seen = 0.0, 0
         for i in range(0, n, args.batch_size):
@@ -196,7 +187,7 @@ def main(args):
             sched.step()
             total_loss += loss.item() * len(idx)
             seen += len(idx)
-        dt = time.time() - t0
+        dt = watch.seconds()
         epoch_times.append(dt)
         line = "epoch %d/%d  loss %.4f  %.1f s  %.0f images/s" % (epoch, args.epochs, total_loss / seen, dt, n / dt)
         if not args.no_eval:

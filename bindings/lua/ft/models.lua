@@ -1,6 +1,5 @@
--- ft.models: the one registry of model definitions, HuggingFace checkpoints in and out, and
--- the pieces the definitions (ft/models/gpt2.lua, gpt2_classifier.lua, llama.lua, vit.lua,
--- resnet.lua) share.
+-- ft.models: the one registry of model definitions (ft/models/gpt2.lua, gpt2_classifier.lua,
+-- llama.lua, vit.lua, resnet.lua), and HuggingFace checkpoints in and out.
 --
 --   local model = ft.models.from_pretrained("path/to/hf_dir")     -- config.json + safetensors
 --   local out = model:forward(ids, {labels = ids})                -- ids: int64 [B,T], 1-based
@@ -32,135 +31,31 @@
 -- Token ids are 1-based in Lua (HF id i is ft id i + 1); labels use -100 for "ignore", as HF.
 -- Parameter names are HF's (transformer.h.0.attn.c_attn.weight, model.layers.0.self_attn.
 -- q_proj.weight ...), so a model's state_dict maps one to one to the checkpoint's tensors.
+--
+-- The pieces the definitions share live in ft.models.common (config reading, LIMITS, attention,
+-- masks, the next-token loss) and ft.models.generate (model:generate); ft.models re-exports them
+-- (ft.models.copy_config, ft.models.LIMITS, ft.models.generate ...).
 local ft = require "ft"
-local F = require "ft.nn.functional"
+local common = require "ft.models.common"
 
 local M = {}
 
--- ---- config access ----------------------------------------------------------------------
+-- ---- shared pieces, under their ft.models names -----------------------------------------
 
-local function is_null(v)
-  if v == nil then return true end
-  local json = ft.json
-  return json ~= nil and v == json.null
-end
+M.config_reader = common.config_reader
+M.copy_config = common.copy_config
+M.LIMITS = common.LIMITS
+M.activation = common.activation
+M.attention = common.attention
+M.input_embeddings = common.input_embeddings
+M.padding_mask = common.padding_mask
+M.causal_lm_loss = common.causal_lm_loss
+M.positions_from_mask = common.positions_from_mask
+M.generate = require("ft.models.generate").generate
 
--- A reader over an HF config table whose errors name the field: "field 'n_embd' is missing".
--- JSON null counts as absent. Integers may arrive as floats (96.0) and are converted.
-local Reader = {}
-Reader.__index = Reader
+local is_null = common.is_null
 
---- models.config_reader(config, what) -> a reader whose methods (int, num, positive, prob, str,
--- bool, raw) fetch checked config fields; errors read "<what>: config field 'n_head' ...".
-function M.config_reader(config, what)
-  if type(config) ~= "table" then error(("%s: config must be a table, got %s"):format(what, type(config)), 3) end
-  return setmetatable({ config = config, what = what }, Reader)
-end
-
---- Raises "<what>: <msg formatted with ...>".
-function Reader:fail(msg, ...) error(self.what .. ": " .. msg:format(...), 0) end
-
---- The raw value of config field `key` (JSON null counts as absent: default).
-function Reader:raw(key, default)
-  local v = self.config[key]
-  if is_null(v) then return default end
-  return v
-end
-
---- The integer config field `key` (default when absent), checked to lie in [lo, hi] when given.
-function Reader:int(key, default, lo, hi)
-  local v = self:raw(key, default)
-  if v == nil then self:fail("config field '%s' is missing", key) end
-  local i = math.type(v) and math.tointeger(v)
-  if not i then self:fail("config field '%s' must be an integer, got %s", key, tostring(v)) end
-  if (lo and i < lo) or (hi and i > hi) then
-    self:fail("config field '%s' must be an integer in [%d, %d], got %s", key, lo or math.mininteger,
-      hi or math.maxinteger, tostring(v))
-  end
-  return i
-end
-
---- The number config field `key`: finite, and in [lo, hi] when given.
-function Reader:num(key, default, lo, hi)
-  local v = self:raw(key, default)
-  if v == nil then self:fail("config field '%s' is missing", key) end
-  if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then
-    self:fail("config field '%s' must be a finite number, got %s", key, tostring(v))
-  end
-  if (lo and v < lo) or (hi and v > hi) then
-    self:fail("config field '%s' must be a number in [%s, %s], got %s", key, tostring(lo or -math.huge),
-      tostring(hi or math.huge), tostring(v))
-  end
-  return v
-end
-
---- A positive finite number (epsilons, rope theta): > 0 and <= hi (default 1e30).
-function Reader:positive(key, default, hi)
-  local v = self:num(key, default)
-  if v <= 0 or v > (hi or 1e30) then
-    self:fail("config field '%s' must be a positive number%s, got %s", key,
-      hi and (" at most " .. tostring(hi)) or "", tostring(v))
-  end
-  return v
-end
-
---- A probability (dropout rates): a number in [0, 1].
-function Reader:prob(key, default) return self:num(key, default, 0, 1) end
-
---- The string config field `key` (default when absent).
-function Reader:str(key, default)
-  local v = self:raw(key, default)
-  if v == nil then self:fail("config field '%s' is missing", key) end
-  if type(v) ~= "string" then self:fail("config field '%s' must be a string, got %s", key, tostring(v)) end
-  return v
-end
-
---- The boolean config field `key` (default when absent).
-function Reader:bool(key, default)
-  local v = self:raw(key, default)
-  if v == nil then self:fail("config field '%s' is missing", key) end
-  if type(v) ~= "boolean" then self:fail("config field '%s' must be true or false, got %s", key, tostring(v)) end
-  return v
-end
-
---- models.copy_config(config, overrides) -> a deep copy of a config table (JSON null and
--- ft.json's array marks kept), with overrides applied on top.
-function M.copy_config(config, overrides)
-  local function copy(v)
-    if type(v) ~= "table" or (ft.json and v == ft.json.null) then return v end
-    local out = {}
-    for k, x in pairs(v) do out[k] = copy(x) end
-    return setmetatable(out, getmetatable(v))
-  end
-  local out = copy(config)
-  for k, v in pairs(overrides or {}) do out[k] = copy(v) end
-  return out
-end
-
---- models._check_options(where, opts, valid, level) -> opts (or {}): ft.check_options, its error
--- raised at `level` as error() counts it from the function calling this (1: that function's
--- caller; 0: no position), so a misspelled option points at the user's line.
-function M._check_options(where, opts, valid, level)
-  local ok, res = pcall(ft.check_options, where, opts, valid)
-  if not ok then error(res, level == 0 and 0 or (level or 1) + 2) end
-  return res
-end
-
--- ---- limits and sizes -------------------------------------------------------------------
-
---- Upper bounds of config values, far above any released model and low enough that nothing
--- absurd gets built: a config outside them is an error, not an allocation.
-M.LIMITS = {
-  layers = 1024,              -- n_layer, num_hidden_layers, blocks per ResNet stage
-  width = 1 << 16,            -- n_embd, hidden_size, head_dim, ResNet widths
-  inner = 1 << 20,            -- n_inner, intermediate_size
-  heads = 1 << 12,            -- n_head, num_attention_heads, num_key_value_heads
-  vocab = 1 << 24,            -- vocab_size
-  positions = 1 << 24,        -- n_positions, max_position_embeddings, sliding_window
-  image = 1 << 14,            -- image_size, patch_size
-  channels = 1 << 12,         -- num_channels, in_channels
-  labels = 1 << 20,           -- num_labels, num_classes
-}
+-- ---- config keys and sizes --------------------------------------------------------------
 
 -- HF metadata keys every family keeps in its config (accepted as overrides).
 M.COMMON_CONFIG_KEYS = { "architectures", "model_type", "bos_token_id", "eos_token_id", "pad_token_id" }
@@ -209,271 +104,6 @@ function M.check_size(shapes, what)
       .. "(%.1f GiB)"):format(what, total, total * 4 / 2 ^ 30, memory / 2 ^ 30), 0)
   end
   return total
-end
-
--- ---- shared layers ----------------------------------------------------------------------
-
-local ACTIVATIONS = {
-  gelu = function(x) return F.gelu(x) end,
-  gelu_new = function(x) return F.gelu(x, "tanh") end,
-  gelu_pytorch_tanh = function(x) return F.gelu(x, "tanh") end,
-  relu = function(x) return x:relu() end,
-  silu = function(x) return F.silu(x) end,
-  swish = function(x) return F.silu(x) end,
-  quick_gelu = function(x) return x * (x * 1.702):sigmoid() end,
-  tanh = function(x) return x:tanh() end,
-}
-
---- The activation function HF names `name` (hidden_act / activation_function).
-function M.activation(name, reader, field)
-  local fn = ACTIVATIONS[name]
-  if not fn then
-    local names = {}
-    for k in pairs(ACTIVATIONS) do names[#names + 1] = k end
-    table.sort(names)
-    reader:fail("config field '%s' is '%s'; supported: %s", field, tostring(name), table.concat(names, ", "))
-  end
-  return fn
-end
-
---- Attention of the model definitions: q [B,Hq,T,D], k and v [B,Hkv,S,D] (Hkv divides Hq)
--- -> [B,Hq,T,D]. opts: {causal=, attn_mask= (additive, broadcast to [B,Hq,T,S]), scale=,
--- dropout_p=, training=}. causal aligns the diagonal bottom-right, so that with a KV cache of
--- S - T earlier positions query t sees keys s <= t + S - T. Attention dropout only in training.
-function M.attention(q, k, v, opts)
-  return F.scaled_dot_product_attention(q, k, v, {
-    causal = opts.causal and "lower_right" or false, attn_mask = opts.attn_mask, scale = opts.scale,
-    dropout_p = opts.training and opts.dropout_p or 0,
-  })
-end
-
---- models.input_embeddings(embedding, input_ids, inputs_embeds, what) -> [B,T,C]:
--- embedding(input_ids), or inputs_embeds as given (HF's rule: exactly one of the two).
-function M.input_embeddings(embedding, input_ids, inputs_embeds, what)
-  if inputs_embeds == nil then
-    if input_ids == nil then error(what .. ": input_ids or opts.inputs_embeds is required", 4) end
-    return embedding(input_ids)
-  end
-  if input_ids ~= nil then error(what .. ": pass input_ids or opts.inputs_embeds, not both", 4) end
-  local d = embedding.embedding_dim
-  if not ft.is_tensor(inputs_embeds) or inputs_embeds:dim() ~= 3 or inputs_embeds:size(3) ~= d then
-    local shape = ft.is_tensor(inputs_embeds) and "[" .. table.concat(inputs_embeds:shape(), ",") .. "]"
-      or type(inputs_embeds)
-    error(("%s: inputs_embeds must be [batch, seq, %d], got %s"):format(what, d, shape), 4)
-  end
-  return inputs_embeds
-end
-
---- HF's attention_mask [B, S] (1 = attend, 0 = padding) -> an additive float mask [B,1,1,S].
--- A large finite negative (not -inf) keeps rows that see only padding finite, as HF does.
-function M.padding_mask(attention_mask)
-  if attention_mask == nil then return nil end
-  if attention_mask:dim() ~= 2 then
-    error("ft.models: attention_mask must be [batch, seq], got [" .. table.concat(attention_mask:shape(), ",") .. "]", 3)
-  end
-  local m = attention_mask:float()
-  return ((1 - m) * -1e30):reshape(m:size(1), 1, 1, m:size(2))
-end
-
---- Next-token loss as HF computes it: position t predicts label t+1, mean over the labels
--- that are not -100. logits [B,T,V], labels int64 [B,T] (1-based).
-function M.causal_lm_loss(logits, labels)
-  local T, V = logits:size(2), logits:size(3)
-  if labels:dim() == 1 and logits:size(1) == 1 then labels = labels:reshape(1, -1) end
-  if labels:dim() ~= 2 or labels:size(1) ~= logits:size(1) or labels:size(2) ~= T then
-    error(("ft.models: labels [%s] do not match logits [%s]"):format(table.concat(labels:shape(), ","),
-      table.concat(logits:shape(), ",")), 3)
-  end
-  local lg = logits:narrow(2, 1, T - 1):reshape(-1, V)
-  local lb = labels:narrow(2, 2, T - 1):reshape(-1)
-  return F.cross_entropy(lg, lb, { ignore_index = -100 })
-end
-
---- 1-based positions [B, T] of the last T of the S tokens covered by attention_mask [B, S]
--- (left padding: a row's first real token is position 1), as HF's generate derives them.
-function M.positions_from_mask(attention_mask, T)
-  local rows = attention_mask:totable()
-  local out = {}
-  for b, row in ipairs(rows) do
-    local count, pos = 0, {}
-    for j, m in ipairs(row) do
-      if m ~= 0 then count = count + 1 end
-      pos[j] = math.max(count, 1)
-    end
-    out[b] = table.move(pos, #pos - T + 1, #pos, 1, {})
-  end
-  return ft.tensor(out, { dtype = "int64" })
-end
-
--- ---- generation -------------------------------------------------------------------------
-
--- HF's warpers in HF's order on one row of logits (a Lua array): temperature, top-k, top-p.
--- Returns the probabilities.
-local function sampling_probs(row, temperature, top_k, top_p)
-  local V = #row
-  for i = 1, V do row[i] = row[i] / temperature end
-  if top_k and top_k > 0 and top_k < V then
-    local sorted = table.move(row, 1, V, 1, {})
-    table.sort(sorted, function(a, b) return a > b end)
-    local kth = sorted[top_k]
-    for i = 1, V do if row[i] < kth then row[i] = -math.huge end end   -- ties with the k-th stay
-  end
-  local max = -math.huge
-  for i = 1, V do if row[i] > max then max = row[i] end end
-  local probs, total = {}, 0
-  for i = 1, V do
-    probs[i] = math.exp(row[i] - max)
-    total = total + probs[i]
-  end
-  for i = 1, V do probs[i] = probs[i] / total end
-  if top_p and top_p < 1 then
-    -- Ascending order; drop tokens while the cumulative mass stays <= 1 - top_p, never the top one.
-    local order = {}
-    for i = 1, V do order[i] = i end
-    table.sort(order, function(a, b) return probs[a] < probs[b] end)
-    local cum, kept = 0, 0
-    for n = 1, V - 1 do
-      local i = order[n]
-      cum = cum + probs[i]
-      if cum <= 1 - top_p then probs[i] = 0 end
-    end
-    for i = 1, V do kept = kept + probs[i] end
-    for i = 1, V do probs[i] = probs[i] / kept end
-  end
-  return probs
-end
-
-local function draw(probs)
-  local u, cum = ft.rand(1):item(), 0
-  local last = 1
-  for i = 1, #probs do
-    if probs[i] > 0 then
-      cum = cum + probs[i]
-      last = i
-      if u < cum then return i end
-    end
-  end
-  return last   -- rounding left u above the total
-end
-
-local GENERATE_OPTIONS = { "max_new_tokens", "temperature", "top_k", "top_p", "seed", "eos_token_id",
-  "pad_token_id", "attention_mask" }
-
--- An option that must be an integer in [lo, hi] (or absent).
-local function int_option(opts, key, lo, hi)
-  local v = opts[key]
-  if v == nil then return nil end
-  local i = math.type(v) and math.tointeger(v)
-  if not i or i < lo or i > hi then
-    error(("generate: option '%s' must be an integer in [%d, %d], got %s"):format(key, lo, hi, tostring(v)), 4)
-  end
-  return i
-end
-
--- A token id (1-based) or a list of them: a set of ids, and the first id.
-local function token_ids_option(opts, key, vocab)
-  local v = opts[key]
-  if v == nil or is_null(v) then return nil end
-  local list = type(v) == "table" and v or { v }
-  if #list == 0 then error(("generate: option '%s' must be a token id or a non-empty list of them"):format(key), 4) end
-  local set = {}
-  for _, id in ipairs(list) do
-    local i = math.type(id) and math.tointeger(id)
-    if not i or i < 1 or (vocab and i > vocab) then
-      error(("generate: option '%s' holds %s, not a token id in [1, %s] (ids are 1-based)"):format(key,
-        tostring(id), vocab and tostring(vocab) or "vocab"), 4)
-    end
-    set[i] = true
-  end
-  return set, math.tointeger(list[1])
-end
-
---- model:generate(ids [T] or [B,T] int64 1-based, opts) -> int64 [B, T + new] (prompt first).
--- opts: max_new_tokens=20 (>= 1), temperature (0 or nil: greedy; else > 0), top_k= (>= 0; 0:
--- off), top_p= (in (0, 1]), seed= (calls ft.manual_seed), eos_token_id= (an id or a list; a
--- finished row continues with pad_token_id, default the first eos id), attention_mask= [B,T] for
--- left-padded prompts. Unknown options and out-of-range values are errors.
--- Uses the key/value cache; runs without autograd and in eval mode (restored afterwards).
-function M.generate(model, input_ids, opts)
-  opts = M._check_options("generate", opts, GENERATE_OPTIONS)
-  local ids = input_ids
-  if not ft.is_tensor(ids) or ids:dtype() ~= "int64" then error("generate: input ids must be an int64 tensor", 2) end
-  if ids:dim() ~= 1 and ids:dim() ~= 2 then
-    error(("generate: input ids must be [T] or [B,T], got [%s]"):format(table.concat(ids:shape(), ",")), 2)
-  end
-  ids = ids:clone()   -- the result never aliases the caller's tensor
-  if ids:dim() == 1 then ids = ids:reshape(1, -1) end
-  local B, T = ids:size(1), ids:size(2)
-  local vocab = model.config and math.tointeger(model.config.vocab_size)
-  local max_new = int_option(opts, "max_new_tokens", 1, M.LIMITS.positions) or 20
-  local temperature = opts.temperature or 0
-  if type(temperature) ~= "number" or not (temperature >= 0 and temperature < math.huge) then
-    error(("generate: option 'temperature' must be a finite number >= 0, got %s"):format(tostring(temperature)), 2)
-  end
-  local top_k = int_option(opts, "top_k", 0, math.maxinteger)
-  local top_p = opts.top_p
-  if top_p ~= nil and (type(top_p) ~= "number" or not (top_p > 0 and top_p <= 1)) then
-    error(("generate: option 'top_p' must be a number in (0, 1], got %s"):format(tostring(top_p)), 2)
-  end
-  if opts.seed ~= nil and math.type(opts.seed) ~= "integer" then
-    error(("generate: option 'seed' must be an integer, got %s"):format(tostring(opts.seed)), 2)
-  end
-  local greedy = temperature == 0
-  local eos, first_eos = token_ids_option(opts, "eos_token_id", vocab)
-  local pad = opts.pad_token_id
-  if pad ~= nil then _, pad = token_ids_option(opts, "pad_token_id", vocab) else pad = first_eos end
-  local mask0 = opts.attention_mask
-  if mask0 ~= nil and (not ft.is_tensor(mask0) or mask0:dim() ~= 2 or mask0:size(1) ~= B or mask0:size(2) ~= T) then
-    error(("generate: option 'attention_mask' must be a [%d,%d] tensor like the ids, got %s"):format(B, T,
-      ft.is_tensor(mask0) and "[" .. table.concat(mask0:shape(), ",") .. "]" or type(mask0)), 2)
-  end
-  if model.max_positions and T + max_new > model.max_positions then
-    error(("generate: %d prompt + %d new tokens exceed the model's %d positions"):format(T, max_new,
-      model.max_positions), 2)
-  end
-  if opts.seed then ft.manual_seed(opts.seed) end
-  local was_training = model.training
-  model:eval()
-  local ok, result = pcall(ft.no_grad, function()
-    local out_ids, step_input, past = ids, ids, nil
-    local mask = opts.attention_mask
-    local finished, n_finished = {}, 0
-    for _ = 1, max_new do
-      local fwd = { past_key_values = past, use_cache = true }
-      if mask then
-        fwd.attention_mask = mask
-        fwd.position_ids = M.positions_from_mask(mask, step_input:size(2))
-      end
-      local out = model:forward(step_input, fwd)
-      past = out.past_key_values
-      local logits = out.logits:select(2, out.logits:size(2))   -- [B, V]
-      local next_ids
-      if greedy then
-        next_ids = logits:argmax(2):totable()
-      else
-        next_ids = {}
-        for b, row in ipairs(logits:totable()) do
-          next_ids[b] = draw(sampling_probs(row, temperature, top_k, top_p))
-        end
-      end
-      for b = 1, B do
-        if finished[b] then
-          next_ids[b] = pad
-        elseif eos and eos[next_ids[b]] then
-          finished[b] = true
-          n_finished = n_finished + 1
-        end
-      end
-      step_input = ft.tensor(next_ids, { dtype = "int64" }):reshape(B, 1)
-      out_ids = ft.cat({ out_ids, step_input }, 2)
-      if mask then mask = ft.cat({ mask, ft.ones({ B, 1 }, { dtype = mask:dtype() }) }, 2) end
-      if n_finished == B then break end
-    end
-    return out_ids
-  end)
-  if was_training then model:train() end
-  if not ok then error(result, 0) end
-  return result
 end
 
 -- ---- registry ---------------------------------------------------------------------------
@@ -542,7 +172,7 @@ local function check_overrides(where, overrides, config)
   local ok, arch = pcall(architecture_of, config)
   if not ok then return end   -- reported when the model is built
   local keys = class_of(arch).config_keys
-  if keys then M._check_options(where, overrides, keys, 0) end
+  if keys then common.check_options(where, overrides, keys, 0) end
 end
 
 -- The config of a preset with overrides applied; errors without a position (callers add theirs).
@@ -800,7 +430,7 @@ end
 -- any key is an error).
 function M.from_pretrained(dir, opts)
   local where = "ft.models.from_pretrained"
-  M._check_options(where, opts, {})
+  common.check_options(where, opts, {})
   if type(dir) ~= "string" then error(where .. ": a directory path expected, got " .. type(dir), 2) end
   dir = dir:gsub("/+$", "")
   if dir == "" then dir = "/" end
@@ -827,7 +457,7 @@ end
 -- tokenizer's) stay. opts: none yet (an options table with any key is an error).
 function M.save_pretrained(model, dir, opts)
   local where = "ft.models.save_pretrained"
-  M._check_options(where, opts, {})
+  common.check_options(where, opts, {})
   if type(model) ~= "table" or type(model.config) ~= "table" or not model.hf_architecture then
     error(where .. ": the model has no HF config (build it with ft.models.new or from_pretrained)", 2)
   end

@@ -17,6 +17,8 @@
 -- tied copy is not written to or expected in checkpoints.
 local ft = require "ft"
 local models = require "ft.models"
+local common = require "ft.models.common"
+local generate = require("ft.models.generate").generate
 local nn = ft.nn
 local F = nn.functional
 
@@ -43,11 +45,11 @@ M.CONFIG_KEYS = models.config_keys({ "vocab_size", "n_positions", "n_embd", "n_l
 function M.config(name, overrides)
   local preset = PRESETS[name]
   if not preset then error(("gpt2.config: unknown preset '%s'"):format(tostring(name)), 2) end
-  models._check_options("gpt2.config", overrides, M.CONFIG_KEYS)
-  local config = models.copy_config(DEFAULTS, preset)
+  common.check_options("gpt2.config", overrides, M.CONFIG_KEYS)
+  local config = common.copy_config(DEFAULTS, preset)
   config.architectures = { "GPT2LMHeadModel" }
   config.model_type = "gpt2"
-  return models.copy_config(config, overrides)
+  return common.copy_config(config, overrides)
 end
 
 -- ---- Conv1D: HF's transposed linear layer ---------------------------------------------------
@@ -96,7 +98,7 @@ function Attention:forward(x, cache, mask)
     k = ft.cat({ cache[1], k }, 3)
     v = ft.cat({ cache[2], v }, 3)
   end
-  local y = models.attention(q, k, v, { causal = true, attn_mask = mask, scale = self.scale,
+  local y = common.attention(q, k, v, { causal = true, attn_mask = mask, scale = self.scale,
     dropout_p = self.attn_dropout.p, training = self.training })
   y = y:transpose(2, 3):reshape(B, T, C)
   return self.resid_dropout(self.c_proj(y)), { k, v }
@@ -133,8 +135,8 @@ end
 --- gpt2.read_config(config [, what]) -> the checked GPT-2 config (types, ranges, n_embd % n_head,
 -- a known activation); raises "<what, default GPT2LMHeadModel>: config field '...' ...".
 local function read_config(config, what)
-  local L = models.LIMITS
-  local r = models.config_reader(config, what or "GPT2LMHeadModel")
+  local L = common.LIMITS
+  local r = common.config_reader(config, what or "GPT2LMHeadModel")
   local c = {
     vocab_size = r:int("vocab_size", nil, 1, L.vocab), n_positions = r:int("n_positions", nil, 1, L.positions),
     n_embd = r:int("n_embd", nil, 1, L.width), n_layer = r:int("n_layer", nil, 1, L.layers),
@@ -151,7 +153,7 @@ local function read_config(config, what)
   if c.n_embd % c.n_head ~= 0 then
     r:fail("n_embd %d is not a multiple of n_head %d", c.n_embd, c.n_head)
   end
-  c.act = models.activation(c.activation_function, r, "activation_function")
+  c.act = common.activation(c.activation_function, r, "activation_function")
   return c
 end
 M.read_config = read_config
@@ -199,14 +201,14 @@ function GPT2Model:forward(input_ids, opts)
   opts = opts or {}
   local past = opts.past_key_values
   local P = past and past[1][1]:size(3) or 0
-  local embeds = models.input_embeddings(self.wte, input_ids, opts.inputs_embeds, "GPT2Model")
+  local embeds = common.input_embeddings(self.wte, input_ids, opts.inputs_embeds, "GPT2Model")
   local T = embeds:size(2)
   if P + T > self.n_positions then
     error(("GPT2Model: %d positions exceed n_positions %d"):format(P + T, self.n_positions), 3)
   end
   local positions = opts.position_ids or ft.arange(P + 1, P + T + 1)
   local x = self.drop(embeds + self.wpe(positions))
-  local mask = models.padding_mask(opts.attention_mask)
+  local mask = common.padding_mask(opts.attention_mask)
   local presents = {}
   for i = 1, #self.h do
     x, presents[i] = self.h[i](x, past and past[i], mask)
@@ -264,11 +266,11 @@ function GPT2LMHeadModel:forward(input_ids, opts)
   if input_ids and input_ids:dim() == 1 then input_ids = input_ids:reshape(1, -1) end
   local h, presents = self.transformer(input_ids, opts)
   local out = { logits = self.lm_head(h) }
-  if opts.labels then out.loss = models.causal_lm_loss(out.logits, opts.labels) end
+  if opts.labels then out.loss = common.causal_lm_loss(out.logits, opts.labels) end
   if opts.use_cache then out.past_key_values = presents end
   return out
 end
 
-GPT2LMHeadModel.generate = models.generate
+GPT2LMHeadModel.generate = generate
 
 return M

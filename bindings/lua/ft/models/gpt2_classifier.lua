@@ -22,6 +22,7 @@
 -- ft.models.from_pretrained build it from a config naming GPT2ForSequenceClassification.
 local ft = require "ft"
 local models = require "ft.models"
+local common = require "ft.models.common"
 local gpt2 = require "ft.models.gpt2"
 local nn = ft.nn
 local F = nn.functional
@@ -59,9 +60,9 @@ function Cls.read_config(config)
   local where = "GPT2ForSequenceClassification"
   local c = gpt2.read_config(config, where)
   local n = num_labels_of(config)
-  if math.type(n) ~= "integer" or n < 1 or n > models.LIMITS.labels then
+  if math.type(n) ~= "integer" or n < 1 or n > common.LIMITS.labels then
     error(("%s: config field 'num_labels' must be an integer in [1, %d], got %s"):format(where,
-      models.LIMITS.labels, tostring(n)), 0)
+      common.LIMITS.labels, tostring(n)), 0)
   end
   local pooling = config.classifier_pooling or "last"
   if not POOLINGS[pooling] then
@@ -84,7 +85,7 @@ end
 function Cls:init(config)
   local c = Cls.read_config(config)
   local n, pooling = c.num_labels, c.pooling
-  self.config = models.copy_config(config, { num_labels = n, classifier_pooling = pooling })
+  self.config = common.copy_config(config, { num_labels = n, classifier_pooling = pooling })
   self.num_labels, self.pooling = n, pooling
   -- The body and its config checks come from gpt2.lua's LM; its lm_head is dropped.
   local lm = gpt2.GPT2LMHeadModel(config)
@@ -165,11 +166,11 @@ end
 -- same modules and tensors, no copy) under a new score head. lm: a GPT2LMHeadModel, e.g. from
 -- ft.text.load_checkpoint. Dropout follows lm's config.
 function M.from_lm(lm, num_labels, opts)
-  opts = models._check_options("gpt2_classifier.from_lm", opts, { "pooling" })
+  opts = common.check_options("gpt2_classifier.from_lm", opts, { "pooling" })
   if type(lm) ~= "table" or type(lm.config) ~= "table" or lm.transformer == nil then
     error("gpt2_classifier.from_lm: expected a GPT2LMHeadModel (with .config and .transformer)", 2)
   end
-  local config = models.copy_config(lm.config, { num_labels = num_labels,
+  local config = common.copy_config(lm.config, { num_labels = num_labels,
     classifier_pooling = opts.pooling or "last", architectures = { "GPT2ForSequenceClassification" } })
   local ok, model = pcall(Cls, config)
   if not ok then error("gpt2_classifier.from_lm: " .. tostring(model), 2) end

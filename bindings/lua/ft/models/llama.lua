@@ -22,6 +22,8 @@
 --              intermediate 1024, 6 heads (2 key/value heads), context 256, RoPE theta 1e4.
 local ft = require "ft"
 local models = require "ft.models"
+local common = require "ft.models.common"
+local generate = require("ft.models.generate").generate
 local nn = ft.nn
 local F = nn.functional
 
@@ -48,11 +50,11 @@ M.CONFIG_KEYS = models.config_keys({ "vocab_size", "hidden_size", "intermediate_
 function M.config(name, overrides)
   local preset = PRESETS[name]
   if not preset then error(("llama.config: unknown preset '%s'"):format(tostring(name)), 2) end
-  models._check_options("llama.config", overrides, M.CONFIG_KEYS)
-  local config = models.copy_config(preset)
+  common.check_options("llama.config", overrides, M.CONFIG_KEYS)
+  local config = common.copy_config(preset)
   config.architectures = { "LlamaForCausalLM" }
   config.model_type = "llama"
-  return models.copy_config(config, overrides)
+  return common.copy_config(config, overrides)
 end
 
 -- ---- layers ---------------------------------------------------------------------------------
@@ -140,7 +142,7 @@ function Attention:forward(x, rope, cache, mask)
     v = ft.cat({ cache[2], v }, 3)
   end
   if self.window and k:size(3) > self.window then mask = window_mask(mask, T, k:size(3), self.window) end
-  local y = models.attention(q, k, v, { causal = true, attn_mask = mask, scale = 1 / math.sqrt(hd),
+  local y = common.attention(q, k, v, { causal = true, attn_mask = mask, scale = 1 / math.sqrt(hd),
     dropout_p = self.dropout_p, training = self.training })
   return self.o_proj(y:transpose(2, 3):reshape(B, T, H * hd)), { k, v }
 end
@@ -175,8 +177,8 @@ end
 
 -- Reads and checks the HF config; class supplies the family's defaults.
 local function read_config(config, class)
-  local L = models.LIMITS
-  local r = models.config_reader(config, class.hf_architecture)
+  local L = common.LIMITS
+  local r = common.config_reader(config, class.hf_architecture)
   local c = {
     vocab_size = r:int("vocab_size", nil, 1, L.vocab), hidden_size = r:int("hidden_size", nil, 1, L.width),
     intermediate_size = r:int("intermediate_size", nil, 1, L.inner),
@@ -220,7 +222,7 @@ local function read_config(config, class)
   if type(c.rope_theta) ~= "number" or not (c.rope_theta > 0 and c.rope_theta < math.huge) then
     r:fail("config field 'rope_theta' must be a positive number, got %s", tostring(c.rope_theta))
   end
-  c.act = models.activation(c.hidden_act, r, "hidden_act")
+  c.act = common.activation(c.hidden_act, r, "hidden_act")
   c.windows = class.sliding_windows(r, c.num_hidden_layers)
   return c
 end
@@ -262,7 +264,7 @@ function LlamaModel:forward(input_ids, opts)
   opts = opts or {}
   local past = opts.past_key_values
   local P = past and past[1][1]:size(3) or 0
-  local x = models.input_embeddings(self.embed_tokens, input_ids, opts.inputs_embeds, "LlamaModel")
+  local x = common.input_embeddings(self.embed_tokens, input_ids, opts.inputs_embeds, "LlamaModel")
   local T = x:size(2)
   local rope
   local pos = opts.position_ids
@@ -280,7 +282,7 @@ function LlamaModel:forward(input_ids, opts)
       rope = { cos = cos:reshape(B, 1, T, -1), sin = sin:reshape(B, 1, T, -1), apply = rope_explicit }
     end
   end
-  local mask = models.padding_mask(opts.attention_mask)
+  local mask = common.padding_mask(opts.attention_mask)
   local presents = {}
   for i = 1, #self.layers do
     x, presents[i] = self.layers[i](x, rope, past and past[i], mask)
@@ -356,12 +358,12 @@ function LlamaForCausalLM:forward(input_ids, opts)
   if input_ids and input_ids:dim() == 1 then input_ids = input_ids:reshape(1, -1) end
   local h, presents = self.model(input_ids, opts)
   local out = { logits = self.lm_head(h) }
-  if opts.labels then out.loss = models.causal_lm_loss(out.logits, opts.labels) end
+  if opts.labels then out.loss = common.causal_lm_loss(out.logits, opts.labels) end
   if opts.use_cache then out.past_key_values = presents end
   return out
 end
 
-LlamaForCausalLM.generate = models.generate
+LlamaForCausalLM.generate = generate
 
 --- Per-layer sliding windows (nil = full attention): Llama has none.
 function LlamaForCausalLM.sliding_windows(r, n_layers) return {} end
@@ -388,7 +390,7 @@ MistralForCausalLM.read_config = function(config) return read_config(config, Mis
 --- Mistral's windows: sliding_window on every layer (or as layer_types says).
 function MistralForCausalLM.sliding_windows(r, n_layers)
   if r:raw("sliding_window") == nil then return {} end
-  local window = r:int("sliding_window", nil, 1, models.LIMITS.positions)
+  local window = r:int("sliding_window", nil, 1, common.LIMITS.positions)
   local out = windows_from_layer_types(r, n_layers, window)
   if out then return out end
   out = {}
@@ -408,10 +410,10 @@ Qwen2ForCausalLM.read_config = function(config) return read_config(config, Qwen2
 --- Qwen2's windows: with use_sliding_window, from max_window_layers on (or as layer_types says).
 function Qwen2ForCausalLM.sliding_windows(r, n_layers)
   if r:raw("sliding_window") == nil or not r:bool("use_sliding_window", false) then return {} end
-  local window = r:int("sliding_window", nil, 1, models.LIMITS.positions)
+  local window = r:int("sliding_window", nil, 1, common.LIMITS.positions)
   local out = windows_from_layer_types(r, n_layers, window)
   if out then return out end
-  local from = r:int("max_window_layers", n_layers, 0, models.LIMITS.layers)   -- 0-based layer index where windows start
+  local from = r:int("max_window_layers", n_layers, 0, common.LIMITS.layers)   -- 0-based layer index where windows start
   out = {}
   for i = from + 1, n_layers do out[i] = window end
   return out

@@ -18,6 +18,7 @@
 -- and a stem ("small": conv3x3 stride 1, no pooling; "imagenet": conv7x7 stride 2 + maxpool).
 local ft = require "ft"
 local models = require "ft.models"
+local common = require "ft.models.common"
 local nn = ft.nn
 
 local M = {}
@@ -119,10 +120,10 @@ end
 --- ResNet.read_config(cfg) -> the checked config (block class, layers, widths, stem, stem_width,
 -- in_channels, num_classes, zero_init_residual).
 function ResNet.read_config(cfg)
-  local L = models.LIMITS
+  local L = common.LIMITS
   if type(cfg) ~= "table" then error("ResNet: config must be a table, got " .. type(cfg), 0) end
-  models._check_options("ResNet", cfg, ResNet.config_keys, 0)
-  local r = models.config_reader(cfg, "ResNet")
+  common.check_options("ResNet", cfg, ResNet.config_keys, 0)
+  local r = common.config_reader(cfg, "ResNet")
   local block = cfg.block or "basic"
   if type(block) == "string" then block = BLOCKS[block] end
   if type(block) ~= "table" or math.type(block.expansion) ~= "integer" then
@@ -250,7 +251,7 @@ end
 -- ({"arch": "resnet_s", "num_classes": 6}); another arch is an error.
 local function with_defaults(name, cfg, defaults)
   local where = "resnet." .. name
-  models._check_options(where, cfg, { "arch", table.unpack(BUILDER_KEYS) }, 2)
+  common.check_options(where, cfg, { "arch", table.unpack(BUILDER_KEYS) }, 2)
   if cfg and cfg.arch ~= nil and cfg.arch ~= name then
     error(("%s: cfg.arch is '%s', this builder makes '%s'"):format(where, tostring(cfg.arch), name), 3)
   end
@@ -301,8 +302,8 @@ M.PRESETS = PRESETS
 function M.config(name, overrides)
   local preset = PRESETS[name]
   if not preset then error(("resnet.config: unknown preset '%s'"):format(tostring(name)), 2) end
-  models._check_options("resnet.config", overrides, ResNet.config_keys)
-  local config = models.copy_config(preset, overrides)
+  common.check_options("resnet.config", overrides, ResNet.config_keys)
+  local config = common.copy_config(preset, overrides)
   config.architectures = { "ResNet" }
   config.model_type = "torchvision_resnet"
   return config
@@ -322,7 +323,7 @@ for _, name in ipairs(ARCHS) do IS_ARCH[name] = true end
 function M.from_safetensors(path, opts)
   local where = "resnet.from_safetensors"
   if type(path) ~= "string" then error(where .. ": a file path expected, got " .. type(path), 2) end
-  opts = models._check_options(where, opts, { "arch", table.unpack(BUILDER_KEYS) })
+  opts = common.check_options(where, opts, { "arch", table.unpack(BUILDER_KEYS) })
   local arch = opts.arch
   if not IS_ARCH[arch] then
     error(("%s: option arch must be one of %s, got %s"):format(where, table.concat(ARCHS, ", "), tostring(arch)), 2)

@@ -21,6 +21,7 @@
 --            6 layers, 3 heads, intermediate 768, 10 labels, dropout 0.
 local ft = require "ft"
 local models = require "ft.models"
+local common = require "ft.models.common"
 local nn = ft.nn
 
 local M = {}
@@ -55,14 +56,14 @@ M.CONFIG_KEYS = models.config_keys({ "image_size", "patch_size", "num_channels",
 function M.config(name, overrides)
   local preset = PRESETS[name]
   if not preset then error(("vit.config: unknown preset '%s'"):format(tostring(name)), 2) end
-  models._check_options("vit.config", overrides, M.CONFIG_KEYS)
-  local config = models.copy_config(preset, overrides)
+  common.check_options("vit.config", overrides, M.CONFIG_KEYS)
+  local config = common.copy_config(preset, overrides)
   config.architectures = { "ViTForImageClassification" }
   config.model_type = "vit"
   if config.num_labels then
     local n = config.num_labels
-    if math.type(n) ~= "integer" or n < 0 or n > models.LIMITS.labels then
-      error(("vit.config: num_labels must be an integer in [0, %d], got %s"):format(models.LIMITS.labels,
+    if math.type(n) ~= "integer" or n < 0 or n > common.LIMITS.labels then
+      error(("vit.config: num_labels must be an integer in [0, %d], got %s"):format(common.LIMITS.labels,
         tostring(n)), 2)
     end
     config.id2label, config.label2id = label_maps(n)
@@ -122,7 +123,7 @@ function SelfAttention:forward(x)
   local B, T, C = x:size(1), x:size(2), x:size(3)
   local H, hd = self.n_heads, self.head_dim
   local function heads(t) return t:reshape(B, T, H, hd):transpose(2, 3) end
-  local y = models.attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)),
+  local y = common.attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)),
     { scale = 1 / math.sqrt(hd), dropout_p = self.dropout_p, training = self.training })
   return y:transpose(2, 3):reshape(B, T, C)
 end
@@ -203,8 +204,8 @@ end
 --- ViTForImageClassification.read_config(config) -> the checked config (types, ranges,
 -- hidden_size % num_attention_heads, image_size % patch_size, a known activation).
 local function read_config(config)
-  local L = models.LIMITS
-  local r = models.config_reader(config, "ViTForImageClassification")
+  local L = common.LIMITS
+  local r = common.config_reader(config, "ViTForImageClassification")
   local c = {
     hidden_size = r:int("hidden_size", nil, 1, L.width), num_hidden_layers = r:int("num_hidden_layers", nil, 1, L.layers),
     num_attention_heads = r:int("num_attention_heads", nil, 1, L.heads),
@@ -227,7 +228,7 @@ local function read_config(config)
   if c.image_size % c.patch_size ~= 0 then
     r:fail("image_size %d is not a multiple of patch_size %d", c.image_size, c.patch_size)
   end
-  c.act = models.activation(c.hidden_act, r, "hidden_act")
+  c.act = common.activation(c.hidden_act, r, "hidden_act")
   return c
 end
 
