@@ -373,6 +373,55 @@ describe("generate sampling", function()
   it("refuses to run past the position table", function()
     H.assert_mentions(H.error_of(model.generate, model, prompt, { max_new_tokens = 100 }), "64")
   end)
+
+  -- The greedy reply's ids and the position of its first new token that repeats no earlier
+  -- new one (past the second): an eos there stops the reply exactly there.
+  local function greedy_and_stop()
+    local greedy = H.flat(model:generate(prompt, { max_new_tokens = 8 }))
+    local seen = { [greedy[5]] = true, [greedy[6]] = true }
+    for j = 7, 12 do
+      if not seen[greedy[j]] then return greedy, j end
+      seen[greedy[j]] = true
+    end
+    error("the greedy reply repeats two tokens")
+  end
+
+  it("takes its defaults from generation_config (0-based eos ids, a list) and the caller's options over them", function()
+    local greedy, stop = greedy_and_stop()
+    local unused = 1
+    for _, id in ipairs(greedy) do if id == unused then unused = unused + 1 end end
+    for _, id in ipairs(greedy) do assert(id ~= unused, "pick another unused id") end
+    local saved = model.generation_config
+    model.generation_config = { eos_token_id = { unused - 1, greedy[stop] - 1 }, max_new_tokens = 8 }
+    local ok, err = pcall(function()
+      local flat = H.flat(model:generate(prompt))
+      assert.equal(stop, #flat)                                -- stopped at the listed eos
+      assert.equal(greedy[stop], flat[stop])
+      assert.equal(6, #H.flat(model:generate(prompt, { max_new_tokens = 2 })))   -- the caller's wins
+      model.generation_config = { do_sample = true, temperature = 0.7, top_k = 1 }
+      H.assert_equal_ints(model:generate(prompt, { max_new_tokens = 8 }), model:generate(prompt, { max_new_tokens = 8,
+        temperature = 0 }), "sampling from the config with top_k 1 is greedy")
+    end)
+    model.generation_config = saved
+    assert(ok, err)
+  end)
+
+  it("streams the text of the first row as it comes, stopping at the tokenizer's eos", function()
+    local tok = ft.tokenizer.bytes()
+    local greedy, stop = greedy_and_stop()
+    tok.eos_id = greedy[stop]
+    local pieces = {}
+    local flat = H.flat(model:generate(prompt, { max_new_tokens = 8, tokenizer = tok,
+      stream = function(text) pieces[#pieces + 1] = text end }))
+    assert.equal(stop, #flat)
+    local new = table.move(greedy, 5, stop - 1, 1, {})
+    local text = table.concat(pieces)
+    -- bytes that are not UTF-8 on their own may be held back, but all the text arrives, once
+    assert.equal(tok:decode(new), text)
+    assert.is_true(#pieces >= 1)
+    H.assert_mentions(H.error_of(model.generate, model, prompt, { stream = true }), "needs option 'tokenizer'")
+    H.assert_mentions(H.error_of(model.generate, model, prompt, { tokenizer = 3 }), "option 'tokenizer'")
+  end)
 end)
 
 -- ---- from-scratch presets and the Llama family ---------------------------------------------------------

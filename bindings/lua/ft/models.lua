@@ -426,8 +426,9 @@ end
 -- architecture ("architectures", else "model_type") and is checked first; model.safetensors (or
 -- the shards of model.safetensors.index.json) must hold exactly the model's tensors, with their
 -- shapes, which is checked from the files' headers before the model is allocated. Returns the
--- model in eval mode; model.config is the config table. opts: none yet (an options table with
--- any key is an error).
+-- model in eval mode; model.config is the config table, model.name_or_path the folder and
+-- model.generation_config its generation_config.json (if any: model:generate's defaults).
+-- opts: none yet (an options table with any key is an error).
 function M.from_pretrained(dir, opts)
   local where = "ft.models.from_pretrained"
   common.check_options(where, opts, {})
@@ -448,6 +449,9 @@ function M.from_pretrained(dir, opts)
   if not ok then error(("%s: %s: %s"):format(where, config_path, tostring(model)), 0) end
   M.load_hf_state_dict(model, read_weights(files), source, where)
   model:eval()
+  model.name_or_path = dir   -- as HF's config.name_or_path: what an adapter records as its base
+  local gc_path = dir .. "/generation_config.json"
+  if fs.exists(gc_path) then model.generation_config = read_json(gc_path, where) end
   return model
 end
 

@@ -62,7 +62,56 @@ local function draw(probs)
 end
 
 local GENERATE_OPTIONS = { "max_new_tokens", "temperature", "top_k", "top_p", "seed", "eos_token_id",
-  "pad_token_id", "attention_mask" }
+  "pad_token_id", "attention_mask", "tokenizer", "stream" }
+
+-- The defaults a model's generation_config.json gives (HF ids there are 0-based), as options.
+local function config_defaults(gc)
+  if type(gc) ~= "table" then return {} end
+  local out = {}
+  local function ids(v)
+    if type(v) == "table" then
+      local list = {}
+      for i, id in ipairs(v) do list[i] = math.tointeger(id) and id + 1 end
+      return #list > 0 and list or nil
+    end
+    return math.tointeger(v) and v + 1 or nil
+  end
+  out.eos_token_id, out.pad_token_id = ids(gc.eos_token_id), ids(gc.pad_token_id)
+  out.max_new_tokens = math.tointeger(gc.max_new_tokens)
+  if gc.do_sample == true then
+    out.temperature = type(gc.temperature) == "number" and gc.temperature or 1
+    out.top_k = math.tointeger(gc.top_k)
+    out.top_p = type(gc.top_p) == "number" and gc.top_p or nil
+  end
+  return out
+end
+
+-- A stream writer over a tokenizer: called with the ids of row 1 generated so far, it passes
+-- write() the text that became final since the last call (held back while the decoded tail
+-- is an incomplete UTF-8 sequence).
+local function text_streamer(tok, write)
+  local shown = 0
+  return function(new_ids, final)
+    local text = tok:decode(new_ids)
+    local stop = #text
+    if not final then
+      -- back off over a trailing partial UTF-8 character (a lead byte without all its continuations)
+      local i = stop
+      while i > 0 and i > stop - 4 and text:byte(i) >= 0x80 and text:byte(i) < 0xC0 do i = i - 1 end
+      if i > 0 and text:byte(i) >= 0xC0 then
+        local lead = text:byte(i)
+        local need = lead >= 0xF0 and 4 or lead >= 0xE0 and 3 or 2
+        if stop - i + 1 < need then stop = i - 1 end
+      end
+      -- a U+FFFD at the end may be a byte-fallback character still being spelled out
+      if text:sub(stop - 2, stop) == "\u{FFFD}" then stop = stop - 3 end
+    end
+    if stop > shown then
+      write(text:sub(shown + 1, stop))
+      shown = stop
+    end
+  end
+end
 
 -- An option that must be an integer in [lo, hi] (or absent).
 local function int_option(opts, key, lo, hi)
@@ -97,10 +146,47 @@ end
 -- opts: max_new_tokens=20 (>= 1), temperature (0 or nil: greedy; else > 0), top_k= (>= 0; 0:
 -- off), top_p= (in (0, 1]), seed= (calls ft.manual_seed), eos_token_id= (an id or a list; a
 -- finished row continues with pad_token_id, default the first eos id), attention_mask= [B,T] for
--- left-padded prompts. Unknown options and out-of-range values are errors.
+-- left-padded prompts, tokenizer= (its eos_id joins the eos ids and its pad_id pads),
+-- stream= (with a tokenizer: true writes row 1's text to stdout as it comes, or a
+-- function(text) receives it). Unknown options and out-of-range values are errors.
+-- Options not given come from the model's generation_config (generation_config.json of a
+-- folder loaded by ft.models.from_pretrained: eos ids, pad id, max_new_tokens, and with
+-- do_sample the sampling settings), as HF's generate takes them.
 -- Uses the key/value cache; runs without autograd and in eval mode (restored afterwards).
 function M.generate(model, input_ids, opts)
   opts = common.check_options("generate", opts, GENERATE_OPTIONS)
+  local tok = opts.tokenizer
+  if tok ~= nil and (type(tok) ~= "table" or type(tok.decode) ~= "function") then
+    error("generate: option 'tokenizer' must be a tokenizer (with decode), got " .. type(tok), 2)
+  end
+  local stream = opts.stream
+  if stream ~= nil and stream ~= false then
+    if stream ~= true and type(stream) ~= "function" then
+      error("generate: option 'stream' must be true or a function(text), got " .. type(stream), 2)
+    end
+    if not tok then error("generate: option 'stream' needs option 'tokenizer' (to turn ids into text)", 2) end
+    local write = stream == true and function(text) io.write(text); io.flush() end or stream
+    stream = text_streamer(tok, write)
+  else
+    stream = nil
+  end
+  local defaults = config_defaults(model.generation_config)
+  local merged = {}
+  for k, v in pairs(defaults) do merged[k] = v end
+  if opts.temperature ~= nil then merged.top_k, merged.top_p = nil, nil end   -- the caller's sampling settings, whole
+  for k, v in pairs(opts) do merged[k] = v end
+  if tok and merged.eos_token_id == nil and math.tointeger(tok.eos_id) then merged.eos_token_id = tok.eos_id end
+  if tok and opts.eos_token_id == nil and math.tointeger(tok.eos_id) and merged.eos_token_id ~= nil then
+    -- the tokenizer's eos joins the configured ones (a chat model stops at the end of its turn)
+    local list = type(merged.eos_token_id) == "table" and table.move(merged.eos_token_id, 1, #merged.eos_token_id, 1, {})
+      or { merged.eos_token_id }
+    local seen = false
+    for _, id in ipairs(list) do seen = seen or id == tok.eos_id end
+    if not seen then list[#list + 1] = tok.eos_id end
+    merged.eos_token_id = list
+  end
+  if tok and merged.pad_token_id == nil and math.tointeger(tok.pad_id) then merged.pad_token_id = tok.pad_id end
+  opts = merged
   local ids = input_ids
   if not ft.is_tensor(ids) or ids:dtype() ~= "int64" then error("generate: input ids must be an int64 tensor", 2) end
   if ids:dim() ~= 1 and ids:dim() ~= 2 then
@@ -139,6 +225,14 @@ function M.generate(model, input_ids, opts)
   if opts.seed then ft.manual_seed(opts.seed) end
   local was_training = model.training
   model:eval()
+  -- Row 1's generated ids up to its first eos (which is not text).
+  local function first_row_text_ids(out_ids)
+    local row = out_ids:select(1, 1):narrow(1, T + 1, out_ids:size(2) - T):totable()
+    for i, id in ipairs(row) do
+      if eos and eos[id] then return table.move(row, 1, i - 1, 1, {}) end
+    end
+    return row
+  end
   local ok, result = pcall(ft.no_grad, function()
     local out_ids, step_input, past = ids, ids, nil
     local mask = opts.attention_mask
@@ -172,8 +266,10 @@ function M.generate(model, input_ids, opts)
       step_input = ft.tensor(next_ids, { dtype = "int64" }):reshape(B, 1)
       out_ids = ft.cat({ out_ids, step_input }, 2)
       if mask then mask = ft.cat({ mask, ft.ones({ B, 1 }, { dtype = mask:dtype() }) }, 2) end
+      if stream then stream(first_row_text_ids(out_ids), false) end
       if n_finished == B then break end
     end
+    if stream then stream(first_row_text_ids(out_ids), true) end
     return out_ids
   end)
   if was_training then model:train() end

@@ -221,6 +221,7 @@ end
 local GPT2LMHeadModel = nn.Module:extend("GPT2LMHeadModel")
 M.GPT2LMHeadModel = GPT2LMHeadModel
 GPT2LMHeadModel.hf_architecture = "GPT2LMHeadModel"
+GPT2LMHeadModel.peft_task_type = "CAUSAL_LM"   -- what PEFT's adapter_config.json names the task
 GPT2LMHeadModel.hf_model_type = "gpt2"
 GPT2LMHeadModel.base_model_prefix = "transformer"
 -- Causal-mask buffers of older checkpoints, which HF also skips.

@@ -48,6 +48,7 @@ end
 local Cls = nn.Module:extend("GPT2ForSequenceClassification")
 M.GPT2ForSequenceClassification = Cls
 Cls.hf_architecture = "GPT2ForSequenceClassification"
+Cls.peft_task_type = "SEQ_CLS"
 Cls.hf_model_type = "gpt2"
 Cls.base_model_prefix = "transformer"
 Cls.ignore_on_load = { "%.attn%.bias$", "%.attn%.masked_bias$", "^lm_head%.weight$" }

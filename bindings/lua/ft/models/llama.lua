@@ -296,6 +296,7 @@ local LlamaForCausalLM = nn.Module:extend("LlamaForCausalLM")
 M.LlamaForCausalLM = LlamaForCausalLM
 LlamaForCausalLM.hf_architecture = "LlamaForCausalLM"
 LlamaForCausalLM.hf_model_type = "llama"
+LlamaForCausalLM.peft_task_type = "CAUSAL_LM"   -- what PEFT's adapter_config.json names the task
 LlamaForCausalLM.base_model_prefix = "model"
 LlamaForCausalLM.default_rope_theta = 10000.0
 LlamaForCausalLM.ignore_on_load = { "rotary_emb%.inv_freq$" }

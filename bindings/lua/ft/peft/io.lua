@@ -22,7 +22,9 @@ local META_KEY = "ftlua_adapter"
 -- "ftlua": dir/adapter.h5, the adapter's tensors (model state_dict keys) with its kind, name
 -- and config as JSON in the file's metadata (written atomically). "peft": PEFT's
 -- adapter_model.safetensors + adapter_config.json (LoRA only; the folder is replaced as a whole,
--- options task_type, base_model_name_or_path and revision go into the config).
+-- options task_type, base_model_name_or_path and revision go into the config; the first two
+-- default to the model class's task, such as "CAUSAL_LM", and the folder
+-- ft.models.from_pretrained loaded the model from).
 function peft_io.save(model, dir, opts)
   local where = "ft.peft.save"
   opts = ft.check_options(where, opts, peft_io.save_options)
@@ -37,8 +39,10 @@ function peft_io.save(model, dir, opts)
       error(("%s: format 'peft' holds LoRA adapters only; adapter '%s' is %s (use format 'ftlua')"):format(where,
         name, entry.kind), 2)
     end
-    return require("ft.peft.format").save(model, dir, name, { task_type = opts.task_type,
-      base_model_name_or_path = opts.base_model_name_or_path, revision = opts.revision }, where)
+    -- PEFT's AutoPeft loaders need the base model and the task: by default the folder the
+    -- model came from (ft.models.from_pretrained) and its class's task
+    return require("ft.peft.format").save(model, dir, name, { task_type = opts.task_type or model.peft_task_type,
+      base_model_name_or_path = opts.base_model_name_or_path or model.name_or_path, revision = opts.revision }, where)
   elseif format ~= "ftlua" then
     error(("%s: format must be 'ftlua' or 'peft', got %s"):format(where, tostring(format)), 2)
   end
