@@ -2,6 +2,7 @@
 #define _GNU_SOURCE /* dladdr, RTLD_NODELETE */
 #include <dlfcn.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -193,26 +194,53 @@ int ftl_opt_dim(lua_State *L, int idx, int ndim, int def0) {
     return ftl_check_dim(L, idx, ndim);
 }
 
-int ftl_check_shape(lua_State *L, int idx, int64_t *shape) {
+/* The bad value at idx as an error message shows it after its type: ": \"3\"" for a string
+ * (cut to 40 bytes), ": true" for a boolean, "" for the rest (their type says it all). */
+static const char *shown_value(lua_State *L, int idx, char *buf, size_t len) {
+    int type = lua_type(L, idx);
+    if (type == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        snprintf(buf, len, ": \"%.*s%s\"", n > 40 ? 40 : (int)n, s, n > 40 ? "..." : "");
+    } else if (type == LUA_TBOOLEAN) {
+        snprintf(buf, len, ": %s", lua_toboolean(L, idx) ? "true" : "false");
+    } else {
+        buf[0] = '\0';
+    }
+    return buf;
+}
+
+int ftl_check_shape(lua_State *L, int idx, int64_t *shape, const char *op) {
+    char shown[64];
     int ndim = 0;
     if (lua_istable(L, idx)) {
         lua_Integer n = luaL_len(L, idx);
-        if (n > FT_MAX_DIMS) luaL_error(L, "ft: shape has %d dims, at most %d supported", (int)n, FT_MAX_DIMS);
+        if (n > FT_MAX_DIMS) luaL_error(L, "ft.%s: shape has %d dims, at most %d supported", op, (int)n, FT_MAX_DIMS);
         for (lua_Integer i = 1; i <= n; i++) {
-            lua_geti(L, idx, i);
+            /* a number only: lua_tointegerx alone would take the string "3" */
+            if (lua_geti(L, idx, i) != LUA_TNUMBER)
+                luaL_error(L, "ft.%s: the shape's entries must be integers, got a %s (entry %I)%s", op,
+                           luaL_typename(L, -1), i, shown_value(L, -1, shown, sizeof shown));
             int ok;
             lua_Integer v = lua_tointegerx(L, -1, &ok);
-            if (!ok) luaL_error(L, "ft: shape entries must be integers");
+            if (!ok) luaL_error(L, "ft.%s: size %s (entry %I of the shape) is not an integer", op, lua_tostring(L, -1), i);
             shape[ndim++] = v;
             lua_pop(L, 1);
         }
         return ndim;
     }
-    int top = lua_gettop(L);
-    for (int i = idx; i <= top && lua_type(L, i) == LUA_TNUMBER; i++) {
-        if (ndim >= FT_MAX_DIMS) luaL_error(L, "ft: shape has more than %d dims", FT_MAX_DIMS);
-        shape[ndim++] = luaL_checkinteger(L, i);
+    int top = lua_gettop(L), i;
+    for (i = idx; i <= top && lua_type(L, i) == LUA_TNUMBER; i++) {
+        if (ndim >= FT_MAX_DIMS) luaL_error(L, "ft.%s: shape has more than %d dims", op, FT_MAX_DIMS);
+        int ok;
+        lua_Integer v = lua_tointegerx(L, i, &ok);
+        if (!ok) luaL_error(L, "ft.%s: size %s (argument %d) is not an integer", op, lua_tostring(L, i), i);
+        shape[ndim++] = v;
     }
+    /* what follows the sizes may be an options table, nothing else */
+    if (i <= top && !lua_isnil(L, i) && !lua_istable(L, i))
+        luaL_error(L, "ft.%s: sizes must be integers or one table of them, got a %s (argument %d)%s", op,
+                   luaL_typename(L, i), i, shown_value(L, i, shown, sizeof shown));
     return ndim;
 }
 
@@ -245,14 +273,6 @@ int64_t ftl_opt_integer_field(lua_State *L, int idx, const char *key, int64_t de
     return v;
 }
 
-int ftl_opt_bool_field(lua_State *L, int idx, const char *key, int def) {
-    idx = lua_absindex(L, idx);
-    if (!push_field(L, idx, key)) return def;
-    int v = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
 const char *ftl_opt_string_field(lua_State *L, int idx, const char *key, const char *def) {
     idx = lua_absindex(L, idx);
     if (!push_field(L, idx, key)) return def;
@@ -260,28 +280,6 @@ const char *ftl_opt_string_field(lua_State *L, int idx, const char *key, const c
     const char *v = lua_tostring(L, -1);
     lua_pop(L, 1); /* the options table keeps the string alive */
     return v;
-}
-
-void ftl_opt_pair_field(lua_State *L, int idx, const char *key, int def, int out[2]) {
-    idx = lua_absindex(L, idx);
-    out[0] = out[1] = def;
-    if (!push_field(L, idx, key)) return;
-    if (lua_istable(L, -1)) {
-        for (int i = 0; i < 2; i++) {
-            lua_geti(L, -1, i + 1);
-            int ok;
-            lua_Integer v = lua_tointegerx(L, -1, &ok);
-            if (!ok) luaL_error(L, "ft: option '%s' must be an integer or a pair of integers", key);
-            out[i] = (int)v;
-            lua_pop(L, 1);
-        }
-    } else {
-        int ok;
-        lua_Integer v = lua_tointegerx(L, -1, &ok);
-        if (!ok) luaL_error(L, "ft: option '%s' must be an integer or a pair of integers", key);
-        out[0] = out[1] = (int)v;
-    }
-    lua_pop(L, 1);
 }
 
 ft_tensor *ftl_index_to_core(lua_State *L, const ft_tensor *index, const char *op) {
@@ -419,6 +417,8 @@ int luaopen_ft(lua_State *L) {
     lua_newtable(L);
     int module = lua_gettop(L);
     ftl_open_tensor(L);
+    ftl_open_tensor_create(L);
+    ftl_open_runtime(L);
     ftl_open_ops(L);
     ftl_open_autograd(L);
     ftl_open_nn(L);

@@ -34,15 +34,16 @@ int ftl_error(lua_State *L, const char *op);
 /* 1-based/negative Lua dim at idx -> 0-based dim for a tensor of ndim dims. */
 int ftl_check_dim(lua_State *L, int idx, int ndim);
 int ftl_opt_dim(lua_State *L, int idx, int ndim, int def0);
-/* Reads a shape given either as varargs of integers starting at idx or as one table. */
-int ftl_check_shape(lua_State *L, int idx, int64_t *shape);
+/* Reads a shape given either as varargs of integers starting at idx (then nothing, nil or a
+ * table) or as one table of integers; anything else (the string "3", 2.5) raises an error
+ * "ft.<op>: ..." naming the value and its position. Returns the number of dims. */
+int ftl_check_shape(lua_State *L, int idx, int64_t *shape, const char *op);
+/* The dtype a name means ("float32" or "float", "int64" or "long"), or a Lua error. */
+ft_dtype ftl_check_dtype(lua_State *L, const char *name);
 /* Field of an options table at idx (absent/nil table allowed). */
 double ftl_opt_number_field(lua_State *L, int idx, const char *key, double def);
 int64_t ftl_opt_integer_field(lua_State *L, int idx, const char *key, int64_t def);
-int ftl_opt_bool_field(lua_State *L, int idx, const char *key, int def);
 const char *ftl_opt_string_field(lua_State *L, int idx, const char *key, const char *def);
-/* An int field given as a number or a {h, w} pair. */
-void ftl_opt_pair_field(lua_State *L, int idx, const char *key, int def, int out[2]);
 /* 1-based int64 index tensor -> new 0-based copy (bounds are checked by the core op). */
 ft_tensor *ftl_index_to_core(lua_State *L, const ft_tensor *index, const char *op);
 /* Raises "ft.<op>: index <i> out of range 1..<size> (dim <d+1>)" for a 1-based int64 index
@@ -58,7 +59,9 @@ void ftl_check_options(lua_State *L, int idx, const char *where, const char *con
 void ftl_register(lua_State *L, const luaL_Reg *fns);
 
 /* Each binding file adds its functions to the module table on top of the stack. */
-void ftl_open_tensor(lua_State *L);    /* lua_tensor.c: creation, views, in-place, the metatable */
+void ftl_open_tensor(lua_State *L);    /* lua_tensor.c: inspection, views, in-place, the metatable */
+void ftl_open_tensor_create(lua_State *L); /* lua_tensor_create.c: ft.tensor, zeros, randn, arange ... */
+void ftl_open_runtime(lua_State *L);   /* lua_tensor_runtime.c: seed, threads, rng state, memory */
 void ftl_open_ops(lua_State *L);       /* lua_ops.c: arithmetic, reductions, products, indexing */
 void ftl_open_autograd(lua_State *L);  /* lua_autograd.c: backward, no_grad, grad mode */
 void ftl_open_nn(lua_State *L);        /* lua_nn.c: ft._F, the functional kernels */

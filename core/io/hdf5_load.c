@@ -13,6 +13,7 @@
 #include <hdf5.h>
 
 #include "ft/io.h"
+#include "ft/utf8.h"
 #include "hdf5_internal.h"
 
 #define MAX_DEPTH 64                 /* nested groups */
@@ -69,25 +70,6 @@ static int push_tensor(loader *ld, char *name, char *h5path, ft_tensor *t) {
     ld->h5paths[c->n] = h5path;
     c->n++;
     return 0;
-}
-
-/* Well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF). */
-static int valid_utf8(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) { i++; continue; }
-        int len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-        if (len == 0 || i + (size_t)len > n) return 0;
-        for (int k = 1; k < len; k++)
-            if ((s[i + k] & 0xc0) != 0x80) return 0;
-        if (c == 0xe0 && s[i + 1] < 0xa0) return 0;            /* overlong */
-        if (c == 0xed && s[i + 1] > 0x9f) return 0;            /* surrogates */
-        if (c == 0xf0 && s[i + 1] < 0x90) return 0;            /* overlong */
-        if (c == 0xf4 && s[i + 1] > 0x8f) return 0;            /* past U+10FFFF */
-        i += (size_t)len;
-    }
-    return 1;
 }
 
 /* The file type of a dataset or attribute, if it is one a checkpoint may hold: sets
@@ -395,7 +377,7 @@ static int visit_group(loader *ld, hid_t g, const char *prefix, const char *h5pr
                          len > MAX_NAME || len == 0 ? "a link name of a bad length" : h5io_capture());
             return -1;
         }
-        if (strlen(link) != (size_t)len || !valid_utf8((const unsigned char *)link, (size_t)len) ||
+        if (strlen(link) != (size_t)len || !ft_utf8_valid(link, (size_t)len) ||
             strcmp(link, ".") == 0) {
             free(link);
             ft_set_error("group '%s' in '%s' holds a link whose name is not valid UTF-8 text "
@@ -472,7 +454,7 @@ static herr_t attr_cb(hid_t loc, const char *name, const H5A_info_t *ainfo, void
     ft_checkpoint *c = ld->out;
     (void)ainfo;
     size_t name_len = strlen(name);
-    if (name_len == 0 || name_len > MAX_NAME || !valid_utf8((const unsigned char *)name, name_len))
+    if (name_len == 0 || name_len > MAX_NAME || !ft_utf8_valid(name, name_len))
         return 0;
     if (c->nmeta >= MAX_ATTRS) return 0;
     hid_t attr = H5Aopen(loc, name, H5P_DEFAULT);
@@ -532,7 +514,7 @@ static herr_t attr_cb(hid_t loc, const char *name, const H5A_info_t *ainfo, void
             ok = mtype >= 0 && m.str && H5Aread(attr, mtype, m.str) >= 0;
             if (mtype >= 0) H5Tclose(mtype);
         }
-        if (ok && !valid_utf8((const unsigned char *)m.str, strlen(m.str))) ok = 0;
+        if (ok && !ft_utf8_valid(m.str, strlen(m.str))) ok = 0;
         m.kind = FT_META_STRING;
     } else if (numeric_type(ld, type, &dtype, &tsize) && storage == tsize) {
         if (dtype == FT_INT64) {

@@ -1,0 +1,99 @@
+#define _POSIX_C_SOURCE 200809L /* fileno, isatty */
+
+/* The runtime from Lua: the seeded generator (manual_seed, its state for checkpoints),
+ * threads, the tensor memory counters and the cache, and the small host helpers the Lua
+ * half needs (isatty, a monotonic clock). */
+#include <time.h>
+#include <unistd.h>
+
+#include "ft/runtime.h"
+#include "ftl.h"
+
+static int l_manual_seed(lua_State *L) {
+    ft_manual_seed((uint64_t)luaL_checkinteger(L, 1));
+    return 0;
+}
+
+/* ft.set_num_threads(n): OpenMP and OpenBLAS threads together, n in 1..FT_MAX_THREADS. */
+static int l_set_num_threads(lua_State *L) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    if (n < 1 || n > FT_MAX_THREADS)
+        return luaL_error(L, "ft.set_num_threads: n must be in 1..%d, got %I", FT_MAX_THREADS, n);
+    ft_set_num_threads((int)n);
+    return 0;
+}
+
+static int l_get_num_threads(lua_State *L) {
+    lua_pushinteger(L, ft_get_num_threads());
+    return 1;
+}
+
+/* The generator state as an int64 tensor of 4 words, for resumable checkpoints. */
+static int l_get_rng_state(lua_State *L) {
+    uint64_t s[4];
+    ft_rng_get_state(s);
+    int64_t shape = 4;
+    ftl_push_tensor(L, ft_from_data(s, &shape, 1, FT_INT64), "get_rng_state");
+    return 1;
+}
+
+static int l_set_rng_state(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    if (t->dtype != FT_INT64 || ft_numel(t) != 4 || !ft_is_contiguous(t))
+        return luaL_error(L, "ft.set_rng_state: expected the int64 tensor of 4 words from ft.get_rng_state()");
+    ft_rng_set_state((const uint64_t *)ft_i64(t));
+    return 0;
+}
+
+static int l_isatty(lua_State *L) {
+    luaL_Stream *s = luaL_testudata(L, 1, LUA_FILEHANDLE);
+    int fd = s && s->f ? fileno(s->f) : (int)luaL_optinteger(L, 1, 2);
+    lua_pushboolean(L, isatty(fd));
+    return 1;
+}
+
+/* ft.clock(): monotonic wall-clock seconds, for timing and ETAs. */
+static int l_clock(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
+    return 1;
+}
+
+static int l_live_bytes(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)ft_live_bytes());
+    return 1;
+}
+
+/* ft.peak_bytes(): the most ft.live_bytes() reached since the last ft.reset_peak_bytes(). */
+static int l_peak_bytes(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)ft_peak_bytes());
+    return 1;
+}
+
+static int l_reset_peak_bytes(lua_State *L) {
+    ft_reset_peak_bytes();
+    return 0;
+}
+
+static int l_empty_cache(lua_State *L) {
+    ft_empty_cache();
+    return 0;
+}
+
+static const luaL_Reg functions[] = {
+    {"manual_seed", l_manual_seed},
+    {"set_num_threads", l_set_num_threads},
+    {"get_num_threads", l_get_num_threads},
+    {"get_rng_state", l_get_rng_state},
+    {"set_rng_state", l_set_rng_state},
+    {"isatty", l_isatty},
+    {"clock", l_clock},
+    {"live_bytes", l_live_bytes},
+    {"peak_bytes", l_peak_bytes},
+    {"reset_peak_bytes", l_reset_peak_bytes},
+    {"empty_cache", l_empty_cache},
+    {NULL, NULL},
+};
+
+void ftl_open_runtime(lua_State *L) { ftl_register(L, functions); }
