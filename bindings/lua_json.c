@@ -51,11 +51,27 @@ void ftl_json_push_null(lua_State *L) { lua_getfield(L, LUA_REGISTRYINDEX, FTL_J
 
 /* ---- the functions ----------------------------------------------------------------------- */
 
-/* ft.json.decode(str) --> value */
+/* The ordered option at idx of function where. */
+static int ordered_option(lua_State *L, int idx, const char *where) {
+    static const char *const options[] = {"ordered", NULL};
+    ftl_check_options(L, idx, where, options);
+    if (lua_isnoneornil(L, idx)) return 0;
+    int t = lua_getfield(L, idx, "ordered");
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+        luaL_error(L, "%s: option 'ordered' must be a boolean, got %s", where, luaL_typename(L, -1));
+    int ordered = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return ordered;
+}
+
+/* ft.json.decode(str [, {ordered = false}]) --> value. ordered: every object keeps the
+ * order of its keys (its metatable's __keys array), which ft.json.encode and chat
+ * templates' tojson follow. */
 static int l_decode(lua_State *L) {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
-    ftl_json_decode(L, text, len, NULL);
+    int ordered = ordered_option(L, 2, "ft.json.decode");
+    ftl_json_decode(L, text, len, NULL, ordered);
     return 1;
 }
 
@@ -87,9 +103,10 @@ static int l_encode(lua_State *L) {
     return 1;
 }
 
-/* ft.json.read(path) --> value */
+/* ft.json.read(path [, {ordered = false}]) --> value */
 static int l_read(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
+    int ordered = ordered_option(L, 2, "ft.json.read");
     size_t len;
     char *text = ft_read_file(path, JSON_MAX_FILE, &len);
     if (!text) return luaL_error(L, "ft.json.read: %s", ft_last_error());
@@ -98,7 +115,7 @@ static int l_read(lua_State *L) {
     b->p = text;
     b->n = len;
     b->cap = len + 1;
-    ftl_json_decode(L, b->p, b->n, path);
+    ftl_json_decode(L, b->p, b->n, path, ordered);
     return 1;
 }
 

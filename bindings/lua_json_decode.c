@@ -22,6 +22,7 @@ typedef struct decoder {
     const char *text;
     size_t len;
     size_t pos;   /* the next string or number token is at or after pos */
+    int ordered;  /* objects record their key order in a metatable's __keys */
 } decoder;
 
 int ftl_json_tree_gc(lua_State *L) {
@@ -208,11 +209,31 @@ static void push_value(decoder *d, const cJSON *item) {
         }
     } else {   /* object: each key's string token comes before its value's tokens */
         lua_createtable(L, 0, cJSON_GetArraySize(item));
+        int object = lua_gettop(L), keys = 0;
+        lua_Integer nkeys = 0;
+        if (d->ordered) {
+            lua_createtable(L, cJSON_GetArraySize(item), 0);
+            keys = lua_gettop(L);
+        }
         const cJSON *child;
         cJSON_ArrayForEach(child, item) {
             push_string(d);
+            if (keys) {   /* a repeated key keeps its first place, as Python's dict does */
+                lua_pushvalue(L, -1);
+                if (lua_rawget(L, object) == LUA_TNIL) {
+                    lua_pushvalue(L, -2);
+                    lua_rawseti(L, keys, ++nkeys);
+                }
+                lua_pop(L, 1);
+            }
             push_value(d, child);
-            lua_rawset(L, -3);
+            lua_rawset(L, object);
+        }
+        if (keys) {
+            lua_createtable(L, 0, 1);
+            lua_insert(L, keys);    /* the metatable below the keys */
+            lua_setfield(L, keys, "__keys");
+            lua_setmetatable(L, object);
         }
     }
 }
@@ -376,8 +397,8 @@ static const char *check_text(lua_State *L, const char *text, size_t len, size_t
     return NULL;
 }
 
-void ftl_json_decode(lua_State *L, const char *text, size_t len, const char *path) {
-    decoder d = {L, path, text, len, 0};
+void ftl_json_decode(lua_State *L, const char *text, size_t len, const char *path, int ordered) {
+    decoder d = {L, path, text, len, 0, ordered};
     cJSON **root = lua_newuserdatauv(L, sizeof *root, 0);
     *root = NULL;
     luaL_setmetatable(L, FTL_JSON_TREE_MT);

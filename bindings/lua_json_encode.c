@@ -1,6 +1,7 @@
 /* ft.json's encoder: a table whose keys are exactly 1..n (or that carries the array
  * marker) is an array, one with string keys an object written with its keys sorted
- * (stable output); anything else (functions, cycles, other keys, NaN) is an error naming
+ * (stable output), or in the order of its metatable's __keys array (ft.json.decode's
+ * ordered objects; keys it does not list follow, sorted); anything else (functions, cycles, other keys, NaN) is an error naming
  * where it is. */
 #include <locale.h>
 #include <math.h>
@@ -139,10 +140,12 @@ static void newline(encoder *e, int depth) {
 typedef struct key_ref {
     const char *s;
     size_t len;
+    lua_Integer place;   /* its index in __keys, or LUA_MAXINTEGER when not listed */
 } key_ref;
 
 static int cmp_keys(const void *pa, const void *pb) {
     const key_ref *a = pa, *b = pb;
+    if (a->place != b->place) return a->place < b->place ? -1 : 1;
     size_t n = a->len < b->len ? a->len : b->len;
     int c = memcmp(a->s, b->s, n);
     if (c) return c;
@@ -221,12 +224,36 @@ static void encode_table(encoder *e, int idx, int depth) {
         add(e, "]", 1);
     } else {
         /* Sorted keys; the strings stay alive as keys of the table. */
+        int base = lua_gettop(L);
         key_ref *keys = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *keys, 0);
+        /* the places of an ordered object's keys: key -> index in its __keys */
+        int places = 0;
+        if (lua_getmetatable(L, idx)) {
+            if (lua_getfield(L, -1, "__keys") == LUA_TTABLE) {
+                lua_Integer m = (lua_Integer)lua_rawlen(L, -1);
+                lua_createtable(L, 0, (int)(m < 1 << 20 ? m : 1 << 20));
+                for (lua_Integer i = 1; i <= m; i++) {
+                    if (lua_rawgeti(L, -2, i) == LUA_TSTRING) {
+                        lua_pushinteger(L, i);
+                        lua_rawset(L, -3);
+                    } else {
+                        lua_pop(L, 1);
+                    }
+                }
+                places = lua_gettop(L);
+            }
+        }
         lua_Integer k = 0;
         lua_pushnil(L);
         while (lua_next(L, idx)) {
             lua_pop(L, 1);
             keys[k].s = lua_tolstring(L, -1, &keys[k].len);
+            keys[k].place = LUA_MAXINTEGER;
+            if (places) {
+                lua_pushvalue(L, -1);
+                if (lua_rawget(L, places) == LUA_TNUMBER) keys[k].place = lua_tointeger(L, -1);
+                lua_pop(L, 1);
+            }
             k++;
         }
         qsort(keys, (size_t)n, sizeof *keys, cmp_keys);
@@ -245,7 +272,7 @@ static void encode_table(encoder *e, int idx, int depth) {
         }
         if (n > 0) newline(e, depth);
         add(e, "}", 1);
-        lua_pop(L, 1);   /* keys */
+        lua_settop(L, base);   /* keys, and an ordered object's metatable, __keys and places */
     }
     lua_pushvalue(L, idx);
     lua_pushnil(L);

@@ -29,8 +29,10 @@ void ftl_json_buffer_add(lua_State *L, ftl_json_buffer *b, const char *s, size_t
 void ftl_json_push_null(lua_State *L);
 
 /* lua_json_decode.c: decodes text[0..len) and pushes the value; errors name path when
- * given ("ft.json.read: '<path>': ..."), else start "ft.json.decode: ". */
-void ftl_json_decode(lua_State *L, const char *text, size_t len, const char *path);
+ * given ("ft.json.read: '<path>': ..."), else start "ft.json.decode: ". With ordered, each
+ * object gets a metatable whose __keys array lists its keys in the text's order (the
+ * encoder writes such an object in that order). */
+void ftl_json_decode(lua_State *L, const char *text, size_t len, const char *path, int ordered);
 /* The __gc of the FTL_JSON_TREE_MT userdata that holds the tree while it is decoded. */
 int ftl_json_tree_gc(lua_State *L);
 

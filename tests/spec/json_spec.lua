@@ -146,6 +146,26 @@ describe("ft.json.decode refuses what JSON forbids and cJSON lets through", func
     H.assert_mentions(H.error_of(J.encode, {1}, {indnet = 2}), "ft.json.encode: unknown option 'indnet'",
                       "did you mean 'indent'?")
     H.assert_mentions(H.error_of(J.write, "/tmp/x.json", {1}, {ident = 2}), "ft.json.write: unknown option 'ident'")
+    H.assert_mentions(H.error_of(J.decode, "{}", {orderd = true}), "ft.json.decode: unknown option 'orderd'",
+                      "did you mean 'ordered'?")
+    H.assert_mentions(H.error_of(J.decode, "{}", {ordered = 1}), "option 'ordered' must be a boolean")
+  end)
+
+  it("keeps the order of object keys with ordered = true, and encode writes them in it", function()
+    local text = '{"type":"function","function":{"name":"f","parameters":{"z":1,"a":[{"y":2,"x":3}]}},"b":true}'
+    local t = J.decode(text, {ordered = true})
+    assert.are.same({"type", "function", "b"}, getmetatable(t).__keys)
+    assert.are.same({"z", "a"}, getmetatable(t["function"].parameters).__keys)
+    assert.are.equal(text, J.encode(t))                          -- Python's json.dumps order
+    assert.are.equal('{"b":true,"function":{"name":"f","parameters":{"a":[{"x":3,"y":2}],"z":1}},"type":"function"}',
+                     J.encode(J.decode(text)))                     -- sorted without it
+    -- a repeated key keeps its first place and its last value, as Python's dict
+    local d = J.decode('{"b":1,"a":2,"b":3}', {ordered = true})
+    assert.are.same({"b", "a"}, getmetatable(d).__keys)
+    assert.are.equal(3, d.b)
+    -- keys added after decoding follow the listed ones, sorted
+    d.d, d.c = 4, 5
+    assert.are.equal('{"b":3,"a":2,"c":5,"d":4}', J.encode(d))
   end)
 end)
 
