@@ -426,6 +426,7 @@ int luaopen_ft(lua_State *L) {
     ftl_open_io(L);
     ftl_open_json(L);
     ftl_open_options(L);
+    ftl_open_tokenizer(L);
     lua_settop(L, module);
 
     lua_pushliteral(L, "0.1.0");

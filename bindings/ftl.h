@@ -69,6 +69,7 @@ void ftl_open_optim(lua_State *L);     /* lua_optim.c: ft._optim, fused optimize
 void ftl_open_io(lua_State *L);        /* lua_io.c: save/load, image, _idx */
 void ftl_open_json(lua_State *L);      /* lua_json.c: ft.json */
 void ftl_open_options(lua_State *L);   /* lua_options.c: ft.check_options */
+void ftl_open_tokenizer(lua_State *L); /* lua_tokenizer.c: ft._tokenizer, HF tokenizer.json */
 
 int luaopen_ft(lua_State *L);
 

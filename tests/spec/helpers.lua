@@ -215,6 +215,17 @@ function H.dead_pid()
   return pid
 end
 
+-- A temporary folder holding the tokenizer fixture tests/fixtures/tokenizers/<name>: its
+-- tokenizer.json (gunzipped) and tokenizer_config.json, as an HF model folder has them.
+function H.tokenizer_dir(name)
+  local dir = H.make_tmpdir("tokenizer")
+  local from = H.fixture("tokenizers/" .. name)
+  local ok, out = H.run(("gzip -dc %s > %s && cp %s %s"):format(H.quote(from .. "/tokenizer.json.gz"),
+    H.quote(dir .. "/tokenizer.json"), H.quote(from .. "/tokenizer_config.json"), H.quote(dir .. "/")))
+  assert(ok, out)
+  return dir
+end
+
 -- True when Debian's python3 exists and imports the given modules ("json, struct").
 function H.has_python(modules)
   return H.file_exists(H.PYTHON) and (H.run(H.PYTHON .. " -c 'import " .. modules .. "'"))

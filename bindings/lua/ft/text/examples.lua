@@ -112,7 +112,7 @@ end
 
 local function eos_id_of(tok, opts, where)
   local eos = ft.check.integer(where, "eos_id", opts and opts.eos_id, nil, {min = 1})
-  return eos or tok.eos_token_id or corpus.EOT_ID
+  return eos or tok.eos_id or tok.eos_token_id or corpus.EOT_ID
 end
 
 local function check_tokenizer(tok, where)
@@ -140,10 +140,37 @@ local function encode_segments(tok, segs, eos)
   return ids, labels
 end
 
+-- A HuggingFace tokenizer (ft.tokenizer.from_pretrained) brings its own special tokens and
+-- chat template.
+local function is_hf(tok) return type(tok.apply_chat_template) == "function" end
+
+-- Lua arrays ids, labels of an example for a HuggingFace tokenizer: chats through its chat
+-- template (ft.text.chat.encode: the assistant's tokens train); a prompt with the special
+-- tokens the tokenizer adds (a bos), then its completion and eos; text likewise, all trained.
+local function encode_hf(tok, ex, kind, eos)
+  if kind == "chat" then return require("ft.text.chat").encode(tok, ex.messages, { ignore_index = text.IGNORE_INDEX }) end
+  local ids, labels = {}, {}
+  local function add(s, special, trains)
+    for _, id in ipairs(tok:encode(s, { add_special_tokens = special }):totable()) do
+      ids[#ids + 1] = id
+      labels[#labels + 1] = trains and id or text.IGNORE_INDEX
+    end
+  end
+  if kind == "completion" then
+    add(ex.prompt, true, false)
+    add(ex.completion, false, true)
+  else
+    add(ex.text, true, true)
+  end
+  ids[#ids + 1], labels[#labels + 1] = eos, eos
+  return ids, labels
+end
+
 -- Lua arrays ids, labels of an example (untruncated). An example read from a file names its
 -- place (ex.where = "file:line") in errors.
 local function encode_arrays(tok, ex, opts, where)
   local kind = example_kind(ex, type(ex) == "table" and ex.where and where .. ": " .. ex.where or where, 3)
+  if is_hf(tok) then return encode_hf(tok, ex, kind, eos_id_of(tok, opts, where)) end
   return encode_segments(tok, segments(ex, kind), eos_id_of(tok, opts, where))
 end
 
@@ -158,8 +185,11 @@ end
 -- token trains, text.IGNORE_INDEX (-100) elsewhere (the leading EOT, the prompt, role lines
 -- and non-assistant messages). Labels are aligned with ids: the loss shifts them (HF's
 -- convention, ft.models.causal_lm_loss), so position t's logits are scored on labels[t + 1].
--- context = T keeps the first T tokens. eos_id defaults to tokenizer.eos_token_id, else
+-- context = T keeps the first T tokens. eos_id defaults to tokenizer.eos_id, else
 -- ft.text.EOT_ID (the byte tokenizer's "\0"), and stands in for each EOT of the template.
+-- A HuggingFace tokenizer (ft.tokenizer.from_pretrained) encodes chats with its own chat
+-- template (ft.text.chat.encode: each assistant reply and its end-of-turn token train) and
+-- prompts with its special tokens, without the leading EOT.
 function text.encode_example(tok, ex, opts)
   local where = "ft.text.encode_example"
   opts = ft.check_options(where, opts, {"context", "eos_id"})
@@ -173,13 +203,20 @@ end
 
 --- encode_prompt(tokenizer, example, {eos_id =}) -> ids int64 [T]: what generation starts from.
 -- EOT, then the prompt ({prompt, completion}), the text ({text}), or the chat without its final
--- assistant message, followed by "<|assistant|>\n" ({messages}).
+-- assistant message, followed by "<|assistant|>\n" ({messages}). With a HuggingFace tokenizer:
+-- its chat template with the generation prompt, or the prompt with its special tokens.
 function text.encode_prompt(tok, ex, opts)
   local where = "ft.text.encode_prompt"
   opts = ft.check_options(where, opts, {"eos_id"})
   check_tokenizer(tok, where)
   local segs
-  if type(ex) == "table" and ex.messages ~= nil then
+  if type(ex) == "table" and ex.messages ~= nil and is_hf(tok) then
+    local msgs = ex.messages
+    local last = #msgs > 0 and msgs[#msgs].role == "assistant" and #msgs - 1 or #msgs
+    return tok:apply_chat_template(table.move(msgs, 1, last, 1, {}), { add_generation_prompt = true })
+  elseif type(ex) == "table" and is_hf(tok) and (type(ex.prompt) == "string" or type(ex.text) == "string") then
+    return tok:encode(ex.prompt or ex.text, { add_special_tokens = true })
+  elseif type(ex) == "table" and ex.messages ~= nil then
     check_messages(ex.messages, where, 2)
     local msgs = ex.messages
     local last = msgs[#msgs].role == "assistant" and #msgs - 1 or #msgs
@@ -455,7 +492,7 @@ function text.read_examples(path, opts)
       format = "text"
       for _, line in ipairs(lines) do
         if line:find("%S") then
-          local ok, v = pcall(ft.json.decode, line)
+          local ok, v = pcall(ft.json.decode, line, { ordered = true })
           if ok and type(v) == "table" and v ~= ft.json.null and line:find("^%s*{") then format = "jsonl" end
           break
         end
@@ -467,7 +504,7 @@ function text.read_examples(path, opts)
     for i, line in ipairs(lines) do
       if line:find("%S") then
         local at = ("%s:%d"):format(path, i)
-        local ok, v = pcall(ft.json.decode, line)
+        local ok, v = pcall(ft.json.decode, line, { ordered = true })
         if not ok then error(("%s: invalid JSON: %s"):format(at, tostring(v):gsub("^ft%.json%.decode: ", "")), 2) end
         if type(v) ~= "table" or v == ft.json.null or v[1] ~= nil then
           error(at .. ": expected a JSON object per line", 2)
