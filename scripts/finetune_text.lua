@@ -6,6 +6,17 @@
 --   ftlua scripts/finetune_text.lua --compare --threads 2         # all six methods, ~10 min
 --   ftlua scripts/finetune_text.lua --data chat.jsonl --method lora --prompt "Tell me a joke"
 --   ftlua scripts/finetune_text.lua --method lora --resume        # continue an interrupted run
+--   ftlua scripts/finetune_text.lua --model ~/models/Qwen2.5-0.5B-Instruct --data chat.jsonl --method lora --stream
+--
+-- --model DIR fine-tunes a HuggingFace folder instead (config.json, model.safetensors,
+-- tokenizer.json, tokenizer_config.json, generation_config.json; GPT-2, Llama, Qwen2,
+-- Mistral): its tokenizer and chat template encode the data (only the assistant's replies and
+-- their end-of-turn tokens train), --context counts tokens, perplexity is per token, samples
+-- are generated with the chat template and generation_config.json (--stream prints them as
+-- they come), LoRA adapts every projection of the attention and MLP blocks (PEFT's names),
+-- and the adapter is saved in PEFT's layout with base_model_name_or_path and task_type set;
+-- full fine-tuning saves an HF folder (with the tokenizer files) that from_pretrained loads.
+-- Methods with --model: lora and full.
 --
 -- Methods: full (every weight), lora (c_attn, c_proj, c_fc; --r, --alpha), ia3 (GPT-2's
 -- defaults: keys, values and the MLP's inner activation), loreft and direft (an
@@ -52,6 +63,11 @@ local METHODS = { "full", "lora", "ia3", "loreft", "direft", "prompt" }
 -- Learning rates chosen on the validation perplexity of songs-poems (a few values each).
 local DEFAULT_LR = { full = 3e-4, lora = 2e-3, ia3 = 3e-2, loreft = 1e-2, direft = 1e-2, prompt = 1e-2 }
 local LORA_TARGETS = { "c_attn", "c_proj", "c_fc" }
+-- The projections of a Llama-family block (Llama, Qwen2, Mistral)
+local LLAMA_LORA_TARGETS = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" }
+local HF_METHODS = { full = true, lora = true }
+-- The files of an HF folder that go with its weights.
+local TOKENIZER_FILES = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json" }
 
 local parser = argparse("finetune_text.lua",
   "Fine-tune the pretrained byte-level GPT on held-out text with full fine-tuning, LoRA, (IA)3, ReFT or prompt tuning.")
@@ -60,6 +76,10 @@ parser:flag("--compare", "Run every method, one after the other.")
 parser:option("--category", "Fortune category to adapt to.", "songs-poems")
 parser:option("--data", "Your own data instead: plain text, or JSONL of prompt/completion pairs or chat records.")
   :argname("<file>"):convert(R.file)
+parser:option("--model", "A HuggingFace model folder to fine-tune instead of the byte-level GPT (needs --data; "
+  .. "methods lora and full).")
+  :argname("<dir>"):convert(R.dir)
+parser:flag("--stream", "Print the samples' text as it is generated.")
 local positive = R.integer({ min = 1 })
 parser:option("--steps", "Optimizer steps per method.", "200"):convert(positive)
 local lr_defaults = {}
@@ -108,13 +128,22 @@ local function die(fmt, ...) R.fail(parser, fmt, ...) end
 if args.data and args.category ~= "songs-poems" then
   R.usage_error(parser, "--data and --category choose the data: give one of them")
 end
+if args.model and not args.data then
+  R.usage_error(parser, "--model needs --data (a chat JSONL, prompt/completion pairs or text)")
+end
+if args.model and (args.compare or not HF_METHODS[args.method]) then
+  R.usage_error(parser, "--model fine-tunes with --method lora or --method full")
+end
+if args.model and args.checkpoint then
+  R.usage_error(parser, "--model and --checkpoint both choose the model: give one of them")
+end
 if args.compare and args.method ~= "lora" then
   R.usage_error(parser, "--compare runs every method; leave out --method %s", args.method)
 end
 if args.stop_at and args.stop_at >= args.steps then
   R.usage_error(parser, "--stop-at %d must come before the last step (--steps %d)", args.stop_at, args.steps)
 end
-if not args.checkpoint then
+if not args.checkpoint and not args.model then
   args.checkpoint = R.model_path("gpt_fortunes.h5")
 end
 if args.threads then ft.set_num_threads(args.threads) end
@@ -134,14 +163,29 @@ local write_file = ft.fs.write
 
 -- ---- the pretrained model -----------------------------------------------------------------------
 
-if not file_exists(args.checkpoint) or ft.fs.is_dir(args.checkpoint) then
+-- The model a method starts from, its metadata, and its tokenizer.
+local function load_base()
+  if args.model then return ft.models.from_pretrained(args.model), {} end
+  return text.load_checkpoint(args.checkpoint)
+end
+local unit = args.model and "token" or "byte"
+
+if args.checkpoint and (not file_exists(args.checkpoint) or ft.fs.is_dir(args.checkpoint)) then
   R.usage_error(parser, "no pretrained model at %s: make it with scripts/pretrain_text.lua (models/TEXT.md), "
     .. "or pass --checkpoint", args.checkpoint)
 end
 
-local loaded, base_model, base_meta = pcall(text.load_checkpoint, args.checkpoint)
-if not loaded then die("cannot load the pretrained model %s: %s", args.checkpoint, base_model) end
-local max_positions = base_model.max_positions
+local loaded, base_model, base_meta = pcall(load_base)
+if not loaded then die("cannot load the pretrained model %s: %s", args.model or args.checkpoint, base_model) end
+local tok
+if args.model then
+  local ok, t = pcall(ft.tokenizer.from_pretrained, args.model)
+  if not ok then die("cannot load the tokenizer of %s: %s", args.model, t) end
+  tok = t
+else
+  tok = ft.tokenizer.bytes()
+end
+local max_positions = base_model.max_positions or base_model.config.max_position_embeddings
 if args.context > max_positions then
   die("--context %d exceeds the model's %d positions", args.context, max_positions)
 end
@@ -151,7 +195,6 @@ for _, m in ipairs(methods) do
       args.virtual_tokens)
   end
 end
-local tok = ft.tokenizer.bytes()
 
 local folder = R.run(parser, args.out, { resume = args.resume })
 
@@ -221,7 +264,7 @@ if args.data then
         #examples, s)
     end
   end
-  local all = text.example_dataset(examples, { context = args.context })
+  local all = text.example_dataset(examples, { context = args.context, tokenizer = tok })
   local tokens, trained = count_tokens(all.encoded)
   local kind_list = {}
   for _, k in ipairs({ "text", "completion", "chat" }) do
@@ -230,9 +273,9 @@ if args.data then
   log("data %s: %d examples (%s), %d tokens, %d in the loss", args.data, #examples, table.concat(kind_list, ", "),
     tokens, trained)
   data.name = args.data
-  data.train = text.example_dataset(parts.train, { context = args.context })
-  data.val = text.example_dataset(parts.val, { context = args.context })
-  data.test = text.example_dataset(parts.test, { context = args.context })
+  data.train = text.example_dataset(parts.train, { context = args.context, tokenizer = tok })
+  data.val = text.example_dataset(parts.val, { context = args.context, tokenizer = tok })
+  data.test = text.example_dataset(parts.test, { context = args.context, tokenizer = tok })
   data.prompted = (kinds.completion or 0) + (kinds.chat or 0) > 0
   data.chat = (kinds.chat or 0) > 0
 else
@@ -269,7 +312,7 @@ for _, s in ipairs({ "train", "val", "test" }) do
   local tokens, trained = count_tokens(set.encoded)
   if trained == 0 then die("the %s split has no completion tokens to score", s) end
   data[s .. "_tokens"] = trained
-  log("%-5s %4d examples, %7d bytes (%d in the loss), %d windows of <= %d", s, #set, tokens, trained, #set.windows,
+  log("%-5s %4d examples, %7d %ss (%d in the loss), %d windows of <= %d", s, #set, tokens, unit, trained, #set.windows,
     args.context)
 end
 
@@ -307,27 +350,45 @@ end
 
 -- A seeded sampled continuation of the fixed prompt (stops at the end-of-entry mark).
 -- virtual: positions a soft prompt takes in front of the input.
+-- An HF model samples as its generation_config.json says (greedy without one), stopping at
+-- any of its eos ids.
 local function sample(model, virtual)
   local room = max_positions - sample_ids:numel() - (virtual or 0)
   local n = math.min(args.sample_length, room)
   if n < 1 then return "(the prompt leaves no room to generate)" end
-  local out = model:generate(sample_ids, { max_new_tokens = n, temperature = 0.8, top_k = 40, seed = args.seed,
-    eos_token_id = text.EOT_ID })
+  local opts = args.model and { max_new_tokens = n, seed = args.seed, tokenizer = tok }
+    or { max_new_tokens = n, temperature = 0.8, top_k = 40, seed = args.seed, eos_token_id = text.EOT_ID,
+         tokenizer = tok }
+  if args.stream then
+    io.stderr:write("-- sample: ")
+    opts.stream = function(piece) io.stderr:write(piece); io.stderr:flush() end
+  end
+  local out = model:generate(sample_ids, opts)
+  if args.stream then io.stderr:write("\n") end
   local new = out[1]:narrow(1, sample_ids:numel() + 1, out:size(2) - sample_ids:numel())
+  if args.model then
+    local ids, eos = new:totable(), {}
+    for _, id in ipairs(tok.eos_ids or { tok.eos_id }) do eos[id] = true end
+    for i, id in ipairs(ids) do
+      if eos[id] then ids = table.move(ids, 1, i - 1, 1, {}); break end
+    end
+    return show(tok:decode(ids, { skip_special_tokens = true }))
+  end
   return show((tok:decode(new):gsub(text.EOT .. ".*$", "")))
 end
 
 -- The prompt on one line, quoted.
 local prompt_shown = '"' .. show(tok:decode(sample_ids)):gsub("\n", "\\n") .. '"'
 
-log("model %s: %d parameters, %d layers, width %d, %d positions; %d threads", args.checkpoint,
-  base_model:num_parameters(), base_model.config.n_layer, base_model.config.n_embd, max_positions,
+local cfg = base_model.config
+log("model %s: %d parameters, %d layers, width %d, %d positions; %d threads", args.model or args.checkpoint,
+  base_model:num_parameters(), cfg.n_layer or cfg.num_hidden_layers, cfg.n_embd or cfg.hidden_size, max_positions,
   ft.get_num_threads())
 local t0 = ft.clock()
 local base = { val = perplexity(base_model, data.val), test = perplexity(base_model, data.test) }
 ft.manual_seed(args.seed)
 base.sample = sample(base_model)
-log("before fine-tuning: val ppl %.4f, test ppl %.4f (per byte; %.1f s)", base.val.perplexity, base.test.perplexity,
+log("before fine-tuning: val ppl %.4f, test ppl %.4f (per %s; %.1f s)", base.val.perplexity, base.test.perplexity, unit,
   ft.clock() - t0)
 log("-- sample before fine-tuning, from %s:\n%s", prompt_shown, base.sample)
 base_model = nil
@@ -337,7 +398,7 @@ base_model = nil
 -- The settings that decide a method's numbers: a resumed run must use the same.
 local function settings(method)
   return {
-    method = method, checkpoint = args.checkpoint, data = args.data, category = not args.data and args.category or nil,
+    method = method, checkpoint = args.checkpoint, model = args.model, data = args.data, category = not args.data and args.category or nil,
     steps = args.steps, lr = args.lr or DEFAULT_LR[method], batch_size = args.batch_size, context = args.context,
     seed = args.seed, r = method == "lora" and args.r or nil, alpha = method == "lora" and args.alpha or nil,
     positions = (method == "loreft" or method == "direft") and args.positions or nil,
@@ -357,7 +418,9 @@ local function attach(model, method)
     peft.unfreeze(model)
     return nil
   elseif method == "lora" then
-    return peft.lora(model, { target = LORA_TARGETS, r = args.r, alpha = args.alpha })
+    local llama_family = model.model ~= nil and model.model.embed_tokens ~= nil
+    return peft.lora(model, { target = llama_family and LLAMA_LORA_TARGETS or LORA_TARGETS, r = args.r,
+      alpha = args.alpha })
   elseif method == "ia3" then
     return peft.ia3(model)
   elseif method == "loreft" or method == "direft" then
@@ -394,7 +457,7 @@ local function run(method)
   mkdir(dir)
 
   ft.manual_seed(args.seed)
-  local model = text.load_checkpoint(args.checkpoint)
+  local model = load_base()
   local name = attach(model, method)
   model:train()
   local total = model:num_parameters()
@@ -456,7 +519,14 @@ local function run(method)
   log("-- sample after %s, from %s:\n%s", method, prompt_shown, generated)
 
   local saved
-  if method == "full" then
+  if method == "full" and args.model then
+    -- an HF folder: the weights, the config and the tokenizer files beside them
+    saved = ft.models.save_pretrained(model, dir .. "/model")
+    for _, f in ipairs(TOKENIZER_FILES) do
+      local from = args.model .. "/" .. f
+      if file_exists(from) then write_file(saved .. "/" .. f, ft.fs.read(from)) end
+    end
+  elseif method == "full" then
     saved = dir .. "/model.h5"
     -- The metadata of a pretraining checkpoint, so that ft.text.load_checkpoint reads it.
     ft.save(saved, model:state_dict(), { metadata = {
@@ -503,12 +573,13 @@ for _, r in ipairs(results) do
     r.trainable_percent, r.val_ppl, r.test_ppl_before, r.test_ppl, r.seconds)
 end
 local source = args.data and ("data " .. args.data) or ("category " .. args.category)
-log("\n%s: perplexity per byte, held-out test split (%d bytes scored); before = the pretrained model",
-  source, data.test_tokens)
+log("\n%s: perplexity per %s, held-out test split (%d %ss scored); before = the pretrained model",
+  source, unit, data.test_tokens, unit)
 log("%s", table.concat(lines, "\n"))
 
 ft.json.write(folder:path("results.json"), {
-  source = source, checkpoint = args.checkpoint, context = args.context, seed = args.seed,
+  source = source, checkpoint = args.checkpoint, model = args.model, unit = unit, context = args.context,
+  seed = args.seed,
   threads = ft.get_num_threads(), sample_prompt = prompt_shown,
   base = { val_loss = base.val.loss, val_ppl = base.val.perplexity, test_loss = base.test.loss,
     test_ppl = base.test.perplexity, sample = base.sample },
@@ -531,8 +602,8 @@ local curves = {}
 for _, r in ipairs(results) do
   curves[#curves + 1] = R.series(R.read_jsonl(folder:path(r.method .. "/metrics.jsonl")), "val_ppl", { name = r.method })
 end
-R.curve(folder:path("curve.png"), { title = ("Validation perplexity per byte while fine-tuning (before: %.3f)"):format(
-  base.val.perplexity), ylabel = "validation perplexity per byte", series = curves, legend = "outside" })
+R.curve(folder:path("curve.png"), { title = ("Validation perplexity per %s while fine-tuning (before: %.3f)"):format(
+  unit, base.val.perplexity), ylabel = "validation perplexity per " .. unit, series = curves, legend = "outside" })
 
 -- One series per method, so that methods with equal parameter counts stay apart by colour.
 local series = {}
@@ -541,12 +612,13 @@ for i, r in ipairs(results) do
 end
 ft.plot.scatter({
   path = folder:path("perplexity_vs_params.png"), width = 800, height = 480,
-  title = ("Test perplexity per byte (before: %.3f)"):format(base.test.perplexity),
-  xlabel = "trainable parameters", ylabel = "test perplexity per byte", xscale = "log",
+  title = ("Test perplexity per %s (before: %.3f)"):format(unit, base.test.perplexity),
+  xlabel = "trainable parameters", ylabel = "test perplexity per " .. unit, xscale = "log",
   series = series, legend = "outside",
 })
 
-local samples = { ("Samples (temperature 0.8, top_k 40, seed %d) from %s\n"):format(args.seed, prompt_shown),
+local how = args.model and "as generation_config.json says" or "temperature 0.8, top_k 40"
+local samples = { ("Samples (%s, seed %d) from %s\n"):format(how, args.seed, prompt_shown),
   "== before fine-tuning ==", base.sample, "" }
 for _, r in ipairs(results) do
   samples[#samples + 1] = ("== after %s (test ppl %.4f) =="):format(r.method, r.test_ppl)

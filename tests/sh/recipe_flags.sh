@@ -98,6 +98,10 @@ bad finetune_text.lua "--data" --data /nonexistent.jsonl
 bad finetune_text.lua "--stop-at" --steps 5 --stop-at 9
 bad finetune_text.lua "no pretrained model at /nonexistent.h5" --checkpoint /nonexistent.h5
 bad finetune_text.lua "--virtual-tokens" --virtual-tokens 0
+bad finetune_text.lua "--model" --model /nonexistent
+bad finetune_text.lua "--model needs --data" --model /tmp
+bad finetune_text.lua "--method lora or --method full" --model /tmp --data "$root/tests/fixtures/chat/fortunes_chat.jsonl" --method ia3
+bad finetune_text.lua "give one of them" --model /tmp --data "$root/tests/fixtures/chat/fortunes_chat.jsonl" --checkpoint x.h5
 
 # ---- pretrain_text.lua ----
 bad pretrain_text.lua "--steps" --steps 0
