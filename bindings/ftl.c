@@ -427,6 +427,7 @@ int luaopen_ft(lua_State *L) {
     ftl_open_json(L);
     ftl_open_options(L);
     ftl_open_tokenizer(L);
+    ftl_open_unicode(L);
     lua_settop(L, module);
 
     lua_pushliteral(L, "0.1.0");

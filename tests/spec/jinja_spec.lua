@@ -356,6 +356,20 @@ local JINJA2 = {
       "{\"m\": {\"role\": \"user\"}}",
       "a and 1 ba x!     a|b   |  c  |00042|3.14|1,234,567 {} 'q' Luser" },
   },
+  -- Scripts and case rules beyond Latin, Greek and Cyrillic; the expected texts are Python
+  -- 3.11's results (Unicode 14, through Jinja2 3.1.6).
+  {
+    "Unicode case, letters, digits and whitespace of every script",
+    { "{{ 'აბგ'.upper() }} {{ 'ᲐᲑᲒ'.lower() }} {{ 'Ꮳᏸ'.lower() }} {{ 'ꮳᏸ'.upper() }} {{ '𐐀𐐨'.lower() }} {{ '𐐀𐐨'.upper() }} {{ 'İ'.lower() | length }} {{ 'ß'.upper() }} {{ 'ﬁ'.upper() }} {{ 'ΟΔΟΣ ΟΔΟΣ.'.lower() }} {{ 'ΣΑΣ'.lower() }} {{ 'ǆ'.upper() }} {{ 'Straße'.swapcase() }} {{ 'ΟΔΥΣΣΕΥΣ' | lower }} {{ 'straße' | upper }}",
+      "{}",
+      "ᲐᲑᲒ აბგ ꮳᏸ ᏣᏰ 𐐨𐐨 𐐀𐐀 2 SS FI οδος οδος. σας Ǆ sTRASSE οδυσσευς STRASSE" },
+    { "{{ 'ภาษาไทย'.isalpha() }} {{ 'สวัสดี'.isalpha() }} {{ 'नमन'.isalpha() }} {{ 'नमस्ते'.isalpha() }} {{ 'ሰላም'.isalpha() }} {{ '漢字かなカナ한글'.isalpha() }} {{ 'שלום'.isalpha() }} {{ '\\u3000\\u2028\\u0085\\u00a0\\u1680\\u001f'.isspace() }} {{ '\\u200b'.isspace() }} {{ '\\ufeff'.isspace() }} {{ '٣۴७'.isdigit() }} {{ '²①⒈'.isdigit() }} {{ '½'.isdigit() }} {{ 'Ꭰ'.isupper() }} {{ 'ꭰ'.islower() }} {{ 'ǅ'.istitle() }} {{ 'ǅ'.isupper() }} {{ 'ǅ'.islower() }} {{ 'აბგ'.islower() }} {{ 'ᲐᲑᲒ'.isupper() }} {{ 'ⓐⅰ'.islower() }}",
+      "{}",
+      "True False True False True True True True False False True True False True True True False False True True True" },
+    { "{{ 'हिन्दी भाषा' | wordcount }} {{ 'שלום עולם_1 ٣٤' | wordcount }} {{ 'a①b ½' | wordcount }} [{{ '\\u3000 x \\u2029' | trim }}] {{ '\\u0085a\\u2028b\\u3000c'.split() }} [{{ '\\u2028x\\u00a0'.strip() }}]",
+      "{}",
+      "5 3 2 [x] ['a', 'b', 'c'] [x]" },
+  },
   {
     "strftime_now and raise_exception",
     { "{{ strftime_now('%Y') | length }} {{ strftime_now('%%') }}",
@@ -507,6 +521,24 @@ describe("ft.text.jinja errors", function()
     for _, c in ipairs(cases) do
       H.assert_mentions(error_of(c[1], c[2]), c[3])
     end
+  end)
+end)
+
+describe("ft.text.jinja.unicode", function()
+  local U = require "ft.text.jinja.unicode"
+
+  -- Expected texts: Python 3.11's str.title() and str.capitalize().
+  it("titles and capitalizes as Python's str does", function()
+    assert.equal("ǅemal Ss Ꮳꮳꮳ ʼN Ffix Οδος", U.title("ǆemal ß ꮳꮳꮳ ŉ ﬃx ΟΔΟΣ"))
+    assert.equal("ǅemal οδος", U.capitalize("ǆEMAL ΟΔΟΣ"))
+    assert.equal("Ssa", U.capitalize("ßa"))
+  end)
+
+  it("keeps bytes that are not UTF-8 as they are, where the C functions refuse them", function()
+    assert.equal("STRASSE\255X", U.upper("straße\255x"))
+    assert.equal("é\192", U.lower("É\192"))
+    H.assert_mentions(H.error_of(ft._unicode_lower, "ab\255"), "ft._unicode_lower", "invalid UTF-8 at byte 3")
+    H.assert_mentions(H.error_of(ft._unicode_category, 0x110000), "out of range")
   end)
 end)
 

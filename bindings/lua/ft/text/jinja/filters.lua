@@ -96,22 +96,26 @@ filters.lower = function(_, v) return U.lower(soft_str(v)) end
 filters.capitalize = function(_, v) return M.capitalize(soft_str(v)) end
 
 -- Jinja's title: each word (split at whitespace, '-', '(', '{', '[' and '<') gets its first
--- character raised and the rest lowered.
+-- character raised and the rest lowered, as one string (so a final sigma stays final).
 filters.title = function(_, v)
   local s = soft_str(v)
-  local out, word_start = {}, true
+  local out, word = {}, {}
+  local function flush()
+    if #word > 0 then
+      out[#out + 1] = U.upper(word[1]) .. U.lower(concat(word, "", 2))
+      word = {}
+    end
+  end
   for _, c in ipairs(U.chars(s)) do
     local cp = U.decode_at(c, 1)
     if U.is_space_cp(cp) or c == "-" or c == "(" or c == "{" or c == "[" or c == "<" then
+      flush()
       out[#out + 1] = c
-      word_start = true
-    elseif word_start then
-      out[#out + 1] = U.upper(c)
-      word_start = false
     else
-      out[#out + 1] = U.lower(c)
+      word[#word + 1] = c
     end
   end
+  flush()
   return concat(out)
 end
 

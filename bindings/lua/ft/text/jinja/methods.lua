@@ -311,29 +311,13 @@ STR.lower = function(s) return U.lower(s) end
 STR.casefold = function(s) return U.lower(s) end
 STR.swapcase = function(s) return U.swapcase(s) end
 
---- M.title(s) -> Python's str.title: a letter after a cased letter is lowered, others raised.
-function M.title(s)
-  local out, prev_cased = {}, false
-  for _, c in ipairs(U.chars(s)) do
-    local cp = U.decode_at(c, 1)
-    local cased = U.is_cased_cp(cp)
-    if cased then
-      out[#out + 1] = prev_cased and U.lower(c) or U.upper(c)
-    else
-      out[#out + 1] = c
-    end
-    prev_cased = cased
-  end
-  return concat(out)
-end
+--- M.title(s) -> Python's str.title (a cased character after a cased one lowered, others
+--- title-cased; full case mappings).
+M.title = U.title
 STR.title = function(s) return M.title(s) end
 
---- M.capitalize(s) -> Python's str.capitalize: the first character raised, the rest lowered.
-function M.capitalize(s)
-  if s == "" then return s end
-  local chars = U.chars(s)
-  return U.upper(chars[1]) .. U.lower(concat(chars, "", 2))
-end
+--- M.capitalize(s) -> Python's str.capitalize: the first character title-cased, the rest lowered.
+M.capitalize = U.capitalize
 STR.capitalize = function(s) return M.capitalize(s) end
 
 local function pad_impl(where, how)

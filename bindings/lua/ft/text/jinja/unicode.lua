@@ -1,15 +1,21 @@
 -- ft.text.jinja.unicode: the code-point view of UTF-8 strings that Python's str methods need
--- (length, indexing, slicing, case, whitespace).
+-- (length, indexing, slicing, case, character classes, whitespace).
 --
 -- Strings are Lua byte strings holding UTF-8. A byte that is not part of valid UTF-8 counts as
 -- one character of its own, so every string has a code-point view and nothing errors on bad
--- input. Case mapping covers ASCII, Latin-1, Latin Extended-A, Latin Extended Additional,
--- Greek, Cyrillic, Armenian and the fullwidth Latin letters (one character to one, plus
--- 'ß' -> 'SS'); Python's other special casings (final sigma, 'İ' -> 'i̇') are not applied.
+-- input; case mapping leaves such bytes as they are. Character properties and case mappings
+-- are utf8proc's (the ft._unicode_* functions of bindings/lua_unicode.c), used as Python's
+-- str methods use Unicode's: full case mappings ('ß'.upper() == "SS", 'İ'.lower() == "i̇"),
+-- final sigma, titlecase letters. bindings/lua_unicode.c lists what still differs from
+-- Python 3.11: a few digits without decomposition ('❶'), final sigma beside apostrophes and
+-- periods, the title case of some polytonic Greek, Unicode 15 against 14.
+local ft = require "ft"
+
 local U = {}
 
 local byte, find, sub = string.byte, string.find, string.sub
 local concat = table.concat
+local category, case_of, isspace, isdigit = ft._unicode_category, ft._unicode_case, ft._unicode_isspace, ft._unicode_isdigit
 
 --- U.is_ascii(s) -> whether s holds only bytes below 0x80.
 function U.is_ascii(s)
@@ -78,17 +84,10 @@ end
 
 -- ---- whitespace: Python's str.isspace ------------------------------------------------------
 
-local SPACE = {
-  [0x09] = true, [0x0A] = true, [0x0B] = true, [0x0C] = true, [0x0D] = true,
-  [0x1C] = true, [0x1D] = true, [0x1E] = true, [0x1F] = true, [0x20] = true,
-  [0x85] = true, [0xA0] = true, [0x1680] = true, [0x2028] = true, [0x2029] = true,
-  [0x202F] = true, [0x205F] = true, [0x3000] = true,
-}
-for cp = 0x2000, 0x200A do SPACE[cp] = true end
-
---- U.is_space_cp(cp) -> whether code point cp is whitespace (as Python's str.isspace).
+--- U.is_space_cp(cp) -> whether code point cp is whitespace (as Python's str.isspace: bidi class
+-- WS, B or S, or category Zs).
 function U.is_space_cp(cp)
-  return SPACE[cp] == true
+  return isspace(cp)
 end
 
 -- The byte span [i, j] of s without the leading and/or trailing characters for which
@@ -139,123 +138,100 @@ function U.skip_space(s, i)
   local n = #s
   while i <= n do
     local cp, len = decode_at(s, i)
-    if not SPACE[cp] then break end
+    if not isspace(cp) then break end
     i = i + len
   end
   return i
 end
 
--- ---- case ---------------------------------------------------------------------------------
+-- ---- case --------------------------------------------------------------------------------
 
-local UPPER, LOWER = {}, {}   -- code point -> code point
-local function pair(up, low)
-  UPPER[low] = up
-  LOWER[up] = low
-end
-for cp = 0x61, 0x7A do pair(cp - 32, cp) end
-for cp = 0xE0, 0xFE do if cp ~= 0xF7 then pair(cp - 32, cp) end end
-pair(0x178, 0xFF)
-UPPER[0xB5] = 0x39C
-for cp = 0x100, 0x137, 2 do pair(cp, cp + 1) end
-for cp = 0x139, 0x148, 2 do pair(cp, cp + 1) end
-for cp = 0x14A, 0x177, 2 do pair(cp, cp + 1) end
-for cp = 0x179, 0x17E, 2 do pair(cp, cp + 1) end
-UPPER[0x131] = 0x49
-UPPER[0x17F] = 0x53
-for cp = 0x1E00, 0x1E95, 2 do pair(cp, cp + 1) end
-for cp = 0x1EA0, 0x1EFF, 2 do pair(cp, cp + 1) end
-for cp = 0x3B1, 0x3C9 do if cp ~= 0x3C2 then pair(cp - 32, cp) end end
-UPPER[0x3C2] = 0x3A3
-pair(0x386, 0x3AC)
-for cp = 0x388, 0x38A do pair(cp, cp + 37) end
-pair(0x38C, 0x3CC)
-pair(0x38E, 0x3CD)
-pair(0x38F, 0x3CE)
-for cp = 0x430, 0x44F do pair(cp - 32, cp) end
-for cp = 0x450, 0x45F do pair(cp - 80, cp) end
-for cp = 0x460, 0x481, 2 do pair(cp, cp + 1) end
-for cp = 0x48A, 0x4BF, 2 do pair(cp, cp + 1) end
-for cp = 0x4D0, 0x52F, 2 do pair(cp, cp + 1) end
-for cp = 0x561, 0x586 do pair(cp - 48, cp) end
-for cp = 0xFF41, 0xFF5A do pair(cp - 32, cp) end
-
---- U.is_cased_cp(cp) -> whether code point cp has an upper or lower case form.
+--- U.is_cased_cp(cp) -> whether code point cp is cased (upper case, lower case or title case,
+-- as Python's str.title tells words apart).
 function U.is_cased_cp(cp)
-  return UPPER[cp] ~= nil or LOWER[cp] ~= nil
+  return case_of(cp) ~= nil
 end
 
---- U.is_upper_cp(cp) -> whether cp is an upper case letter.
-function U.is_upper_cp(cp) return LOWER[cp] ~= nil end
+--- U.is_upper_cp(cp) -> whether cp is an upper case or a title case character ('A', 'Ⅰ', 'ǅ').
+-- A title case letter counts as both upper and lower, so that str.islower, isupper and
+-- istitle reject or accept it as Python does.
+function U.is_upper_cp(cp)
+  local c = case_of(cp)
+  return c == "upper" or c == "title"
+end
 
---- U.is_lower_cp(cp) -> whether cp is a lower case letter.
-function U.is_lower_cp(cp) return UPPER[cp] ~= nil end
+--- U.is_lower_cp(cp) -> whether cp is a lower case or a title case character ('a', 'ª', 'ǅ').
+function U.is_lower_cp(cp)
+  local c = case_of(cp)
+  return c == "lower" or c == "title"
+end
 
-local function map_case(s, map, extra)
-  if U.is_ascii(s) then
-    if map == UPPER then return (s:upper()) end
-    return (s:lower())
-  end
-  local out, i, n = {}, 1, #s
+-- f(s) when s is valid UTF-8; otherwise f of each run of valid UTF-8, with the bytes that are
+-- not UTF-8 kept as they are between them.
+local function on_utf8_runs(s, f)
+  if utf8.len(s) then return f(s) end
+  local out, run, i, n = {}, 1, 1, #s
   while i <= n do
-    local cp, len = decode_at(s, i)
-    local piece
-    if extra and extra[cp] then
-      piece = extra[cp]
-    elseif map[cp] then
-      piece = utf8.char(map[cp])
-    else
-      piece = sub(s, i, i + len - 1)
+    local _, len = decode_at(s, i)
+    if len == 1 and byte(s, i) >= 0x80 then
+      if run < i then out[#out + 1] = f(sub(s, run, i - 1)) end
+      out[#out + 1] = sub(s, i, i)
+      run = i + 1
     end
-    out[#out + 1] = piece
     i = i + len
   end
+  if run <= n then out[#out + 1] = f(sub(s, run, n)) end
   return concat(out)
 end
 
-local UPPER_EXTRA = { [0xDF] = "SS" }
+--- U.upper(s) -> s in upper case (Python's str.upper: 'ß' -> "SS").
+function U.upper(s)
+  if U.is_ascii(s) then return (s:upper()) end
+  return on_utf8_runs(s, ft._unicode_upper)
+end
 
---- U.upper(s) -> s in upper case.
-function U.upper(s) return map_case(s, UPPER, UPPER_EXTRA) end
-
---- U.lower(s) -> s in lower case.
-function U.lower(s) return map_case(s, LOWER) end
+--- U.lower(s) -> s in lower case (Python's str.lower: 'İ' -> "i̇", a final 'Σ' -> 'ς').
+function U.lower(s)
+  if U.is_ascii(s) then return (s:lower()) end
+  return on_utf8_runs(s, ft._unicode_lower)
+end
 
 --- U.swapcase(s) -> s with upper case letters lowered and lower case ones raised.
 function U.swapcase(s)
-  local out = {}
-  for _, cp in ipairs(U.codepoints(s)) do
-    out[#out + 1] = utf8.char(UPPER[cp] or LOWER[cp] or cp)
-  end
-  return concat(out)
+  return on_utf8_runs(s, ft._unicode_swapcase)
 end
 
--- ---- character classes (ASCII exact; beyond ASCII an approximation) -------------------------
+--- U.title(s) -> Python's str.title: a character after a cased one lowered, any other in title
+-- case ("they're" -> "They'Re", 'ǆ' -> 'ǅ', 'ß' -> "Ss").
+function U.title(s)
+  return on_utf8_runs(s, ft._unicode_title)
+end
 
---- U.is_digit_cp(cp) -> whether cp is a decimal digit (ASCII or fullwidth).
+--- U.capitalize(s) -> Python's str.capitalize: the first character in title case, the rest
+-- lowered.
+function U.capitalize(s)
+  return on_utf8_runs(s, ft._unicode_capitalize)
+end
+
+-- ---- character classes ----------------------------------------------------------------------
+
+--- U.is_digit_cp(cp) -> whether cp is a digit (as Python's str.isdigit: '7', '٣', '²', '①';
+-- digits that have no decomposition, such as '❶', are missed).
 function U.is_digit_cp(cp)
-  return (cp >= 0x30 and cp <= 0x39) or (cp >= 0xFF10 and cp <= 0xFF19)
+  return isdigit(cp)
 end
 
---- U.is_alpha_cp(cp) -> whether cp is a letter: ASCII letters, cased letters, and the
---- letters of scripts without case (CJK, kana, Hangul, Arabic, Hebrew, Indic ...).
+--- U.is_alpha_cp(cp) -> whether cp is a letter (as Python's str.isalpha: categories Lu, Ll, Lt,
+-- Lm and Lo; combining marks are not letters).
 function U.is_alpha_cp(cp)
-  if cp < 0x80 then return (cp >= 0x41 and cp <= 0x5A) or (cp >= 0x61 and cp <= 0x7A) end
-  if U.is_cased_cp(cp) or cp == 0xAA or cp == 0xBA or cp == 0xDF then return true end
-  if cp < 0xC0 or cp == 0xD7 or cp == 0xF7 then return false end
-  if SPACE[cp] then return false end
-  if cp >= 0x2000 and cp <= 0x2BFF then return false end   -- punctuation, symbols, arrows
-  if cp >= 0x3000 and cp <= 0x303F then return false end   -- CJK punctuation
-  if cp >= 0xFF00 and cp <= 0xFF20 then return false end   -- fullwidth punctuation, digits
-  if cp >= 0xFE30 and cp <= 0xFE4F then return false end
-  if cp >= 0x1F000 then return false end                    -- emoji and other symbols
-  if cp >= 0xE000 and cp <= 0xF8FF then return false end   -- private use
-  if cp >= 0x300 and cp <= 0x36F then return false end     -- combining marks
-  return true
+  return byte(category(cp)) == 76   -- "L"
 end
 
---- U.is_word_cp(cp) -> whether cp matches Python's \w (letters, digits, underscore).
+--- U.is_word_cp(cp) -> whether cp matches Python's \w (letters, numbers, underscore).
 function U.is_word_cp(cp)
-  return cp == 0x5F or U.is_digit_cp(cp) or U.is_alpha_cp(cp)
+  if cp == 0x5F then return true end
+  local c = byte(category(cp))
+  return c == 76 or c == 78   -- "L" or "N"
 end
 
 -- ---- positions ----------------------------------------------------------------------------
