@@ -7,7 +7,8 @@
  *     dloss/dx_c = softmax(x)_c - (1 - eps) * [c == t] - eps/C
  *
  * Samples whose target is ignore_index contribute 0 and are left out of the mean's
- * denominator (PyTorch's formula, with and without label smoothing). */
+ * denominator (PyTorch's formula, with and without label smoothing). Forward keeps only lse
+ * per sample; backward recomputes the softmax from the logits and writes the one gradient. */
 #include <math.h>
 #include <string.h>
 
@@ -17,16 +18,63 @@
 
 /* ---- cross entropy ------------------------------------------------------------ */
 
-/* Layout: logits [N, C, S] (S = product of the trailing dims), sample i = n*S + s. */
+/* Where sample i = n*S + s and its class k live in the logits, in elements from ft_f32(x):
+ * (i / S) * rs + (i % S) * ss + k * cs. Reading through strides lets a narrowed or
+ * transposed [N, C] view (the shifted logits of a causal LM) be used without a copy. */
 typedef struct {
-    int64_t n, c, s;
+    int64_t n, c, s;     /* samples N, classes C, S = product of the trailing dims */
+    int64_t rs, ss, cs;  /* strides of a sample row, of a trailing position, of a class */
 } ce_geom;
 
-/* saved[0] logits [N,C,S...] contiguous, saved[1] target contiguous, saved[2] lse [N*S].
- * node->i: [0] N [1] C [2] S [3] reduction [4] ignore_index [5] valid count. f[0] eps. */
+static inline const float *ce_row(const float *x, const ce_geom *g, int64_t i) {
+    return x + (i / g->s) * g->rs + (i % g->s) * g->ss;
+}
+
+/* One stride that walks dims 2.. of t in order (size-1 dims skipped); false if none does. */
+static bool trailing_stride(const ft_tensor *t, int64_t *stride) {
+    bool set = false;
+    int64_t next = 0;
+    *stride = 1;
+    for (int d = t->ndim - 1; d >= 2; d--) {
+        if (t->shape[d] == 1) continue;
+        if (set && t->strides[d] != next) return false;
+        if (!set) *stride = t->strides[d];
+        set = true;
+        next = t->strides[d] * t->shape[d];
+    }
+    return true;
+}
+
+/* log(sum_c exp(x_c)) with the max subtracted, and sum_c x_c, of one sample. */
+static void ce_row_stats(const float *xr, int64_t c, int64_t cs, float *lse, float *sum) {
+    float mx = -INFINITY, se = 0.0f, sx = 0.0f;
+    if (cs == 1) {   /* classes contiguous: the common [N, C] rows */
+#pragma omp simd reduction(max : mx)
+        for (int64_t k = 0; k < c; k++) mx = xr[k] > mx ? xr[k] : mx;
+#pragma omp simd reduction(+ : se, sx)
+        for (int64_t k = 0; k < c; k++) {
+            se += exp_nonpos(xr[k] - mx);
+            sx += xr[k];
+        }
+    } else {
+        for (int64_t k = 0; k < c; k++) mx = xr[k * cs] > mx ? xr[k * cs] : mx;
+        for (int64_t k = 0; k < c; k++) {
+            se += exp_nonpos(xr[k * cs] - mx);
+            sx += xr[k * cs];
+        }
+    }
+    *lse = mx + logf(se);
+    *sum = sx;
+}
+
+/* saved[0] the logits as read in forward (a view, or the contiguous copy of an N-d input
+ * whose trailing dims no stride describes), saved[1] target contiguous, saved[2] lse [N*S].
+ * node->i: [0] N [1] C [2] S [3] reduction [4] ignore_index [5] valid count [6] rs [7] ss
+ * [8] cs. f[0] eps. The gradient is written once, contiguous, in the logits' shape. */
 static int cross_entropy_backward(ft_node *nd, const ft_tensor *grad_output, ft_tensor **grad_inputs) {
     const ft_tensor *lg_t = nd->saved[0];
-    int64_t n = nd->i[0], c = nd->i[1], s = nd->i[2], ignore = nd->i[4], count = nd->i[5];
+    ce_geom g = {nd->i[0], nd->i[1], nd->i[2], nd->i[6], nd->i[7], nd->i[8]};
+    int64_t c = g.c, s = g.s, cs = g.cs, ignore = nd->i[4], count = nd->i[5];
     ft_reduction red = (ft_reduction)nd->i[3];
     float eps = (float)nd->f[0], off = eps / (float)c;
     ft_tensor *go_t = ft_contiguous(grad_output);
@@ -43,21 +91,20 @@ static int cross_entropy_backward(ft_node *nd, const ft_tensor *grad_output, ft_
                 : red == FT_REDUCE_SUM  ? go[0]
                                         : go[0] / (float)count;
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n * s; i++) {
-        int64_t base = (i / s) * c * s + i % s;
-        const float *xr = x + base;
-        float *gr = gx + base;
+    for (int64_t i = 0; i < g.n * s; i++) {
+        const float *xr = ce_row(x, &g, i);
+        float *gr = gx + (i / s) * c * s + i % s;
         int64_t t = tg[i];
         if (t == ignore) {
             for (int64_t k = 0; k < c; k++) gr[k * s] = 0.0f;
             continue;
         }
         float k_i = red == FT_REDUCE_NONE ? go[i] : scale, l = lse[i];
-        if (s == 1) {   /* [N, C]: contiguous rows */
+        if (s == 1 && cs == 1) {   /* contiguous rows in and out */
 #pragma omp simd
             for (int64_t k = 0; k < c; k++) gr[k] = k_i * (exp_nonpos(xr[k] - l) - off);
         } else {
-            for (int64_t k = 0; k < c; k++) gr[k * s] = k_i * (exp_nonpos(xr[k * s] - l) - off);
+            for (int64_t k = 0; k < c; k++) gr[k * s] = k_i * (exp_nonpos(xr[k * cs] - l) - off);
         }
         gr[t * s] -= k_i * (1.0f - eps);
     }
@@ -66,6 +113,8 @@ static int cross_entropy_backward(ft_node *nd, const ft_tensor *grad_output, ft_
     return 0;
 }
 
+/* The forward keeps one float per sample (its lse) besides the loss: the logits are read in
+ * place through their strides, and backward recomputes the softmax from them. */
 ft_tensor *ft_cross_entropy(const ft_tensor *logits, const ft_tensor *target,
                             ft_reduction reduction, int64_t ignore_index, double label_smoothing) {
     if (!logits || !target) {
@@ -138,51 +187,51 @@ ft_tensor *ft_cross_entropy(const ft_tensor *logits, const ft_tensor *target,
         count++;
     }
 
-    ft_tensor *xc = ft_contiguous(logits);
+    /* Read the logits where they are; copy only trailing dims that no one stride walks. */
+    int64_t ss;
+    ft_tensor *xc = trailing_stride(logits, &ss) ? ft_retain((ft_tensor *)logits) : ft_contiguous(logits);
+    if (xc && xc != logits) ss = 1;
+    if (xc) {
+        g.rs = xc->ndim == 1 ? 0 : xc->strides[0];
+        g.cs = xc->strides[cdim];
+        g.ss = ss;
+    }
     ft_tensor *lse_t = ft_empty(&m, 1, FT_FLOAT32);
     ft_tensor *per = reduction == FT_REDUCE_NONE ? ft_empty(target->shape, target->ndim, FT_FLOAT32)
                                                  : ft_empty(NULL, 0, FT_FLOAT32);
-    if (!xc || !lse_t || !per) {
+    /* per-sample losses, summed in order afterwards: the same rows give the same total
+     * whatever the thread count or the ignored rows around them */
+    ft_tensor *rows_t = reduction == FT_REDUCE_NONE ? ft_retain(per) : ft_empty(&m, 1, FT_FLOAT32);
+    if (!xc || !lse_t || !per || !rows_t) {
         ft_release(tc);
         ft_release(xc);
         ft_release(lse_t);
         ft_release(per);
+        ft_release(rows_t);
         return NULL;
     }
     const float *x = ft_f32(xc);
-    float *lse = ft_f32(lse_t), *out = ft_f32(per);
+    float *lse = ft_f32(lse_t), *rows = ft_f32(rows_t);
     float eps = (float)label_smoothing;
-    int64_t c = g.c, s = g.s;
-    double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
+    int64_t c = g.c, cs = g.cs;
+#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < m; i++) {
-        const float *xr = x + (i / s) * c * s + i % s;
-        float mx = -INFINITY, se = 0.0f, sx = 0.0f;
-        if (s == 1) {   /* [N, C]: contiguous rows */
-#pragma omp simd reduction(max : mx)
-            for (int64_t k = 0; k < c; k++) mx = xr[k] > mx ? xr[k] : mx;
-#pragma omp simd reduction(+ : se, sx)
-            for (int64_t k = 0; k < c; k++) {
-                se += exp_nonpos(xr[k] - mx);
-                sx += xr[k];
-            }
-        } else {
-            for (int64_t k = 0; k < c; k++) mx = xr[k * s] > mx ? xr[k * s] : mx;
-            for (int64_t k = 0; k < c; k++) {
-                se += exp_nonpos(xr[k * s] - mx);
-                sx += xr[k * s];
-            }
-        }
-        float l = mx + logf(se);
+        const float *xr = ce_row(x, &g, i);
+        float l, sx;
+        ce_row_stats(xr, c, cs, &l, &sx);
         lse[i] = l;
         float li = 0.0f;
         if (tg[i] != ignore_index)
-            li = (1.0f - eps) * (l - xr[tg[i] * s]) + (eps > 0.0f ? eps * (l - sx / (float)c) : 0.0f);
-        if (reduction == FT_REDUCE_NONE) out[i] = li;
-        total += li;
+            li = (1.0f - eps) * (l - xr[tg[i] * cs]) + (eps > 0.0f ? eps * (l - sx / (float)c) : 0.0f);
+        rows[i] = li;
     }
-    if (reduction == FT_REDUCE_SUM) out[0] = (float)total;
-    if (reduction == FT_REDUCE_MEAN) out[0] = (float)(total / (double)count);  /* 0/0: NaN, as PyTorch */
+    if (reduction != FT_REDUCE_NONE) {
+        double total = 0.0;
+        for (int64_t i = 0; i < m; i++) total += rows[i];
+        float *out = ft_f32(per);
+        out[0] = (float)(reduction == FT_REDUCE_SUM ? total : total / (double)count);  /* 0/0: NaN, as PyTorch */
+    }
+    ft_release(rows_t);
 
     if (ft_grad_needed1(logits)) {
         ft_node *nd = ft_node_new("cross_entropy", cross_entropy_backward, per, 1, logits);
@@ -198,7 +247,7 @@ ft_tensor *ft_cross_entropy(const ft_tensor *logits, const ft_tensor *target,
         nd->saved[1] = ft_detach(tc);
         nd->saved[2] = lse_t;
         lse_t = NULL;
-        int64_t v[6] = {g.n, g.c, g.s, reduction, ignore_index, count};
+        int64_t v[9] = {g.n, g.c, g.s, reduction, ignore_index, count, g.rs, g.ss, g.cs};
         memcpy(nd->i, v, sizeof v);
         nd->f[0] = label_smoothing;
     }

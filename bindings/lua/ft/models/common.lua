@@ -208,15 +208,15 @@ end
 --- Next-token loss as HF computes it: position t predicts label t+1, mean over the labels
 -- that are not -100. logits [B,T,V], labels int64 [B,T] (1-based).
 function M.causal_lm_loss(logits, labels)
-  local T, V = logits:size(2), logits:size(3)
-  if labels:dim() == 1 and logits:size(1) == 1 then labels = labels:reshape(1, -1) end
-  if labels:dim() ~= 2 or labels:size(1) ~= logits:size(1) or labels:size(2) ~= T then
+  local B, T, V = logits:size(1), logits:size(2), logits:size(3)
+  if labels:dim() == 1 and B == 1 then labels = labels:reshape(1, -1) end
+  if labels:dim() ~= 2 or labels:size(1) ~= B or labels:size(2) ~= T then
     error(("ft.models: labels [%s] do not match logits [%s]"):format(table.concat(labels:shape(), ","),
       table.concat(logits:shape(), ",")), 3)
   end
-  local lg = logits:narrow(2, 1, T - 1):reshape(-1, V)
-  local lb = labels:narrow(2, 2, T - 1):reshape(-1)
-  return F.cross_entropy(lg, lb, { ignore_index = -100 })
+  -- Shift the labels, not the logits (no [B*T, V] copy, no second gradient); the last scores none.
+  local shifted = ft.cat({ labels:narrow(2, 2, T - 1), ft.full({ B, 1 }, -100, { dtype = "int64" }) }, 2)
+  return F.cross_entropy(logits:reshape(-1, V), shifted:reshape(-1), { ignore_index = -100 })
 end
 
 --- 1-based positions [B, T] of the last T of the S tokens covered by attention_mask [B, S]
