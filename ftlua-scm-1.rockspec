@@ -4,7 +4,7 @@
 -- share/lua/5.4, ftlua to its bin/; the checkpoints and recipes stay in the rock's
 -- share/ftlua/{models,scripts} (`luarocks show ftlua` tells where), so that a recipe finds its
 -- default checkpoint as <scripts>/../models. Debian build dependencies: see the Makefile's
--- PACKAGES (OpenBLAS, HDF5, libpng, zlib, readline, cJSON, Lua 5.4 headers, cmake).
+-- PACKAGES (OpenBLAS, HDF5, libpng, zlib, readline, cJSON, Oniguruma, utf8proc, Lua 5.4 headers, cmake).
 rockspec_format = "3.0"
 package = "ftlua"
 version = "scm-1"
