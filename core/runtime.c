@@ -1,6 +1,7 @@
 /* Threads and the global random generator. */
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 
 #include "ft/runtime.h"
 #include "ft/tensor.h"
@@ -56,11 +57,37 @@ uint64_t ft_rng_next(void) {
 
 double ft_rng_uniform(void) { return (double)(ft_rng_next() >> 11) * 0x1.0p-53; }
 
-/* Box-Muller on (0, 1] so log never sees 0. No cached second value: the generator's
- * state alone then determines the sequence, which makes checkpoints resumable. */
-double ft_rng_normal(void) {
-    double u1 = 1.0 - ft_rng_uniform(), u2 = ft_rng_uniform();
+/* Box-Muller of two draws a, b: u1 = 1 - U(a) on (0, 1] so log never sees 0, u2 = U(b). */
+static inline double normal_of(uint64_t a, uint64_t b) {
+    double u1 = 1.0 - (double)(a >> 11) * 0x1.0p-53, u2 = (double)(b >> 11) * 0x1.0p-53;
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* No cached second value: the generator's state alone then determines the sequence, which
+ * makes checkpoints resumable. */
+double ft_rng_normal(void) {
+    uint64_t a = ft_rng_next();
+    return normal_of(a, ft_rng_next());
+}
+
+/* Draws per chunk of ft_rng_fill_normal: 1 MiB of raw bits, small enough to stay in cache. */
+#define NORMAL_CHUNK (1 << 16)
+
+void ft_rng_fill_normal(float *p, int64_t n) {
+    uint64_t *raw = n >= 4096 ? malloc(2 * NORMAL_CHUNK * sizeof *raw) : NULL;
+    if (!raw) {   /* small, or no memory for the buffer: one draw at a time */
+        for (int64_t i = 0; i < n; i++) p[i] = (float)ft_rng_normal();
+        return;
+    }
+    for (int64_t start = 0; start < n; start += NORMAL_CHUNK) {
+        int64_t m = n - start < NORMAL_CHUNK ? n - start : NORMAL_CHUNK;
+        /* The generator is sequential; the transform, where the time goes, is not. */
+        for (int64_t i = 0; i < 2 * m; i++) raw[i] = ft_rng_next();
+        float *out = p + start;
+        #pragma omp parallel for if (m >= 4096) schedule(static)
+        for (int64_t i = 0; i < m; i++) out[i] = (float)normal_of(raw[2 * i], raw[2 * i + 1]);
+    }
+    free(raw);
 }
 
 void ft_rng_get_state(uint64_t state[4]) {

@@ -173,7 +173,7 @@ ft_tensor *ft_randn(const int64_t *shape, int ndim) {
     ft_tensor *t = ft_empty(shape, ndim, FT_FLOAT32);
     if (!t) return NULL;
     float *p = ft_f32(t);
-    for (int64_t i = 0, n = ft_numel(t); i < n; i++) p[i] = (float)ft_rng_normal();
+    ft_rng_fill_normal(p, ft_numel(t));
     return t;
 }
 

@@ -294,3 +294,100 @@ describe("one registry for every family", function()
     for name in pairs(models.presets) do H.assert_mentions(text, name) end
   end)
 end)
+
+describe("ft.nn.init.skip (building without random initialisation)", function()
+  local init = ft.nn.init
+  local function same_state(a, b) return table.concat(a:totable(), ",") == table.concat(b:totable(), ",") end
+
+  it("builds layers without touching the generator, and the initialisers are no-ops inside", function()
+    ft.manual_seed(11)
+    local before = ft.get_rng_state()
+    local t = ft.ones(4)
+    local built = init.skip(function()
+      assert.is_true(init.skipping())
+      init.normal_(t); init.uniform_(t); init.zeros_(t); init.kaiming_uniform_(ft.ones(3, 2))
+      return { ft.nn.Linear(6, 5), ft.nn.Embedding(7, 3), ft.nn.Conv2d(2, 3, 3), ft.nn.LayerNorm(4) }
+    end)
+    assert.is_false(init.skipping())
+    assert.is_true(same_state(ft.get_rng_state(), before), "the generator moved under skip")
+    H.assert_close(t, ft.ones(4), 0, "a tensor initialised under skip")
+    assert.equal("Linear", built[1].__name)
+    assert.same({ 5, 6 }, built[1].weight:shape())
+    H.assert_close(built[4].weight, ft.ones(4), 0, "LayerNorm's ones")
+    -- Outside skip the same layer draws again.
+    ft.nn.Linear(6, 5)
+    assert.is_false(same_state(ft.get_rng_state(), before))
+  end)
+
+  it("passes arguments and results through, nests, and restores the initialisers on error", function()
+    local a, b = init.skip(function(x, y) return x + y, "ok" end, 1, 2)
+    assert.equal(3, a); assert.equal("ok", b)
+    init.skip(function() init.skip(function() end); assert.is_true(init.skipping()) end)
+    assert.is_false(init.skipping())
+    local ok, err = pcall(init.skip, function() error({ code = 7 }) end)
+    assert.is_false(ok); assert.equal(7, err.code)   -- re-raised as it was
+    ok, err = pcall(init.skip, function() init.skip(function() error("boom") end) end)
+    assert.is_false(ok); H.assert_mentions(tostring(err), "boom")
+    assert.is_false(init.skipping())
+    local t = init.normal_(ft.zeros(64))
+    assert.is_true(t:abs():sum():item() > 0, "normal_ after a failed skip")
+    H.assert_mentions(H.error_of(init.skip, 42), "ft.nn.init.skip", "fn")
+  end)
+
+  it("keeps Embedding's draws those of ft.randn", function()
+    ft.manual_seed(5)
+    local e = ft.nn.Embedding(9, 4)
+    ft.manual_seed(5)
+    H.assert_close(e.weight, ft.randn(9, 4), 0, "Embedding weight")
+  end)
+
+  it("ft.models.new still initialises every parameter, once, as HF does", function()
+    ft.manual_seed(3)
+    local m = models.new("llama-s", { num_hidden_layers = 1, hidden_size = 64, intermediate_size = 96,
+      num_attention_heads = 4, num_key_value_heads = 2, vocab_size = 300 })
+    local sd, keys = m:state_dict()
+    for _, k in ipairs(keys) do
+      local t = sd[k]
+      if k:match("norm%.weight$") then
+        H.assert_close(t, ft.ones(t:shape()), 0, k)
+      else
+        local std = (t:pow(2):mean():item()) ^ 0.5
+        assert(std > 0.015 and std < 0.025, k .. " has std " .. std .. ", not about 0.02")
+      end
+    end
+    local tied = models.new("llama-s", { num_hidden_layers = 1, tie_word_embeddings = true })
+    assert.equal(tied.model.embed_tokens.weight, tied.lm_head.weight)
+  end)
+
+  it("from_pretrained builds under skip: the generator does not move and the logits are the file's", function()
+    local cfg = { num_hidden_layers = 2, hidden_size = 32, intermediate_size = 48, num_attention_heads = 4,
+      num_key_value_heads = 2 }
+    for _, config in ipairs({ models.config("llama-s", cfg),
+        models.copy_config(models.config("llama-s", cfg), { architectures = { "Qwen2ForCausalLM" },
+          model_type = "qwen2", tie_word_embeddings = true }) }) do
+      local m = models.new(config):eval()
+      local dir = H.make_tmpdir("models_skip")
+      models.save_pretrained(m, dir)
+      ft.manual_seed(1)
+      local before = ft.get_rng_state()
+      local again = models.from_pretrained(dir)
+      assert.is_true(same_state(ft.get_rng_state(), before), "from_pretrained drew random numbers")
+      assert.is_false(init.skipping())
+      local ids = ft.tensor({ { 1, 5, 9, 200 } }, { dtype = "int64" })
+      local a = ft.no_grad(function() return m(ids).logits end)
+      local b = ft.no_grad(function() return again(ids).logits end)
+      H.assert_close(b, a, 0, config.architectures[1] .. " logits after from_pretrained")
+      rmdir(dir)
+    end
+  end)
+
+  it("leaves the initialisers working when from_pretrained fails", function()
+    local dir = copy_model("hf_llama")
+    local config = ft.json.read(dir .. "/config.json")
+    config.hidden_act = "no_such_act"
+    ft.json.write(dir .. "/config.json", config)
+    assert.is_false(pcall(models.from_pretrained, dir))
+    rmdir(dir)
+    assert.is_false(init.skipping())
+  end)
+end)

@@ -425,9 +425,11 @@ end
 --- ft.models.from_pretrained(dir, opts) -> model: loads an HF model folder. config.json picks the
 -- architecture ("architectures", else "model_type") and is checked first; model.safetensors (or
 -- the shards of model.safetensors.index.json) must hold exactly the model's tensors, with their
--- shapes, which is checked from the files' headers before the model is allocated. Returns the
--- model in eval mode; model.config is the config table, model.name_or_path the folder and
--- model.generation_config its generation_config.json (if any: model:generate's defaults).
+-- shapes, which is checked from the files' headers before the model is allocated. The model is
+-- built under ft.nn.init.skip (no random initialisation, parameters allocated only), then
+-- filled from the files. Returns the model in eval mode; model.config is the config table,
+-- model.name_or_path the folder and model.generation_config its generation_config.json (if
+-- any: model:generate's defaults).
 -- opts: none yet (an options table with any key is an error).
 function M.from_pretrained(dir, opts)
   local where = "ft.models.from_pretrained"
@@ -444,8 +446,9 @@ function M.from_pretrained(dir, opts)
   local expects = function(k) return shapes[k] ~= nil or tied[k] ~= nil end
   check_names_and_shapes(shapes, as_model_names(class, in_file, expects, tied), source, where,
     "the model of " .. config_path)
+  -- Built without random initialisation: the weights read next overwrite every tensor.
   local model
-  ok, model = pcall(class, config)
+  ok, model = pcall(ft.nn.init.skip, class, config)
   if not ok then error(("%s: %s: %s"):format(where, config_path, tostring(model)), 0) end
   M.load_hf_state_dict(model, read_weights(files), source, where)
   model:eval()

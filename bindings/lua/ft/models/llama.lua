@@ -234,11 +234,15 @@ M.LlamaModel = LlamaModel
 
 function LlamaModel:init(c)
   self.head_dim, self.rope_theta = c.head_dim, c.rope_theta
-  self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+  -- Built without the layers' default initialisation, which HF's below replaces (each
+  -- parameter is drawn once).
+  nn.init.skip(function()
+    self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+    self.layers = nn.ModuleList()
+    for i = 1, c.num_hidden_layers do self.layers:append(DecoderLayer(c, c.windows[i])) end
+    self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+  end)
   nn.init.normal_(self.embed_tokens.weight, 0, c.initializer_range)
-  self.layers = nn.ModuleList()
-  for i = 1, c.num_hidden_layers do self.layers:append(DecoderLayer(c, c.windows[i])) end
-  self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
   for _, m in self:named_modules() do
     if m.__name == "Linear" then
       nn.init.normal_(m.weight, 0, c.initializer_range)
@@ -338,7 +342,7 @@ function LlamaForCausalLM:init(config)
   self.config = config
   self.tied = c.tie_word_embeddings
   self.model = LlamaModel(c)
-  self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, { bias = false })
+  self.lm_head = nn.init.skip(nn.Linear, c.hidden_size, c.vocab_size, { bias = false })
   if self.tied then
     self.lm_head.weight = self.model.embed_tokens.weight
   else

@@ -1,5 +1,6 @@
 -- ft.nn.init: in-place parameter initialisers, as torch.nn.init. They draw from the global
--- generator, so ft.manual_seed makes models reproducible.
+-- generator, so ft.manual_seed makes models reproducible; init.skip turns them all off while a
+-- model whose weights are loaded next is built.
 local ft = require "ft"
 
 local init = {}
@@ -30,8 +31,32 @@ function init.fan_in_and_fan_out(t)
   return shape[2] * receptive, shape[1] * receptive
 end
 
+-- How many init.skip calls are running: while > 0 every initialiser leaves its tensor as it is.
+local skipping = 0
+
+--- init.skip(fn, ...) -> fn(...)'s results: runs fn (a function, or a callable such as a
+-- module class) with every initialiser of ft.nn.init a no-op, as transformers' no_init_weights:
+-- a module tree built inside draws no random numbers, its layers only allocate their
+-- parameters (ft.empty) for weights loaded afterwards. The initialisers work again when fn
+-- returns or raises (the error is re-raised as it was). Calls nest.
+function init.skip(fn, ...)
+  local mt = getmetatable(fn)
+  if type(fn) ~= "function" and not (type(mt) == "table" and mt.__call) then
+    check.fail("ft.nn.init.skip", "fn", "a function", fn)
+  end
+  skipping = skipping + 1
+  local results = table.pack(pcall(fn, ...))
+  skipping = skipping - 1
+  if not results[1] then error(results[2], 0) end
+  return table.unpack(results, 2, results.n)
+end
+
+--- init.skipping() -> true while an init.skip call runs (initialisers are no-ops).
+function init.skipping() return skipping > 0 end
+
 -- Parameters require grad, so in-place changes run with grad mode off.
 local function inplace(t, method, ...)
+  if skipping > 0 then return t end
   local args = table.pack(...)
   ft.no_grad(function() t[method](t, table.unpack(args, 1, args.n)) end)
   return t

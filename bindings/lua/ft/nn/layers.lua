@@ -79,8 +79,9 @@ function Linear:init(in_features, out_features, opts)
   opts = ft.check_options(where, opts, {"bias"})
   self.in_features = size(where, "in_features", in_features)
   self.out_features = size(where, "out_features", out_features)
-  self.weight = Parameter(ft.zeros(self.out_features, self.in_features))
-  if check.boolean(where, "bias", opts.bias, true) then self.bias = Parameter(ft.zeros(out_features)) end
+  -- Allocated only: reset_parameters fills them (or, under ft.nn.init.skip, the weights loaded later).
+  self.weight = Parameter(ft.empty(self.out_features, self.in_features))
+  if check.boolean(where, "bias", opts.bias, true) then self.bias = Parameter(ft.empty(out_features)) end
   self:reset_parameters()
 end
 
@@ -128,8 +129,8 @@ function Conv2d:init(in_channels, out_channels, kernel_size, opts)
       in_channels, out_channels, self.groups), 2)
   end
   local k = self.kernel_size
-  self.weight = Parameter(ft.zeros(out_channels, in_channels // self.groups, k[1], k[2]))
-  if check.boolean(where, "bias", opts.bias, true) then self.bias = Parameter(ft.zeros(out_channels)) end
+  self.weight = Parameter(ft.empty(out_channels, in_channels // self.groups, k[1], k[2]))
+  if check.boolean(where, "bias", opts.bias, true) then self.bias = Parameter(ft.empty(out_channels)) end
   self:reset_parameters()
 end
 Conv2d.reset_parameters = reset_weight_and_bias
@@ -160,7 +161,9 @@ function Embedding:init(num_embeddings, embedding_dim)
   local where = "ft.nn.Embedding"
   self.num_embeddings = size(where, "num_embeddings", num_embeddings)
   self.embedding_dim = size(where, "embedding_dim", embedding_dim)
-  self.weight = Parameter(ft.randn(num_embeddings, embedding_dim))
+  -- The same draws as ft.randn(num, dim), skipped under ft.nn.init.skip.
+  self.weight = Parameter(ft.empty(num_embeddings, embedding_dim))
+  init.normal_(self.weight)
 end
 
 function Embedding:forward(ids) return F.embedding(ids, self.weight) end
