@@ -38,11 +38,7 @@ local function qwen3_cases()
   return out
 end
 
-local function plus1(list)
-  local out = {}
-  for i, v in ipairs(list) do out[i] = v + 1 end
-  return out
-end
+local plus1 = H.ids_plus1
 
 describe("apply_chat_template with Qwen3's tokenizer", function()
   it("has the folder's chat template and end-of-turn token", function()

@@ -132,6 +132,13 @@ function H.plus1(t)
   return H.from_flat(v, shape, "int64")
 end
 
+-- A Lua array of HF's 0-based ids as ftlua's 1-based ones.
+function H.ids_plus1(list)
+  local out = {}
+  for i, v in ipairs(list) do out[i] = v + 1 end
+  return out
+end
+
 -- ft.load of an ops fixture file, grouped: cases[case][name] = tensor for keys
 -- "ops.<case>.<name>".
 function H.load_cases(file)

@@ -42,11 +42,7 @@ local function json_dir(json, config)
   return dir
 end
 
-local function plus1(list)
-  local out = {}
-  for i, v in ipairs(list) do out[i] = v + 1 end
-  return out
-end
+local plus1 = H.ids_plus1
 
 local function ids_of(t) return t:totable() end
 
