@@ -69,6 +69,12 @@ function parser.parse(tokens, env)
   local parse_expression, parse_tuple, parse_or, parse_unary, parse_primary, parse_postfix
   local parse_filter, parse_call_args
 
+  -- node(...): a call of node with the arguments that follow
+  local function parse_call(node)
+    local args, kwargs, star, dstar = parse_call_args()
+    return { t = "call", fn = node, args = args, kwargs = kwargs, star = star, dstar = dstar, pos = node.pos }
+  end
+
   -- ---- expressions --------------------------------------------------------------------
 
   local function parse_condexpr()
@@ -217,9 +223,7 @@ function parser.parse(tokens, env)
       elseif is_name("is") then
         node = parse_test(node)
       elseif is_op("(") then
-        local pos = node.pos
-        local args, kwargs, star, dstar = parse_call_args()
-        node = { t = "call", fn = node, args = args, kwargs = kwargs, star = star, dstar = dstar, pos = pos }
+        node = parse_call(node)
       else
         return node
       end
@@ -350,9 +354,7 @@ function parser.parse(tokens, env)
           node = { t = "getitem", obj = node, key = key, pos = pos }
         end
       elseif is_op("(") then
-        local pos = node.pos
-        local args, kwargs, star, dstar = parse_call_args()
-        node = { t = "call", fn = node, args = args, kwargs = kwargs, star = star, dstar = dstar, pos = pos }
+        node = parse_call(node)
       else
         return node
       end
