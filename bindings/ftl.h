@@ -70,7 +70,8 @@ void ftl_open_io(lua_State *L);        /* lua_io.c: save/load, image, _idx */
 void ftl_open_json(lua_State *L);      /* lua_json.c: ft.json */
 void ftl_open_options(lua_State *L);   /* lua_options.c: ft.check_options */
 void ftl_open_tokenizer(lua_State *L); /* lua_tokenizer.c: ft._tokenizer, HF tokenizer.json */
-void ftl_open_unicode(lua_State *L);   /* lua_unicode.c: ft._unicode_*, Python's str case and classes */
+void ftl_open_unicode(lua_State *L);
+void ftl_open_profile(lua_State *L);   /* lua_profile.c: FT_PROFILE=1, ft.profile_report */   /* lua_unicode.c: ft._unicode_*, Python's str case and classes */
 
 int luaopen_ft(lua_State *L);
 

@@ -73,6 +73,12 @@ ft.set_rng_state(state): restores a state from ft.get_rng_state(), so a resumed 
 ft.isatty([file or fd]): true when the file (default: stderr) is a terminal (for progress bars).]=] },
   { "ft.clock", [=[
 ft.clock(): monotonic wall-clock seconds, for timing and ETAs.]=] },
+  { "ft.profile_report", [=[
+ft.profile_report() -> {op = {calls =, seconds =}}: with FT_PROFILE=1 in the environment when ft
+loads, every C-bound function, tensor method and arithmetic operator counts its calls and self
+time (less the profiled calls inside it); this prints the ops by self time to stderr and
+returns them. A profiled run also prints the table at exit: FT_PROFILE=1 ftlua script.lua.
+Backward passes count as "backward".]=] },
   { "ft.live_bytes", [=[
 ft.live_bytes(): bytes held by tensor storages now.]=] },
   { "ft.peak_bytes", [=[
