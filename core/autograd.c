@@ -67,6 +67,11 @@ static void drop_saved(ft_node *n) {
         ft_release(n->saved[i]);
         n->saved[i] = NULL;
     }
+    if (n->release_ctx) { /* a context that keeps state for backward, as saved tensors do */
+        n->release_ctx(n->ctx);
+        n->release_ctx = NULL;
+        n->released = true;
+    }
 }
 
 void ft_node_release(ft_node *n) {
@@ -170,6 +175,19 @@ static bool shape_matches(const ft_tensor *t, const int64_t *shape, int ndim) {
     return true;
 }
 
+/* The marks of the backward passes running on this thread, outermost first: a function node's
+ * backward may run a backward of its own (a checkpoint's recomputation), which must not reach
+ * the nodes of a pass in progress (it would reset their counts and partial sums). */
+#define MAX_NESTED_PASSES 64
+static _Thread_local uint64_t active_marks[MAX_NESTED_PASSES];
+static _Thread_local int n_active;
+
+static bool in_enclosing_pass(uint64_t visit_mark) {
+    for (int k = 0; k < n_active && k < MAX_NESTED_PASSES; k++)
+        if (active_marks[k] == visit_mark) return true;
+    return false;
+}
+
 int ft_backward(ft_tensor *root, const ft_tensor *grad, bool retain_graph) {
     char a[160], b[160];
     if (!root->requires_grad) {
@@ -214,6 +232,14 @@ int ft_backward(ft_tensor *root, const ft_tensor *grad, bool retain_graph) {
     mark++;
     node_list all = {0}, ready = {0};
     ft_node *start = root->grad_fn;
+    if (in_enclosing_pass(start->visit_mark)) {
+        ft_set_error("backward: a backward run inside another (a checkpoint's recomputation) started in the "
+                     "other's graph (at %s)",
+                     start->op);
+        ft_release(seed);
+        ft_set_grad_enabled(previous_mode);
+        return -1;
+    }
     start->visit_mark = mark;
     start->pending = 0;
     if (list_push(&all, start) < 0) rc = -1;
@@ -224,6 +250,14 @@ int ft_backward(ft_tensor *root, const ft_tensor *grad, bool retain_graph) {
             if (!in || !in->grad_fn) continue;
             ft_node *next = in->grad_fn;
             if (next->visit_mark != mark) {
+                if (in_enclosing_pass(next->visit_mark)) {
+                    ft_set_error("backward: a backward run inside another (a checkpoint's recomputation) reached "
+                                 "the other's graph through %s: pass the tensors the checkpointed function uses "
+                                 "as its arguments",
+                                 next->op);
+                    rc = -1;
+                    break;
+                }
                 next->visit_mark = mark;
                 next->pending = 0;
                 ft_release(next->grad_accum);
@@ -242,6 +276,8 @@ int ft_backward(ft_tensor *root, const ft_tensor *grad, bool retain_graph) {
         seed = NULL;
         rc = list_push(&ready, start);
     }
+    if (n_active < MAX_NESTED_PASSES) active_marks[n_active] = mark;
+    n_active++;
     while (rc == 0 && ready.len) {
         ft_node *n = ready.items[--ready.len];
         ft_tensor *g = n->grad_accum;
@@ -282,6 +318,7 @@ int ft_backward(ft_tensor *root, const ft_tensor *grad, bool retain_graph) {
             }
         }
     }
+    n_active--;
     /* Partial sums left by an error must not leak into a later backward. */
     for (size_t k = 0; k < all.len; k++) {
         ft_release(all.items[k]->grad_accum);
@@ -292,4 +329,292 @@ int ft_backward(ft_tensor *root, const ft_tensor *grad, bool retain_graph) {
     free(ready.items);
     ft_set_grad_enabled(previous_mode);
     return rc;
+}
+
+
+/* ---- function nodes ------------------------------------------------------------- */
+
+/* A function node M has at most FT_NODE_MAX_INPUTS edges. With more inputs requiring grad,
+ * its last edge is a "link": a data-less float vector (stride 0) whose own node, a "split",
+ * continues the chain: M hands the link the flattened gradients of the remaining inputs
+ * packed one after another, and each split cuts its inputs' gradients out of it (as
+ * ft_cat's chain does, in the other direction). With several outputs, M's output is a
+ * data-less hub vector of all outputs' elements; each output gets a node that places its
+ * gradient at its offset in a hub-sized gradient, so M receives all of them summed into one
+ * flat vector, after every output's consumers have run. */
+
+typedef struct {
+    ft_function_backward backward;
+    void *user;
+    ft_function_owner owner;
+    int n_inputs, n_outputs;
+    int n_edges;                           /* inputs that require grad */
+    int *edge_input;                       /* edge k -> position in the caller's inputs */
+    int64_t *edge_numel;
+    int64_t (*out_shape)[FT_MAX_DIMS];
+    int *out_ndim;
+    int64_t *out_offset;                   /* n_outputs + 1 offsets into the hub */
+} function_ctx;
+
+static void function_ctx_release(void *p) {
+    function_ctx *c = p;
+    if (c->owner.release) c->owner.release(c->user);
+}
+
+static void function_ctx_free(void *p) {
+    function_ctx *c = p;
+    if (!c) return;
+    if (c->owner.free) c->owner.free(c->user);
+    free(c->edge_input);
+    free(c->edge_numel);
+    free(c->out_shape);
+    free(c->out_ndim);
+    free(c->out_offset);
+    free(c);
+}
+
+/* A data-less float32 vector of n elements (stride 0 over one zero) that requires grad. */
+static ft_tensor *dataless_vector(int64_t n) {
+    ft_tensor *one = ft_zeros(NULL, 0, FT_FLOAT32);
+    ft_tensor *v = one ? ft_expand(one, &n, 1) : NULL;
+    ft_release(one);
+    if (v) v->requires_grad = true;
+    return v;
+}
+
+/* Copies t's elements, in order, to dst[0..numel). */
+static int copy_flat(float *dst, const ft_tensor *t) {
+    ft_tensor *c = ft_contiguous(t);
+    if (!c) return -1;
+    memcpy(dst, ft_f32(c), sizeof(float) * (size_t)ft_numel(c));
+    ft_release(c);
+    return 0;
+}
+
+/* i[2s], i[2s + 1] = start and length of input s in the packed gradient; i[8] = position of
+ * the link (-1: none), whose gradient stays a view because only the next split reads it. */
+static int split_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
+    for (int s = 0; s < n->n_inputs; s++) {
+        ft_tensor *v = ft_narrow(g, 0, n->i[2 * s], n->i[2 * s + 1]);
+        if (!v) return -1;
+        if (s == n->i[8]) {
+            gi[s] = v;
+            continue;
+        }
+        const ft_tensor *in = n->inputs[s];
+        gi[s] = ft_empty(in->shape, in->ndim, FT_FLOAT32);
+        int rc = gi[s] ? copy_flat(ft_f32(gi[s]), v) : -1;
+        ft_release(v);
+        if (rc < 0) return -1;
+    }
+    return 0;
+}
+
+/* i[0], i[1] = offset and length of this output in the hub. */
+static int output_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
+    gi[0] = ft_zeros(n->inputs[0]->shape, 1, FT_FLOAT32);
+    if (!gi[0]) return -1;
+    return copy_flat(ft_f32(gi[0]) + n->i[0], g);
+}
+
+/* Number of edges a node of the chain takes directly when `left` edges remain. */
+static int direct_edges(int left) { return left <= FT_NODE_MAX_INPUTS ? left : FT_NODE_MAX_INPUTS - 1; }
+
+static int function_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
+    function_ctx *c = n->ctx;
+    int rc = -1;
+    const ft_tensor **gout = calloc((size_t)c->n_outputs, sizeof *gout);
+    ft_tensor **gin = calloc((size_t)c->n_inputs + 1, sizeof *gin);
+    ft_tensor *flat = NULL, *packed = NULL;
+    if (!gout || !gin) {
+        ft_set_error("%s backward: out of memory", n->op);
+        goto done;
+    }
+    if (c->n_outputs == 1) {
+        gout[0] = g;
+    } else {
+        flat = ft_contiguous(g);
+        if (!flat) goto done;
+        for (int j = 0; j < c->n_outputs; j++) {
+            ft_tensor *v = ft_narrow(flat, 0, c->out_offset[j], c->out_offset[j + 1] - c->out_offset[j]);
+            gout[j] = v ? ft_reshape(v, c->out_shape[j], c->out_ndim[j]) : NULL;
+            ft_release(v);
+            if (!gout[j]) goto done;
+        }
+    }
+    if (c->backward(c->user, c->n_outputs, gout, c->n_inputs, gin) < 0) goto done;
+
+    int direct = direct_edges(c->n_edges);
+    for (int k = 0; k < direct; k++) {
+        gi[k] = gin[c->edge_input[k]];
+        gin[c->edge_input[k]] = NULL;
+    }
+    if (direct < c->n_edges) { /* the rest, packed for the link */
+        int64_t total = 0;
+        for (int k = direct; k < c->n_edges; k++) total += c->edge_numel[k];
+        packed = ft_zeros(&total, 1, FT_FLOAT32);
+        if (!packed) goto done;
+        int64_t at = 0;
+        for (int k = direct; k < c->n_edges; k++) {
+            ft_tensor *gk = gin[c->edge_input[k]];
+            if (gk && ft_numel(gk) != c->edge_numel[k]) {
+                ft_set_error("%s backward: gradient of %lld elements for input %d of %lld", n->op,
+                             (long long)ft_numel(gk), c->edge_input[k] + 1, (long long)c->edge_numel[k]);
+                goto done;
+            }
+            if (gk && copy_flat(ft_f32(packed) + at, gk) < 0) goto done;
+            at += c->edge_numel[k];
+        }
+        gi[direct] = packed;
+        packed = NULL;
+    }
+    rc = 0;
+done:
+    if (gin)
+        for (int i = 0; i < c->n_inputs; i++) ft_release(gin[i]);
+    if (gout && c->n_outputs > 1)
+        for (int j = 0; j < c->n_outputs; j++) ft_release((ft_tensor *)gout[j]);
+    ft_release(flat);
+    ft_release(packed);
+    free(gout);
+    free(gin);
+    return rc;
+}
+
+/* Records the node for `holder` that takes edges [first, n_edges) of c: the first few
+ * directly and, when more remain, a link whose split node takes the rest (recursively).
+ * M is the function node (first == 0), splits after it. */
+static int record_edges(const char *op, ft_tensor *holder, function_ctx *c, ft_tensor *const *edges, int first,
+                        ft_node **made) {
+    int left = c->n_edges - first;
+    int direct = direct_edges(left);
+    const ft_tensor *in[FT_NODE_MAX_INPUTS] = {NULL};
+    for (int s = 0; s < direct; s++) in[s] = edges[first + s];
+    ft_tensor *link = NULL;
+    if (direct < left) {
+        int64_t rest = 0;
+        for (int k = first + direct; k < c->n_edges; k++) rest += c->edge_numel[k];
+        link = dataless_vector(rest);
+        if (!link) return -1;
+        in[direct] = link;
+    }
+    int count = direct + (link ? 1 : 0);
+    ft_node *node = first == 0 ? ft_node_new(op, function_backward, holder, count, in[0], in[1], in[2], in[3])
+                               : ft_node_new("function_split", split_backward, holder, count, in[0], in[1], in[2], in[3]);
+    if (!node) {
+        ft_release(link);
+        ft_set_error("%s: out of memory", op);
+        return -1;
+    }
+    if (first == 0) *made = node;
+    else {
+        int64_t at = 0;
+        for (int s = 0; s < direct; s++) {
+            node->i[2 * s] = at;
+            node->i[2 * s + 1] = c->edge_numel[first + s];
+            at += c->edge_numel[first + s];
+        }
+        node->i[8] = -1;
+        if (link) {
+            node->i[2 * direct] = at;
+            node->i[2 * direct + 1] = link->shape[0];
+            node->i[8] = direct;
+        }
+    }
+    int rc = link ? record_edges(op, link, c, edges, first + direct, made) : 0;
+    ft_release(link); /* the node above holds it */
+    return rc;
+}
+
+int ft_function_node(const char *op, ft_function_backward backward, void *user, ft_function_owner owner,
+                     int n_inputs, ft_tensor *const *inputs, int n_outputs, ft_tensor *const *outputs,
+                     ft_tensor **attached) {
+    ft_tensor *hub = NULL, *root = NULL;
+    ft_tensor **edges = NULL;
+    function_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        if (owner.free) owner.free(user);
+        ft_set_error("%s: out of memory", op);
+        return -1;
+    }
+    c->backward = backward, c->user = user, c->owner = owner;
+    c->n_inputs = n_inputs, c->n_outputs = n_outputs;
+    for (int j = 0; j < n_outputs; j++) attached[j] = NULL;
+    if (n_outputs < 1) {
+        ft_set_error("%s: a function node needs at least one output", op);
+        goto fail;
+    }
+    for (int j = 0; j < n_outputs; j++)
+        if (outputs[j]->dtype != FT_FLOAT32) {
+            ft_set_error("%s: output %d is %s; only float32 outputs can join the graph", op, j + 1,
+                         ft_dtype_name(outputs[j]->dtype));
+            goto fail;
+        }
+    c->edge_input = malloc(sizeof *c->edge_input * (size_t)(n_inputs + 1));
+    c->edge_numel = malloc(sizeof *c->edge_numel * (size_t)(n_inputs + 1));
+    edges = malloc(sizeof *edges * (size_t)(n_inputs + 1));
+    c->out_shape = malloc(sizeof *c->out_shape * (size_t)n_outputs);
+    c->out_ndim = malloc(sizeof *c->out_ndim * (size_t)n_outputs);
+    c->out_offset = malloc(sizeof *c->out_offset * (size_t)(n_outputs + 1));
+    if (!c->edge_input || !c->edge_numel || !edges || !c->out_shape || !c->out_ndim || !c->out_offset) {
+        ft_set_error("%s: out of memory", op);
+        goto fail;
+    }
+    for (int i = 0; i < n_inputs; i++)
+        if (inputs[i] && inputs[i]->requires_grad) {
+            edges[c->n_edges] = inputs[i];
+            c->edge_input[c->n_edges] = i;
+            c->edge_numel[c->n_edges] = ft_numel(inputs[i]);
+            c->n_edges++;
+        }
+    c->out_offset[0] = 0;
+    for (int j = 0; j < n_outputs; j++) {
+        memcpy(c->out_shape[j], outputs[j]->shape, sizeof(int64_t) * (size_t)outputs[j]->ndim);
+        c->out_ndim[j] = outputs[j]->ndim;
+        if (!ft_size_add(c->out_offset[j], ft_numel(outputs[j]), &c->out_offset[j + 1])) {
+            ft_set_error("%s: the outputs hold more than int64 elements", op);
+            goto fail;
+        }
+    }
+    for (int j = 0; j < n_outputs; j++) {
+        attached[j] = ft_detach(outputs[j]);
+        if (!attached[j]) goto fail;
+    }
+    if (n_outputs == 1) {
+        root = ft_retain(attached[0]);
+    } else {
+        hub = dataless_vector(c->out_offset[n_outputs]);
+        if (!hub) goto fail;
+        root = ft_retain(hub);
+    }
+    ft_node *m = NULL;
+    if (record_edges(op, root, c, edges, 0, &m) < 0) goto fail;
+    m->ctx = c;
+    m->free_ctx = function_ctx_free;
+    m->release_ctx = function_ctx_release;
+    const int64_t *offset = c->out_offset;
+    c = NULL; /* owned by m from here */
+    for (int j = 0; hub && j < n_outputs; j++) {
+        ft_node *o = ft_node_new("function_output", output_backward, attached[j], 1, hub);
+        if (!o) {
+            ft_set_error("%s: out of memory", op);
+            goto fail;
+        }
+        o->i[0] = offset[j];
+        o->i[1] = ft_numel(attached[j]);
+    }
+    ft_release(hub);
+    ft_release(root);
+    free(edges);
+    return 0;
+fail:
+    for (int j = 0; j < n_outputs; j++) {
+        ft_release(attached[j]);
+        attached[j] = NULL;
+    }
+    ft_release(hub);
+    ft_release(root);
+    free(edges);
+    function_ctx_free(c);
+    return -1;
 }

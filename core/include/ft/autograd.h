@@ -39,6 +39,8 @@ struct ft_node {
     int64_t i[16];                          /* op parameters: integers, dims, shapes */
     void *ctx;                              /* op parameters that do not fit above */
     void (*free_ctx)(void *ctx);
+    void (*release_ctx)(void *ctx);         /* when set: drops what ctx keeps for backward, as
+                                             * the saved tensors are dropped (then released) */
     bool released;                          /* saved tensors dropped by backward */
     /* used during backward */
     ft_tensor *grad_accum;
@@ -67,6 +69,35 @@ void ft_node_release(ft_node *node);
 /* Runs backward from `root`. grad may be NULL only for a one-element root (then 1).
  * Leaf gradients accumulate into ->grad. Returns 0 or -1 with an error. */
 int ft_backward(ft_tensor *root, const ft_tensor *grad, bool retain_graph);
+
+/* ---- function nodes: a backward supplied by the caller ------------------------------- */
+
+/* The backward of a function node. grad_outputs[j] has output j's shape (zeros where no
+ * gradient reached that output). Sets grad_inputs[i] (a new reference of input i's shape, or
+ * NULL: no gradient) for each of the n_inputs inputs given to ft_function_node, in that
+ * order; a gradient for an input that does not require grad is ignored. Runs with grad mode
+ * off; it may run a backward of its own. Returns 0, or -1 with ft_set_error. */
+typedef int (*ft_function_backward)(void *user, int n_outputs, const ft_tensor *const *grad_outputs,
+                                    int n_inputs, ft_tensor **grad_inputs);
+
+/* The callbacks that own `user`: release drops what it keeps for backward (after a backward
+ * without retain_graph; NULL: nothing to drop), free frees it (when the node dies). Both may be
+ * NULL, both must tolerate being called after release. */
+typedef struct {
+    void (*release)(void *user);
+    void (*free)(void *user);
+} ft_function_owner;
+
+/* Attaches n_outputs float32 tensors, computed outside the graph, to it through one node
+ * named op whose backward is `backward` (for checkpointing and other functions whose
+ * gradient the caller computes). Any number of inputs and outputs: inputs that require grad
+ * become the node's edges (none is fine: the backward still runs, e.g. to reach parameters it
+ * uses itself). attached[j] receives a new tensor sharing outputs[j]'s storage that requires
+ * grad; outputs[j] itself is left as it is. The node owns user from this call on (freed with
+ * owner.free, also when this call fails). Returns 0, or -1 with an error (nothing attached). */
+int ft_function_node(const char *op, ft_function_backward backward, void *user, ft_function_owner owner,
+                     int n_inputs, ft_tensor *const *inputs, int n_outputs, ft_tensor *const *outputs,
+                     ft_tensor **attached);
 
 /* Sets requires_grad on a leaf; an error for a non-leaf or an int64 tensor. */
 int ft_set_requires_grad(ft_tensor *t, bool requires_grad);

@@ -93,6 +93,12 @@ An unknown key is an error naming where, the key, the valid names and the neares
 "ft.nn.Conv2d: unknown option 'paddding' (valid options: ...); did you mean 'padding'?".]=] },
 
   -- ---- autograd ----------------------------------------------------------------------------------
+  { "ft.autograd.checkpoint", [=[
+ft.autograd.checkpoint(fn, ...): runs fn(...) without keeping its intermediate results; its
+float tensor results join the graph through one node whose backward reruns fn (grad mode on,
+the forward's RNG state) and backpropagates through it: less memory for one more forward, the
+same gradients. Tensors with a graph that fn uses must be passed as arguments.
+Module:gradient_checkpointing_enable() applies it to a model's blocks.]=] },
   { "ft.no_grad", [=[
 ft.no_grad(fn, ...): runs fn(...) without recording the graph and returns what fn returns.
 The previous grad mode comes back even when fn raises an error.]=] },

@@ -254,6 +254,9 @@ function GPT2LMHeadModel:init(config)
   end
 end
 
+--- The modules m:gradient_checkpointing_enable() checkpoints: the decoder blocks.
+function GPT2LMHeadModel:checkpoint_modules() return self.transformer.h end
+
 --- Names of tied copies -> the parameter they share (left out of saved checkpoints).
 function GPT2LMHeadModel:tied_weights()
   return self.tied and { ["lm_head.weight"] = "transformer.wte.weight" } or {}

@@ -134,6 +134,9 @@ function Cls:pool(h, mask)
   return h:reshape(B * T, d):index_select(1, ft.tensor(idx, { dtype = "int64" }))
 end
 
+--- The modules m:gradient_checkpointing_enable() checkpoints: the decoder blocks.
+function Cls:checkpoint_modules() return self.transformer.h end
+
 --- model(input_ids [B,T] int64 1-based, {attention_mask = [B,T], labels = int64 [B] 1-based,
 -- position_ids =, inputs_embeds =}) -> {logits = [B,num_labels], loss =, features = [B,d]}
 -- features is the pooled hidden state the score reads (for contrastive self-training).

@@ -350,6 +350,9 @@ function LlamaForCausalLM:init(config)
   end
 end
 
+--- The modules m:gradient_checkpointing_enable() checkpoints: the decoder blocks.
+function LlamaForCausalLM:checkpoint_modules() return self.model.layers end
+
 --- Names of tied copies -> the parameter they share (left out of saved checkpoints).
 function LlamaForCausalLM:tied_weights()
   return self.tied and { ["lm_head.weight"] = "model.embed_tokens.weight" } or {}

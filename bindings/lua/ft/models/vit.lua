@@ -311,6 +311,9 @@ function ViTForImageClassification:init(config)
   end
 end
 
+--- The modules m:gradient_checkpointing_enable() checkpoints: the encoder blocks.
+function ViTForImageClassification:checkpoint_modules() return self.vit.encoder.layer end
+
 --- model(pixel_values [B,C,H,W], {labels=}) -> {logits = [B, num_labels], loss =}
 -- labels: int64 class ids 1..num_labels (cross-entropy) or, with one label, float targets (MSE).
 function ViTForImageClassification:forward(pixel_values, opts)

@@ -492,4 +492,84 @@ function Module:clone_state_dict(opts)
   return require("ft.state_dict").clone((self:state_dict(opts)), "ft.nn.Module:clone_state_dict")
 end
 
+-- ---- gradient checkpointing ------------------------------------------------------------------
+
+-- False until m:gradient_checkpointing_enable() (then true, until disable).
+Module.is_gradient_checkpointing = false
+
+-- A module being checkpointed has an instance forward (the wrapper below) and a record
+-- _checkpoint = {on =, base = its forward before, previous = the instance forward it replaced}.
+-- The wrapper checkpoints only while on, training and with grad mode, so it stays harmless
+-- where something (an adapter chain joining later) has wrapped it in turn.
+local function checkpointed_forward(m, ...)
+  local rec = rawget(m, "_checkpoint")
+  if rec.on and m.training and ft.is_grad_enabled() then return ft.autograd.checkpoint(rec.base, m, ...) end
+  return rec.base(m, ...)
+end
+
+local function checkpoint_on(m)
+  local rec = rawget(m, "_checkpoint")
+  if not rec then
+    rec = { base = m.forward, previous = rawget(m, "forward") }
+    rawset(m, "_checkpoint", rec)
+    rawset(m, "forward", checkpointed_forward)
+  end
+  rec.on = true
+end
+
+local function checkpoint_off(m)
+  local rec = rawget(m, "_checkpoint")
+  if not rec then return end
+  rec.on = false
+  if rawget(m, "forward") == checkpointed_forward then -- nothing wrapped it since: undo
+    rawset(m, "forward", rec.previous)
+    rawset(m, "_checkpoint", nil)
+  end
+end
+
+--- m:gradient_checkpointing_enable([{modules = list}]): from now on, while m is training and
+-- grad mode is on, the forward of each listed module runs through ft.autograd.checkpoint:
+-- its intermediate results are recomputed in backward instead of kept (less memory for one
+-- more forward of those modules; gradients are the same). modules (an array or a ModuleList,
+-- modules inside m) defaults to m:checkpoint_modules(), which models define (their decoder
+-- blocks or stages); for a module without it, pass modules. No effect in eval mode or under
+-- ft.no_grad. Adapters inside the modules (LoRA on their Linear layers) keep working; an
+-- adapter on a listed module itself (ReFT on a block) should join after this call, or
+-- checkpointing of that module ends when it leaves. Sets m.is_gradient_checkpointing; returns m.
+function Module:gradient_checkpointing_enable(opts)
+  local where = "ft.nn.Module:gradient_checkpointing_enable"
+  opts = ft.check_options(where, opts, { "modules" })
+  local list = opts.modules
+  if list == nil then
+    if type(self.checkpoint_modules) ~= "function" then
+      error(("%s: %s does not say which modules to checkpoint (it has no checkpoint_modules method); " ..
+        "pass them: {modules = {...}}"):format(where, self.__name), 2)
+    end
+    list = self:checkpoint_modules()
+  end
+  if type(list) ~= "table" then ft.check.fail(where, "modules", "an array of modules", list) end
+  local chosen = {}
+  for i, m in ipairs(list) do
+    if not is_module(m) then
+      error(("%s: modules[%d] is a %s, not a module"):format(where, i, type(m)), 2)
+    end
+    chosen[i] = m
+  end
+  for _, m in ipairs(rawget(self, "_checkpointed") or {}) do checkpoint_off(m) end
+  for _, m in ipairs(chosen) do checkpoint_on(m) end
+  rawset(self, "_checkpointed", chosen)
+  rawset(self, "is_gradient_checkpointing", true)
+  return self
+end
+
+--- m:gradient_checkpointing_disable(): the modules that m:gradient_checkpointing_enable
+-- checkpointed run their forward as usual again (keeping their intermediate results for
+-- backward); m.is_gradient_checkpointing becomes false. Returns m.
+function Module:gradient_checkpointing_disable()
+  for _, m in ipairs(rawget(self, "_checkpointed") or {}) do checkpoint_off(m) end
+  rawset(self, "_checkpointed", nil)
+  rawset(self, "is_gradient_checkpointing", false)
+  return self
+end
+
 return nn
