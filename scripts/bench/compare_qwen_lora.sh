@@ -7,6 +7,7 @@
 #   scripts/bench/compare_qwen_lora.sh [THREADS (default 2)] [LAYERS (default 24)] [STEPS (default 5)]
 #
 # FTLUA selects the ftlua binary (default build/ftlua); PyTorch is Debian's /usr/bin/python3.
+# GRADIENT_CHECKPOINTING=1 recomputes each decoder block in backward on both sides.
 # OpenBLAS kernels are the environment's (OPENBLAS_CORETYPE, printed below).
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"
 check_args 3 "$@"
@@ -15,14 +16,16 @@ threads=${1:-2}
 layers=${2:-24}
 steps=${3:-5}
 use_threads "$threads"
+extra=()
+[ "${GRADIENT_CHECKPOINTING:-0}" = 1 ] && extra=(--gradient-checkpointing)
 echo "OpenBLAS kernels: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(auto)}"
 
 echo "== ftlua: $layers layers, 1 x 256 tokens, $threads threads"
 "$ftlua" "$root/scripts/bench/qwen_lora_step.lua" --threads "$threads" --layers "$layers" --steps "$steps" \
-  | tee "$tmp/ftlua.log"
+  "${extra[@]}" | tee "$tmp/ftlua.log"
 echo "== PyTorch: $layers layers, 1 x 256 tokens, $threads threads"
 "$torch_python" "$root/scripts/bench/qwen_lora_step_torch.py" --threads "$threads" --layers "$layers" \
-  --steps "$steps" | tee "$tmp/torch.log"
+  --steps "$steps" "${extra[@]}" | tee "$tmp/torch.log"
 
 ft_rate=$(result tokens_per_sec "$tmp/ftlua.log")
 torch_rate=$(result tokens_per_sec "$tmp/torch.log")

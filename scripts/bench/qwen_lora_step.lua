@@ -5,6 +5,7 @@
 --
 --   ftlua scripts/bench/qwen_lora_step.lua --threads 2
 --   ftlua scripts/bench/qwen_lora_step.lua --layers 2 --steps 2     # a quick look
+--   ftlua scripts/bench/qwen_lora_step.lua --gradient-checkpointing  # blocks recomputed in backward
 --
 -- scripts/bench/qwen_lora_step_torch.py is the same step in PyTorch. Warm-up steps are not
 -- timed. The last line is machine-readable:
@@ -21,6 +22,7 @@ parser:option("--steps", "Timed steps.", "5"):convert(positive)
 parser:option("--warmup", "Untimed steps first.", "1"):convert(ft.recipe.integer({ min = 0 }))
 parser:option("--threads", "Threads (default: all cores)."):convert(positive)
 parser:option("--seed", "Random seed.", "1"):convert(ft.recipe.integer({}))
+parser:flag("--gradient-checkpointing", "Recompute each decoder block's activations in backward.")
 local args = ft.recipe.parse(parser)
 
 if args.threads then ft.set_num_threads(args.threads) end
@@ -44,6 +46,7 @@ ft.peft.lora(model, { target = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_p
   r = args.r, alpha = 2 * args.r })
 local build_s = ft.clock() - t_build
 model:train()
+if args.gradient_checkpointing then model:gradient_checkpointing_enable() end
 local params = {}
 for _, p in ipairs(model:parameters()) do
   if p.requires_grad then params[#params + 1] = p end
@@ -61,8 +64,8 @@ local function step()
   return loss:item()
 end
 
-print(("ftlua Qwen2.5-0.5B-shaped: %d layers, %d parameters (%d trainable), 1 x %d tokens, %d threads, built in %.1f s")
-  :format(args.layers, model:num_parameters(), #params > 0 and (function()
+print(("ftlua Qwen2.5-0.5B-shaped: %d layers%s, %d parameters (%d trainable), 1 x %d tokens, %d threads, built in %.1f s")
+  :format(args.layers, args.gradient_checkpointing and " (gradient checkpointing)" or "", model:num_parameters(), #params > 0 and (function()
     local n = 0
     for _, p in ipairs(params) do n = n + p:numel() end
     return n

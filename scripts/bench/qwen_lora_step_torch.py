@@ -32,6 +32,8 @@ def parse_args():
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute each decoder block's activations in backward (torch.utils.checkpoint)")
     return parser.parse_args()
 
 
@@ -42,6 +44,7 @@ if __name__ == "__main__":
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 VOCAB, HIDDEN, HEADS, KV_HEADS, INTER, THETA, EPS = 151936, 896, 14, 2, 4864, 1000000.0, 1e-6
 
@@ -118,8 +121,9 @@ class Block(nn.Module):
 
 
 class Qwen2(nn.Module):
-    def __init__(self, layers, r):
+    def __init__(self, layers, r, checkpointing=False):
         super().__init__()
+        self.checkpointing = checkpointing
         self.embed_tokens = nn.Embedding(VOCAB, HIDDEN)
         self.embed_tokens.requires_grad_(False)
         self.layers = nn.ModuleList([Block(r) for _ in range(layers)])
@@ -140,7 +144,10 @@ class Qwen2(nn.Module):
         cos, sin = emb.cos()[None, None], emb.sin()[None, None]
         x = self.embed_tokens(ids)
         for layer in self.layers:
-            x = layer(x, cos, sin)
+            if self.checkpointing:
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin)
         logits = self.norm(x) @ self.embed_tokens.weight.t()        # tied LM head
         return F.cross_entropy(logits[0, :-1], ids[0, 1:])
 
@@ -152,7 +159,7 @@ def peak_rss_mb():
 def main(args):
     torch = start(args.threads, args.seed)
     watch = Stopwatch()
-    model = Qwen2(args.layers, args.r)
+    model = Qwen2(args.layers, args.r, args.gradient_checkpointing)
     build_s = watch.seconds()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0)
