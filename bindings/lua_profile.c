@@ -2,15 +2,17 @@
  * function of the ft module (and of its tables: ft.image, ft._F of ft.nn.functional ...), every tensor
  * method and every arithmetic metamethod is wrapped by a closure that counts its calls and
  * its self time (its own time less that of the profiled calls inside it, so that
- * ft.no_grad(fn) or ft.backward do not count the ops they run twice). At exit, or when
- * ft.profile_report() is called, a table sorted by self time goes to stderr. The time of a
- * backward pass is reported as "backward" (the autograd engine runs C, not Lua, inside it). */
+ * ft.no_grad(fn) or ft.backward do not count the ops they run twice). Backward passes are
+ * broken down by graph node: "backward:<op>" is the time of that op's backward (through the
+ * autograd engine's timer). At exit, or when ft.profile_report() is called, a table sorted by
+ * self time goes to stderr. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "ft/autograd.h"
 #include "ftl.h"
 
 #define PROFILE_KEY "ft.profile"   /* registry: name -> entry userdata */
@@ -29,6 +31,28 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The backward time per op: op names are the engine's static strings, compared by address. */
+#define MAX_BACKWARD_OPS 256
+static struct {
+    const char *op;
+    entry e;
+} backward_ops[MAX_BACKWARD_OPS];
+static int n_backward_ops;
+
+static void time_backward(const char *op, double seconds) {
+    int k = 0;
+    while (k < n_backward_ops && backward_ops[k].op != op) k++;
+    if (k == n_backward_ops) {
+        if (k == MAX_BACKWARD_OPS) return;
+        backward_ops[k].op = op;
+        n_backward_ops++;
+    }
+    backward_ops[k].e.self += seconds;
+    backward_ops[k].e.calls++;
+    /* a child of the profiled call running the backward (t:backward) */
+    if (depth > 0) child_time[depth - 1 < MAX_DEPTH ? depth - 1 : MAX_DEPTH - 1] += seconds;
 }
 
 /* upvalues: the function, its entry */
@@ -140,6 +164,25 @@ static int l_profile_report(lua_State *L) {
         }
         lua_pop(L, 1);
     }
+    for (int k = 0; rows && k < n_backward_ops; k++) {
+        if (n == cap) {
+            row *grown = realloc(rows, 2 * cap * sizeof *rows);
+            if (!grown) break;
+            rows = grown;
+            cap *= 2;
+        }
+        lua_pushfstring(L, "backward:%s", backward_ops[k].op);
+        rows[n].name = lua_tostring(L, -1);   /* kept alive as a key of the result */
+        rows[n].e = backward_ops[k].e;
+        total += backward_ops[k].e.self;
+        n++;
+        lua_createtable(L, 0, 2);
+        lua_pushinteger(L, (lua_Integer)backward_ops[k].e.calls);
+        lua_setfield(L, -2, "calls");
+        lua_pushnumber(L, backward_ops[k].e.self);
+        lua_setfield(L, -2, "seconds");
+        lua_settable(L, out);
+    }
     if (rows) {
         qsort(rows, n, sizeof *rows, by_self_time);
         fprintf(stderr, "ft profile (FT_PROFILE=1): self time per op, %.3f s in all\n", total);
@@ -168,6 +211,7 @@ void ftl_open_profile(lua_State *L) {
     if (!on || !on[0] || strcmp(on, "0") == 0) return;
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, PROFILE_KEY);
+    ft_set_backward_timer(time_backward);
     wrap_table(L, module, "", 1);
     if (lua_getfield(L, module, "Tensor") == LUA_TTABLE) wrap_table(L, -1, "Tensor:", 0);
     lua_pop(L, 1);

@@ -1,7 +1,9 @@
 /* Reverse-mode autograd: graph recording and the backward pass. */
+#define _POSIX_C_SOURCE 200809L   /* clock_gettime */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ft/autograd.h"
 #include "ft/ops.h"
@@ -188,6 +190,25 @@ static bool in_enclosing_pass(uint64_t visit_mark) {
     return false;
 }
 
+static ft_backward_timer backward_timer;
+
+void ft_set_backward_timer(ft_backward_timer timer) { backward_timer = timer; }
+
+static double seconds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A node's backward, timed when a timer is set. */
+static int run_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
+    if (!backward_timer) return n->backward(n, g, gi);
+    double t0 = seconds_now();
+    int rc = n->backward(n, g, gi);
+    backward_timer(n->op, seconds_now() - t0);
+    return rc;
+}
+
 int ft_backward(ft_tensor *root, const ft_tensor *grad, bool retain_graph) {
     char a[160], b[160];
     if (!root->requires_grad) {
@@ -288,7 +309,7 @@ int ft_backward(ft_tensor *root, const ft_tensor *grad, bool retain_graph) {
                          "pass retain_graph=true to the first backward",
                          n->op);
             rc = -1;
-        } else if (g && n->backward(n, g, gi) < 0) {
+        } else if (g && run_backward(n, g, gi) < 0) {
             rc = -1;
         }
         ft_release(g);

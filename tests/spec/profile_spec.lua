@@ -1,5 +1,5 @@
--- FT_PROFILE=1: every C-bound op counts its calls and self time; the table goes to stderr at
--- exit and ft.profile_report() returns it.
+-- FT_PROFILE=1: every C-bound op counts its calls and self time, and each graph node its
+-- backward time; the table goes to stderr at exit and ft.profile_report() returns it.
 local H = require "helpers"
 local ft = require "ft"
 local ftlua = os.getenv("FTLUA") or "build/ftlua"
@@ -18,7 +18,8 @@ describe("FT_PROFILE", function()
         r["Tensor:sum"] and r["Tensor:sum"].calls or -1, r.no_grad and r.no_grad.calls or -1))
       local total, nested = 0, r.no_grad.seconds
       for _, e in pairs(r) do total = total + e.seconds end
-      io.write(("no_grad self share %.3f\n"):format(nested / total))]]
+      io.write(("no_grad self share %.3f\n"):format(nested / total))
+      io.write(("backward nodes matmul=%d sum=%d\n"):format(r["backward:matmul"].calls, r["backward:sum"].calls))]]
     local ok, out = H.run(("FT_PROFILE=1 %s -e %s 2>&1"):format(H.quote(ftlua), H.quote(script)))
     assert(ok, out)
     assert.is_truthy(out:find("calls matmul=6 sum=3 no_grad=3", 1, true), out)
@@ -29,6 +30,8 @@ describe("FT_PROFILE", function()
     local _, n = out:gsub("ft profile %(FT_PROFILE=1%): self time per op", "")
     assert.equal(2, n, out)
     assert.is_truthy(out:find("Tensor:backward", 1, true), out)
+    -- backward passes broken down by graph node: x:matmul(x) and its sum, three times
+    assert.is_truthy(out:find("backward nodes matmul=3 sum=3", 1, true), out)
   end)
 
   it("is off without the variable: no wrapping, an empty report", function()

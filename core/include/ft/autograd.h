@@ -25,6 +25,11 @@ typedef struct ft_node ft_node;
 /* grad_output has the output's shape; returns 0, or -1 with ft_set_error. */
 typedef int (*ft_backward_fn)(ft_node *node, const ft_tensor *grad_output, ft_tensor **grad_inputs);
 
+/* Told, when set, the op name and the seconds of each node's backward (FT_PROFILE's per-op
+ * times of a backward pass); NULL turns it off. */
+typedef void (*ft_backward_timer)(const char *op, double seconds);
+void ft_set_backward_timer(ft_backward_timer timer);
+
 struct ft_node {
     int refcount;
     const char *op;

@@ -78,7 +78,8 @@ ft.profile_report() -> {op = {calls =, seconds =}}: with FT_PROFILE=1 in the env
 loads, every C-bound function, tensor method and arithmetic operator counts its calls and self
 time (less the profiled calls inside it); this prints the ops by self time to stderr and
 returns them. A profiled run also prints the table at exit: FT_PROFILE=1 ftlua script.lua.
-Backward passes count as "backward".]=] },
+Backward passes are broken down by graph node: "backward:<op>" (a checkpoint node's time
+includes its recomputation).]=] },
   { "ft.live_bytes", [=[
 ft.live_bytes(): bytes held by tensor storages now.]=] },
   { "ft.peak_bytes", [=[
