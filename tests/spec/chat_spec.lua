@@ -120,6 +120,20 @@ describe("apply_chat_template with Qwen3's tokenizer", function()
       .. "<|im_end|>\n<|im_start|>assistant\n", tok:decode(prompt))
   end)
 
+  it("trains on tool-calling turns: the assistant's call, not the tool's answer", function()
+    local msgs = ft.json.decode('[{"role": "user", "content": "Weather in Oslo?"}, {"role": "assistant", "content": "", '
+      .. '"tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]}, '
+      .. '{"role": "tool", "content": "12 C"}, {"role": "assistant", "content": "It is 12 C."}]', { ordered = true })
+    local ids, labels = ft.text.encode_example(tok, { messages = msgs })
+    local trained = {}
+    for i, l in ipairs(labels:totable()) do if l ~= -100 then trained[#trained + 1] = ids:totable()[i] end end
+    local text = tok:decode(trained)
+    assert.is_truthy(text:find('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>',
+      1, true), text)
+    assert.is_truthy(text:find("It is 12 C.<|im_end|>", 1, true), text)
+    assert.is_falsy(text:find("12 C\n", 1, true), "the tool's answer does not train: " .. text)
+  end)
+
   it("keeps a tool definition's key order from a JSON file in tojson", function()
     local tools = ft.json.decode('[{"type": "function", "function": {"name": "get_weather", "description": "Weather", '
       .. '"parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]',
@@ -134,7 +148,7 @@ describe("apply_chat_template with Qwen3's tokenizer", function()
     H.assert_mentions(H.error_of(tok.apply_chat_template, tok, { { role = "robot", content = "x" } }),
       "message 1", "'robot'", "system, user, assistant, tool")
     H.assert_mentions(H.error_of(tok.apply_chat_template, tok, { { role = "user" } }), "message 1 (user)",
-      "no string content")
+      "no string \"content\"")
     H.assert_mentions(H.error_of(tok.apply_chat_template, tok, {}), "non-empty list")
     H.assert_mentions(H.error_of(tok.apply_chat_template, tok, { { role = "user", content = "x" } },
       { add_generation_promt = true }), "did you mean 'add_generation_prompt'")

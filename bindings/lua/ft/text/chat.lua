@@ -26,23 +26,27 @@ chat.ROLES = { "system", "user", "assistant", "tool" }
 local ROLE_SET = {}
 for _, r in ipairs(chat.ROLES) do ROLE_SET[r] = true end
 
---- chat.check_messages(messages, where) -> messages: a non-empty list of {role, content}
--- (roles chat.ROLES; content a string, or absent on an assistant message with tool_calls).
--- Errors name the message.
-function chat.check_messages(messages, where)
-  where = where or "ft.text.chat"
+--- chat.check_messages(messages [, where [, level]]) -> messages: a non-empty list of
+-- {role, content [, weight = 0 | 1]} (roles chat.ROLES; content a string, or absent on an
+-- assistant message with tool_calls). Errors name the message; level as error()'s (default:
+-- the caller's caller).
+function chat.check_messages(messages, where, level)
+  where, level = where or "ft.text.chat", (level or 2) + 1
   if type(messages) ~= "table" or #messages == 0 then
-    error(where .. ": messages must be a non-empty list of {role =, content =}", 3)
+    error(where .. ": \"messages\" must be a non-empty list of {role, content}", level)
   end
   for i, m in ipairs(messages) do
-    if type(m) ~= "table" then error(("%s: message %d is a %s, not a table"):format(where, i, type(m)), 3) end
+    if type(m) ~= "table" then error(("%s: message %d is a %s, not an object"):format(where, i, type(m)), level) end
     if not ROLE_SET[m.role] then
       error(("%s: message %d has role %s; roles: %s"):format(where, i,
-        type(m.role) == "string" and "'" .. m.role .. "'" or tostring(m.role), table.concat(chat.ROLES, ", ")), 3)
+        type(m.role) == "string" and "'" .. m.role .. "'" or tostring(m.role), table.concat(chat.ROLES, ", ")), level)
     end
     local tool_call = m.role == "assistant" and type(m.tool_calls) == "table"
     if type(m.content) ~= "string" and not (tool_call and m.content == nil) then
-      error(("%s: message %d (%s) has no string content"):format(where, i, m.role), 3)
+      error(("%s: message %d (%s) has no string \"content\""):format(where, i, m.role), level)
+    end
+    if m.weight ~= nil and m.weight ~= 0 and m.weight ~= 1 then
+      error(("%s: message %d has weight %s; weight must be 0 or 1"):format(where, i, tostring(m.weight)), level)
     end
   end
   return messages
@@ -122,7 +126,7 @@ end
 function chat.apply(tok, messages, opts)
   local where = "ft.tokenizer.apply_chat_template"
   opts = ft.check_options(where, opts, OPTIONS)
-  chat.check_messages(messages, where)
+  chat.check_messages(messages, where, 2)
   for _, k in ipairs({ "add_generation_prompt", "tokenize", "return_assistant_tokens_mask" }) do
     ft.check.boolean(where, k, opts[k])
   end
@@ -158,7 +162,7 @@ end
 function chat.encode(tok, messages, opts)
   local where = "ft.text.chat.encode"
   opts = ft.check_options(where, opts, { "tools", "documents", "variables", "ignore_index" })
-  chat.check_messages(messages, where)
+  chat.check_messages(messages, where, 2)
   local tpl = template_of(tok, nil, where)
   local ids = ids_table(tok, render(tok, tpl, messages, opts))
   local ignore = opts.ignore_index or -100

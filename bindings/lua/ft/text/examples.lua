@@ -29,30 +29,11 @@ local text = {}
 -- "<|assistant|>\n" .. content .. EOT for assistant ones; the role lines never train.
 
 text.IGNORE_INDEX = -100   -- the label of tokens outside the loss (F.cross_entropy's default, HF's)
-text.CHAT_ROLES = { "system", "user", "assistant" }
-local CHAT_ROLE_SET = { system = true, user = true, assistant = true }
+local chat = require "ft.text.chat"
+text.CHAT_ROLES = chat.ROLES
 
--- Checks a list of chat messages; level as error()'s.
-local function check_messages(msgs, where, level)
-  if type(msgs) ~= "table" or #msgs == 0 then
-    error(where .. ": \"messages\" must be a non-empty list of {role, content}", level + 1)
-  end
-  for i, m in ipairs(msgs) do
-    if type(m) ~= "table" then
-      error(("%s: message %d is a %s, not an object"):format(where, i, type(m)), level + 1)
-    end
-    if not CHAT_ROLE_SET[m.role] then
-      error(("%s: message %d has role %s; roles: system, user, assistant"):format(where, i,
-        type(m.role) == "string" and "'" .. m.role .. "'" or tostring(m.role)), level + 1)
-    end
-    if type(m.content) ~= "string" then
-      error(("%s: message %d (%s) has no string \"content\""):format(where, i, m.role), level + 1)
-    end
-    if m.weight ~= nil and m.weight ~= 0 and m.weight ~= 1 then
-      error(("%s: message %d has weight %s; weight must be 0 or 1"):format(where, i, tostring(m.weight)), level + 1)
-    end
-  end
-end
+-- Checks a list of chat messages (ft.text.chat's rules); level as error()'s.
+local function check_messages(msgs, where, level) chat.check_messages(msgs, where, level + 1) end
 
 -- The kind of an example ("text", "completion" or "chat"), or an error "<where>: ...".
 local function example_kind(ex, where, level)
@@ -87,7 +68,7 @@ local function segments(ex, kind)
   for _, m in ipairs(ex.messages) do
     if m.role == "assistant" then
       out[#out + 1] = { "<|assistant|>\n", false, false }
-      out[#out + 1] = { m.content, m.weight ~= 0, true }
+      out[#out + 1] = { m.content or "", m.weight ~= 0, true }
     else
       out[#out + 1] = { "<|" .. m.role .. "|>\n" .. m.content .. "\n", false, false }
     end
