@@ -428,6 +428,7 @@ int luaopen_ft(lua_State *L) {
     ftl_open_options(L);
     ftl_open_tokenizer(L);
     ftl_open_unicode(L);
+    ftl_open_quant(L);
     ftl_open_profile(L);   /* last: it wraps what the others registered */
     lua_settop(L, module);
 

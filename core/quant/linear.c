@@ -1,0 +1,146 @@
+/* The linear layer over a quantised weight, forward and backward (for the input and bias).
+ * The weight is dequantised a block of rows at a time into one small float32 buffer; each
+ * block is one cblas_sgemm. The whole weight never exists in float32. */
+#include <cblas.h>
+#include <limits.h>
+#include <string.h>
+
+#include "ft/autograd.h"
+#include "ft/ops.h"
+#include "ft/quant.h"
+
+/* Floats of the dequantisation buffer (1 MiB): enough rows for sgemm to run at speed. */
+#define TILE_FLOATS (1 << 18)
+
+static int64_t tile_rows(const ft_qweight *q) {
+    int64_t rows = ft_qweight_rows(q), t = TILE_FLOATS / ft_qweight_cols(q);
+    if (t < 1) t = 1;
+    return t < rows ? t : rows;
+}
+
+/* The dequantisation buffer: a tensor, so that it counts in ft_live_bytes. */
+static ft_tensor *tile_buffer(const ft_qweight *q) {
+    int64_t n = tile_rows(q) * ft_qweight_cols(q);
+    return ft_empty(&n, 1, FT_FLOAT32);
+}
+
+/* y [M, rows] (+)= x [M, cols] @ W^T, one block of W's rows at a time. */
+static int forward_tiles(const ft_qweight *q, const float *x, int64_t M, float *y, float beta) {
+    int64_t rows = ft_qweight_rows(q), cols = ft_qweight_cols(q), tile = tile_rows(q);
+    ft_tensor *buf = tile_buffer(q);
+    if (!buf) return -1;
+    for (int64_t r0 = 0; r0 < rows; r0 += tile) {
+        int64_t nr = rows - r0 < tile ? rows - r0 : tile;
+        ft_dequantize_rows(q, r0, nr, ft_f32(buf));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nr, (int)cols, 1.0f, x, (int)cols,
+                    ft_f32(buf), (int)cols, beta, y + r0, (int)rows);
+    }
+    ft_release(buf);
+    return 0;
+}
+
+/* dx [M, cols] = dy [M, rows] @ W, summed over blocks of W's rows. */
+static int backward_tiles(const ft_qweight *q, const float *dy, int64_t M, float *dx) {
+    int64_t rows = ft_qweight_rows(q), cols = ft_qweight_cols(q), tile = tile_rows(q);
+    ft_tensor *buf = tile_buffer(q);
+    if (!buf) return -1;
+    for (int64_t r0 = 0; r0 < rows; r0 += tile) {
+        int64_t nr = rows - r0 < tile ? rows - r0 : tile;
+        ft_dequantize_rows(q, r0, nr, ft_f32(buf));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)cols, (int)nr, 1.0f, dy + r0,
+                    (int)rows, ft_f32(buf), (int)cols, r0 == 0 ? 0.0f : 1.0f, dx, (int)cols);
+    }
+    ft_release(buf);
+    return 0;
+}
+
+static void release_qweight(void *ctx) { ft_qweight_release(ctx); }
+
+/* ctx = the weight (one reference); i[0] = M, the rows of the flattened input. */
+static int quant_linear_backward(ft_node *node, const ft_tensor *g, ft_tensor **gi) {
+    const ft_qweight *q = node->ctx;
+    int64_t rows = ft_qweight_rows(q), M = node->i[0];
+    int64_t g2shape[2] = {M, rows};
+    ft_tensor *gc = ft_contiguous(g);
+    ft_tensor *g2 = gc ? ft_reshape(gc, g2shape, 2) : NULL;   /* [M, out] */
+    ft_release(gc);
+    if (!g2) return -1;
+    int rc = 0;
+    if (node->inputs[0]) {
+        const ft_tensor *x = node->inputs[0];
+        ft_tensor *dx = ft_empty(x->shape, x->ndim, FT_FLOAT32);
+        if (dx && M > 0 && backward_tiles(q, ft_f32(g2), M, ft_f32(dx)) < 0) {
+            ft_release(dx);
+            dx = NULL;
+        }
+        gi[0] = dx;
+        if (!dx) rc = -1;
+    }
+    if (rc == 0 && node->inputs[1]) {   /* db [out] = column sums of G */
+        int dim0 = 0;
+        gi[1] = ft_sum(g2, &dim0, 1, false);
+        if (!gi[1]) rc = -1;
+    }
+    ft_release(g2);
+    return rc;
+}
+
+ft_tensor *ft_quant_linear(const ft_tensor *x, const ft_qweight *q, const ft_tensor *bias) {
+    char sx[128], sb[128];
+    int64_t nout = ft_qweight_rows(q), nin = ft_qweight_cols(q);
+    if (x->dtype != FT_FLOAT32 || (bias && bias->dtype != FT_FLOAT32)) {
+        ft_set_error("quant_linear: expected float32 input and bias, got %s and %s", ft_dtype_name(x->dtype),
+                     bias ? ft_dtype_name(bias->dtype) : "none");
+        return NULL;
+    }
+    if (x->ndim == 0 || x->shape[x->ndim - 1] != nin) {
+        ft_set_error("quant_linear: input %s does not match the %s weight [%lld, %lld] (expected input [..., %lld])",
+                     ft_shape_str(x->shape, x->ndim, sx, sizeof sx), ft_quant_kind_name(ft_qweight_kind(q)),
+                     (long long)nout, (long long)nin, (long long)nin);
+        return NULL;
+    }
+    if (bias && (bias->ndim != 1 || bias->shape[0] != nout)) {
+        ft_set_error("quant_linear: bias %s does not match the weight [%lld, %lld] (expected [%lld])",
+                     ft_shape_str(bias->shape, bias->ndim, sb, sizeof sb), (long long)nout, (long long)nin,
+                     (long long)nout);
+        return NULL;
+    }
+    int64_t M = 1;   /* rows of the flattened input */
+    for (int d = 0; d < x->ndim - 1; d++) M *= x->shape[d];
+    if (M > INT_MAX || nin > INT_MAX || nout > INT_MAX) {
+        ft_set_error("quant_linear: a [%lld x %lld] @ [%lld x %lld] product has a dimension above 2^31 - 1, "
+                     "more than BLAS supports", (long long)M, (long long)nin, (long long)nin, (long long)nout);
+        return NULL;
+    }
+    int64_t oshape[FT_MAX_DIMS];
+    memcpy(oshape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+    oshape[x->ndim - 1] = nout;
+    ft_tensor *xd = ft_detach(x);
+    ft_tensor *xc = xd ? ft_contiguous(xd) : NULL;
+    ft_release(xd);
+    ft_tensor *bd = (xc && bias) ? ft_detach(bias) : NULL;
+    ft_tensor *bc = bd ? ft_contiguous(bd) : NULL;
+    ft_release(bd);
+    ft_tensor *out = (xc && (bc || !bias)) ? ft_empty(oshape, x->ndim, FT_FLOAT32) : NULL;
+    if (out && M > 0) {
+        float *y = ft_f32(out);
+        if (bc) {   /* start every row at the bias, then accumulate with beta = 1 */
+            for (int64_t r = 0; r < M; r++) memcpy(y + r * nout, ft_f32(bc), sizeof(float) * (size_t)nout);
+        }
+        if (forward_tiles(q, ft_f32(xc), M, y, bc ? 1.0f : 0.0f) < 0) {
+            ft_release(out);
+            out = NULL;
+        }
+    }
+    if (out && ft_grad_needed2(x, bias)) {
+        ft_node *node = ft_node_new("quant_linear", quant_linear_backward, out, 2, x, bias);
+        if (node) {
+            node->i[0] = M;
+            node->ctx = ft_qweight_retain((ft_qweight *)q);
+            node->free_ctx = release_qweight;
+        }
+    }
+    ft_release(xc);
+    ft_release(bc);
+    return out;
+}
