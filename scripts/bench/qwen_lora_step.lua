@@ -6,6 +6,9 @@
 --   ftlua scripts/bench/qwen_lora_step.lua --threads 2
 --   ftlua scripts/bench/qwen_lora_step.lua --layers 2 --steps 2     # a quick look
 --   ftlua scripts/bench/qwen_lora_step.lua --gradient-checkpointing  # blocks recomputed in backward
+--   ftlua scripts/bench/qwen_lora_step.lua --quantize nf4             # an NF4 base under the adapter
+-- With --quantize the peak RSS still holds the float32 model built first (quantising while
+-- loading is still to come); the resident size after the step is reported too.
 --
 -- scripts/bench/qwen_lora_step_torch.py is the same step in PyTorch. Warm-up steps are not
 -- timed. The last line is machine-readable:
@@ -23,6 +26,8 @@ parser:option("--warmup", "Untimed steps first.", "1"):convert(ft.recipe.integer
 parser:option("--threads", "Threads (default: all cores)."):convert(positive)
 parser:option("--seed", "Random seed.", "1"):convert(ft.recipe.integer({}))
 parser:flag("--gradient-checkpointing", "Recompute each decoder block's activations in backward.")
+parser:option("--quantize", "Quantise the frozen projections first (nf4 or int8; ftlua only: the PyTorch twin has "
+  .. "no such base)."):choices({ "nf4", "int8" })
 local args = ft.recipe.parse(parser)
 
 if args.threads then ft.set_num_threads(args.threads) end
@@ -42,8 +47,13 @@ local model = ft.models.new({
   max_position_embeddings = 32768, rope_theta = 1000000.0, rms_norm_eps = 1e-6, tie_word_embeddings = true,
   hidden_act = "silu", attention_dropout = 0.0,
 })
-ft.peft.lora(model, { target = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" },
-  r = args.r, alpha = 2 * args.r })
+local targets = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" }
+if args.quantize then
+  ft.quant.quantize(model, args.quantize, { modules = targets })
+  collectgarbage()   -- the float32 weights the quantised ones replace
+  collectgarbage()
+end
+ft.peft.lora(model, { target = targets, r = args.r, alpha = 2 * args.r })
 local build_s = ft.clock() - t_build
 model:train()
 if args.gradient_checkpointing then model:gradient_checkpointing_enable() end
@@ -79,7 +89,13 @@ for i = 1, args.steps do
 end
 table.sort(times)
 local median = times[(#times + 1) // 2]
-print(("loss %.4f, median step %.1f ms, %.1f tokens/s, peak RSS %.0f MiB"):format(loss, 1000 * median, T / median,
-  peak_rss_mb()))
+local function rss_mb()
+  local f = assert(io.open("/proc/self/status"))
+  local kb = tonumber(f:read("a"):match("VmRSS:%s*(%d+)"))
+  f:close()
+  return kb / 1024
+end
+print(("loss %.4f, median step %.1f ms, %.1f tokens/s, peak RSS %.0f MiB, RSS now %.0f MiB, weights %.0f MiB")
+  :format(loss, 1000 * median, T / median, peak_rss_mb(), rss_mb(), ft.quant.nbytes(model) / 2 ^ 20))
 print(("RESULT tokens_per_sec=%.2f ms_per_step=%.1f peak_rss_mb=%.0f build_s=%.2f"):format(T / median,
   1000 * median, peak_rss_mb(), build_s))
