@@ -374,6 +374,18 @@ function lora.merge(model, opts)
       end
     end
   end
+  -- A quantised base (ft.quant) cannot take a merge in place: refused before any layer changes.
+  for _, e in ipairs(adapted_layers(model)) do
+    if ft._quant.is_qweight(rawget(e[2], "weight")) then
+      for _, n in ipairs(names) do
+        if e[3].adapters[n] and not e[3].adapters[n].merged then
+          refuse("layer %s is quantised (%s) by ft.quant: merging adapter '%s' into it needs a choice: "
+            .. "ft.quant.dequantize(model) first (merge into float32, then ft.quant.quantize again to requantise), "
+            .. "or keep the adapter unmerged; no weight was changed", e[1], e[2].weight:kind(), n)
+        end
+      end
+    end
+  end
   local plans = {}
   for _, e in ipairs(adapted_layers(model)) do
     local path, m, st = e[1], e[2], e[3]
