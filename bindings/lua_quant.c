@@ -33,7 +33,7 @@ static void push_qweight(lua_State *L, ft_qweight *q, const char *op) {
     luaL_setmetatable(L, QWEIGHT_MT);
 }
 
-/* quantize(w [out, in], kind "nf4" | "int8") -> quantised weight */
+/* quantize(w [out, in], kind "nf4" | "int8" | "nf4_fp32") -> quantised weight */
 static int l_quantize(lua_State *L) {
     ft_tensor *w = ftl_check_tensor(L, 1);
     const char *name = luaL_checkstring(L, 2);
@@ -118,6 +118,33 @@ static int m_scales(lua_State *L) {
     return 1;
 }
 
+/* absmax_codes() -> int64: the 8-bit codes of the double-quantised absmaxes ("nf4" only) */
+static int m_absmax_codes(lua_State *L) {
+    ftl_push_tensor(L, ft_qweight_absmax_codes(check_qweight(L, 1)), "quant.absmax_codes");
+    return 1;
+}
+
+/* absmax2() -> float32: one absmax per 256 absmaxes ("nf4" only) */
+static int m_absmax2(lua_State *L) {
+    ftl_push_tensor(L, ft_qweight_absmax2(check_qweight(L, 1)), "quant.absmax2");
+    return 1;
+}
+
+/* offset() -> number: the float32 mean absmax the double quantisation subtracts ("nf4"; 0 else) */
+static int m_offset(lua_State *L) {
+    lua_pushnumber(L, (lua_Number)ft_qweight_offset(check_qweight(L, 1)));
+    return 1;
+}
+
+/* dynamic_map() -> float32 [256]: bitsandbytes' signed 8-bit dynamic map */
+static int l_dynamic_map(lua_State *L) {
+    int64_t n = 256;
+    ft_tensor *t = ft_empty(&n, 1, FT_FLOAT32);
+    if (t) ft_dynamic_map(ft_f32(t));
+    ftl_push_tensor(L, t, "quant.dynamic_map");
+    return 1;
+}
+
 /* set_label(s): the name errors give the weight (the layer's path) */
 static int m_set_label(lua_State *L) {
     check_qweight(L, 1);
@@ -199,7 +226,8 @@ static int m_newindex(lua_State *L) {
 static const luaL_Reg qweight_methods[] = {
     {"dequantize", m_dequantize}, {"nbytes", m_nbytes}, {"kind", m_kind},   {"dtype", m_kind},
     {"shape", m_shape},           {"size", m_size},     {"dim", m_dim},     {"numel", m_numel},
-    {"codes", m_codes},           {"scales", m_scales}, {"set_label", m_set_label},
+    {"codes", m_codes},           {"scales", m_scales}, {"absmax_codes", m_absmax_codes},
+    {"absmax2", m_absmax2},       {"offset", m_offset}, {"set_label", m_set_label},
     {NULL, NULL},
 };
 
@@ -207,6 +235,7 @@ static const luaL_Reg quant_functions[] = {
     {"quantize", l_quantize},
     {"linear", l_linear},
     {"is_qweight", l_is_qweight},
+    {"dynamic_map", l_dynamic_map},
     {NULL, NULL},
 };
 

@@ -1,4 +1,5 @@
-/* Quantised weights: NF4 and int8 quantisation, dequantisation, and the object holding them.
+/* Quantised weights: NF4 (with or without QLoRA's double quantisation of the absmaxes) and int8:
+ * quantisation, dequantisation, and the object holding them.
  * The packed values and the scales live in ordinary tensor storages so that they count in
  * ft_live_bytes (and in the Lua collector's accounting) like any other tensor. */
 #include <math.h>
@@ -22,15 +23,18 @@ struct ft_qweight {
     ft_quant_kind kind;
     int64_t rows, cols;
     int64_t nvalues;      /* bytes of packed values in use */
-    int64_t nscales;      /* float32 scales */
+    int64_t nscales;      /* block absmaxes (NF4) or row scales (int8) */
     ft_tensor *values;    /* NF4: two indices per byte; int8: one value per byte (raw bytes) */
-    ft_tensor *scales;    /* float32 [nscales] */
+    ft_tensor *scales;    /* float32 [nscales]; FT_QUANT_NF4: one 8-bit code per absmax (raw bytes) */
+    ft_tensor *absmax2;   /* FT_QUANT_NF4 only: float32 [ceil(nscales / 256)] */
+    float offset;         /* FT_QUANT_NF4 only: the mean absmax */
 };
 
 const char *ft_quant_kind_name(ft_quant_kind kind) {
     switch (kind) {
     case FT_QUANT_NF4: return "nf4";
     case FT_QUANT_INT8: return "int8";
+    case FT_QUANT_NF4_FP32: return "nf4_fp32";
     }
     return NULL;
 }
@@ -38,7 +42,8 @@ const char *ft_quant_kind_name(ft_quant_kind kind) {
 int ft_quant_kind_from_name(const char *name, ft_quant_kind *kind) {
     if (name && strcmp(name, "nf4") == 0) { *kind = FT_QUANT_NF4; return 0; }
     if (name && strcmp(name, "int8") == 0) { *kind = FT_QUANT_INT8; return 0; }
-    ft_set_error("unknown quantisation kind '%s' (kinds: nf4, int8)", name ? name : "(null)");
+    if (name && strcmp(name, "nf4_fp32") == 0) { *kind = FT_QUANT_NF4_FP32; return 0; }
+    ft_set_error("unknown quantisation kind '%s' (kinds: nf4, int8, nf4_fp32)", name ? name : "(null)");
     return -1;
 }
 
@@ -61,6 +66,115 @@ static unsigned nf4_index(float x) {
 }
 
 static uint8_t *bytes_of(const ft_tensor *t) { return (uint8_t *)ft_data(t); }
+
+/* torch.linspace(0.1, 1, steps, dtype=float32) as PyTorch's x86-64 CPU kernel computes it
+ * (aten/src/ATen/native/cpu/RangeFactoriesKernel.cpp, AVX2 dispatch), the map bitsandbytes
+ * builds there: a float32 step; element i of the first half fma(step, i, start), of the second
+ * half fma(-step, steps - 1 - i, end); two vectors of 8 at a time while 16 remain, each from
+ * such a base at its first element plus k * step (unfused) for lane k; the rest one by one.
+ * (Other capabilities round some elements one ulp apart.) */
+static void linspace_f32(int64_t steps, float *out) {
+    const float start = 0.1f, end = 1.0f;   /* (float)0.1, as torch converts the double */
+    float step = (end - start) / (float)(steps - 1);
+    int64_t half = steps / 2, i = 0;
+#define AT(j) ((j) < half ? fmaf(step, (float)(j), start) : fmaf(-step, (float)(steps - 1 - (j)), end))
+    for (; i <= steps - 16; i += 8) {
+        float base = AT(i);
+        for (int k = 0; k < 8; k++) {
+            volatile float lane = (float)k * step;   /* no contraction into an fma */
+            out[i + k] = base + lane;
+        }
+        i += 8;
+        base = AT(i);
+        for (int k = 0; k < 8; k++) {
+            volatile float lane = (float)k * step;
+            out[i + k] = base + lane;
+        }
+    }
+    for (; i < steps; i++) out[i] = AT(i);
+#undef AT
+}
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* bitsandbytes.functional.create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8)
+ * (bitsandbytes/functional.py): for exponent i = 0..6, the 2^i float32 midpoints of
+ * linspace(0.1, 1, 2^i + 1) times float32(10^(i - 6)), with both signs; then 0 and 1, sorted.
+ * All products in float32, as torch multiplies a float32 tensor by a Python scalar. */
+void ft_dynamic_map(float code[256]) {
+    static const double scale[7] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0};
+    int k = 0;
+    for (int i = 0; i < 7; i++) {
+        int64_t items = ((int64_t)1 << i) + 1;
+        float b[65];
+        linspace_f32(items, b);
+        float sc = (float)scale[i];
+        for (int64_t j = 0; j + 1 < items; j++) {
+            float mean = (b[j] + b[j + 1]) / 2.0f;
+            code[k++] = sc * mean;
+            code[k++] = -sc * mean;
+        }
+    }
+    code[k++] = 0.0f;
+    code[k++] = 1.0f;
+    qsort(code, 256, sizeof(float), cmp_float);
+}
+
+/* bitsandbytes' dQuantize<0> (csrc/kernels.cu): a 7-step binary search over the sorted code
+ * from pivot 127, then the nearer of the two neighbours by the float32 midpoint; a value on a
+ * midpoint keeps the searched pivot. A NaN (0 * inf, an all-zero block) fails every '>' and
+ * '<': code 0. */
+static unsigned dquantize(const float code[256], float x) {
+    int pivot = 127, upper_pivot = 255, lower_pivot = 0;
+    float lower = -1.0f, upper = 1.0f, val = code[pivot];
+    for (int i = 64; i > 0; i >>= 1) {
+        if (x > val) { lower_pivot = pivot; lower = val; pivot += i; }
+        else { upper_pivot = pivot; upper = val; pivot -= i; }
+        val = code[pivot];
+    }
+    if (upper_pivot == 255) upper = code[upper_pivot];
+    if (lower_pivot == 0) lower = code[lower_pivot];
+    if (x > val) {
+        float midpoint = (upper + val) * 0.5f;
+        return x > midpoint ? (unsigned)upper_pivot : (unsigned)pivot;
+    }
+    float midpoint = (lower + val) * 0.5f;
+    return x < midpoint ? (unsigned)lower_pivot : (unsigned)pivot;
+}
+
+/* QLoRA's double quantisation (bitsandbytes quantize_4bit, compress_statistics=True):
+ * offset = mean(absmax) (here: a sequential double sum rounded once to float32), then
+ * absmax - offset in blocks of 256 by bitsandbytes' quantize_blockwise with the dynamic map:
+ * a float32 absmax per block and x * (1 / absmax2) to 8-bit codes by dquantize. */
+static float double_quantize(const float *absmax, int64_t n, uint8_t *codes, float *absmax2) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += absmax[i];
+    float offset = (float)(sum / (double)n);
+    float code[256];
+    ft_dynamic_map(code);
+    int64_t nblocks = (n + FT_NF4_BLOCK2 - 1) / FT_NF4_BLOCK2;
+    for (int64_t b = 0; b < nblocks; b++) {
+        int64_t i0 = b * FT_NF4_BLOCK2, i1 = i0 + FT_NF4_BLOCK2 < n ? i0 + FT_NF4_BLOCK2 : n;
+        float m = 0.0f;
+        for (int64_t i = i0; i < i1; i++) m = fmaxf(m, fabsf(absmax[i] - offset));
+        absmax2[b] = m;
+        float inv = 1.0f / m;
+        for (int64_t i = i0; i < i1; i++) codes[i] = (uint8_t)dquantize(code, (absmax[i] - offset) * inv);
+    }
+    return offset;
+}
+
+/* The absmax of NF4 block b as bitsandbytes' dequantize_4bit rebuilds it: the float32 product
+ * code[c] * absmax2 (dequantize_blockwise), then + offset, rounded separately (volatile: no
+ * fused multiply-add). */
+static float nf4_block_absmax(const ft_qweight *q, const float code[256], int64_t b) {
+    const uint8_t *c = bytes_of(q->scales);
+    volatile float prod = code[c[b]] * ft_f32(q->absmax2)[b / FT_NF4_BLOCK2];
+    return prod + q->offset;
+}
 
 /* A buffer of n bytes as a float32 tensor storage (rounded up to whole floats). */
 static ft_tensor *byte_buffer(int64_t n) {
@@ -144,8 +258,9 @@ ft_qweight *ft_quantize(const ft_tensor *w, ft_quant_kind kind) {
     q->kind = kind;
     q->rows = rows;
     q->cols = cols;
-    q->nvalues = kind == FT_QUANT_NF4 ? (n + 1) / 2 : n;
-    q->nscales = kind == FT_QUANT_NF4 ? (n + FT_NF4_BLOCK - 1) / FT_NF4_BLOCK : rows;
+    int nf4 = kind != FT_QUANT_INT8;
+    q->nvalues = nf4 ? (n + 1) / 2 : n;
+    q->nscales = nf4 ? (n + FT_NF4_BLOCK - 1) / FT_NF4_BLOCK : rows;
     q->values = byte_buffer(q->nvalues);
     q->scales = q->values ? ft_empty(&q->nscales, 1, FT_FLOAT32) : NULL;
     if (!q->scales) {
@@ -153,9 +268,23 @@ ft_qweight *ft_quantize(const ft_tensor *w, ft_quant_kind kind) {
         ft_qweight_release(q);
         return NULL;
     }
-    if (kind == FT_QUANT_NF4) quantize_nf4(src, n, bytes_of(q->values), ft_f32(q->scales));
+    if (nf4) quantize_nf4(src, n, bytes_of(q->values), ft_f32(q->scales));
     else quantize_int8(src, rows, cols, (int8_t *)bytes_of(q->values), ft_f32(q->scales));
     ft_release(wc);
+    if (kind == FT_QUANT_NF4) {
+        /* the float32 absmaxes give way to one byte each plus a float32 per 256 of them */
+        int64_t n2 = (q->nscales + FT_NF4_BLOCK2 - 1) / FT_NF4_BLOCK2;
+        ft_tensor *codes = byte_buffer(q->nscales);
+        q->absmax2 = codes ? ft_empty(&n2, 1, FT_FLOAT32) : NULL;
+        if (!q->absmax2) {
+            ft_release(codes);
+            ft_qweight_release(q);
+            return NULL;
+        }
+        q->offset = double_quantize(ft_f32(q->scales), q->nscales, bytes_of(codes), ft_f32(q->absmax2));
+        ft_release(q->scales);
+        q->scales = codes;
+    }
     return q;
 }
 
@@ -168,13 +297,18 @@ void ft_qweight_release(ft_qweight *q) {
     if (!q || --q->refcount > 0) return;
     ft_release(q->values);
     ft_release(q->scales);
+    ft_release(q->absmax2);
     free(q);
 }
 
 ft_quant_kind ft_qweight_kind(const ft_qweight *q) { return q->kind; }
 int64_t ft_qweight_rows(const ft_qweight *q) { return q->rows; }
 int64_t ft_qweight_cols(const ft_qweight *q) { return q->cols; }
-int64_t ft_qweight_nbytes(const ft_qweight *q) { return q->nvalues + q->nscales * (int64_t)sizeof(float); }
+int64_t ft_qweight_nbytes(const ft_qweight *q) {
+    if (q->kind == FT_QUANT_NF4)   /* codes, absmax2, offset */
+        return q->nvalues + q->nscales + ft_numel(q->absmax2) * (int64_t)sizeof(float) + (int64_t)sizeof(float);
+    return q->nvalues + q->nscales * (int64_t)sizeof(float);
+}
 
 int ft_dequantize_rows(const ft_qweight *q, int64_t row0, int64_t nrows, float *dst) {
     if (row0 < 0 || nrows < 0 || row0 > q->rows || nrows > q->rows - row0) {
@@ -185,7 +319,21 @@ int ft_dequantize_rows(const ft_qweight *q, int64_t row0, int64_t nrows, float *
     int64_t i0 = row0 * q->cols, n = nrows * q->cols;
     const uint8_t *v = bytes_of(q->values);
     const float *s = ft_f32(q->scales);
-    if (q->kind == FT_QUANT_NF4) {
+    float *blk = NULL;
+    if (q->kind == FT_QUANT_NF4 && n > 0) {
+        /* the absmaxes of the blocks in range, rebuilt once */
+        int64_t b0 = i0 / FT_NF4_BLOCK, b1 = (i0 + n - 1) / FT_NF4_BLOCK;
+        float code[256];
+        ft_dynamic_map(code);
+        blk = malloc((size_t)(b1 - b0 + 1) * sizeof(float));
+        if (!blk) {
+            ft_set_error("dequantize: out of memory");
+            return -1;
+        }
+        for (int64_t b = b0; b <= b1; b++) blk[b - b0] = nf4_block_absmax(q, code, b);
+        s = blk - b0;
+    }
+    if (q->kind != FT_QUANT_INT8) {
         #pragma omp parallel for schedule(static) if (n > 32768)
         for (int64_t k = 0; k < n; k++) {
             int64_t i = i0 + k;
@@ -193,6 +341,7 @@ int ft_dequantize_rows(const ft_qweight *q, int64_t row0, int64_t nrows, float *
             unsigned idx = (i & 1) ? (byte & 15u) : (byte >> 4);
             dst[k] = ft_nf4_levels[idx] * s[i / FT_NF4_BLOCK];
         }
+        free(blk);
     } else {
         const int8_t *c = (const int8_t *)v;
         #pragma omp parallel for schedule(static) if (n > 32768)
@@ -223,10 +372,40 @@ ft_tensor *ft_qweight_codes(const ft_qweight *q) {
     int64_t *o = ft_i64(out);
     const uint8_t *v = bytes_of(q->values);
     for (int64_t i = 0; i < n; i++) {
-        if (q->kind == FT_QUANT_NF4) o[i] = (i & 1) ? (v[i >> 1] & 15) : (v[i >> 1] >> 4);
+        if (q->kind != FT_QUANT_INT8) o[i] = (i & 1) ? (v[i >> 1] & 15) : (v[i >> 1] >> 4);
         else o[i] = ((const int8_t *)v)[i];
     }
     return out;
 }
 
-ft_tensor *ft_qweight_scales(const ft_qweight *q) { return ft_clone(q->scales); }
+ft_tensor *ft_qweight_scales(const ft_qweight *q) {
+    if (q->kind != FT_QUANT_NF4) return ft_clone(q->scales);
+    ft_tensor *out = ft_empty(&q->nscales, 1, FT_FLOAT32);
+    if (!out) return NULL;
+    float code[256];
+    ft_dynamic_map(code);
+    for (int64_t b = 0; b < q->nscales; b++) ft_f32(out)[b] = nf4_block_absmax(q, code, b);
+    return out;
+}
+
+ft_tensor *ft_qweight_absmax_codes(const ft_qweight *q) {
+    if (q->kind != FT_QUANT_NF4) {
+        ft_set_error("absmax_codes: a %s weight has no quantised absmaxes", ft_quant_kind_name(q->kind));
+        return NULL;
+    }
+    ft_tensor *out = ft_empty(&q->nscales, 1, FT_INT64);
+    if (!out) return NULL;
+    const uint8_t *c = bytes_of(q->scales);
+    for (int64_t b = 0; b < q->nscales; b++) ft_i64(out)[b] = c[b];
+    return out;
+}
+
+ft_tensor *ft_qweight_absmax2(const ft_qweight *q) {
+    if (q->kind != FT_QUANT_NF4) {
+        ft_set_error("absmax2: a %s weight has no quantised absmaxes", ft_quant_kind_name(q->kind));
+        return NULL;
+    }
+    return ft_clone(q->absmax2);
+}
+
+float ft_qweight_offset(const ft_qweight *q) { return q->kind == FT_QUANT_NF4 ? q->offset : 0.0f; }

@@ -12,6 +12,18 @@ number of thresholds of dQuantizeNF4's decision tree (the float32 midpoints betw
 levels) that lie strictly below it (the tree's strict '>'); a NaN (a zero block: 0 * inf) gets index 0 as every '>'
 is false. Dequantised: level[index] * absmax, one float32 product.
 
+Double quantisation (QLoRA; bitsandbytes quantize_4bit with compress_statistics=True, the "nf4"
+kind; "nf4_fp32" keeps the float32 absmaxes above): offset = mean of the float32 absmaxes (here
+a sequential double sum, rounded once to float32: torch's float32 mean depends on its reduction
+order), then absmax - offset (float32) by bitsandbytes' quantize_blockwise in blocks of 256 with
+the signed dynamic map (bitsandbytes/functional.py create_dynamic_map(signed=True): for i = 0..6
+the float32 midpoints of torch.linspace(0.1, 1, 2^i + 1) times 10^(i-6), both signs, plus 0 and
+1, sorted): absmax2 = max |x| per block, x * float32(1 / absmax2) to the code of
+csrc/kernels.cu dQuantize<0> (a 7-step binary search from pivot 127, then the nearer neighbour
+by the float32 midpoint, a value on the midpoint keeping the searched pivot; NaN -> code 0).
+Dequantised: absmax = float32(map[code] * absmax2) + offset (two float32 roundings), then
+level[index] * absmax.
+
 int8: per output row scale = float32(absmax / 127), value = rint(w / scale) in [-127, 127]
 (round half to even), dequantised value * scale; a zero row has scale 0 and values 0.
 
@@ -47,7 +59,11 @@ TREE = ["-0.8480964004993439", "-0.6106329262256622", "-0.4599952697753906", "-0
 
 def float32_of_decimal(text):
     """The float32 nearest to a decimal string (ties to even), as a C compiler parses 1.5f."""
-    exact = Fraction(Decimal(text))
+    return float32_of_fraction(Fraction(Decimal(text)))
+
+
+def float32_of_fraction(exact):
+    """The float32 nearest to an exact rational (ties to even)."""
     f = np.float32(float(exact))
     below = f if Fraction(float(f)) <= exact else np.nextafter(f, np.float32(-np.inf))
     above = np.nextafter(below, np.float32(np.inf))
@@ -59,6 +75,122 @@ def float32_of_decimal(text):
 
 MIDPOINTS = np.array([float32_of_decimal(t) for t in TREE], dtype=np.float32)
 BLOCK = 64
+BLOCK2 = 256
+
+
+def fma_f32(a, b, c):
+    """float32 fused multiply-add: a * b + c rounded once."""
+    return float32_of_fraction(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c)))
+
+
+def linspace_f32(start, end, steps, width=8):
+    """torch.linspace(start, end, steps, dtype=float32) as PyTorch's x86-64 CPU kernel computes it
+    (aten/src/ATen/native/cpu/RangeFactoriesKernel.cpp, AVX2 dispatch): step = (end - start) /
+    (steps - 1) in float32; element i of the first half start + step * i, of the second half
+    end - step * (steps - 1 - i), each one fused multiply-add (the AVX2 kernels are built with
+    FMA contraction); the loop runs two vectors of 8 at a time while 16 remain, each vector
+    from such a base at its first element plus k * step (unfused) for lane k; the rest one by
+    one. Checked below against this machine's torch.linspace."""
+    start, end = np.float32(start), np.float32(end)
+    step = np.float32((end - start) / np.float32(steps - 1))
+    half = steps // 2
+
+    def at(i):
+        return fma_f32(step, np.float32(i), start) if i < half else fma_f32(-step, np.float32(steps - 1 - i), end)
+    out = np.zeros(steps, dtype=np.float32)
+    i = 0
+    while i <= steps - 2 * width:
+        for _ in range(2):
+            base = at(i)
+            for k in range(width):
+                out[i + k] = np.float32(base + np.float32(np.float32(k) * step))
+            i += width
+    while i < steps:
+        out[i] = at(i)
+        i += 1
+    return out
+
+
+def dynamic_map_numpy():
+    data = []
+    for i in range(7):
+        b = linspace_f32(0.1, 1.0, 2 ** i + 1)
+        means = ((b[:-1] + b[1:]) / np.float32(2)).astype(np.float32)
+        sc = np.float32(10.0 ** (i - 6))
+        data += list((sc * means).astype(np.float32)) + list((-sc * means).astype(np.float32))
+    data += [np.float32(0), np.float32(1)]
+    assert len(data) == 256
+    return np.sort(np.array(data, dtype=np.float32))
+
+
+def dynamic_map_torch():
+    """bitsandbytes' create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8) with torch."""
+    data = []
+    for i in range(7):
+        boundaries = torch.linspace(0.1, 1, 2 ** i + 1, dtype=torch.float32)
+        means = (boundaries[:-1] + boundaries[1:]) / 2.0
+        data += ((10 ** (-(7 - 1) + i)) * means).tolist()
+        data += (-(10 ** (-(7 - 1) + i)) * means).tolist()
+    data.append(0)
+    data.append(1.0)
+    data.sort()
+    return torch.tensor(data, dtype=torch.float32).numpy()
+
+
+DYN = dynamic_map_numpy()
+
+
+def dquantize(code, x):
+    """csrc/kernels.cu dQuantize<0>, vectorised over x (float32)."""
+    x = x.astype(np.float32)
+    n = x.shape[0]
+    pivot = np.full(n, 127)
+    upper_pivot = np.full(n, 255)
+    lower_pivot = np.zeros(n, dtype=np.int64)
+    lower = np.full(n, -1.0, dtype=np.float32)
+    upper = np.full(n, 1.0, dtype=np.float32)
+    val = code[pivot]
+    i = 64
+    while i > 0:
+        gt = x > val
+        lower_pivot = np.where(gt, pivot, lower_pivot)
+        lower = np.where(gt, val, lower)
+        upper_pivot = np.where(gt, upper_pivot, pivot)
+        upper = np.where(gt, upper, val)
+        pivot = np.where(gt, pivot + i, pivot - i)
+        val = code[pivot]
+        i >>= 1
+    upper = np.where(upper_pivot == 255, code[255], upper).astype(np.float32)
+    lower = np.where(lower_pivot == 0, code[0], lower).astype(np.float32)
+    gt = x > val
+    mid_up = ((upper + val) * np.float32(0.5)).astype(np.float32)
+    mid_lo = ((lower + val) * np.float32(0.5)).astype(np.float32)
+    out = np.where(gt, np.where(x > mid_up, upper_pivot, pivot), np.where(x < mid_lo, lower_pivot, pivot))
+    return out.astype(np.int64)
+
+
+def double_quantize(absmax):
+    n = absmax.shape[0]
+    s = 0.0
+    for a in absmax.tolist():      # sequential double sum, as the C core
+        s += a
+    offset = np.float32(s / n)
+    tm = torch.from_numpy(absmax).mean().item()
+    assert abs(tm - float(offset)) <= 4 * np.spacing(offset), (tm, offset)
+    x = (absmax - offset).astype(np.float32)
+    nb = (n + BLOCK2 - 1) // BLOCK2
+    absmax2 = np.zeros(nb, dtype=np.float32)
+    codes = np.zeros(n, dtype=np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for b in range(nb):
+            xb = x[b * BLOCK2:(b + 1) * BLOCK2]
+            m = np.float32(np.abs(xb).max())
+            absmax2[b] = m
+            inv = np.float32(1) / m
+            codes[b * BLOCK2:(b + 1) * BLOCK2] = dquantize(DYN, (xb * inv).astype(np.float32))
+    prod = (DYN[codes] * absmax2[np.arange(n) // BLOCK2]).astype(np.float32)
+    deq_absmax = (prod + offset).astype(np.float32)
+    return codes, offset, absmax2, deq_absmax
 
 
 def normal_map(offset=0.9677083):
@@ -131,6 +263,13 @@ def matrices():
     e[3] = np.linspace(-0.5, 0.25, 64, dtype=np.float32)
     out["edges"] = e
     out["wide"] = (torch.randn(3, 300, generator=g) * 0.05).numpy()
+    # 256 blocks whose absmaxes climb 0, 1/64, ..., 255/64 (block 0 all zero)
+    lad = (torch.rand(256, 64, generator=g) * 2 - 1).numpy()
+    lad = lad / np.abs(lad).max(axis=1, keepdims=True) * (np.arange(256, dtype=np.float32)[:, None] / 64)
+    lad[0] = 0
+    out["ladder"] = lad.astype(np.float32).reshape(64, 256)
+    # 300 blocks: two blocks of absmaxes, the second partial
+    out["big"] = (torch.randn(24, 800, generator=g) * 0.02).numpy()
     return out
 
 
@@ -154,7 +293,17 @@ def save(path, tensors):
 
 def main():
     check_levels()
-    tensors = {"levels": f32(LEVELS), "midpoints": f32(MIDPOINTS)}
+    for n in (2, 3, 5, 9, 17, 33, 65):
+        t = torch.linspace(0.1, 1, n, dtype=torch.float32).numpy()
+        if t.view(np.uint32).tolist() != linspace_f32(0.1, 1.0, n).view(np.uint32).tolist():
+            print("warning: this torch's linspace (CPU capability %s) differs from the AVX2 kernel's;"
+                  " the map is the AVX2 one" % os.environ.get("ATEN_CPU_CAPABILITY", "default"))
+            break
+    else:
+        tm = dynamic_map_torch()
+        assert tm.view(np.uint32).tolist() == DYN.view(np.uint32).tolist()
+    assert DYN[127] == 0 and DYN[255] == 1 and len(np.unique(DYN)) == 256
+    tensors = {"levels": f32(LEVELS), "midpoints": f32(MIDPOINTS), "dynamic_map": f32(DYN)}
     for name, w in matrices().items():
         w = w.astype(np.float32)
         codes, absmax, deq = nf4_quantize(w)
@@ -163,6 +312,14 @@ def main():
         tensors[name + ".nf4_codes"] = i64(codes)
         tensors[name + ".nf4_absmax"] = f32(absmax)
         tensors[name + ".nf4_deq"] = f32(deq)
+        dq_codes, offset, absmax2, dq_absmax = double_quantize(absmax)
+        idx = codes.reshape(-1)
+        dq_deq = (LEVELS[idx] * dq_absmax[np.arange(idx.shape[0]) // BLOCK]).astype(np.float32).reshape(w.shape)
+        tensors[name + ".dq_codes"] = i64(dq_codes)
+        tensors[name + ".dq_offset"] = f32(np.array([offset], dtype=np.float32))
+        tensors[name + ".dq_absmax2"] = f32(absmax2)
+        tensors[name + ".dq_absmax"] = f32(dq_absmax)
+        tensors[name + ".dq_deq"] = f32(dq_deq)
         tensors[name + ".int8_codes"] = i64(qi)
         tensors[name + ".int8_scale"] = f32(scale)
         tensors[name + ".int8_deq"] = f32(deqi)

@@ -1,6 +1,6 @@
 -- ft.quant and ft._quant: NF4 / int8 frozen weights. Quantisation is checked bit for bit
 -- against tests/fixtures/quant/nf4.safetensors (tests/gen/quant.py, an independent NumPy /
--- PyTorch implementation of bitsandbytes' NF4); the quantised linear against the dense layer
+-- PyTorch implementation of bitsandbytes' NF4 and of QLoRA's double quantisation); the quantised linear against the dense layer
 -- on the dequantised weight, within a float32 rounding bound; LoRA over a quantised Linear
 -- against LoRA over the dense dequantised Linear.
 local ft = require "ft"
@@ -11,7 +11,7 @@ local F = nn.functional
 local Q = ft._quant
 
 local fixture = ft.safetensors.load(H.fixture("quant/nf4.safetensors"))
-local NAMES = { "gauss", "odd", "edges", "wide" }
+local NAMES = { "gauss", "odd", "edges", "wide", "ladder", "big" }
 
 -- Every element's float32 bits equal (so -0 differs from 0, and NaN fails).
 local function bits_equal(actual, expected, what)
@@ -54,17 +54,52 @@ end
 
 describe("ft._quant NF4", function()
   for _, name in ipairs(NAMES) do
-    it("quantises " .. name .. " as bitsandbytes: indices, absmaxes, dequantised values bit for bit", function()
-      local q = Q.quantize(fixture[name .. ".w"], "nf4")
-      assert.equal("nf4", q:kind())
+    it("quantises " .. name .. " as bitsandbytes with float32 absmaxes: indices, absmaxes, dequantised values bit for bit", function()
+      local q = Q.quantize(fixture[name .. ".w"], "nf4_fp32")
+      assert.equal("nf4_fp32", q:kind())
       ints_equal(q:codes(), fixture[name .. ".nf4_codes"], name .. " indices")
       bits_equal(q:scales(), fixture[name .. ".nf4_absmax"], name .. " absmax")
       bits_equal(q:dequantize(), fixture[name .. ".nf4_deq"], name .. " dequantised")
+      assert.equal(0, q:offset())
+      H.assert_mentions(H.error_of(q.absmax2, q), "nf4_fp32", "no quantised absmaxes")
+    end)
+
+    it("double-quantises the absmaxes of " .. name .. " as QLoRA: codes, offset, absmax2, absmaxes, weights bit for bit", function()
+      local q = Q.quantize(fixture[name .. ".w"], "nf4")
+      assert.equal("nf4", q:kind())
+      ints_equal(q:codes(), fixture[name .. ".nf4_codes"], name .. " indices")
+      ints_equal(q:absmax_codes(), fixture[name .. ".dq_codes"], name .. " absmax codes")
+      assert.equal(string.pack("<f", H.flat(fixture[name .. ".dq_offset"])[1]), string.pack("<f", q:offset()))
+      bits_equal(q:absmax2(), fixture[name .. ".dq_absmax2"], name .. " absmax2")
+      bits_equal(q:scales(), fixture[name .. ".dq_absmax"], name .. " dequantised absmax")
+      bits_equal(q:dequantize(), fixture[name .. ".dq_deq"], name .. " dequantised")
     end)
   end
 
+  it("builds bitsandbytes' signed dynamic map bit for bit", function()
+    bits_equal(Q.dynamic_map(), fixture.dynamic_map, "dynamic map")
+    local m = H.flat(Q.dynamic_map())
+    assert.equal(0, m[128])
+    assert.equal(1, m[256])
+    for i = 2, 256 do assert.is_true(m[i - 1] < m[i]) end
+  end)
+
+  it("spans the whole dynamic map on a ladder of absmaxes, and rebuilds a lone block's absmax exactly", function()
+    local seen = {}
+    for _, c in ipairs(H.flat(Q.quantize(fixture["ladder.w"], "nf4"):absmax_codes())) do seen[c] = true end
+    local n = 0
+    for _ in pairs(seen) do n = n + 1 end
+    assert.is_true(n > 100, "distinct codes: " .. n)
+    -- one block: absmax - mean = 0, absmax2 = 0, 0 * inf = NaN -> code 0; absmax = -1 * 0 + offset
+    local w = ft.randn(1, 64)
+    local q, r = Q.quantize(w, "nf4"), Q.quantize(w, "nf4_fp32")
+    assert.same({ 0 }, H.flat(q:absmax_codes()))
+    bits_equal(q:scales(), r:scales(), "lone absmax")
+    bits_equal(q:dequantize(), r:dequantize(), "lone block")
+  end)
+
   it("stores the 16 levels of bitsandbytes (exact levels map to themselves)", function()
-    local e = Q.quantize(fixture["edges.w"], "nf4")
+    local e = Q.quantize(fixture["edges.w"], "nf4_fp32")
     local codes, deq = H.flat(e:codes()), H.flat(e:dequantize())
     local levels = H.flat(fixture.levels)
     for i = 1, 16 do
@@ -79,9 +114,11 @@ describe("ft._quant NF4", function()
     end
   end)
 
-  it("packs two indices per byte and one float32 absmax per 64 weights", function()
-    local q = Q.quantize(ft.randn(7, 37), "nf4")     -- 259 weights: 130 bytes, 5 blocks
-    assert.equal(130 + 5 * 4, q:nbytes())
+  it("packs two indices per byte and one absmax per 64 weights (8-bit, or float32 for nf4_fp32)", function()
+    local w = ft.randn(7, 37)
+    assert.equal(130 + 5 * 4, Q.quantize(w, "nf4_fp32"):nbytes())
+    local q = Q.quantize(w, "nf4")     -- 259 weights: 130 bytes, 5 blocks: 5 codes, 1 absmax2, offset
+    assert.equal(130 + 5 + 4 + 4, q:nbytes())
     assert.same({ 7, 37 }, q:shape())
     assert.equal(7, q:size(1))
     assert.equal(37, q:size(-1))
@@ -119,7 +156,7 @@ end)
 
 describe("ft._quant.linear", function()
   -- in = 4096: 64 rows per dequantised block, so 150 rows take three blocks (the last partial)
-  local cases = { { "nf4", 3, 37, 5 }, { "nf4", 6, 4096, 150 }, { "int8", 4, 4096, 150 }, { "int8", 2, 300, 3 } }
+  local cases = { { "nf4", 3, 37, 5 }, { "nf4", 6, 4096, 150 }, { "nf4_fp32", 3, 37, 5 }, { "int8", 4, 4096, 150 }, { "int8", 2, 300, 3 } }
   for _, c in ipairs(cases) do
     local kind, M, nin, nout = c[1], c[2], c[3], c[4]
     it(("%s [%d, %d] @ [%d, %d]^T: forward equals x @ dequant(W)^T + b within float32 rounding"):format(
@@ -241,8 +278,15 @@ describe("ft.quant on models", function()
     ft.quant.quantize(m, "nf4")
     local mem = ft.quant.memory(m)
     assert.equal(256 * 384, mem.quantized_params)
+    -- double quantisation, per layer: 4 bits, a byte per 64 weights, a float32 per 256 blocks,
+    -- the offset (65536 weights: 1024 blocks, 4 absmax2; 32768: 512 blocks, 2)
+    local expect = ((32768 + 1024 + 4 * 4 + 4) + (16384 + 512 + 2 * 4 + 4)) / (256 * 384)
+    assert.equal(expect, mem.bytes_per_param)
+    assert.is_true(mem.bytes_per_param <= 0.55, "bytes per param " .. mem.bytes_per_param)
+    local m4 = nn.Sequential(nn.Linear(256, 256), nn.Linear(256, 128, { bias = false }))
+    ft.quant.quantize(m4, "nf4_fp32")
     -- single quantisation: 4 bits + a float32 absmax per 64 weights
-    assert.equal(0.5625, mem.bytes_per_param)
+    assert.equal(0.5625, ft.quant.memory(m4).bytes_per_param)
     assert.equal(256 * 4, mem.dense_bytes)
     assert.equal(mem.quantized_bytes + mem.dense_bytes, ft.quant.nbytes(m))
     local m8 = nn.Sequential(nn.Linear(256, 256))

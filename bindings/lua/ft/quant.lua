@@ -3,7 +3,7 @@
 --   local model = ft.models.from_pretrained(dir)        -- a Llama-family model (nn.Linear layers)
 --   ft.quant.quantize(model, "nf4", { modules = { "q_proj", "v_proj" } })  -- default: every Linear
 --   ft.peft.lora(model, { target = { "q_proj", "v_proj" }, r = 8 })  -- LoRA trains over them
---   print(ft.quant.memory(model).bytes_per_param)         -- 0.5625 for NF4
+--   print(ft.quant.memory(model).bytes_per_param)         -- about 0.516 for NF4
 --
 -- A quantised nn.Linear keeps its class, its bias and its printed form; its weight becomes a
 -- frozen quantised weight (w:size(1), w:shape() and w:dim() work; w:dequantize() gives the
@@ -11,9 +11,11 @@
 -- time. Adapters join its forward chain as on any Linear: LoRA adds its delta to the quantised
 -- base. Quantise before attaching adapters.
 --
--- Kinds: "nf4" (bitsandbytes' NF4: blocks of 64 weights, float32 absmax per block, 4-bit
--- NormalFloat indices; 0.5625 bytes per weight) and "int8" (one absmax scale per output row,
--- round to nearest in [-127, 127]; 1 + 4/in bytes per weight). The weights are not in
+-- Kinds: "nf4" (bitsandbytes' NF4: blocks of 64 weights, 4-bit NormalFloat indices, an absmax
+-- per block, double-quantised as QLoRA does: 8-bit codes of the absmaxes less their mean, a
+-- float32 scale per 256 of them; 0.5 + (1 + 4/256)/64 ~ 0.516 bytes per weight), "nf4_fp32"
+-- (the same with float32 absmaxes; 0.5625 bytes per weight) and "int8" (one absmax scale per
+-- output row, round to nearest in [-127, 127]; 1 + 4/in bytes per weight). The weights are not in
 -- state_dict while quantised. Merging an adapter into a quantised weight is an error: call
 -- ft.quant.dequantize(model) first (float32 layers; merge there, quantise again to requantise).
 local ft = require "ft"
@@ -24,7 +26,7 @@ local C = ft._quant
 local quant = {}
 
 local WHERE = "ft.quant"
-local KINDS = { nf4 = true, int8 = true }
+local KINDS = { nf4 = true, int8 = true, nf4_fp32 = true }
 
 local function fail(fmt, ...) error(WHERE .. ": " .. fmt:format(...), 0) end
 
@@ -52,7 +54,7 @@ local function quant_extra_repr(self)
   return nn.Linear.extra_repr(self) .. ", quant=" .. self.weight:kind()
 end
 
---- ft.quant.is_quantized(m) -> the kind ("nf4" | "int8") of module m's quantised weight, or nil.
+--- ft.quant.is_quantized(m) -> the kind ("nf4" | "nf4_fp32" | "int8") of module m's quantised weight, or nil.
 function quant.is_quantized(m)
   local w = rawget(m, "weight")
   if w ~= nil and C.is_qweight(w) then return w:kind() end
@@ -90,7 +92,7 @@ end
 
 --- ft.quant.quantize(model, kind, {modules = names or patterns}) -> model: replaces the weights
 -- of the selected nn.Linear layers (default: every Linear, adapters' own layers excepted) by
--- frozen quantised weights of kind "nf4" or "int8". modules follow PEFT's target rule (a plain
+-- frozen quantised weights of kind "nf4", "nf4_fp32" or "int8". modules follow PEFT's target rule (a plain
 -- name matches a dotted suffix, anything else is a Lua pattern). A selected module that is not
 -- a Linear (Conv2d, Embedding, Conv1D ...) is an error naming it; so is a layer with adapters
 -- attached before it was quantised. Layers already quantised with kind are left as they are.
@@ -98,7 +100,7 @@ function quant.quantize(model, kind, opts)
   local where = WHERE .. ".quantize"
   if not nn.is_module(model) then error(where .. ": a ft.nn model expected", 2) end
   if not KINDS[kind] then
-    error(("%s: unknown kind %s (kinds: nf4, int8)"):format(where, tostring(kind)), 2)
+    error(("%s: unknown kind %s (kinds: nf4, int8, nf4_fp32)"):format(where, tostring(kind)), 2)
   end
   opts = ft.check_options(where, opts, { "modules" })
   local plan = {}
