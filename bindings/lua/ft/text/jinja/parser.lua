@@ -69,6 +69,20 @@ function parser.parse(tokens, env)
   local parse_expression, parse_tuple, parse_or, parse_unary, parse_primary, parse_postfix
   local parse_filter, parse_call_args
 
+  -- Comma-separated items up to the op close (left for the caller), a trailing comma allowed;
+  -- item() parses one. between names the place in the error of a missing comma.
+  local function each_item(close, between, item)
+    local n = 0
+    while not is_op(close) do
+      if n > 0 then
+        expect_op(",", between)
+        if is_op(close) then break end
+      end
+      item()
+      n = n + 1
+    end
+  end
+
   -- node(...): a call of node with the arguments that follow
   local function parse_call(node)
     local args, kwargs, star, dstar = parse_call_args()
@@ -268,27 +282,17 @@ function parser.parse(tokens, env)
     elseif is_op("[") then
       advance()
       local items = {}
-      while not is_op("]") do
-        if #items > 0 then
-          expect_op(",", " between list items")
-          if is_op("]") then break end
-        end
-        items[#items + 1] = parse_expression()
-      end
+      each_item("]", " between list items", function() items[#items + 1] = parse_expression() end)
       advance()
       return { t = "list", items = items, pos = tok.pos }
     elseif is_op("{") then
       advance()
       local keys, values = {}, {}
-      while not is_op("}") do
-        if #keys > 0 then
-          expect_op(",", " between dict items")
-          if is_op("}") then break end
-        end
+      each_item("}", " between dict items", function()
         keys[#keys + 1] = parse_expression()
         expect_op(":", " after a dict key")
         values[#values + 1] = parse_expression()
-      end
+      end)
       advance()
       return { t = "dict", keys = keys, values = values, pos = tok.pos }
     end
@@ -332,13 +336,7 @@ function parser.parse(tokens, env)
       elseif is_op("[") then
         local pos = advance().pos
         local args = {}
-        while not is_op("]") do
-          if #args > 0 then
-            expect_op(",", " between subscripts")
-            if is_op("]") then break end
-          end
-          args[#args + 1] = parse_subscribed()
-        end
+        each_item("]", " between subscripts", function() args[#args + 1] = parse_subscribed() end)
         expect_op("]")
         if #args == 0 then fail(pos, "expected a subscript inside '[ ]'") end
         local key = args[1]
@@ -365,13 +363,7 @@ function parser.parse(tokens, env)
   function parse_call_args()
     expect_op("(")
     local args, kwargs, star, dstar = {}, {}, nil, nil
-    local first = true
-    while not is_op(")") do
-      if not first then
-        expect_op(",", " between arguments")
-        if is_op(")") then break end
-      end
-      first = false
+    each_item(")", " between arguments", function()
       local tok = cur()
       if is_op("*") then
         advance()
@@ -388,7 +380,7 @@ function parser.parse(tokens, env)
         if star or dstar or #kwargs > 0 then fail(tok.pos, "a positional argument cannot follow keyword arguments") end
         args[#args + 1] = parse_expression()
       end
-    end
+    end)
     advance()
     return args, kwargs, star, dstar
   end
