@@ -16,7 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from torch_common import Stopwatch, arg_parser, positive_int, start
+from torch_common import arg_parser, positive_int, start, time_steps
 
 
 def parse_args():
@@ -116,13 +116,7 @@ def main(args):
     n_params = sum(p.numel() for p in model.parameters())
     print(f"PyTorch {torch.__version__} GPT-S: {n_params} parameters, batch {B} x context {T}, "
           f"{torch.get_num_threads()} threads")
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.steps):
-        watch = Stopwatch()
-        loss = step()
-        times.append(watch.seconds())
+    times, loss = time_steps(step, args.warmup, args.steps)
     total = sum(times)
     median = sorted(times)[(len(times) - 1) // 2]
     print(f"{args.steps} steps: mean {1000 * total / args.steps:.1f} ms/step, median {1000 * median:.1f} ms/step, "

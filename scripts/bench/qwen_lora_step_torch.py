@@ -20,7 +20,7 @@ import resource
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from torch_common import Stopwatch, arg_parser, positive_int, start
+from torch_common import Stopwatch, arg_parser, positive_int, start, time_steps
 
 
 def parse_args():
@@ -177,13 +177,7 @@ def main(args):
     print("PyTorch %s Qwen2.5-0.5B-shaped: %d layers, %d parameters (%d trainable), 1 x %d tokens, %d threads, "
           "built in %.1f s" % (torch.__version__, args.layers, total, trainable, args.context,
                                 torch.get_num_threads(), build_s))
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.steps):
-        watch = Stopwatch()
-        loss = step()
-        times.append(watch.seconds())
+    times, loss = time_steps(step, args.warmup, args.steps)
     times.sort()
     median = times[(len(times) - 1) // 2]
     print("loss %.4f, median step %.1f ms, %.1f tokens/s, peak RSS %.0f MiB" % (loss, 1000 * median,

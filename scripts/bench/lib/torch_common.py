@@ -42,6 +42,18 @@ def start(threads, seed):
     return torch
 
 
+def time_steps(step, warmup, steps):
+    """Runs step() warmup times untimed, then steps times timed: (seconds of each, last result)."""
+    for _ in range(warmup):
+        step()
+    times, result = [], None
+    for _ in range(steps):
+        watch = Stopwatch()
+        result = step()
+        times.append(watch.seconds())
+    return times, result
+
+
 class Stopwatch:
     """Wall-clock time since it was made: `watch = Stopwatch()` ... `watch.seconds()`."""
 
