@@ -5,6 +5,7 @@
  * to classes (four per power of two) so that batches of varying length reuse them too. */
 #define _DEFAULT_SOURCE
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -57,7 +58,9 @@ void ft_reset_peak_bytes(void) {
     __atomic_store_n(&peak_bytes, __atomic_load_n(&used_bytes, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
 }
 
-static void *alloc_block(size_t nbytes) {
+/* *fresh tells whether the block is new anonymous pages (which read as zero). */
+static void *alloc_block(size_t nbytes, bool *fresh) {
+    *fresh = false;
     if (nbytes < LARGE_BYTES) {
         size_t rounded = (nbytes + 63) / 64 * 64;
         return aligned_alloc(64, rounded ? rounded : 64);
@@ -75,13 +78,25 @@ static void *alloc_block(size_t nbytes) {
     }
     pthread_mutex_unlock(&cache_lock);
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    *fresh = p != MAP_FAILED;
     return p == MAP_FAILED ? NULL : p;
 }
 
 void *ft_alloc(size_t nbytes) {
     if (nbytes > MAX_BYTES) return NULL;   /* the caller reports it as out of memory */
-    void *p = alloc_block(nbytes);
+    bool fresh;
+    void *p = alloc_block(nbytes, &fresh);
     if (p) count_alloc(nbytes);
+    return p;
+}
+
+void *ft_alloc_zeroed(size_t nbytes) {
+    if (nbytes > MAX_BYTES) return NULL;
+    bool fresh;
+    void *p = alloc_block(nbytes, &fresh);
+    if (!p) return NULL;
+    count_alloc(nbytes);
+    if (!fresh) memset(p, 0, nbytes);   /* fresh pages stay untouched: no resident memory yet */
     return p;
 }
 

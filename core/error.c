@@ -1,6 +1,7 @@
 /* Thread-local error message: core functions never abort on bad input. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "ft/tensor.h"
 
@@ -26,6 +27,21 @@ char *ft_shape_str(const int64_t *shape, int ndim, char *buf, size_t len) {
     return buf;
 }
 
-const char *ft_dtype_name(ft_dtype dtype) { return dtype == FT_INT64 ? "int64" : "float32"; }
+static const char *const dtype_names[FT_NUM_DTYPES] = {"float32", "int64", "bfloat16", "float16", "float64"};
+static const size_t dtype_sizes[FT_NUM_DTYPES] = {4, 8, 2, 2, 8};
 
-size_t ft_dtype_size(ft_dtype dtype) { return dtype == FT_INT64 ? 8 : 4; }
+const char *ft_dtype_name(ft_dtype dtype) {
+    return (unsigned)dtype < FT_NUM_DTYPES ? dtype_names[dtype] : "unknown";
+}
+
+int ft_dtype_from_name(const char *name, ft_dtype *dtype) {
+    static const struct { const char *name; ft_dtype dtype; } aliases[] = {
+        {"float", FT_FLOAT32}, {"long", FT_INT64}, {"half", FT_FLOAT16}, {"double", FT_FLOAT64}};
+    for (int d = 0; d < FT_NUM_DTYPES; d++)
+        if (strcmp(name, dtype_names[d]) == 0) return *dtype = (ft_dtype)d, 0;
+    for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
+        if (strcmp(name, aliases[i].name) == 0) return *dtype = aliases[i].dtype, 0;
+    return -1;
+}
+
+size_t ft_dtype_size(ft_dtype dtype) { return (unsigned)dtype < FT_NUM_DTYPES ? dtype_sizes[dtype] : 4; }

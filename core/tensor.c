@@ -7,6 +7,7 @@
 
 #include "alloc.h"
 #include "ft/autograd.h"
+#include "ft/half.h"
 #include "ft/runtime.h"
 #include "ft/tensor.h"
 
@@ -16,10 +17,11 @@ static size_t live_bytes = 0;
 
 size_t ft_live_bytes(void) { return __atomic_load_n(&live_bytes, __ATOMIC_RELAXED); }
 
-static ft_storage *storage_new(size_t nbytes) {
-    ft_storage *s = malloc(sizeof *s);
+/* zeroed: the bytes must read 0 (fresh pages already do, so they are not touched). */
+static ft_storage *storage_new(size_t nbytes, bool zeroed) {
+    ft_storage *s = calloc(1, sizeof *s);
     if (!s) return NULL;
-    s->data = ft_alloc(nbytes);
+    s->data = zeroed ? ft_alloc_zeroed(nbytes) : ft_alloc(nbytes);
     if (!s->data) {
         free(s);
         return NULL;
@@ -32,8 +34,12 @@ static ft_storage *storage_new(size_t nbytes) {
 
 static void storage_release(ft_storage *s) {
     if (!s || --s->refcount > 0) return;
-    __atomic_sub_fetch(&live_bytes, s->nbytes, __ATOMIC_RELAXED);
-    ft_free(s->data, s->nbytes);
+    if (s->release) {
+        s->release(s->owner);
+    } else {
+        __atomic_sub_fetch(&live_bytes, s->nbytes, __ATOMIC_RELAXED);
+        ft_free(s->data, s->nbytes);
+    }
     free(s);
 }
 
@@ -91,40 +97,72 @@ int ft_check_shape(const int64_t *shape, int ndim, const char *op) {
     return 0;
 }
 
-ft_tensor *ft_empty(const int64_t *shape, int ndim, ft_dtype dtype) {
+/* The bytes a tensor of shape and dtype needs; -1 with an error when too many. */
+static int64_t tensor_nbytes(const int64_t *shape, int ndim, ft_dtype dtype) {
     /* no op name: the message reads as the caller's ("ft.ones: shape [...] has ...") */
-    if (ft_check_shape(shape, ndim, NULL) < 0) return NULL;
+    if (ft_check_shape(shape, ndim, NULL) < 0) return -1;
     int64_t numel, nbytes;
     ft_shape_numel(shape, ndim, &numel);
     if (!ft_size_mul(numel, (int64_t)ft_dtype_size(dtype), &nbytes) || nbytes > FT_MAX_TENSOR_BYTES) {
         char buf[160];
         ft_set_error("a %s tensor of shape %s would need more than 2^62 bytes", ft_dtype_name(dtype),
                      ft_shape_str(shape, ndim, buf, sizeof buf));
-        return NULL;
+        return -1;
     }
-    ft_tensor *t = calloc(1, sizeof *t);
-    if (!t) goto oom;
-    t->storage = storage_new((size_t)nbytes);
-    if (!t->storage) {
-        free(t);
-        goto oom;
-    }
+    return nbytes;
+}
+
+/* A contiguous tensor over storage (which it takes over); NULL when storage is NULL. */
+static ft_tensor *tensor_over(ft_storage *storage, const int64_t *shape, int ndim, ft_dtype dtype) {
+    ft_tensor *t = storage ? calloc(1, sizeof *t) : NULL;
+    if (!t) return NULL;
+    t->storage = storage;
     t->refcount = 1;
     t->ndim = ndim;
     t->dtype = dtype;
     if (ndim) memcpy(t->shape, shape, sizeof(int64_t) * ndim);
     set_contiguous_strides(t);
     return t;
-oom:;
-    char buf[160];
-    ft_set_error("out of memory allocating a %s tensor of shape %s", ft_dtype_name(dtype),
-                 ft_shape_str(shape, ndim, buf, sizeof buf));
-    return NULL;
 }
 
-ft_tensor *ft_zeros(const int64_t *shape, int ndim, ft_dtype dtype) {
-    ft_tensor *t = ft_empty(shape, ndim, dtype);
-    if (t) memset(t->storage->data, 0, t->storage->nbytes);
+static ft_tensor *tensor_new(const int64_t *shape, int ndim, ft_dtype dtype, bool zeroed) {
+    int64_t nbytes = tensor_nbytes(shape, ndim, dtype);
+    if (nbytes < 0) return NULL;
+    ft_storage *s = storage_new((size_t)nbytes, zeroed);
+    ft_tensor *t = tensor_over(s, shape, ndim, dtype);
+    if (!t) {
+        storage_release(s);
+        char buf[160];
+        ft_set_error("out of memory allocating a %s tensor of shape %s", ft_dtype_name(dtype),
+                     ft_shape_str(shape, ndim, buf, sizeof buf));
+    }
+    return t;
+}
+
+ft_tensor *ft_empty(const int64_t *shape, int ndim, ft_dtype dtype) { return tensor_new(shape, ndim, dtype, false); }
+
+/* Large zero tensors stay untouched fresh pages until written, so a model built without
+ * initialisation holds no memory for weights a loader has not filled yet. */
+ft_tensor *ft_zeros(const int64_t *shape, int ndim, ft_dtype dtype) { return tensor_new(shape, ndim, dtype, true); }
+
+ft_tensor *ft_from_external(void *data, size_t nbytes, const int64_t *shape, int ndim, ft_dtype dtype,
+                            void (*release)(void *owner), void *owner) {
+    int64_t need = tensor_nbytes(shape, ndim, dtype);
+    if (need < 0) return NULL;
+    if ((size_t)need > nbytes) {
+        char buf[160];
+        ft_set_error("a %s tensor of shape %s needs %lld bytes, the memory given holds %zu", ft_dtype_name(dtype),
+                     ft_shape_str(shape, ndim, buf, sizeof buf), (long long)need, nbytes);
+        return NULL;
+    }
+    ft_storage *s = calloc(1, sizeof *s);
+    ft_tensor *t = tensor_over(s, shape, ndim, dtype);
+    if (!t) {
+        free(s);
+        ft_set_error("out of memory");
+        return NULL;
+    }
+    *s = (ft_storage){.data = data, .nbytes = nbytes, .refcount = 1, .release = release, .owner = owner};
     return t;
 }
 
@@ -229,16 +267,70 @@ static int64_t offset_of(const ft_tensor *t, const int64_t *index) {
     return off;
 }
 
+/* ---- elements of any dtype ------------------------------------------------------ */
+
+static double load_elem(const void *base, ft_dtype d, int64_t i) {
+    switch (d) {
+    case FT_INT64: return (double)((const int64_t *)base)[i];
+    case FT_BFLOAT16: return ft_bf16_to_f32(((const uint16_t *)base)[i]);
+    case FT_FLOAT16: return ft_f16_to_f32(((const uint16_t *)base)[i]);
+    case FT_FLOAT64: return ((const double *)base)[i];
+    default: return ((const float *)base)[i];
+    }
+}
+
+static void store_elem(void *base, ft_dtype d, int64_t i, double v) {
+    switch (d) {
+    case FT_INT64: ((int64_t *)base)[i] = (int64_t)v; break;
+    case FT_BFLOAT16: ((uint16_t *)base)[i] = ft_f32_to_bf16((float)v); break;
+    case FT_FLOAT16: ((uint16_t *)base)[i] = ft_f32_to_f16((float)v); break;
+    case FT_FLOAT64: ((double *)base)[i] = v; break;
+    default: ((float *)base)[i] = (float)v; break;
+    }
+}
+
+/* n elements from sp (stride sls, dtype sd) into dp (stride dls, dtype dd), converting.
+ * Element offsets are in each side's own elements. */
+static void copy_row(void *dp, ft_dtype dd, int64_t dls, const void *sp, ft_dtype sd, int64_t sls, int64_t n) {
+    if (dd == sd && ft_dtype_size(dd) == 4) {
+        uint32_t *d = dp;
+        const uint32_t *s = sp;
+        for (int64_t j = 0; j < n; j++) d[j * dls] = s[j * sls];
+    } else if (dd == sd && ft_dtype_size(dd) == 8) {
+        uint64_t *d = dp;
+        const uint64_t *s = sp;
+        for (int64_t j = 0; j < n; j++) d[j * dls] = s[j * sls];
+    } else if (dd == sd) {
+        uint16_t *d = dp;
+        const uint16_t *s = sp;
+        for (int64_t j = 0; j < n; j++) d[j * dls] = s[j * sls];
+    } else if (dd == FT_FLOAT32 && sd == FT_BFLOAT16) {
+        float *d = dp;
+        const uint16_t *s = sp;
+        for (int64_t j = 0; j < n; j++) d[j * dls] = ft_bf16_to_f32(s[j * sls]);
+    } else if (dd == FT_FLOAT32 && sd == FT_FLOAT16) {
+        float *d = dp;
+        const uint16_t *s = sp;
+        for (int64_t j = 0; j < n; j++) d[j * dls] = ft_f16_to_f32(s[j * sls]);
+    } else if (dd == FT_BFLOAT16 && sd == FT_FLOAT32) {
+        uint16_t *d = dp;
+        const float *s = sp;
+        for (int64_t j = 0; j < n; j++) d[j * dls] = ft_f32_to_bf16(s[j * sls]);
+    } else if (dd == FT_FLOAT16 && sd == FT_FLOAT32) {
+        uint16_t *d = dp;
+        const float *s = sp;
+        for (int64_t j = 0; j < n; j++) d[j * dls] = ft_f32_to_f16(s[j * sls]);
+    } else {
+        for (int64_t j = 0; j < n; j++) store_elem(dp, dd, j * dls, load_elem(sp, sd, j * sls));
+    }
+}
+
 double ft_get(const ft_tensor *t, const int64_t *index) {
-    int64_t off = offset_of(t, index);
-    return t->dtype == FT_INT64 ? (double)((int64_t *)t->storage->data)[off]
-                                : (double)((float *)t->storage->data)[off];
+    return load_elem(t->storage->data, t->dtype, offset_of(t, index));
 }
 
 void ft_set(ft_tensor *t, const int64_t *index, double value) {
-    int64_t off = offset_of(t, index);
-    if (t->dtype == FT_INT64) ((int64_t *)t->storage->data)[off] = (int64_t)value;
-    else ((float *)t->storage->data)[off] = (float)value;
+    store_elem(t->storage->data, t->dtype, offset_of(t, index), value);
 }
 
 double ft_item(const ft_tensor *t) {
@@ -274,35 +366,27 @@ static int64_t row_offset(const ft_tensor *t, int64_t row) {
     return off;
 }
 
-/* float32 values going into an int64 tensor must have an int64 value (truncated toward zero,
+/* Float values going into an int64 tensor must have an int64 value (truncated toward zero,
  * as C and torch convert): NaN, infinities and magnitudes of 2^63 and more have none. */
 static int check_int64_convertible(const ft_tensor *src) {
-    ft_tensor *c = ft_is_contiguous(src) ? ft_retain((ft_tensor *)src) : ft_detach(src);
-    if (c && !ft_is_contiguous(c)) {
-        ft_tensor *d = ft_empty(c->shape, c->ndim, FT_FLOAT32);
-        if (d && ft_copy_(d, c) < 0) {
-            ft_release(d);
-            d = NULL;
-        }
-        ft_release(c);
-        c = d;
-    }
-    if (!c) return -1;
-    const float *p = ft_f32(c);
+    int64_t n = ft_numel(src);
     int rc = 0;
-    for (int64_t i = 0, n = ft_numel(c); i < n && rc == 0; i++) {
-        if (!(p[i] >= -0x1p63f && p[i] < 0x1p63f)) {
-            ft_set_error("float value %g has no int64 value", (double)p[i]);
-            rc = -1;
+    for (int64_t r = 0, last = src->ndim ? src->shape[src->ndim - 1] : 1; last && r < n / last && rc == 0; r++) {
+        int64_t off = row_offset(src, r), ls = src->ndim ? src->strides[src->ndim - 1] : 1;
+        for (int64_t j = 0; j < last && rc == 0; j++) {
+            double v = load_elem(src->storage->data, src->dtype, off + j * ls);
+            if (!(v >= -0x1p63 && v < 0x1p63)) {
+                ft_set_error("float value %g has no int64 value", v);
+                rc = -1;
+            }
         }
     }
-    ft_release(c);
     return rc;
 }
 
 int ft_copy_(ft_tensor *dst, const ft_tensor *src) {
     int64_t n = ft_numel(dst);
-    if (dst->dtype == FT_INT64 && src->dtype == FT_FLOAT32 && n == ft_numel(src) &&
+    if (dst->dtype == FT_INT64 && ft_dtype_is_float(src->dtype) && n == ft_numel(src) &&
         check_int64_convertible(src) < 0)
         return -1;
     if (n != ft_numel(src)) {
@@ -322,50 +406,19 @@ int ft_copy_(ft_tensor *dst, const ft_tensor *src) {
         if (!s) return -1;
         reshaped = true;
     }
-    bool same_dtype = dst->dtype == s->dtype;
-    if (ft_is_contiguous(dst) && ft_is_contiguous(s) && same_dtype) {
-        size_t es = ft_dtype_size(dst->dtype);
-        memmove((char *)dst->storage->data + dst->offset * es, (char *)s->storage->data + s->offset * es,
-                (size_t)n * es);
-    } else if (ft_is_contiguous(s) && reshaped) {
-        /* s is contiguous with another shape: index it flat. */
-        int64_t last = dst->ndim ? dst->shape[dst->ndim - 1] : 1, rows = n / last;
-        int64_t dls = dst->ndim ? dst->strides[dst->ndim - 1] : 1;
-        #pragma omp parallel for if (n > 65536)
-        for (int64_t r = 0; r < rows; r++) {
-            int64_t doff = row_offset(dst, r);
-            for (int64_t j = 0; j < last; j++) {
-                int64_t si = s->offset + r * last + j, di = doff + j * dls;
-                double v = s->dtype == FT_INT64 ? (double)((int64_t *)s->storage->data)[si]
-                                                : ((float *)s->storage->data)[si];
-                if (dst->dtype == FT_INT64) ((int64_t *)dst->storage->data)[di] = (int64_t)v;
-                else ((float *)dst->storage->data)[di] = (float)v;
-            }
-        }
+    size_t des = ft_dtype_size(dst->dtype), ses = ft_dtype_size(s->dtype);
+    char *dbase = dst->storage->data, *sbase = s->storage->data;
+    if (ft_is_contiguous(dst) && ft_is_contiguous(s) && dst->dtype == s->dtype) {
+        memmove(dbase + dst->offset * des, sbase + s->offset * ses, (size_t)n * des);
     } else {
         int64_t last = dst->ndim ? dst->shape[dst->ndim - 1] : 1, rows = n / last;
         int64_t dls = dst->ndim ? dst->strides[dst->ndim - 1] : 1;
         int64_t sls = s->ndim ? s->strides[s->ndim - 1] : 1;
+        bool flat = ft_is_contiguous(s) && reshaped;   /* s has another shape: index it flat */
         #pragma omp parallel for if (n > 65536)
         for (int64_t r = 0; r < rows; r++) {
-            int64_t doff = row_offset(dst, r), soff = row_offset(s, r);
-            if (same_dtype && dst->dtype == FT_FLOAT32) {
-                float *dp = (float *)dst->storage->data + doff;
-                const float *sp = (const float *)s->storage->data + soff;
-                for (int64_t j = 0; j < last; j++) dp[j * dls] = sp[j * sls];
-            } else if (same_dtype) {
-                int64_t *dp = (int64_t *)dst->storage->data + doff;
-                const int64_t *sp = (const int64_t *)s->storage->data + soff;
-                for (int64_t j = 0; j < last; j++) dp[j * dls] = sp[j * sls];
-            } else if (dst->dtype == FT_FLOAT32) {
-                float *dp = (float *)dst->storage->data + doff;
-                const int64_t *sp = (const int64_t *)s->storage->data + soff;
-                for (int64_t j = 0; j < last; j++) dp[j * dls] = (float)sp[j * sls];
-            } else {
-                int64_t *dp = (int64_t *)dst->storage->data + doff;
-                const float *sp = (const float *)s->storage->data + soff;
-                for (int64_t j = 0; j < last; j++) dp[j * dls] = (int64_t)sp[j * sls];
-            }
+            int64_t doff = row_offset(dst, r), soff = flat ? s->offset + r * last : row_offset(s, r);
+            copy_row(dbase + doff * des, dst->dtype, dls, sbase + soff * ses, s->dtype, flat ? 1 : sls, last);
         }
     }
     if (reshaped) ft_release(s);
@@ -378,24 +431,16 @@ int ft_fill_(ft_tensor *t, double value) {
         return -1;
     }
     int64_t n = ft_numel(t);
-    if (ft_is_contiguous(t)) {
-        if (t->dtype == FT_INT64) {
-            int64_t *p = ft_i64(t), v = (int64_t)value;
-            for (int64_t i = 0; i < n; i++) p[i] = v;
-        } else {
-            float *p = ft_f32(t), v = (float)value;
-            for (int64_t i = 0; i < n; i++) p[i] = v;
-        }
+    if (ft_is_contiguous(t) && t->dtype == FT_FLOAT32) {
+        float *p = ft_f32(t), v = (float)value;
+        for (int64_t i = 0; i < n; i++) p[i] = v;
         return 0;
     }
     int64_t last = t->ndim ? t->shape[t->ndim - 1] : 1, rows = n / (last ? last : 1);
     int64_t ls = t->ndim ? t->strides[t->ndim - 1] : 1;
     for (int64_t r = 0; r < rows; r++) {
         int64_t off = row_offset(t, r);
-        for (int64_t j = 0; j < last; j++) {
-            if (t->dtype == FT_INT64) ((int64_t *)t->storage->data)[off + j * ls] = (int64_t)value;
-            else ((float *)t->storage->data)[off + j * ls] = (float)value;
-        }
+        for (int64_t j = 0; j < last; j++) store_elem(t->storage->data, t->dtype, off + j * ls, value);
     }
     return 0;
 }
@@ -482,12 +527,23 @@ ft_tensor *ft_contiguous(const ft_tensor *t) {
     return ft_clone(t);
 }
 
+/* The gradient of a conversion between float dtypes is the incoming gradient in the source's
+ * dtype (rounded once there, as torch's .to() does). */
+static int to_dtype_back(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
+    gi[0] = ft_to_dtype(g, (ft_dtype)n->i[0]);
+    return gi[0] ? 0 : -1;
+}
+
 ft_tensor *ft_to_dtype(const ft_tensor *t, ft_dtype dtype) {
     if (t->dtype == dtype) return ft_retain((ft_tensor *)t);
     ft_tensor *c = ft_empty(t->shape, t->ndim, dtype);
     if (c && ft_copy_(c, t) < 0) {
         ft_release(c);
         return NULL;
+    }
+    if (c && ft_dtype_is_float(dtype) && ft_dtype_is_float(t->dtype) && ft_grad_needed1(t)) {
+        ft_node *node = ft_node_new("to", to_dtype_back, c, 1, t);
+        if (node) node->i[0] = t->dtype;
     }
     return c;
 }

@@ -12,12 +12,18 @@
 
 #define FT_MAX_DIMS 8
 
-typedef enum { FT_FLOAT32 = 0, FT_INT64 = 1 } ft_dtype;
+/* Storage dtypes. Compute is float32 (and int64 for indices): bfloat16, float16 and float64
+ * tensors hold values (frozen weights above all); ops compute on them in float32. */
+typedef enum { FT_FLOAT32 = 0, FT_INT64 = 1, FT_BFLOAT16 = 2, FT_FLOAT16 = 3, FT_FLOAT64 = 4 } ft_dtype;
+#define FT_NUM_DTYPES 5
 
 typedef struct ft_storage {
-    void *data;     /* 64-byte aligned */
+    void *data;     /* 64-byte aligned when the storage allocated it */
     size_t nbytes;
     int refcount;
+    /* Memory the storage does not own (a file mapping): release(owner) runs instead of a free. */
+    void (*release)(void *owner);
+    void *owner;
 } ft_storage;
 
 struct ft_node;
@@ -43,6 +49,13 @@ void ft_clear_error(void);
 char *ft_shape_str(const int64_t *shape, int ndim, char *buf, size_t len);
 const char *ft_dtype_name(ft_dtype dtype);
 size_t ft_dtype_size(ft_dtype dtype);
+/* The dtype a name means ("float32"/"float", "int64"/"long", "bfloat16", "float16"/"half",
+ * "float64"/"double"); -1 when none. */
+int ft_dtype_from_name(const char *name, ft_dtype *dtype);
+/* float32, bfloat16, float16, float64. */
+static inline bool ft_dtype_is_float(ft_dtype d) { return d != FT_INT64; }
+/* bfloat16 or float16. */
+static inline bool ft_dtype_is_half(ft_dtype d) { return d == FT_BFLOAT16 || d == FT_FLOAT16; }
 
 /* ---- size arithmetic --------------------------------------------------------- */
 /* Sizes, element counts, strides and byte counts are int64 products and sums of sizes;
@@ -87,6 +100,10 @@ ft_tensor *ft_arange(double start, double end, double step, ft_dtype dtype);
 ft_tensor *ft_randn(const int64_t *shape, int ndim);               /* N(0,1), global RNG */
 ft_tensor *ft_rand(const int64_t *shape, int ndim);                /* U[0,1) */
 ft_tensor *ft_randint(int64_t low, int64_t high, const int64_t *shape, int ndim); /* [low,high) */
+/* A contiguous tensor over memory it does not own (nbytes must cover the shape): the storage
+ * calls release(owner) when its last reference goes. NULL (release not called) on error. */
+ft_tensor *ft_from_external(void *data, size_t nbytes, const int64_t *shape, int ndim, ft_dtype dtype,
+                            void (*release)(void *owner), void *owner);
 
 /* ---- inspection ------------------------------------------------------------ */
 int64_t ft_numel(const ft_tensor *t);
@@ -96,7 +113,7 @@ static inline float *ft_f32(const ft_tensor *t) { return (float *)t->storage->da
 static inline int64_t *ft_i64(const ft_tensor *t) { return (int64_t *)t->storage->data + t->offset; }
 /* First element's address whatever the dtype. */
 static inline void *ft_data(const ft_tensor *t) {
-    return (char *)t->storage->data + (size_t)t->offset * (t->dtype == FT_INT64 ? 8 : 4);
+    return (char *)t->storage->data + (size_t)t->offset * ft_dtype_size(t->dtype);
 }
 double ft_item(const ft_tensor *t);                                /* error unless numel == 1 */
 /* Element at a multi-index (0-based), any strides. */
