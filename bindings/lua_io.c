@@ -4,9 +4,10 @@
  * ft._dir_commit, ft._remove_tree and ft._remove_stale (ft.fs, over core/io/atomic.c).
  * Every function taking options checks them with ftl_check_options.
  *
- * Integer tensors are stored and loaded as they are: a checkpoint holds the values the
- * Lua program had (1-based labels stay 1-based), and integer data written by 0-based
- * tools loads unchanged (add 1 yourself where it holds indices). */
+ * Tensors are stored and loaded in their own dtype (float32, bfloat16, float16, float64,
+ * int64), bit for bit. Integer tensors are stored and loaded as they are: a checkpoint
+ * holds the values the Lua program had (1-based labels stay 1-based), and integer data
+ * written by 0-based tools loads unchanged (add 1 yourself where it holds indices). */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <errno.h>
@@ -132,8 +133,11 @@ static int is_names_list(lua_State *L, int idx) {
     return count == n;
 }
 
-/* ft.save(path, tensors [, {metadata = {k = v}}]): metadata values are strings or
- * numbers, stored as attributes on "/" (the option has the name ft.safetensors.save gives it). */
+/* ft.save(path, tensors [, {metadata = {k = v}}]): one dataset per tensor, in the
+ * tensor's own dtype (float16 as IEEE binary16, which h5py reads as float16; bfloat16 as
+ * a float type of its own layout, which h5py reads as float32 with the same values).
+ * Metadata values are strings or numbers, stored as attributes on "/" (the option has the
+ * name ft.safetensors.save gives it). */
 static int l_save(lua_State *L) {
     static const char *const options[] = {"metadata", NULL};
     const char *path = luaL_checkstring(L, 1);
@@ -180,6 +184,9 @@ static int checkpoint_gc(lua_State *L) {
     return 0;
 }
 
+/* ft.load(path) --> flat table name -> tensor, metadata: float datasets in their own
+ * dtype (IEEE float16/32/64 as float16/float32/float64, the bfloat16 layout of ft.save as
+ * bfloat16; another float layout is an error naming the dataset), integers as int64. */
 static int l_load(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     /* Owned by a userdata so that a Lua error while building the tables leaks nothing. */
@@ -241,28 +248,67 @@ static void push_st_meta(lua_State *L, const ft_st_file *f) {
     }
 }
 
-static void push_st_tensor(lua_State *L, const ft_st_file *f, int k) {
-    ft_tensor *t = ft_st_read(f, k);
+static void push_st_tensor(lua_State *L, const ft_st_file *f, int k, const ft_dtype *float_dtype) {
+    ft_tensor *t = ft_st_read(f, k, float_dtype);
     if (!t) st_error(L, "load");
     ftl_push_tensor(L, t, "safetensors.load");
     lua_setfield(L, -2, f->entries[k].name);
 }
 
-/* ft.safetensors.load(path [, {names = {...}}]) --> flat table name -> tensor, metadata.
- * F64/F32/F16/BF16 become float32, the integer dtypes int64. With names, only those
- * tensors are decoded. */
+/* The float dtype named by option 'dtype' of ft.safetensors.load at opts, into *out;
+ * false when the option is absent. */
+static bool st_load_dtype(lua_State *L, int opts, ft_dtype *out) {
+    if (lua_isnoneornil(L, opts)) return false;
+    int t = lua_getfield(L, opts, "dtype");
+    if (t == LUA_TNIL) {
+        lua_pop(L, 1);
+        return false;
+    }
+    if (t != LUA_TSTRING)
+        luaL_error(L, "ft.safetensors.load: option 'dtype' must be a dtype name, got %s", luaL_typename(L, -1));
+    const char *name = lua_tostring(L, -1);
+    if (ft_dtype_from_name(name, out) != 0)
+        luaL_error(L, "ft.safetensors.load: option 'dtype': unknown dtype '%s' (float32, bfloat16, float16 "
+                   "or float64)", name);
+    if (!ft_dtype_is_float(*out))
+        luaL_error(L, "ft.safetensors.load: option 'dtype' converts the float tensors, so it must be a float "
+                   "dtype (float32, bfloat16, float16 or float64), got '%s' (integer tensors always load "
+                   "as int64)", name);
+    lua_pop(L, 1);
+    return true;
+}
+
+/* ft.safetensors.load(path [, {names = {...}, dtype = "float32", mmap = false}]) --> flat
+ * table name -> tensor, metadata. F64/F32/F16/BF16 tensors come in their own dtype
+ * (float64, float32, float16, bfloat16), or converted to the float dtype `dtype`; the
+ * integer dtypes as int64. With names, only those tensors are decoded. With mmap, the
+ * file is mapped copy-on-write and tensors kept in their own dtype (aligned in the file)
+ * are views of the mapping, which stays until the last of them is collected. */
 static int l_st_load(lua_State *L) {
-    static const char *const options[] = {"names", NULL};
+    static const char *const options[] = {"names", "dtype", "mmap", NULL};
     const char *path = luaL_checkstring(L, 1);
     ftl_check_options(L, 2, "ft.safetensors.load", options);
     int names = 0;
+    ft_dtype dtype;
+    const ft_dtype *float_dtype = st_load_dtype(L, 2, &dtype) ? &dtype : NULL;
+    bool mapped = false;
+    if (!lua_isnoneornil(L, 2)) {
+        int t = lua_getfield(L, 2, "mmap");
+        if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+            luaL_error(L, "ft.safetensors.load: option 'mmap' must be a boolean, got %s", luaL_typename(L, -1));
+        mapped = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
     if (!lua_isnoneornil(L, 2) && lua_getfield(L, 2, "names") != LUA_TNIL) {
         if (!lua_istable(L, -1))
             luaL_error(L, "ft.safetensors.load: option 'names' must be a list of names, got %s",
                        luaL_typename(L, -1));
         names = lua_gettop(L);
     }
-    ft_st_file *f = st_open(L, path, "load");
+    ft_st_file *f = lua_newuserdatauv(L, sizeof *f, 0);
+    memset(f, 0, sizeof *f);
+    luaL_setmetatable(L, ST_FILE_MT);
+    if ((mapped ? ft_st_open_mapped(path, f) : ft_st_open(path, f)) != 0) st_error(L, "load");
     if (names) {
         lua_Integer n = luaL_len(L, names);
         lua_createtable(L, 0, (int)n);
@@ -275,14 +321,14 @@ static int l_st_load(lua_State *L) {
             int k = ft_st_find(f, name);
             if (k < 0) luaL_error(L, "ft.safetensors.load: '%s' has no tensor '%s'", path, name);
             lua_pop(L, 1);
-            push_st_tensor(L, f, k);
+            push_st_tensor(L, f, k, float_dtype);
         }
     } else {
         lua_createtable(L, 0, f->n);
-        for (int k = 0; k < f->n; k++) push_st_tensor(L, f, k);
+        for (int k = 0; k < f->n; k++) push_st_tensor(L, f, k, float_dtype);
     }
     push_st_meta(L, f);
-    ft_st_close(f);   /* unmap now rather than at the next collection */
+    ft_st_close(f);   /* release the file's hold now rather than at the next collection */
     return 2;
 }
 
@@ -316,9 +362,73 @@ static int l_st_info(lua_State *L) {
     return 2;
 }
 
-/* ft.safetensors.save(path, tensors [, {metadata = {k = "v"}, dtype = "F32"|"F16"|"BF16"}]):
- * a flat (or nested, joined with dots) table of tensors; dtype applies to float32
- * tensors (int64 ones are stored as I64). Metadata values are strings (numbers are
+/* The format's name of a dtype given by its format name ("BF16") or ftlua name
+ * ("bfloat16", "half", ...); NULL when it is neither. */
+static const char *st_format_dtype(const char *name) {
+    static const char *const format[] = {"F64", "F32", "F16", "BF16", "I64"};
+    for (size_t k = 0; k < sizeof format / sizeof format[0]; k++)
+        if (strcmp(name, format[k]) == 0) return format[k];
+    ft_dtype dt;
+    if (ft_dtype_from_name(name, &dt) != 0) return NULL;
+    switch (dt) {
+    case FT_FLOAT64: return "F64";
+    case FT_FLOAT32: return "F32";
+    case FT_FLOAT16: return "F16";
+    case FT_BFLOAT16: return "BF16";
+    default: return "I64";
+    }
+}
+
+/* Fills dtypes[0..n) for the tensors at flat (names[], tensors[]) from option 'dtype' at
+ * opts: a string applies to every float tensor (int64 ones stay I64), a table maps names
+ * to dtypes; returns false when the option is absent (each tensor in its own dtype). */
+static bool st_save_dtypes(lua_State *L, int opts, int n, const char **names, ft_tensor **tensors,
+                           const char **dtypes) {
+    if (lua_isnoneornil(L, opts)) return false;
+    int t = lua_getfield(L, opts, "dtype");
+    if (t == LUA_TNIL) {
+        lua_pop(L, 1);
+        return false;
+    }
+    if (t == LUA_TSTRING) {
+        const char *name = lua_tostring(L, -1);
+        const char *format = st_format_dtype(name);
+        if (!format || strcmp(format, "I64") == 0)
+            luaL_error(L, "ft.safetensors.save: option 'dtype' must be a float dtype (\"F32\", \"F16\", "
+                       "\"BF16\", \"F64\" or float32, float16, bfloat16, float64): it converts the float "
+                       "tensors (int64 ones are stored as I64), got '%s'", name);
+        for (int k = 0; k < n; k++) dtypes[k] = ft_dtype_is_float(tensors[k]->dtype) ? format : NULL;
+    } else if (t == LUA_TTABLE) {
+        int map = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, map)) {
+            if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "ft.safetensors.save: option 'dtype' as a table maps tensor names to dtype "
+                           "names, got a %s key holding a %s", luaL_typename(L, -2), luaL_typename(L, -1));
+            const char *tname = lua_tostring(L, -2), *dname = lua_tostring(L, -1);
+            int found = -1;
+            for (int k = 0; k < n && found < 0; k++)
+                if (strcmp(names[k], tname) == 0) found = k;
+            if (found < 0)
+                luaL_error(L, "ft.safetensors.save: option 'dtype' names tensor '%s', which is not among "
+                           "the tensors to save", tname);
+            const char *format = st_format_dtype(dname);
+            dtypes[found] = format ? format : dname;   /* the core names what it cannot store */
+            lua_pop(L, 1);
+        }
+    } else {
+        luaL_error(L, "ft.safetensors.save: option 'dtype' must be a dtype name or a table of them by "
+                   "tensor name, got %s", luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+    return true;
+}
+
+/* ft.safetensors.save(path, tensors [, {metadata = {k = "v"}, dtype = ...}]): a flat (or
+ * nested, joined with dots) table of tensors, each stored in its own dtype (float32 F32,
+ * bfloat16 BF16, float16 F16, float64 F64, int64 I64). dtype = "F32"|"F16"|"BF16"|"F64"
+ * (or an ftlua float dtype name) converts every float tensor; dtype = {name = "BF16", ...}
+ * picks the dtype of each named tensor. Metadata values are strings (numbers are
  * converted). */
 static int l_st_save(lua_State *L) {
     static const char *const options[] = {"metadata", "dtype", NULL};
@@ -326,9 +436,6 @@ static int l_st_save(lua_State *L) {
     luaL_checktype(L, 2, LUA_TTABLE);
     if (is_names_list(L, 3)) lua_settop(L, 2);
     ftl_check_options(L, 3, "ft.safetensors.save", options);
-    const char *dtype = ftl_opt_string_field(L, 3, "dtype", "F32");
-    if (strcmp(dtype, "F32") != 0 && strcmp(dtype, "F16") != 0 && strcmp(dtype, "BF16") != 0)
-        luaL_error(L, "ft.safetensors.save: option 'dtype' must be \"F32\", \"F16\" or \"BF16\", got '%s'", dtype);
 
     /* Metadata as a table of strings, which keeps them alive while the core writes. */
     lua_newtable(L);
@@ -394,7 +501,11 @@ static int l_st_save(lua_State *L) {
         k++;
         lua_pop(L, 1);
     }
-    if (ft_safetensors_save(path, n, names, tensors, nmeta, meta, dtype) != 0) return st_error(L, "save");
+    const char **dtypes = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *dtypes, 0);
+    memset(dtypes, 0, (size_t)(n ? n : 1) * sizeof *dtypes);
+    bool given = st_save_dtypes(L, 3, n, names, tensors, dtypes);   /* strings kept by the options */
+    if (ft_safetensors_save(path, n, names, tensors, nmeta, meta, given ? dtypes : NULL) != 0)
+        return st_error(L, "save");
     return 0;
 }
 

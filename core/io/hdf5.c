@@ -1,7 +1,8 @@
 /* HDF5 checkpoints, writing: one dataset per tensor at the path of its dotted name
- * ("layer1.0.conv1.weight" -> /layer1/0/conv1/weight), float32 or int64, uncompressed,
- * with metadata as scalar attributes on "/", through the atomic writer. Reading is in
- * hdf5_load.c. */
+ * ("layer1.0.conv1.weight" -> /layer1/0/conv1/weight) in the tensor's own dtype (float32,
+ * float64, float16, bfloat16 or int64), uncompressed, with metadata as scalar attributes
+ * on "/", through the atomic writer. Also the float types of the dtypes, which the reader
+ * (hdf5_load.c) shares. */
 #define _GNU_SOURCE   /* qsort_r */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +47,70 @@ const char *h5io_capture(void) {
     if (nl) *nl = '\0';
     if (!h5_error[0]) snprintf(h5_error, sizeof h5_error, "HDF5 error");
     return h5_error;
+}
+
+/* ---- float types --------------------------------------------------------------- */
+
+/* A float layout: size in bytes, then the bit fields (sign position, exponent position
+ * and size, mantissa position and size) and the exponent bias. */
+typedef struct {
+    ft_dtype dtype;
+    size_t size, spos, epos, esize, mpos, msize, ebias;
+} float_layout;
+
+static const float_layout LAYOUTS[] = {
+    {FT_FLOAT32, 4, 31, 23, 8, 0, 23, 127},
+    {FT_FLOAT64, 8, 63, 52, 11, 0, 52, 1023},
+    {FT_FLOAT16, 2, 15, 10, 5, 0, 10, 15},
+    {FT_BFLOAT16, 2, 15, 7, 8, 0, 7, 127},
+};
+#define NLAYOUTS ((int)(sizeof LAYOUTS / sizeof LAYOUTS[0]))
+
+hid_t h5io_float_type(ft_dtype dtype, H5T_order_t order) {
+    const float_layout *l = NULL;
+    for (int k = 0; k < NLAYOUTS; k++)
+        if (LAYOUTS[k].dtype == dtype) l = &LAYOUTS[k];
+    if (!l) return -1;
+    /* As h5py builds its float16: the fields first (they fit a float32's 32 bits), then
+     * the size, which cuts the precision to 8 x size bits. */
+    hid_t t = H5Tcopy(l->size == 8 ? H5T_IEEE_F64LE : H5T_IEEE_F32LE);
+    if (t < 0) return -1;
+    if ((l->size < 4 && (H5Tset_fields(t, l->spos, l->epos, l->esize, l->mpos, l->msize) < 0 ||
+                         H5Tset_size(t, l->size) < 0 || H5Tset_precision(t, 8 * l->size) < 0 ||
+                         H5Tset_ebias(t, l->ebias) < 0)) ||
+        H5Tset_order(t, order) < 0) {
+        H5Tclose(t);
+        H5Eclear2(H5E_DEFAULT);
+        return -1;
+    }
+    return t;
+}
+
+int h5io_float_dtype(hid_t type, ft_dtype *dtype, char *layout, size_t len) {
+    size_t size = H5Tget_size(type), prec = H5Tget_precision(type), ebias = H5Tget_ebias(type);
+    int off = H5Tget_offset(type);
+    H5T_order_t order = H5Tget_order(type);
+    H5T_norm_t norm = H5Tget_norm(type);
+    size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+    herr_t fields = H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize);
+    H5Eclear2(H5E_DEFAULT);
+    int ordered = order == H5T_ORDER_LE || order == H5T_ORDER_BE;
+    if (fields >= 0 && ordered && off == 0 && prec == 8 * size && norm == H5T_NORM_IMPLIED)
+        for (int k = 0; k < NLAYOUTS; k++) {
+            const float_layout *l = &LAYOUTS[k];
+            if (l->size == size && l->spos == spos && l->epos == epos && l->esize == esize &&
+                l->mpos == mpos && l->msize == msize && l->ebias == ebias) {
+                *dtype = l->dtype;
+                return 1;
+            }
+        }
+    char bits[64] = "";
+    if (prec != 8 * size || off != 0) snprintf(bits, sizeof bits, " (%zu significant from bit %d)", prec, off);
+    snprintf(layout, len, "%zu bits%s: sign bit %zu, %zu exponent bits at %zu with bias %zu, %zu mantissa bits "
+             "at %zu, %s, %s", 8 * size, bits, spos, esize, epos, ebias, msize, mpos,
+             norm == H5T_NORM_IMPLIED ? "implied leading 1" : norm == H5T_NORM_MSBSET ? "explicit leading 1" : "no normalisation",
+             order == H5T_ORDER_LE ? "little-endian" : order == H5T_ORDER_BE ? "big-endian" : "mixed byte order");
+    return 0;
 }
 
 /* ---- save ------------------------------------------------------------------- */
@@ -183,22 +248,22 @@ static int write_dataset(hid_t file, hid_t lcpl, const char *name, const ft_tens
     hsize_t dims[FT_MAX_DIMS];
     for (int d = 0; d < t->ndim; d++) dims[d] = (hsize_t)t->shape[d];
     hid_t space = t->ndim ? H5Screate_simple(t->ndim, dims, NULL) : H5Screate(H5S_SCALAR);
-    hid_t ftype = t->dtype == FT_INT64 ? H5T_STD_I64LE : H5T_IEEE_F32LE;
-    hid_t mtype = t->dtype == FT_INT64 ? H5T_NATIVE_INT64 : H5T_NATIVE_FLOAT;
+    /* The file type is the memory type (the host is little-endian): the bytes go as they are. */
+    hid_t type = t->dtype == FT_INT64 ? H5Tcopy(H5T_STD_I64LE) : h5io_float_type(t->dtype, H5T_ORDER_LE);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_obj_track_times(dcpl, 0);   /* no timestamps: the same tensors give the same bytes */
-    hid_t dset = space >= 0 ? H5Dcreate2(file, h5path, ftype, space, lcpl, dcpl, H5P_DEFAULT) : -1;
+    hid_t dset = space >= 0 && type >= 0 ? H5Dcreate2(file, h5path, type, space, lcpl, dcpl, H5P_DEFAULT) : -1;
     H5Pclose(dcpl);
     int rc = dset >= 0 ? 0 : -1;
     if (rc == 0 && ft_numel(t) > 0)
-        rc = H5Dwrite(dset, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                      t->dtype == FT_INT64 ? (void *)ft_i64(t) : (void *)ft_f32(t)) >= 0 ? 0 : -1;
+        rc = H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, ft_data(t)) >= 0 ? 0 : -1;
     if (rc != 0) h5io_capture();
     if (dset >= 0 && H5Dclose(dset) < 0 && rc == 0) {
         h5io_capture();
         rc = -1;
     }
     if (space >= 0) H5Sclose(space);
+    if (type >= 0) H5Tclose(type);
     free(h5path);
     return rc;
 }

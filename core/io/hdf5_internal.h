@@ -8,11 +8,29 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <hdf5.h>
+
+#include "ft/tensor.h"
+
+/* Tensors are written and read with the file's little-endian types as memory types. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the HDF5 code assumes a little-endian host");
+
 /* hdf5.c: HDF5's own error printing off; and the most specific message of HDF5's error
  * stack, which must be captured right after the failing call (any later successful call
  * clears the stack). */
 void h5io_quiet(void);
 const char *h5io_capture(void);
+
+/* hdf5.c: the float types of the tensor dtypes. HDF5 1.10 predefines IEEE float32 and
+ * float64 only; float16 is IEEE binary16 (sign bit 15, 5 exponent bits at 10, bias 15,
+ * 10 mantissa bits), as h5py and numpy build it, and bfloat16 the top half of a float32
+ * (sign bit 15, 8 exponent bits at 7, bias 127, 7 mantissa bits). Returns a new type of
+ * the given byte order (close it with H5Tclose), or -1. */
+hid_t h5io_float_type(ft_dtype dtype, H5T_order_t order);
+/* The tensor dtype of HDF5 float type `type` when its layout is one of those four (either
+ * byte order): returns 1 and sets *dtype. Otherwise returns 0 and describes the layout in
+ * layout[0..len) for a message. */
+int h5io_float_dtype(hid_t type, ft_dtype *dtype, char *layout, size_t len);
 
 /* The attribute messages of the object header at addr (version 1 headers; version 2
  * headers carry checksums the library verifies): each one's name, datatype, dataspace

@@ -1,6 +1,7 @@
 /* HDF5 checkpoints, reading: every dataset of the file (any nesting; e.g. written by
- * h5py) as a tensor under its dotted name, float datasets as float32 and integer ones as
- * int64, and the scalar attributes of "/" as metadata. */
+ * h5py) as a tensor under its dotted name, float datasets in their own dtype (IEEE
+ * float32, float64 and float16, and bfloat16) and integer ones as int64, and the scalar
+ * attributes of "/" as metadata. */
 #define _GNU_SOURCE   /* qsort_r */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +23,7 @@
  *
  * The file is not trusted. libhdf5 has memory bugs on corrupt files, so the loader reads
  * only what a checkpoint needs and checks each thing before HDF5 reads it: datasets of
- * the fixed-size IEEE float and two's-complement integer types only, whose storage is
+ * the IEEE float (16, 32, 64 bits), bfloat16 and two's-complement integer types only, whose storage is
  * allocated, inside the file and of the size shape x type claims (so a dataset never
  * written, a fill value of 30000x30000, is an error, not 3.5 GB); hard links only, each
  * object once (no cycles); scalar attributes of those types or strings, fixed-length
@@ -46,7 +47,7 @@ typedef struct {
     int64_t links;       /* links visited in all */
     uint64_t (*data)[2];  /* contiguous data ranges [begin, end), for the heap scan */
     int ndata, data_cap;
-    hid_t f16le, f16be;  /* IEEE half-precision types (HDF5 has no predefined ones) */
+    hid_t f16, bf16;     /* the memory types of float16 and bfloat16 (HDF5 has no predefined ones) */
 } loader;
 
 static int push_tensor(loader *ld, char *name, char *h5path, ft_tensor *t) {
@@ -73,17 +74,17 @@ static int push_tensor(loader *ld, char *name, char *h5path, ft_tensor *t) {
 }
 
 /* The file type of a dataset or attribute, if it is one a checkpoint may hold: sets
- * *dtype (float32 for floats, int64 for integers) and *size (bytes per element). */
-static int numeric_type(const loader *ld, hid_t type, ft_dtype *dtype, size_t *size) {
+ * *dtype (the float dtype of the layout, int64 for integers) and *size (bytes per
+ * element). A float of another layout returns 0 with its description in layout (when
+ * given). */
+static int numeric_type(hid_t type, ft_dtype *dtype, size_t *size, char *layout, size_t len) {
+    char ignored[8];
     H5T_class_t cls = H5Tget_class(type);
     if (cls == H5T_FLOAT) {
-        hid_t known[] = {H5T_IEEE_F32LE, H5T_IEEE_F32BE, H5T_IEEE_F64LE, H5T_IEEE_F64BE, ld->f16le, ld->f16be};
-        for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
-            if (known[k] >= 0 && H5Tequal(type, known[k]) > 0) {
-                *dtype = FT_FLOAT32;
-                *size = H5Tget_size(type);
-                return 1;
-            }
+        if (h5io_float_dtype(type, dtype, layout ? layout : ignored, layout ? len : sizeof ignored)) {
+            *size = H5Tget_size(type);
+            return 1;
+        }
     } else if (cls == H5T_INTEGER) {
         hid_t known[] = {H5T_STD_I8LE, H5T_STD_I8BE, H5T_STD_U8LE, H5T_STD_U8BE,
                          H5T_STD_I16LE, H5T_STD_I16BE, H5T_STD_U16LE, H5T_STD_U16BE,
@@ -98,18 +99,6 @@ static int numeric_type(const loader *ld, hid_t type, ft_dtype *dtype, size_t *s
     }
     H5Eclear2(H5E_DEFAULT);
     return 0;
-}
-
-static hid_t make_f16(H5T_order_t order) {
-    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
-    if (t < 0) return -1;
-    if (H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_size(t, 2) < 0 || H5Tset_ebias(t, 15) < 0 ||
-        H5Tset_order(t, order) < 0) {
-        H5Tclose(t);
-        H5Eclear2(H5E_DEFAULT);
-        return -1;
-    }
-    return t;
 }
 
 /* Checks that dataset d's data is in the file as its shape and type claim (nbytes bytes
@@ -235,9 +224,15 @@ static int read_dataset(loader *ld, hid_t d, char *h5path, char *name) {
     }
     ft_dtype dtype;
     size_t tsize;
-    if (!numeric_type(ld, type, &dtype, &tsize)) {
-        ft_set_error("dataset '%s' in '%s' is not of a numeric type a tensor can hold (float "
-                     "16/32/64 or integer 8..64 bits)", h5path, ld->path);
+    char layout[256] = "";
+    if (!numeric_type(type, &dtype, &tsize, layout, sizeof layout)) {
+        if (layout[0])
+            ft_set_error("dataset '%s' in '%s' is a float of a layout ftlua does not read: %s (it reads "
+                         "IEEE float16, float32 and float64, and bfloat16: 16 bits, sign bit 15, 8 exponent "
+                         "bits at 7 with bias 127, 7 mantissa bits at 0)", h5path, ld->path, layout);
+        else
+            ft_set_error("dataset '%s' in '%s' is not of a numeric type a tensor can hold (float "
+                         "16/32/64, bfloat16 or integer 8..64 bits)", h5path, ld->path);
         goto done;
     }
     if (scls != H5S_SIMPLE && scls != H5S_SCALAR) {
@@ -274,9 +269,16 @@ static int read_dataset(loader *ld, hid_t d, char *h5path, char *name) {
                      ft_shape_str(shape, ndim, buf, sizeof buf), ld->path);
         goto done;
     }
-    /* HDF5 converts float16/64 -> float32 and any integer type -> int64 while reading. */
-    hid_t mtype = dtype == FT_FLOAT32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64;
-    void *data = dtype == FT_FLOAT32 ? (void *)ft_f32(t) : (void *)ft_i64(t);
+    /* Floats are read in their own layout (HDF5 swaps big-endian bytes), integers of any
+     * width and sign converted to int64. */
+    hid_t mtype = dtype == FT_FLOAT32 ? H5T_NATIVE_FLOAT : dtype == FT_FLOAT64 ? H5T_NATIVE_DOUBLE
+                : dtype == FT_FLOAT16 ? ld->f16 : dtype == FT_BFLOAT16 ? ld->bf16 : H5T_NATIVE_INT64;
+    void *data = ft_data(t);
+    if (mtype < 0) {
+        ft_set_error("cannot read dataset '%s' in '%s': no HDF5 type for %s", h5path, ld->path,
+                     ft_dtype_name(dtype));
+        goto done;
+    }
     if (numel > 0 && H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
         ft_set_error("cannot read dataset '%s' in '%s': %s (corrupt or truncated file?)",
                      h5path, ld->path, h5io_capture());
@@ -516,7 +518,7 @@ static herr_t attr_cb(hid_t loc, const char *name, const H5A_info_t *ainfo, void
         }
         if (ok && !ft_utf8_valid(m.str, strlen(m.str))) ok = 0;
         m.kind = FT_META_STRING;
-    } else if (numeric_type(ld, type, &dtype, &tsize) && storage == tsize) {
+    } else if (numeric_type(type, &dtype, &tsize, NULL, 0) && storage == tsize) {
         if (dtype == FT_INT64) {
             m.kind = FT_META_INT;
             ok = H5Aread(attr, H5T_NATIVE_INT64, &m.i) >= 0;
@@ -631,7 +633,8 @@ int ft_h5_load(const char *path, ft_checkpoint *out) {
     H5Pclose(fapl);
     if (file < 0) return -1;
     loader ld = {.path = path, .out = out, .file_size = (hsize_t)st.st_size,
-                 .f16le = make_f16(H5T_ORDER_LE), .f16be = make_f16(H5T_ORDER_BE)};
+                 .f16 = h5io_float_type(FT_FLOAT16, H5T_ORDER_LE),
+                 .bf16 = h5io_float_type(FT_BFLOAT16, H5T_ORDER_LE)};
     attr_reader ar = {.ld = &ld, .sizeof_size = 0};
     hid_t fcpl = H5Fget_create_plist(file);
     if (fcpl >= 0) {
@@ -663,8 +666,8 @@ int ft_h5_load(const char *path, ft_checkpoint *out) {
     free(ld.h5paths);
     free(ld.seen);
     free(ld.data);
-    if (ld.f16le >= 0) H5Tclose(ld.f16le);
-    if (ld.f16be >= 0) H5Tclose(ld.f16be);
+    if (ld.f16 >= 0) H5Tclose(ld.f16);
+    if (ld.bf16 >= 0) H5Tclose(ld.bf16);
     if (rc != 0) ft_checkpoint_free(out);
     return rc;
 }

@@ -2,9 +2,10 @@
  * N, N bytes of JSON describing each tensor (dtype, shape, data_offsets) plus optional
  * string metadata, then the data buffer. This file reads: it maps the file instead of
  * copying it, has the whole header validated (safetensors_header.c) before anything is
- * decoded, then decodes tensors one at a time (safetensors_dtype.c). The writer is
+ * decoded, then decodes tensors one at a time (safetensors_dtype.c), or, for a file opened
+ * with ft_st_open_mapped, hands out tensors over the mapping itself. The writer is
  * safetensors_write.c. */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE   /* madvise, MAP_NORESERVE */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -19,7 +20,22 @@
 
 #define MAX_HEADER ((uint64_t)100000000)   /* the reference implementation's limit */
 
-int ft_st_open(const char *path, ft_st_file *f) {
+/* The file's mapping: one reference for the ft_st_file, one for each tensor over it. */
+struct ft_st_mapping {
+    void *addr;
+    size_t size;
+    int refs;
+    bool cow;   /* private and writable: tensors may be made over it */
+};
+
+static void mapping_release(void *owner) {
+    ft_st_mapping *m = owner;
+    if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
+    munmap(m->addr, m->size);
+    free(m);
+}
+
+static int st_open(const char *path, ft_st_file *f, bool cow) {
     memset(f, 0, sizeof *f);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -44,17 +60,25 @@ int ft_st_open(const char *path, ft_st_file *f) {
         close(fd);
         return -1;
     }
-    /* Read-only private mapping: pages come in as tensors are decoded. (A file truncated
-     * by another process while mapped would fault; the format offers no defence.) */
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    /* A private mapping: pages come in as tensors are decoded or touched. Writable
+     * (copy-on-write) when tensors are made over it, with MAP_NORESERVE: no swap is
+     * reserved for pages that are mostly never written. (A file truncated by another
+     * process while mapped faults when touched; the format offers no defence.) */
+    int prot = cow ? PROT_READ | PROT_WRITE : PROT_READ;
+    void *map = mmap(NULL, (size_t)st.st_size, prot, MAP_PRIVATE | (cow ? MAP_NORESERVE : 0), fd, 0);
     int err = errno;
     close(fd);
     if (map == MAP_FAILED) {
         ft_set_error("safetensors: cannot read '%s': %s", path, strerror(err));
         return -1;
     }
-    f->map = map;
-    f->map_size = (size_t)st.st_size;
+    f->mapping = malloc(sizeof *f->mapping);
+    if (!f->mapping) {
+        munmap(map, (size_t)st.st_size);
+        ft_set_error("safetensors: '%s': out of memory", path);
+        return -1;
+    }
+    *f->mapping = (ft_st_mapping){.addr = map, .size = (size_t)st.st_size, .refs = 1, .cow = cow};
     f->path = strdup(path);
     if (!f->path) {
         ft_set_error("safetensors: '%s': out of memory", path);
@@ -76,13 +100,18 @@ int ft_st_open(const char *path, ft_st_file *f) {
     }
     f->data = bytes + 8 + hlen;
     f->data_size = (int64_t)(room - hlen);
-    posix_madvise(map, f->map_size, POSIX_MADV_SEQUENTIAL);
+    /* Copies read the data in order; mapped tensors are touched in any order. */
+    if (!cow) posix_madvise(map, (size_t)st.st_size, POSIX_MADV_SEQUENTIAL);
     if (st_parse_header(path, (const char *)bytes + 8, (size_t)hlen, f) != 0) goto fail;
     return 0;
 fail:
     ft_st_close(f);
     return -1;
 }
+
+int ft_st_open(const char *path, ft_st_file *f) { return st_open(path, f, false); }
+
+int ft_st_open_mapped(const char *path, ft_st_file *f) { return st_open(path, f, true); }
 
 void ft_st_close(ft_st_file *f) {
     for (int k = 0; k < f->n; k++) free(f->entries[k].name);
@@ -93,7 +122,7 @@ void ft_st_close(ft_st_file *f) {
     }
     free(f->meta);
     free(f->path);
-    if (f->map) munmap(f->map, f->map_size);
+    if (f->mapping) mapping_release(f->mapping);
     memset(f, 0, sizeof *f);
 }
 
@@ -103,7 +132,27 @@ int ft_st_find(const ft_st_file *f, const char *name) {
     return -1;
 }
 
-ft_tensor *ft_st_read(const ft_st_file *f, int k) {
+/* Sets "safetensors: '<path>': tensor '<name>': <the current error>". */
+static void tensor_error(const ft_st_file *f, const ft_st_entry *e) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", ft_last_error());
+    ft_set_error("safetensors: '%s': tensor '%s': %s", f->path, e->name, msg);
+}
+
+/* A tensor over the mapping (no copy), or NULL with the error set. */
+static ft_tensor *mapped_tensor(const ft_st_file *f, const ft_st_entry *e, ft_dtype dtype) {
+    ft_st_mapping *m = f->mapping;
+    __atomic_add_fetch(&m->refs, 1, __ATOMIC_RELAXED);
+    ft_tensor *t = ft_from_external((void *)(f->data + e->begin), (size_t)(e->end - e->begin), e->shape,
+                                    e->ndim, dtype, mapping_release, m);
+    if (!t) {
+        mapping_release(m);   /* not called by a failed ft_from_external */
+        tensor_error(f, e);
+    }
+    return t;
+}
+
+ft_tensor *ft_st_read(const ft_st_file *f, int k, const ft_dtype *float_dtype) {
     if (k < 0 || k >= f->n) {
         ft_set_error("safetensors: '%s': no tensor number %d (the file has %d)", f->path, k, f->n);
         return NULL;
@@ -112,42 +161,65 @@ ft_tensor *ft_st_read(const ft_st_file *f, int k) {
     const st_dtype *dt = st_find_dtype(e->dtype);
     if (!dt || dt->code == ST_OTHER) {
         ft_set_error("safetensors: '%s': tensor '%s' has dtype %s, which ftlua does not decode "
-                     "(it reads F64, F32, F16 and BF16 as float32, and I64, I32, I16, I8, U64, "
-                     "U32, U16, U8 and BOOL as int64)", f->path, e->name, e->dtype);
+                     "(it reads F64, F32, F16 and BF16 as float64, float32, float16 and bfloat16, "
+                     "and I64, I32, I16, I8, U64, U32, U16, U8 and BOOL as int64)", f->path, e->name,
+                     e->dtype);
         return NULL;
     }
     int is_float = st_is_float(dt->code);
-    ft_tensor *t = ft_empty(e->shape, e->ndim, is_float ? FT_FLOAT32 : FT_INT64);
+    st_code to = is_float ? dt->code : ST_I64;
+    if (is_float && float_dtype && st_code_of(*float_dtype, &to) != 0) to = ST_OTHER;
+    if (to == ST_OTHER || (is_float && to == ST_I64)) {
+        ft_set_error("safetensors: '%s': tensor '%s' (%s) cannot be read as %s: float tensors convert "
+                     "to float64, float32, float16 or bfloat16", f->path, e->name, e->dtype,
+                     float_dtype && *float_dtype >= 0 && *float_dtype < FT_NUM_DTYPES ? ft_dtype_name(*float_dtype) : "?");
+        return NULL;
+    }
+    ft_dtype dtype = st_tensor_dtype(to);
+    const unsigned char *src = f->data + e->begin;
+    /* Over the mapping when nothing needs converting (U64 is checked value by value) and
+     * the data is aligned for its elements: the mapping starts on a page. */
+    size_t align = (size_t)st_code_size(to);
+    if (f->mapping->cow && to == dt->code && e->end > e->begin && (uintptr_t)src % align == 0)
+        return mapped_tensor(f, e, dtype);
+    ft_tensor *t = ft_empty(e->shape, e->ndim, dtype);
     if (!t) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s", ft_last_error());
-        ft_set_error("safetensors: '%s': tensor '%s': %s", f->path, e->name, msg);
+        tensor_error(f, e);
         return NULL;
     }
     int64_t n = ft_numel(t);
-    const unsigned char *src = f->data + e->begin;
     if (is_float) {
-        st_decode_float(dt->code, src, n, ft_f32(t));
-        return t;
+        st_convert_float(dt->code, src, to, ft_data(t), n);
+    } else {
+        int64_t *out = ft_i64(t);
+        st_decode_int(dt->code, src, n, out);
+        if (dt->code == ST_U64)   /* values past INT64_MAX read as negative */
+            for (int64_t i = 0; i < n; i++)
+                if (out[i] < 0) {
+                    ft_set_error("safetensors: '%s': tensor '%s' (U64) holds %llu at element %lld, "
+                                 "which does not fit int64", f->path, e->name,
+                                 (unsigned long long)out[i], (long long)i);
+                    ft_release(t);
+                    return NULL;
+                }
     }
-    int64_t *out = ft_i64(t);
-    st_decode_int(dt->code, src, n, out);
-    if (dt->code == ST_U64)   /* values past INT64_MAX read as negative */
-        for (int64_t i = 0; i < n; i++)
-            if (out[i] < 0) {
-                ft_set_error("safetensors: '%s': tensor '%s' (U64) holds %llu at element %lld, "
-                             "which does not fit int64", f->path, e->name,
-                             (unsigned long long)out[i], (long long)i);
-                ft_release(t);
-                return NULL;
-            }
+    /* A read-only mapping's pages of this tensor are not needed again: dropping them keeps
+     * the resident memory of a load near the size of the tensors (the page cache keeps the
+     * file). Never for a copy-on-write mapping, where a page may hold another tensor's
+     * writes. */
+    if (!f->mapping->cow) {
+        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t lo = ((uintptr_t)src + page - 1) / page * page;
+        uintptr_t hi = ((uintptr_t)f->data + (uintptr_t)e->end) / page * page;
+        if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
     return t;
 }
 
-int ft_safetensors_load(const char *path, ft_checkpoint *out) {
+int ft_safetensors_load(const char *path, ft_checkpoint *out, const ft_dtype *float_dtype, bool mapped) {
     memset(out, 0, sizeof *out);
     ft_st_file f;
-    if (ft_st_open(path, &f) != 0) return -1;
+    if ((mapped ? ft_st_open_mapped(path, &f) : ft_st_open(path, &f)) != 0) return -1;
     out->names = calloc(f.n > 0 ? (size_t)f.n : 1, sizeof *out->names);
     out->tensors = calloc(f.n > 0 ? (size_t)f.n : 1, sizeof *out->tensors);
     if (!out->names || !out->tensors) {
@@ -155,7 +227,7 @@ int ft_safetensors_load(const char *path, ft_checkpoint *out) {
         goto fail;
     }
     for (int k = 0; k < f.n; k++) {
-        out->tensors[k] = ft_st_read(&f, k);
+        out->tensors[k] = ft_st_read(&f, k, float_dtype);
         if (!out->tensors[k]) goto fail;
         out->names[k] = f.entries[k].name;   /* taken over from f */
         f.entries[k].name = NULL;

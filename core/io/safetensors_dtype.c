@@ -1,5 +1,6 @@
-/* safetensors dtypes: the table of the format's dtypes, and the conversions between
- * them and the runtime's float32 and int64 (IEEE half and bfloat16 included). */
+/* safetensors dtypes: the table of the format's dtypes, how they map to the runtime's
+ * (F64/F32/F16/BF16 to float64/float32/float16/bfloat16, every integer dtype to int64),
+ * and the conversions between them (IEEE half and bfloat16 rounded to nearest even). */
 #include <stdint.h>
 #include <string.h>
 
@@ -78,47 +79,94 @@ static inline uint16_t float_to_bf16(float f) {
     return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
 }
 
-/* Decodes n values of type T at src (any alignment) into out, each through expr of v. */
-#define DECODE(T, expr)                                                              \
+/* Converts n values at src into out, each v of type TS read with memcpy (any alignment)
+ * and written as the TD of expr. */
+#define CONVERT(TS, TD, expr)                                                        \
     do {                                                                             \
         _Pragma("omp parallel for if (n > PARALLEL_MIN)")                            \
         for (int64_t i = 0; i < n; i++) {                                            \
-            T v;                                                                     \
-            memcpy(&v, src + i * (int64_t)sizeof(T), sizeof(T));                     \
-            out[i] = (expr);                                                         \
+            TS v;                                                                    \
+            memcpy(&v, src + i * (int64_t)sizeof(TS), sizeof(TS));                   \
+            TD o = (expr);                                                           \
+            memcpy(out + i * (int64_t)sizeof(TD), &o, sizeof(TD));                   \
         }                                                                            \
     } while (0)
 
-void st_decode_float(st_code code, const unsigned char *src, int64_t n, float *out) {
+int st_code_size(st_code code) {
     switch (code) {
-    case ST_F32: memcpy(out, src, (size_t)n * 4); break;
-    case ST_F64: DECODE(double, (float)v); break;
-    case ST_F16: DECODE(uint16_t, half_to_float(v)); break;
-    case ST_BF16: DECODE(uint16_t, bf16_to_float(v)); break;
-    default: break;
+    case ST_F64: case ST_I64: case ST_U64: return 8;
+    case ST_F32: case ST_I32: case ST_U32: return 4;
+    case ST_F16: case ST_BF16: case ST_I16: case ST_U16: return 2;
+    default: return 1;
     }
 }
 
-void st_decode_int(st_code code, const unsigned char *src, int64_t n, int64_t *out) {
+int st_code_of(ft_dtype dtype, st_code *code) {
+    switch (dtype) {
+    case FT_FLOAT32: *code = ST_F32; return 0;
+    case FT_FLOAT64: *code = ST_F64; return 0;
+    case FT_FLOAT16: *code = ST_F16; return 0;
+    case FT_BFLOAT16: *code = ST_BF16; return 0;
+    case FT_INT64: *code = ST_I64; return 0;
+    }
+    return -1;
+}
+
+ft_dtype st_tensor_dtype(st_code code) {
+    switch (code) {
+    case ST_F64: return FT_FLOAT64;
+    case ST_F32: return FT_FLOAT32;
+    case ST_F16: return FT_FLOAT16;
+    case ST_BF16: return FT_BFLOAT16;
+    default: return FT_INT64;
+    }
+}
+
+/* Float to float: the same dtype is a copy; float64 to a 16-bit dtype goes through float32
+ * (as ft_copy_ and PyTorch's .half() / .bfloat16() of a double do); the rest is exact or
+ * rounded once, to nearest even. */
+void st_convert_float(st_code from, const unsigned char *src, st_code to, unsigned char *out, int64_t n) {
+    if (from == to) {
+        memcpy(out, src, (size_t)n * (size_t)st_code_size(from));
+        return;
+    }
+    switch (from) {
+    case ST_F64:
+        if (to == ST_F32) CONVERT(double, float, (float)v);
+        else if (to == ST_F16) CONVERT(double, uint16_t, float_to_half((float)v));
+        else CONVERT(double, uint16_t, float_to_bf16((float)v));
+        break;
+    case ST_F32:
+        if (to == ST_F64) CONVERT(float, double, (double)v);
+        else if (to == ST_F16) CONVERT(float, uint16_t, float_to_half(v));
+        else CONVERT(float, uint16_t, float_to_bf16(v));
+        break;
+    case ST_F16:
+        if (to == ST_F64) CONVERT(uint16_t, double, (double)half_to_float(v));
+        else if (to == ST_F32) CONVERT(uint16_t, float, half_to_float(v));
+        else CONVERT(uint16_t, uint16_t, float_to_bf16(half_to_float(v)));
+        break;
+    case ST_BF16:
+        if (to == ST_F64) CONVERT(uint16_t, double, (double)bf16_to_float(v));
+        else if (to == ST_F32) CONVERT(uint16_t, float, bf16_to_float(v));
+        else CONVERT(uint16_t, uint16_t, float_to_half(bf16_to_float(v)));
+        break;
+    default:
+        break;
+    }
+}
+
+void st_decode_int(st_code code, const unsigned char *src, int64_t n, int64_t *dst) {
+    unsigned char *out = (unsigned char *)dst;
     switch (code) {
     case ST_I64: case ST_U64: memcpy(out, src, (size_t)n * 8); break;
-    case ST_I32: DECODE(int32_t, (int64_t)v); break;
-    case ST_I16: DECODE(int16_t, (int64_t)v); break;
-    case ST_I8: DECODE(int8_t, (int64_t)v); break;
-    case ST_U32: DECODE(uint32_t, (int64_t)v); break;
-    case ST_U16: DECODE(uint16_t, (int64_t)v); break;
-    case ST_U8: DECODE(uint8_t, (int64_t)v); break;
-    case ST_BOOL: DECODE(uint8_t, (int64_t)(v != 0)); break;
+    case ST_I32: CONVERT(int32_t, int64_t, (int64_t)v); break;
+    case ST_I16: CONVERT(int16_t, int64_t, (int64_t)v); break;
+    case ST_I8: CONVERT(int8_t, int64_t, (int64_t)v); break;
+    case ST_U32: CONVERT(uint32_t, int64_t, (int64_t)v); break;
+    case ST_U16: CONVERT(uint16_t, int64_t, (int64_t)v); break;
+    case ST_U8: CONVERT(uint8_t, int64_t, (int64_t)v); break;
+    case ST_BOOL: CONVERT(uint8_t, int64_t, (int64_t)(v != 0)); break;
     default: break;
-    }
-}
-
-void st_encode_half(st_code code, const float *src, int64_t n, uint16_t *out) {
-    if (code == ST_F16) {
-        #pragma omp parallel for if (n > PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) out[i] = float_to_half(src[i]);
-    } else {
-        #pragma omp parallel for if (n > PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) out[i] = float_to_bf16(src[i]);
     }
 }

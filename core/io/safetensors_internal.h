@@ -35,15 +35,23 @@ typedef struct st_dtype {
 /* The dtype called name (every dtype of the format, so that sizes can be validated for
  * all of them), or NULL. */
 const st_dtype *st_find_dtype(const char *name);
-/* Whether code is one of the float dtypes (decoded to float32; the others to int64). */
+/* Whether code is one of the float dtypes (F64, F32, F16, BF16; the others are integers). */
 int st_is_float(st_code code);
-/* Decodes n values of code at src (any alignment) into out: float32 for the float codes,
- * int64 for the integer ones (U64 as stored: values past INT64_MAX come out negative). */
-void st_decode_float(st_code code, const unsigned char *src, int64_t n, float *out);
+/* Bytes per element of a decoded code. */
+int st_code_size(st_code code);
+/* The code a tensor of dtype is stored as by default (float32 F32, bfloat16 BF16, float16
+ * F16, float64 F64, int64 I64); -1 for no such dtype. */
+int st_code_of(ft_dtype dtype, st_code *code);
+/* The dtype a tensor read from code has: the float codes their own, integers int64. */
+ft_dtype st_tensor_dtype(st_code code);
+/* Converts n values of float code `from` at src to float code `to` at out (either may be
+ * unaligned): the same code is a copy; otherwise rounded to nearest even (float64 to a
+ * 16-bit code through float32, as ft_copy_ and PyTorch do), NaN to PyTorch's NaN of the
+ * target (0x7E00 for F16, 0x7FC0 for BF16). */
+void st_convert_float(st_code from, const unsigned char *src, st_code to, unsigned char *out, int64_t n);
+/* Decodes n values of an integer code at src (any alignment) into int64 (U64 as stored:
+ * values past INT64_MAX come out negative; BOOL as 0 or 1). */
 void st_decode_int(st_code code, const unsigned char *src, int64_t n, int64_t *out);
-/* Converts n float32 values to ST_F16 or ST_BF16 (code), rounded to nearest even, NaN
- * to PyTorch's NaN of that type. */
-void st_encode_half(st_code code, const float *src, int64_t n, uint16_t *out);
 
 /* ---- safetensors_header.c: the header --------------------------------------------------- */
 

@@ -1,6 +1,7 @@
-/* safetensors, writing: the header is built as the reference implementation writes it
- * (tensors laid out by element size then name, the header padded with spaces to a
- * multiple of 8 bytes), then the data, through an atomic write. */
+/* safetensors, writing: each tensor in its own dtype or the one asked for it, the header
+ * built as the reference implementation writes it (tensors laid out by element size then
+ * name, the header padded with spaces to a multiple of 8 bytes), then the data, through an
+ * atomic write. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <stdio.h>
@@ -95,27 +96,65 @@ static int write_all(int fd, const void *data, size_t len, const char *path) {
     return 0;
 }
 
-/* Writes the values of one contiguous tensor as dtype code. */
+/* Writes the values of one contiguous tensor as code: as they are in its own dtype,
+ * otherwise converted a chunk at a time. */
 static int write_tensor(int fd, const ft_tensor *t, st_code code, const char *path) {
     int64_t n = ft_numel(t);
-    if (code == ST_F32) return write_all(fd, ft_f32(t), (size_t)n * 4, path);
-    if (code == ST_I64) return write_all(fd, ft_i64(t), (size_t)n * 8, path);
-    /* F16 / BF16: convert a chunk at a time. */
+    st_code from;
+    st_code_of(t->dtype, &from);
+    if (from == code) return write_all(fd, ft_data(t), (size_t)n * ft_dtype_size(t->dtype), path);
     const int64_t chunk = (int64_t)1 << 20;
-    uint16_t *buf = malloc((size_t)(n < chunk ? (n ? n : 1) : chunk) * sizeof *buf);
+    size_t size = (size_t)st_code_size(code);
+    unsigned char *buf = malloc((size_t)(n < chunk ? (n ? n : 1) : chunk) * size);
     if (!buf) {
         ft_set_error("safetensors: cannot write '%s': out of memory", path);
         return -1;
     }
-    const float *src = ft_f32(t);
+    const unsigned char *src = ft_data(t);
+    size_t src_size = ft_dtype_size(t->dtype);
     int rc = 0;
     for (int64_t at = 0; at < n && rc == 0; at += chunk) {
         int64_t m = n - at < chunk ? n - at : chunk;
-        st_encode_half(code, src + at, m, buf);
-        rc = write_all(fd, buf, (size_t)m * sizeof *buf, path);
+        st_convert_float(from, src + (size_t)at * src_size, code, buf, m);
+        rc = write_all(fd, buf, (size_t)m * size, path);
     }
     free(buf);
     return rc;
+}
+
+/* The dtype tensor t (called name) is stored as: its own, or `want` (a name of the
+ * format) where one is given and the tensor can be stored so. */
+static const st_dtype *stored_dtype(const char *path, const char *name, const ft_tensor *t, const char *want) {
+    st_code own;
+    if (st_code_of(t->dtype, &own) != 0) {
+        ft_set_error("safetensors: cannot write '%s': tensor '%s' has an unknown dtype", path, name);
+        return NULL;
+    }
+    if (!want) {
+        static const char *const names[] = {[ST_F64] = "F64", [ST_F32] = "F32", [ST_F16] = "F16",
+                                            [ST_BF16] = "BF16", [ST_I64] = "I64"};
+        return st_find_dtype(names[own]);
+    }
+    const st_dtype *dt = st_find_dtype(want);
+    if (!dt) {
+        ft_set_error("safetensors: cannot write '%s': tensor '%s' cannot be stored as '%.32s', which is "
+                     "not a dtype of the format (ftlua writes " FT_ST_WRITABLE_DTYPES ")", path, name, want);
+        return NULL;
+    }
+    int is_float = st_is_float(dt->code);
+    if (!is_float && dt->code != ST_I64) {
+        ft_set_error("safetensors: cannot write '%s': tensor '%s' cannot be stored as %s (ftlua writes "
+                     FT_ST_WRITABLE_DTYPES ")", path, name, dt->name);
+        return NULL;
+    }
+    if (is_float != ft_dtype_is_float(t->dtype)) {
+        ft_set_error("safetensors: cannot write '%s': tensor '%s' is %s and cannot be stored as %s (%s)",
+                     path, name, ft_dtype_name(t->dtype), dt->name,
+                     is_float ? "int64 tensors are stored as I64"
+                              : "float tensors are stored as F64, F32, F16 or BF16");
+        return NULL;
+    }
+    return dt;
 }
 
 static int check_save_args(const char *path, int n, const char *const *names, ft_tensor *const *tensors,
@@ -166,13 +205,7 @@ static int check_save_args(const char *path, int n, const char *const *names, ft
 }
 
 int ft_safetensors_save(const char *path, int n, const char *const *names, ft_tensor *const *tensors,
-                        int nmeta, const ft_meta *meta, const char *float_dtype) {
-    const st_dtype *fdt = st_find_dtype(float_dtype ? float_dtype : "F32");
-    if (!fdt || (fdt->code != ST_F32 && fdt->code != ST_F16 && fdt->code != ST_BF16)) {
-        ft_set_error("safetensors: cannot write '%s': float tensors are stored as F32, F16 or BF16, "
-                     "not '%s'", path, float_dtype);
-        return -1;
-    }
+                        int nmeta, const ft_meta *meta, const char *const *dtypes) {
     if (check_save_args(path, n, names, tensors, nmeta, meta) != 0) return -1;
 
     st_out *out = calloc(n > 0 ? (size_t)n : 1, sizeof *out);
@@ -185,7 +218,8 @@ int ft_safetensors_save(const char *path, int n, const char *const *names, ft_te
     for (int k = 0; k < n; k++) {
         out[k].name = names[k];
         out[k].t = tensors[k];
-        out[k].dt = tensors[k]->dtype == FT_INT64 ? st_find_dtype("I64") : fdt;
+        out[k].dt = stored_dtype(path, names[k], tensors[k], dtypes ? dtypes[k] : NULL);
+        if (!out[k].dt) goto done;
     }
     qsort(out, (size_t)n, sizeof *out, cmp_layout);
     int64_t pos = 0;

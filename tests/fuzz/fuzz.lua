@@ -16,7 +16,7 @@
 -- where failing cases are copied), FT_FUZZ_TIMEOUT (seconds per case, default 10),
 -- FT_FUZZ_MEM_MB (address-space limit per child; 0 = none, the default under sanitizers),
 -- FT_FUZZ_RSS_MB (peak RSS above the idle child's counted as a bomb, default 200),
--- FT_FUZZ_ONLY (one kind: h5, safetensors, png, idx, json).
+-- FT_FUZZ_ONLY (one kind: h5, safetensors, safetensors_mmap, png, idx, json).
 local ft = require "ft"
 local isolate = require "isolate"
 
@@ -39,7 +39,8 @@ ft.fs.mkdir(work)
 local function fixture(name) return fixtures .. "/" .. name end
 
 -- Files made here so that every loader's richer paths are covered (metadata attributes,
--- nested groups, int64, scalars, F16/BF16, gzip).
+-- nested groups, int64, scalars, F16/BF16/F64 and the float16/bfloat16/float64 datasets of
+-- HDF5, gzip).
 local function make_seeds()
   local h5 = work .. "/seed_ft.h5"
   ft.save(h5, { a = { b = ft.tensor({ { 0, 1, 2 }, { 3, 4, 5 } }), c = ft.tensor({ 1, 2, 3 }, { dtype = "int64" }) },
@@ -50,13 +51,15 @@ local function make_seeds()
                       { metadata = { format = "pt" } })
   local st16 = work .. "/seed_bf16.safetensors"
   ft.safetensors.save(st16, { w = ft.tensor({ { 0, 1.5, -2, 3 }, { 4, 5, 6e-3, 7e4 } }), v = ft.ones(3) }, { dtype = "BF16" })
+  local h5_16 = work .. "/seed_dtypes.h5"
+  ft.save(h5_16, ft.safetensors.load(fixture("io_dtype/torch_dtypes.safetensors")), { metadata = { step = 1 } })
   local json = work .. "/seed.json"
   ft.fs.write(json, '{"a": [1, -2.5e3, true, false, null, {"b": "\\u00e9\\ud83d\\ude00\\n\\"x\\""}],'
                  .. ' "big": 18446744073709551615, "s": "ol\195\169", "e": {}, "z": []}')
-  return h5, st, st16, json
+  return h5, st, st16, json, h5_16
 end
 
-local seed_h5, seed_st, seed_st16, seed_json = make_seeds()
+local seed_h5, seed_st, seed_st16, seed_json, seed_h5_16 = make_seeds()
 
 local pngs = {}
 for name, kind in pairs(ft._listdir(fixture("io"))) do
@@ -68,10 +71,16 @@ end
 table.sort(pngs)
 
 local targets = {
-  { kind = "h5", seeds = { fixture("io/h5py_plain.h5"), seed_h5, fixture("nn_functional.h5") } },
+  { kind = "h5", seeds = { fixture("io/h5py_plain.h5"), seed_h5, fixture("nn_functional.h5"), seed_h5_16,
+                           fixture("io_dtype/h5py_dtypes.h5") } },
   { kind = "safetensors", seeds = { fixture("safetensors/dtypes.safetensors"), seed_st, seed_st16,
                                     fixture("golden/hf_vit/reference.safetensors"),
-                                    fixture("golden/peft_lora_gpt2/adapter_model.safetensors") } },
+                                    fixture("golden/peft_lora_gpt2/adapter_model.safetensors"),
+                                    fixture("io_dtype/torch_dtypes.safetensors") } },
+  -- The mapped path: tensors over the file's pages (misaligned ones copied), every value read.
+  { kind = "safetensors_mmap", seeds = { fixture("io_dtype/torch_dtypes.safetensors"),
+                                         fixture("io_dtype/misaligned.safetensors"),
+                                         fixture("safetensors/dtypes.safetensors"), seed_st16 } },
   { kind = "png", seeds = pngs },
   { kind = "idx", seeds = { fixture("io/images-idx3-ubyte"), fixture("io/images-idx3-ubyte.gz"),
                             fixture("io/labels-idx1-ubyte.gz") } },
@@ -188,7 +197,8 @@ end
 
 -- ---- loading and sanity checks (run in the child) ------------------------------------------
 
-local prefixes = { h5 = "ft.load", safetensors = "ft.safetensors.load", png = "ft.image.load",
+local prefixes = { h5 = "ft.load", safetensors = "ft.safetensors.load", safetensors_mmap = "ft.safetensors.load",
+                   png = "ft.image.load",
                    idx = "ft._idx_read", json = "ft.json.decode" }
 
 local function numel_of(tensors)
@@ -208,9 +218,11 @@ local function valid_utf8_tree(v, depth)
   return true
 end
 
+local DTYPES = { float32 = true, int64 = true, bfloat16 = true, float16 = true, float64 = true }
+
 -- nil when sane, else why not. size: the file's size in bytes.
 local function sane(kind, path, size, a, b)
-  if kind == "h5" or kind == "safetensors" then
+  if kind == "h5" or kind == "safetensors" or kind == "safetensors_mmap" then
     if type(a) ~= "table" or type(b) ~= "table" then return "did not return tensors and metadata" end
     -- every element takes at least one byte of the file (checkpoints are uncompressed)
     local n = numel_of(a)
@@ -218,7 +230,7 @@ local function sane(kind, path, size, a, b)
     for name, t in pairs(a) do
       if type(name) ~= "string" or name == "" then return "a tensor without a name" end
       if utf8.len(name) == nil then return "a tensor name that is not UTF-8" end
-      if t:dtype() ~= "float32" and t:dtype() ~= "int64" then return "dtype " .. t:dtype() end
+      if not DTYPES[t:dtype()] then return "dtype " .. t:dtype() end
     end
     for k, v in pairs(b) do
       if type(k) ~= "string" then return "a metadata key that is not a string" end
@@ -257,6 +269,12 @@ end
 local loaders = {
   h5 = function(p) return ft.load(p) end,
   safetensors = function(p) return ft.safetensors.load(p) end,
+  safetensors_mmap = function(p)
+    local a, b = ft.safetensors.load(p, { mmap = true })
+    for _, t in pairs(a) do t:totable() end        -- touch every mapped page
+    ft.safetensors.load(p, { dtype = "float32" })   -- and convert while reading
+    return a, b
+  end,
   png = function(p) return ft.image.load(p) end,
   idx = function(p) return ft._idx_read(p) end,
   json = function(p) return ft.json.decode(ft.fs.read(p)) end,

@@ -271,7 +271,7 @@ def main():
         a = np.asarray(a)
         expected["h5"][name.replace("/", ".")] = {
             "shape": list(a.shape),
-            "dtype": "float32" if a.dtype.kind == "f" else "int64",
+            "dtype": {"f2": "float16", "f4": "float32", "f8": "float64"}.get(a.dtype.str[1:], "int64"),
             "values": [float(x) for x in a.reshape(-1)],
         }
     expected["h5_meta"] = {"step": 1200, "lr": 0.125, "note": "written by h5py"}

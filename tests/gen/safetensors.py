@@ -5,8 +5,8 @@ tests/fixtures/safetensors/.
 The files are laid out by hand (struct + json), as the format describes them, so the
 corrupt ones can be crafted too; the values come from numpy and PyTorch (float16 and
 bfloat16 conversions, rounded to nearest even). expected.lua holds what a reader must
-return for dtypes.safetensors, and the values a writer must produce when it rounds
-float32 to F16 and BF16 (PyTorch's results, as float32 values and as raw bits).
+return for dtypes.safetensors (float tensors in their own dtype, integers as int64),
+and the values a writer must produce when it rounds float32 to F16 and BF16 (PyTorch's results, as float32 values and as raw bits).
 
 Run: /usr/bin/python3 tests/gen/safetensors.py   (needs numpy and torch)
 """
@@ -109,10 +109,10 @@ def dtypes_file():
     entries = [   # (name, dtype, shape, raw bytes, expected values, expected ft dtype)
         ("f32", "F32", [3, 4], f32.astype("<f4").tobytes(), f32.tolist(), "float32"),
         ("f16", "F16", [len(f16_src)], f16.view(torch.int16).numpy().astype("<i2").tobytes(),
-         f16.float().tolist(), "float32"),
+         f16.float().tolist(), "float16"),
         ("bf16", "BF16", [len(bf16_src)], bf16.view(torch.int16).numpy().astype("<i2").tobytes(),
-         bf16.float().tolist(), "float32"),
-        ("f64", "F64", [5], f64.astype("<f8").tobytes(), torch.from_numpy(f64).float().tolist(), "float32"),
+         bf16.float().tolist(), "bfloat16"),
+        ("f64", "F64", [5], f64.astype("<f8").tobytes(), f64.tolist(), "float64"),
         ("h.0.attn.c_attn.weight", "F32", [2, 3, 4], weight.astype("<f4").tobytes(),
          weight.reshape(-1).tolist(), "float32"),
         ("scalar", "F32", [], np.array([3.25], dtype="<f4").tobytes(), [3.25], "float32"),

@@ -306,7 +306,7 @@ end
 local function read_weights(files)
   local out = {}
   for _, path in ipairs(files) do
-    for name, t in pairs(ft.safetensors.load(path)) do out[name] = t end
+    for name, t in pairs(ft.safetensors.load(path, { dtype = "float32" })) do out[name] = t end
   end
   return out
 end

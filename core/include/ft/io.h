@@ -67,22 +67,29 @@ typedef struct ft_meta {
 typedef struct ft_checkpoint {
     int n;
     char **names;          /* "layer1.0.conv1.weight" */
-    ft_tensor **tensors;   /* float32 or int64, contiguous */
+    ft_tensor **tensors;   /* contiguous, of any dtype */
     int nmeta;
     ft_meta *meta;
 } ft_checkpoint;
 
 #define FT_CHECKPOINT_FORMAT "ftlua-1"   /* value of the "format" attribute on "/" */
 
-/* Writes one dataset per tensor at the path of its dotted name (dots become groups),
- * float32 or int64, uncompressed, plus the attribute format = "ftlua-1" and the given
- * metadata on "/". Names must be non-empty, without '/', empty components or a name
- * that is a group of another ("a" and "a.b"); the key "format" is reserved. */
+/* Writes one dataset per tensor at the path of its dotted name (dots become groups), in
+ * the tensor's own dtype, uncompressed, plus the attribute format = "ftlua-1" and the given
+ * metadata on "/". float32 and float64 are HDF5's IEEE types, int64 a little-endian
+ * 64-bit integer; float16 is IEEE binary16 built from a float type (sign bit 15, 5
+ * exponent bits at 10, bias 15, 10 mantissa bits: what h5py reads as numpy float16) and
+ * bfloat16 a float type of its own layout (sign bit 15, 8 exponent bits at 7, bias 127,
+ * 7 mantissa bits; h5py reads it as float32, exactly). Names must be non-empty, without
+ * '/', empty components or a name that is a group of another ("a" and "a.b"); the key
+ * "format" is reserved. */
 int ft_h5_save(const char *path, int n, const char *const *names, ft_tensor *const *tensors,
                int nmeta, const ft_meta *meta);
-/* Reads every dataset of the file (any nesting): float datasets as float32, integer
- * datasets as int64; and the scalar string/number attributes of "/" as metadata.
- * Fills *out (free with ft_checkpoint_free). */
+/* Reads every dataset of the file (any nesting): float datasets in their own dtype, bit
+ * for bit (IEEE float16, float32 and float64, either byte order, and the bfloat16 layout
+ * ft_h5_save writes; a float of any other layout is an error naming the dataset and the
+ * layout), integer datasets (8 to 64 bits, signed or not) as int64; and the scalar
+ * string/number attributes of "/" as metadata. Fills *out (free with ft_checkpoint_free). */
 int ft_h5_load(const char *path, ft_checkpoint *out);
 void ft_checkpoint_free(ft_checkpoint *c);
 
@@ -117,10 +124,13 @@ ft_tensor *ft_idx_read(const char *path, ft_dtype dtype, double scale, double of
  * then the data buffer, which the tensors cover exactly (no holes, no overlaps); the
  * offsets count bytes from the start of that buffer. Values are little-endian.
  *
- * Reading decodes F64/F32/F16/BF16 to float32 and I64/I32/I16/I8/U64/U32/U16/U8/BOOL
- * to int64. Integer values are returned as stored (0-based token ids stay 0-based).
- * Every error message starts with "safetensors: " and names the file and, where it
- * applies, the tensor. */
+ * Reading gives F64, F32, F16 and BF16 tensors in their own dtype (float64, float32,
+ * float16, bfloat16), bit for bit, unless a float dtype to convert them to is given.
+ * The integer dtypes I64/I32/I16/I8/U64/U32/U16/U8/BOOL become int64 (the one integer
+ * dtype of the runtime) whatever is asked for floats: values as stored (0-based token
+ * ids stay 0-based), BOOL as 0/1, a U64 value past INT64_MAX is an error. Every error
+ * message starts with "safetensors: " and names the file and, where it applies, the
+ * tensor. */
 
 /* One tensor of a header, as the file describes it. */
 typedef struct ft_st_entry {
@@ -131,8 +141,11 @@ typedef struct ft_st_entry {
     int64_t begin, end;             /* data_offsets: byte range in the data buffer */
 } ft_st_entry;
 
-/* An open file with a validated header. The file stays mapped (read-only) until
- * ft_st_close, so tensors can be decoded one at a time. */
+/* The mapping of a file, shared (refcounted) by an ft_st_file and the tensors made over it. */
+typedef struct ft_st_mapping ft_st_mapping;
+
+/* An open file with a validated header. The file stays mapped until ft_st_close and until
+ * the last tensor made over the mapping is released, so tensors can be decoded one at a time. */
 typedef struct ft_st_file {
     char *path;
     int n;
@@ -141,32 +154,49 @@ typedef struct ft_st_file {
     ft_meta *meta;                  /* "__metadata__": FT_META_STRING entries */
     const unsigned char *data;      /* the data buffer, data_size bytes */
     int64_t data_size;
-    void *map;                      /* the mapping of the whole file */
-    size_t map_size;
+    ft_st_mapping *mapping;         /* the whole file */
 } ft_st_file;
 
-/* Maps the file and validates the whole header against the file's size; decodes
- * nothing. On failure f needs no ft_st_close. */
+/* Maps the file read-only and validates the whole header against the file's size;
+ * decodes nothing. Tensors read from it are copies. On failure f needs no ft_st_close. */
 int ft_st_open(const char *path, ft_st_file *f);
-/* Decodes entry k into a new contiguous float32 or int64 tensor. */
-ft_tensor *ft_st_read(const ft_st_file *f, int k);
+/* As ft_st_open, but the mapping is private and writable (MAP_PRIVATE, copy-on-write):
+ * ft_st_read returns tensors over it instead of copies where it can, and writing such a
+ * tensor changes this process's pages, never the file. Every check of ft_st_open runs
+ * before any tensor is made. Caveat of every mapping: a file truncated (or rewritten in
+ * place) by another process while mapped shows the change in the pages not yet touched,
+ * and touching a page past the new end kills the process with SIGBUS. ftlua's own writers
+ * replace files by renaming, which leaves a mapped file intact. */
+int ft_st_open_mapped(const char *path, ft_st_file *f);
+/* Entry k as a new contiguous tensor: float entries in float_dtype when it is given (a
+ * float dtype: converted while reading, rounded to nearest even), in their own dtype when
+ * NULL; integer entries as int64. From a file opened with ft_st_open_mapped, an entry kept
+ * in its own dtype (and I64) whose data is aligned to its element size in the file is a
+ * tensor over the mapping (holding it until released); others are copies. */
+ft_tensor *ft_st_read(const ft_st_file *f, int k, const ft_dtype *float_dtype);
 /* Index of the entry called name, or -1 (no error set). */
 int ft_st_find(const ft_st_file *f, const char *name);
-/* Unmaps the file and frees f's contents. */
+/* Frees f's contents and drops its hold on the mapping (unmapped once no tensor uses it). */
 void ft_st_close(ft_st_file *f);
 
-/* Reads every tensor and the metadata of a file into *out (free with
- * ft_checkpoint_free). */
-int ft_safetensors_load(const char *path, ft_checkpoint *out);
+/* Reads every tensor and the metadata of a file into *out (free with ft_checkpoint_free):
+ * float_dtype and mapped as for ft_st_read and ft_st_open_mapped. */
+int ft_safetensors_load(const char *path, ft_checkpoint *out, const ft_dtype *float_dtype, bool mapped);
+
+/* The dtypes ft_safetensors_save writes: F64, F32, F16, BF16 and I64. */
+#define FT_ST_WRITABLE_DTYPES "F64, F32, F16, BF16 and I64"
 
 /* Writes the tensors under their names with the given metadata (string values only).
- * float32 tensors are stored as float_dtype: "F32" (NULL means F32), "F16" or "BF16",
- * rounded to nearest even; int64 tensors as I64. As the reference implementation does,
- * tensors are laid out by element size (largest first) then name, so each is aligned to
- * its element size, and the header is padded with spaces to a multiple of 8 bytes.
- * The write is atomic. */
+ * dtypes is NULL (every tensor in its own dtype: float32 F32, bfloat16 BF16, float16 F16,
+ * float64 F64, int64 I64) or n entries, each NULL (that tensor's own dtype) or the
+ * format's name of the dtype to store it as: a float tensor as F64, F32, F16 or BF16
+ * (converted, rounded to nearest even), an int64 one as I64. Anything else (an int64
+ * tensor as BF16, a float one as I64, an unknown name) is an error naming the tensor and
+ * the dtype, before anything is written. As the reference implementation does, tensors are
+ * laid out by element size (largest first) then name, so each is aligned to its element
+ * size, and the header is padded with spaces to a multiple of 8 bytes. The write is atomic. */
 int ft_safetensors_save(const char *path, int n, const char *const *names,
                         ft_tensor *const *tensors, int nmeta, const ft_meta *meta,
-                        const char *float_dtype);
+                        const char *const *dtypes);
 
 #endif

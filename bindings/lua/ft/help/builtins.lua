@@ -279,10 +279,17 @@ ft.stack(tensors [, dim = 1]): tensors of equal shape joined along a new dim.]=]
   { "ft.save", [=[
 ft.save(path, tensors [, {metadata = {k = v}}]): writes an HDF5 checkpoint, atomically.
 tensors: a flat or nested table of tensors; names are dotted paths ("layer1.0.conv1.weight",
-stored as groups /layer1/0/conv1/weight); metadata values (strings, numbers) become attributes.]=] },
+stored as groups /layer1/0/conv1/weight). Each tensor is stored in its own dtype, bit for bit:
+float32/float64 as IEEE floats, int64, float16 as IEEE binary16 (h5py reads numpy float16),
+bfloat16 as a float type of its own layout (sign bit 15, 8 exponent bits at 7, bias 127,
+7 mantissa bits; h5py reads it as float32 holding the same values). Metadata values (strings,
+numbers) become attributes.]=] },
   { "ft.load", [=[
-ft.load(path): reads an HDF5 checkpoint: a flat table "a.b.c" -> tensor, and its metadata table.
-Every size is checked against the file before anything is allocated.]=] },
+ft.load(path): reads an HDF5 checkpoint (ftlua's or h5py's): a flat table "a.b.c" -> tensor,
+and its metadata table. Float datasets keep their dtype (IEEE float16/32/64 of either byte
+order, and ft.save's bfloat16); a float of another layout is an error naming the dataset and
+its layout; integers of 8 to 64 bits become int64. Every size is checked against the file
+before anything is allocated.]=] },
   { "ft.image", [=[
 ft.image: PNG images as C x H x W float32 tensors in [0, 1].]=] },
   { "ft.image.load", [=[
@@ -292,11 +299,25 @@ ft.image.save(path, t): writes a C x H x W (or H x W) tensor of values in [0, 1]
   { "ft.safetensors", [=[
 ft.safetensors: HuggingFace's safetensors files (model weights, PEFT adapters).]=] },
   { "ft.safetensors.load", [=[
-ft.safetensors.load(path [, {names = {...}}]): a flat table name -> tensor, and the metadata.
-F64/F32/F16/BF16 become float32, integer dtypes int64 (values as stored: add 1 to 0-based ids).]=] },
+ft.safetensors.load(path [, {names = {...}, dtype = "float32", mmap = false}]): a flat table
+name -> tensor, and the metadata. F64/F32/F16/BF16 tensors come in their own dtype (float64,
+float32, float16, bfloat16), bit for bit; dtype (a float dtype name) converts them while
+reading, rounded to nearest even as PyTorch's .to(). Integer dtypes (I64 ... U8, BOOL) become
+int64 whatever dtype says (values as stored: add 1 to 0-based ids; a U64 value past 2^63-1 is
+an error). names: only those tensors are read. mmap = true maps the file copy-on-write:
+tensors kept in their own dtype and aligned to their element size are views of the mapping
+(no copy, no memory until touched; writing one changes only this process's copy, never the
+file), the others are copied; the file stays mapped until the last such tensor is collected.
+As with any mapping, a file truncated or rewritten in place by another process while mapped
+shows in untouched pages, and touching a page past a truncated end kills the process
+(SIGBUS); ft.save and ft.safetensors.save replace files by renaming, which is safe.]=] },
   { "ft.safetensors.save", [=[
-ft.safetensors.save(path, tensors [, {metadata = {k = "v"}, dtype = "F32" | "F16" | "BF16"}]): writes atomically.
-dtype applies to float32 tensors; int64 tensors are stored as I64.]=] },
+ft.safetensors.save(path, tensors [, {metadata = {k = "v"}, dtype = ...}]): writes atomically,
+each tensor in its own dtype (float32 F32, bfloat16 BF16, float16 F16, float64 F64, int64 I64).
+dtype = "F32" | "F16" | "BF16" | "F64" (or float32, float16/half, bfloat16, float64/double)
+converts every float tensor (int64 ones stay I64); dtype = {name = "BF16", ...} sets the dtype
+of the named tensors. A dtype a tensor cannot take (an int64 tensor as BF16, a float one as
+I64, I32, an unknown name) is an error naming the tensor and the dtype; nothing is written.]=] },
   { "ft.safetensors.info", [=[
 ft.safetensors.info(path): the header only, {name = {dtype=, shape=, data_offsets=}}, and the metadata.]=] },
   { "ft.json", [=[

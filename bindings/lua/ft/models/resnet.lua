@@ -328,7 +328,7 @@ function M.from_safetensors(path, opts)
   if not IS_ARCH[arch] then
     error(("%s: option arch must be one of %s, got %s"):format(where, table.concat(ARCHS, ", "), tostring(arch)), 2)
   end
-  local sd = ft.safetensors.load(path)
+  local sd = ft.safetensors.load(path, { dtype = "float32" })   -- the model computes in float32
   local num_classes = opts.num_classes
   local fc = sd["fc.weight"]
   if num_classes == nil and ft.is_tensor(fc) and fc:dim() == 2 then num_classes = fc:size(1) end
