@@ -95,6 +95,45 @@ void ftl_push_tensor(lua_State *L, ft_tensor *t, const char *op) {
     account_bytes(L);
 }
 
+/* ---- storage dtypes: the one place where computing ops promote their arguments ---------- */
+
+void ftl_promote_arg(lua_State *L, int idx) {
+    ft_tensor **ud = luaL_testudata(L, idx, FTL_TENSOR_MT);
+    if (!ud || !*ud || (*ud)->dtype == FT_FLOAT32 || (*ud)->dtype == FT_INT64) return;
+    idx = lua_absindex(L, idx);
+    ftl_push_tensor(L, ft_promote_f32(*ud), "to");
+    lua_replace(L, idx);
+}
+
+void ftl_promote_args(lua_State *L, int first) {
+    for (int i = first, top = lua_gettop(L); i <= top; i++) ftl_promote_arg(L, i);
+}
+
+/* A computing op as registered: upvalue 1 is the C function, called on promoted arguments. */
+static int promoting_call(lua_State *L) {
+    ftl_promote_args(L, 1);
+    return lua_tocfunction(L, lua_upvalueindex(1))(L);
+}
+
+void ftl_register_compute(lua_State *L, const luaL_Reg *fns) {
+    /* one closure per C function (the registry keeps them), so that a function bound under two
+     * names (ft.matmul and t:matmul) stays one value, as plain C functions are */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, "ft.compute_ops");
+    for (; fns->name; fns++) {
+        lua_pushlightuserdata(L, (void *)fns->func);
+        if (lua_rawget(L, -2) == LUA_TNIL) {
+            lua_pop(L, 1);
+            lua_pushcfunction(L, fns->func);
+            lua_pushcclosure(L, promoting_call, 1);
+            lua_pushlightuserdata(L, (void *)fns->func);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, -4);
+        }
+        lua_setfield(L, -3, fns->name);
+    }
+    lua_pop(L, 1);
+}
+
 int ftl_error(lua_State *L, const char *op) {
     const char *msg = ft_last_error();
     /* Core messages start with the op name ("add: ..."); avoid "ft.add: add: ...". */
@@ -140,6 +179,8 @@ static void table_fill(lua_State *L, int idx, const int64_t *shape, int ndim, in
                 if (lua_isinteger(L, -1)) iv = lua_tointeger(L, -1);
                 else iv = (lua_Integer)v;
                 ft_i64(t)[*pos] = iv;
+            } else if (t->dtype == FT_FLOAT64) {
+                ((double *)ft_data(t))[*pos] = v;
             } else {
                 ft_f32(t)[*pos] = (float)v;
             }
@@ -153,6 +194,13 @@ ft_tensor *ftl_table_to_tensor(lua_State *L, int idx, ft_dtype dtype) {
     idx = lua_absindex(L, idx);
     int64_t shape[FT_MAX_DIMS];
     int ndim = table_depth_shape(L, idx, shape, 0);
+    if (ft_dtype_is_half(dtype)) {   /* read exactly, then rounded once (through float32, as torch) */
+        ft_tensor *wide = ftl_table_to_tensor(L, idx, FT_FLOAT64);
+        ft_tensor *t = ft_to_dtype(wide, dtype);
+        ft_release(wide);
+        if (!t) ftl_error(L, "tensor");
+        return t;
+    }
     ft_tensor *t = ft_empty(shape, ndim, dtype);
     if (!t) ftl_error(L, "tensor");
     int64_t pos = 0;

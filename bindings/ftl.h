@@ -29,6 +29,16 @@ ft_tensor *ftl_table_to_tensor(lua_State *L, int idx, ft_dtype dtype);
 /* Pushes t as a userdata, taking over the caller's reference. t == NULL raises the
  * core's last error prefixed with "ft.<op>: ". */
 void ftl_push_tensor(lua_State *L, ft_tensor *t, const char *op);
+/* Storage dtypes (bfloat16, float16, float64) hold values; ops compute in float32. A computing
+ * op registered with ftl_register_compute sees each such tensor argument replaced (on the Lua
+ * stack) by its float32 conversion, made with the differentiable ft_to_dtype so gradients flow
+ * back in the argument's dtype. View, shape and copy ops are registered plainly and keep the
+ * dtype; ops that read a half weight themselves (linear, embedding) too. */
+void ftl_register_compute(lua_State *L, const luaL_Reg *fns);
+/* Replaces the tensor at idx by its float32 conversion when it is bfloat16, float16 or float64;
+ * ftl_promote_args does so for every argument from first to the top. */
+void ftl_promote_arg(lua_State *L, int idx);
+void ftl_promote_args(lua_State *L, int first);
 /* Raises "ft.<op>: <ft_last_error()>". */
 int ftl_error(lua_State *L, const char *op);
 /* 1-based/negative Lua dim at idx -> 0-based dim for a tensor of ndim dims. */
@@ -38,7 +48,8 @@ int ftl_opt_dim(lua_State *L, int idx, int ndim, int def0);
  * table) or as one table of integers; anything else (the string "3", 2.5) raises an error
  * "ft.<op>: ..." naming the value and its position. Returns the number of dims. */
 int ftl_check_shape(lua_State *L, int idx, int64_t *shape, const char *op);
-/* The dtype a name means ("float32" or "float", "int64" or "long"), or a Lua error. */
+/* The dtype a name means ("float32"/"float", "int64"/"long", "bfloat16", "float16"/"half",
+ * "float64"/"double"), or a Lua error naming the valid ones. */
 ft_dtype ftl_check_dtype(lua_State *L, const char *name);
 /* Field of an options table at idx (absent/nil table allowed). */
 double ftl_opt_number_field(lua_State *L, int idx, const char *key, double def);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "ft/autograd.h"
 #include "ft/ops.h"
 #include "ftl.h"
 
@@ -214,9 +215,30 @@ static int l_adaptive_avg_pool2d(lua_State *L) {
 
 /* ---- normalisation and regularisation ----------------------------------------- */
 
+/* batch_norm with running statistics held in a storage dtype (a model converted to bfloat16):
+ * they are read through float32 copies, and written back (rounded) when training updates them. */
+static int batch_norm_stats_f32(lua_State *L, ft_tensor *x, ft_tensor *rm, ft_tensor *rv, ft_tensor *w,
+                                ft_tensor *b, bool training, double momentum, double eps) {
+    ft_tensor *rm32 = ft_to_dtype(rm, FT_FLOAT32), *rv32 = rm32 ? ft_to_dtype(rv, FT_FLOAT32) : NULL;
+    if (rm32 == rm) { ft_release(rm32); rm32 = ft_clone(rm); }   /* private copies: the op writes them */
+    if (rv32 == rv) { ft_release(rv32); rv32 = ft_clone(rv); }
+    ft_tensor *y = rm32 && rv32 ? ft_batch_norm(x, rm32, rv32, w, b, training, momentum, eps) : NULL;
+    if (y && training && (ft_copy_(rm, rm32) < 0 || ft_copy_(rv, rv32) < 0)) {
+        ft_release(y);
+        y = NULL;
+    }
+    ft_release(rm32);
+    ft_release(rv32);
+    ftl_push_tensor(L, y, "batch_norm");
+    return 1;
+}
+
 /* batch_norm(x [N,C,...], running_mean?, running_var?, weight?, bias?, training, momentum, eps)
  * The running statistics are updated in place when training. */
 static int l_batch_norm(lua_State *L) {
+    ftl_promote_arg(L, 1);
+    ftl_promote_arg(L, 4);
+    ftl_promote_arg(L, 5);
     ft_tensor *x = ftl_check_tensor(L, 1);
     ft_tensor *rm = opt_tensor(L, 2), *rv = opt_tensor(L, 3);
     ft_tensor *w = opt_tensor(L, 4), *b = opt_tensor(L, 5);
@@ -227,6 +249,8 @@ static int l_batch_norm(lua_State *L) {
         luaL_error(L, "ft.batch_norm: running_mean and running_var must be given together");
     if (!training && rm == NULL)
         luaL_error(L, "ft.batch_norm: running_mean and running_var are required when training is false");
+    if ((rm && rm->dtype != FT_FLOAT32) || (rv && rv->dtype != FT_FLOAT32))
+        return batch_norm_stats_f32(L, x, rm, rv, w, b, training, momentum, eps);
     ftl_push_tensor(L, ft_batch_norm(x, rm, rv, w, b, training, momentum, eps), "batch_norm");
     return 1;
 }
@@ -403,17 +427,18 @@ static int l_mse_loss(lua_State *L) {
     return 1;
 }
 
+/* Computing ops: bfloat16 / float16 / float64 tensors among the arguments are promoted to
+ * float32 first (ftl_register_compute); conv2d thereby works on a temporary float32 copy of a
+ * half weight (conv weights are small) and its gradient flows back rounded to the weight's dtype. */
 static const luaL_Reg nn_functions[] = {
-    {"linear", l_linear},
     {"conv2d", l_conv2d},
     {"max_pool2d", l_max_pool2d},
     {"avg_pool2d", l_avg_pool2d},
     {"adaptive_avg_pool2d", l_adaptive_avg_pool2d},
-    {"batch_norm", l_batch_norm},
+
     {"layer_norm", l_layer_norm},
     {"rms_norm", l_rms_norm},
     {"dropout", l_dropout},
-    {"embedding", l_embedding},
     {"rope", l_rope},
     {"scaled_dot_product_attention", l_scaled_dot_product_attention},
     {"cross_entropy", l_cross_entropy},
@@ -421,8 +446,18 @@ static const luaL_Reg nn_functions[] = {
     {NULL, NULL},
 };
 
+/* Ops that read a half weight themselves (linear tile by tile, embedding row by row; the core
+ * promotes a half input or bias of linear) or promote only some arguments (batch_norm). */
+static const luaL_Reg weight_functions[] = {
+    {"linear", l_linear},
+    {"embedding", l_embedding},
+    {"batch_norm", l_batch_norm},
+    {NULL, NULL},
+};
+
 void ftl_open_nn(lua_State *L) {
     lua_newtable(L);
-    luaL_setfuncs(L, nn_functions, 0);
+    ftl_register_compute(L, nn_functions);
+    luaL_setfuncs(L, weight_functions, 0);
     lua_setfield(L, -2, "_F");
 }

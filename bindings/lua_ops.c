@@ -70,6 +70,7 @@ typedef ft_tensor *(*unary_fn)(const ft_tensor *);
 static int unary(lua_State *L) {
     unary_fn fn = (unary_fn)lua_touserdata(L, lua_upvalueindex(1));
     const char *name = lua_tostring(L, lua_upvalueindex(2));
+    ftl_promote_arg(L, 1);   /* a closure of its own: promotes as ftl_register_compute's do */
     ftl_push_tensor(L, fn(ftl_check_tensor(L, 1)), name);
     return 1;
 }
@@ -393,6 +394,8 @@ static int l_gather(lua_State *L) {
     return 1;
 }
 
+/* Computing ops: bfloat16 / float16 / float64 arguments are promoted to float32 first (see
+ * ftl_register_compute); results are float32 (int64 where the op keeps integers). */
 static const luaL_Reg methods[] = {
     {"add", l_add},         {"sub", l_sub},
     {"mul", l_mul},         {"div", l_div},
@@ -407,8 +410,12 @@ static const luaL_Reg methods[] = {
     {"argmax", l_argmax},   {"softmax", l_softmax},
     {"log_softmax", l_log_softmax},
     {"matmul", l_matmul},   {"mm", l_matmul},
-    {"split", l_split},     {"index_select", l_index_select},
-    {"gather", l_gather},   {NULL, NULL},
+    {NULL, NULL},
+};
+
+/* Shape ops and index reads keep the dtype. */
+static const luaL_Reg shape_methods[] = {
+    {"split", l_split}, {"index_select", l_index_select}, {"gather", l_gather}, {NULL, NULL},
 };
 
 static const luaL_Reg metamethods[] = {
@@ -417,17 +424,23 @@ static const luaL_Reg metamethods[] = {
 };
 
 static const luaL_Reg functions[] = {
-    {"cat", l_cat}, {"stack", l_stack}, {"where", l_where}, {"matmul", l_matmul}, {"gelu", l_gelu}, {NULL, NULL},
+    {"where", l_where}, {"matmul", l_matmul}, {"gelu", l_gelu}, {NULL, NULL},
+};
+
+static const luaL_Reg shape_functions[] = {
+    {"cat", l_cat}, {"stack", l_stack}, {NULL, NULL},
 };
 
 void ftl_open_ops(lua_State *L) {
     int module = lua_gettop(L);
-    luaL_setfuncs(L, functions, 0);
+    ftl_register_compute(L, functions);
+    luaL_setfuncs(L, shape_functions, 0);
     luaL_getmetatable(L, FTL_TENSOR_MT);
-    luaL_setfuncs(L, metamethods, 0);
+    ftl_register_compute(L, metamethods);
     lua_getfield(L, module, "Tensor");
     int m = lua_gettop(L);
-    luaL_setfuncs(L, methods, 0);
+    ftl_register_compute(L, methods);
+    luaL_setfuncs(L, shape_methods, 0);
     for (int i = 0; unary_ops[i].name; i++) {
         lua_pushlightuserdata(L, (void *)unary_ops[i].fn);
         lua_pushstring(L, unary_ops[i].name);

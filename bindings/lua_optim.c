@@ -58,32 +58,52 @@ static double group_nonneg(lua_State *L, int idx, const char *key, double def) {
     return v;
 }
 
+/* Pushes why a parameter of dtype other than float32 cannot be optimized: its shape and dtype,
+ * and what to do instead (frozen bases stay in their storage dtype; what trains is float32). */
+static void push_dtype_problem(lua_State *L, const ft_tensor *t) {
+    char shape[128];
+    lua_pushfstring(L, "(shape %s) has dtype %s; optimizers update float32 parameters only: train float32 "
+                       "parameters (adapters are float32) or convert it with :to(\"float32\")",
+                    ft_shape_str(t->shape, t->ndim, shape, sizeof shape), ft_dtype_name(t->dtype));
+}
+
 /* Reads the array of tensors at idx into a scratch array (kept alive on the stack as
  * a userdata until the C function returns) and checks each like the core does, but
- * naming positions 1-based. */
-static ft_tensor **check_params(lua_State *L, int idx, int *n_out) {
+ * naming positions 1-based. skip_frozen leaves out tensors of a storage dtype that have no
+ * gradient (the frozen bfloat16 base of an adapted model, in clip_grad_norm(model:parameters())
+ * and zero_grad), which have nothing to clip or zero. */
+static ft_tensor **check_params_of(lua_State *L, int idx, int *n_out, bool skip_frozen) {
     luaL_checktype(L, idx, LUA_TTABLE);
     lua_Integer n = luaL_len(L, idx);
     if (n > INT32_MAX / 2) luaL_error(L, "ft.optim: too many parameters (%I)", n);
     ft_tensor **ps = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof *ps, 0);
     char a[128], b[128];
+    int kept = 0;
     for (lua_Integer i = 1; i <= n; i++) {
         lua_geti(L, idx, i);
         ft_tensor *p = ftl_to_tensor(L, -1);
         if (!p) luaL_error(L, "ft.optim: params[%I] is not a tensor (got %s)", i, luaL_typename(L, -1));
         lua_pop(L, 1);  /* the table keeps the userdata alive */
-        if (p->dtype != FT_FLOAT32 || !ft_is_contiguous(p))
-            luaL_error(L, "ft.optim: params[%I] must be a contiguous float32 tensor", i);
+        if (skip_frozen && p->dtype != FT_FLOAT32 && !p->grad) continue;
+        if (p->dtype != FT_FLOAT32) {
+            lua_pushfstring(L, "ft.optim: params[%I] ", i);
+            push_dtype_problem(L, p);
+            lua_concat(L, 2);
+            lua_error(L);
+        }
+        if (!ft_is_contiguous(p)) luaL_error(L, "ft.optim: params[%I] must be a contiguous float32 tensor", i);
         const ft_tensor *g = p->grad;
         if (g && (g->dtype != FT_FLOAT32 || !ft_same_shape(p, g)))
             luaL_error(L, "ft.optim: params[%I] has shape %s but its grad is %s %s", i,
                        ft_shape_str(p->shape, p->ndim, a, sizeof a), ft_dtype_name(g->dtype),
                        ft_shape_str(g->shape, g->ndim, b, sizeof b));
-        ps[i - 1] = p;
+        ps[kept++] = p;
     }
-    *n_out = (int)n;
+    *n_out = kept;
     return ps;
 }
+
+static ft_tensor **check_params(lua_State *L, int idx, int *n_out) { return check_params_of(L, idx, n_out, false); }
 
 /* states[i][key] as a tensor (borrowed) or NULL when absent. */
 static ft_tensor *state_tensor(lua_State *L, int states, int i, const char *key) {
@@ -198,7 +218,7 @@ static int l_adam_step(lua_State *L) {
 
 static int l_clip_grad_norm(lua_State *L) {
     int n;
-    ft_tensor **ps = check_params(L, 1, &n);
+    ft_tensor **ps = check_params_of(L, 1, &n, true);
     double max_norm = luaL_checknumber(L, 2);
     double norm_type = 2.0;
     if (lua_type(L, 3) == LUA_TSTRING) {
@@ -218,7 +238,7 @@ static int l_clip_grad_norm(lua_State *L) {
 
 static int l_zero_grad(lua_State *L) {
     int n;
-    ft_tensor **ps = check_params(L, 1, &n);
+    ft_tensor **ps = check_params_of(L, 1, &n, true);
     bool set_to_none = lua_isnone(L, 2) || lua_toboolean(L, 2);
     ft_zero_grad(ps, n, set_to_none);
     return 0;
@@ -230,7 +250,7 @@ static int l_param_problem(lua_State *L) {
     if (!t)
         lua_pushfstring(L, "is not a tensor (got %s)", luaL_typename(L, 1));
     else if (t->dtype != FT_FLOAT32)
-        lua_pushfstring(L, "has dtype %s; only float32 tensors can be optimized", ft_dtype_name(t->dtype));
+        push_dtype_problem(L, t);
     else if (t->grad_fn)
         lua_pushliteral(L, "is not a leaf tensor (it was computed by an op); optimize the "
                            "tensor it was computed from, or detach it");

@@ -231,20 +231,34 @@ static int l_detach(lua_State *L) {
     return 1;
 }
 
-static int l_to(lua_State *L) {
+/* t converted to dtype (differentiable between float dtypes); t itself when it has it. */
+static int convert(lua_State *L, ft_dtype dt, const char *op) {
     ft_tensor *t = ftl_check_tensor(L, 1);
-    ft_dtype dt = ftl_check_dtype(L, luaL_checkstring(L, 2));
-    ftl_push_tensor(L, ft_to_dtype(t, dt), "to");
+    if (t->dtype == dt) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    ftl_push_tensor(L, ft_to_dtype(t, dt), op);
     return 1;
 }
 
-static int l_float(lua_State *L) {
-    ftl_push_tensor(L, ft_to_dtype(ftl_check_tensor(L, 1), FT_FLOAT32), "float");
+static int l_to(lua_State *L) {
+    ftl_check_tensor(L, 1);
+    return convert(L, ftl_check_dtype(L, luaL_checkstring(L, 2)), "to");
+}
+
+static int l_float(lua_State *L) { return convert(L, FT_FLOAT32, "float"); }
+static int l_long(lua_State *L) { return convert(L, FT_INT64, "long"); }
+
+/* t:element_size(): bytes of one element; t:nbytes(): bytes of its elements (numel * that). */
+static int l_element_size(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)ft_dtype_size(ftl_check_tensor(L, 1)->dtype));
     return 1;
 }
 
-static int l_long(lua_State *L) {
-    ftl_push_tensor(L, ft_to_dtype(ftl_check_tensor(L, 1), FT_INT64), "long");
+static int l_nbytes(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    lua_pushinteger(L, (lua_Integer)(ft_numel(t) * (int64_t)ft_dtype_size(t->dtype)));
     return 1;
 }
 
@@ -313,21 +327,32 @@ static int l_normal_(lua_State *L) {
     return 1;
 }
 
-/* t:add_(u [, alpha]) and t:mul_(number or tensor): t = t + alpha * u, t = t * u. */
+/* t:add_(u [, alpha]) and t:mul_(number or tensor): t = t + alpha * u, t = t * u. A bfloat16 /
+ * float16 / float64 t computes in float32 and is rounded back into its own dtype. */
 static int inplace_binary(lua_State *L, const char *op, int is_mul) {
     ft_tensor *t = check_inplace(L, op);
     bool mode = ft_set_grad_enabled(false);
-    ft_tensor *r;
-    if (lua_isnumber(L, 2)) {
+    ft_tensor *r = NULL, *tf = ft_promote_f32(t);
+    if (!tf) {
+        /* out of memory: reported below */
+    } else if (lua_isnumber(L, 2)) {
         double s = lua_tonumber(L, 2);
-        r = is_mul ? ft_mul_scalar(t, s) : ft_add_scalar(t, s);
+        r = is_mul ? ft_mul_scalar(tf, s) : ft_add_scalar(tf, s);
     } else {
-        ft_tensor *u = ftl_check_tensor(L, 2);
+        ft_tensor *u = ftl_to_tensor(L, 2);
+        if (!u) {
+            ft_release(tf);
+            ft_set_grad_enabled(mode);
+            ftl_check_tensor(L, 2);   /* raises */
+        }
         double alpha = luaL_optnumber(L, 3, 1);
-        ft_tensor *su = (alpha == 1 || is_mul) ? ft_retain(u) : ft_mul_scalar(u, alpha);
-        r = su ? (is_mul ? ft_mul(t, su) : ft_add(t, su)) : NULL;
+        ft_tensor *uf = ft_promote_f32(u);
+        ft_tensor *su = !uf ? NULL : (alpha == 1 || is_mul) ? ft_retain(uf) : ft_mul_scalar(uf, alpha);
+        r = su ? (is_mul ? ft_mul(tf, su) : ft_add(tf, su)) : NULL;
+        ft_release(uf);
         ft_release(su);
     }
+    ft_release(tf);
     ft_set_grad_enabled(mode);
     if (!r) return ftl_error(L, op);
     if (!ft_same_shape(r, t)) {
@@ -342,6 +367,14 @@ static int inplace_binary(lua_State *L, const char *op, int is_mul) {
 }
 static int l_add_(lua_State *L) { return inplace_binary(L, "add_", 0); }
 static int l_mul_(lua_State *L) { return inplace_binary(L, "mul_", 1); }
+
+/* t:set_(src): t shares src's storage and dtype from now on (no copy). Same shape; t a leaf. */
+static int l_set_(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1), *src = ftl_check_tensor(L, 2);
+    if (ft_set_(t, src) < 0) return ftl_error(L, "set_");
+    lua_settop(L, 1);
+    return 1;
+}
 
 static int l_requires_grad_(lua_State *L) {
     ft_tensor *t = ftl_check_tensor(L, 1);
@@ -417,7 +450,9 @@ static int l_newindex(lua_State *L) {
                                   ft_shape_str(g->shape, g->ndim, a, sizeof a), ft_shape_str(t->shape, t->ndim, b, sizeof b));
             }
             ft_tensor *old = t->grad;
-            t->grad = g ? ft_clone(g) : NULL;
+            /* a gradient has its tensor's dtype (a bfloat16 leaf's is bfloat16) */
+            ft_dtype gd = ft_dtype_is_float(t->dtype) ? t->dtype : FT_FLOAT32;
+            t->grad = !g ? NULL : g->dtype == gd ? ft_clone(g) : ft_to_dtype(g, gd);
             if (t->grad && t->grad->grad_fn) {
                 ft_tensor *d = ft_detach(t->grad);
                 ft_release(t->grad);
@@ -506,6 +541,9 @@ static const luaL_Reg methods[] = {
     {"to", l_to},
     {"float", l_float},
     {"long", l_long},
+    {"element_size", l_element_size},
+    {"nbytes", l_nbytes},
+    {"set_", l_set_},
     {"fill_", l_fill_},
     {"zero_", l_zero_},
     {"copy_", l_copy_},

@@ -10,10 +10,11 @@
 #include "ftl.h"
 
 ft_dtype ftl_check_dtype(lua_State *L, const char *name) {
-    if (strcmp(name, "float32") == 0 || strcmp(name, "float") == 0) return FT_FLOAT32;
-    if (strcmp(name, "int64") == 0 || strcmp(name, "long") == 0) return FT_INT64;
-    luaL_error(L, "ft: unknown dtype '%s' (float32 or int64)", name);
-    return FT_FLOAT32;
+    ft_dtype dt;
+    if (ft_dtype_from_name(name, &dt) < 0)
+        luaL_error(L, "ft: unknown dtype '%s' (valid dtypes: float32 or float, int64 or long, bfloat16, "
+                      "float16 or half, float64 or double)", name);
+    return dt;
 }
 
 /* The options of the creation functions. */
@@ -154,12 +155,21 @@ static int l_full(lua_State *L) {
     return push_created(L, ft_full(shape, ndim, dt, v), 3, "full");
 }
 
-/* Random float32 tensors: {dtype=} may only say float32. */
+/* samples drawn in float32, rounded once to dtype (a float dtype); NULL with an error otherwise */
+static ft_tensor *random_as(ft_tensor *r, ft_dtype dtype) {
+    if (!r || dtype == FT_FLOAT32) return r;
+    ft_tensor *t = ft_to_dtype(r, dtype);
+    ft_release(r);
+    return t;
+}
+
+/* Random float tensors: {dtype=} may say any float dtype (drawn in float32, then rounded). */
 static int random_float(lua_State *L, const char *op, ft_tensor *(*fn)(const int64_t *, int)) {
     int64_t shape[FT_MAX_DIMS];
     int ndim, opts = creation_shape(L, 1, shape, &ndim, op);
-    if (opt_dtype(L, opts, FT_FLOAT32) != FT_FLOAT32) return luaL_error(L, "ft.%s: makes float32 tensors only", op);
-    return push_created(L, fn(shape, ndim), opts, op);
+    ft_dtype dt = opt_dtype(L, opts, FT_FLOAT32);
+    if (!ft_dtype_is_float(dt)) return luaL_error(L, "ft.%s: makes float tensors only, not %s", op, ft_dtype_name(dt));
+    return push_created(L, random_as(fn(shape, ndim), dt), opts, op);
 }
 static int l_randn(lua_State *L) { return random_float(L, "randn", ft_randn); }
 static int l_rand(lua_State *L) { return random_float(L, "rand", ft_rand); }
@@ -213,8 +223,10 @@ static int l_like(lua_State *L, double value, int random) {
     ft_tensor *t = ftl_check_tensor(L, 1);
     check_creation_options(L, 2, random ? "randn_like" : value == 0 ? "zeros_like" : "ones_like");
     ft_tensor *r;
-    if (random) r = ft_randn(t->shape, t->ndim);
-    else r = ft_full(t->shape, t->ndim, opt_dtype(L, 2, t->dtype), value);
+    ft_dtype dt = opt_dtype(L, 2, random && !ft_dtype_is_float(t->dtype) ? FT_FLOAT32 : t->dtype);
+    if (random && !ft_dtype_is_float(dt)) return luaL_error(L, "ft.randn_like: makes float tensors only, not %s", ft_dtype_name(dt));
+    if (random) r = random_as(ft_randn(t->shape, t->ndim), dt);
+    else r = ft_full(t->shape, t->ndim, dt, value);
     return push_created(L, r, 2, "like");
 }
 static int l_zeros_like(lua_State *L) { return l_like(L, 0, 0); }

@@ -90,8 +90,9 @@ int ft_set_requires_grad(ft_tensor *t, bool requires_grad) {
         ft_set_error("requires_grad can only be changed on leaf tensors; use detach() first");
         return -1;
     }
-    if (requires_grad && t->dtype != FT_FLOAT32) {
-        ft_set_error("only float32 tensors can require gradients, got %s", ft_dtype_name(t->dtype));
+    if (requires_grad && !ft_dtype_is_float(t->dtype)) {
+        ft_set_error("only float tensors (float32, bfloat16, float16, float64) can require gradients, got %s",
+                     ft_dtype_name(t->dtype));
         return -1;
     }
     t->requires_grad = requires_grad;
@@ -119,6 +120,23 @@ static int list_push(node_list *l, ft_node *n) {
     return 0;
 }
 
+static bool shape_matches(const ft_tensor *t, const int64_t *shape, int ndim);
+
+/* a + g with the sum in float32, rounded once to `dtype` (a new tensor, no autograd). */
+static ft_tensor *sum_as(const ft_tensor *a, const ft_tensor *g, ft_dtype dtype) {
+    ft_tensor *sum = ft_add(a, g);
+    if (!sum || sum->dtype == dtype) return sum;
+    ft_tensor *out = ft_to_dtype(sum, dtype);
+    ft_release(sum);
+    return out;
+}
+
+/* The dtype of a sum of two gradients: theirs when they agree (a half tensor's gradients stay
+ * half), float32 otherwise. */
+static ft_dtype sum_dtype(const ft_tensor *a, const ft_tensor *g) {
+    return a->dtype == g->dtype ? a->dtype : FT_FLOAT32;
+}
+
 /* *acc += g, where *acc is owned by us; g is consumed (its reference is taken over). */
 static int accumulate(ft_tensor **acc, ft_tensor *g) {
     if (!*acc) {
@@ -128,7 +146,7 @@ static int accumulate(ft_tensor **acc, ft_tensor *g) {
     ft_tensor *a = *acc;
     /* In place only when nothing else can see a's storage (views share storage). */
     if (a->refcount == 1 && a->storage->refcount == 1 && ft_is_contiguous(a) && ft_is_contiguous(g) &&
-        ft_same_shape(a, g)) {
+        ft_same_shape(a, g) && a->dtype == FT_FLOAT32 && g->dtype == FT_FLOAT32) {
         float *pa = ft_f32(a);
         const float *pg = ft_f32(g);
         int64_t n = ft_numel(a);
@@ -137,7 +155,7 @@ static int accumulate(ft_tensor **acc, ft_tensor *g) {
         ft_release(g);
         return 0;
     }
-    ft_tensor *sum = ft_add(a, g);
+    ft_tensor *sum = sum_as(a, g, sum_dtype(a, g));
     ft_release(g);
     if (!sum) return -1;
     ft_release(a);
@@ -146,10 +164,26 @@ static int accumulate(ft_tensor **acc, ft_tensor *g) {
 }
 
 /* Leaf gradients are fresh tensors owned by the leaf, so later in-place accumulation
- * never writes into a tensor that something else holds. */
+ * never writes into a tensor that something else holds. A leaf's gradient has its dtype (a
+ * bfloat16 leaf gets a bfloat16 grad: each contribution summed in float32, rounded once). */
 static int accumulate_leaf(ft_tensor *leaf, ft_tensor *g) {
+    if (leaf->grad && leaf->grad->dtype != FT_FLOAT32) {
+        ft_tensor *sum = sum_as(leaf->grad, g, leaf->grad->dtype);
+        ft_release(g);
+        if (!sum) return -1;
+        ft_release(leaf->grad);
+        leaf->grad = sum;
+        return 0;
+    }
+    ft_dtype gd = ft_dtype_is_float(leaf->dtype) ? leaf->dtype : FT_FLOAT32;
+    if (!leaf->grad && g->refcount == 1 && g->storage->refcount == 1 && !g->storage->release && g->dtype == gd &&
+        !g->grad_fn && ft_is_contiguous(g) && g->offset == 0 && shape_matches(g, leaf->shape, leaf->ndim) &&
+        g->storage->nbytes == (size_t)ft_numel(g) * ft_dtype_size(gd)) {   /* all of its storage */
+        leaf->grad = g;   /* nothing else holds it: taken over, not copied (a weight-sized copy saved) */
+        return 0;
+    }
     if (!leaf->grad) {
-        ft_tensor *copy = ft_empty(leaf->shape, leaf->ndim, FT_FLOAT32);
+        ft_tensor *copy = ft_empty(leaf->shape, leaf->ndim, gd);
         int rc = copy ? ft_copy_(copy, g) : -1;
         ft_release(g);
         if (rc < 0) {
@@ -223,7 +257,8 @@ int ft_backward(ft_tensor *root, const ft_tensor *grad, bool retain_graph) {
                          ft_shape_str(root->shape, root->ndim, b, sizeof b));
             return -1;
         }
-        seed = ft_to_dtype(grad, FT_FLOAT32);
+        /* the seed has the root's dtype (a half root's gradient is half), as torch casts it */
+        seed = ft_to_dtype(grad, ft_dtype_is_float(root->dtype) ? root->dtype : FT_FLOAT32);
         if (seed == grad) { /* take a private copy: accumulation may write into it */
             ft_release(seed);
             seed = ft_clone(grad);
@@ -235,7 +270,7 @@ int ft_backward(ft_tensor *root, const ft_tensor *grad, bool retain_graph) {
                          ft_shape_str(root->shape, root->ndim, a, sizeof a));
             return -1;
         }
-        seed = ft_full(root->shape, root->ndim, FT_FLOAT32, 1.0);
+        seed = ft_full(root->shape, root->ndim, ft_dtype_is_float(root->dtype) ? root->dtype : FT_FLOAT32, 1.0);
     }
     if (!seed) return -1;
 
@@ -403,9 +438,9 @@ static ft_tensor *dataless_vector(int64_t n) {
     return v;
 }
 
-/* Copies t's elements, in order, to dst[0..numel). */
+/* Copies t's elements, in order, to dst[0..numel) (converted to float32). */
 static int copy_flat(float *dst, const ft_tensor *t) {
-    ft_tensor *c = ft_contiguous(t);
+    ft_tensor *c = t->dtype == FT_FLOAT32 ? ft_contiguous(t) : ft_to_dtype(t, FT_FLOAT32);
     if (!c) return -1;
     memcpy(dst, ft_f32(c), sizeof(float) * (size_t)ft_numel(c));
     ft_release(c);

@@ -21,9 +21,10 @@ static int check_param(const ft_tensor *p, int i, const char *op) {
         ft_set_error("%s: parameter %d is NULL", op, i);
         return -1;
     }
-    if (p->dtype != FT_FLOAT32) {
-        ft_set_error("%s: parameter %d has dtype %s, expected float32", op, i,
-                     ft_dtype_name(p->dtype));
+    if (p->dtype != FT_FLOAT32) {   /* bfloat16/float16/float64 hold frozen values, not trained ones */
+        ft_set_error("%s: parameter %d (shape %s) has dtype %s; optimizers update float32 parameters only: "
+                     "train float32 parameters (adapters are float32) or convert it with :to(\"float32\")",
+                     op, i, ft_shape_str(p->shape, p->ndim, a, sizeof a), ft_dtype_name(p->dtype));
         return -1;
     }
     if (!ft_is_contiguous(p)) {

@@ -8,6 +8,7 @@
 #include "alloc.h"
 #include "ft/autograd.h"
 #include "ft/half.h"
+#include "ft/ops.h"
 #include "ft/runtime.h"
 #include "ft/tensor.h"
 
@@ -186,6 +187,8 @@ ft_tensor *ft_from_data(const void *data, const int64_t *shape, int ndim, ft_dty
 
 ft_tensor *ft_scalar(double value, ft_dtype dtype) { return ft_full(NULL, 0, dtype, value); }
 
+static void store_elem(void *base, ft_dtype d, int64_t i, double v);
+
 ft_tensor *ft_arange(double start, double end, double step, ft_dtype dtype) {
     if (step == 0 || !isfinite(start) || !isfinite(end) || !isfinite(step) || (end - start) / step < 0) {
         ft_set_error("arange: cannot go from %g to %g in steps of %g", start, end, step);
@@ -202,7 +205,8 @@ ft_tensor *ft_arange(double start, double end, double step, ft_dtype dtype) {
     for (int64_t i = 0; i < n; i++) {
         double v = start + (double)i * step;
         if (dtype == FT_INT64) ft_i64(t)[i] = (int64_t)v;
-        else ft_f32(t)[i] = (float)v;
+        else if (dtype == FT_FLOAT32) ft_f32(t)[i] = (float)v;
+        else store_elem(t->storage->data, dtype, i, v);   /* half: through float32, as torch */
     }
     return t;
 }
@@ -464,15 +468,26 @@ int ft_broadcast_shape(const int64_t *a, int na, const int64_t *b, int nb, int64
     return 0;
 }
 
+/* A fresh copy of t in dtype (no autograd). */
+static ft_tensor *copy_as(const ft_tensor *t, const int64_t *shape, int ndim, ft_dtype dtype) {
+    ft_tensor *out = ft_empty(shape, ndim, dtype);
+    if (out && ft_copy_(out, t) < 0) {
+        ft_release(out);
+        return NULL;
+    }
+    return out;
+}
+
 ft_tensor *ft_sum_to_shape(const ft_tensor *g, const int64_t *shape, int ndim) {
     bool same = g->ndim == ndim;
     for (int d = 0; same && d < ndim; d++) same = g->shape[d] == shape[d];
-    if (same) {
-        ft_tensor *out = ft_empty(shape, ndim, g->dtype);
-        if (out && ft_copy_(out, g) < 0) {
-            ft_release(out);
-            return NULL;
-        }
+    if (same) return copy_as(g, shape, ndim, g->dtype);
+    if (g->dtype != FT_FLOAT32) {   /* the gradient of a half view: sum in float32, round once */
+        ft_tensor *gf = copy_as(g, g->shape, g->ndim, FT_FLOAT32);
+        ft_tensor *sum = gf ? ft_sum_to_shape(gf, shape, ndim) : NULL;
+        ft_tensor *out = sum ? copy_as(sum, shape, ndim, g->dtype) : NULL;
+        ft_release(gf);
+        ft_release(sum);
         return out;
     }
     ft_tensor *out = ft_zeros(shape, ndim, FT_FLOAT32);
@@ -534,6 +549,11 @@ static int to_dtype_back(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
     return gi[0] ? 0 : -1;
 }
 
+ft_tensor *ft_promote_f32(const ft_tensor *t) {
+    if (t->dtype == FT_FLOAT32 || t->dtype == FT_INT64) return ft_retain((ft_tensor *)t);
+    return ft_to_dtype(t, FT_FLOAT32);
+}
+
 ft_tensor *ft_to_dtype(const ft_tensor *t, ft_dtype dtype) {
     if (t->dtype == dtype) return ft_retain((ft_tensor *)t);
     ft_tensor *c = ft_empty(t->shape, t->ndim, dtype);
@@ -546,4 +566,37 @@ ft_tensor *ft_to_dtype(const ft_tensor *t, ft_dtype dtype) {
         if (node) node->i[0] = t->dtype;
     }
     return c;
+}
+
+/* ---- storage swap ------------------------------------------------------------- */
+
+int ft_set_(ft_tensor *t, const ft_tensor *src) {
+    char a[160], b[160];
+    if (t->grad_fn) {
+        ft_set_error("set_: the tensor was computed by an op (grad_fn %s); only a leaf can take another "
+                     "tensor's storage", t->grad_fn->op);
+        return -1;
+    }
+    if (!ft_same_shape(t, src)) {
+        ft_set_error("set_: the tensor has shape %s, the source %s; set_ needs the same shape",
+                     ft_shape_str(t->shape, t->ndim, a, sizeof a), ft_shape_str(src->shape, src->ndim, b, sizeof b));
+        return -1;
+    }
+    if (t->dtype != src->dtype && !(ft_dtype_is_float(t->dtype) && ft_dtype_is_float(src->dtype))) {
+        ft_set_error("set_: the tensor is %s, the source %s; only float dtypes change into each other",
+                     ft_dtype_name(t->dtype), ft_dtype_name(src->dtype));
+        return -1;
+    }
+    if (t->dtype != src->dtype && t->grad) {   /* a gradient of the old dtype no longer fits */
+        ft_release(t->grad);
+        t->grad = NULL;
+    }
+    t->dtype = src->dtype;
+    ft_storage *old = t->storage;
+    src->storage->refcount++;   /* before the release: src may already share t's storage */
+    t->storage = src->storage;
+    t->offset = src->offset;
+    memcpy(t->strides, src->strides, sizeof t->strides);
+    storage_release(old);
+    return 0;
 }

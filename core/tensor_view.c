@@ -208,7 +208,7 @@ ft_tensor *ft_permute(const ft_tensor *t, const int *dims) {
 /* Backward of narrow/select: the gradient lands in a zero tensor of the input's shape.
  * i[0..7] input shape, i[8] ndim, i[9] dim, i[10] start, i[11] length (-1: select). */
 static int slice_back(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
-    ft_tensor *full = ft_zeros(n->i, (int)n->i[8], FT_FLOAT32);
+    ft_tensor *full = ft_zeros(n->i, (int)n->i[8], g->dtype);   /* a half view's gradient stays half */
     if (!full) return -1;
     int dim = (int)n->i[9];
     ft_tensor *part = n->i[11] < 0 ? ft_select(full, dim, n->i[10]) : ft_narrow(full, dim, n->i[10], n->i[11]);

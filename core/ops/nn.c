@@ -1,4 +1,5 @@
-/* Dropout and embedding lookup, forward and backward. */
+/* Dropout and embedding lookup, forward and backward. An embedding table may be held in
+ * bfloat16, float16 or float64: its rows are widened to float32 as they are gathered. */
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,6 +7,7 @@
 #include "ft/autograd.h"
 #include "ft/ops.h"
 #include "ft/runtime.h"
+#include "half_rows.h"
 
 /* ---- dropout ------------------------------------------------------------------ */
 
@@ -88,9 +90,11 @@ ft_tensor *ft_dropout(const ft_tensor *x, double p, bool training) {
 
 /* ---- embedding ---------------------------------------------------------------- */
 
-/* saved[0]: indices (contiguous int64). node->i: [0] rows [1] dim. */
+/* saved[0]: indices (contiguous int64). node->i: [0] rows [1] dim [2] the weight's dtype. The
+ * gradient sums in float32 and is rounded once to the weight's dtype. */
 static int embedding_backward(ft_node *nd, const ft_tensor *grad_output, ft_tensor **grad_inputs) {
     int64_t rows = nd->i[0], dim = nd->i[1];
+    ft_dtype wdtype = (ft_dtype)nd->i[2];
     const ft_tensor *idx_t = nd->saved[0];
     int64_t n = ft_numel(idx_t);
     ft_tensor *go_t = ft_contiguous(grad_output);
@@ -118,6 +122,12 @@ static int embedding_backward(ft_node *nd, const ft_tensor *grad_output, ft_tens
         }
     }
     ft_release(go_t);
+    if (wdtype != FT_FLOAT32) {
+        ft_tensor *gw = ft_to_dtype(gw_t, wdtype);
+        ft_release(gw_t);
+        if (!gw) return -1;
+        gw_t = gw;
+    }
     grad_inputs[0] = gw_t;
     return 0;
 }
@@ -130,9 +140,9 @@ ft_tensor *ft_embedding(const ft_tensor *weight, const ft_tensor *indices) {
     char ws[128], is[128];
     ft_shape_str(weight->shape, weight->ndim, ws, sizeof ws);
     ft_shape_str(indices->shape, indices->ndim, is, sizeof is);
-    if (weight->dtype != FT_FLOAT32 || weight->ndim != 2) {
-        ft_set_error("embedding: expected float32 weight [num,dim], got %s %s", ws,
-                     ft_dtype_name(weight->dtype));
+    if (!ft_dtype_is_float(weight->dtype) || weight->ndim != 2) {
+        ft_set_error("embedding: expected a float weight [num,dim] (float32, bfloat16, float16 or "
+                     "float64), got %s %s", ws, ft_dtype_name(weight->dtype));
         return NULL;
     }
     if (indices->dtype != FT_INT64) {
@@ -165,20 +175,11 @@ ft_tensor *ft_embedding(const ft_tensor *weight, const ft_tensor *indices) {
         ft_release(ic);
         return NULL;
     }
-    /* rows are read in place through the weight's strides: no copy of a big table */
-    const float *wp = ft_f32(weight);
-    int64_t s0 = weight->strides[0], s1 = weight->strides[1];
+    /* rows are read in place through the weight's strides (no copy of a big table), widened to
+     * float32 as they are copied */
     float *yp = ft_f32(y);
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        const float *src = wp + idx[i] * s0;
-        float *dst = yp + i * dim;
-        if (s1 == 1) {
-            memcpy(dst, src, (size_t)dim * sizeof(float));
-        } else {
-            for (int64_t j = 0; j < dim; j++) dst[j] = src[j * s1];
-        }
-    }
+    for (int64_t i = 0; i < n; i++) ft_row_to_f32(weight, idx[i], yp + i * dim);
     if (ft_grad_needed1(weight)) {
         ft_node *nd = ft_node_new("embedding", embedding_backward, y, 1, weight);
         if (!nd) {
@@ -190,6 +191,7 @@ ft_tensor *ft_embedding(const ft_tensor *weight, const ft_tensor *indices) {
         nd->saved[0] = ft_detach(ic);
         nd->i[0] = rows;
         nd->i[1] = dim;
+        nd->i[2] = weight->dtype;
     }
     ft_release(ic);
     return y;

@@ -1,6 +1,6 @@
 /* Shape ops: cat, stack, split, index_select and gather, forward and backward.
  * Kernels see contiguous tensors as [outer, size, inner] around the dim they act on;
- * they copy float32 and int64 data alike, gradients are float32. */
+ * they copy the elements of every dtype alike (as bits of their size), gradients sum in float32. */
 #include <omp.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -27,6 +27,12 @@ static ft_tensor *plain_contiguous(const ft_tensor *a) {
     ft_tensor *c = ft_contiguous(d);
     ft_release(d);
     return c;
+}
+
+/* g contiguous in float32, where the scatter-adds of the backward sum (g is half when the
+ * output was, e.g. index_select of a bfloat16 tensor followed by a conversion). */
+static ft_tensor *grad_f32(const ft_tensor *g) {
+    return g->dtype == FT_FLOAT32 ? ft_contiguous(g) : ft_to_dtype(g, FT_FLOAT32);
 }
 
 /* A fresh contiguous copy: gradients handed to the engine must not share storage with
@@ -133,14 +139,15 @@ ft_tensor *ft_cat(ft_tensor *const *ts, int n, int dim) {
     }
     const ft_tensor *ref = ts[0];
     int nd = ref->ndim;
-    bool any_float = false;
+    bool any_float = false, one_dtype = true;
     for (int j = 0; j < n; j++) {
         const ft_tensor *t = ts[j];
         if (t->ndim == 0) {
             ft_set_error("cat: a 0-dim tensor (at position %d) cannot be concatenated", j);
             return NULL;
         }
-        any_float = any_float || t->dtype == FT_FLOAT32;
+        any_float = any_float || ft_dtype_is_float(t->dtype);
+        one_dtype = one_dtype && t->dtype == ref->dtype;
     }
     int d = ft_wrap_dim(dim, nd, "cat");
     if (d < 0) return NULL;
@@ -162,8 +169,8 @@ ft_tensor *ft_cat(ft_tensor *const *ts, int n, int dim) {
             return NULL;
         }
     }
-    /* mixed dtypes concatenate as float32 */
-    ft_dtype dtype = any_float ? FT_FLOAT32 : FT_INT64;
+    /* one dtype stays itself; mixed dtypes concatenate as float32 */
+    ft_dtype dtype = one_dtype ? ref->dtype : any_float ? FT_FLOAT32 : FT_INT64;
     ft_tensor *out = ft_empty(oshape, nd, dtype);
     if (!out) return NULL;
     size_t es = ft_dtype_size(dtype);
@@ -314,8 +321,9 @@ static int check_bounds(const int64_t *idx, int64_t n, int64_t size, int dim, co
         }                                                                          \
     }
 
-INDEX_SELECT_RUN(float)
-INDEX_SELECT_RUN(int64_t)
+INDEX_SELECT_RUN(uint16_t)
+INDEX_SELECT_RUN(uint32_t)
+INDEX_SELECT_RUN(uint64_t)
 
 /* i[0] = dim; saved[0] = the contiguous index. ga[o, idx[j], :] += g[o, j, :] */
 static int index_select_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
@@ -323,7 +331,7 @@ static int index_select_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi)
     int d = (int)n->i[0];
     int64_t outer = prod(a->shape, 0, d), size = a->shape[d], inner = prod(a->shape, d + 1, a->ndim);
     int64_t nidx = ft_numel(index);
-    ft_tensor *gc = ft_contiguous(g);
+    ft_tensor *gc = grad_f32(g);
     ft_tensor *ga = gc ? ft_zeros(a->shape, a->ndim, FT_FLOAT32) : NULL;
     if (ga) {
         const float *gp = ft_f32(gc);
@@ -375,10 +383,13 @@ ft_tensor *ft_index_select(const ft_tensor *a, int dim, const ft_tensor *index) 
     ft_tensor *out = x ? ft_empty(oshape, a->ndim, a->dtype) : NULL;
     if (out) {
         int64_t outer = prod(a->shape, 0, d), inner = prod(a->shape, d + 1, a->ndim);
-        if (a->dtype == FT_INT64)
-            index_select_int64_t(ft_i64(x), ft_i64(ic), ft_i64(out), outer, a->shape[d], nidx, inner);
-        else
-            index_select_float(ft_f32(x), ft_i64(ic), ft_f32(out), outer, a->shape[d], nidx, inner);
+        /* elements are moved as bits of their size: every dtype alike */
+        const int64_t *ip = ft_i64(ic);
+        switch (ft_dtype_size(a->dtype)) {
+        case 2: index_select_uint16_t(ft_data(x), ip, ft_data(out), outer, a->shape[d], nidx, inner); break;
+        case 4: index_select_uint32_t(ft_data(x), ip, ft_data(out), outer, a->shape[d], nidx, inner); break;
+        default: index_select_uint64_t(ft_data(x), ip, ft_data(out), outer, a->shape[d], nidx, inner); break;
+        }
         if (ft_grad_needed1(a)) {
             ft_node *node = ft_node_new("index_select", index_select_backward, out, 1, a);
             if (node) {
@@ -442,8 +453,9 @@ static void gather_line(const gather_plan *p, int64_t l, int64_t *io, int64_t *a
         }                                                                          \
     }
 
-GATHER_RUN(float)
-GATHER_RUN(int64_t)
+GATHER_RUN(uint16_t)
+GATHER_RUN(uint32_t)
+GATHER_RUN(uint64_t)
 
 /* i[0] = dim; saved[0] = the contiguous index. ga[.., idx, ..] += g along each line;
  * lines never share a destination, so they run in parallel. */
@@ -451,7 +463,7 @@ static int gather_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
     const ft_tensor *a = n->inputs[0], *index = n->saved[0];
     gather_plan p;
     gather_plan_init(&p, a, index, (int)n->i[0]);
-    ft_tensor *gc = ft_contiguous(g);
+    ft_tensor *gc = grad_f32(g);
     ft_tensor *ga = gc ? ft_zeros(a->shape, a->ndim, FT_FLOAT32) : NULL;
     if (ga) {
         const float *gp = ft_f32(gc);
@@ -499,8 +511,11 @@ ft_tensor *ft_gather(const ft_tensor *a, int dim, const ft_tensor *index) {
     if (out) {
         gather_plan p;
         gather_plan_init(&p, x, ic, d);
-        if (a->dtype == FT_INT64) gather_int64_t(&p, ft_i64(x), ft_i64(ic), ft_i64(out));
-        else gather_float(&p, ft_f32(x), ft_i64(ic), ft_f32(out));
+        switch (ft_dtype_size(a->dtype)) {
+        case 2: gather_uint16_t(&p, ft_data(x), ft_i64(ic), ft_data(out)); break;
+        case 4: gather_uint32_t(&p, ft_data(x), ft_i64(ic), ft_data(out)); break;
+        default: gather_uint64_t(&p, ft_data(x), ft_i64(ic), ft_data(out)); break;
+        }
         if (ft_grad_needed1(a)) {
             ft_node *node = ft_node_new("gather", gather_backward, out, 1, a);
             if (node) {

@@ -34,6 +34,12 @@ function Tensor:expand_as(other) return self:expand(other:shape()) end
 function Tensor:view_as(other) return self:view(other:shape()) end
 --- t:type_as(other): t:to(other:dtype()).
 function Tensor:type_as(other) return self:to(other:dtype()) end
+--- t:bfloat16(): t:to("bfloat16") (t itself when it is bfloat16).
+function Tensor:bfloat16() return self:to("bfloat16") end
+--- t:half(): t:to("float16") (t itself when it is float16).
+function Tensor:half() return self:to("float16") end
+--- t:double(): t:to("float64") (t itself when it is float64).
+function Tensor:double() return self:to("float64") end
 --- t:square(): t * t elementwise.
 function Tensor:square() return self * self end
 --- t:var([dim [, keepdim [, unbiased = true]]]): the variance of all elements or along dim;

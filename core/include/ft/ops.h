@@ -6,6 +6,16 @@
 
 #include "ft/tensor.h"
 
+/* ---- storage dtypes ---------------------------------------------------------
+ * bfloat16, float16 and float64 tensors hold values; ops compute in float32. The Lua bindings
+ * pass every such argument of a computing op through ft_promote_f32 first (view, shape and
+ * copy ops keep the dtype), so results and activations are float32 and gradients flow back
+ * through the conversion in the input's dtype. ft_linear and ft_embedding read a half weight
+ * directly, a block or a row at a time, without a float32 copy of the whole weight. */
+/* t itself (a new reference) when float32 or int64, else its float32 conversion through the
+ * differentiable ft_to_dtype. */
+ft_tensor *ft_promote_f32(const ft_tensor *t);
+
 /* ---- elementwise (core/ops/elementwise.c); binary ops broadcast ------------ */
 ft_tensor *ft_add(const ft_tensor *a, const ft_tensor *b);
 ft_tensor *ft_sub(const ft_tensor *a, const ft_tensor *b);
@@ -51,10 +61,16 @@ ft_tensor *ft_log_softmax(const ft_tensor *a, int dim);
 /* ---- matrix products (core/ops/matmul.c), cblas_sgemm ---------------------- */
 /* 1-D/2-D/batched with broadcasting of the batch dims, as torch.matmul. */
 ft_tensor *ft_matmul(const ft_tensor *a, const ft_tensor *b);
-/* x [..., in], weight [out, in], bias [out] or NULL. */
+/* x [..., in], weight [out, in], bias [out] or NULL. A bfloat16 / float16 / float64 weight is
+ * converted one block at a time (1 MiB of float32: whole rows, or 256 rows by ~1024 columns
+ * when rows are longer) into a small buffer for each cblas_sgemm (forward and input gradient);
+ * its own gradient, when it requires one, is computed in float32 a block at a time and rounded
+ * once to its dtype. x and bias of those dtypes are promoted to float32. */
 ft_tensor *ft_linear(const ft_tensor *x, const ft_tensor *weight, const ft_tensor *bias);
 
 /* ---- shape ops (core/ops/shape.c) ------------------------------------------ */
+/* These keep the dtype: tensors of one dtype join in it; a mix with a float among them joins as
+ * float32 (int64 alone stays int64). index_select and gather copy any dtype. */
 ft_tensor *ft_cat(ft_tensor *const *ts, int n, int dim);
 ft_tensor *ft_stack(ft_tensor *const *ts, int n, int dim);
 /* Splits into pieces of `size` along dim (last may be smaller); *out is malloc'd array. */
@@ -79,7 +95,9 @@ ft_tensor *ft_batch_norm(const ft_tensor *x, ft_tensor *running_mean, ft_tensor 
 ft_tensor *ft_layer_norm(const ft_tensor *x, int nnorm, const ft_tensor *weight,
                          const ft_tensor *bias, double eps);
 ft_tensor *ft_dropout(const ft_tensor *x, double p, bool training);   /* global RNG */
-/* indices int64 (0-based) any shape, weight [num, dim] -> [..., dim]. */
+/* indices int64 (0-based) any shape, weight [num, dim] -> [..., dim] float32. A bfloat16 /
+ * float16 / float64 weight's rows are converted as they are gathered; its gradient is summed in
+ * float32 and rounded once to the weight's dtype. */
 ft_tensor *ft_embedding(const ft_tensor *weight, const ft_tensor *indices);
 
 typedef enum { FT_REDUCE_NONE, FT_REDUCE_MEAN, FT_REDUCE_SUM } ft_reduction;

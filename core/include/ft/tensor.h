@@ -136,6 +136,12 @@ ft_tensor *ft_contiguous(const ft_tensor *t);  /* retains t itself when already 
 ft_tensor *ft_clone(const ft_tensor *t);       /* always a fresh contiguous copy (differentiable) */
 ft_tensor *ft_detach(const ft_tensor *t);      /* shares storage, no grad_fn, requires_grad false */
 ft_tensor *ft_to_dtype(const ft_tensor *t, ft_dtype dtype);
+/* t takes src's storage, offset, strides and dtype (nothing is copied; both then share the
+ * memory), as torch's t.data = src: the same shape required, a float dtype may change into
+ * another (a gradient of the old dtype is dropped), and t must be a leaf (no grad_fn); t keeps
+ * requires_grad. For converting a model's weights in place and pointing a parameter at a
+ * tensor over a memory-mapped file. 0, or -1 with an error. */
+int ft_set_(ft_tensor *t, const ft_tensor *src);
 
 /* ---- raw (non-differentiable) helpers used by kernels ---------------------- */
 /* Copies src into dst (same numel, any strides/dtypes); no autograd. */

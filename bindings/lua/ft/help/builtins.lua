@@ -15,20 +15,33 @@ their math and the file formats; its Lua submodules load on first use: ft.nn, ft
 ft.peft, ft.train, ft.data, ft.text, ft.models, ft.plot ... (ft.foo is bindings/lua/ft/foo.lua).
 Dims, positions and every index value are 1-based; negative dims count from the end.]=] },
   { "ft.Tensor", kind = "class", [=[
-ft.Tensor: the tensor class (float32 or int64 values, a shape of up to 8 dims) and its methods.
+ft.Tensor: the tensor class (values of one dtype, a shape of up to 8 dims) and its methods.
 Made by ft.tensor, ft.zeros, ft.randn ...; methods are called as t:matmul(u). Operators
 t + u, t - u, t * u, t / u, t ^ p, -t work elementwise with broadcasting (numbers allowed);
 #t is t:size(1); t[i] is t:select(1, i). Fields: t.requires_grad (read and assigned),
-t.grad, t.is_leaf, t.grad_fn. print(t) shows the values, then the dtype and shape.]=] },
+t.grad, t.is_leaf, t.grad_fn. print(t) shows the values, then the dtype and shape.
+dtypes: "float32" ("float") computes; "int64" ("long") holds indices and labels; "bfloat16",
+"float16" ("half") and "float64" ("double") are storage dtypes: they hold values (frozen weights,
+checkpoints), and ops compute on them in float32. The rule: a computing op (arithmetic,
+comparisons, reductions, softmax, matmul, the layers of ft.nn.functional) converts each
+bfloat16 / float16 / float64 argument to float32 first, differentiably, and returns float32, so
+activations are float32 and a gradient flows back rounded to the argument's dtype; mixed dtypes
+compute in float32. View, shape and copy ops (view, reshape, transpose, permute, narrow, select,
+t[i], expand, squeeze, contiguous, clone, detach, copy_, fill_, cat, index_select, gather) keep
+the dtype. F.linear and F.embedding read a half weight a block of rows at a time, never the whole
+weight in float32. A leaf's grad has its dtype (a bfloat16 leaf's grad is bfloat16); optimizers
+take float32 parameters only.]=] },
 
   -- ---- creation -------------------------------------------------------------------------------
   { "ft.tensor", [=[
 ft.tensor(data [, {dtype=, requires_grad=}]): a new tensor from nested tables, a number or a tensor.
-ft.tensor({{1, 2}, {3, 4}}) is 2x2 float32; dtype "int64" keeps integers exact; a tensor is
-copied (detached). Ragged tables and non-numbers are errors.]=] },
+ft.tensor({{1, 2}, {3, 4}}) is 2x2 float32; dtype "int64" keeps integers exact; "bfloat16" and
+"float16" round each number to nearest (ties to even, through float32 as torch does); a tensor is
+copied (detached) and converted. Ragged tables and non-numbers are errors.]=] },
   { "ft.zeros", [=[
 ft.zeros(d1, d2, ... [, opts]) or ft.zeros({d1, d2, ...} [, opts]): a tensor filled with 0.
-opts: {dtype = "float32" | "int64", requires_grad = false}.]=] },
+opts: {dtype = "float32" | "int64" | "bfloat16" | "float16" | "float64" (or "float", "long", "half",
+"double"), requires_grad = false}; an unknown dtype is an error listing these.]=] },
   { "ft.ones", [=[
 ft.ones(d1, d2, ... [, opts]) or ft.ones({d1, ...} [, opts]): a tensor filled with 1 (options as ft.zeros).]=] },
   { "ft.empty", [=[
@@ -36,10 +49,11 @@ ft.empty(d1, d2, ... [, opts]): a new tensor of that shape (zero-filled here; op
   { "ft.full", [=[
 ft.full({d1, d2, ...}, value [, opts]): a tensor filled with value (options as ft.zeros).]=] },
   { "ft.randn", [=[
-ft.randn(d1, d2, ... [, {requires_grad=}]): float32 samples of the standard normal distribution.
-Drawn from the one generator seeded by ft.manual_seed.]=] },
+ft.randn(d1, d2, ... [, {dtype=, requires_grad=}]): samples of the standard normal distribution.
+Drawn in float32 from the one generator seeded by ft.manual_seed; dtype (a float dtype, default
+"float32") rounds them once.]=] },
   { "ft.rand", [=[
-ft.rand(d1, d2, ... [, {requires_grad=}]): float32 samples uniform in [0, 1).]=] },
+ft.rand(d1, d2, ... [, {dtype=, requires_grad=}]): samples uniform in [0, 1) (float32, or rounded to a float dtype).]=] },
   { "ft.randint", [=[
 ft.randint(low, high, shape): int64 integers uniform in [low, high], both ends included.
 shape is a table {d1, ...} or integers.]=] },
@@ -47,13 +61,14 @@ shape is a table {d1, ...} or integers.]=] },
 ft.randperm(n): a random permutation of 1..n as an int64 tensor.]=] },
   { "ft.arange", [=[
 ft.arange([start,] stop [, step] [, {dtype=}]): start, start + step, ... below stop (as torch.arange).
-int64 when every argument is an integer, float32 otherwise: ft.arange(0, 10) is 0..9.]=] },
+int64 when every argument is an integer, float32 otherwise: ft.arange(0, 10) is 0..9; any dtype
+may be asked for.]=] },
   { "ft.zeros_like", [=[
 ft.zeros_like(t [, {dtype=}]): zeros of t's shape and dtype.]=] },
   { "ft.ones_like", [=[
 ft.ones_like(t [, {dtype=}]): ones of t's shape and dtype.]=] },
   { "ft.randn_like", [=[
-ft.randn_like(t): standard normal samples of t's shape.]=] },
+ft.randn_like(t [, {dtype=}]): standard normal samples of t's shape and (float) dtype.]=] },
   { "ft.is_tensor", [=[
 ft.is_tensor(v): true when v is a tensor.]=] },
 
@@ -126,9 +141,13 @@ t:dim(): the number of dims (0 for a scalar).]=] },
   { "ft.Tensor:numel", [=[
 t:numel(): the number of elements.]=] },
   { "ft.Tensor:dtype", [=[
-t:dtype(): "float32" or "int64".]=] },
+t:dtype(): the dtype's name: "float32", "int64", "bfloat16", "float16" or "float64".]=] },
+  { "ft.Tensor:element_size", [=[
+t:element_size(): the bytes of one element (4 for float32, 2 for bfloat16 and float16, 8 for int64 and float64).]=] },
+  { "ft.Tensor:nbytes", [=[
+t:nbytes(): the bytes t's elements take, t:numel() * t:element_size() (a view counts its own elements).]=] },
   { "ft.Tensor:item", [=[
-t:item(): the value of a one-element tensor as a Lua number (an integer for int64).]=] },
+t:item(): the value of a one-element tensor as a Lua number (an integer for int64; a half's exact value).]=] },
   { "ft.Tensor:totable", [=[
 t:totable(): the values as nested Lua tables (a number for a scalar).]=] },
   { "ft.Tensor:is_contiguous", [=[
@@ -164,7 +183,10 @@ t:clone(): a copy with its own storage (gradients flow back to t).]=] },
   { "ft.Tensor:detach", [=[
 t:detach(): a view of the same storage outside the graph (no grad_fn, requires_grad false).]=] },
   { "ft.Tensor:to", [=[
-t:to(dtype): t converted to "float32" or "int64" (t itself when it already has that dtype).]=] },
+t:to(dtype): t converted to dtype (any name t:dtype() gives, or "float", "long", "half", "double"); t
+itself when it already has that dtype. To bfloat16 / float16 rounds to nearest, ties to even
+(overflow to inf, NaN stays NaN); between float dtypes it is differentiable, the gradient being
+the incoming one rounded to t's dtype.]=] },
   { "ft.Tensor:float", [=[
 t:float(): t:to("float32").]=] },
   { "ft.Tensor:long", [=[
@@ -186,7 +208,13 @@ t:add_(u [, alpha = 1]): t = t + alpha * u in place (u a tensor or a number); re
   { "ft.Tensor:mul_", [=[
 t:mul_(u): t = t * u in place (u a tensor or a number); returns t.]=] },
   { "ft.Tensor:requires_grad_", [=[
-t:requires_grad_([flag = true]): sets t.requires_grad on a leaf; returns t.]=] },
+t:requires_grad_([flag = true]): sets t.requires_grad on a leaf of a float dtype; returns t.]=] },
+  { "ft.Tensor:set_", [=[
+t:set_(src): t shares src's storage, offset, strides and dtype from now on (no copy), as torch's
+t.data = src; returns t. src must have t's shape; a float dtype may change into another (a
+gradient of the old dtype is dropped); t must be a leaf (no grad_fn) and keeps requires_grad.
+Converts weights in place (Module:to) and points a parameter at a tensor over a memory-mapped
+file without copying it.]=] },
 
   -- ---- elementwise math ------------------------------------------------------------------------------------
   { "ft.Tensor:add", [=[

@@ -374,6 +374,59 @@ function Module:apply(fn)
   return self
 end
 
+-- ---- dtype ----------------------------------------------------------------------------------------
+
+local FLOAT_DTYPES = { float32 = true, float = true, bfloat16 = true, float16 = true, half = true,
+  float64 = true, double = true }
+
+-- The modules whose tensors keep their dtype in m:to: the adapters' own children (their names
+-- start with a kind's prefix), found through the registry only when the model has adapters.
+local function adapter_modules(root)
+  local keep = {}
+  if not root._peft then return keep end
+  local prefixes = {}
+  for _, k in ipairs(require("ft.peft.registry").KINDS) do prefixes[#prefixes + 1] = k.prefix end
+  for name, m in root:named_modules() do
+    local last = name:match("[^.]+$") or ""
+    for _, prefix in ipairs(prefixes) do
+      if last:sub(1, #prefix) == prefix then
+        for _, sub in m:named_modules() do keep[sub] = true end
+      end
+    end
+  end
+  return keep
+end
+
+--- m:to(dtype) -> m: converts every floating-point parameter and buffer to dtype ("bfloat16",
+-- "float16", "float32", "float64") in place: each tensor keeps its identity (t:set_), so tied
+-- weights stay tied and references stay valid; build the optimizer afterwards, as in torch.
+-- Integer buffers are left alone, and so are the tensors of attached adapters (LoRA, (IA)3,
+-- ReFT, prompt tuning), which train in float32 over a half-precision base. Layers compute in
+-- float32 whatever their weights' dtype, so m:to("bfloat16") halves the memory of a frozen base.
+function Module:to(dtype)
+  local where = "ft.nn.Module:to"
+  if not FLOAT_DTYPES[dtype] then
+    ft.check.fail(where, "dtype", "one of bfloat16, float16, float32, float64", dtype)
+  end
+  local keep, seen = adapter_modules(self), {}
+  ft.no_grad(function()
+    for _, m in self:named_modules() do
+      if not keep[m] then
+        for _, list in ipairs({ { m._parameter_names, m._parameters }, { m._buffer_names, m._buffers } }) do
+          for _, name in ipairs(list[1]) do
+            local t = list[2][name]
+            if t and not seen[t] and t:dtype() ~= "int64" then
+              seen[t] = true
+              t:set_(t:to(dtype))
+            end
+          end
+        end
+      end
+    end
+  end)
+  return self
+end
+
 -- ---- state dict -----------------------------------------------------------------------------------
 
 -- Walks parameters then persistent buffers of each module, children after their parent
