@@ -1,0 +1,32 @@
+-- ft.pref: preference tuning, the functional core of TRL's trainers: the log-probs a model
+-- gives to completions (with and without its adapters), the losses of DPO (and IPO, hinge,
+-- robust DPO), SimPO, ORPO, KTO, reward models, and GRPO's advantages and clipped loss, each
+-- with the metrics TRL logs. Every loss takes one options table, checked strictly, and
+-- returns loss (a scalar with its graph), metrics (Lua numbers).
+--
+--   local pref = ft.pref
+--   peft.lora(policy, {target = {"c_attn", "c_proj"}, r = 8})      -- its reference: the base
+--   pref.disable_dropout(policy)                                   -- as TRL does by default
+--   local pc, nc = pref.logps(policy, chosen.input_ids, chosen.mask)
+--   local pr, nr = pref.logps(policy, rejected.input_ids, rejected.mask)
+--   local rc = pref.reference_logps(policy, chosen.input_ids, chosen.mask)
+--   local rr = pref.reference_logps(policy, rejected.input_ids, rejected.mask)
+--   local loss, m = pref.dpo_loss{policy_chosen = pc, policy_rejected = pr, ref_chosen = rc,
+--     ref_rejected = rr, chosen_tokens = nc, rejected_tokens = nr, beta = 0.1}
+--   loss:backward(); opt:step()
+--   print(m.rewards_accuracies, m.rewards_margins)      -- TRL's rewards/accuracies ...
+--
+-- The room: ft.pref.logps (logps, token_logps, reference_logps, with_reference,
+-- disable_dropout), ft.pref.dpo, ft.pref.simpo, ft.pref.orpo, ft.pref.kto, ft.pref.reward
+-- (reward_loss, RewardModel), ft.pref.grpo (group_advantages, grpo_loss); ft.pref.inputs,
+-- ft.pref.metrics and ft.pref.stable are what they share. Masks are the completion's tokens
+-- in ids' columns (ft.text.collate's labels ~= -100 give one); token t is scored by the
+-- logits at t - 1, as HF and TRL shift them.
+local pref = {}
+
+for _, part in ipairs { "ft.pref.logps", "ft.pref.dpo", "ft.pref.simpo", "ft.pref.orpo", "ft.pref.kto",
+  "ft.pref.reward", "ft.pref.grpo" } do
+  for k, v in pairs(require(part)) do pref[k] = v end
+end
+
+return pref
