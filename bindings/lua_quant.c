@@ -12,9 +12,13 @@
 
 #define QWEIGHT_MT "ft.QWeight"
 
-/* The userdata: one reference to the weight; its user value 1 is a label (the layer's path). */
+/* The userdata: one reference to the weight; its user value 1 is a label (the layer's path).
+ * transposed: the layer's weight is [in, out] (GPT-2's Conv1D) and q holds its transpose
+ * [out, in], the layout the kernel multiplies by; shape, size and dequantize answer in the
+ * layer's layout, codes and scales in the stored one. */
 typedef struct {
     ft_qweight *q;
+    int transposed;
 } qweight_ud;
 
 static ft_qweight *check_qweight(lua_State *L, int idx) {
@@ -23,23 +27,41 @@ static ft_qweight *check_qweight(lua_State *L, int idx) {
     return ud->q;
 }
 
-static void push_qweight(lua_State *L, ft_qweight *q, const char *op) {
+static qweight_ud *ud_of(lua_State *L, int idx) {
+    qweight_ud *ud = luaL_checkudata(L, idx, QWEIGHT_MT);
+    if (!ud->q) luaL_error(L, "ft._quant: the quantised weight was closed");
+    return ud;
+}
+
+static void push_qweight(lua_State *L, ft_qweight *q, int transposed, const char *op) {
     if (!q) {
         ftl_error(L, op);
         return;
     }
     qweight_ud *ud = lua_newuserdatauv(L, sizeof *ud, 1);
     ud->q = q;
+    ud->transposed = transposed;
     luaL_setmetatable(L, QWEIGHT_MT);
 }
 
-/* quantize(w [out, in], kind "nf4" | "int8" | "nf4_fp32") -> quantised weight */
+/* quantize(w, kind "nf4" | "int8" | "nf4_fp32" [, transposed]) -> quantised weight.
+ * w: a float weight [out, in]; with transposed true, a weight [in, out] (Conv1D) whose
+ * transpose is quantised. */
 static int l_quantize(lua_State *L) {
     ft_tensor *w = ftl_check_tensor(L, 1);
     const char *name = luaL_checkstring(L, 2);
+    int transposed = lua_toboolean(L, 3);
     ft_quant_kind kind;
     if (ft_quant_kind_from_name(name, &kind) < 0) return ftl_error(L, "quantize");
-    push_qweight(L, ft_quantize(w, kind), "quantize");
+    if (transposed && w->ndim == 2) {
+        ft_tensor *wt = ft_transpose(w, 0, 1);
+        if (!wt) return ftl_error(L, "quantize");
+        ft_qweight *q = ft_quantize(wt, kind);
+        ft_release(wt);
+        push_qweight(L, q, 1, "quantize");
+    } else {
+        push_qweight(L, ft_quantize(w, kind), 0, "quantize");
+    }
     return 1;
 }
 
@@ -60,9 +82,35 @@ static int l_is_qweight(lua_State *L) {
 
 /* ---- methods ------------------------------------------------------------------------------- */
 
+/* dequantize() -> the float32 weight in the layer's layout ([in, out] when transposed) */
 static int m_dequantize(lua_State *L) {
-    ftl_push_tensor(L, ft_dequantize(check_qweight(L, 1)), "dequantize");
+    qweight_ud *ud = ud_of(L, 1);
+    ft_tensor *w = ft_dequantize(ud->q);
+    if (w && ud->transposed) {
+        ft_tensor *wt = ft_transpose(w, 0, 1);
+        ft_release(w);
+        w = wt ? ft_contiguous(wt) : NULL;
+        ft_release(wt);
+    }
+    ftl_push_tensor(L, w, "dequantize");
     return 1;
+}
+
+/* transposed() -> true when the layer's weight is [in, out] and its transpose is stored */
+static int m_transposed(lua_State *L) {
+    lua_pushboolean(L, ud_of(L, 1)->transposed);
+    return 1;
+}
+
+/* The layer's shape: rows and columns, swapped when transposed. */
+static void layer_shape(const qweight_ud *ud, int64_t *d0, int64_t *d1) {
+    *d0 = ft_qweight_rows(ud->q);
+    *d1 = ft_qweight_cols(ud->q);
+    if (ud->transposed) {
+        int64_t t = *d0;
+        *d0 = *d1;
+        *d1 = t;
+    }
 }
 
 static int m_nbytes(lua_State *L) {
@@ -76,21 +124,24 @@ static int m_kind(lua_State *L) {
 }
 
 static int m_shape(lua_State *L) {
-    ft_qweight *q = check_qweight(L, 1);
+    int64_t d0, d1;
+    layer_shape(ud_of(L, 1), &d0, &d1);
     lua_createtable(L, 2, 0);
-    lua_pushinteger(L, (lua_Integer)ft_qweight_rows(q));
+    lua_pushinteger(L, (lua_Integer)d0);
     lua_rawseti(L, -2, 1);
-    lua_pushinteger(L, (lua_Integer)ft_qweight_cols(q));
+    lua_pushinteger(L, (lua_Integer)d1);
     lua_rawseti(L, -2, 2);
     return 1;
 }
 
 /* size(d): 1-based, negative from the end; without d the shape */
 static int m_size(lua_State *L) {
-    ft_qweight *q = check_qweight(L, 1);
+    qweight_ud *ud = ud_of(L, 1);
     if (lua_isnoneornil(L, 2)) return m_shape(L);
     int d = ftl_check_dim(L, 2, 2);
-    lua_pushinteger(L, (lua_Integer)(d == 0 ? ft_qweight_rows(q) : ft_qweight_cols(q)));
+    int64_t d0, d1;
+    layer_shape(ud, &d0, &d1);
+    lua_pushinteger(L, (lua_Integer)(d == 0 ? d0 : d1));
     return 1;
 }
 
@@ -161,16 +212,24 @@ static const char *label_of(lua_State *L, int idx) {
     return s;
 }
 
+/* label() -> the name set_label gave, or nil */
+static int m_label(lua_State *L) {
+    check_qweight(L, 1);
+    lua_getiuservalue(L, 1, 1);
+    if (!lua_isstring(L, -1)) lua_pushnil(L);
+    return 1;
+}
+
 /* A tensor method that needs the float32 values: an error saying what to do instead.
  * upvalue 1: the method's name. */
 static int m_refused(lua_State *L) {
     ft_qweight *q = check_qweight(L, 1);
     const char *label = label_of(L, 1);
     return luaL_error(L,
-                      "ft.quant: the weight of layer %s is quantised (%s): it has no float32 value for '%s' (merging "
-                      "an adapter into it, DoRA, copying into it). Choose: ft.quant.dequantize(model) gives "
-                      "the layers float32 weights back (merge there; ft.quant.quantize again requantises), "
-                      "or keep the adapter unmerged",
+                      "ft.quant: the weight of layer %s is quantised (%s): it has no float32 value for '%s' "
+                      "(DoRA, (IA)3 merges, copying into it). w:dequantize() gives its float32 values; "
+                      "ft.quant.dequantize(model) gives the layers float32 weights back; a LoRA merge takes "
+                      "{quantized = \"requantize\"} or {quantized = \"dequantize\"}",
                       label ? label : "this layer", ft_quant_kind_name(ft_qweight_kind(q)),
                       lua_tostring(L, lua_upvalueindex(1)));
 }
@@ -193,8 +252,10 @@ static int m_tostring(lua_State *L) {
         lua_pushstring(L, "ft.QWeight(closed)");
         return 1;
     }
-    lua_pushfstring(L, "ft.QWeight(%s [%I, %I], %I bytes)", ft_quant_kind_name(ft_qweight_kind(ud->q)),
-                    (lua_Integer)ft_qweight_rows(ud->q), (lua_Integer)ft_qweight_cols(ud->q),
+    int64_t d0, d1;
+    layer_shape(ud, &d0, &d1);
+    lua_pushfstring(L, "ft.QWeight(%s [%I, %I]%s, %I bytes)", ft_quant_kind_name(ft_qweight_kind(ud->q)),
+                    (lua_Integer)d0, (lua_Integer)d1, ud->transposed ? " stored transposed" : "",
                     (lua_Integer)ft_qweight_nbytes(ud->q));
     return 1;
 }
@@ -228,7 +289,7 @@ static const luaL_Reg qweight_methods[] = {
     {"shape", m_shape},           {"size", m_size},     {"dim", m_dim},     {"numel", m_numel},
     {"codes", m_codes},           {"scales", m_scales}, {"absmax_codes", m_absmax_codes},
     {"absmax2", m_absmax2},       {"offset", m_offset}, {"set_label", m_set_label},
-    {NULL, NULL},
+    {"transposed", m_transposed}, {"label", m_label},   {NULL, NULL},
 };
 
 static const luaL_Reg quant_functions[] = {

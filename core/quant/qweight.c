@@ -225,9 +225,9 @@ ft_qweight *ft_quantize(const ft_tensor *w, ft_quant_kind kind) {
         ft_set_error("quantize: unknown quantisation kind %d", (int)kind);
         return NULL;
     }
-    if (w->dtype != FT_FLOAT32 || w->ndim != 2) {
-        ft_set_error("quantize: expected a float32 weight [out, in], got %s %s", ft_dtype_name(w->dtype),
-                     ft_shape_str(w->shape, w->ndim, sw, sizeof sw));
+    if (!ft_dtype_is_float(w->dtype) || w->ndim != 2) {
+        ft_set_error("quantize: expected a float weight [out, in] (float32, bfloat16, float16 or float64), got %s %s",
+                     ft_dtype_name(w->dtype), ft_shape_str(w->shape, w->ndim, sw, sizeof sw));
         return NULL;
     }
     int64_t rows = w->shape[0], cols = w->shape[1], n = rows * cols;   /* fits: w exists */
@@ -235,9 +235,13 @@ ft_qweight *ft_quantize(const ft_tensor *w, ft_quant_kind kind) {
         ft_set_error("quantize: the weight %s has no elements", ft_shape_str(w->shape, 2, sw, sizeof sw));
         return NULL;
     }
+    /* a float32 row-major copy (the weight itself when it is one already); a half or float64
+     * weight (a checkpoint's bfloat16 layer) is converted one layer at a time, here */
     ft_tensor *d = ft_detach(w);
-    ft_tensor *wc = d ? ft_contiguous(d) : NULL;
-    ft_release(d);
+    ft_tensor *wf = d && w->dtype != FT_FLOAT32 ? ft_to_dtype(d, FT_FLOAT32) : d;
+    if (wf != d) ft_release(d);
+    ft_tensor *wc = wf ? ft_contiguous(wf) : NULL;
+    ft_release(wf);
     if (!wc) return NULL;
     const float *src = ft_f32(wc);
     for (int64_t i = 0; i < n; i++) {

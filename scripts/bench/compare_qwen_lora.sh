@@ -8,6 +8,10 @@
 #
 # FTLUA selects the ftlua binary (default build/ftlua); PyTorch is Debian's /usr/bin/python3.
 # GRADIENT_CHECKPOINTING=1 recomputes each decoder block in backward on both sides.
+# QUANTIZE=nf4 (or nf4_fp32, int8) gives the ftlua side a quantised base built layer by layer
+# (the PyTorch twin stays float32); SKIP_LOGITS=1 computes ftlua's loss without the whole
+# logits (model(ids, {labels =, skip_logits = true})). Both change what is compared: use them
+# for ftlua's memory, not for the speed ratio.
 # OpenBLAS kernels are the environment's (OPENBLAS_CORETYPE, printed below).
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"
 check_args 3 "$@"
@@ -18,11 +22,14 @@ steps=${3:-5}
 use_threads "$threads"
 extra=()
 [ "${GRADIENT_CHECKPOINTING:-0}" = 1 ] && extra=(--gradient-checkpointing)
+ft_extra=()
+[ -n "${QUANTIZE:-}" ] && ft_extra+=(--quantize "$QUANTIZE")
+[ "${SKIP_LOGITS:-0}" = 1 ] && ft_extra+=(--skip-logits)
 echo "OpenBLAS kernels: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(auto)}"
 
 echo "== ftlua: $layers layers, 1 x 256 tokens, $threads threads"
 "$ftlua" "$root/scripts/bench/qwen_lora_step.lua" --threads "$threads" --layers "$layers" --steps "$steps" \
-  "${extra[@]}" | tee "$tmp/ftlua.log"
+  "${extra[@]}" "${ft_extra[@]}" | tee "$tmp/ftlua.log"
 echo "== PyTorch: $layers layers, 1 x 256 tokens, $threads threads"
 "$torch_python" "$root/scripts/bench/qwen_lora_step_torch.py" --threads "$threads" --layers "$layers" \
   --steps "$steps" "${extra[@]}" | tee "$tmp/torch.log"

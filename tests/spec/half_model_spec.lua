@@ -100,6 +100,48 @@ for _, dtype in ipairs({ "bfloat16", "float16" }) do
   end)
 end
 
+describe("LoRA merges over half and quantised bases", function()
+  local function trained_lora(m)
+    ft.manual_seed(3)
+    peft.lora(m, { target = "q_proj", r = 2, alpha = 4 })
+    for name, p in m:named_parameters() do
+      if name:find("lora_B") then ft.no_grad(function() p:copy_(ft.randn(table.unpack(p:shape())) * 0.05) end) end
+    end
+    return m
+  end
+
+  local function delta_of(layer)
+    local a = layer.lora_A.default.weight
+    local b = layer.lora_B.default.weight
+    return ft.no_grad(function() return b:matmul(a) * 2 end)   -- alpha / r = 2
+  end
+
+  it("rounds a merge into a bfloat16 base once: W' = bf16(W + scale B A)", function()
+    local m = trained_lora(models.from_pretrained(LLAMA):to("bfloat16"))
+    local layer = m.model.layers[1].self_attn.q_proj
+    local w = layer.weight:to("float32"):clone()
+    local expected = ft.no_grad(function() return (w + delta_of(layer)):to("bfloat16") end)
+    local before = ft.no_grad(function() return m(ids).logits end)
+    peft.merge(m)
+    assert.are.equal("bfloat16", layer.weight:dtype())
+    assert.are.equal(0, max_abs(layer.weight:to("float32") - expected:to("float32")))
+    local after = ft.no_grad(function() return m(ids).logits end)
+    assert.is_true(max_abs(after - before) <= 0.05 * max_abs(before))
+  end)
+
+  it("dequantises an NF4 base into a bfloat16 merged layer on request, and refuses without a choice", function()
+    local m = trained_lora(models.from_pretrained(LLAMA, { quantize = "nf4" }))
+    local layer = m.model.layers[1].self_attn.q_proj
+    H.assert_mentions(H.error_of(function() peft.merge(m) end), "requantize", "dequantize", "no weight was changed")
+    local w = ft.no_grad(function() return layer.weight:dequantize() + delta_of(layer) end)
+    peft.merge(m, { quantized = "dequantize", dtype = "bfloat16" })
+    assert.are.equal("bfloat16", layer.weight:dtype())
+    assert.are.equal(0, max_abs(layer.weight:to("float32") - w:to("bfloat16"):to("float32")))
+    H.assert_mentions(H.error_of(function() peft.merge(m, { quantized = "dequantize", dtype = "int8" }) end),
+      "dtype", "bfloat16")
+  end)
+end)
+
 describe("m:to", function()
   it("rejects a dtype that is not a float dtype", function()
     local m = ft.nn.Linear(2, 3)

@@ -50,6 +50,7 @@ M.attention = common.attention
 M.input_embeddings = common.input_embeddings
 M.padding_mask = common.padding_mask
 M.causal_lm_loss = common.causal_lm_loss
+M.chunked_lm_loss = common.chunked_lm_loss
 M.positions_from_mask = common.positions_from_mask
 M.generate = require("ft.models.generate").generate
 
@@ -87,21 +88,24 @@ local function machine_memory()
   return kb and tonumber(kb) * 1024 or nil
 end
 
---- models.check_size(shapes, what): raises when the tensors of `shapes` (name -> shape) hold
--- more float32 bytes than this machine's memory. Returns the element count.
-function M.check_size(shapes, what)
-  local total = 0
+--- models.check_size(shapes, what [, bytes_of]): raises when the tensors of `shapes` (name ->
+-- shape) hold more bytes than this machine's memory: 4 a value (float32), or bytes_of(name,
+-- shape, n) when given (nil for float32: how the quantising loaders count quantised layers).
+-- Returns the element count.
+function M.check_size(shapes, what, bytes_of)
+  local total, bytes = 0, 0
   for name, shape in pairs(shapes) do
     local n = numel_of(shape)
     if n == nil or total > math.maxinteger - n then
       error(("%s: tensor %s [%s] is too large"):format(what, name, table.concat(shape, ",")), 0)
     end
     total = total + n
+    bytes = bytes + (bytes_of and bytes_of(name, shape, n) or 4 * n)
   end
   local memory = machine_memory() or (1 << 40)
-  if total > memory // 4 then
-    error(("%s: the model would hold %d parameters (%.1f GiB as float32), more than this machine's memory "
-      .. "(%.1f GiB)"):format(what, total, total * 4 / 2 ^ 30, memory / 2 ^ 30), 0)
+  if bytes > memory then
+    error(("%s: the model would hold %d parameters (%.1f GiB%s), more than this machine's memory "
+      .. "(%.1f GiB)"):format(what, total, bytes / 2 ^ 30, bytes_of and "" or " as float32", memory / 2 ^ 30), 0)
   end
   return total
 end
@@ -197,22 +201,69 @@ function M.config(name, overrides)
 end
 
 -- What a config builds, worked out without allocating: the class, the checked config, the
--- tensors (name -> shape, tied copies left out) and the tied names (alias -> target).
-local function plan(config)
+-- tensors (name -> shape, tied copies left out) and the tied names (alias -> target). With
+-- a quantisation kind, the size checked here is a lower bound (every 2-D tensor quantised);
+-- the exact one comes once the quantised layers are known.
+local function plan(config, kind)
   local class = class_of(architecture_of(config))
   local c = class.read_config(config)
   local shapes, tied = class.tensor_shapes(c)
-  M.check_size(shapes, class.hf_architecture or "model")
+  local bytes_of
+  if kind then
+    local weight_bytes = require("ft.quant").weight_bytes
+    bytes_of = function(_, shape, n) return #shape == 2 and weight_bytes(shape, kind) or 4 * n end
+  end
+  M.check_size(shapes, class.hf_architecture or "model", bytes_of)
   return class, shapes, tied or {}
 end
 
---- ft.models.new(preset or config, overrides) -> a new randomly initialised model, from a preset
--- name (ft.models.presets) or an HF-style config table (its "architectures" / "model_type" picks
--- the class). The config is checked before anything is allocated.
-function M.new(name_or_config, overrides)
+-- The options of new and from_pretrained that quantise ({quantize =, modules =}), checked:
+-- the kind, or nil.
+local function quantize_option(where, opts)
+  if opts.quantize == nil then
+    if opts.modules ~= nil then
+      error(where .. ": option 'modules' says which layers to quantise; it needs option 'quantize'", 0)
+    end
+    return nil
+  end
+  return require("ft.quant").check_kind(opts.quantize, where .. ": option 'quantize'")
+end
+
+-- The state-dict keys of the weights of targets ({path, module}) -> {path, module}.
+local function target_weights(targets)
+  local out = {}
+  for _, e in ipairs(targets) do out[(e[1] == "" and "" or e[1] .. ".") .. "weight"] = e end
+  return out
+end
+
+-- Checks that the model of `shapes` fits this machine's memory with the weights of targets
+-- quantised as kind.
+local function check_quantized_size(shapes, targets, kind, what)
+  local quant = require "ft.quant"
+  local quantized = target_weights(targets)
+  M.check_size(shapes, what, function(name, shape, n)
+    if quantized[name] and #shape == 2 then return quant.weight_bytes(shape, kind) end
+    return 4 * n
+  end)
+end
+
+--- ft.models.new(preset or config, overrides, opts) -> a new randomly initialised model, from a
+-- preset name (ft.models.presets) or an HF-style config table (its "architectures" /
+-- "model_type" picks the class). The config is checked before anything is allocated.
+-- opts: {quantize = "nf4" | "nf4_fp32" | "int8", modules = names or patterns}: the selected
+-- layers (default: the Linear / Conv1D layers of the decoder blocks, ft.quant.default_modules)
+-- are quantised while the model is built, each initialised, quantised and freed in turn
+-- (ft.quant.build), so the float32 model never exists: a 7B-parameter model builds in a few
+-- GB. The weights are bit for bit those of ft.models.new followed by ft.quant.quantize (same
+-- seed, same modules). The size is checked against the machine's memory with the quantised
+-- layers at their quantised size.
+function M.new(name_or_config, overrides, opts)
   local where = "ft.models.new"
   local config = name_or_config
+  local kind
   local ok, err = pcall(function()
+    opts = common.check_options(where, opts, { "quantize", "modules" }, 0)
+    kind = quantize_option(where, opts)
     if type(config) == "string" then
       config = preset_config(config, overrides, where)
     else
@@ -222,10 +273,16 @@ function M.new(name_or_config, overrides)
   end)
   if not ok then error(err, 2) end
   local built, model = pcall(function()
-    local class = plan(config)
-    return class(config)
+    local class, shapes = plan(config, kind)
+    if not kind then return class(config) end
+    local what = class.hf_architecture or "model"
+    return require("ft.quant").build_as(where, function() return class(config) end, kind, opts.modules,
+      function(_, targets) check_quantized_size(shapes, targets, kind, what) end)
   end)
-  if not built then error(where .. ": " .. tostring(model), 2) end
+  if not built then
+    local msg = tostring(model)
+    error(msg:sub(1, #where + 2) == where .. ": " and msg or where .. ": " .. msg, 2)
+  end
   return model
 end
 
@@ -299,7 +356,7 @@ local function weight_shapes(dir, files, source, map, where)
       error(("%s: %s maps %s to %s, which does not hold it"):format(where, source, name, file), 0)
     end
   end
-  return out
+  return out, origin
 end
 
 -- name -> tensor from the weight files (model.safetensors or the shards of the index).
@@ -422,6 +479,74 @@ function M.load_hf_state_dict(model, sd, source, where)
   return model
 end
 
+-- The module holding state-dict key k of model, and the key's last part.
+local function owner_of(model, k)
+  local path, name = k:match("^(.*)%.([^.]+)$")
+  if not path then return model, k end
+  local m = model
+  for part in path:gmatch("[^.]+") do m = m._modules[part] end
+  return m, name
+end
+
+-- Puts tensor t (just read) in the place of model's tensor k: t itself when dtype and shape
+-- agree (no copy: the file's buffer becomes the parameter, requires_grad kept, tied aliases
+-- following), else converted into the existing tensor.
+local function adopt(model, k, t, tied, source, where)
+  local m, name = owner_of(model, k)
+  local old = m[name]
+  if (t:dtype() == "int64") ~= (old:dtype() == "int64") then
+    error(("%s: tensor %s is %s in %s, the model expects %s"):format(where, k, t:dtype(), source, old:dtype()), 0)
+  end
+  if t:dtype() ~= old:dtype() or shape_str(t:shape()) ~= shape_str(old:shape()) then
+    ft.no_grad(function() old:copy_(t) end)
+    return
+  end
+  local new = t
+  if ft.nn.is_parameter(old) then new = ft.nn.Parameter(t, old.requires_grad) end
+  m[name] = new
+  for alias, target in pairs(tied) do
+    if target == k then
+      local am, aname = owner_of(model, alias)
+      am[aname] = new
+    end
+  end
+end
+
+-- from_pretrained with opts.quantize = kind: the model tree built with untouched weights, then
+-- each tensor read from its file on its own; the weights of the selected layers are quantised
+-- from what was read and freed at once, the others become the model's tensors. Returns model.
+local function load_quantized(class, config, config_path, shapes, tied, sources, kind, modules, where)
+  local quant = require "ft.quant"
+  ft.empty_cache()   -- the tree's weights must be fresh, untouched pages
+  local ok, model = pcall(ft.nn.init.skip, class, config)
+  if not ok then error(("%s: %s: %s"):format(where, config_path, tostring(model)), 0) end
+  local targets = quant.select(model, modules, where)
+  check_quantized_size(shapes, targets, kind, where .. ": " .. (class.hf_architecture or "model"))
+  local quantized = target_weights(targets)
+  local _, keys = model:state_dict({ keep_vars = true })
+  for _, k in ipairs(keys) do
+    if not tied[k] then
+      local src = sources[k]
+      local t = ft.safetensors.load(src.path, { names = { src.name } })[src.name]
+      local e = quantized[k]
+      if e then
+        quant.set_weight(e[2], t, kind, e[1])
+        quantized[k] = nil
+        do local done <close> = t end   -- this layer's float32 copy goes before the next one is read
+        ft.empty_cache()                 -- back to the system, not kept in the allocator's cache
+      else
+        adopt(model, k, t, tied, src.path, where)
+      end
+    end
+  end
+  -- A selected layer whose weight is a tied copy (lm_head on tied embeddings): from the target.
+  for _, e in pairs(quantized) do quant.set_weight(e[2], e[2].weight:detach(), kind, e[1]) end
+  collectgarbage()
+  collectgarbage()   -- the unwritten weights the loaded and quantised ones replace
+  ft.empty_cache()
+  return model
+end
+
 --- ft.models.from_pretrained(dir, opts) -> model: loads an HF model folder. config.json picks the
 -- architecture ("architectures", else "model_type") and is checked first; model.safetensors (or
 -- the shards of model.safetensors.index.json) must hold exactly the model's tensors, with their
@@ -430,27 +555,43 @@ end
 -- filled from the files. Returns the model in eval mode; model.config is the config table,
 -- model.name_or_path the folder and model.generation_config its generation_config.json (if
 -- any: model:generate's defaults).
--- opts: none yet (an options table with any key is an error).
+-- opts: {quantize = "nf4" | "nf4_fp32" | "int8", modules = names or patterns}: QLoRA's frozen
+-- base, quantised while loading. The selected layers (modules as in ft.quant.quantize;
+-- default: every Linear (GPT-2: Conv1D) of the decoder blocks, ft.quant.default_modules, so
+-- lm_head and the embeddings stay float32 as with bitsandbytes) are read one tensor at a time,
+-- quantised and their float32 copy freed before the next: the float32 model never exists, the
+-- peak is about the quantised model plus one float32 layer plus the float32 rest (embeddings,
+-- lm_head, norms, biases), and the size check counts the quantised layers at their quantised
+-- size. The result is bit for bit from_pretrained followed by ft.quant.quantize.
 function M.from_pretrained(dir, opts)
   local where = "ft.models.from_pretrained"
-  common.check_options(where, opts, {})
+  opts = common.check_options(where, opts, { "quantize", "modules" })
   if type(dir) ~= "string" then error(where .. ": a directory path expected, got " .. type(dir), 2) end
+  local qok, kind = pcall(quantize_option, where, opts)
+  if not qok then error(kind, 2) end
   dir = dir:gsub("/+$", "")
   if dir == "" then dir = "/" end
   local config_path = dir .. "/config.json"
   local config = read_json(config_path, where)
-  local ok, class, shapes, tied = pcall(plan, config)
+  local ok, class, shapes, tied = pcall(plan, config, kind)
   if not ok then error(("%s: %s: %s"):format(where, config_path, tostring(class)), 0) end
   local files, source, map = weight_files(dir, where)
-  local in_file = weight_shapes(dir, files, source, map, where)
+  local in_file, origin = weight_shapes(dir, files, source, map, where)
   local expects = function(k) return shapes[k] ~= nil or tied[k] ~= nil end
   check_names_and_shapes(shapes, as_model_names(class, in_file, expects, tied), source, where,
     "the model of " .. config_path)
-  -- Built without random initialisation: the weights read next overwrite every tensor.
   local model
-  ok, model = pcall(ft.nn.init.skip, class, config)
-  if not ok then error(("%s: %s: %s"):format(where, config_path, tostring(model)), 0) end
-  M.load_hf_state_dict(model, read_weights(files), source, where)
+  if kind then
+    local located = {}
+    for name, path in pairs(origin) do located[name] = { path = path, name = name } end
+    model = load_quantized(class, config, config_path, shapes, tied, as_model_names(class, located, expects, tied),
+      kind, opts.modules, where)
+  else
+    -- Built without random initialisation: the weights read next overwrite every tensor.
+    ok, model = pcall(ft.nn.init.skip, class, config)
+    if not ok then error(("%s: %s: %s"):format(where, config_path, tostring(model)), 0) end
+    M.load_hf_state_dict(model, read_weights(files), source, where)
+  end
   model:eval()
   model.name_or_path = dir   -- as HF's config.name_or_path: what an adapter records as its base
   local gc_path = dir .. "/generation_config.json"

@@ -147,19 +147,25 @@ local function merge_names(model, names, where)
   return by_kind
 end
 
---- peft.merge(model [, {names =, safe = false}]) -> model: folds adapters (default: every active
--- LoRA, DoRA and (IA)3 adapter) into the base weights; forward then skips them, unmerge takes them
--- out again. safe = true checks every merged weight for NaN and Inf first. A merge that cannot be
--- exact is an error that changes nothing: (IA)3 on a layer with LoRA adapters (it scales their
--- deltas too; merge_and_unload folds both).
+--- peft.merge(model [, {names =, safe = false, quantized =, dtype =}]) -> model: folds adapters
+-- (default: every active LoRA, DoRA and (IA)3 adapter) into the base weights; forward then skips
+-- them, unmerge takes them out again. safe = true checks every merged weight for NaN and Inf
+-- first. A merge that cannot be exact is an error that changes nothing: (IA)3 on a layer with
+-- LoRA adapters (it scales their deltas too; merge_and_unload folds both). A LoRA over a layer
+-- quantised by ft.quant needs quantized = "requantize" | "dequantize" (and for the latter
+-- optionally dtype = "float32" | "bfloat16" | "float16"): see ft.peft.lora.merge.
 function peft.merge(model, opts)
   local where = "ft.peft.merge"
-  opts = ft.check_options(where, opts, { "names", "safe" })
+  opts = ft.check_options(where, opts, { "names", "safe", "quantized", "dtype" })
   local by_kind = merge_names(model, opts.names, where)
   if by_kind.ia3 then A.kind("ia3").check_merge(model, by_kind.ia3, opts, where) end
   for _, k in ipairs(A.KINDS) do   -- innermost first
     local names = by_kind[k.kind]
-    if names then A.kind(k.kind).merge_adapters(model, names, { safe = opts.safe, where = where }) end
+    if names then
+      local kind_opts = { safe = opts.safe, where = where }
+      if k.kind == "lora" then kind_opts.quantized, kind_opts.dtype = opts.quantized, opts.dtype end
+      A.kind(k.kind).merge_adapters(model, names, kind_opts)
+    end
   end
   return model
 end
@@ -198,16 +204,18 @@ function peft.merged_adapters(model)
   return out
 end
 
---- peft.merge_and_unload(model [, {names =, safe =}]) -> model: folds the active LoRA, DoRA and
--- (IA)3 adapters (or names) into the base weights, innermost first, and takes every LoRA and
--- (IA)3 adapter off: the model computes as before, without them. ReFT and prompt tuning stay.
+--- peft.merge_and_unload(model [, {names =, safe =, quantized =, dtype =}]) -> model: folds the
+-- active LoRA, DoRA and (IA)3 adapters (or names) into the base weights, innermost first, and
+-- takes every LoRA and (IA)3 adapter off: the model computes as before, without them. ReFT and
+-- prompt tuning stay. quantized and dtype: as in peft.merge, for a quantised base.
 function peft.merge_and_unload(model, opts)
   local where = "ft.peft.merge_and_unload"
-  opts = ft.check_options(where, opts, { "names", "safe" })
+  opts = ft.check_options(where, opts, { "names", "safe", "quantized", "dtype" })
   local by_kind = merge_names(model, opts.names, where)
   if by_kind.ia3 and opts.safe then A.kind("ia3").check_finite(model, by_kind.ia3, where) end
   if #A.names_of_kind(model, "lora") > 0 then
-    A.kind("lora").merge_and_unload(model, { names = by_kind.lora or {}, safe = opts.safe, where = where })
+    A.kind("lora").merge_and_unload(model, { names = by_kind.lora or {}, safe = opts.safe, where = where,
+      quantized = opts.quantized, dtype = opts.dtype })
   end
   local fold = {}
   for _, n in ipairs(by_kind.ia3 or {}) do fold[n] = true end

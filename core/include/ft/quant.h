@@ -53,7 +53,8 @@ const char *ft_quant_kind_name(ft_quant_kind kind);
 /* The kind a name means; -1 with an error naming the valid kinds otherwise. */
 int ft_quant_kind_from_name(const char *name, ft_quant_kind *kind);
 
-/* Quantises a float32 2-D weight [out, in] (any strides, finite values). Returns a new
+/* Quantises a 2-D float weight [out, in] (any strides, finite values; bfloat16, float16 and
+ * float64 weights are converted to float32 first, exactly for the half dtypes). Returns a new
  * reference (release with ft_qweight_release), or NULL with an error. */
 ft_qweight *ft_quantize(const ft_tensor *w, ft_quant_kind kind);
 /* Takes one more reference; returns q. */

@@ -263,12 +263,21 @@ function GPT2LMHeadModel:tied_weights()
 end
 
 --- model(input_ids [B,T] int64 1-based, {labels=, attention_mask=, past_key_values=,
--- use_cache=, position_ids=, inputs_embeds=}) -> {logits = [B,T,V], loss =, past_key_values =}
+-- use_cache=, position_ids=, inputs_embeds=, skip_logits=}) -> {logits = [B,T,V], loss =,
+-- past_key_values =}
 -- model(nil, {inputs_embeds = [B,T,C]}) runs on given embeddings instead of token ids (HF's inputs_embeds).
+-- skip_logits = true (with labels) returns the loss only, computed a chunk of positions at a
+-- time (ft.models.common.chunked_lm_loss): the logits and their gradient never exist whole.
 function GPT2LMHeadModel:forward(input_ids, opts)
   opts = opts or {}
   if input_ids and input_ids:dim() == 1 then input_ids = input_ids:reshape(1, -1) end
   local h, presents = self.transformer(input_ids, opts)
+  if opts.skip_logits then
+    if not opts.labels then error("GPT2LMHeadModel: skip_logits = true needs labels (it returns the loss only)", 2) end
+    local out = { loss = common.chunked_lm_loss(h, self.lm_head, opts.labels) }
+    if opts.use_cache then out.past_key_values = presents end
+    return out
+  end
   local out = { logits = self.lm_head(h) }
   if opts.labels then out.loss = common.causal_lm_loss(out.logits, opts.labels) end
   if opts.use_cache then out.past_key_values = presents end

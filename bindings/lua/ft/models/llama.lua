@@ -130,21 +130,24 @@ end
 
 -- x [B,T,C]; rope = {cos, sin} for the T positions; cache {k, v} [B,Hkv,P,hd] or nil;
 -- mask additive [B,1,1,P+T] or nil. -> [B,T,C], {k, v} [B,Hkv,P+T,hd]
+-- Temporaries that are not returned are closed as the forward returns (as in MLP:forward).
 function Attention:forward(x, rope, cache, mask)
   local B, T = x:size(1), x:size(2)
   local H, Hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
-  local q = self.q_proj(x):reshape(B, T, H, hd):transpose(2, 3)     -- [B,H,T,hd]
-  local k = self.k_proj(x):reshape(B, T, Hkv, hd):transpose(2, 3)   -- [B,Hkv,T,hd]
+  local qp <close> = self.q_proj(x):reshape(B, T, H, hd):transpose(2, 3)     -- [B,H,T,hd]
+  local kp <close> = self.k_proj(x):reshape(B, T, Hkv, hd):transpose(2, 3)   -- [B,Hkv,T,hd]
   local v = self.v_proj(x):reshape(B, T, Hkv, hd):transpose(2, 3)
-  q, k = rope.apply(q, rope.cos, rope.sin), rope.apply(k, rope.cos, rope.sin)
+  local q <close> = rope.apply(qp, rope.cos, rope.sin)
+  local k = rope.apply(kp, rope.cos, rope.sin)
   if cache then
     k = ft.cat({ cache[1], k }, 3)
     v = ft.cat({ cache[2], v }, 3)
   end
   if self.window and k:size(3) > self.window then mask = window_mask(mask, T, k:size(3), self.window) end
-  local y = common.attention(q, k, v, { causal = true, attn_mask = mask, scale = 1 / math.sqrt(hd),
+  local y <close> = common.attention(q, k, v, { causal = true, attn_mask = mask, scale = 1 / math.sqrt(hd),
     dropout_p = self.dropout_p, training = self.training })
-  return self.o_proj(y:transpose(2, 3):reshape(B, T, H * hd)), { k, v }
+  local merged <close> = y:transpose(2, 3):reshape(B, T, H * hd)
+  return self.o_proj(merged), { k, v }
 end
 
 local MLP = nn.Module:extend("LlamaMLP")
@@ -156,7 +159,15 @@ function MLP:init(c)
   self.act = c.act
 end
 
-function MLP:forward(x) return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x)) end
+-- The [B,T,intermediate] temporaries are closed (freed) as the forward returns, not left to
+-- the collector: they are the largest tensors of a block (autograd keeps its own references).
+function MLP:forward(x)
+  local gate <close> = self.gate_proj(x)
+  local act <close> = self.act(gate)
+  local up <close> = self.up_proj(x)
+  local gated <close> = act * up
+  return self.down_proj(gated)
+end
 
 local DecoderLayer = nn.Module:extend("LlamaDecoderLayer")
 
@@ -167,10 +178,14 @@ function DecoderLayer:init(c, window)
   self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
 end
 
+-- Temporaries closed as the forward returns (as in MLP:forward).
 function DecoderLayer:forward(x, rope, cache, mask)
-  local a, present = self.self_attn(self.input_layernorm(x), rope, cache, mask)
-  x = x + a
-  return x + self.mlp(self.post_attention_layernorm(x)), present
+  local h <close> = self.input_layernorm(x)
+  local a <close>, present = self.self_attn(h, rope, cache, mask)
+  local mid <close> = x + a
+  local h2 <close> = self.post_attention_layernorm(mid)
+  local m <close> = self.mlp(h2)
+  return mid + m, present
 end
 
 -- ---- the model -------------------------------------------------------------------------------------
@@ -359,12 +374,22 @@ function LlamaForCausalLM:tied_weights()
 end
 
 --- model(input_ids [B,T] int64 1-based, {labels=, attention_mask=, past_key_values=,
--- use_cache=, position_ids=, inputs_embeds=}) -> {logits = [B,T,V], loss =, past_key_values =}
+-- use_cache=, position_ids=, inputs_embeds=, skip_logits=}) -> {logits = [B,T,V], loss =,
+-- past_key_values =}
 -- model(nil, {inputs_embeds = [B,T,C]}) runs on given embeddings instead of token ids (HF's inputs_embeds).
+-- skip_logits = true (with labels) returns the loss only, computed a chunk of positions at a
+-- time (common.chunked_lm_loss): neither the logits nor their gradient ever exist whole, which
+-- for a large vocabulary is most of a training step's transient memory.
 function LlamaForCausalLM:forward(input_ids, opts)
   opts = opts or {}
   if input_ids and input_ids:dim() == 1 then input_ids = input_ids:reshape(1, -1) end
   local h, presents = self.model(input_ids, opts)
+  if opts.skip_logits then
+    if not opts.labels then error("LlamaForCausalLM: skip_logits = true needs labels (it returns the loss only)", 2) end
+    local out = { loss = common.chunked_lm_loss(h, self.lm_head, opts.labels) }
+    if opts.use_cache then out.past_key_values = presents end
+    return out
+  end
   local out = { logits = self.lm_head(h) }
   if opts.labels then out.loss = common.causal_lm_loss(out.logits, opts.labels) end
   if opts.use_cache then out.past_key_values = presents end

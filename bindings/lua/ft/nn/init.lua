@@ -54,12 +54,48 @@ end
 --- init.skipping() -> true while an init.skip call runs (initialisers are no-ops).
 function init.skipping() return skipping > 0 end
 
+-- The record lists of the init.defer calls running, innermost last.
+local deferring = {}
+
 -- Parameters require grad, so in-place changes run with grad mode off.
+local function apply(t, method, args)
+  ft.no_grad(function() t[method](t, table.unpack(args, 1, args.n)) end)
+  return t
+end
+
 local function inplace(t, method, ...)
   if skipping > 0 then return t end
   local args = table.pack(...)
-  ft.no_grad(function() t[method](t, table.unpack(args, 1, args.n)) end)
-  return t
+  local records = deferring[#deferring]
+  if records then
+    records[#records + 1] = { tensor = t, run = function(target) return apply(target or t, method, args) end }
+    return t
+  end
+  return apply(t, method, args)
+end
+
+--- init.defer(fn, ...) -> records, fn(...)'s results: runs fn (a function or a callable such
+-- as a module class) with every initialiser of ft.nn.init recorded instead of applied, so
+-- that a model is built without writing its weights (their pages stay untouched) and
+-- initialised afterwards, one tensor at a time. records is the array, in call order, of
+-- {tensor = t, run = function([target])}: run() applies the initialiser to t, run(target) to
+-- target instead (a tensor of t's shape); running them all in order draws exactly the random
+-- numbers, and gives exactly the values, that building without defer would. Initialisers
+-- under an init.skip (inside fn or around the call) stay no-ops and are not recorded. A
+-- constructor that read a weight's values after initialising it would see them unset (the
+-- model definitions do not).
+-- Calls nest (records go to the innermost). An error in fn is re-raised as it was.
+function init.defer(fn, ...)
+  local mt = getmetatable(fn)
+  if type(fn) ~= "function" and not (type(mt) == "table" and mt.__call) then
+    check.fail("ft.nn.init.defer", "fn", "a function", fn)
+  end
+  local records = {}
+  deferring[#deferring + 1] = records
+  local results = table.pack(pcall(fn, ...))
+  table.remove(deferring)
+  if not results[1] then error(results[2], 0) end
+  return records, table.unpack(results, 2, results.n)
 end
 
 --- init.uniform_(t, a = 0, b = 1) fills t in place with U(a, b) draws; returns t.

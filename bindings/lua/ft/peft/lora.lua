@@ -201,7 +201,13 @@ end
 local function add_dense(m, kind, name, a, x, result)
   local drop = m.lora_dropout[name]
   local la, lb = m.lora_A[name], m.lora_B[name]
-  if not a.dora then return result + lb(la(drop(x))) * a.scale end
+  if not a.dora then
+    -- the [..., out] temporaries freed at once rather than by the collector
+    local low <close> = la(drop(x))
+    local up <close> = lb(low)
+    local delta <close> = up * a.scale
+    return result + delta
+  end
   local mag = magnitude(m, name) / weight_norm(m, kind, name, a.scale)
   local base
   if a.dropout == 0 or not m.training then
@@ -234,7 +240,9 @@ function lora.forward(m, name, inner, x, ...)
   local a = st.adapters[name]
   if a.merged then return result end
   if st.kind == "embedding" then return add_embedding(m, name, a, x, result) end
-  return add_dense(m, st.kind, name, a, x, result)
+  local out = add_dense(m, st.kind, name, a, x, result)
+  do local consumed <close> = result end   -- the base output: freed now, not by the collector
+  return out
 end
 
 -- ---- merging ------------------------------------------------------------------------------------
@@ -262,7 +270,14 @@ local function all_finite(t)
   return (t - t):ne(0):sum():item() == 0   -- NaN - NaN and Inf - Inf are NaN
 end
 
+-- The layer's weight as float32 values in its own layout (a quantised base dequantised).
+local function dense_weight(m) return require("ft.quant").dense_weight(m) end
+
+-- Writes w into layer m's weight; a quantised base (ft.quant) is requantised from w, keeping
+-- its kind (the requantising merge and its unmerge).
 local function set_weight(m, w)
+  local q = rawget(m, "weight")
+  if ft._quant.is_qweight(q) then return require("ft.quant").set_weight(m, w, q:kind(), q:label() or m.__name) end
   ft.no_grad(function() m.weight:copy_(w) end)
 end
 
@@ -273,14 +288,18 @@ function unmerge_module(m)
     while #st.merged > 0 do
       local name = table.remove(st.merged)
       local a = st.adapters[name]
-      set_weight(m, unmerged_weight(m, st, name, m.weight:detach()))
+      set_weight(m, unmerged_weight(m, st, name, dense_weight(m)))
       a.merged, a.merge_norm = false, nil
     end
   end)
 end
 
 local function apply_merge(p)
-  set_weight(p.m, p.w)
+  if p.dequantize then
+    require("ft.quant").dequantize_module(p.m, p.dtype, p.w)
+  else
+    set_weight(p.m, p.w)
+  end
   for _, s in ipairs(p.steps) do
     local a = p.st.adapters[s.name]
     a.merged, a.merge_norm = true, s.norm
@@ -307,7 +326,7 @@ local function merge_into(m, st, names)
     for _, n in ipairs(names) do
       local a = st.adapters[n]
       if a and not a.merged then
-        local w, norm = merged_weight(m, st, n, m.weight:detach())
+        local w, norm = merged_weight(m, st, n, dense_weight(m))
         set_weight(m, w)
         a.merged, a.merge_norm = true, norm
         st.merged[#st.merged + 1] = n
@@ -350,13 +369,48 @@ local function names_to_merge(model, names, where)
   return names
 end
 
+-- The merge options and their checks.
+local MERGE_OPTIONS = { "names", "safe", "where", "quantized", "dtype" }
+local QUANTIZED_CHOICES = { requantize = true, dequantize = true }
+local MERGED_DTYPES = { float32 = true, bfloat16 = true, float16 = true }
+
+local function check_merge_options(opts, where)
+  opts = ft.check_options(where, opts, MERGE_OPTIONS)
+  if opts.quantized ~= nil and not QUANTIZED_CHOICES[opts.quantized] then
+    error(("%s: option 'quantized' must be \"requantize\" or \"dequantize\", got %s"):format(where,
+      tostring(opts.quantized)), 0)
+  end
+  if opts.dtype ~= nil then
+    if opts.quantized ~= "dequantize" then
+      error(("%s: option 'dtype' is the dtype of a dequantised merged layer; it needs quantized = "
+        .. "\"dequantize\""):format(where), 0)
+    end
+    if not MERGED_DTYPES[opts.dtype] then
+      error(("%s: option 'dtype' must be \"float32\", \"bfloat16\" or \"float16\" (the dtype a dequantised "
+        .. "merged layer gets), got %s"):format(where, tostring(opts.dtype)), 0)
+    end
+  end
+  return opts
+end
+
 --- Merges adapters into the base weights: W += scale * B A (DoRA: W = m / ||W + dW|| * (W + dW)).
--- opts: {names = the active LoRA adapters, safe = false}. A merged adapter is skipped by forward.
--- safe = true computes every merged weight first and raises an error naming the module and
--- adapter when one holds NaN or Inf, leaving every weight untouched.
+-- opts: {names = the active LoRA adapters, safe = false, quantized =, dtype =}. A merged
+-- adapter is skipped by forward. safe = true computes every merged weight first and raises an
+-- error naming the module and adapter when one holds NaN or Inf, leaving every weight untouched.
+-- A layer quantised by ft.quant takes a merge only with a choice, made for every such layer:
+--   quantized = "requantize": W' = quantize(dequant(W) + scale B A) of the layer's kind: the
+--     layer stays quantised (as small), every weight rounded again; an unmerge requantises
+--     dequant(W') - scale B A (lossy again, as PEFT's 4-bit layers).
+--   quantized = "dequantize": the layer becomes a plain Linear (Conv1D) with the weight
+--     dequant(W) + scale B A in dtype ("float32", exact, 4 bytes a weight; "bfloat16" or
+--     "float16", rounded once, 2 bytes); an unmerge leaves it in that dtype.
+-- A half-precision base (m:to("bfloat16")) takes the merge in float32 and rounds once into its
+-- dtype; an unmerge subtracts and rounds again (not exact, as in PEFT).
+-- Without the choice the merge is refused before any weight changes, the error naming both.
+-- What each costs in accuracy: ft.quant's doc.
 function lora.merge(model, opts)
-  opts = opts or {}
-  local where = opts.where or "ft.peft.merge"
+  local where = opts and opts.where or "ft.peft.merge"
+  opts = check_merge_options(opts, where)
   local function refuse(fmt, ...) error(where .. ": " .. fmt:format(...), 0) end
   local names = names_to_merge(model, opts.names, where)
   -- DoRA normalises the weight the other adapters of its layer change: no merge there is exact.
@@ -374,14 +428,18 @@ function lora.merge(model, opts)
       end
     end
   end
-  -- A quantised base (ft.quant) cannot take a merge in place: refused before any layer changes.
-  for _, e in ipairs(adapted_layers(model)) do
-    if ft._quant.is_qweight(rawget(e[2], "weight")) then
-      for _, n in ipairs(names) do
-        if e[3].adapters[n] and not e[3].adapters[n].merged then
-          refuse("layer %s is quantised (%s) by ft.quant: merging adapter '%s' into it needs a choice: "
-            .. "ft.quant.dequantize(model) first (merge into float32, then ft.quant.quantize again to requantise), "
-            .. "or keep the adapter unmerged; no weight was changed", e[1], e[2].weight:kind(), n)
+  -- A quantised base (ft.quant) takes a merge only with a choice: refused before any layer changes.
+  if opts.quantized == nil then
+    for _, e in ipairs(adapted_layers(model)) do
+      if ft._quant.is_qweight(rawget(e[2], "weight")) then
+        for _, n in ipairs(names) do
+          if e[3].adapters[n] and not e[3].adapters[n].merged then
+            refuse("layer %s is quantised (%s) by ft.quant: merging adapter '%s' into it needs a choice: "
+              .. "{quantized = \"requantize\"} (dequantise, add the delta, quantise again: the layer stays %s, "
+              .. "its weights rounded again) or {quantized = \"dequantize\"} (the merged layer becomes a float32 "
+              .. "%s, exact); or keep the adapter unmerged; no weight was changed", e[1], e[2].weight:kind(), n,
+              e[2].weight:kind(), e[2].__name)
+          end
         end
       end
     end
@@ -389,7 +447,7 @@ function lora.merge(model, opts)
   local plans = {}
   for _, e in ipairs(adapted_layers(model)) do
     local path, m, st = e[1], e[2], e[3]
-    local w, steps = m.weight:detach(), {}
+    local w, steps = dense_weight(m), {}
     ft.no_grad(function()
       for _, name in ipairs(names) do
         local a = st.adapters[name]
@@ -404,7 +462,8 @@ function lora.merge(model, opts)
       end
     end)
     if #steps > 0 then
-      local plan = { m = m, st = st, steps = steps, w = w }
+      local plan = { m = m, st = st, steps = steps, w = w,
+        dequantize = opts.quantized == "dequantize" and ft._quant.is_qweight(rawget(m, "weight")), dtype = opts.dtype }
       -- A safe merge writes only once every layer passed; an unsafe one writes each at once.
       if opts.safe then plans[#plans + 1] = plan else apply_merge(plan) end
     end
@@ -413,9 +472,12 @@ function lora.merge(model, opts)
   return model
 end
 
---- lora.merge_adapters(model, names [, {safe =}]): the registry's merge (lora.merge of names).
+--- lora.merge_adapters(model, names [, {safe =, quantized =, dtype =}]): the registry's merge
+-- (lora.merge of names).
 function lora.merge_adapters(model, names, opts)
-  return lora.merge(model, { names = names, safe = opts and opts.safe, where = opts and opts.where })
+  opts = opts or {}
+  return lora.merge(model, { names = names, safe = opts.safe, where = opts.where, quantized = opts.quantized,
+    dtype = opts.dtype })
 end
 
 --- lora.merge with safe = true.
@@ -762,11 +824,13 @@ function lora.remove(model, name, opts)
   for _, e in ipairs(adapted_layers(model)) do remove_from_layer(e[2], name, opts and opts.keep_merged) end
 end
 
---- Merges the adapters (opts as lora.merge) and removes every LoRA adapter: the model is the
--- plain base model again, with the merged weights. Returns model.
+--- Merges the adapters (opts as lora.merge: names, safe, quantized, dtype) and removes every
+-- LoRA adapter: the model is the plain base model again, with the merged weights (a quantised
+-- layer requantised or dequantised as quantized says). Returns model.
 function lora.merge_and_unload(model, opts)
   opts = opts or {}
-  lora.merge(model, { names = opts.names, safe = opts.safe, where = opts.where or "ft.peft.merge_and_unload" })
+  lora.merge(model, { names = opts.names, safe = opts.safe, where = opts.where or "ft.peft.merge_and_unload",
+    quantized = opts.quantized, dtype = opts.dtype })
   for _, n in ipairs(lora_names(model)) do
     lora.remove(model, n, { keep_merged = true })
     A.remove(model, n)
