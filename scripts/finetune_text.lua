@@ -165,7 +165,11 @@ local write_file = ft.fs.write
 
 -- The model a method starts from, its metadata, and its tokenizer.
 local function load_base()
-  if args.model then return ft.models.from_pretrained(args.model), {} end
+  -- The folder's dtype (a BF16 checkpoint stays bfloat16: adapters train in float32 over it);
+  -- full fine-tuning updates every weight, so those are float32.
+  if args.model then
+    return ft.models.from_pretrained(args.model, { dtype = args.method == "full" and "float32" or nil }), {}
+  end
   return text.load_checkpoint(args.checkpoint)
 end
 local unit = args.model and "token" or "byte"

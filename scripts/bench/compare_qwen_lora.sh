@@ -9,7 +9,8 @@
 # FTLUA selects the ftlua binary (default build/ftlua); PyTorch is Debian's /usr/bin/python3.
 # GRADIENT_CHECKPOINTING=1 recomputes each decoder block in backward on both sides.
 # QUANTIZE=nf4 (or nf4_fp32, int8) gives the ftlua side a quantised base built layer by layer
-# (the PyTorch twin stays float32); SKIP_LOGITS=1 computes ftlua's loss without the whole
+# (the PyTorch twin stays float32); DTYPE=bfloat16 (or float16) gives the ftlua side a half-precision
+# frozen base built one weight in float32 at a time (the PyTorch twin stays float32); SKIP_LOGITS=1 computes ftlua's loss without the whole
 # logits (model(ids, {labels =, skip_logits = true})). Both change what is compared: use them
 # for ftlua's memory, not for the speed ratio.
 # OpenBLAS kernels are the environment's (OPENBLAS_CORETYPE, printed below).
@@ -24,6 +25,7 @@ extra=()
 [ "${GRADIENT_CHECKPOINTING:-0}" = 1 ] && extra=(--gradient-checkpointing)
 ft_extra=()
 [ -n "${QUANTIZE:-}" ] && ft_extra+=(--quantize "$QUANTIZE")
+[ -n "${DTYPE:-}" ] && ft_extra+=(--dtype "$DTYPE")
 [ "${SKIP_LOGITS:-0}" = 1 ] && ft_extra+=(--skip-logits)
 echo "OpenBLAS kernels: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(auto)}"
 

@@ -59,7 +59,13 @@ parser:flag("--gradient-checkpointing", "Recompute each decoder block's activati
 parser:flag("--skip-logits", "Compute the loss in chunks of positions, without the whole logits (ftlua only).")
 parser:option("--quantize", "Quantise the frozen projections while building (nf4, nf4_fp32 or int8; ftlua only: "
   .. "the PyTorch twin has no such base)."):choices({ "nf4", "nf4_fp32", "int8" })
+parser:option("--dtype", "The frozen base's dtype (ftlua only: the PyTorch twin is float32; built one weight in "
+  .. "float32 at a time).", "float32"):choices({ "float32", "bfloat16", "float16" })
 local args = ft.recipe.parse(parser)
+if args.quantize and args.dtype ~= "float32" then
+  ft.recipe.usage_error(parser, "--dtype and --quantize do not go together (a quantised base keeps its other weights "
+    .. "in float32)")
+end
 
 if args.threads then ft.set_num_threads(args.threads) end
 ft.manual_seed(args.seed)
@@ -80,7 +86,8 @@ local layers = config.num_hidden_layers
 local targets = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" }
 
 local t_build = ft.clock()
-local model = ft.models.new(config, nil, args.quantize and { quantize = args.quantize, modules = targets } or nil)
+local model = ft.models.new(config, nil, args.quantize and { quantize = args.quantize, modules = targets }
+  or { dtype = args.dtype })
 local quantized_s = ft.clock() - t_build
 ft.peft.lora(model, { target = targets, r = args.r, alpha = 2 * args.r })
 local build_s = ft.clock() - t_build
@@ -139,7 +146,7 @@ local seen = {}
 for name, p in model:named_parameters() do
   if not p.requires_grad and not seen[p] then
     seen[p] = true
-    local b = 4 * p:numel()
+    local b = p:nbytes()
     if name:find("embed_tokens", 1, true) then embed_b = embed_b + b
     elseif name:find("lm_head", 1, true) then head_b = head_b + b
     else other_b = other_b + b end
@@ -150,7 +157,7 @@ print(("loss %.4f, median step %.1f ms, %.1f tokens/s, peak RSS %.0f MiB, RSS no
   :format(loss, 1000 * median, T / median, peak_rss_mb(), rss_after, mib(ft.quant.nbytes(model))))
 print("memory (MiB):")
 print(("  weights: quantised %.0f (%d layers' projections, %.3f bytes a weight), embedding %.0f%s, lm_head %.0f, "
-  .. "other float32 weights %.0f"):format(mib(mem.quantized_bytes), #ft.quant.modules(model), mem.bytes_per_param,
+  .. "other weights %.0f"):format(mib(mem.quantized_bytes), #ft.quant.modules(model), mem.bytes_per_param,
   mib(embed_b), config.tie_word_embeddings and " (tied to lm_head)" or "", mib(head_b), mib(other_b)))
 print(("  adapter: %.0f parameters + %.0f gradients + %.0f AdamW state"):format(mib(adapter_b), mib(adapter_b),
   mib(2 * adapter_b)))

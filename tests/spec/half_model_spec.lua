@@ -142,6 +142,78 @@ describe("LoRA merges over half and quantised bases", function()
   end)
 end)
 
+describe("from_pretrained and save_pretrained in the file's dtype", function()
+  local function bf16_folder()
+    local dir = H.make_tmpdir("half_model")
+    models.save_pretrained(models.from_pretrained(LLAMA):to("bfloat16"), dir)
+    return dir
+  end
+
+  it("writes a bfloat16 model as BF16 and reads it back as bfloat16, bit for bit", function()
+    local dir = bf16_folder()
+    for name, info in pairs(ft.safetensors.info(dir .. "/model.safetensors")) do
+      assert.are.equal("BF16", info.dtype, name)
+    end
+    local m = models.from_pretrained(dir)
+    local ref = models.from_pretrained(LLAMA):to("bfloat16")
+    local sd = ref:state_dict()
+    for name, p in pairs(m:state_dict()) do
+      assert.are.equal("bfloat16", p:dtype(), name)
+      assert.are.equal(0, max_abs(p:to("float32") - sd[name]:to("float32")), name)
+    end
+    local f32 = models.from_pretrained(dir, { dtype = "float32" })
+    for name, p in pairs(f32:state_dict()) do
+      assert.are.equal("float32", p:dtype(), name)
+      assert.are.equal(0, max_abs(p - sd[name]:to("float32")), name)
+    end
+    H.assert_mentions(H.error_of(models.from_pretrained, dir, { dtype = "int8" }), "ft.models.from_pretrained",
+      "dtype", "bfloat16", "int8")
+    H.assert_mentions(H.error_of(models.save_pretrained, m, dir, { dtype = "int64" }), "ft.models.save_pretrained",
+      "dtype", "int64")
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
+  it("uses the weights straight from the file's mapping, and a write never reaches the file", function()
+    local dir = bf16_folder()
+    collectgarbage()
+    local before = ft.live_bytes()
+    local m = models.from_pretrained(dir)
+    collectgarbage()   -- the placeholders the build allocated
+    local bytes = 0
+    for _, p in ipairs(m:parameters()) do bytes = bytes + p:nbytes() end
+    assert.is_true(ft.live_bytes() - before < bytes / 10, "no copy of the weights")
+    local w = m.model.layers[1].mlp.up_proj.weight
+    local original = w:to("float32")
+    ft.no_grad(function() w:fill_(3) end)
+    assert.are.equal(3, w[1][1]:item())
+    local again = models.from_pretrained(dir)
+    assert.are.equal(0, max_abs(again.model.layers[1].mlp.up_proj.weight:to("float32") - original))
+    m, again = nil, nil
+    collectgarbage()
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)
+
+describe("ft.models.new with a dtype", function()
+  it("builds the weights of new followed by m:to, bit for bit, and checks the option", function()
+    local cfg = ft.json.read(LLAMA .. "/config.json")
+    ft.manual_seed(5)
+    local a = models.new(cfg, nil, { dtype = "bfloat16" })
+    ft.manual_seed(5)
+    local b = models.new(cfg):to("bfloat16")
+    local sb, n = b:state_dict(), 0
+    for name, t in pairs(a:state_dict()) do
+      n = n + 1
+      assert.are.equal(sb[name]:dtype(), t:dtype(), name)
+      assert.are.equal(0, max_abs(t:to("float32") - sb[name]:to("float32")), name)
+    end
+    assert.is_true(n > 10)
+    H.assert_mentions(H.error_of(models.new, cfg, nil, { dtype = "int64" }), "ft.models.new", "dtype", "int64")
+    H.assert_mentions(H.error_of(models.new, cfg, nil, { dtype = "bfloat16", quantize = "nf4" }), "ft.models.new",
+      "dtype", "quantize")
+  end)
+end)
+
 describe("m:to", function()
   it("rejects a dtype that is not a float dtype", function()
     local m = ft.nn.Linear(2, 3)

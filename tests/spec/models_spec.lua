@@ -229,8 +229,8 @@ describe("strict options in ft.models", function()
   end)
 
   it("from_pretrained, save_pretrained and from_lm refuse unknown options", function()
-    H.assert_mentions(H.error_of(models.from_pretrained, GOLDEN .. "/hf_gpt2", { dtype = "bfloat16" }),
-      "ft.models.from_pretrained", "unknown option 'dtype'")
+    H.assert_mentions(H.error_of(models.from_pretrained, GOLDEN .. "/hf_gpt2", { dtyp = "bfloat16" }),
+      "ft.models.from_pretrained", "unknown option 'dtyp'", "did you mean 'dtype'")
     local dir = H.make_tmpdir("models_save")
     H.assert_mentions(H.error_of(models.save_pretrained, model, dir, { safe_serialization = true }),
       "ft.models.save_pretrained", "unknown option 'safe_serialization'")

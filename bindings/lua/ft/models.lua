@@ -247,6 +247,42 @@ local function check_quantized_size(shapes, targets, kind, what)
   end)
 end
 
+local FLOAT_DTYPES = { bfloat16 = true, float16 = true, float32 = true, float64 = true }
+
+-- Builds fn()'s model with its float weights in dtype without the float32 model existing:
+-- fn runs under ft.nn.init.defer (weights allocated as untouched pages), then each weight's
+-- recorded initialisations run into a float32 buffer of its own, converted (rounded once) and
+-- the buffer freed before the next. The values are those of fn() followed by m:to(dtype).
+local function build_in_dtype(fn, dtype)
+  ft.empty_cache()   -- weights allocated next must be fresh pages, not reused (resident) blocks
+  local records, model = ft.nn.init.defer(fn)
+  local last = {}
+  for i, r in ipairs(records) do last[r.tensor] = i end
+  local buffers = {}
+  for i, r in ipairs(records) do
+    records[i] = nil
+    local t = r.tensor
+    if t:dtype() == "int64" then
+      r.run()
+    else
+      local buf = buffers[t] or ft.empty(t:shape())
+      buffers[t] = buf
+      r.run(buf)
+      if last[t] == i then
+        buffers[t] = nil
+        ft.no_grad(function() t:set_(buf:to(dtype)) end)
+        do local done <close> = buf end   -- freed now, not by the collector
+        ft.empty_cache()
+      end
+    end
+  end
+  model:to(dtype)   -- the tensors no initialiser wrote
+  collectgarbage()
+  collectgarbage()
+  ft.empty_cache()
+  return model
+end
+
 --- ft.models.new(preset or config, overrides, opts) -> a new randomly initialised model, from a
 -- preset name (ft.models.presets) or an HF-style config table (its "architectures" /
 -- "model_type" picks the class). The config is checked before anything is allocated.
@@ -256,14 +292,24 @@ end
 -- (ft.quant.build), so the float32 model never exists: a 7B-parameter model builds in a few
 -- GB. The weights are bit for bit those of ft.models.new followed by ft.quant.quantize (same
 -- seed, same modules). The size is checked against the machine's memory with the quantised
--- layers at their quantised size.
+-- layers at their quantised size. dtype = "bfloat16" | "float16" | "float64" builds the float
+-- weights in that dtype the same way, one weight in float32 at a time: the values of
+-- ft.models.new followed by m:to(dtype).
 function M.new(name_or_config, overrides, opts)
   local where = "ft.models.new"
   local config = name_or_config
   local kind
   local ok, err = pcall(function()
-    opts = common.check_options(where, opts, { "quantize", "modules" }, 0)
+    opts = common.check_options(where, opts, { "quantize", "modules", "dtype" }, 0)
     kind = quantize_option(where, opts)
+    if opts.dtype ~= nil and not FLOAT_DTYPES[opts.dtype] then
+      error(("%s: option 'dtype' must be one of bfloat16, float16, float32, float64, got %s"):format(where,
+        tostring(opts.dtype)), 0)
+    end
+    if opts.dtype ~= nil and kind then
+      error(where .. ": options 'dtype' and 'quantize' do not go together (a quantised model keeps its other "
+        .. "weights in float32)", 0)
+    end
     if type(config) == "string" then
       config = preset_config(config, overrides, where)
     else
@@ -274,6 +320,9 @@ function M.new(name_or_config, overrides, opts)
   if not ok then error(err, 2) end
   local built, model = pcall(function()
     local class, shapes = plan(config, kind)
+    if opts.dtype and opts.dtype ~= "float32" then
+      return build_in_dtype(function() return class(config) end, opts.dtype)
+    end
     if not kind then return class(config) end
     local what = class.hf_architecture or "model"
     return require("ft.quant").build_as(where, function() return class(config) end, kind, opts.modules,
@@ -360,10 +409,12 @@ local function weight_shapes(dir, files, source, map, where)
 end
 
 -- name -> tensor from the weight files (model.safetensors or the shards of the index).
-local function read_weights(files)
+-- Every tensor of the files, mapped copy-on-write (no copy, no memory until touched; writing a
+-- weight changes only this process's copy): in the files' dtypes, or converted to dtype.
+local function read_weights(files, dtype)
   local out = {}
   for _, path in ipairs(files) do
-    for name, t in pairs(ft.safetensors.load(path, { dtype = "float32" })) do out[name] = t end
+    for name, t in pairs(ft.safetensors.load(path, { dtype = dtype, mmap = true })) do out[name] = t end
   end
   return out
 end
@@ -447,7 +498,7 @@ end
 -- else (tied copies such as GPT-2's lm_head.weight may be absent). Checkpoints saved from the
 -- base model (without the "transformer." / "model." prefix) and buffers HF itself skips (the
 -- class's ignore_on_load patterns) are accepted. `source` names the file in error messages.
-function M.load_hf_state_dict(model, sd, source, where)
+function M.load_hf_state_dict(model, sd, source, where, adopt)
   where = where or "ft.models.load_hf_state_dict"
   source = source or "the state dict"
   local own, keys = model:state_dict({ keep_vars = true })
@@ -463,7 +514,9 @@ function M.load_hf_state_dict(model, sd, source, where)
       problems[#problems + 1] = ("%s is a %s, not a tensor"):format(k, type(t))
     else
       shapes[k] = t:shape()
-      if expected[k] and shape_str(shapes[k]) == shape_str(expected[k]) and t:dtype() ~= own[k]:dtype() then
+      local convertible = adopt and t:dtype() ~= "int64" and own[k]:dtype() ~= "int64"
+      if expected[k] and shape_str(shapes[k]) == shape_str(expected[k]) and t:dtype() ~= own[k]:dtype()
+        and not convertible then
         problems[#problems + 1] = ("tensor %s is %s in %s, the model expects %s"):format(k, t:dtype(), source,
           own[k]:dtype())
       end
@@ -473,7 +526,9 @@ function M.load_hf_state_dict(model, sd, source, where)
   check_names_and_shapes(expected, shapes, source, where, "the model")
   ft.no_grad(function()
     for _, k in ipairs(keys) do
-      if not tied[k] then own[k]:copy_(src[k]) end
+      if tied[k] then -- the tied copy is the same tensor as its target
+      elseif adopt and src[k]:dtype() ~= "int64" then own[k]:set_(src[k])
+      else own[k]:copy_(src[k]) end
     end
   end)
   return model
@@ -563,9 +618,23 @@ end
 -- peak is about the quantised model plus one float32 layer plus the float32 rest (embeddings,
 -- lm_head, norms, biases), and the size check counts the quantised layers at their quantised
 -- size. The result is bit for bit from_pretrained followed by ft.quant.quantize.
+-- dtype = "bfloat16" | "float16" | "float32" | "float64": the dtype of the weights; by default
+-- each keeps the file's (a BF16 checkpoint gives a bfloat16 model: half the memory, computed in
+-- float32; m:to converts later; full fine-tuning needs float32 weights, adapters are float32
+-- anyway). Weights in the file's dtype are used straight from the file's mapping, copy-on-write:
+-- nothing is copied or resident until read, and a weight that training writes becomes a private
+-- copy (the file never changes).
 function M.from_pretrained(dir, opts)
   local where = "ft.models.from_pretrained"
-  opts = common.check_options(where, opts, { "quantize", "modules" })
+  opts = common.check_options(where, opts, { "quantize", "modules", "dtype" })
+  if opts.dtype ~= nil and not FLOAT_DTYPES[opts.dtype] then
+    error(("%s: option 'dtype' must be one of bfloat16, float16, float32, float64, got %s"):format(where,
+      tostring(opts.dtype)), 2)
+  end
+  if opts.dtype ~= nil and opts.quantize ~= nil then
+    error(where .. ": options 'dtype' and 'quantize' do not go together (a quantised model keeps its other weights "
+      .. "in float32)", 2)
+  end
   if type(dir) ~= "string" then error(where .. ": a directory path expected, got " .. type(dir), 2) end
   local qok, kind = pcall(quantize_option, where, opts)
   if not qok then error(kind, 2) end
@@ -590,7 +659,7 @@ function M.from_pretrained(dir, opts)
     -- Built without random initialisation: the weights read next overwrite every tensor.
     ok, model = pcall(ft.nn.init.skip, class, config)
     if not ok then error(("%s: %s: %s"):format(where, config_path, tostring(model)), 0) end
-    M.load_hf_state_dict(model, read_weights(files), source, where)
+    M.load_hf_state_dict(model, read_weights(files, opts.dtype), source, where, true)
   end
   model:eval()
   model.name_or_path = dir   -- as HF's config.name_or_path: what an adapter records as its base
@@ -602,10 +671,16 @@ end
 --- ft.models.save_pretrained(model, dir, opts) -> dir: writes config.json and model.safetensors
 -- (HF names and layouts, tied copies left out as HF does) into dir, created if needed, so that
 -- transformers' from_pretrained (and ft.models.from_pretrained) loads it. Other files of dir (a
--- tokenizer's) stay. opts: none yet (an options table with any key is an error).
+-- tokenizer's) stay. Each weight is written in its own dtype (a bfloat16 model as BF16, and
+-- config.json's torch_dtype, where the config has one, says so); opts.dtype = "bfloat16" | "float16" | "float32" converts
+-- the float weights as they are written.
 function M.save_pretrained(model, dir, opts)
   local where = "ft.models.save_pretrained"
-  common.check_options(where, opts, {})
+  opts = common.check_options(where, opts, { "dtype" })
+  if opts.dtype ~= nil and not FLOAT_DTYPES[opts.dtype] then
+    error(("%s: option 'dtype' must be one of bfloat16, float16, float32, float64, got %s"):format(where,
+      tostring(opts.dtype)), 2)
+  end
   if type(model) ~= "table" or type(model.config) ~= "table" or not model.hf_architecture then
     error(where .. ": the model has no HF config (build it with ft.models.new or from_pretrained)", 2)
   end
@@ -620,9 +695,18 @@ function M.save_pretrained(model, dir, opts)
   for _, k in ipairs(keys) do
     if not tied[k] then out[k] = sd[k] end
   end
+  local dtypes = {}
+  for _, t in pairs(out) do
+    if t:dtype() ~= "int64" then dtypes[#dtypes + 1] = opts.dtype or t:dtype() end
+  end
+  table.sort(dtypes)
+  -- An HF config's torch_dtype follows the weights written (configs without one stay so).
+  if #dtypes > 0 and config.torch_dtype ~= nil then
+    config.torch_dtype = dtypes[1] == dtypes[#dtypes] and dtypes[1] or "float32"
+  end
   fs.mkdir(dir, where)
   -- transformers rejects safetensors metadata without a known "format".
-  ft.safetensors.save(dir .. "/model.safetensors", out, { metadata = { format = "pt" } })
+  ft.safetensors.save(dir .. "/model.safetensors", out, { metadata = { format = "pt" }, dtype = opts.dtype })
   ft.json.write(dir .. "/config.json", config, { indent = true })
   return dir
 end

@@ -355,8 +355,8 @@ function quant.memory(model)
     end
   end
   local db, dn = 0, 0
-  for _, p in model:named_parameters() do db, dn = db + 4 * p:numel(), dn + p:numel() end
-  for _, b in model:named_buffers() do db = db + (b:dtype() == "int64" and 8 or 4) * b:numel() end
+  for _, p in model:named_parameters() do db, dn = db + p:nbytes(), dn + p:numel() end
+  for _, b in model:named_buffers() do db = db + b:nbytes() end
   return { quantized_bytes = qb, quantized_params = qn, bytes_per_param = qn > 0 and qb / qn or 0,
     dense_bytes = db, dense_params = dn, total_bytes = qb + db }
 end
