@@ -18,14 +18,17 @@
 --
 -- The room: ft.pref.logps (logps, token_logps, reference_logps, with_reference,
 -- disable_dropout), ft.pref.dpo, ft.pref.simpo, ft.pref.orpo, ft.pref.kto, ft.pref.reward
--- (reward_loss, RewardModel), ft.pref.grpo (group_advantages, grpo_loss); ft.pref.inputs,
--- ft.pref.metrics and ft.pref.stable are what they share. Masks are the completion's tokens
--- in ids' columns (ft.text.collate's labels ~= -100 give one); token t is scored by the
--- logits at t - 1, as HF and TRL shift them.
+-- (reward_loss, RewardModel), ft.pref.grpo (group_advantages, grpo_loss), ft.pref.data
+-- (read_jsonl, load_pairs, load_unpaired, collate_pairs, collate_unpaired, batches: JSONL
+-- preference records tokenized, truncated and masked as TRL does, in padded batches);
+-- ft.pref.inputs, ft.pref.metrics and ft.pref.stable are what they share. Masks are the
+-- completion's tokens in ids' columns (ft.text.collate's labels ~= -100 give one, and
+-- ft.pref.collate_pairs' chosen_mask / rejected_mask are); token t is scored by the logits at
+-- t - 1, as HF and TRL shift them.
 local pref = {}
 
 for _, part in ipairs { "ft.pref.logps", "ft.pref.dpo", "ft.pref.simpo", "ft.pref.orpo", "ft.pref.kto",
-  "ft.pref.reward", "ft.pref.grpo" } do
+  "ft.pref.reward", "ft.pref.grpo", "ft.pref.data" } do
   for k, v in pairs(require(part)) do pref[k] = v end
 end
 
