@@ -32,4 +32,13 @@ for _, part in ipairs { "ft.pref.logps", "ft.pref.dpo", "ft.pref.simpo", "ft.pre
   for k, v in pairs(require(part)) do pref[k] = v end
 end
 
+-- Training: ft.pref.trainer (train_dpo, DPOTrainer, precompute_reference, load_reference) and
+-- ft.pref.grpo_sampler (train_grpo, GRPOTrainer, sample_completions, score_completions).
+local trainer = require "ft.pref.trainer"
+pref.train_dpo, pref.DPOTrainer = trainer.train_dpo, trainer.DPOTrainer
+pref.precompute_reference, pref.load_reference = trainer.precompute_reference, trainer.load_reference
+local grpo_sampler = require "ft.pref.grpo_sampler"
+pref.train_grpo, pref.GRPOTrainer = grpo_sampler.train_grpo, grpo_sampler.GRPOTrainer
+pref.sample_completions, pref.score_completions = grpo_sampler.sample_completions, grpo_sampler.score_completions
+
 return pref
