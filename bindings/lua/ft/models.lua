@@ -256,26 +256,9 @@ local FLOAT_DTYPES = { bfloat16 = true, float16 = true, float32 = true, float64 
 local function build_in_dtype(fn, dtype)
   ft.empty_cache()   -- weights allocated next must be fresh pages, not reused (resident) blocks
   local records, model = ft.nn.init.defer(fn)
-  local last = {}
-  for i, r in ipairs(records) do last[r.tensor] = i end
-  local buffers = {}
-  for i, r in ipairs(records) do
-    records[i] = nil
-    local t = r.tensor
-    if t:dtype() == "int64" then
-      r.run()
-    else
-      local buf = buffers[t] or ft.empty(t:shape())
-      buffers[t] = buf
-      r.run(buf)
-      if last[t] == i then
-        buffers[t] = nil
-        ft.no_grad(function() t:set_(buf:to(dtype)) end)
-        do local done <close> = buf end   -- freed now, not by the collector
-        ft.empty_cache()
-      end
-    end
-  end
+  ft.nn.init.replay(records, function(t) return t:dtype() ~= "int64" end, function(t, buf)
+    ft.no_grad(function() t:set_(buf:to(dtype)) end)
+  end)
   model:to(dtype)   -- the tensors no initialiser wrote
   collectgarbage()
   collectgarbage()

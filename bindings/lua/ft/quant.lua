@@ -309,35 +309,18 @@ function quant.build_as(where, fn, kind, modules, check)
   if not nn.is_module(model) then error(where .. ": fn must return a ft.nn model, got " .. type(model), 0) end
   local targets = selected(model, modules, where, quant.default_modules)
   if check then check(model, targets) end
-  local target_of, last = {}, {}
+  local target_of = {}
   for _, e in ipairs(targets) do
     if not quant.is_quantized(e[2]) then target_of[e[2].weight] = e end
   end
-  for i, r in ipairs(records) do
-    if target_of[r.tensor] then last[r.tensor] = i end
-  end
-  local buffers = {}   -- selected weight -> its float32 buffer while initialisations remain
-  for i, r in ipairs(records) do
-    records[i] = nil
-    local e = target_of[r.tensor]
-    if e then
-      local buf = buffers[r.tensor] or ft.empty(r.tensor:shape())
-      buffers[r.tensor] = buf
-      r.run(buf)
-      if last[r.tensor] == i then
-        buffers[r.tensor] = nil
-        quant.set_weight(e[2], buf, kind, e[1])
-        target_of[r.tensor] = nil
-        do local done <close> = buf end   -- freed now, not by the collector
-        ft.empty_cache()   -- and back to the system, not kept in the allocator's cache
-      end
-    else
-      r.run()
-    end
-  end
+  nn.init.replay(records, function(t) return target_of[t] ~= nil end, function(t, buf)
+    local e = target_of[t]
+    quant.set_weight(e[2], buf, kind, e[1])
+    target_of[t] = nil
+  end)
   -- Selected layers that no initialiser wrote keep the values fn() left them.
   for t, e in pairs(target_of) do quant.set_weight(e[2], t:detach(), kind, e[1]) end
-  target_of, last = nil, nil   -- they hold the replaced weights
+  target_of = nil   -- it holds the replaced weights
   collectgarbage()
   collectgarbage()   -- the unwritten float32 weights the quantised ones replace
   ft.empty_cache()

@@ -98,6 +98,36 @@ function init.defer(fn, ...)
   return records, table.unpack(results, 2, results.n)
 end
 
+--- init.replay(records, buffered, finish): runs the initialisations init.defer recorded, in
+-- order (so the random numbers are drawn as without defer). A tensor t for which buffered(t)
+-- is true is initialised into a float32 buffer of its own instead, and finish(t, buffer) runs
+-- right after its last initialisation; the buffer is freed then, and returned to the system,
+-- before the next tensor's (so one such buffer exists at a time).
+function init.replay(records, buffered, finish)
+  local last = {}
+  for i, r in ipairs(records) do
+    if buffered(r.tensor) then last[r.tensor] = i end
+  end
+  local buffers = {}
+  for i, r in ipairs(records) do
+    records[i] = nil
+    local t = r.tensor
+    if last[t] then
+      local buf = buffers[t] or ft.empty(t:shape())
+      buffers[t] = buf
+      r.run(buf)
+      if last[t] == i then
+        buffers[t] = nil
+        finish(t, buf)
+        do local done <close> = buf end   -- freed now, not by the collector
+        ft.empty_cache()
+      end
+    else
+      r.run()
+    end
+  end
+end
+
 --- init.uniform_(t, a = 0, b = 1) fills t in place with U(a, b) draws; returns t.
 function init.uniform_(t, a, b) return inplace(t, "uniform_", a or 0, b or 1) end
 --- init.normal_(t, mean = 0, std = 1) fills t in place with N(mean, std^2) draws; returns t.
