@@ -41,4 +41,7 @@ local grpo_sampler = require "ft.pref.grpo_sampler"
 pref.train_grpo, pref.GRPOTrainer = grpo_sampler.train_grpo, grpo_sampler.GRPOTrainer
 pref.sample_completions, pref.score_completions = grpo_sampler.sample_completions, grpo_sampler.score_completions
 
+-- The judges of scripts/preference.lua: n-gram classifiers of text (ft.pref.judge).
+pref.judge = require "ft.pref.judge"
+
 return pref

@@ -1,0 +1,514 @@
+-- Preference tuning of the byte-level fortunes GPT (models/gpt_fortunes.h5): teaches it to
+-- continue neutral prompts ("The ", "When ", ...) in the style of one fortune category, with
+-- rewards from a judge, a classifier of the fortunes' real category labels.
+--
+--   ftlua scripts/preference.lua                          # DPO with LoRA, a few minutes on 2 cores
+--   ftlua scripts/preference.lua --method ipo --beta 0.5
+--   ftlua scripts/preference.lua --compare --threads 2   # every method
+--   ftlua scripts/preference.lua --data prefs.jsonl       # your own TRL pairs {prompt, chosen, rejected}
+--
+-- Judges (ft.pref.judge): logistic regression over hashed byte 1..4-grams, trained on the
+-- fortune entries labelled with their file's category. The entries are split by a hash of
+-- their text into a test tenth and two disjoint halves of the rest: judge A (the reward the
+-- method trains on: its probability of --target) learns from one half, judge B (the judge of
+-- the results) from the other; both report their accuracy on the test tenth.
+--
+-- Pairs: --prompts neutral prompts (the first word of entries of other categories), --samples
+-- sampled completions of each (temperature 1, --max-new bytes, stopping at the end mark); the
+-- completion judge A scores best is chosen, the worst rejected. With --data the pairs come
+-- from the file instead (text records; the byte tokenizer).
+--
+-- Methods (the policy: the pretrained model with LoRA on c_attn, c_proj, c_fc; the reference:
+-- the same model with its adapters disabled): dpo, ipo, simpo, orpo (ft.pref.DPOTrainer's loss
+-- types), sft (next-byte loss on the chosen completions only), grpo (online, ft.pref.train_grpo
+-- with judge A's probability as the reward: --samples completions of --batch-size / 2 prompts
+-- a step, beta 0.04) and best-of-n (no training: of
+-- --samples completions of the starting model, judge A's best; its KL is the analytic
+-- log n - (n - 1) / n). --compare runs sft, dpo at every --betas, ipo, simpo, orpo, grpo and
+-- best-of-n. Before and after: on --eval-prompts prompts held out of training, --eval-samples
+-- seeded completions each, the mean reward of both judges, KL(policy || reference) per
+-- sequence (the mean over the samples of the sum of log pi - log ref over their bytes: a
+-- Monte Carlo estimate), perplexity per byte on held-out entries of other categories, and
+-- samples.
+--
+-- Output: the run's folder (--out, default runs/preference/<date-time>): judge_a.h5,
+-- judge_b.h5, pairs.jsonl (the generated pairs, TRL's records), <method>/metrics.jsonl,
+-- <method>/adapter/, results.json, results.csv, reward_vs_kl.png, samples.txt.
+local ft = require "ft"
+local argparse = require "argparse"
+local judge_mod = require "ft.pref.judge"
+
+local peft, text, pref = ft.peft, ft.text, ft.pref
+local R = ft.recipe
+local P = ft.progress
+local log = P.log
+
+local METHODS = { "dpo", "ipo", "simpo", "orpo", "sft", "grpo", "best-of-n" }
+local LOSS_TYPE = { dpo = "sigmoid", ipo = "ipo", simpo = "simpo", orpo = "orpo" }
+local DEFAULT_BETA = { dpo = 0.1, ipo = 0.5, simpo = 2.0, orpo = 0.1 }
+local LORA_TARGETS = { "c_attn", "c_proj", "c_fc" }
+
+local parser = argparse("preference.lua",
+  "Preference-tune the fortunes GPT towards one category's style, with rewards from a category judge.")
+parser:option("--method", "Method: " .. table.concat(METHODS, ", ") .. ".", "dpo"):choices(METHODS)
+parser:flag("--compare", "Run sft, dpo at every --betas, ipo, simpo, orpo, grpo and best-of-n, one after the other.")
+-- A comma-separated list of positive numbers.
+local function betas(str)
+  local out = {}
+  for part in (str .. ","):gmatch("([^,]*),") do
+    local v = tonumber(part)
+    if not v or v <= 0 or v ~= v or v == math.huge then
+      return nil, ("expected comma-separated numbers > 0, got '%s'"):format(str)
+    end
+    out[#out + 1] = v
+  end
+  return out
+end
+parser:option("--betas", "The betas of dpo with --compare.", "0.05,0.1,0.5"):convert(betas)
+parser:option("--target", "The fortune category the completions should read like.", "songs-poems")
+parser:option("--data", "Your own preference pairs (JSONL of {prompt, chosen, rejected} text records) instead of "
+  .. "sampled ones.")
+  :argname("<file>"):convert(R.file)
+local positive = R.integer({ min = 1 })
+parser:option("--beta", "The loss's beta (default: dpo 0.1, ipo 0.5, simpo 2.0, orpo 0.1).")
+  :convert(R.number({ above = 0 }))
+parser:option("--prompts", "Training prompts (one pair each).", "128"):convert(positive)
+parser:option("--samples", "Sampled completions per training prompt (best and worst make the pair).", "4")
+  :convert(R.integer({ min = 2 }))
+parser:option("--max-new", "Bytes per sampled completion.", "64"):convert(positive)
+parser:option("--eval-prompts", "Held-out prompts of the evaluation.", "32"):convert(positive)
+parser:option("--eval-samples", "Completions per evaluation prompt.", "4"):convert(positive)
+parser:option("--steps", "Optimizer steps.", "60"):convert(positive)
+parser:option("--batch-size", "Pairs per step.", "8"):convert(positive)
+parser:option("--lr", "Learning rate (AdamW).", "1e-3"):convert(R.number({ above = 0 }))
+parser:option("--r", "LoRA rank.", "8"):convert(positive)
+parser:option("--alpha", "LoRA alpha (scale alpha / r).", "16"):convert(R.number({ above = 0 }))
+parser:option("--judge-epochs", "Epochs of each judge's training.", "3"):convert(positive)
+parser:option("--judge-fraction", "Fraction of each judge half used (less: faster, weaker judges).", "1")
+  :convert(R.number({ above = 0, max = 1 }))
+parser:option("--ppl-entries", "Held-out entries of other categories scored for perplexity.", "200"):convert(positive)
+parser:option("--seed", "Random seed (splits, judges, sampling, batches).", "1"):convert(R.integer({}))
+parser:option("--threads", "Threads (default: all cores)."):convert(R.integer({ min = 1, max = 1024 }))
+parser:option("--out", "The run's folder (default: runs/preference/<date-time>).")
+parser:option("--checkpoint", "The policy's starting model (default models/gpt_fortunes.h5).")
+parser:option("--log-every", "Progress line every N steps when stderr is not a terminal.", "10"):convert(positive)
+local args = R.parse(parser)
+
+local function die(fmt, ...) R.fail(parser, fmt, ...) end
+
+args.checkpoint = args.checkpoint or R.model_path("gpt_fortunes.h5")
+if not ft.fs.exists(args.checkpoint) or ft.fs.is_dir(args.checkpoint) then
+  R.usage_error(parser, "no pretrained model at %s: make it with scripts/pretrain_text.lua (models/TEXT.md), "
+    .. "or pass --checkpoint", args.checkpoint)
+end
+local ok_corpus, corpus = pcall(text.fortunes)
+if not ok_corpus then die("%s", tostring(corpus)) end
+local classes = text.categories(corpus)
+if not corpus[args.target] then
+  R.usage_error(parser, "--target %s is not a fortune category; categories: %s", args.target,
+    table.concat(classes, ", "))
+end
+if args.threads then ft.set_num_threads(args.threads) end
+if args.compare and args.method ~= "dpo" then
+  R.usage_error(parser, "--compare runs every method; leave out --method %s", args.method)
+end
+if args.beta and (args.compare or not LOSS_TYPE[args.method]) then
+  R.usage_error(parser, "--beta applies to one run of dpo, ipo, simpo or orpo%s", args.compare
+    and " (--compare takes --betas for dpo)" or (", not %s"):format(args.method))
+end
+local beta = args.beta or DEFAULT_BETA[args.method]
+
+local ok_model, base_model, base_meta = pcall(text.load_checkpoint, args.checkpoint)
+if not ok_model then die("cannot load the pretrained model %s: %s", args.checkpoint, base_model) end
+local max_positions = base_model.max_positions or base_model.config.n_positions
+local tok = ft.tokenizer.bytes()
+local held = {}
+for _, c in ipairs(type(base_meta.held_out) == "table" and base_meta.held_out or {}) do held[c] = true end
+if not held[args.target] then
+  log("warning: %s was not held out of pretraining (held out: %s)", args.target,
+    type(base_meta.held_out) == "table" and table.concat(base_meta.held_out, ", ") or "unknown")
+end
+
+local folder = R.run(parser, args.out)
+local t_start = ft.clock()
+
+-- ---- splits -----------------------------------------------------------------------------------
+
+-- A seeded 64-bit FNV-1a of s, as a non-negative integer.
+local function hash(s, seed)
+  local h = -3750763034362895579 ~ seed
+  for i = 1, #s do h = (h ~ s:byte(i)) * 1099511628211 end
+  return h & 0x7fffffffffffffff
+end
+
+-- Entries -> test (1 in 10), half A, half B (disjoint), by a hash of their text.
+local judge_a_set, judge_b_set, judge_test = {}, {}, {}
+local other_test = {}   -- test entries of the other categories: prompts and perplexity
+local prompt_pool = {}  -- training-side entries of the other categories: training prompts
+for _, c in ipairs(classes) do
+  for _, e in ipairs(corpus[c]) do
+    local h = hash(e, args.seed)
+    local ex = { text = e, label = c }
+    if h % 10 == 0 then
+      judge_test[#judge_test + 1] = ex
+      if c ~= args.target then other_test[#other_test + 1] = e end
+    else
+      local half = (h // 10) % 2 == 0 and judge_a_set or judge_b_set
+      if (h // 20) % 1000 < args.judge_fraction * 1000 then half[#half + 1] = ex end
+      if c ~= args.target then prompt_pool[#prompt_pool + 1] = e end
+    end
+  end
+end
+
+-- ---- judges ---------------------------------------------------------------------------------------
+
+local function train_judge(name, set)
+  local t0 = ft.clock()
+  local j = judge_mod.train(set, { classes = classes, epochs = args.judge_epochs, lr = 0.3, seed = args.seed })
+  local acc, mass = j:accuracy(judge_test)
+  log("judge %s: %d entries, %d categories; held-out accuracy %.3f (%d entries), mean P(label) %.3f; %.1f s", name,
+    #set, #classes, acc, #judge_test, mass, ft.clock() - t0)
+  j:save(folder:path("judge_" .. name:lower() .. ".h5"))
+  return j, acc
+end
+local judge_a, acc_a = train_judge("A", judge_a_set)
+local judge_b, acc_b = train_judge("B", judge_b_set)
+local target_test = {}
+for _, ex in ipairs(judge_test) do
+  if ex.label == args.target then target_test[#target_test + 1] = ex.text end
+end
+local pa_target = #target_test > 0 and judge_a:prob(target_test, args.target) or {}
+local pb_target = #target_test > 0 and judge_b:prob(target_test, args.target) or {}
+local function mean(t)
+  local s = 0
+  for _, v in ipairs(t) do s = s + v end
+  return #t > 0 and s / #t or 0 / 0
+end
+log("on real %s test entries (%d): judge A P(target) %.3f, judge B %.3f", args.target, #target_test, mean(pa_target),
+  mean(pb_target))
+
+-- ---- prompts ----------------------------------------------------------------------------------------
+
+-- The first word of an entry and the space after it: a neutral start.
+local function prompt_of(e)
+  return e:match("^(%a+[%s])") or e:match("^(%S+%s)")
+end
+local function prompts_from(pool, n, salt)
+  local order = {}
+  for i, e in ipairs(pool) do order[i] = { hash(e, args.seed + salt), e } end
+  table.sort(order, function(x, y) return x[1] < y[1] end)
+  local out = {}
+  for _, o in ipairs(order) do
+    local p = prompt_of(o[2])
+    if p and #p <= 16 and not p:find("\n") then out[#out + 1] = p end
+    if #out == n then break end
+  end
+  return out
+end
+local train_prompts = prompts_from(prompt_pool, args.prompts, 1)
+local eval_prompts = prompts_from(other_test, args.eval_prompts, 2)
+if #eval_prompts < args.eval_prompts then die("only %d evaluation prompts available", #eval_prompts) end
+if args.max_new + 18 > max_positions then die("--max-new %d exceeds the model's %d positions", args.max_new,
+  max_positions) end
+
+-- ---- sampling and scoring ---------------------------------------------------------------------------
+
+-- Generated bytes as printable text (the end mark as <EOT>, other control bytes as \xNN).
+-- Valid UTF-8 (also in JSON): invalid bytes as \xNN too.
+local function show(s)
+  local out, i = {}, 1
+  while i <= #s do
+    local b = s:byte(i)
+    local n = utf8.len(s, i, i, false) == 1 and (b < 0x80 and 1 or b < 0xE0 and 2 or b < 0xF0 and 3 or 4) or nil
+    if n and i + n - 1 <= #s and utf8.len(s:sub(i, i + n - 1)) == 1 and not (n == 1 and (b < 32 and b ~= 10
+        and b ~= 9 or b == 127)) then
+      out[#out + 1] = s:sub(i, i + n - 1)
+    else
+      n = 1
+      out[#out + 1] = b == 0 and "<EOT>" or ("\\x%02X"):format(b)
+    end
+    i = i + n
+  end
+  return table.concat(out)
+end
+
+-- G completions of each prompt, one generate call per prompt (no padding): array of
+-- {prompt =, completion = string, ids, mask, attention} per prompt group.
+local function sample(model, prompts, G)
+  local groups = {}
+  for i, p in ipairs(prompts) do
+    local ids = tok:encode(text.EOT .. p)
+    local roll = pref.sample_completions(model, { ids }, G, { max_new_tokens = args.max_new, temperature = 1.0,
+      eos_token_id = text.EOT_ID })
+    local comps = {}
+    for r = 1, G do
+      local c = roll.completions[r]
+      comps[r] = #c > 0 and tok:decode(ft.tensor(c, { dtype = "int64" })) or ""
+    end
+    local N, Pn = roll.size, roll.prompt_length
+    local mask = ft.cat({ ft.zeros(N, Pn), roll.completion_mask }, 2)
+    groups[i] = { prompt = p, completions = comps, ids = roll.ids, mask = mask, attention = roll.attention_mask }
+  end
+  return groups
+end
+
+local function rewards(j, groups)
+  local texts = {}
+  for _, g in ipairs(groups) do
+    for _, c in ipairs(g.completions) do texts[#texts + 1] = g.prompt .. c end
+  end
+  return j:prob(texts, args.target)
+end
+
+local ppl_set
+do
+  local ex = {}
+  for i = 1, math.min(args.ppl_entries, #other_test) do ex[i] = { text = other_test[i] } end
+  ppl_set = text.example_dataset(ex, { context = max_positions, tokenizer = tok })
+end
+
+-- Rewards of both judges, KL(policy || reference) per sequence, perplexity and samples.
+-- reference: false for the starting model itself (KL 0).
+local function evaluate(model, with_reference)
+  ft.manual_seed(args.seed + 7)
+  local t0 = ft.clock()
+  local groups = sample(model, eval_prompts, args.eval_samples)
+  local ra, rb = rewards(judge_a, groups), rewards(judge_b, groups)
+  local kl = 0
+  if with_reference then
+    local klsum, n = 0, 0
+    ft.no_grad(function()
+      for _, g in ipairs(groups) do
+        local lp = pref.logps(model, g.ids, g.mask, { attention_mask = g.attention })
+        local lr = pref.reference_logps(model, g.ids, g.mask, { attention_mask = g.attention })
+        for _, v in ipairs((lp - lr):totable()) do klsum, n = klsum + v, n + 1 end
+      end
+    end)
+    kl = klsum / n
+  end
+  local ppl = text.perplexity(model, ppl_set, { context = max_positions, batch_size = 16 })
+  local shown = {}
+  for i = 1, math.min(4, #groups) do shown[i] = show(groups[i].prompt .. groups[i].completions[1]) end
+  return { reward_a = mean(ra), reward_b = mean(rb), kl = kl, ppl = ppl.perplexity, samples = shown,
+    seconds = ft.clock() - t0 }
+end
+
+base_model:eval()
+local before = evaluate(base_model, false)
+log("before: reward A %.4f, reward B %.4f, held-out ppl %.4f (%.1f s)", before.reward_a, before.reward_b, before.ppl,
+  before.seconds)
+
+-- ---- pairs --------------------------------------------------------------------------------------------
+
+local pair_records
+if args.data then
+  local ok, recs = pcall(pref.read_jsonl, args.data)
+  if not ok then die("%s", tostring(recs)) end
+  pair_records = recs
+  log("pairs: %d records from %s", #pair_records, args.data)
+else
+  local t0 = ft.clock()
+  ft.manual_seed(args.seed)
+  local groups = sample(base_model, train_prompts, args.samples)
+  local ra = rewards(judge_a, groups)
+  pair_records = {}
+  local k, gap = 0, 0
+  for _, g in ipairs(groups) do
+    local best, worst
+    for r = 1, #g.completions do
+      k = k + 1
+      local v = ra[k]
+      if g.completions[r] ~= "" then
+        if not best or v > best[1] then best = { v, g.completions[r] } end
+        if not worst or v < worst[1] then worst = { v, g.completions[r] } end
+      end
+    end
+    if best and best[2] ~= worst[2] then
+      pair_records[#pair_records + 1] = { prompt = g.prompt, chosen = best[2], rejected = worst[2],
+        score_chosen = best[1], score_rejected = worst[1] }
+      gap = gap + best[1] - worst[1]
+    end
+  end
+  if #pair_records == 0 then die("no prompt gave two different completions: raise --samples or --max-new") end
+  local lines = {}
+  -- the file shows invalid UTF-8 bytes as \xNN (JSON holds only UTF-8); training uses the bytes
+  for i, rec in ipairs(pair_records) do
+    lines[i] = ft.json.encode({ prompt = rec.prompt, chosen = show(rec.chosen), rejected = show(rec.rejected),
+      score_chosen = rec.score_chosen, score_rejected = rec.score_rejected })
+  end
+  ft.fs.write(folder:path("pairs.jsonl"), table.concat(lines, "\n") .. "\n")
+  log("pairs: %d of %d prompts x %d samples; judge A chosen - rejected %.4f on average (%.1f s)", #pair_records,
+    #train_prompts, args.samples, gap / #pair_records, ft.clock() - t0)
+end
+local ok_pairs, pairs_ex = pcall(pref.load_pairs, pair_records, tok, { max_length = max_positions,
+  max_prompt_length = math.min(64, max_positions // 2) })
+if not ok_pairs then die("%s", tostring(pairs_ex)) end
+
+-- ---- training ----------------------------------------------------------------------------------------
+
+-- One method's run: a fresh LoRA policy trained on the pairs (best-of-n: no training), then
+-- the evaluation. spec = {method =, beta =}. Returns the result row.
+local function run_method(spec)
+  local method, beta = spec.method, spec.beta
+  local label = args.compare and method == "dpo" and ("dpo-beta%g"):format(beta) or method
+  if method == "best-of-n" then
+    -- n samples of the starting model per evaluation sample, judge A's best kept; the KL of
+    -- best-of-n to its base is log n - (n - 1) / n (Stiennon et al.)
+    local n = args.samples
+    ft.manual_seed(args.seed + 7)
+    local t0 = ft.clock()
+    local groups = sample(base_model, eval_prompts, args.eval_samples * n)
+    local ra, rb = rewards(judge_a, groups), rewards(judge_b, groups)
+    local pa, pb, shown, k = {}, {}, {}, 0
+    for gi, g in ipairs(groups) do
+      for e = 1, args.eval_samples do
+        local best
+        for _ = 1, n do
+          k = k + 1
+          if not best or ra[k] > ra[best] then best = k end
+        end
+        pa[#pa + 1], pb[#pb + 1] = ra[best], rb[best]
+        local r = best - (gi - 1) * args.eval_samples * n
+        if e == 1 and #shown < 4 then shown[#shown + 1] = show(g.prompt .. g.completions[r]) end
+      end
+    end
+    local res = { method = method, label = label, n = n, reward_a = mean(pa), reward_b = mean(pb),
+      kl = math.log(n) - (n - 1) / n, ppl = before.ppl, samples = shown, train_seconds = 0,
+      seconds = ft.clock() - t0, trainable_params = 0 }
+    log("== %s (n %d): reward A %.4f, reward B %.4f, KL %.3f (analytic); %.1f s", method, n, res.reward_a,
+      res.reward_b, res.kl, res.seconds)
+    return res
+  end
+  local dir = folder:path(label)
+  ft.fs.mkdir(dir)
+  ft.manual_seed(args.seed)
+  local policy = text.load_checkpoint(args.checkpoint)
+  local adapter = peft.lora(policy, { target = LORA_TARGETS, r = args.r, alpha = args.alpha })
+  local trainable = policy:num_parameters({ trainable = true })
+  log("== %s (%slr %g): LoRA r %d, %d trainable of %d parameters; %d pairs, %d steps of %d", label,
+    beta and ("beta %g, "):format(beta) or "", args.lr, args.r, trainable, policy:num_parameters(), #pairs_ex,
+    args.steps, args.batch_size)
+  local batches = {}
+  for b in pref.batches(pairs_ex, { batch_size = args.batch_size, shuffle = true, seed = args.seed }) do
+    batches[#batches + 1] = b
+  end
+  local t_train = ft.clock()
+  local last
+  if method == "sft" then
+    -- supervised fine-tuning on the chosen completions: mean negative log-likelihood per byte
+    local params = {}
+    for _, p in ipairs(policy:parameters()) do
+      if p.requires_grad then params[#params + 1] = p end
+    end
+    local opt = ft.optim.AdamW(params, { lr = args.lr, weight_decay = 0 })
+    local logger = ft.train.Logger({ path = dir .. "/metrics.jsonl", total = args.steps, every = args.log_every,
+      unit = "pairs" })
+    policy:train()
+    ft.train.loop({
+      steps = args.steps, logger = logger,
+      next_batch = function(step) return batches[(step - 1) % #batches + 1] end,
+      step = function(b)
+        local loss = ft.train.step(opt, function()
+          local lp, nc = pref.logps(policy, b.chosen_ids, b.chosen_mask, { attention_mask = b.chosen_attention_mask })
+          return -lp:sum() / nc:sum()
+        end, { clip = 1.0 })
+        last = { loss = loss }
+        return { loss = loss, items = b.chosen_ids:size(1) }
+      end,
+    })
+    logger:close()
+  elseif method == "grpo" then
+    -- online: GRPO's group-relative advantages of judge A's reward, KL to the reference weighed
+    -- by beta (0.04, TRL's default then)
+    local prompt_ids = {}
+    for i, p in ipairs(train_prompts) do prompt_ids[i] = tok:encode(text.EOT .. p) end
+    local function reward(pids, cids)
+      local str = tok:decode(ft.tensor(pids, { dtype = "int64" })):gsub("^%z", "")
+      if #cids > 0 then str = str .. tok:decode(ft.tensor(cids, { dtype = "int64" })) end
+      return judge_a:prob({ str }, args.target)[1]
+    end
+    local fit = pref.train_grpo(policy, prompt_ids, reward, { num_generations = args.samples,
+      prompts_per_step = math.max(1, args.batch_size // 2), max_new_tokens = args.max_new, temperature = 1.0,
+      eos_token_id = text.EOT_ID, beta = 0.04, lr = args.lr, weight_decay = 0, steps = args.steps,
+      log_path = dir .. "/metrics.jsonl", log_every = args.log_every })
+    last = fit.last or {}
+  else
+    local trainer = pref.DPOTrainer(policy, { loss_type = LOSS_TYPE[method], beta = beta, lr = args.lr,
+      weight_decay = 0 })
+    local fit = trainer:fit(batches, { steps = args.steps, log_path = dir .. "/metrics.jsonl",
+      log_every = args.log_every })
+    last = fit.last or {}
+  end
+  local train_seconds = ft.clock() - t_train
+  log("== %s: %d steps in %.1f s; last loss %.4f%s", label, args.steps, train_seconds, last.loss or 0 / 0,
+    last.rewards_accuracies and (", reward accuracy %.3f, margin %.4f"):format(last.rewards_accuracies,
+      last.rewards_margins) or "")
+  policy:eval()
+  local after = evaluate(policy, true)
+  log("after %s: reward A %.4f (before %.4f), reward B %.4f (before %.4f), KL %.3f nats/sequence, held-out ppl "
+    .. "%.4f (before %.4f)", label, after.reward_a, before.reward_a, after.reward_b, before.reward_b, after.kl,
+    after.ppl, before.ppl)
+  peft.save(policy, dir .. "/adapter", { name = adapter })
+  return { method = method, label = label, beta = beta, lr = args.lr, steps = args.steps,
+    trainable_params = trainable, train_seconds = train_seconds, last = last, reward_a = after.reward_a,
+    reward_b = after.reward_b, kl = after.kl, ppl = after.ppl, samples = after.samples,
+    seconds = train_seconds + after.seconds }
+end
+
+local specs = {}
+if args.compare then
+  specs[#specs + 1] = { method = "sft" }
+  for _, b in ipairs(args.betas) do specs[#specs + 1] = { method = "dpo", beta = b } end
+  for _, m in ipairs({ "ipo", "simpo", "orpo" }) do specs[#specs + 1] = { method = m, beta = DEFAULT_BETA[m] } end
+  specs[#specs + 1] = { method = "grpo" }
+  specs[#specs + 1] = { method = "best-of-n" }
+else
+  specs[1] = { method = args.method, beta = LOSS_TYPE[args.method] and beta or nil }
+end
+local method_results = {}
+for i, spec in ipairs(specs) do method_results[i] = run_method(spec) end
+
+-- ---- report -------------------------------------------------------------------------------------------
+
+local results = {
+  target = args.target, checkpoint = args.checkpoint, data = args.data, seed = args.seed,
+  threads = ft.get_num_threads(),
+  judges = { accuracy_a = acc_a, accuracy_b = acc_b, test_entries = #judge_test, train_a = #judge_a_set,
+    train_b = #judge_b_set, classes = #classes, target_test_prob_a = mean(pa_target),
+    target_test_prob_b = mean(pb_target) },
+  pairs = #pairs_ex, before = before,
+  methods = method_results,
+}
+ft.json.write(folder:path("results.json"), results)
+local csv = { "method,beta,reward_a,reward_b,kl,ppl,seconds",
+  ("base,,%.6f,%.6f,0,%.6f,0"):format(before.reward_a, before.reward_b, before.ppl) }
+for _, m in ipairs(results.methods) do
+  csv[#csv + 1] = ("%s,%s,%.6f,%.6f,%.6f,%.6f,%.1f"):format(m.method, m.beta and ("%g"):format(m.beta) or "",
+    m.reward_a, m.reward_b, m.kl, m.ppl, m.seconds)
+end
+local header = ("%-16s %9s %9s %10s %9s %8s"):format("method", "reward A", "reward B", "KL/seq", "ppl", "seconds")
+local rows = { header, ("-"):rep(#header), ("%-16s %9.4f %9.4f %10.3f %9.4f %8s"):format("base", before.reward_a,
+  before.reward_b, 0, before.ppl, "") }
+for _, m in ipairs(results.methods) do
+  rows[#rows + 1] = ("%-16s %9.4f %9.4f %10.3f %9.4f %8.1f"):format(m.label, m.reward_a, m.reward_b, m.kl, m.ppl,
+    m.seconds)
+end
+log("\nP(%s) by judge A (trained on) and judge B (held-out judge), %d prompts x %d samples:\n%s", args.target,
+  #eval_prompts, args.eval_samples, table.concat(rows, "\n"))
+ft.fs.write(folder:path("results.csv"), table.concat(csv, "\n") .. "\n")
+local series = { { name = "base", x = { 0 }, y = { before.reward_b } } }
+for _, m in ipairs(results.methods) do
+  series[#series + 1] = { name = m.label, x = { m.kl }, y = { m.reward_b } }
+end
+ft.plot.scatter({ path = folder:path("reward_vs_kl.png"), width = 800, height = 480,
+  title = ("Judge B's P(%s) against KL(policy || reference)"):format(args.target),
+  xlabel = "KL per sequence (nats)", ylabel = "mean reward (judge B)", series = series, legend = "outside" })
+local s = { ("Samples (temperature 1) toward %s\n"):format(args.target), "== before ==" }
+for _, t in ipairs(before.samples) do s[#s + 1] = t .. "\n--" end
+for _, m in ipairs(results.methods) do
+  s[#s + 1] = ("== after %s =="):format(m.label)
+  for _, t in ipairs(m.samples) do s[#s + 1] = t .. "\n--" end
+end
+ft.fs.write(folder:path("samples.txt"), table.concat(s, "\n") .. "\n")
+log("total %.1f s", ft.clock() - t_start)
+folder:finish("results.json, results.csv, reward_vs_kl.png, samples.txt, judge_a.h5, judge_b.h5")
