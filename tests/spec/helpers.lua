@@ -79,6 +79,22 @@ function H.assert_close(actual, expected, rtol, what)
   return true
 end
 
+-- Every element's float32 bits equal (so -0 differs from 0, and NaN fails), shapes too.
+function H.assert_bits_equal(actual, expected, what)
+  what = what or "value"
+  local av, ashape = H.flat(actual)
+  local ev, eshape = H.flat(expected)
+  if not same_shape(ashape, eshape) then
+    error(string.format("%s: shape %s, expected %s", what, H.shape_str(ashape), H.shape_str(eshape)), 2)
+  end
+  for i = 1, #ev do
+    if string.pack("<f", av[i]) ~= string.pack("<f", ev[i]) then
+      error(("%s: element %d is %.9g, expected exactly %.9g"):format(what, i, av[i], ev[i]), 2)
+    end
+  end
+  return true
+end
+
 -- Exact comparison of integer tensors (shape and every value).
 function H.assert_equal_ints(actual, expected, what)
   what = what or "value"

@@ -187,10 +187,10 @@ describe("truncation", function()
 
   it("cuts completions to max_length - max_prompt_length also when the prompt is shorter (TRL's rule)", function()
     -- prompt EOT "ab" (3) is within max_prompt_length 5, but 3 + 9 > 10: the completion keeps 10 - 5
-    local ex = pref.load_pairs({ { prompt = "ab", chosen = "xxxxxxxx", rejected = "y" } }, bytes,
+    local ex = pref.load_pairs({ { prompt = "ab", chosen = "cccccccc", rejected = "y" } }, bytes,
       { max_length = 10, max_prompt_length = 5 })
     assert_ids(ex[1].prompt_ids, concat({ EOT }, byte_ids("ab")), "prompt kept")
-    assert_ids(ex[1].chosen_ids, byte_ids("xxxxx"), "chosen")
+    assert_ids(ex[1].chosen_ids, byte_ids("ccccc"), "chosen")
     assert_ids(ex[1].rejected_ids, concat(byte_ids("y"), { EOT }), "rejected")
   end)
 

@@ -20,24 +20,7 @@ local KINDS = { "nf4", "nf4_fp32", "int8" }
 
 local function ids() return ft.tensor({ { 5, 9, 100, 3, 77, 1, 256, 42 } }, { dtype = "int64" }) end
 
--- Every element's float32 bits equal.
-local function bits_equal(actual, expected, what)
-  assert.same(expected:shape(), actual:shape(), what .. ": shape")
-  local fa, fe = H.flat(actual), H.flat(expected)
-  for i = 1, #fe do
-    if string.pack("<f", fa[i]) ~= string.pack("<f", fe[i]) then
-      error(("%s: element %d is %.9g, expected exactly %.9g"):format(what, i, fa[i], fe[i]), 2)
-    end
-  end
-end
-
-local function ints_equal(actual, expected, what)
-  assert.same(expected:shape(), actual:shape(), what .. ": shape")
-  local fa, fe = H.flat(actual), H.flat(expected)
-  for i = 1, #fe do
-    if fa[i] ~= fe[i] then error(("%s: element %d is %d, expected %d"):format(what, i, fa[i], fe[i]), 2) end
-  end
-end
+local bits_equal, ints_equal = H.assert_bits_equal, H.assert_equal_ints
 
 -- Two quantised weights hold the same stored values and scales.
 local function same_qweight(a, b, what)

@@ -13,24 +13,7 @@ local Q = ft._quant
 local fixture = ft.safetensors.load(H.fixture("quant/nf4.safetensors"))
 local NAMES = { "gauss", "odd", "edges", "wide", "ladder", "big" }
 
--- Every element's float32 bits equal (so -0 differs from 0, and NaN fails).
-local function bits_equal(actual, expected, what)
-  assert.same(expected:shape(), actual:shape(), what .. ": shape")
-  local fa, fe = H.flat(actual), H.flat(expected)
-  for i = 1, #fe do
-    if string.pack("<f", fa[i]) ~= string.pack("<f", fe[i]) then
-      error(("%s: element %d is %.9g, expected exactly %.9g"):format(what, i, fa[i], fe[i]), 2)
-    end
-  end
-end
-
-local function ints_equal(actual, expected, what)
-  assert.same(expected:shape(), actual:shape(), what .. ": shape")
-  local fa, fe = H.flat(actual), H.flat(expected)
-  for i = 1, #fe do
-    if fa[i] ~= fe[i] then error(("%s: element %d is %d, expected %d"):format(what, i, fa[i], fe[i]), 2) end
-  end
-end
+local bits_equal, ints_equal = H.assert_bits_equal, H.assert_equal_ints
 
 -- |a - b| <= bound elementwise (tensors of one shape).
 local function within(a, b, bound, what)

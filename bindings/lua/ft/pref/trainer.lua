@@ -146,24 +146,12 @@ function M.optimizer_of(where, policy, opts)
   return opt, sched, clip
 end
 
--- The parameters an optimizer updates.
-local function optimizer_params(opt)
-  local params = {}
-  for _, group in ipairs(opt.param_groups) do
-    for _, p in ipairs(group.params) do params[#params + 1] = p end
-  end
-  return params
-end
-
 --- trainer.update(opt, sched, clip, fn) -> grad_norm (nil without clip): zero_grad, fn() (the
--- backward passes), clipping to clip, opt:step(), sched:step().
+-- backward passes), then ft.train.finish_update (clipping to clip, opt:step(), sched:step()).
 function M.update(opt, sched, clip, fn)
   opt:zero_grad()
   fn()
-  local norm
-  if clip then norm = ft.optim.clip_grad_norm(optimizer_params(opt), clip) end
-  opt:step()
-  if sched then sched:step() end
+  local norm = require("ft.train.update").finish_update(opt, { clip = clip, scheduler = sched })
   if ft.is_tensor(norm) then norm = norm:item() end
   return norm
 end

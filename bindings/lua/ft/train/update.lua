@@ -45,15 +45,17 @@ local function check_loss(loss, name, where)
   end
 end
 
--- Clipping (opts.clip = max norm, over all the optimizer's parameters), the update and
--- the schedule (opts.scheduler). Returns the norm before clipping when clipping.
-local function update(opt, opts)
+--- train.finish_update(opt, {clip =, scheduler =}) -> grad_norm: the end of every update, once
+-- the gradients are in: clipping (clip = max norm over all the optimizer's parameters),
+-- opt:step() and scheduler:step(). Returns the norm before clipping (nil without clip).
+function M.finish_update(opt, opts)
   local norm
   if opts.clip then norm = ft.optim.clip_grad_norm(optimizer_params(opt), opts.clip) end
   opt:step()
   if opts.scheduler then opts.scheduler:step() end
   return norm
 end
+local update = M.finish_update
 
 --- train.step(opt, loss_fn [, {clip = max_norm, scheduler = sched}]) -> loss, grad_norm
 -- One update: zero_grad, loss_fn() -> loss tensor, backward, clip (optional), opt:step(),
