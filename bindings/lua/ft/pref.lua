@@ -21,7 +21,10 @@
 -- (reward_loss, RewardModel), ft.pref.grpo (group_advantages, grpo_loss), ft.pref.data
 -- (read_jsonl, load_pairs, load_unpaired, collate_pairs, collate_unpaired, batches: JSONL
 -- preference records tokenized, truncated and masked as TRL does, in padded batches);
--- ft.pref.inputs, ft.pref.metrics and ft.pref.stable are what they share. Masks are the
+-- ft.pref.inputs, ft.pref.metrics and ft.pref.stable are what they share. The trainers run
+-- them as TRL's do (AdamW, gradient accumulation, the loop, the JSONL log): train_dpo /
+-- DPOTrainer (pairs), train_kto / KTOTrainer (unpaired examples), train_reward / RewardTrainer
+-- (a reward model on pairs), train_grpo / GRPOTrainer (sampled completions). Masks are the
 -- completion's tokens in ids' columns (ft.text.collate's labels ~= -100 give one, and
 -- ft.pref.collate_pairs' chosen_mask / rejected_mask are); token t is scored by the logits at
 -- t - 1, as HF and TRL shift them.
@@ -32,11 +35,18 @@ for _, part in ipairs { "ft.pref.logps", "ft.pref.dpo", "ft.pref.simpo", "ft.pre
   for k, v in pairs(require(part)) do pref[k] = v end
 end
 
--- Training: ft.pref.trainer (train_dpo, DPOTrainer, precompute_reference, load_reference) and
--- ft.pref.grpo_sampler (train_grpo, GRPOTrainer, sample_completions, score_completions).
+-- Training: ft.pref.trainer (train_dpo, DPOTrainer, precompute_reference, load_reference, and
+-- the step / evaluate / fit skeleton every trainer here shares), ft.pref.kto_trainer
+-- (train_kto, KTOTrainer: unpaired examples), ft.pref.reward_trainer (train_reward,
+-- RewardTrainer: a reward model on pairs) and ft.pref.grpo_sampler (train_grpo, GRPOTrainer,
+-- sample_completions, score_completions).
 local trainer = require "ft.pref.trainer"
 pref.train_dpo, pref.DPOTrainer = trainer.train_dpo, trainer.DPOTrainer
 pref.precompute_reference, pref.load_reference = trainer.precompute_reference, trainer.load_reference
+local kto_trainer = require "ft.pref.kto_trainer"
+pref.train_kto, pref.KTOTrainer = kto_trainer.train_kto, kto_trainer.KTOTrainer
+local reward_trainer = require "ft.pref.reward_trainer"
+pref.train_reward, pref.RewardTrainer = reward_trainer.train_reward, reward_trainer.RewardTrainer
 local grpo_sampler = require "ft.pref.grpo_sampler"
 pref.train_grpo, pref.GRPOTrainer = grpo_sampler.train_grpo, grpo_sampler.GRPOTrainer
 pref.sample_completions, pref.score_completions = grpo_sampler.sample_completions, grpo_sampler.score_completions

@@ -3,7 +3,9 @@
 -- trainable parameters (a LoRA policy's adapters), gradient accumulation, the reference from
 -- the policy with its adapters disabled, a frozen reference model or log-probs computed once
 -- beforehand (TRL's precompute_ref_log_probs), and TRL's metrics through ft.train's loop,
--- progress line and JSONL log.
+-- progress line and JSONL log. Its step / evaluate / fit skeleton (Trainer, trainer.class) is
+-- also that of ft.pref.KTOTrainer and ft.pref.RewardTrainer: a trainer class brings its batch
+-- check (read) and its loss, the skeleton the micro-batches, the update and the loop.
 --
 --   peft.lora(policy, {target = {"c_attn", "c_proj"}, r = 8})
 --   local result = ft.pref.train_dpo(policy, batches, {beta = 0.1, lr = 5e-5, epochs = 1,
@@ -91,12 +93,14 @@ end
 
 M.OPTIMIZER_OPTIONS = { "lr", "weight_decay", "betas", "eps", "optimizer", "scheduler", "max_grad_norm" }
 
---- trainer.optimizer_of(where, policy, opts) -> optimizer, scheduler, max_grad_norm: opts.optimizer,
--- or AdamW over policy's trainable parameters (requires_grad) with lr (default 1e-6, TRL's),
--- weight_decay (0), betas ({0.9, 0.999}), eps (1e-8). opts.scheduler: a scheduler of that
--- optimizer (with optimizer given) or a function(optimizer) -> scheduler. max_grad_norm: the
--- clipping norm (default 1.0, as TRL) or false for none.
-function M.optimizer_of(where, policy, opts)
+--- trainer.optimizer_of(where, policy, opts [, defaults]) -> optimizer, scheduler, max_grad_norm:
+-- opts.optimizer, or AdamW over policy's trainable parameters (requires_grad) with lr (default
+-- defaults.lr, else 1e-6, TRL's), weight_decay (0), betas ({0.9, 0.999}), eps (1e-8).
+-- opts.scheduler: a scheduler of that optimizer (with optimizer given) or a function(optimizer)
+-- -> scheduler. max_grad_norm: the clipping norm (default 1.0, as TRL) or false for none.
+-- defaults.frozen: the error when nothing is trainable (a hint for the policy by default).
+function M.optimizer_of(where, policy, opts, defaults)
+  defaults = defaults or {}
   local opt = opts.optimizer
   if opt ~= nil then
     if type(opt) ~= "table" or type(opt.step) ~= "function" or type(opt.param_groups) ~= "table" then
@@ -115,10 +119,10 @@ function M.optimizer_of(where, policy, opts)
       end
     end
     if #params == 0 then
-      error(where .. ": the policy has no trainable parameter (add an adapter with ft.peft.lora, or "
-        .. "unfreeze its weights and pass ref_model)", 0)
+      error(where .. ": " .. (defaults.frozen or "the policy has no trainable parameter (add an adapter with "
+        .. "ft.peft.lora, or unfreeze its weights and pass ref_model)"), 0)
     end
-    local lr = check.number(where, "lr", opts.lr, 1e-6, { above = 0 })
+    local lr = check.number(where, "lr", opts.lr, defaults.lr or 1e-6, { above = 0 })
     local wd = check.number(where, "weight_decay", opts.weight_decay, 0, { min = 0 })
     local eps = check.number(where, "eps", opts.eps, 1e-8, { above = 0 })
     local betas = opts.betas or { 0.9, 0.999 }
@@ -181,17 +185,16 @@ end
 
 -- ---- batches ---------------------------------------------------------------------------------
 
--- ft.train.loop hands a loader's batch over as {x = batch}; a pref batch is a table itself.
-local function unwrap(batch)
-  if type(batch) == "table" and batch.chosen_ids == nil and type(batch.x) == "table"
+--- trainer.unwrap(batch) -> the batch itself: ft.train.loop hands a loader's batch over as
+-- {x = batch}, and a pref batch (pairs or unpaired) is a table itself.
+function M.unwrap(batch)
+  if type(batch) == "table" and batch.chosen_ids == nil and batch.ids == nil and type(batch.x) == "table"
       and not ft.is_tensor(batch.x) then
     return batch.x
   end
   return batch
 end
-
-local BATCH_FIELDS = { "chosen_ids", "chosen_mask", "rejected_ids", "rejected_mask", "chosen_attention_mask",
-  "rejected_attention_mask" }
+local unwrap = M.unwrap
 
 --- trainer.read_batch(where, batch) -> the batch checked: {chosen_ids, chosen_mask, rejected_ids,
 -- rejected_mask, chosen_attention_mask, rejected_attention_mask (or nil), size = B}. ids int64
@@ -201,6 +204,11 @@ function M.read_batch(where, batch)
   batch = unwrap(batch)
   if type(batch) ~= "table" or ft.is_tensor(batch) then
     check.fail(where, "batch", "a table {chosen_ids =, chosen_mask =, rejected_ids =, rejected_mask =}", batch)
+  end
+  if batch.chosen_ids == nil and batch.ids ~= nil then
+    error(where .. ": batch is unpaired (ids, mask, labels: ft.pref.collate_unpaired) but this takes pairs "
+      .. "(batch.chosen_ids, batch.rejected_ids: ft.pref.load_pairs and ft.pref.batches); unpaired examples "
+      .. "train with ft.pref.KTOTrainer", 0)
   end
   local out = {}
   for _, side in ipairs { "chosen", "rejected" } do
@@ -230,19 +238,20 @@ function M.read_batch(where, batch)
   return out
 end
 
---- trainer.split_rows(batch, k, where) -> parts, sizes: a checked batch (read_batch) cut along
--- its rows into k nearly equal micro-batches (views), for gradient accumulation.
-function M.split_rows(batch, k, where)
+--- trainer.split_rows(batch, k, where [, unit]) -> parts, sizes: a checked batch (every tensor
+-- field one row per example, size = B) cut along its rows into k nearly equal micro-batches
+-- (views), for gradient accumulation; unit ("pairs") names the rows in the error when k > B.
+function M.split_rows(batch, k, where, unit)
   local n = batch.size
   if k > n then
-    error(("%s: gradient_accumulation_steps = %d exceeds the batch's %d pairs"):format(where, k, n), 0)
+    error(("%s: gradient_accumulation_steps = %d exceeds the batch's %d %s"):format(where, k, n, unit or "pairs"), 0)
   end
   local parts, sizes, start = {}, {}, 1
   for i = 1, k do
     local len = n // k + (i <= n % k and 1 or 0)
     local part = { size = len }
-    for _, f in ipairs(BATCH_FIELDS) do
-      if batch[f] ~= nil then part[f] = batch[f]:narrow(1, start, len) end
+    for f, v in pairs(batch) do
+      if ft.is_tensor(v) then part[f] = v:narrow(1, start, len) end
     end
     parts[i], sizes[i] = part, len
     start = start + len
@@ -467,6 +476,246 @@ function M.load_reference(path, opts)
   return store
 end
 
+-- ---- the trainer skeleton (DPOTrainer, KTOTrainer, RewardTrainer) ----------------------------
+
+local Trainer = {}
+Trainer.__index = Trainer
+--- Trainer: what ft.pref's trainers share: step, evaluate and fit around a trainer's own batch
+-- check and loss (DPOTrainer, ft.pref.KTOTrainer, ft.pref.RewardTrainer are made by
+-- trainer.class). A class supplies read(batch) -> the checked batch (size = its rows; every tensor
+-- field one row per example, so that split_rows can cut it), loss(part, context) -> loss,
+-- metrics [, weights] (weights[name]: how many examples metric name averages, e.g. the desirable
+-- ones; default the part's rows), and may supply prepare(batch) -> context (once per batch,
+-- before the cut into micro-batches), finish(metrics) (metrics derived after averaging),
+-- check_data(data) (before fit) and REDUCE (name -> "min", "max" or "sum" instead of the
+-- weighted mean). An instance holds where, model (what trains), optimizer, scheduler,
+-- max_grad_norm, accumulation (micro-batches per step), history; the class holds unit ("pairs"
+-- or "examples": what a row is, in the metrics, the errors and the progress line).
+M.Trainer = Trainer
+
+--- trainer.class(unit) -> a new trainer class whose instances have Trainer's step, evaluate and
+-- fit; unit: "pairs" or "examples".
+function M.class(unit)
+  local C = setmetatable({ unit = unit, REDUCE = {} }, { __index = Trainer })
+  C.__index = C
+  return C
+end
+
+--- trainer:prepare(batch) -> nil: what a class computes once per checked batch before it is cut
+-- into micro-batches (the default: nothing).
+function Trainer:prepare() return nil end
+
+--- trainer:finish(metrics) -> nothing: metrics derived from the averaged ones (the default: none).
+function Trainer:finish() end
+
+--- trainer:check_data(data) -> nothing: checks fit's data before training (the default: none).
+function Trainer:check_data() end
+
+-- Metrics averaged over parts: the weighted mean of each number (weights[k], else w), or its
+-- min, max or sum as reduce says.
+local function new_acc() return { sum = {}, weight = {} } end
+
+local function accumulate(acc, reduce, m, w, weights)
+  for k, v in pairs(m) do
+    if type(v) == "number" then
+      local how = reduce[k]
+      if how == "min" then acc.sum[k] = math.min(acc.sum[k] or v, v)
+      elseif how == "max" then acc.sum[k] = math.max(acc.sum[k] or v, v)
+      elseif how == "sum" then acc.sum[k] = (acc.sum[k] or 0) + v
+      else
+        local wk = weights and weights[k] or w
+        if wk > 0 then
+          acc.sum[k] = (acc.sum[k] or 0) + v * wk
+          acc.weight[k] = (acc.weight[k] or 0) + wk
+        end
+      end
+    end
+  end
+end
+
+local function averaged(acc)
+  local out = {}
+  for k, v in pairs(acc.sum) do
+    local w = acc.weight[k]
+    out[k] = w and v / w or v
+  end
+  return out
+end
+
+local function set_train(model)
+  if type(model) == "table" and type(model.train) == "function" then model:train() end
+end
+
+--- trainer:step(batch) -> metrics: one optimizer update on a batch, cut into
+-- gradient_accumulation_steps micro-batches (one backward each, each loss weighted by its share
+-- of the batch's rows, so that the update is the whole batch's): the class's metrics averaged
+-- over the batch, loss, grad_norm (before clipping, nil without clipping) and the batch's rows
+-- under the class's unit (pairs = B, or examples = B). Also appended to trainer.history.
+function Trainer:step(batch)
+  local b = self:read(batch)
+  local context = self:prepare(b)
+  local parts, sizes = M.split_rows(b, self.accumulation, self.where, self.unit)
+  local acc = new_acc()
+  set_train(self.model)
+  local norm = M.update(self.optimizer, self.scheduler, self.max_grad_norm, function()
+    for i, part in ipairs(parts) do
+      local loss, m, weights = self:loss(part, context)
+      m.loss = loss:item()
+      accumulate(acc, self.REDUCE, m, sizes[i], weights)
+      ;(loss * (sizes[i] / b.size)):backward()
+    end
+  end)
+  local out = averaged(acc)
+  self:finish(out)
+  out.grad_norm = norm
+  out[self.unit] = b.size
+  self.history[#self.history + 1] = out
+  return out
+end
+
+--- trainer:evaluate(batches) -> metrics: the step's metrics (without grad_norm) averaged over
+-- every row of batches (an array, a loader or a function), each batch whole, in eval mode without
+-- a graph and without an update; the class's unit (pairs or examples) = how many rows.
+function Trainer:evaluate(batches)
+  local acc, n = new_acc(), 0
+  local model = self.model
+  local module = type(model) == "table" and type(model.eval) == "function"
+  local was = module and model.training
+  if module then model:eval() end
+  local ok, err = pcall(ft.no_grad, function()
+    for batch in each_batch(self.where, batches) do
+      local b = self:read(batch)
+      local loss, m, weights = self:loss(b, self:prepare(b))
+      m.loss = loss:item()
+      accumulate(acc, self.REDUCE, m, b.size, weights)
+      n = n + b.size
+    end
+  end)
+  if module then model:train(was) end
+  if not ok then error(err, 0) end
+  if n == 0 then error(("%s: evaluate's batches yielded no %s"):format(self.where, self.unit), 0) end
+  local out = averaged(acc)
+  self:finish(out)
+  out[self.unit] = n
+  return out
+end
+
+local function is_array(v) return type(v) == "table" and not ft.is_tensor(v) and type(v.iter) ~= "function" end
+
+--- trainer:fit(data [, opts]) -> {step =, epoch =, stopped =, metrics = last evaluation,
+-- last = the last step's metrics, history = trainer.history, resumed_from =}: ft.train.loop over
+-- data (an array of batches, a loader, or an iterator function such as ft.pref.batches', whose
+-- batches are gathered first and reused every epoch), trainer:step on each. opts: steps or
+-- epochs (default epochs = 1); log_path (JSONL, one line per step), log_every (10: the progress
+-- line), logger (an ft.train.Logger, or false: no output); eval_batches, eval_every (metrics
+-- logged as eval_<name>); checkpoint, checkpoint_every, resume, stop_at (as ft.train.loop:
+-- the trained model and the optimizer). DPOTrainer with a reference store and an array of
+-- batches checks the data against the store first (count and fingerprint).
+function Trainer:fit(data, opts)
+  local where = self.where
+  opts = ft.check_options(where, opts, M.FIT_OPTIONS)
+  check.required(where, "data", data)
+  local steps = check.integer(where, "steps", opts.steps, nil, { min = 1 })
+  local epochs = check.integer(where, "epochs", opts.epochs, nil, { min = 1 })
+  if steps and epochs then error(where .. ": give steps or epochs, not both", 0) end
+  local loop_opts = { model = self.model, optimizer = self.optimizer, scheduler = self.scheduler,
+    checkpoint = opts.checkpoint, checkpoint_every = opts.checkpoint_every, resume = opts.resume,
+    stop_at = opts.stop_at }
+  if type(data) == "function" then   -- an iterator (ft.pref.batches): its batches, kept for every epoch
+    local list = {}
+    for batch in data do list[#list + 1] = batch end
+    if #list == 0 then error(where .. ": data (an iterator) yielded no batch", 0) end
+    data = list
+  end
+  if type(data) == "table" and not ft.is_tensor(data) then
+    if data.chosen_ids ~= nil or data.ids ~= nil then
+      error(where .. ": data is one batch; pass an array of batches (or a loader)", 0)
+    end
+    if is_array(data) and data[1] == nil then error(where .. ": data is an empty array of batches", 0) end
+    loop_opts.loader = data
+    if not steps then epochs = epochs or 1 end
+  else
+    check.fail(where, "data", "an array of batches, a loader or an iterator of batches", data)
+  end
+  if is_array(data) then self:check_data(data) end
+  local total = steps or epochs * #data
+  loop_opts.steps, loop_opts.epochs = steps, epochs
+  local logger, own = M.logger_of(where, opts, total, self.unit)
+  loop_opts.logger = logger
+  if opts.eval_batches ~= nil then
+    local eval_batches = opts.eval_batches
+    loop_opts.eval_every = check.integer(where, "eval_every", opts.eval_every, nil, { min = 1 })
+    loop_opts.evaluate = function()
+      local m, out = self:evaluate(eval_batches), {}
+      for k, v in pairs(m) do out["eval_" .. k] = v end
+      return out
+    end
+  elseif opts.eval_every ~= nil then
+    error(where .. ": eval_every needs eval_batches", 0)
+  end
+  local last
+  local unit = self.unit
+  loop_opts.step = function(batch)
+    last = self:step(batch)
+    local m = {}
+    for k, v in pairs(last) do m[k] = v end
+    m.items = m[unit]
+    return m
+  end
+  local ok, res = pcall(require "ft.train.loop", loop_opts)
+  if own and logger then logger:close() end
+  if not ok then error(res, 0) end
+  res.last, res.history = last, self.history
+  return res
+end
+
+--- trainer.train_with(where, new, options, model, data, opts) -> result, trainer: what
+-- train_dpo, train_kto and train_reward do: opts checked against options (the trainer's keys)
+-- and M.FIT_OPTIONS together, new(where, model, trainer_opts) -> trainer, then
+-- trainer:fit(data, fit_opts).
+function M.train_with(where, new, options, model, data, opts)
+  local all = {}
+  for _, k in ipairs(options) do all[#all + 1] = k end
+  for _, k in ipairs(M.FIT_OPTIONS) do all[#all + 1] = k end
+  opts = ft.check_options(where, opts, all)
+  local topts, fopts = {}, {}
+  for _, k in ipairs(options) do topts[k] = opts[k] end
+  for _, k in ipairs(M.FIT_OPTIONS) do fopts[k] = opts[k] end
+  local trainer = new(where, model, topts)
+  return trainer:fit(data, fopts), trainer
+end
+
+-- ---- the live reference (DPO, KTO) ----------------------------------------------------------
+
+--- trainer.live_reference(where, policy, ref_model [, or_else]) -> kind, ref: the reference of a
+-- policy that is computed as training goes: "model" and ref_model (checked:
+-- check_reference_model) when one is given, else "adapters" (the policy with its adapters
+-- disabled; an error when it has none, naming ref_model and or_else, the other choices).
+function M.live_reference(where, policy, ref_model, or_else)
+  if ref_model ~= nil then return "model", M.check_reference_model(where, policy, ref_model) end
+  if not M.has_adapters(policy) then
+    error(where .. ": the policy has no adapter, so it cannot be its own reference: pass ref_model (a "
+      .. "frozen copy of the starting model)" .. (or_else and " or " .. or_else or ""), 0)
+  end
+  return "adapters", nil
+end
+
+--- trainer.live_reference_logps(policy, ref_model, ids, mask, attention_mask) -> logps [B] (no
+-- graph): ft.pref.reference_logps by ref_model (a frozen model), or, when it is nil, by the
+-- policy with its adapters disabled.
+function M.live_reference_logps(policy, ref_model, ids, mask, att)
+  return (logps_mod.reference_logps(policy, ids, mask, { attention_mask = att, reference_model = ref_model }))
+end
+
+--- trainer.disable_dropout(...) -> nothing: ft.pref.disable_dropout on each argument that is a
+-- module (nil ones skipped), as TRL's trainers do by default.
+function M.disable_dropout(...)
+  for i = 1, select("#", ...) do
+    local m = select(i, ...)
+    if type(m) == "table" and type(m.named_modules) == "function" then logps_mod.disable_dropout(m) end
+  end
+end
+
 -- ---- the DPO-family trainer ------------------------------------------------------------------
 
 local LOSS_TYPES = { "sigmoid", "dpo", "robust", "hinge", "ipo", "simpo", "orpo" }
@@ -477,8 +726,7 @@ local TRAINER_OPTIONS = { "loss_type", "beta", "label_smoothing", "gamma", "cpo_
   "gradient_accumulation_steps", "disable_dropout" }
 for _, k in ipairs(M.OPTIMIZER_OPTIONS) do TRAINER_OPTIONS[#TRAINER_OPTIONS + 1] = k end
 
-local DPOTrainer = {}
-DPOTrainer.__index = DPOTrainer
+local DPOTrainer = M.class("pairs")
 --- DPOTrainer: one object per run of a paired preference loss; ft.pref.DPOTrainer(policy, opts)
 -- makes one (ft.pref.train_dpo makes one and runs fit). opts: loss_type ("sigmoid" = "dpo",
 -- "robust", "hinge", "ipo": ft.pref.dpo_loss; "simpo": ft.pref.simpo_loss; "orpo":
@@ -489,8 +737,9 @@ DPOTrainer.__index = DPOTrainer
 -- parameters) or optimizer, scheduler, max_grad_norm (1.0; false: none);
 -- gradient_accumulation_steps (1: each batch is cut into that many micro-batches, one backward
 -- each, one update per batch); disable_dropout (true, as TRL: sets every Dropout of the policy
--- and ref_model to p = 0). Fields: policy, optimizer, scheduler, reference_kind ("adapters",
--- "model", "store" or "none"), history (the metrics of every step).
+-- and ref_model to p = 0). step, evaluate and fit are Trainer's (unit "pairs"). Fields: policy
+-- (= model), optimizer, scheduler, reference_kind ("adapters", "model", "store" or "none"),
+-- history (the metrics of every step).
 M.DPOTrainerClass = DPOTrainer
 
 local function new_dpo(where, policy, opts)
@@ -534,24 +783,13 @@ local function new_dpo(where, policy, opts)
         store.vocab_size, pv), 0)
     end
     kind = "store"
-  elseif opts.ref_model ~= nil then
-    ref = M.check_reference_model(where, policy, opts.ref_model)
-    kind = "model"
   else
-    if not M.has_adapters(policy) then
-      error(where .. ": the policy has no adapter, so it cannot be its own reference: pass ref_model (a "
-        .. "frozen copy of the starting model) or reference (ft.pref.precompute_reference)", 0)
-    end
-    kind = "adapters"
+    kind, ref = M.live_reference(where, policy, opts.ref_model, "reference (ft.pref.precompute_reference)")
   end
   local opt, sched, clip = M.optimizer_of(where, policy, opts)
-  if disable then
-    for _, m in ipairs { policy, ref or false } do
-      if type(m) == "table" and type(m.named_modules) == "function" then logps_mod.disable_dropout(m) end
-    end
-  end
+  if disable then M.disable_dropout(policy, ref) end
   return setmetatable({
-    where = where, policy = policy, optimizer = opt, scheduler = sched, max_grad_norm = clip,
+    where = where, policy = policy, model = policy, optimizer = opt, scheduler = sched, max_grad_norm = clip,
     loss_type = loss_type, beta = beta, label_smoothing = e, gamma = gamma, cpo_alpha = cpo_alpha,
     accumulation = accum, reference_kind = kind, ref_model = ref, reference = store, history = {},
   }, DPOTrainer)
@@ -561,23 +799,29 @@ end
 -- trainer:evaluate(batches), trainer:fit(data, fit_opts).
 function M.DPOTrainer(policy, opts) return new_dpo("ft.pref.DPOTrainer", policy, opts) end
 
+--- trainer:read(batch) -> the checked batch (trainer.read_batch): a DPOTrainer takes pairs.
+function DPOTrainer:read(batch) return M.read_batch(self.where, batch) end
+
+--- trainer:check_data(data) -> nothing: with a reference store, data (an array of batches) must
+-- be the store's dataset (store:check).
+function DPOTrainer:check_data(data)
+  if self.reference_kind == "store" then self.reference:check(data, self.where) end
+end
+
 --- trainer:reference_logps(batch) -> ref_chosen [B], ref_rejected [B] (no graph) of a checked
 -- batch (read_batch), from the trainer's reference; nil, nil for simpo and orpo.
 function DPOTrainer:reference_logps(b)
   local kind = self.reference_kind
   if kind == "none" then return nil, nil end
   if kind == "store" then return self.reference:lookup(b, self.where) end
-  local ca, ra = { attention_mask = b.chosen_attention_mask }, { attention_mask = b.rejected_attention_mask }
-  if kind == "model" then
-    ca.reference_model, ra.reference_model = self.ref_model, self.ref_model
-  end
-  local rc = logps_mod.reference_logps(self.policy, b.chosen_ids, b.chosen_mask, ca)
-  local rr = logps_mod.reference_logps(self.policy, b.rejected_ids, b.rejected_mask, ra)
-  return rc, rr
+  return M.live_reference_logps(self.policy, self.ref_model, b.chosen_ids, b.chosen_mask, b.chosen_attention_mask),
+    M.live_reference_logps(self.policy, self.ref_model, b.rejected_ids, b.rejected_mask, b.rejected_attention_mask)
 end
 
 --- trainer:loss(batch) -> loss (with the policy's graph), metrics of a checked batch
--- (read_batch): the policy's log-probs, the reference's, and the trainer's loss.
+-- (read_batch): the policy's log-probs, the reference's, and the trainer's loss: loss,
+-- rewards_chosen, rewards_rejected, rewards_accuracies, rewards_margins, logps_chosen,
+-- logps_rejected (TRL's, "/" written "_"; simpo and orpo add theirs).
 function DPOTrainer:loss(b)
   local pc, nc = logps_mod.logps(self.policy, b.chosen_ids, b.chosen_mask, { attention_mask = b.chosen_attention_mask })
   local pr, nr = logps_mod.logps(self.policy, b.rejected_ids, b.rejected_mask,
@@ -596,146 +840,12 @@ function DPOTrainer:loss(b)
     label_smoothing = self.label_smoothing > 0 and self.label_smoothing or nil }
 end
 
--- sums[k] += w * m[k] for the numbers of m.
-local function add_weighted(sums, m, w)
-  for k, v in pairs(m) do
-    if type(v) == "number" then sums[k] = (sums[k] or 0) + v * w end
-  end
-end
-
---- trainer:step(batch) -> metrics: one optimizer update on a batch (cut into
--- gradient_accumulation_steps micro-batches, each loss weighted by its share of the pairs):
--- loss, rewards_chosen, rewards_rejected, rewards_accuracies, rewards_margins, logps_chosen,
--- logps_rejected (TRL's, "/" written "_"; simpo and orpo add theirs), grad_norm (before
--- clipping), pairs (B). Also appended to trainer.history.
-function DPOTrainer:step(batch)
-  local b = M.read_batch(self.where, batch)
-  local parts, sizes = M.split_rows(b, self.accumulation, self.where)
-  local sums = {}
-  if type(self.policy) == "table" and type(self.policy.train) == "function" then self.policy:train() end
-  local norm = M.update(self.optimizer, self.scheduler, self.max_grad_norm, function()
-    for i, part in ipairs(parts) do
-      local loss, m = self:loss(part)
-      local w = sizes[i] / b.size
-      m.loss = loss:item()
-      add_weighted(sums, m, w)
-      ;(loss * w):backward()
-    end
-  end)
-  sums.grad_norm = norm
-  sums.pairs = b.size
-  self.history[#self.history + 1] = sums
-  return sums
-end
-
---- trainer:evaluate(batches) -> metrics: the step's metrics (without grad_norm) averaged over
--- every pair of batches (an array, a loader or a function), in eval mode without a graph and
--- without an update; pairs = how many.
-function DPOTrainer:evaluate(batches)
-  local sums, n = {}, 0
-  local policy = self.policy
-  local module = type(policy) == "table" and type(policy.eval) == "function"
-  local was = module and policy.training
-  if module then policy:eval() end
-  local ok, err = pcall(ft.no_grad, function()
-    for batch in each_batch(self.where, batches) do
-      local b = M.read_batch(self.where, batch)
-      local loss, m = self:loss(b)
-      m.loss = loss:item()
-      add_weighted(sums, m, b.size)
-      n = n + b.size
-    end
-  end)
-  if module then policy:train(was) end
-  if not ok then error(err, 0) end
-  if n == 0 then error(self.where .. ": evaluate's batches yielded no pair", 0) end
-  for k, v in pairs(sums) do sums[k] = v / n end
-  sums.pairs = n
-  return sums
-end
-
-local function is_array(v) return type(v) == "table" and not ft.is_tensor(v) and type(v.iter) ~= "function" end
-
---- trainer:fit(data [, opts]) -> {step =, epoch =, stopped =, metrics = last evaluation,
--- last = the last step's metrics, history = trainer.history, resumed_from =}: ft.train.loop over
--- data (an array of batches, a loader, or an iterator function such as ft.pref.batches', whose
--- batches are gathered first and reused every epoch). opts: steps or
--- epochs (default epochs = 1); log_path (JSONL, one line per step), log_every (10: the progress
--- line), logger (an ft.train.Logger, or false: no output); eval_batches, eval_every (metrics
--- logged as eval_<name>); checkpoint, checkpoint_every, resume, stop_at (as ft.train.loop:
--- the policy and the optimizer). With a reference store and an array of batches the data is
--- checked against the store first (count and fingerprint).
-function DPOTrainer:fit(data, opts)
-  local where = self.where
-  opts = ft.check_options(where, opts, M.FIT_OPTIONS)
-  check.required(where, "data", data)
-  local steps = check.integer(where, "steps", opts.steps, nil, { min = 1 })
-  local epochs = check.integer(where, "epochs", opts.epochs, nil, { min = 1 })
-  if steps and epochs then error(where .. ": give steps or epochs, not both", 0) end
-  local loop_opts = { model = self.policy, optimizer = self.optimizer, scheduler = self.scheduler,
-    checkpoint = opts.checkpoint, checkpoint_every = opts.checkpoint_every, resume = opts.resume,
-    stop_at = opts.stop_at }
-  local total
-  if type(data) == "function" then   -- an iterator (ft.pref.batches): its batches, kept for every epoch
-    local list = {}
-    for batch in data do list[#list + 1] = batch end
-    if #list == 0 then error(where .. ": data (an iterator) yielded no batch", 0) end
-    data = list
-  end
-  if type(data) == "table" and not ft.is_tensor(data) then
-    if data.chosen_ids ~= nil then error(where .. ": data is one batch; pass an array of batches (or a loader)", 0) end
-    if is_array(data) and data[1] == nil then error(where .. ": data is an empty array of batches", 0) end
-    loop_opts.loader = data
-    if not steps then epochs = epochs or 1 end
-  else
-    check.fail(where, "data", "an array of batches, a loader or an iterator of batches", data)
-  end
-  if self.reference_kind == "store" and is_array(data) then self.reference:check(data, where) end
-  total = steps or epochs * #data
-  loop_opts.steps, loop_opts.epochs = steps, epochs
-  local logger, own = M.logger_of(where, opts, total, "pairs")
-  loop_opts.logger = logger
-  if opts.eval_batches ~= nil then
-    local eval_batches = opts.eval_batches
-    loop_opts.eval_every = check.integer(where, "eval_every", opts.eval_every, nil, { min = 1 })
-    loop_opts.evaluate = function()
-      local m, out = self:evaluate(eval_batches), {}
-      for k, v in pairs(m) do out["eval_" .. k] = v end
-      return out
-    end
-  elseif opts.eval_every ~= nil then
-    error(where .. ": eval_every needs eval_batches", 0)
-  end
-  local last
-  loop_opts.step = function(batch)
-    last = self:step(batch)
-    local m = {}
-    for k, v in pairs(last) do m[k] = v end
-    m.items = m.pairs
-    return m
-  end
-  local ok, res = pcall(require "ft.train.loop", loop_opts)
-  if own and logger then logger:close() end
-  if not ok then error(res, 0) end
-  res.last, res.history = last, self.history
-  return res
-end
-
 --- ft.pref.train_dpo(policy, data [, opts]) -> result, trainer: DPOTrainer(policy, opts) and
 -- trainer:fit(data, opts): opts holds both tables' keys (see DPOTrainer and trainer:fit), e.g.
 -- {loss_type = "ipo", beta = 0.1, lr = 5e-5, gradient_accumulation_steps = 2, epochs = 3,
 -- log_path = "run/metrics.jsonl", reference = store}.
 function M.train_dpo(policy, data, opts)
-  local where = "ft.pref.train_dpo"
-  local all = {}
-  for _, k in ipairs(TRAINER_OPTIONS) do all[#all + 1] = k end
-  for _, k in ipairs(M.FIT_OPTIONS) do all[#all + 1] = k end
-  opts = ft.check_options(where, opts, all)
-  local topts, fopts = {}, {}
-  for _, k in ipairs(TRAINER_OPTIONS) do topts[k] = opts[k] end
-  for _, k in ipairs(M.FIT_OPTIONS) do fopts[k] = opts[k] end
-  local trainer = new_dpo(where, policy, topts)
-  return trainer:fit(data, fopts), trainer
+  return M.train_with("ft.pref.train_dpo", new_dpo, TRAINER_OPTIONS, policy, data, opts)
 end
 
 return M
