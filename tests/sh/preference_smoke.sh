@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # scripts/preference.lua end to end at a tiny scale (a random 1-layer GPT, small judges, a few
-# pairs and steps): the outputs are written, the judges beat chance and the saved judge A
-# reloads and ranks real target entries above entries of another category, the pairs' chosen
-# completions score at least their rejected ones, --data trains on a given JSONL file, and bad
-# flags are refused before any work.
+# pairs and steps): the supervised stage, then the outputs are written, the judges beat chance
+# and the saved judge A reloads and ranks real target entries above entries of another
+# category, the pairs' chosen completions score at least their rejected ones; --compare runs
+# every method; --data trains on a given JSONL file; --model runs on an HF folder with its own
+# tokenizer (a tiny Qwen2 with the Qwen3 tokenizer), from sampled pairs and from conversational
+# pairs; bad flags are refused before any work.
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"
 need_fortunes songs-poems
 
@@ -18,13 +20,14 @@ ft.save(arg[1], model:state_dict(), { metadata = { model = "gpt2", config = ft.j
 EOF
 
 common=(--checkpoint "$tmp/tiny.h5" --prompts 12 --samples 3 --max-new 24 --eval-prompts 6 --eval-samples 2
-  --steps 3 --batch-size 4 --judge-epochs 2 --judge-fraction 0.2 --ppl-entries 16 --threads 1 --seed 2)
+  --steps 3 --batch-size 4 --judge-epochs 2 --judge-fraction 0.2 --ppl-entries 16 --threads 1 --seed 2
+  --sft-steps 4 --sft-batch-size 4 --rm-steps 3)
 
 # ---- the default method (DPO) ----
 run_recipe "$tmp/a.log" preference.lua "${common[@]}" --out "$tmp/a"
 cat "$tmp/a.log"
 for f in results.json results.csv reward_vs_kl.png samples.txt judge_a.h5 judge_b.h5 pairs.jsonl dpo/metrics.jsonl \
-    dpo/adapter/adapter.h5; do
+    dpo/adapter/adapter.h5 sft.h5 sft_metrics.jsonl; do
   [ -s "$tmp/a/$f" ] || fail "no $f written"
 done
 is_png "$tmp/a/reward_vs_kl.png" || fail "reward_vs_kl.png is not a PNG"
@@ -32,6 +35,7 @@ head -1 "$tmp/a.log" | grep -q "run folder $tmp/a\$" || fail "the first line doe
 tail -1 "$tmp/a.log" | grep -q "in $tmp/a (" || fail "the last line does not name the run folder"
 [ "$(wc -l < "$tmp/a/results.csv")" -eq 3 ] || fail "results.csv should hold a header, the base and one method"
 [ "$(wc -l < "$tmp/a/dpo/metrics.jsonl")" -eq 3 ] || fail "metrics.jsonl should hold one line per step (3)"
+[ "$(wc -l < "$tmp/a/sft_metrics.jsonl")" -eq 4 ] || fail "sft_metrics.jsonl should hold one line per step (4)"
 
 "$ftlua" - "$tmp/a" <<'EOF' || fail "result checks"
 local dir = arg[1]
@@ -39,12 +43,18 @@ local judge = require "ft.pref.judge"
 local r = ft.json.read(dir .. "/results.json")
 assert(r.target == "songs-poems", "target")
 local m = r.methods[1]
-assert(m.method == "dpo" and m.beta == 0.1, "method dpo at beta 0.1")
+assert(m.method == "dpo" and m.beta == 0.5, "method dpo at beta 0.5")
 for _, k in ipairs({ "reward_a", "reward_b", "kl", "ppl" }) do
   assert(type(m[k]) == "number" and m[k] == m[k], "method " .. k .. " is a number")
   assert(type(r.before[k]) == "number", "before." .. k)
 end
 assert(r.before.kl == 0, "the starting model's KL to itself is 0")
+assert(r.sft_steps == 4, "the supervised stage's steps")
+-- sft.h5 is the starting model: a checkpoint whose weights the supervised stage moved
+local sft = ft.text.load_checkpoint(dir .. "/sft.h5")
+local pre = ft.text.load_checkpoint(dir .. "/../tiny.h5")
+local d = (sft.transformer.wte.weight - pre.transformer.wte.weight):abs():max():item()
+assert(d > 0, "the supervised stage left the embeddings as they were")
 for _, k in ipairs({ "reward_a", "reward_b" }) do
   assert(m[k] > 0 and m[k] < 1 and r.before[k] > 0 and r.before[k] < 1, k .. " is a probability")
 end
@@ -72,6 +82,31 @@ end
 assert(n == r.pairs and n > 0, "pairs.jsonl holds the pairs the run trained on")
 EOF
 
+# ---- every method ----
+run_recipe "$tmp/c.log" preference.lua "${common[@]}" --compare --betas 0.1,0.5 --out "$tmp/c"
+"$ftlua" - "$tmp/c" <<'EOF' || { cat "$tmp/c.log"; fail "--compare results"; }
+local r = ft.json.read(arg[1] .. "/results.json")
+local want = { "sft", "dpo-beta0.1", "dpo-beta0.5", "ipo", "simpo", "orpo", "kto", "rm-grpo", "grpo", "best-of-n" }
+assert(#r.methods == #want, ("%d methods run, %d expected"):format(#r.methods, #want))
+for i, label in ipairs(want) do
+  local m = r.methods[i]
+  assert(m.label == label, ("method %d is %s, expected %s"):format(i, m.label, label))
+  for _, k in ipairs({ "reward_a", "reward_b", "kl", "ppl" }) do
+    assert(type(m[k]) == "number" and m[k] == m[k], label .. ": " .. k .. " is not a number")
+  end
+  if label ~= "best-of-n" then
+    assert(ft.fs.exists(arg[1] .. "/" .. label .. "/adapter/adapter.h5"), label .. ": no adapter saved")
+    assert(type(m.last) == "table" and type(m.last.loss) == "number", label .. ": no last loss")
+  end
+end
+local rm = r.methods[8]
+assert(type(rm.reward_model_accuracy) == "number" and rm.reward_model_accuracy >= 0
+  and rm.reward_model_accuracy <= 1, "rm-grpo reports its reward model's held-out accuracy")
+assert(ft.fs.exists(arg[1] .. "/rm-grpo/reward_metrics.jsonl"), "rm-grpo: no reward model log")
+assert(type(r.methods[7].last.kl) == "number", "kto logs its KL reference point")
+EOF
+[ "$(wc -l < "$tmp/c/results.csv")" -eq 12 ] || fail "results.csv of --compare should hold a header, the start and 10 rows"
+
 # ---- pairs from a file ----
 cat > "$tmp/prefs.jsonl" <<'EOF'
 {"prompt": "The ", "chosen": "rose is red,\nthe sky is blue", "rejected": "compiler crashed"}
@@ -84,6 +119,47 @@ grep -q "pairs: 3 records from $tmp/prefs.jsonl" "$tmp/d.log" || { cat "$tmp/d.l
 local r = ft.json.read(arg[1])
 assert(r.methods[1].method == "ipo" and r.methods[1].beta == 0.5 and r.pairs == 3 and r.data == arg[2])
 EOF
+
+# ---- an HF folder with its tokenizer ----
+tokdir=$tmp/qwen3
+mkdir -p "$tokdir"
+gzip -dc tests/fixtures/tokenizers/qwen3/tokenizer.json.gz > "$tokdir/tokenizer.json"
+cp tests/fixtures/tokenizers/qwen3/tokenizer_config.json "$tokdir/"
+"$ftlua" - "$tmp/qwen2-tiny" "$tokdir" <<'EOF' || fail "making the tiny Qwen2 folder"
+local dir, tokdir = arg[1], arg[2]
+ft.manual_seed(7)
+local model = ft.models.new({
+  architectures = { "Qwen2ForCausalLM" }, model_type = "qwen2", vocab_size = 151669, hidden_size = 32,
+  intermediate_size = 64, num_hidden_layers = 1, num_attention_heads = 2, num_key_value_heads = 1,
+  max_position_embeddings = 512, rope_theta = 1000000.0, rms_norm_eps = 1e-6, tie_word_embeddings = true,
+  bos_token_id = 151643, eos_token_id = 151645, hidden_act = "silu", initializer_range = 0.02,
+})
+ft.models.save_pretrained(model, dir)
+for _, f in ipairs({ "tokenizer.json", "tokenizer_config.json" }) do
+  ft.fs.write(dir .. "/" .. f, ft.fs.read(tokdir .. "/" .. f))
+end
+EOF
+hf=(--model "$tmp/qwen2-tiny" --prompts 8 --samples 2 --max-new 8 --eval-prompts 3 --eval-samples 2 --steps 2
+  --batch-size 4 --judge-epochs 1 --judge-fraction 0.1 --ppl-entries 8 --threads 1 --seed 2 --rm-steps 2)
+run_recipe "$tmp/h.log" preference.lua "${hf[@]}" --method rm-grpo --out "$tmp/h"
+"$ftlua" - "$tmp/h" "$tmp/qwen2-tiny" <<'EOF' || { cat "$tmp/h.log"; fail "--model results"; }
+local r = ft.json.read(arg[1] .. "/results.json")
+assert(r.model == arg[2] and r.checkpoint == nil, "the run names its model folder")
+assert(r.sft_steps == 0, "no supervised stage by default with --model")
+local m = r.methods[1]
+assert(m.method == "rm-grpo" and m.reward_a == m.reward_a and m.kl == m.kl, "rm-grpo ran on the HF model")
+-- LoRA on the Llama-family projections: the saved adapter reloads into the folder's model
+local model = ft.models.from_pretrained(arg[2])
+ft.peft.load(model, arg[1] .. "/rm-grpo/adapter")
+local names = {}
+for name in pairs(model:state_dict()) do names[#names + 1] = name end
+local joined = table.concat(names, " ")
+assert(joined:find("q_proj.lora_A") and joined:find("down_proj.lora_B"), "no LoRA on q_proj / down_proj")
+EOF
+run_recipe "$tmp/k.log" preference.lua "${hf[@]}" --method kto --data tests/fixtures/pref_data/pairs_chat.jsonl \
+  --out "$tmp/k"
+grep -q "pairs: .* records from tests/fixtures/pref_data/pairs_chat.jsonl" "$tmp/k.log" \
+  || { cat "$tmp/k.log"; fail "--model --data was not read"; }
 
 # ---- flags refused up front (no run folder made) ----
 refuse() { # refuse <pattern> args...: the recipe exits 2 with a message matching pattern
@@ -100,6 +176,9 @@ refuse "method" --method nosuch
 refuse "beta" --beta 0
 refuse "no pretrained model" --checkpoint "$tmp/missing.h5"
 refuse "unknown" --no-such-flag
+refuse "not both" --model "$tmp/qwen2-tiny" --checkpoint "$tmp/tiny.h5"
+refuse "not a folder" --model "$tmp/missing"
+refuse "sft-steps" --sft-steps=-1
 "$ftlua" scripts/preference.lua --help > "$tmp/help.log" 2>&1 || fail "--help failed"
 grep -q -- "--target" "$tmp/help.log" || fail "--help does not list --target"
 echo "OK"
