@@ -8,25 +8,10 @@
 # gets the same token ids and bit-identical logits.
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"
 
-tok=$tmp/qwen3
-mkdir -p "$tok"
-gzip -dc tests/fixtures/tokenizers/qwen3/tokenizer.json.gz > "$tok/tokenizer.json"
-cp tests/fixtures/tokenizers/qwen3/tokenizer_config.json "$tok/"
-
 # The tiny model, saved as an HF folder with the tokenizer's files and a generation config.
-"$ftlua" - "$tmp/qwen2-tiny" "$tok" <<'EOF' || fail "making the tiny Qwen2 folder"
-local dir, tokdir = arg[1], arg[2]
-ft.manual_seed(7)
-local model = ft.models.new({
-  architectures = { "Qwen2ForCausalLM" }, model_type = "qwen2", vocab_size = 151669, hidden_size = 64,
-  intermediate_size = 128, num_hidden_layers = 2, num_attention_heads = 4, num_key_value_heads = 2,
-  max_position_embeddings = 512, rope_theta = 1000000.0, rms_norm_eps = 1e-6, tie_word_embeddings = true,
-  bos_token_id = 151643, eos_token_id = 151645, hidden_act = "silu", initializer_range = 0.02,
-})
-ft.models.save_pretrained(model, dir)
-for _, f in ipairs({ "tokenizer.json", "tokenizer_config.json" }) do
-  ft.fs.write(dir .. "/" .. f, ft.fs.read(tokdir .. "/" .. f))
-end
+make_tiny_qwen2 "$tmp/qwen2-tiny" 64 2
+"$ftlua" - "$tmp/qwen2-tiny" <<'EOF' || fail "writing the generation config"
+local dir = arg[1]
 ft.json.write(dir .. "/generation_config.json", { bos_token_id = 151643, eos_token_id = { 151645, 151643 },
   pad_token_id = 151643, do_sample = true, temperature = 0.7, top_p = 0.8, top_k = 20 })
 EOF

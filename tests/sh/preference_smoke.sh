@@ -121,24 +121,7 @@ assert(r.methods[1].method == "ipo" and r.methods[1].beta == 0.5 and r.pairs == 
 EOF
 
 # ---- an HF folder with its tokenizer ----
-tokdir=$tmp/qwen3
-mkdir -p "$tokdir"
-gzip -dc tests/fixtures/tokenizers/qwen3/tokenizer.json.gz > "$tokdir/tokenizer.json"
-cp tests/fixtures/tokenizers/qwen3/tokenizer_config.json "$tokdir/"
-"$ftlua" - "$tmp/qwen2-tiny" "$tokdir" <<'EOF' || fail "making the tiny Qwen2 folder"
-local dir, tokdir = arg[1], arg[2]
-ft.manual_seed(7)
-local model = ft.models.new({
-  architectures = { "Qwen2ForCausalLM" }, model_type = "qwen2", vocab_size = 151669, hidden_size = 32,
-  intermediate_size = 64, num_hidden_layers = 1, num_attention_heads = 2, num_key_value_heads = 1,
-  max_position_embeddings = 512, rope_theta = 1000000.0, rms_norm_eps = 1e-6, tie_word_embeddings = true,
-  bos_token_id = 151643, eos_token_id = 151645, hidden_act = "silu", initializer_range = 0.02,
-})
-ft.models.save_pretrained(model, dir)
-for _, f in ipairs({ "tokenizer.json", "tokenizer_config.json" }) do
-  ft.fs.write(dir .. "/" .. f, ft.fs.read(tokdir .. "/" .. f))
-end
-EOF
+make_tiny_qwen2 "$tmp/qwen2-tiny" 32 1
 hf=(--model "$tmp/qwen2-tiny" --prompts 8 --samples 2 --max-new 8 --eval-prompts 3 --eval-samples 2 --steps 2
   --batch-size 4 --judge-epochs 1 --judge-fraction 0.1 --ppl-entries 8 --threads 1 --seed 2 --rm-steps 2)
 run_recipe "$tmp/h.log" preference.lua "${hf[@]}" --method rm-grpo --out "$tmp/h"

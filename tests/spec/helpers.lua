@@ -53,6 +53,29 @@ function H.max_abs(t)
   return m
 end
 
+-- A module's parameters by name as flat Lua arrays: all of them, or (only_trainable) those
+-- that require a gradient.
+function H.param_values(model, only_trainable)
+  local out = {}
+  for name, p in model:named_parameters() do
+    if p.requires_grad or not only_trainable then out[name] = H.flat(p) end
+  end
+  return out
+end
+
+-- The largest |a[name][i] - b[name][i]| over two H.param_values tables (every name of a must be
+-- in b; comparing nothing is an error).
+function H.max_param_diff(a, b)
+  local worst, n = 0, 0
+  for name, va in pairs(a) do
+    local vb = assert(b[name], "missing parameter " .. name)
+    for i = 1, #va do worst = math.max(worst, math.abs(va[i] - vb[i])) end
+    n = n + 1
+  end
+  assert(n > 0, "no parameters compared")
+  return worst
+end
+
 -- Checks shape and values: max |actual - expected| <= rtol * max(1, max |expected|).
 -- NaN anywhere fails. `what` names the value in the failure message.
 function H.assert_close(actual, expected, rtol, what)

@@ -87,16 +87,7 @@ local function trainable(model)
   return out
 end
 
-local function max_diff(a, b)
-  local worst, n = 0, 0
-  for name, va in pairs(a) do
-    local vb = assert(b[name], "missing parameter " .. name)
-    for i = 1, #va do worst = math.max(worst, math.abs(va[i] - vb[i])) end
-    n = n + 1
-  end
-  assert(n > 0, "no trainable parameters compared")
-  return worst
-end
+local max_diff = H.max_param_diff
 
 local function assert_same_metrics(a, b, tol, what)
   for k, v in pairs(a) do

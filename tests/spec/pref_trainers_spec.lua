@@ -88,25 +88,7 @@ local function pair_batches(n, B, seed)
   return list
 end
 
--- Parameters by name as flat Lua arrays (all of them, or only the trainable ones).
-local function params(model, only_trainable)
-  local out = {}
-  for name, p in model:named_parameters() do
-    if p.requires_grad or not only_trainable then out[name] = H.flat(p) end
-  end
-  return out
-end
-
-local function max_diff(a, b)
-  local worst, n = 0, 0
-  for name, va in pairs(a) do
-    local vb = assert(b[name], "missing parameter " .. name)
-    for i = 1, #va do worst = math.max(worst, math.abs(va[i] - vb[i])) end
-    n = n + 1
-  end
-  assert(n > 0, "no parameters compared")
-  return worst
-end
+local params, max_diff = H.param_values, H.max_param_diff
 
 local function changed(before, after)
   local names = {}

@@ -8,6 +8,8 @@
 #   run_recipe LOG SCRIPT ARGS...   runs scripts/SCRIPT with ARGS, its output in LOG, shown on failure
 #   is_png FILE           true when FILE starts with the PNG signature
 #   same_weights A B      true when checkpoints A and B hold the same tensors and metadata
+#   make_tiny_qwen2 DIR HIDDEN LAYERS   a random Qwen2-shaped HF folder with the real Qwen3
+#                         tokenizer (151,669 ids) and chat template
 set -euo pipefail
 
 ftlua=${FTLUA:-build/ftlua}
@@ -57,3 +59,24 @@ is_png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a 
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+
+make_tiny_qwen2() {
+  local dir=$1 hidden=$2 layers=$3
+  mkdir -p "$tmp/qwen3-tokenizer"
+  gzip -dc tests/fixtures/tokenizers/qwen3/tokenizer.json.gz > "$tmp/qwen3-tokenizer/tokenizer.json"
+  cp tests/fixtures/tokenizers/qwen3/tokenizer_config.json "$tmp/qwen3-tokenizer/"
+  "$ftlua" - "$dir" "$tmp/qwen3-tokenizer" "$hidden" "$layers" <<'LUA' || fail "making the tiny Qwen2 folder $dir"
+local dir, tokdir, hidden, layers = arg[1], arg[2], math.tointeger(arg[3]), math.tointeger(arg[4])
+ft.manual_seed(7)
+local model = ft.models.new({
+  architectures = { "Qwen2ForCausalLM" }, model_type = "qwen2", vocab_size = 151669, hidden_size = hidden,
+  intermediate_size = 2 * hidden, num_hidden_layers = layers, num_attention_heads = 4, num_key_value_heads = 2,
+  max_position_embeddings = 512, rope_theta = 1000000.0, rms_norm_eps = 1e-6, tie_word_embeddings = true,
+  bos_token_id = 151643, eos_token_id = 151645, hidden_act = "silu", initializer_range = 0.02,
+})
+ft.models.save_pretrained(model, dir)
+for _, f in ipairs({ "tokenizer.json", "tokenizer_config.json" }) do
+  ft.fs.write(dir .. "/" .. f, ft.fs.read(tokdir .. "/" .. f))
+end
+LUA
+}
