@@ -477,6 +477,7 @@ int luaopen_ft(lua_State *L) {
     ftl_open_tokenizer(L);
     ftl_open_unicode(L);
     ftl_open_quant(L);
+    ftl_open_dist(L);
     ftl_open_profile(L);   /* last: it wraps what the others registered */
     lua_settop(L, module);
 

@@ -82,6 +82,7 @@ void ftl_open_json(lua_State *L);      /* lua_json.c: ft.json */
 void ftl_open_options(lua_State *L);   /* lua_options.c: ft.check_options */
 void ftl_open_tokenizer(lua_State *L); /* lua_tokenizer.c: ft._tokenizer, HF tokenizer.json */
 void ftl_open_unicode(lua_State *L);
+void ftl_open_dist(lua_State *L);      /* lua_dist.c: ft._dist, MPI collectives and the gradient reducer */
 void ftl_open_quant(lua_State *L);     /* lua_quant.c: ft._quant, NF4 / int8 frozen weights */
 void ftl_open_profile(lua_State *L);   /* lua_profile.c: FT_PROFILE=1, ft.profile_report */   /* lua_unicode.c: ft._unicode_*, Python's str case and classes */
 

@@ -23,6 +23,7 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "ft/dist.h"
 #include "ftl.h"
 #include "ftlua.h"
 
@@ -99,6 +100,7 @@ static void print_help(void) {
 void ftlua_message(const char *pname, const char *msg) {
     fflush(stdout); /* keep results and errors in order on a shared terminal */
     if (pname) lua_writestringerror("%s: ", pname);
+    if (ft_dist_world_size() > 1) lua_writestringerror("[rank %d] ", ft_dist_rank());
     lua_writestringerror("%s\n", msg);
 }
 
@@ -462,6 +464,8 @@ int main(int argc, char **argv) {
     int status = lua_pcall(L, 2, 1, 0);
     int result = lua_toboolean(L, -1);
     ftlua_report(L, status);
+    /* Under mpirun a rank that fails ends the job: the others would wait for it forever. */
+    if (!(result && status == LUA_OK) && ft_dist_world_size() > 1) ft_dist_abort(EXIT_FAILURE);
     lua_close(L);
     return (result && status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
 }

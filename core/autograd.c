@@ -1,6 +1,7 @@
 /* Reverse-mode autograd: graph recording and the backward pass. */
 #define _POSIX_C_SOURCE 200809L   /* clock_gettime */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -225,6 +226,64 @@ static bool in_enclosing_pass(uint64_t visit_mark) {
 }
 
 static ft_backward_timer backward_timer;
+static ft_backward_hooks hooks;
+static bool hooks_set;
+
+void ft_set_backward_hooks(const ft_backward_hooks *h) {
+    hooks_set = h != NULL;
+    if (h) hooks = *h;
+}
+
+/* The leaves of one pass and how many of its edges into each have still to run (kept only
+ * while hooks are set): an open-addressing table keyed by the leaf's address. */
+typedef struct {
+    ft_tensor *leaf;
+    int pending;
+} leaf_slot;
+
+typedef struct {
+    leaf_slot *slots;
+    size_t cap, len; /* cap: a power of two, at least twice len */
+} leaf_table;
+
+static size_t leaf_hash(const ft_tensor *t, size_t cap) { return ((uintptr_t)t >> 4) * 0x9E3779B97F4A7C15ull & (cap - 1); }
+
+static leaf_slot *leaf_find(leaf_table *lt, const ft_tensor *t) {
+    size_t k = leaf_hash(t, lt->cap);
+    while (lt->slots[k].leaf && lt->slots[k].leaf != t) k = (k + 1) & (lt->cap - 1);
+    return &lt->slots[k];
+}
+
+/* Counts one more edge into leaf t. */
+static int leaf_count(leaf_table *lt, ft_tensor *t) {
+    if (2 * (lt->len + 1) > lt->cap) {
+        leaf_table grown = {calloc(lt->cap ? 2 * lt->cap : 64, sizeof(leaf_slot)), lt->cap ? 2 * lt->cap : 64, 0};
+        if (!grown.slots) {
+            ft_set_error("backward: out of memory");
+            return -1;
+        }
+        for (size_t k = 0; k < lt->cap; k++)
+            if (lt->slots[k].leaf) {
+                *leaf_find(&grown, lt->slots[k].leaf) = lt->slots[k];
+                grown.len++;
+            }
+        free(lt->slots);
+        *lt = grown;
+    }
+    leaf_slot *s = leaf_find(lt, t);
+    if (!s->leaf) {
+        s->leaf = t;
+        lt->len++;
+    }
+    s->pending++;
+    return 0;
+}
+
+/* One edge into leaf t has run: tells the hooks when it was the last. */
+static void leaf_edge_done(leaf_table *lt, ft_tensor *t) {
+    leaf_slot *s = leaf_find(lt, t);
+    if (s->leaf && --s->pending == 0 && hooks_set) hooks.leaf_done(t, hooks.user);
+}
 
 void ft_set_backward_timer(ft_backward_timer timer) { backward_timer = timer; }
 
@@ -278,6 +337,10 @@ int ft_backward(ft_tensor *root, const ft_tensor *grad, bool retain_graph) {
     int rc = 0;
     if (!root->grad_fn) { /* a leaf: its gradient is the seed */
         rc = accumulate_leaf(root, seed);
+        if (rc == 0 && hooks_set) {
+            hooks.leaf_done(root, hooks.user);
+            if (n_active == 0) rc = hooks.pass_done(hooks.user);
+        }
         ft_set_grad_enabled(previous_mode);
         return rc;
     }
@@ -287,6 +350,8 @@ int ft_backward(ft_tensor *root, const ft_tensor *grad, bool retain_graph) {
     static _Thread_local uint64_t mark = 0;
     mark++;
     node_list all = {0}, ready = {0};
+    leaf_table leaves = {0};
+    bool observed = hooks_set; /* hooks installed during the pass wait for the next one */
     ft_node *start = root->grad_fn;
     if (in_enclosing_pass(start->visit_mark)) {
         ft_set_error("backward: a backward run inside another (a checkpoint's recomputation) started in the "
@@ -303,6 +368,7 @@ int ft_backward(ft_tensor *root, const ft_tensor *grad, bool retain_graph) {
         ft_node *n = all.items[k];
         for (int i = 0; i < n->n_inputs; i++) {
             ft_tensor *in = n->inputs[i];
+            if (in && !in->grad_fn && observed && leaf_count(&leaves, in) < 0) rc = -1;
             if (!in || !in->grad_fn) continue;
             ft_node *next = in->grad_fn;
             if (next->visit_mark != mark) {
@@ -369,12 +435,16 @@ int ft_backward(ft_tensor *root, const ft_tensor *grad, bool retain_graph) {
                 ft_node *next = in->grad_fn;
                 if (gin && accumulate(&next->grad_accum, gin) < 0) rc = -1;
                 if (--next->pending == 0 && list_push(&ready, next) < 0) rc = -1;
-            } else if (gin) {
-                if (accumulate_leaf(in, gin) < 0) rc = -1;
+            } else {
+                if (gin && accumulate_leaf(in, gin) < 0) rc = -1;
+                if (rc == 0 && observed) leaf_edge_done(&leaves, in);
             }
         }
+        if (observed && hooks_set) hooks.node_done(hooks.user);
     }
     n_active--;
+    if (rc == 0 && observed && n_active == 0 && hooks_set) rc = hooks.pass_done(hooks.user);
+    free(leaves.slots);
     /* Partial sums left by an error must not leak into a later backward. */
     for (size_t k = 0; k < all.len; k++) {
         ft_release(all.items[k]->grad_accum);

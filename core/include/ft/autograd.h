@@ -30,6 +30,20 @@ typedef int (*ft_backward_fn)(ft_node *node, const ft_tensor *grad_output, ft_te
 typedef void (*ft_backward_timer)(const char *op, double seconds);
 void ft_set_backward_timer(ft_backward_timer timer);
 
+/* Observers of backward passes (one set at a time; the data-parallel gradient reducer):
+ * leaf_done(leaf) once a pass has run every edge into a leaf (its gradient for this pass is
+ * complete; a leaf reached inside a checkpoint's recomputation is told by that inner pass),
+ * node_done after each node (a chance to progress communication), pass_done when the
+ * outermost pass has finished without error (its failure fails the backward). */
+typedef struct {
+    void (*leaf_done)(ft_tensor *leaf, void *user);
+    void (*node_done)(void *user);
+    int (*pass_done)(void *user);
+    void *user;
+} ft_backward_hooks;
+/* Installs hooks (copied; NULL removes them). */
+void ft_set_backward_hooks(const ft_backward_hooks *hooks);
+
 struct ft_node {
     int refcount;
     const char *op;

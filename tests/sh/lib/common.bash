@@ -10,6 +10,10 @@
 #   same_weights A B      true when checkpoints A and B hold the same tensors and metadata
 #   make_tiny_qwen2 DIR HIDDEN LAYERS   a random Qwen2-shaped HF folder with the real Qwen3
 #                         tokenizer (151,669 ids) and chat template
+#   need_mpi              exits 0 with a SKIP line when mpirun is missing or ftlua has no MPI
+#   mpi_run NP ARGS...    runs ftlua ARGS under mpirun with NP ranks of one thread each
+#                         (--oversubscribe, --allow-run-as-root as root, shared memory without
+#                         the single-copy mechanism that containers forbid), within 300 s
 set -euo pipefail
 
 ftlua=${FTLUA:-build/ftlua}
@@ -53,6 +57,33 @@ for k in pairs(b) do assert(a[k], "extra tensor " .. k) end
 for k, v in pairs(ma) do assert(mb[k] == v, "metadata " .. k .. " differs") end
 for k in pairs(mb) do assert(ma[k] ~= nil, "extra metadata " .. k) end
 LUA
+}
+
+need_mpi() {
+  if ! command -v mpirun >/dev/null; then
+    echo "SKIP: mpirun is not installed (Debian package openmpi-bin)"
+    exit 0
+  fi
+  if [ "$("$ftlua" -e 'print(ft.dist.built_with_mpi())')" != true ]; then
+    echo "SKIP: $ftlua was built without MPI (Debian package libopenmpi-dev)"
+    exit 0
+  fi
+}
+
+mpi_run() {
+  local np=$1
+  shift
+  local root_flag=()
+  [ "$(id -u)" -eq 0 ] && root_flag=(--allow-run-as-root)
+  # The sanitizer build: Open MPI's own allocations at exit are not ours to report.
+  local lsan="suppressions=$PWD/tests/sh/lib/lsan_mpi.supp:print_suppressions=0"
+  local pass=() var
+  for var in LUA_PATH LUA_CPATH FT_FIXTURES ASAN_OPTIONS UBSAN_OPTIONS; do
+    [ -n "${!var+set}" ] && pass+=(-x "$var")
+  done
+  OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1 LSAN_OPTIONS="$lsan:${LSAN_OPTIONS:-}" \
+    timeout 300 mpirun "${root_flag[@]}" --oversubscribe --bind-to none -np "$np" \
+    -x OMPI_MCA_btl_vader_single_copy_mechanism -x OMP_NUM_THREADS -x LSAN_OPTIONS "${pass[@]}" "$ftlua" "$@"
 }
 
 is_png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; }
