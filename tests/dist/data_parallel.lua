@@ -207,7 +207,9 @@ do
   local x = ft.arange(1, 4 * world + 1):reshape(2 * world, 2)
   local part = dist.shard({x = x, label = "kept"})
   assert(part.label == "kept" and part.x:size(1) == 2 and part.x[1][1]:item() == 2 * rank + 1, "shard rows")
-  T.fails(function() dist.shard(ft.zeros(world + 1)) end, "does not divide among", "a batch that does not divide")
+  local odd, count = dist.shard(ft.arange(1, world + 2))
+  assert(count == (rank == 0 and 2 or 1) and odd:numel() == count and odd[1]:item() == rank + 1, "uneven shares")
+  T.fails(function() dist.shard(ft.zeros(world - 1)) end, "leaves some of the", "a batch smaller than the world")
   T.fails(function() dist.shard({a = ft.zeros(world), b = ft.zeros(2 * world)}) end, "rows", "tensors of different rows")
   T.say("ok   shard: strided rows, other values kept, refusals")
 end

@@ -116,13 +116,14 @@ function dist.sum_across(t)
   return C.sum_across(tensor_arg("ft.dist.sum_across", t))
 end
 
---- ft.dist.shard(batch) -> this rank's rows of a global batch: rows rank+1, rank+1+W, rank+1+2W ...
--- of a tensor, or of every tensor in a table of tensors (the same first dim, divisible by the
--- world size; other values are kept as they are). The strided share is DistributedSampler's, so
--- the ranks' shares together are the batch. In a world of one, batch itself.
+--- ft.dist.shard(batch) -> this rank's rows of a global batch, and their count: rows rank+1,
+-- rank+1+W, rank+1+2W ... of a tensor, or of every tensor in a table of tensors (the same first
+-- dim; other values are kept as they are). The strided share is DistributedSampler's, so the
+-- ranks' shares together are the batch. When the rows do not divide by the world size the
+-- shares differ by one row: combine per-rank mean losses with ddp:global_mean then. A rank
+-- whose share would be empty is an error. In a world of one, batch itself.
 function dist.shard(batch)
   local world = dist.world_size()
-  if world == 1 then return batch end
   local n
   local function rows_of(t)
     if n == nil then n = t:size(1) end
@@ -136,16 +137,18 @@ function dist.shard(batch)
     check.fail("ft.dist.shard", "batch", "a tensor or a table of tensors", batch)
   end
   if n == nil then check.fail("ft.dist.shard", "batch", "a tensor or a table of tensors", batch) end
-  if n % world ~= 0 then
-    error(("ft.dist.shard: a batch of %d rows does not divide among %d ranks"):format(n, world), 2)
+  if world == 1 then return batch, n end
+  if n < world then
+    error(("ft.dist.shard: a batch of %d rows leaves some of the %d ranks nothing"):format(n, world), 2)
   end
   local idx = {}
   for i = dist.rank() + 1, n, world do idx[#idx + 1] = i end
+  local count = #idx
   idx = ft.tensor(idx, {dtype = "int64"})
-  if ft.is_tensor(batch) then return batch:index_select(1, idx) end
+  if ft.is_tensor(batch) then return batch:index_select(1, idx), count end
   local out = {}
   for k, v in pairs(batch) do out[k] = ft.is_tensor(v) and v:index_select(1, idx) or v end
-  return setmetatable(out, getmetatable(batch))
+  return setmetatable(out, getmetatable(batch)), count
 end
 
 --- ft.dist.broadcast_value(v [, root = 0]) -> root's v on every rank: a string, number, boolean

@@ -75,15 +75,16 @@ mpi_run() {
   shift
   local root_flag=()
   [ "$(id -u)" -eq 0 ] && root_flag=(--allow-run-as-root)
-  # The sanitizer build: Open MPI's own allocations at exit are not ours to report.
-  local lsan="suppressions=$PWD/tests/sh/lib/lsan_mpi.supp:print_suppressions=0"
+  # The sanitizer build: Open MPI keeps allocations until exit in plugins it has unloaded by then,
+  # which LeakSanitizer can neither name nor suppress; leaks are checked by the tests of one
+  # process, memory errors and undefined behaviour here too.
   local pass=() var
-  for var in LUA_PATH LUA_CPATH FT_FIXTURES ASAN_OPTIONS UBSAN_OPTIONS; do
+  for var in LUA_PATH LUA_CPATH FT_FIXTURES UBSAN_OPTIONS; do
     [ -n "${!var+set}" ] && pass+=(-x "$var")
   done
-  OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1 LSAN_OPTIONS="$lsan:${LSAN_OPTIONS:-}" \
+  OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1 ASAN_OPTIONS="detect_leaks=0:${ASAN_OPTIONS:-}" \
     timeout 300 mpirun "${root_flag[@]}" --oversubscribe --bind-to none -np "$np" \
-    -x OMPI_MCA_btl_vader_single_copy_mechanism -x OMP_NUM_THREADS -x LSAN_OPTIONS "${pass[@]}" "$ftlua" "$@"
+    -x OMPI_MCA_btl_vader_single_copy_mechanism -x OMP_NUM_THREADS -x ASAN_OPTIONS "${pass[@]}" "$ftlua" "$@"
 }
 
 is_png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; }

@@ -93,7 +93,7 @@ end
 function DataParallel:__call(...)
   local reducer = rawget(self, "_reducer")
   if not reducer then return self.module(...) end
-  if self._sync and ft.is_grad_enabled() then reducer:arm() end
+  if rawget(self, "_sync") and ft.is_grad_enabled() then reducer:arm() end
   local shared = ft.get_rng_state()
   local words = shared:totable()
   local seed = shuffle.mix((ft.dist.rank() + 1) * shuffle.GOLDEN)
@@ -113,10 +113,10 @@ end
 -- but the last).
 function methods:no_sync(fn, ...)
   check.func(WHERE .. ":no_sync", "fn", fn)
-  local previous = self._sync
-  self._sync = false
+  local previous = rawget(self, "_sync")
+  rawset(self, "_sync", false)
   local results = table.pack(pcall(fn, ...))
-  self._sync = previous
+  rawset(self, "_sync", previous)
   if not results[1] then error(results[2], 0) end
   return table.unpack(results, 2, results.n)
 end
@@ -164,6 +164,9 @@ DataParallel.__index = function(self, key)
   end
   return v
 end
+
+-- Fields set on ddp are the model's (ddp.training = false is model.training = false).
+DataParallel.__newindex = function(self, key, value) rawget(self, "module")[key] = value end
 
 DataParallel.__tostring = function(self) return "ft.dist.DataParallel(" .. tostring(self.module) .. ")" end
 
