@@ -51,11 +51,19 @@
 -- continues from it, and reuses the results of methods that finished, ending with the
 -- numbers of an uninterrupted run (same --threads); --resume without --out continues the
 -- newest run folder.
+--
+-- Data-parallel: `mpirun -np N ftlua scripts/finetune_text.lua ...` trains with N processes
+-- (ft.dist.DataParallel): every rank draws the same global batch of --batch-size windows and
+-- trains on its share (rows rank+1, rank+1+N, ...), the loss is the mean over the trained tokens
+-- of the whole batch, so the numbers are those of one process (float32 rounding apart, and
+-- dropout, drawn per rank). --per-rank-batch B sets the global batch to B * N instead. Only rank
+-- 0 prints and writes; evaluation runs on every rank.
 local ft = require "ft"
 local argparse = require "argparse"
 
 local peft, text, train = ft.peft, ft.text, ft.train
 local R = ft.recipe
+local main = ft.dist.is_main()
 local P = ft.progress
 local log = P.log
 
@@ -87,7 +95,10 @@ for i, m in ipairs(METHODS) do lr_defaults[i] = ("%s %g"):format(m, DEFAULT_LR[m
 parser:option("--lr", "Learning rate of every method run (default per method: " .. table.concat(lr_defaults, ", ")
   .. ").")
   :convert(R.number({ above = 0 }))
-parser:option("--batch-size", "Examples (windows) per batch.", "8"):convert(positive)
+parser:option("--batch-size", "Examples (windows) per batch, over all ranks under mpirun (default 8).")
+  :convert(positive)
+parser:option("--per-rank-batch", "Under mpirun: examples (windows) per batch on each rank (the global batch is this times the ranks).")
+  :convert(positive)
 parser:option("--context", "Bytes per window, in training and evaluation.", "192"):convert(R.integer({ min = 2 }))
 parser:option("--seed", "Random seed (split, initialisation, batches, samples).", "1"):convert(R.integer({}))
 parser:option("--threads", "Threads (default: all cores)."):convert(R.integer({ min = 1, max = 1024 }))
@@ -122,6 +133,8 @@ parser:option("--stop-at", "Stop after this step of the first unfinished method,
   :convert(positive)
 parser:option("--log-every", "Progress line every N steps when stderr is not a terminal.", "10"):convert(positive)
 local args = R.parse(parser)
+args.batch_size = R.global_batch(args.batch_size, args.per_rank_batch, { default = 8, parser = parser,
+  uneven = true })
 
 local function die(fmt, ...) R.fail(parser, fmt, ...) end
 
@@ -458,7 +471,7 @@ local function run(method)
         ft.json.encode(wanted))
     end
   end
-  mkdir(dir)
+  if main then mkdir(dir) end
 
   ft.manual_seed(args.seed)
   local model = load_base()
@@ -483,14 +496,26 @@ local function run(method)
   local logger = train.Logger({ path = dir .. "/metrics.jsonl", total = args.steps, every = args.log_every,
     unit = "tokens" })
   local es = train.EarlyStopping({ metric = "val_loss", patience = args.patience, model = model })
+  -- With several ranks each trains on its share of the global batch; global_mean weighs the
+  -- share's mean loss by its trained tokens (the labels past the first position).
+  local net = ft.dist.DataParallel(model)
   local function batch_loss(b)
-    return model(b.input_ids, { attention_mask = b.attention_mask, labels = b.labels }).loss
+    local mine = ft.dist.shard(b)
+    local labels = mine.labels:narrow(2, 2, mine.labels:size(2) - 1)
+    local tokens = labels:numel() - labels:eq(text.IGNORE_INDEX):sum():item()
+    return net:global_mean(net(mine.input_ids, { attention_mask = mine.attention_mask, labels = mine.labels }).loss,
+      tokens)
   end
   local out = train.loop({
     steps = args.steps,
     next_batch = function() return data.train:batch(args.batch_size) end,
     step = function(b)
-      local loss, norm = train.step(opt, function() return batch_loss(b) end, { clip = 1.0, scheduler = sched })
+      local loss
+      local _, norm = train.step(opt, function()
+        local scaled
+        scaled, loss = batch_loss(b)
+        return scaled
+      end, { clip = 1.0, scheduler = sched })
       return { loss = loss, grad_norm = norm, items = b.attention_mask:sum():item() }
     end,
     evaluate = function()
@@ -523,7 +548,8 @@ local function run(method)
   log("-- sample after %s, from %s:\n%s", method, prompt_shown, generated)
 
   local saved
-  if method == "full" and args.model then
+  if not main then -- rank 0 writes
+  elseif method == "full" and args.model then
     -- an HF folder: the weights, the config and the tokenizer files beside them
     saved = ft.models.save_pretrained(model, dir .. "/model")
     for _, f in ipairs(TOKENIZER_FILES) do
@@ -552,8 +578,10 @@ local function run(method)
     test_loss = test.loss, test_ppl = test.perplexity, test_bits_per_byte = test.bits, saved = saved,
     sample = generated,
   }
-  ft.json.write(result_path, result)
-  os.remove(ckpt)
+  if main then
+    ft.json.write(result_path, result)
+    os.remove(ckpt)
+  end
   return result
 end
 
@@ -568,6 +596,7 @@ for _, method in ipairs(methods) do
 end
 
 -- ---- report -----------------------------------------------------------------------------------------
+if not main then return end -- rank 0 reports
 
 local header = ("%-8s %16s %10s %9s %22s %8s"):format("method", "trainable params", "% of total", "val ppl",
   "test ppl before -> after", "seconds")

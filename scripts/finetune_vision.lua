@@ -34,9 +34,18 @@
 -- alpha marked), compare.png (--compare: ID and OOD accuracy per method, values on the bars),
 -- metrics_<method>.jsonl (training logs); while it runs, checkpoint_<method>.h5 for --resume
 -- (removed at the end). --resume without --out continues the newest run folder.
+--
+-- Data-parallel: `mpirun -np N ftlua scripts/finetune_vision.lua ...` trains with N processes
+-- (ft.dist.DataParallel): every rank draws and augments the same global batch of --batch-size
+-- images and trains on its share (rows rank+1, rank+1+N, ...; shares differ by one image when
+-- the batch does not divide), BatchNorm layers that train use the statistics of the whole batch
+-- (ft.nn.SyncBatchNorm), and the loss is the mean over the whole batch, so the numbers are those
+-- of one process (float32 rounding apart). --per-rank-batch B sets the global batch to B * N
+-- instead. Only rank 0 prints and writes; evaluation runs on every rank.
 local ft = require "ft"
 local argparse = require "argparse"
 local T = require "ft.transforms"
+local main = ft.dist.is_main()
 
 local resnet = require "ft.models.resnet"
 local vit = require "ft.models.vit"
@@ -59,7 +68,10 @@ parser:option("--labels-per-class", "Labelled training images per class.", "50")
 parser:option("--val-per-class", "Validation images per class (for every choice).", "50"):convert(positive)
 parser:option("--epochs", "Training epochs (default: per method)."):convert(positive)
 parser:option("--lr", "Peak learning rate (default: per method)."):convert(R.number({ above = 0 }))
-parser:option("--batch-size", "Images per batch.", "25"):convert(positive)
+parser:option("--batch-size", "Images per batch, over all ranks under mpirun (default 25).")
+  :convert(positive)
+parser:option("--per-rank-batch", "Under mpirun: images per batch on each rank (the global batch is this times the ranks).")
+  :convert(positive)
 parser:option("--r", "LoRA rank.", "4"):convert(positive)
 parser:option("--alpha", "LoRA alpha.", "8"):convert(R.number({ above = 0 }))
 parser:option("--alphas", "WiSE-FT alphas in [0, 1]: a list (0,0.5,1) or a range start:stop:step.", "0:1:0.1")
@@ -77,6 +89,8 @@ parser:option("--bn", "BatchNorm when the backbone trains: train (batch statisti
 parser:flag("--resume", "Continue an interrupted run from its checkpoints (same flags and --threads).")
 parser:flag("--compare", "Run every method and training from scratch; write the comparison table.")
 local args = R.parse(parser)
+args.batch_size = R.global_batch(args.batch_size, args.per_rank_batch, { default = 25, parser = parser,
+  uneven = true })
 
 local is_vit = args.model == "vit"
 if args.method == "reft" and not is_vit then
@@ -269,6 +283,11 @@ local function fit(model, name, epochs, lr)
   local params = trainable(model)
   local opt = ft.optim.AdamW(params, { lr = lr, weight_decay = 0.01 })
   local loader = ft.data.loader(labelled, { batch_size = args.batch_size, shuffle = true, seed = args.seed })
+  local last = labelled.y:size(1) % args.batch_size
+  if last > 0 and last < ft.dist.world_size() then
+    R.fail(parser, "the last batch of each epoch holds %d of the %d labelled images, too few for %d ranks: "
+      .. "choose another --batch-size", last, labelled.y:size(1), ft.dist.world_size())
+  end
   local total = #loader * epochs
   local S = ft.optim.lr_scheduler
   local warmup = math.max(1, total // 10)
@@ -278,12 +297,21 @@ local function fit(model, name, epochs, lr)
     model = model })
   local logger = train.Logger({ path = run:path("metrics_" .. name .. ".jsonl"), total = total, every = #loader })
   model:train()
+  -- Several ranks: BatchNorm over the global batch, each rank its share of the augmented batch.
+  if ft.dist.world_size() > 1 then ft.nn.SyncBatchNorm.convert(model) end
+  local net = ft.dist.DataParallel(model)
   train.loop({
     epochs = epochs, loader = loader, model = model, optimizer = opt, scheduler = sched,
     step = function(batch)
-      return train.step(opt, function()
-        return F.cross_entropy(logits_of(model(normalise(augment(batch.x)))), batch.y)
+      local x, n = ft.dist.shard(normalise(augment(batch.x)))
+      local y = ft.dist.shard(batch.y)
+      local loss
+      local _, norm = train.step(opt, function()
+        local scaled
+        scaled, loss = net:global_mean(F.cross_entropy(logits_of(net(x)), y), n)
+        return scaled
       end, { scheduler = sched })
+      return loss, norm
     end,
     evaluate = function() return { val_accuracy = accuracy(model, val) } end,
     logger = logger, early_stopping = stopper,
@@ -441,14 +469,17 @@ if wise_model and wise_model ~= probe then
   wise_rows, wise_best = wise_sweep(probe, wise_model)
   if wise_rows then
     print_wise(wise_rows, wise_best)
-    write_csv(run:path("wise.csv"), { "alpha", "val_id", "val_ood", "id", "ood", "chosen" }, wise_rows)
-    R.wise_plot(run:path("wise.png"), wise_rows, wise_best, { title = ("WiSE-FT: linear probe -> %s (%s)"):format(
-      args.compare and "lpft" or args.method, args.model) })
+    if main then
+      write_csv(run:path("wise.csv"), { "alpha", "val_id", "val_ood", "id", "ood", "chosen" }, wise_rows)
+      R.wise_plot(run:path("wise.png"), wise_rows, wise_best, { title = ("WiSE-FT: linear probe -> %s (%s)"):format(
+        args.compare and "lpft" or args.method, args.model) })
+    end
   else
     log("WiSE-FT: skipped (the %s adapter cannot be folded into the weights)", args.method)
   end
 end
 
+if not main then return end -- rank 0 writes
 for _, method in ipairs({ "head", table.unpack(methods) }) do os.remove(checkpoint_path(method)) end
 
 plot_curves({ "head", table.unpack(methods) })

@@ -21,7 +21,7 @@
 -- else its float32 rounding followed by the correction terms (ft.optim.numbers).
 --
 -- The room: ft.optim.numbers (numbers in state dicts), ft.optim.lr_scheduler (schedules,
--- also ft.optim.lr_scheduler).
+-- also ft.optim.lr_scheduler), ft.optim.zero (ZeroRedundancy: state sharded over the ranks).
 local ft = require "ft"
 local C = ft._optim
 
@@ -434,5 +434,8 @@ function M.clip_grad_norm(params, max_norm, norm_type)
   return C.clip_grad_norm(params, max_norm, norm_type or 2)
 end
 M.lr_scheduler = require "ft.optim.lr_scheduler"
+--- ft.optim.ZeroRedundancy(params, optimizer, options) -> opt: optimizer state sharded over the
+-- ranks (ZeRO-1; ft.optim.zero).
+M.ZeroRedundancy = require "ft.optim.zero"
 
 return M

@@ -14,6 +14,11 @@
 --
 -- Converters (for argparse's :convert) return the value, or nil and a message naming the
 -- flag's value, which recipe.parse prints as "<recipe>: <message> (see --help)".
+--
+-- Under mpirun (ft.dist, several ranks) a recipe runs on every rank and prints once:
+-- recipe.parse silences stdout on every rank but rank 0 (stderr stays, so any rank's error
+-- shows); recipe.run makes the run's folder on rank 0 and gives every rank its name; the
+-- batch flags mean the global batch (recipe.global_batch).
 local ft = require "ft"
 
 local recipe = {}
@@ -137,7 +142,9 @@ function recipe.fail(parser, fmt, ...)
   io.stderr:write(("%s: %s\n"):format(program_name(parser), msg))
   -- A run that failed before writing anything leaves no empty folder behind (rmdir removes
   -- only an empty one).
-  if recipe.current_run then os.execute("rmdir '" .. recipe.current_run.dir:gsub("'", "'\\''") .. "' 2>/dev/null") end
+  if recipe.current_run and ft.dist.is_main() then
+    os.execute("rmdir '" .. recipe.current_run.dir:gsub("'", "'\\''") .. "' 2>/dev/null")
+  end
   os.exit(1)
 end
 
@@ -157,10 +164,25 @@ local function name_refusals(parser)
   end
 end
 
+-- Every way a rank other than the main one would print on stdout, made a no-op: print,
+-- io.write and io.stdout (a handle on /dev/null, also the default output).
+local function silence_stdout()
+  print = function() end
+  local null = io.open("/dev/null", "w")
+  if null then
+    io.stdout = null
+    io.output(null)
+  end
+  io.write = function() return io.stdout end
+end
+
 --- recipe.parse(parser [, argv]) -> args: parses the command line (default: the script's arg);
 -- an unknown flag, a missing value or a value a converter refuses ends the process with one
--- line naming the flag and exit status 2. --help prints the usage and exits 0.
+-- line naming the flag and exit status 2. --help prints the usage and exits 0. Under mpirun
+-- with several ranks it first silences stdout on every rank but the main one (print,
+-- io.write and io.stdout write nothing there; stderr stays), so the run prints once.
 function recipe.parse(parser, argv)
+  if ft.dist.world_size() > 1 and not ft.dist.is_main() then silence_stdout() end
   name_refusals(parser)
   local ok, args = parser:pparse(argv)
   if not ok then recipe.usage_error(parser, "%s", tostring(args)) end
@@ -203,47 +225,66 @@ local function run_folders(root)
   return list
 end
 
+-- The run's folder: made (or, resuming, found) now. Returns dir, or nil, the kind of
+-- failure ("usage" or "fail") and its message.
+local function make_folder(out, opts, prog, root)
+  if out then
+    if ft.fs.exists(out) and not ft.fs.is_dir(out) then
+      return nil, "usage", ("--out %s is a file; --out names the run's folder"):format(out)
+    end
+    if ft.fs.is_dir(out) and not opts.resume and not is_empty_dir(out) then
+      return nil, "usage", ("--out %s already holds another run's files; choose a new folder "
+        .. "(or continue that run with --resume)"):format(out)
+    end
+    local ok, err = pcall(ft.fs.mkdir, out, prog)
+    if not ok then return nil, "fail", tostring(err) end
+    return out
+  elseif opts.resume then
+    local list = run_folders(root)
+    if #list == 0 then
+      return nil, "usage", ("--resume: no earlier run under %s/; pass --out with the run's folder"):format(root)
+    end
+    return root .. "/" .. list[#list].name
+  end
+  local ok, err = pcall(ft.fs.mkdir, root, prog)
+  if not ok then return nil, "fail", tostring(err) end
+  local stamp = timestamp()
+  local dir = root .. "/" .. stamp
+  local version = 1
+  while not mkdir_new(dir) do
+    version = version + 1
+    if version > 1000 then return nil, "fail", ("cannot create a new run folder under %s"):format(root) end
+    dir = ("%s/%s-%d"):format(root, stamp, version)
+  end
+  return dir
+end
+
 --- recipe.run(parser, out [, {resume = false, root = "runs", name = <recipe>}]) -> run
 -- The run's own folder, created now and printed: out when given (it must be new or empty,
 -- unless resuming: one run never overwrites another), else runs/<name>/<YYYYmmdd-HHMMSS>, with
 -- -2, -3 ... when that second's folder exists (name may hold a slash: "self_train/text"). With resume and no out: the newest folder
 -- under runs/<name>/ (an error when there is none). run.dir is the folder, run:path(file) a
--- file in it, run:finish([what]) prints the folder and the time taken.
+-- file in it, run:finish([what]) prints the folder and the time taken. Under mpirun rank 0
+-- makes (or finds) the folder and every rank gets its name, once it exists; when rank 0
+-- cannot, every rank ends (rank 0 prints why).
 function recipe.run(parser, out, opts)
   opts = ft.check_options("ft.recipe.run", opts, {"resume", "root", "name"})
   local prog = program_name(parser)
   local name = opts.name or prog:gsub("%.lua$", "")
   local root = (opts.root or "runs") .. "/" .. name
-  local dir
-  if out then
-    if ft.fs.exists(out) and not ft.fs.is_dir(out) then
-      recipe.usage_error(parser, "--out %s is a file; --out names the run's folder", out)
-    end
-    if ft.fs.is_dir(out) and not opts.resume and not is_empty_dir(out) then
-      recipe.usage_error(parser, "--out %s already holds another run's files; choose a new folder "
-        .. "(or continue that run with --resume)", out)
-    end
-    local ok, err = pcall(ft.fs.mkdir, out, prog)
-    if not ok then recipe.fail(parser, "%s", err) end
-    dir = out
-  elseif opts.resume then
-    local list = run_folders(root)
-    if #list == 0 then
-      recipe.usage_error(parser, "--resume: no earlier run under %s/; pass --out with the run's folder", root)
-    end
-    dir = root .. "/" .. list[#list].name
+  local dir, kind, msg
+  if ft.dist.world_size() == 1 then
+    dir, kind, msg = make_folder(out, opts, prog, root)
   else
-    local ok, err = pcall(ft.fs.mkdir, root, prog)
-    if not ok then recipe.fail(parser, "%s", err) end
-    local stamp = timestamp()
-    dir = root .. "/" .. stamp
-    local version = 1
-    while not mkdir_new(dir) do
-      version = version + 1
-      if version > 1000 then recipe.fail(parser, "cannot create a new run folder under %s", root) end
-      dir = ("%s/%s-%d"):format(root, stamp, version)
-    end
+    local made = {}
+    if ft.dist.is_main() then made.dir, made.kind, made.msg = make_folder(out, opts, prog, root) end
+    -- Sent once rank 0 made the folder: no rank goes on before it exists.
+    made = ft.dist.broadcast_value(made, 0)
+    dir, kind, msg = made.dir, made.kind, made.msg
+    if kind and not ft.dist.is_main() then os.exit(kind == "usage" and 2 or 1) end
   end
+  if kind == "usage" then recipe.usage_error(parser, "%s", msg) end
+  if kind == "fail" then recipe.fail(parser, "%s", msg) end
   local run = setmetatable({dir = dir, name = name, program = prog, started = ft.clock(),
     resumed = opts.resume or false}, Run)
   ft.progress.log("%s: %s run folder %s", prog, opts.resume and "continuing the" or "writing to", dir)
@@ -254,10 +295,50 @@ end
 --- run:path(file) -> "<run folder>/<file>".
 function Run:path(file) return self.dir .. "/" .. file end
 
---- run:finish([files]) prints "<recipe>: wrote <files> in <folder> (<time>)".
+--- run:finish([files]) prints "<recipe>: wrote <files> in <folder> (<time>)" (once: on the main rank).
 function Run:finish(files)
   ft.progress.log("%s: wrote %sin %s (%s in all)", self.program, files and (files .. " ") or "", self.dir,
     ft.progress.hms(ft.clock() - self.started))
+end
+
+--- recipe.global_batch(batch_size, per_rank_batch [, {default =, world_size =, parser =,
+-- flag = "--batch-size", per_rank_flag = "--per-rank-batch", uneven = false}]) -> the global
+-- batch size: the batch flag's value (the global batch, which must divide among the ranks, or
+-- with uneven = true hold at least one row per rank: a recipe whose ranks take ft.dist.shard's
+-- uneven shares and weigh their losses with ddp:global_mean), or per_rank_batch times the world
+-- size (ft.dist.world_size(), or world_size); default when neither is given. Giving both,
+-- neither (without default), or a batch that does not divide is an error naming the flags; with
+-- parser it is recipe.usage_error's one line and exit status 2 instead.
+function recipe.global_batch(batch_size, per_rank_batch, opts)
+  local WHERE = "ft.recipe.global_batch"
+  opts = ft.check_options(WHERE, opts, {"default", "world_size", "parser", "flag", "per_rank_flag", "uneven"})
+  local check = ft.check
+  check.integer(WHERE, "batch_size", batch_size, nil, {min = 1})
+  check.integer(WHERE, "per_rank_batch", per_rank_batch, nil, {min = 1})
+  check.integer(WHERE, "default", opts.default, nil, {min = 1})
+  check.integer(WHERE, "world_size", opts.world_size, nil, {min = 1})
+  local flag = check.string(WHERE, "flag", opts.flag, "--batch-size")
+  local per_rank_flag = check.string(WHERE, "per_rank_flag", opts.per_rank_flag, "--per-rank-batch")
+  local uneven = check.boolean(WHERE, "uneven", opts.uneven, false)
+  local function refuse(fmt, ...)
+    if opts.parser then recipe.usage_error(opts.parser, fmt, ...) end
+    error((WHERE .. ": " .. fmt):format(...), 3)
+  end
+  if batch_size and per_rank_batch then
+    refuse("%s and %s both set the batch: give one of them", flag, per_rank_flag)
+  end
+  local world = opts.world_size or ft.dist.world_size()
+  if per_rank_batch then return per_rank_batch * world end
+  batch_size = batch_size or opts.default
+  if not batch_size then refuse("give %s (the global batch) or %s", flag, per_rank_flag) end
+  if uneven and batch_size < world then
+    refuse("%s %d (the global batch) leaves some of the %d ranks no row; give at least %d, or %s", flag, batch_size,
+      world, world, per_rank_flag)
+  elseif not uneven and batch_size % world ~= 0 then
+    refuse("%s %d (the global batch) does not divide among %d ranks; give a multiple of %d, or %s",
+      flag, batch_size, world, world, per_rank_flag)
+  end
+  return batch_size
 end
 
 --- recipe.model_path(file) -> the path of a shipped checkpoint (models/<file>), found from the

@@ -10,6 +10,18 @@
 -- Layout: datasets model.<key> (parameters and buffers), optimizer.<key>,
 -- scheduler.<key>, rng (ft.get_rng_state()), tensors.<name>[.<key>]; attributes on "/":
 -- checkpoint ("ftlua.train"), checkpoint_version, step, epoch, extra (JSON). h5py or ft.load read it as is.
+--
+-- Under mpirun (ft.dist, several ranks) every rank calls save and load, in the same order.
+-- save is collective: the main rank (rank 0) alone writes the file, atomically as above,
+-- and no rank returns before the file is complete, so any rank may read it next (a failed
+-- write is an error on every rank). The state saved is rank 0's (ft.dist.DataParallel keeps
+-- the ranks' models and optimizers the same); rng is rank 0's generator, and rng_ranks
+-- [world_size, 4] holds every rank's. load reads the file on every rank and restores each
+-- rank's own generator from rng_ranks when the world has the size it was saved with, else
+-- rank 0's on every rank. ft's generator is the stream the ranks share (DataParallel draws
+-- each rank's dropout from a stream of its own derived from it), so the rows agree and
+-- either way resumes every rank exactly; keeping every row also resumes exactly a run whose
+-- ranks were seeded apart. In a world of one nothing of this happens: the file is the same.
 local ft = require "ft"
 
 local M = {}
@@ -38,6 +50,7 @@ end
 ---                                 rng = true})
 -- Writes the model's parameters and buffers, the optimizer's and scheduler's state dicts,
 -- ft's RNG state (unless rng = false), step, epoch, extra (JSON) and named extra tensors.
+-- Under mpirun: called by every rank, written by rank 0, returns once the file is complete.
 function M.save(path, state)
   if type(path) ~= "string" then error("ft.train.save_checkpoint: path must be a string, got " .. type(path), 2) end
   if type(state) ~= "table" then error("ft.train.save_checkpoint: expected a table of what to save", 2) end
@@ -63,7 +76,11 @@ function M.save(path, state)
   if state.model then add_prefixed(tensors, "model.", (state.model:state_dict()), "model") end
   if state.optimizer then add_prefixed(tensors, "optimizer.", state.optimizer:state_dict(), "optimizer") end
   if state.scheduler then add_prefixed(tensors, "scheduler.", state.scheduler:state_dict(), "scheduler") end
-  if state.rng ~= false then tensors.rng = ft.get_rng_state() end
+  local world = ft.dist.world_size()
+  if state.rng ~= false then
+    tensors.rng = ft.get_rng_state()
+    if world > 1 then tensors.rng_ranks = ft.dist.all_gather(tensors.rng:reshape(1, 4)) end
+  end
   for name, v in pairs(state.tensors or {}) do
     if type(name) ~= "string" or not name:match("^[%w_]+$") then
       error(("ft.train.save_checkpoint: tensors names must be words (letters, digits, _), got '%s'")
@@ -81,11 +98,28 @@ function M.save(path, state)
 
   local meta = {checkpoint = KIND, checkpoint_version = VERSION, step = step, extra = extra}
   if state.epoch then meta.epoch = state.epoch end
-  fs.mkdir_for(path, "ft.train.save_checkpoint")
-  local saved, err = pcall(ft.save, path, tensors, {metadata = meta})
-  if not saved then
-    error("ft.train.save_checkpoint: " .. tostring(err):gsub("^[^:\n]*:%d+: ", ""), 2)
+  if world == 1 then
+    fs.mkdir_for(path, "ft.train.save_checkpoint")
+    local saved, err = pcall(ft.save, path, tensors, {metadata = meta})
+    if not saved then
+      error("ft.train.save_checkpoint: " .. tostring(err):gsub("^[^:\n]*:%d+: ", ""), 2)
+    end
+    return
   end
+  local failure = false
+  if ft.dist.is_main() then
+    local made, err = pcall(fs.mkdir_for, path, "ft.train.save_checkpoint")
+    if not made then
+      failure = tostring(err):gsub("^[^:\n]*:%d+: ", "")
+    else
+      local saved, why = pcall(ft.save, path, tensors, {metadata = meta})
+      if not saved then failure = "ft.train.save_checkpoint: " .. tostring(why):gsub("^[^:\n]*:%d+: ", "") end
+    end
+  end
+  -- Rank 0's outcome, sent once the file is renamed into place: a barrier that also tells
+  -- every rank when the write failed.
+  failure = ft.dist.broadcast_value(failure, 0)
+  if failure then error(failure, 2) end
 end
 
 -- The entries of flat whose key starts with prefix, with the prefix removed.
@@ -104,7 +138,8 @@ end
 -- -> {step =, epoch =, extra =, tensors = {name = tensor | state dict}}
 -- Restores into the objects given (model weights with load_state_dict(strict), optimizer
 -- and scheduler state) and ft's RNG (unless rng = false). Asking for a part the file lacks
--- is an error. Temporary files that a killed save of path left behind are removed.
+-- is an error. Temporary files that a killed save of path left behind are removed (by the
+-- main rank). Under mpirun every rank reads the file and restores its own RNG (see the top).
 function M.load(path, opts)
   opts = ft.check_options("ft.train.load_checkpoint", opts, {"model", "optimizer", "scheduler", "strict", "rng"})
   ft.check.boolean("ft.train.load_checkpoint", "strict", opts.strict)
@@ -113,7 +148,7 @@ function M.load(path, opts)
   check_object(opts.model, "model", "load_state_dict", "load_checkpoint")
   check_object(opts.optimizer, "optimizer", "load_state_dict", "load_checkpoint")
   check_object(opts.scheduler, "scheduler", "load_state_dict", "load_checkpoint")
-  fs.remove_stale(path)
+  if ft.dist.is_main() then fs.remove_stale(path) end
   local flat, meta = ft.load(path)
   if meta.checkpoint ~= KIND then
     error(("ft.train.load_checkpoint: '%s' is not a training checkpoint (written by ft.train.save_checkpoint); "
@@ -140,7 +175,15 @@ function M.load(path, opts)
   if opts.optimizer then opts.optimizer:load_state_dict(parts.optimizer) end
   if opts.scheduler then opts.scheduler:load_state_dict(parts.scheduler) end
   if opts.model then opts.model:load_state_dict(parts.model, {strict = opts.strict ~= false}) end
-  if opts.rng ~= false then ft.set_rng_state(flat.rng) end
+  if opts.rng ~= false then
+    local own = flat.rng
+    local ranks = flat.rng_ranks
+    if ranks and ranks:dim() == 2 and ranks:size(1) > 1 then
+      local world = ft.dist.world_size()
+      if ranks:size(1) == world then own = ranks[ft.dist.rank() + 1] end
+    end
+    ft.set_rng_state(own)
+  end
 
   local tensors = {}
   for k, t in pairs(strip(flat, "tensors.")) do

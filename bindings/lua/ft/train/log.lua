@@ -10,6 +10,8 @@
 -- it is printed every `every` steps (ft.progress). Every step and record is also appended
 -- to the JSONL file as one object {"step": s, "time": seconds, <metrics>}, flushed at once
 -- so a killed run leaves whole lines. Non-finite numbers are written as null.
+-- Under mpirun (ft.dist) only the main rank writes the file and the console lines; the other
+-- ranks' loggers write nothing (a checkpoint keeps the main rank's logger state).
 local ft = require "ft"
 local P = require "ft.progress"
 
@@ -22,9 +24,9 @@ local fs = require "ft.fs"
 
 --- ft.train.Logger{path = nil, total = nil, every = 10, unit = "items", items_per_step = nil}
 -- path: the JSONL file (none: console only); it is started afresh by the first write,
--- unless load_state_dict kept the lines of an earlier run. total: the run's steps (for
--- the ETA). unit and items_per_step name and count what the rate measures; without
--- items the rate is in steps/s.
+-- unless load_state_dict kept the lines of an earlier run; under mpirun the main rank alone
+-- writes it. total: the run's steps (for the ETA). unit and items_per_step name and count
+-- what the rate measures; without items the rate is in steps/s.
 function M.Logger(opts)
   opts = ft.check_options("ft.train.Logger", opts, {"path", "total", "every", "unit", "items_per_step"})
   local every = opts.every or 10
@@ -54,6 +56,7 @@ end
 
 function Logger:_open()
   if self.file or not self.path then return self.file end
+  if not ft.dist.is_main() then return nil end   -- under mpirun, rank 0 alone writes the file
   fs.mkdir_for(self.path, "ft.train.Logger")
   local keep = ""
   if self.keep_bytes and self.keep_bytes > 0 then

@@ -23,6 +23,15 @@
 -- any point and resumed ends with the same parameters and metrics, bit for bit, as one
 -- that ran straight through (same thread count). Evaluation runs with the RNG state saved
 -- and restored around it, so evaluating (or not) never changes the training stream.
+--
+-- Under mpirun (ft.dist) every rank runs the loop, with its own share of each batch (an
+-- ft.data.loader with shard = true) and a model wrapped in ft.dist.DataParallel. Rank 0
+-- alone prints (logger, ft.progress) and writes the logger's file and the checkpoints; every
+-- rank returns from a checkpoint save once the file is complete. Resuming, every rank reads
+-- the same checkpoint (rank 0 decides whether it exists; a rank that cannot see it then is
+-- an error: the ranks must share the folder) and restores the model, optimizer, scheduler,
+-- its loader's position and the RNG, so a resumed distributed run equals one that ran
+-- straight through, bit for bit, as in one process.
 local ft = require "ft"
 
 local checkpoint = require "ft.train.checkpoint"
@@ -128,6 +137,19 @@ local function batch_items(batch)
   if ft.is_tensor(x) and x:dim() > 0 then return x:size(1) end
 end
 
+-- Whether the run resumes from path: the file exists (on rank 0, under mpirun, so that every
+-- rank decides alike; a rank that does not see rank 0's file is an error).
+local function checkpoint_exists(path)
+  local here = file_exists(path)
+  if ft.dist.world_size() == 1 then return here end
+  local there = ft.dist.broadcast_value(here, 0)
+  if there and not here then
+    error(("ft.train.loop: rank %d cannot see the checkpoint '%s' that rank 0 resumes from; the ranks must "
+      .. "share the run's folder (the same file system and working directory)"):format(ft.dist.rank(), path), 3)
+  end
+  return there
+end
+
 -- Numbers only (finite), for the JSON extra state.
 local function json_safe(metrics)
   local out = {}
@@ -173,7 +195,7 @@ return function(opts)
   local metrics, resumed_from = nil, nil
 
   -- ---- resume ----
-  if opts.resume and file_exists(opts.checkpoint) then
+  if opts.resume and checkpoint_exists(opts.checkpoint) then
     local ck = checkpoint.load(opts.checkpoint,
       {model = opts.model, optimizer = opts.optimizer, scheduler = opts.scheduler})
     local x = ck.extra
