@@ -171,18 +171,20 @@ static void start_ready(ft_reducer *r) {
         start_bucket(r, &r->buckets[r->next_start++]);
 }
 
-/* Lets MPI progress the oldest sums in flight and notes those that have completed. */
+/* Lets MPI progress every sum in flight (each one tested: the library may advance only the
+ * request it is asked about) and notes those that have completed. */
 static int poll(ft_reducer *r) {
-    while (r->next_done < r->next_start) {
-        bucket *b = &r->buckets[r->next_done];
+    for (int k = r->next_done; k < r->next_start; k++) {
+        bucket *b = &r->buckets[k];
+        if (b->done) continue;
         bool done;
         if (ft_dist_test(b->request, &done) < 0) return -1;
-        if (!done) break;
+        if (!done) continue;
         b->request = NULL;
         b->done = true;
         b->done_at = now() - r->armed_at;
-        r->next_done++;
     }
+    while (r->next_done < r->next_start && r->buckets[r->next_done].done) r->next_done++;
     return 0;
 }
 
@@ -244,6 +246,7 @@ static int on_pass_done(void *user) {
     int rc = 0;
     for (int b = r->next_done; b < r->n_buckets; b++) {
         bucket *bk = &r->buckets[b];
+        if (bk->done) continue;
         if (ft_dist_wait(bk->request) < 0) rc = -1;
         bk->request = NULL;
         bk->done = true;

@@ -37,8 +37,9 @@ local config = ft.models.config("gpt-s", { n_layer = 1, n_embd = 32, n_head = 2,
 ft.save(arg[1], ft.models.new(config):state_dict(), { metadata = { model = "gpt2", config = ft.json.encode(config),
   held_out = ft.json.encode({ "computers", "politics", "science", "songs-poems" }), separator = ft.json.encode(ft.text.EOT) } })
 EOF2
-text=(scripts/finetune_text.lua --checkpoint "$tmp/tiny.h5" --category science --method lora --steps 6 --eval-every 2
-  --context 48 --batch-size 5 --threads 1 --sample-length 24 --seed 5)
+text_flags=(--checkpoint "$tmp/tiny.h5" --category science --method lora --eval-every 2 --context 48 --batch-size 5
+  --threads 1 --sample-length 24 --seed 5)
+text=(scripts/finetune_text.lua "${text_flags[@]}" --steps 6)
 "$ftlua" "${text[@]}" --out "$tmp/text1" > "$tmp/text1.log" 2>&1 || { cat "$tmp/text1.log"; fail "finetune_text.lua"; }
 mpi_run 2 "${text[@]}" --out "$tmp/text2" > "$tmp/text2.log" 2>&1 || { cat "$tmp/text2.log"; fail "mpirun finetune_text.lua"; }
 cat "$tmp/text2.log"
@@ -54,6 +55,20 @@ mpi_run 2 "${text[@]}" --out "$tmp/text3" --resume > "$tmp/text3r.log" 2>&1 || {
 grep -q "resumed from" "$tmp/text3r.log" || fail "the distributed run did not resume"
 close_results "$tmp/text2/results.json" "$tmp/text3/results.json" 0 methods || fail "the resumed run differs"
 echo "ok   finetune_text.lua: a distributed run stopped and resumed equals an uninterrupted one"
+
+# Ranks started with different options stop at once, rank 0 naming the first that differs.
+root_flag=()
+[ "$(id -u)" -eq 0 ] && root_flag=(--allow-run-as-root)
+status=0
+OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1 ASAN_OPTIONS="detect_leaks=0:${ASAN_OPTIONS:-}" \
+  timeout 120 mpirun "${root_flag[@]}" --oversubscribe --bind-to none \
+  -np 1 "$ftlua" scripts/finetune_text.lua "${text_flags[@]}" --steps 6 --out "$tmp/text4" : \
+  -np 1 "$ftlua" scripts/finetune_text.lua "${text_flags[@]}" --steps 7 --out "$tmp/text4" > "$tmp/text4.log" 2>&1 || status=$?
+[ "$status" -ne 0 ] && [ "$status" -ne 124 ] || { cat "$tmp/text4.log"; fail "ranks with different options: status $status"; }
+grep -q "finetune_text.lua: the command-line options differ between ranks: rank 0 has steps = 6, rank 1 has steps = 7" \
+  "$tmp/text4.log" || { cat "$tmp/text4.log"; fail "ranks with different options: no message naming the option"; }
+[ ! -e "$tmp/text4" ] || fail "ranks with different options made a run folder"
+echo "ok   ranks started with different options stop before any work, the option named"
 
 # ---- finetune_vision.lua ---------------------------------------------------------------------
 if have_fashion_mnist; then

@@ -177,33 +177,58 @@ local function show(v)
 end
 
 -- Where mine first differs from root's: nil when equal; for arrays, the position of the first
--- differing element (one past the shorter's end when one is a prefix); else 0.
+-- differing element (one past the shorter's end when one is a prefix); for other tables, the
+-- first key (in sorted order) whose values differ; else 0.
 local function first_difference(mine, root)
-  if ft.json.encode({v = mine}) == ft.json.encode({v = root}) then return nil end
-  if type(mine) ~= "table" or type(root) ~= "table" or #mine == 0 or #root == 0 then return 0 end
-  for i = 1, math.max(#mine, #root) do
-    if ft.json.encode({v = mine[i]}) ~= ft.json.encode({v = root[i]}) then return i end
+  local function same(a, b) return ft.json.encode({v = a}) == ft.json.encode({v = b}) end
+  if same(mine, root) then return nil end
+  if type(mine) ~= "table" or type(root) ~= "table" then return 0 end
+  if #mine > 0 and #root > 0 then
+    for i = 1, math.max(#mine, #root) do
+      if not same(mine[i], root[i]) then return i end
+    end
+    return 0
+  end
+  local keys, seen = {}, {}
+  for _, t in ipairs({mine, root}) do
+    for k in pairs(t) do
+      if not seen[k] then seen[k], keys[#keys + 1] = true, k end
+    end
+  end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  for _, k in ipairs(keys) do
+    if not same(mine[k], root[k]) then return k end
   end
   return 0
 end
 
 --- ft.dist.check_same(what, value): an error on every rank unless value (a string, number,
 -- boolean or table of those, compared as JSON) is the same on every rank. The message names
--- what, rank 0's value and the first other rank's; for arrays, the first elements that differ
+-- what, rank 0's value and the first other rank's; for arrays the first elements that differ
 -- ("the model's parameters differ between ranks: rank 0 has 'fc.weight [10,20] float32',
--- rank 1 has 'fc.weight [10,30] float32'"). Recipes check their model and options this way.
+-- rank 1 has 'fc.weight [10,30] float32'"), for other tables the first key whose values differ
+-- ("rank 0 has steps = 6, rank 1 has steps = 7"). recipe.parse checks the options this way,
+-- DataParallel the model.
 function dist.check_same(what, value)
   if type(what) ~= "string" then check.fail("ft.dist.check_same", "what", "a string", what) end
   if dist.world_size() == 1 then return end
   local root_value = dist.broadcast_value(value, 0)
   local at = first_difference(value, root_value)
-  local found = dist.all_gather(ft.tensor({at or -1}, {dtype = "int64"})):totable()
+  local code = at == nil and -1 or type(at) == "number" and at or -2
+  local found = dist.all_gather(ft.tensor({code}, {dtype = "int64"})):totable()
   for r, i in ipairs(found) do
-    if i >= 0 then
-      local theirs = dist.broadcast_value(i > 0 and value[i] or value, r - 1)
-      local ours = i > 0 and root_value[i] or root_value
-      error(("ft.dist: %s differ between ranks: rank 0 has %s, rank %d has %s"):format(what, show(ours), r - 1,
-        show(theirs)), 2)
+    if i ~= -1 then
+      local ours, theirs, key
+      if i == -2 then
+        key = dist.broadcast_value(at, r - 1)
+        ours, theirs = root_value[key], dist.broadcast_value(value[key], r - 1)
+      else
+        theirs = dist.broadcast_value(i > 0 and value[i] or value, r - 1)
+        ours = i > 0 and root_value[i] or root_value
+      end
+      local prefix = key ~= nil and tostring(key) .. " = " or ""
+      error(("ft.dist: %s differ between ranks: rank 0 has %s%s, rank %d has %s%s"):format(what, prefix, show(ours),
+        r - 1, prefix, show(theirs)), 2)
     end
   end
 end

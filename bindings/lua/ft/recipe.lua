@@ -180,12 +180,21 @@ end
 -- an unknown flag, a missing value or a value a converter refuses ends the process with one
 -- line naming the flag and exit status 2. --help prints the usage and exits 0. Under mpirun
 -- with several ranks it first silences stdout on every rank but the main one (print,
--- io.write and io.stdout write nothing there; stderr stays), so the run prints once.
+-- io.write and io.stdout write nothing there; stderr stays), so the run prints once, and
+-- checks that every rank got the same options (else rank 0 names the first that differs and
+-- every rank exits with status 2).
 function recipe.parse(parser, argv)
   if ft.dist.world_size() > 1 and not ft.dist.is_main() then silence_stdout() end
   name_refusals(parser)
   local ok, args = parser:pparse(argv)
   if not ok then recipe.usage_error(parser, "%s", tostring(args)) end
+  if ft.dist.world_size() > 1 then -- every rank must run the same command
+    local same, err = pcall(ft.dist.check_same, "the command-line options", args)
+    if not same then
+      if not ft.dist.is_main() then os.exit(2) end
+      recipe.usage_error(parser, "%s", tostring(err):gsub("^.-ft%.dist: ", ""))
+    end
+  end
   return args
 end
 

@@ -59,6 +59,10 @@ local function blend(running, value, momentum)
   running:copy_(float32(running) * (1 - momentum) + value * momentum)
 end
 
+--- bn:forward(x) -> y (bn(x) calls it): in training, x normalised per channel with the mean and
+-- biased variance of every rank's x (one ft.dist.sum_across), the running statistics updated
+-- with the global mean and unbiased variance; in eval mode or under bn_policy "eval", BatchNorm's
+-- forward (running statistics, nothing exchanged).
 function SyncBatchNorm:forward(x)
   self:check_input(x)
   local training = self.training and self.bn_policy ~= "eval"
@@ -79,7 +83,7 @@ function SyncBatchNorm:forward(x)
   local total = ft.dist.sum_across(packed)
   local n = total:narrow(1, 2 * c + 1, 1):item()
   if n <= 1 then
-    error(("ft.nn.SyncBatchNorm: expected more than 1 value per channel when training, got %d " ..
+    error(("ft.nn.SyncBatchNorm: expected more than 1 value per channel when training, got %s " ..
       "over all ranks (this rank's input [%s])"):format(math.tointeger(n) or n, table.concat(x:shape(), ",")), 2)
   end
   local mean = total:narrow(1, 1, c) / n
