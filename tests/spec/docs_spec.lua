@@ -2,6 +2,8 @@
 -- class and module has a doc comment, and the committed file is what the generator writes.
 -- On failure the generator's list says which ones lack a comment (file:line name).
 local ftlua = os.getenv("FTLUA") or "build/ftlua"
+-- absolute: a test below runs the generator from a temporary folder
+if ftlua:sub(1, 1) ~= "/" and os.getenv("PWD") then ftlua = os.getenv("PWD") .. "/" .. ftlua end
 local source = os.getenv("FT_SOURCE_DIR") or "."
 
 local function run(args)
