@@ -231,90 +231,91 @@ function Optimizer:state_dict()
   return sd
 end
 
---- opt:load_state_dict(sd) restores a state dict made by state_dict() (possibly through
--- ft.save / ft.load). The optimizer must have the same groups with the same numbers and
--- shapes of parameters; otherwise an error names the mismatch and nothing is changed.
-function Optimizer:load_state_dict(sd)
-  local name = "ft.optim." .. self.name .. ".load_state_dict"
-  if type(sd) ~= "table" then error(name .. ": expected a table, got " .. type(sd), 2) end
+--- optim.read_state_dict(param_groups, sd) -> options, states, params: a state dict made by
+-- state_dict() (possibly through ft.save / ft.load) read and checked against param_groups (the
+-- same groups with the same numbers and shapes of parameters): options[g] holds group g's
+-- options (and num_params), states[i] the state of the i-th parameter in group order, params
+-- those parameters. A mismatch raises a message naming it (without a position), so that a
+-- caller can prefix its own name; nothing is changed.
+function M.read_state_dict(param_groups, sd)
   local params, group_of = {}, {}
-  for g, group in ipairs(self.param_groups) do
+  for g, group in ipairs(param_groups) do
     for _, p in ipairs(group.params) do
       params[#params + 1] = p
       group_of[#params] = g
     end
   end
-
   local options, states = {}, {}
-  local ok, err = pcall(function()
-    -- parse
-    local n_groups, max_state, state_key = 0, 0, {}
-    for key, v in pairs(sd) do
-      if type(key) ~= "string" then error("unexpected key " .. tostring(key), 0) end
-      local g, opt = key:match("^param_groups%.(%d+)%.(.+)$")
-      local i, field = key:match("^state%.(%d+)%.([^.]+)$")
-      if g then
-        g = tonumber(g)
-        n_groups = math.max(n_groups, g)
-        options[g] = options[g] or {}
-        local base, j = opt:match("^(.+)%.(%d+)$")
-        if base then
-          options[g][base] = options[g][base] or {}
-          options[g][base][tonumber(j)] = tensor_to_number(v, key)
-        else
-          options[g][opt] = tensor_to_number(v, key)
-        end
-      elseif i then
-        i = tonumber(i)
-        max_state = math.max(max_state, i)
-        states[i] = states[i] or {}
-        state_key[i] = state_key[i] or {}
-        state_key[i][field] = key
-        if field == "step" then
-          states[i].step = tensor_to_integer(v, key)
-        elseif C.is_tensor(v) then
-          states[i][field] = v
-        else
-          states[i][field] = tensor_to_number(v, key)
-        end
+  -- parse
+  local n_groups, max_state, state_key = 0, 0, {}
+  for key, v in pairs(sd) do
+    if type(key) ~= "string" then error("unexpected key " .. tostring(key), 0) end
+    local g, opt = key:match("^param_groups%.(%d+)%.(.+)$")
+    local i, field = key:match("^state%.(%d+)%.([^.]+)$")
+    if g then
+      g = tonumber(g)
+      n_groups = math.max(n_groups, g)
+      options[g] = options[g] or {}
+      local base, j = opt:match("^(.+)%.(%d+)$")
+      if base then
+        options[g][base] = options[g][base] or {}
+        options[g][base][tonumber(j)] = tensor_to_number(v, key)
       else
-        error(string.format("unexpected key '%s'", key), 0)
+        options[g][opt] = tensor_to_number(v, key)
+      end
+    elseif i then
+      i = tonumber(i)
+      max_state = math.max(max_state, i)
+      states[i] = states[i] or {}
+      state_key[i] = state_key[i] or {}
+      state_key[i][field] = key
+      if field == "step" then
+        states[i].step = tensor_to_integer(v, key)
+      elseif C.is_tensor(v) then
+        states[i][field] = v
+      else
+        states[i][field] = tensor_to_number(v, key)
+      end
+    else
+      error(string.format("unexpected key '%s'", key), 0)
+    end
+  end
+  -- check against this optimizer: groups, their sizes, then each state's shapes
+  if n_groups ~= #param_groups then
+    error(string.format("the state dict has %d param groups but the optimizer has %d",
+                        n_groups, #param_groups), 0)
+  end
+  for g, group in ipairs(param_groups) do
+    local n = options[g] and options[g].num_params
+    if n == nil then error(string.format("param group %d has no 'num_params' entry", g), 0) end
+    if n ~= #group.params then
+      error(string.format("param group %d has %d parameters in the state dict but %d in the optimizer",
+                          g, n, #group.params), 0)
+    end
+  end
+  if max_state > #params then
+    error(string.format("the state dict has state for parameter %d but the optimizer has %d parameters",
+                        max_state, #params), 0)
+  end
+  for i = 1, max_state do
+    local fields = {}
+    for field in pairs(states[i] or {}) do fields[#fields + 1] = field end
+    table.sort(fields)
+    for _, field in ipairs(fields) do
+      local v, p = states[i][field], params[i]
+      if C.is_tensor(v) and not same_shape(v, p) then
+        error(string.format("%s has shape %s but parameter %d (in param group %d) has shape %s",
+                            state_key[i][field], shape_str(v), i, group_of[i], shape_str(p)), 0)
       end
     end
-    -- check against this optimizer: groups, their sizes, then each state's shapes
-    if n_groups ~= #self.param_groups then
-      error(string.format("the state dict has %d param groups but the optimizer has %d",
-                          n_groups, #self.param_groups), 0)
-    end
-    for g, group in ipairs(self.param_groups) do
-      local n = options[g] and options[g].num_params
-      if n == nil then error(string.format("param group %d has no 'num_params' entry", g), 0) end
-      if n ~= #group.params then
-        error(string.format("param group %d has %d parameters in the state dict but %d in the optimizer",
-                            g, n, #group.params), 0)
-      end
-    end
-    if max_state > #params then
-      error(string.format("the state dict has state for parameter %d but the optimizer has %d parameters",
-                          max_state, #params), 0)
-    end
-    for i = 1, max_state do
-      local fields = {}
-      for field in pairs(states[i] or {}) do fields[#fields + 1] = field end
-      table.sort(fields)
-      for _, field in ipairs(fields) do
-        local v, p = states[i][field], params[i]
-        if C.is_tensor(v) and not same_shape(v, p) then
-          error(string.format("%s has shape %s but parameter %d (in param group %d) has shape %s",
-                              state_key[i][field], shape_str(v), i, group_of[i], shape_str(p)), 0)
-        end
-      end
-    end
-  end)
-  if not ok then error(name .. ": " .. tostring(err), 2) end
+  end
+  return options, states, params
+end
 
-  -- everything checked: replace options and state
-  for g, group in ipairs(self.param_groups) do
+--- optim.set_group_options(param_groups, options): each group's options from read_state_dict's
+-- options (booleans stored as numbers become booleans again).
+function M.set_group_options(param_groups, options)
+  for g, group in ipairs(param_groups) do
     for k, v in pairs(options[g]) do
       if k ~= "num_params" then
         if type(group[k]) == "boolean" then v = v ~= 0 end
@@ -322,6 +323,17 @@ function Optimizer:load_state_dict(sd)
       end
     end
   end
+end
+
+--- opt:load_state_dict(sd) restores a state dict made by state_dict() (possibly through
+-- ft.save / ft.load). The optimizer must have the same groups with the same numbers and
+-- shapes of parameters; otherwise an error names the mismatch and nothing is changed.
+function Optimizer:load_state_dict(sd)
+  local name = "ft.optim." .. self.name .. ".load_state_dict"
+  if type(sd) ~= "table" then error(name .. ": expected a table, got " .. type(sd), 2) end
+  local ok, options, states, params = pcall(M.read_state_dict, self.param_groups, sd)
+  if not ok then error(name .. ": " .. tostring(options), 2) end
+  M.set_group_options(self.param_groups, options)
   self.state = {}
   for i, p in ipairs(params) do
     local s = {}

@@ -38,9 +38,6 @@
 local ft = require "ft"
 
 local check = ft.check
-local numbers = require "ft.optim.numbers"
-local tensor_to_number, tensor_to_integer = numbers.tensor_to_number, numbers.tensor_to_integer
-local same_shape = require("ft.tables").same_shape
 
 local WHERE = "ft.optim.ZeroRedundancy"
 
@@ -418,74 +415,6 @@ function Zero:state_dict()
   return sd
 end
 
--- Reads and checks a full state dict against all the parameters (on every rank alike, so that
--- every rank fails or none does): options by group, states by parameter index.
-local function parse_state_dict(self, sd)
-  local params, group_of = self._params, self._group_of
-  local options, states = {}, {}
-  local n_groups, max_state, state_key = 0, 0, {}
-  for key, v in pairs(sd) do
-    if type(key) ~= "string" then error("unexpected key " .. tostring(key), 0) end
-    local g, opt = key:match("^param_groups%.(%d+)%.(.+)$")
-    local i, field = key:match("^state%.(%d+)%.([^.]+)$")
-    if g then
-      g = tonumber(g)
-      n_groups = math.max(n_groups, g)
-      options[g] = options[g] or {}
-      local base, j = opt:match("^(.+)%.(%d+)$")
-      if base then
-        options[g][base] = options[g][base] or {}
-        options[g][base][tonumber(j)] = tensor_to_number(v, key)
-      else
-        options[g][opt] = tensor_to_number(v, key)
-      end
-    elseif i then
-      i = tonumber(i)
-      max_state = math.max(max_state, i)
-      states[i] = states[i] or {}
-      state_key[i] = state_key[i] or {}
-      state_key[i][field] = key
-      if field == "step" then
-        states[i].step = tensor_to_integer(v, key)
-      elseif ft.is_tensor(v) then
-        states[i][field] = v
-      else
-        states[i][field] = tensor_to_number(v, key)
-      end
-    else
-      error(string.format("unexpected key '%s'", key), 0)
-    end
-  end
-  if n_groups ~= #self.param_groups then
-    error(string.format("the state dict has %d param groups but the optimizer has %d", n_groups,
-      #self.param_groups), 0)
-  end
-  for g, group in ipairs(self.param_groups) do
-    local n = options[g] and options[g].num_params
-    if n == nil then error(string.format("param group %d has no 'num_params' entry", g), 0) end
-    if n ~= #group.params then
-      error(string.format("param group %d has %d parameters in the state dict but %d in the optimizer",
-        g, n, #group.params), 0)
-    end
-  end
-  if max_state > #params then
-    error(string.format("the state dict has state for parameter %d but the optimizer has %d parameters",
-      max_state, #params), 0)
-  end
-  for i = 1, max_state do
-    local fields = {}
-    for f in pairs(states[i] or {}) do fields[#fields + 1] = f end
-    table.sort(fields)
-    for _, f in ipairs(fields) do
-      local v, p = states[i][f], params[i]
-      if ft.is_tensor(v) and not same_shape(v, p) then
-        error(string.format("%s has shape %s but parameter %d (in param group %d) has shape %s",
-          state_key[i][f], shape_str(v), i, group_of[i], shape_str(p)), 0)
-      end
-    end
-  end
-  return options, states
-end
 
 --- opt:load_state_dict(sd) restores a full state dict (from opt:state_dict() on any number of
 -- ranks, or from the plain optimizer's state_dict()): every rank checks all of it against all
@@ -494,16 +423,10 @@ end
 function Zero:load_state_dict(sd)
   local name = WHERE .. ":load_state_dict"
   if type(sd) ~= "table" then error(name .. ": expected a table, got " .. type(sd), 2) end
-  local ok, options, states = pcall(parse_state_dict, self, sd)
+  -- every rank checks all of it, so that every rank fails or none does
+  local ok, options, states = pcall(ft.optim.read_state_dict, self.param_groups, sd)
   if not ok then error(name .. ": " .. tostring(options), 2) end
-  for g, group in ipairs(self.param_groups) do
-    for k, v in pairs(options[g]) do
-      if k ~= "num_params" then
-        if type(group[k]) == "boolean" then v = v ~= 0 end
-        group[k] = v
-      end
-    end
-  end
+  ft.optim.set_group_options(self.param_groups, options)
   local inner = self.optim
   if not inner then return end
   inner.state = {}
