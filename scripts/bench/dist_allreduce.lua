@@ -1,16 +1,18 @@
 -- Times ft.dist.all_reduce (and ft.dist.broadcast) of float32 tensors from --min-kb to --max-mb
 -- (powers of 2) between the ranks mpirun started, and fits the alpha-beta model
--- t(n) = alpha + beta * n to the all-reduce times: alpha the per-call latency, 1 / beta the
--- bandwidth at which the bytes of the buffer go through (a ring all-reduce of n bytes over N
+-- t(n) = alpha + beta * n to the all-reduce times: alpha the per-call latency (fitted to the
+-- sizes up to 64 KiB), 1 / beta the bandwidth at which the bytes of the buffer go through
+-- (fitted to the sizes from 1 MiB) (a ring all-reduce of n bytes over N
 -- ranks moves 2 (N - 1) / N * n bytes per rank: n with 2 ranks).
 --
 --   mpirun -np 2 ... ftlua scripts/bench/dist_allreduce.lua --json allreduce.json
 --
 -- (scripts/bench/dist_suite.sh runs it with the right mpirun flags.) Each size is repeated
--- until --budget seconds or --max-reps calls (at least 3) and the median call counts. The
--- fit weighs each size by 1 / t^2 (relative errors), so that the small sizes set alpha and the
--- large ones beta; alpha_small (the median at the smallest size) and beta_large (the slope
--- between the two largest sizes) are given too. The last line is machine-readable:
+-- until --budget seconds or --max-reps calls (at least 3); every rank calls a barrier before
+-- each call. The fit uses the fastest call of each size (on a machine other jobs share, a
+-- rank that waits for a descheduled partner makes the median of large sizes jump by 100x);
+-- the medians are reported beside them. One line fitted through all sizes (relative errors)
+-- is given too. The last line is machine-readable:
 --   RESULT alpha_us=<us> beta_ns_per_byte=<ns> bandwidth_gbps=<GB/s>
 local ft = require "ft"
 local argparse = require "argparse"
@@ -35,8 +37,8 @@ local function median(list)
   return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
 end
 
--- Median seconds of one call of fn(t), timed on every rank and taken from the slowest; every
--- rank makes the same number of calls (rank 0 decides when to stop).
+-- The median and the fastest seconds of one call of fn(t), each taken from the slowest rank;
+-- every rank makes the same number of calls (rank 0 decides when to stop).
 local function time_calls(fn, t)
   fn(t) -- first touch of the buffer and of MPI's paths for this size
   local times = {}
@@ -50,41 +52,55 @@ local function time_calls(fn, t)
     stop = dist.broadcast_value(stop, 0)
     if stop then break end
   end
-  local mine = median(times)
-  return dist.all_reduce(ft.tensor({ mine }, { dtype = "float64" }), { op = "max" })[1]:item(), #times
+  table.sort(times)
+  local t = dist.all_reduce(ft.tensor({ median(times), times[1] }, { dtype = "float64" }), { op = "max" }):totable()
+  return t[1], t[2], #times
 end
 
 local rows = {}
 local bytes = 1024 * args.min_kb
-print(("all-reduce and broadcast of float32 buffers, %d ranks (median call, slowest rank)"):format(world))
-print(("%12s %12s %12s %12s %6s"):format("bytes", "all_reduce", "GB/s (bus)", "broadcast", "calls"))
+print(("all-reduce and broadcast of float32 buffers, %d ranks (fastest and median call, slowest rank)"):format(world))
+print(("%12s %12s %12s %12s %12s %12s %6s"):format("bytes", "all_reduce", "(median)", "GB/s (bus)", "broadcast",
+  "(median)", "calls"))
 while bytes <= args.max_mb * 2 ^ 20 do
   local t = ft.ones(bytes // 4)
-  local ar, reps = time_calls(function(x) dist.all_reduce(x) end, t)
-  local bc = time_calls(function(x) dist.broadcast(x, 0) end, t)
-  -- bus bandwidth: the bytes each rank moves in a ring all-reduce, per second
-  local bus = 2 * (world - 1) / world * bytes / ar / 1e9
-  rows[#rows + 1] = { bytes = bytes, all_reduce_s = ar, broadcast_s = bc, bus_gbps = bus, calls = reps }
-  print(("%12d %9.1f us %12.2f %9.1f us %6d"):format(bytes, 1e6 * ar, bus, 1e6 * bc, reps))
+  local ar, ar_min, reps = time_calls(function(x) dist.all_reduce(x) end, t)
+  local bc, bc_min = time_calls(function(x) dist.broadcast(x, 0) end, t)
+  -- bus bandwidth: the bytes each rank moves in a ring all-reduce, per second (fastest call)
+  local bus = 2 * (world - 1) / world * bytes / ar_min / 1e9
+  rows[#rows + 1] = { bytes = bytes, all_reduce_s = ar_min, all_reduce_median_s = ar, broadcast_s = bc_min,
+    broadcast_median_s = bc, bus_gbps = bus, calls = reps }
+  print(("%12d %9.1f us %9.1f us %12.2f %9.1f us %9.1f us %6d"):format(bytes, 1e6 * ar_min, 1e6 * ar, bus,
+    1e6 * bc_min, 1e6 * bc, reps))
   bytes = bytes * 2
 end
 
--- Weighted least squares of t = alpha + beta * n, weights 1 / t^2.
-local sw, sx, sy, sxx, sxy = 0, 0, 0, 0, 0
-for _, r in ipairs(rows) do
-  local w = 1 / r.all_reduce_s ^ 2
-  sw, sx, sy = sw + w, sx + w * r.bytes, sy + w * r.all_reduce_s
-  sxx, sxy = sxx + w * r.bytes ^ 2, sxy + w * r.bytes * r.all_reduce_s
+-- Least squares of t = alpha + beta * n over some rows (weights w(row)).
+local function fit_line(select_row, weight)
+  local sw, sx, sy, sxx, sxy = 0, 0, 0, 0, 0
+  for _, r in ipairs(rows) do
+    if select_row(r) then
+      local w = weight(r)
+      sw, sx, sy = sw + w, sx + w * r.bytes, sy + w * r.all_reduce_s
+      sxx, sxy = sxx + w * r.bytes ^ 2, sxy + w * r.bytes * r.all_reduce_s
+    end
+  end
+  local beta = (sw * sxy - sx * sy) / (sw * sxx - sx ^ 2)
+  return (sy - beta * sx) / sw, beta
 end
-local beta = (sw * sxy - sx * sy) / (sw * sxx - sx ^ 2)
-local alpha = (sy - beta * sx) / sw
-local a, b = rows[#rows - 1], rows[#rows]
-local beta_large = (b.all_reduce_s - a.all_reduce_s) / (b.bytes - a.bytes)
+local function relative(r) return 1 / r.all_reduce_s ^ 2 end
+local function plain() return 1 end
+local all_alpha, all_beta = fit_line(function() return true end, relative)
+-- latency from the small buffers (<= 64 KiB), bandwidth from the large ones (>= 1 MiB): the
+-- two regimes the sizes of gradient buckets fall in
+local alpha = fit_line(function(r) return r.bytes <= 65536 end, relative)
+local _, beta = fit_line(function(r) return r.bytes >= 2 ^ 20 end, plain)
 local fit = { alpha_s = alpha, beta_s_per_byte = beta, bandwidth_bytes_per_s = 1 / beta,
-  alpha_small_s = rows[1].all_reduce_s, beta_large_s_per_byte = beta_large }
-print(("fit t = alpha + beta * n: alpha %.1f us, beta %.3f ns/byte (%.2f GB/s); smallest size %.1f us, slope of the "
-  .. "two largest %.3f ns/byte (%.2f GB/s)"):format(1e6 * alpha, 1e9 * beta, 1e-9 / beta, 1e6 * rows[1].all_reduce_s,
-  1e9 * beta_large, 1e-9 / beta_large))
+  alpha_small_sizes = "<= 64 KiB, least squares on relative errors", beta_large_sizes = ">= 1 MiB, least squares",
+  all_sizes = { alpha_s = all_alpha, beta_s_per_byte = all_beta, bandwidth_bytes_per_s = 1 / all_beta } }
+print(("fit t = alpha + beta * n: alpha %.1f us (sizes <= 64 KiB), beta %.3f ns/byte = %.2f GB/s (sizes >= 1 MiB); "
+  .. "one line through all sizes: %.1f us, %.2f GB/s"):format(1e6 * alpha, 1e9 * beta, 1e-9 / beta, 1e6 * all_alpha,
+  1e-9 / all_beta))
 if args.json and dist.is_main() then
   ft.fs.mkdir_for(args.json)
   ft.json.write(args.json, { ranks = world, rows = rows, fit = fit,

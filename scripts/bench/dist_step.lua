@@ -32,7 +32,7 @@ local argparse = require "argparse"
 
 local F = ft.nn.functional
 local dist = ft.dist.init()
-local rank, world = dist.rank(), dist.world_size()
+local world = dist.world_size()
 
 local QWEN = { architectures = { "Qwen2ForCausalLM" }, model_type = "qwen2", vocab_size = 151936,
   hidden_size = 896, intermediate_size = 4864, num_attention_heads = 14, num_key_value_heads = 2,
@@ -194,7 +194,8 @@ end
 local rss = dist.all_reduce(ft.tensor({ peak_rss_mb() }, { dtype = "float64" }), { op = "max" })[1]:item()
 local rss_sum = dist.all_reduce(ft.tensor({ peak_rss_mb() }, { dtype = "float64" }))[1]:item()
 local results = { model = args.model, ranks = world, threads_per_rank = ft.get_num_threads(), global_batch = B,
-  per_rank_batch = B // world, context = args.model ~= "resnet-s" and T or nil, trainable_parameters = n_trainable,
+  per_rank_batch = B // world, context = args.model ~= "resnet-s" and T or nil,
+  layers = args.model == "qwen-lora" and args.layers or nil, trainable_parameters = n_trainable,
   gradient_bytes = 4 * n_trainable, steps = args.steps, warmup = args.warmup, loss = loss,
   peak_rss_mb = rss, peak_rss_mb_all_ranks = rss_sum, openblas_coretype = os.getenv("OPENBLAS_CORETYPE") or "",
   modes = {} }

@@ -19,6 +19,7 @@ The last line is machine-readable:
     RESULT samples_per_sec=<n> ms_per_step=<median ms> peak_rss_mb=<largest rank's MiB>
 (or "RESULT skipped=1 reason=..." when this PyTorch has no torch.distributed with gloo).
 """
+import gc
 import json
 import os
 import resource
@@ -120,6 +121,10 @@ def worker(rank, args, init_file, queue):
         dist.all_reduce(mx, op=dist.ReduceOp.MAX)
         dist.all_reduce(r[1:], op=dist.ReduceOp.SUM)
         rss_max, rss_sum = mx.item(), r[1].item()
+        # DDP's reducer goes before its process group (the other order can hang at exit)
+        del net
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
     else:
         rss_max = rss_sum = rss
@@ -129,8 +134,12 @@ def worker(rank, args, init_file, queue):
                    "parameters": n_params, "torch": torch.__version__, "threads_per_rank": torch.get_num_threads()})
 
 
-def skip(reason):
+def skip(args, reason):
     print("PyTorch twin skipped: " + reason)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"model": args.model, "ranks": args.world, "skipped": reason}, f, indent=2)
     print("RESULT skipped=1 reason=" + reason.replace(" ", "_"))
     sys.exit(0)
 
@@ -145,9 +154,9 @@ def main(args):
         import torch.distributed as dist
         import torch.multiprocessing as mp
     except ImportError as e:
-        skip("no PyTorch (%s)" % e)
+        skip(args, "no PyTorch (%s)" % e)
     if args.world > 1 and not (dist.is_available() and dist.is_gloo_available()):
-        skip("this PyTorch %s has no torch.distributed with the gloo backend" % torch.__version__)
+        skip(args, "this PyTorch %s has no torch.distributed with the gloo backend" % torch.__version__)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")   # rendezvous and traffic on loopback only
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
