@@ -25,6 +25,7 @@ struct ft_reducer {
     int *order;              /* bucket order -> parameter index (reverse registration) */
     int *bucket_of;          /* parameter index -> bucket */
     int64_t *offset;         /* parameter index -> offset in its bucket's buffer */
+    int *slot;               /* parameter index -> its place in its bucket (its flag's) */
     bool *ready;             /* parameter index -> completed this pass */
     int *by_address;         /* parameter indices sorted by tensor address, for lookups */
     int n_buckets;
@@ -75,7 +76,7 @@ void ft_reducer_free(ft_reducer *r) {
         ft_release(r->params ? r->params[i] : NULL);
         if (r->names) free(r->names[i]);
     }
-    free(r->params), free(r->names), free(r->order), free(r->bucket_of), free(r->offset), free(r->ready);
+    free(r->params), free(r->names), free(r->order), free(r->bucket_of), free(r->offset), free(r->slot), free(r->ready);
     free(r->by_address), free(r->buckets);
     free(r);
 }
@@ -101,10 +102,11 @@ ft_reducer *ft_reducer_new(int n, ft_tensor *const *params, const char *const *n
     r->order = malloc(sizeof *r->order * (size_t)n);
     r->bucket_of = malloc(sizeof *r->bucket_of * (size_t)n);
     r->offset = malloc(sizeof *r->offset * (size_t)n);
+    r->slot = malloc(sizeof *r->slot * (size_t)n);
     r->ready = calloc((size_t)n, sizeof *r->ready);
     r->by_address = malloc(sizeof *r->by_address * (size_t)n);
     r->buckets = calloc((size_t)n, sizeof *r->buckets); /* at most one per parameter */
-    if (!r->params || !r->names || !r->order || !r->bucket_of || !r->offset || !r->ready || !r->by_address ||
+    if (!r->params || !r->names || !r->order || !r->bucket_of || !r->offset || !r->slot || !r->ready || !r->by_address ||
         !r->buckets)
         goto oom;
     for (int i = 0; i < n; i++) {
@@ -130,6 +132,7 @@ ft_reducer *ft_reducer_new(int n, ft_tensor *const *params, const char *const *n
             int p = r->order[k++];
             r->bucket_of[p] = r->n_buckets;
             r->offset[p] = b->numel;
+            r->slot[p] = b->count;
             b->numel += ft_numel(r->params[p]);
             b->count++;
         } while (k < n && (b->numel + ft_numel(r->params[r->order[k]])) * (int64_t)sizeof(float) <= bucket_bytes);
@@ -216,9 +219,7 @@ static int write_back(ft_reducer *r) {
     for (int p = 0; p < r->n; p++) {
         ft_tensor *param = r->params[p];
         bucket *b = &r->buckets[r->bucket_of[p]];
-        int k = 0;
-        while (r->order[b->first + k] != p) k++;
-        if (b->buf[b->numel + k] == 0.0f) continue; /* no rank had a gradient: none */
+        if (b->buf[b->numel + r->slot[p]] == 0.0f) continue; /* no rank had a gradient: none */
         ft_tensor *g = param->grad;
         if (!g || !ft_is_contiguous(g) || g->dtype != FT_FLOAT32 || g->storage->refcount > 1) {
             ft_tensor *fresh = ft_empty(param->shape, param->ndim, FT_FLOAT32);

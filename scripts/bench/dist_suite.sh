@@ -22,8 +22,7 @@
 # --out is the results folder (default runs/bench-dist-<YYYYmmdd-HHMMSS>; it must be new or
 # empty). --steps is the timed steps of each measurement (default 10; --quick: 2 steps, a
 # 2-layer Qwen shape and a shorter all-reduce sweep, for checking that everything runs).
-# The folder gets each part's JSON and log, timeline_*.png (one per mode, and
-# timeline_gpt_s.png: the overlapping modes together, dist_timeline.lua), overlap.png,
+# The folder gets each part's JSON and log, timeline_*.png (one per mode), overlap.png,
 # scaling.png, allreduce.png, estimate.md, summary.json and summary.txt (the printed summary).
 # About 2 minutes on 2 cores (112 s measured; --quick 40 s). Timings on a machine other jobs
 # share move by 10% or more: env.json records the load average at the start and the end.
@@ -139,7 +138,6 @@ step allreduce mpi 2 "$bench/dist_allreduce.lua" "${sweep[@]}" --json "$out/allr
 
 step overlap mpi 2 "$bench/dist_step.lua" --model gpt-s --batch-size 16 --context 128 --threads 1 \
   --modes 25:on,25:off,1:on,1:off --steps "$steps" --warmup "$warmup" --json "$out/overlap.json"
-"$ftlua" "$bench/dist_timeline.lua" "$out/overlap.json" "$out/timeline_gpt_s.png" > /dev/null
 
 for model in gpt-s resnet-s; do
   case $model in
