@@ -40,6 +40,13 @@
 -- ref over their tokens: a Monte Carlo estimate), perplexity per token on held-out entries of
 -- other categories, and samples.
 --
+-- Under mpirun (mpirun -np N ftlua scripts/preference.lua ...) every rank runs the script:
+-- the supervised stage and every trainer share each batch (ft.dist.DataParallel: each rank
+-- its rows, the gradients averaged), GRPO shares each step's prompts, and the results equal a
+-- single process's (float32 rounding apart); the judges, the pairs and the evaluations are
+-- computed alike on every rank, and only rank 0 writes. --batch-size and --sft-batch-size are
+-- global batches (each rank takes its share); --per-rank-batch B sets --batch-size to B x N.
+--
 -- Output: the run's folder (--out, default runs/preference/<date-time>): judge_a.h5,
 -- judge_b.h5, sft.h5, pairs.jsonl (the generated pairs, TRL's records), <method>/metrics.jsonl,
 -- <method>/adapter/, results.json, results.csv, reward_vs_kl.png, samples.txt.
@@ -93,14 +100,16 @@ parser:option("--max-new", "Tokens per sampled completion.", "64"):convert(posit
 parser:option("--eval-prompts", "Held-out prompts of the evaluation.", "32"):convert(positive)
 parser:option("--eval-samples", "Completions per evaluation prompt.", "4"):convert(positive)
 parser:option("--steps", "Optimizer steps.", "60"):convert(positive)
-parser:option("--batch-size", "Pairs per step.", "8"):convert(positive)
+parser:option("--batch-size", "Pairs per step (default 8).", nil):convert(positive)
+parser:option("--per-rank-batch", "Under mpirun: pairs per step on each rank (the global batch is this times the "
+  .. "ranks)."):convert(positive)
 parser:option("--lr", "Learning rate (AdamW).", "1e-3"):convert(R.number({ above = 0 }))
 parser:option("--r", "LoRA rank.", "8"):convert(positive)
 parser:option("--alpha", "LoRA alpha (scale alpha / r).", "16"):convert(R.number({ above = 0 }))
 parser:option("--sft-steps", ("Steps of the supervised stage on the training fortunes (default %d; 0 with --model: "
   .. "none)."):format(SFT_STEPS)):convert(R.integer({ min = 0 }))
 parser:option("--sft-lr", "Learning rate of the supervised stage.", "1e-4"):convert(R.number({ above = 0 }))
-parser:option("--sft-batch-size", "Entries per step of the supervised stage.", "16"):convert(positive)
+parser:option("--sft-batch-size", "Entries per step of the supervised stage (default 16).", nil):convert(positive)
 parser:option("--rm-steps", "Training steps of rm-grpo's reward model.", "120"):convert(positive)
 parser:option("--judge-epochs", "Epochs of each judge's training.", "3"):convert(positive)
 parser:option("--judge-fraction", "Fraction of each judge half used (less: faster, weaker judges).", "1")
@@ -115,8 +124,19 @@ parser:option("--model", "An HF causal LM folder with its tokenizer (GPT-2, Llam
   :argname("<dir>")
 parser:option("--log-every", "Progress line every N steps when stderr is not a terminal.", "10"):convert(positive)
 local args = R.parse(parser)
+local main = ft.dist.is_main()   -- under mpirun: the rank that writes
 
 local function die(fmt, ...) R.fail(parser, fmt, ...) end
+
+args.batch_size = R.global_batch(args.batch_size, args.per_rank_batch, { default = 8, parser = parser, uneven = true })
+args.sft_batch_size = R.global_batch(args.sft_batch_size, nil, { default = 16, parser = parser,
+  flag = "--sft-batch-size", uneven = true })
+-- GRPO takes --batch-size / 2 prompts a step, which the ranks share
+local grpo_prompts = math.max(1, args.batch_size // 2)
+if (args.compare or args.method:find("grpo")) and grpo_prompts < ft.dist.world_size() then
+  R.usage_error(parser, "--batch-size %d gives GRPO %d prompts a step, fewer than the %d ranks that share them; "
+    .. "give --batch-size %d or more", args.batch_size, grpo_prompts, ft.dist.world_size(), 2 * ft.dist.world_size())
+end
 
 if args.model and args.checkpoint then R.usage_error(parser, "give --model or --checkpoint, not both") end
 if args.model then
@@ -220,7 +240,7 @@ local function train_judge(name, set)
   local acc, mass = j:accuracy(judge_test)
   log("judge %s: %d entries, %d categories; held-out accuracy %.3f (%d entries), mean P(label) %.3f; %.1f s", name,
     #set, #classes, acc, #judge_test, mass, ft.clock() - t0)
-  j:save(folder:path("judge_" .. name:lower() .. ".h5"))
+  if main then j:save(folder:path("judge_" .. name:lower() .. ".h5")) end
   return j, acc
 end
 local judge_a, acc_a = train_judge("A", judge_a_set)
@@ -365,6 +385,9 @@ if args.sft_steps > 0 then
   peft.unfreeze(base_model)
   base_model:train()
   local opt = ft.optim.AdamW(base_model:parameters(), { lr = args.sft_lr, weight_decay = 0 })
+  -- under mpirun each rank takes its rows of the batch; global_mean weighs its mean loss by
+  -- its trained tokens (the labels past the first position)
+  local net = ft.dist.DataParallel(base_model)
   local logger = ft.train.Logger({ path = folder:path("sft_metrics.jsonl"), total = args.sft_steps,
     every = args.log_every, unit = "entries" })
   log("supervised stage: %d steps of %d of %d training entries (every category), lr %g", args.sft_steps,
@@ -374,8 +397,14 @@ if args.sft_steps > 0 then
     steps = args.sft_steps, logger = logger,
     next_batch = function() return set:batch(args.sft_batch_size) end,
     step = function(b)
-      last = ft.train.step(opt, function()
-        return base_model(b.input_ids, { attention_mask = b.attention_mask, labels = b.labels }).loss
+      ft.train.step(opt, function()
+        local mine = ft.dist.shard(b)
+        local labels = mine.labels:narrow(2, 2, mine.labels:size(2) - 1)
+        local tokens = labels:numel() - labels:eq(text.IGNORE_INDEX):sum():item()
+        local scaled
+        scaled, last = net:global_mean(net(mine.input_ids, { attention_mask = mine.attention_mask,
+          labels = mine.labels }).loss, tokens)
+        return scaled
       end, { clip = 1.0 })
       return { loss = last, items = b.input_ids:size(1) }
     end,
@@ -385,7 +414,8 @@ if args.sft_steps > 0 then
   peft.freeze(base_model)
   sft_state = base_model:state_dict()
   local saved
-  if args.model then
+  if not main then -- rank 0 writes
+  elseif args.model then
     saved = ft.models.save_pretrained(base_model, folder:path("sft"))
   else
     saved = folder:path("sft.h5")
@@ -448,7 +478,7 @@ else
     lines[i] = ft.json.encode({ prompt = rec.prompt, chosen = show(rec.chosen), rejected = show(rec.rejected),
       score_chosen = rec.score_chosen, score_rejected = rec.score_rejected })
   end
-  ft.fs.write(folder:path("pairs.jsonl"), table.concat(lines, "\n") .. "\n")
+  if main then ft.fs.write(folder:path("pairs.jsonl"), table.concat(lines, "\n") .. "\n") end
   log("pairs: %d of %d prompts x %d samples; judge A chosen - rejected %.4f on average (%.1f s)", #pair_records,
     #train_prompts, args.samples, gap / #pair_records, ft.clock() - t0)
 end
@@ -478,6 +508,22 @@ local function kto_batches()
   return list
 end
 
+-- ft.pref.batches of list as an array. opts: batch_size, shuffle, seed, and training (what
+-- trains on them): under mpirun a last batch with fewer pairs than ranks leaves a rank nothing
+-- to train on, so it is left out (and said).
+local function batches_of(list, opts)
+  local out = {}
+  for b in pref.batches(list, { batch_size = opts.batch_size, shuffle = opts.shuffle, seed = opts.seed }) do
+    out[#out + 1] = b
+  end
+  local last, world = out[#out].chosen_ids:size(1), ft.dist.world_size()
+  if opts.training and #out > 1 and last < world then
+    out[#out] = nil
+    log("%s training leaves out the last batch: its %d pairs are fewer than the %d ranks", opts.training, last, world)
+  end
+  return out
+end
+
 -- rm-grpo's reward: an ft.pref.RewardModel on a copy of the starting model, LoRA and its score
 -- head trained on the pairs by the Bradley-Terry loss (every tenth pair held out for its
 -- accuracy). Returns the model (in eval mode) and its held-out accuracy.
@@ -489,16 +535,10 @@ local function train_reward_model(dir)
   if #held == 0 then held = train end   -- fewer than 10 pairs: the accuracy is on the training pairs
   local rm = pref.RewardModel(load_start())
   peft.lora(rm, { target = lora_targets, r = args.r, alpha = args.alpha, modules_to_save = { "score" } })
-  local function batches_of(list, shuffle)
-    local out = {}
-    for b in pref.batches(list, { batch_size = args.batch_size, shuffle = shuffle, seed = shuffle and args.seed or nil }) do
-      out[#out + 1] = b
-    end
-    return out
-  end
   local t0 = ft.clock()
-  local held_batches = batches_of(held, false)
-  local _, trainer = pref.train_reward(rm, batches_of(train, true), { lr = args.lr, weight_decay = 0,
+  local held_batches = batches_of(held, { batch_size = args.batch_size })
+  local _, trainer = pref.train_reward(rm, batches_of(train, { batch_size = args.batch_size, shuffle = true,
+    seed = args.seed, training = "the reward model's" }), { lr = args.lr, weight_decay = 0,
     steps = args.rm_steps, log_path = dir .. "/reward_metrics.jsonl", log_every = args.log_every })
   local acc = trainer:evaluate(held_batches).accuracy
   log("reward model: %d steps on %d pairs; accuracy %.3f on %d %s pairs; %.1f s", args.rm_steps, #train, acc, #held,
@@ -541,7 +581,7 @@ local function run_method(spec)
     return res
   end
   local dir = folder:path(label)
-  ft.fs.mkdir(dir)
+  if main then ft.fs.mkdir(dir) end
   ft.manual_seed(args.seed)
   local policy = load_start()
   local adapter = peft.lora(policy, { target = lora_targets, r = args.r, alpha = args.alpha })
@@ -549,10 +589,8 @@ local function run_method(spec)
   log("== %s (%slr %g): LoRA r %d, %d trainable of %d parameters; %d pairs, %d steps of %d", label,
     beta and ("beta %g, "):format(beta) or "", args.lr, args.r, trainable, policy:num_parameters(), #pairs_ex,
     args.steps, args.batch_size)
-  local batches = {}
-  for b in pref.batches(pairs_ex, { batch_size = args.batch_size, shuffle = true, seed = args.seed }) do
-    batches[#batches + 1] = b
-  end
+  local batches = batches_of(pairs_ex, { batch_size = args.batch_size, shuffle = true, seed = args.seed,
+    training = label })
   local t_train = ft.clock()
   local last
   local extra = {}
@@ -566,13 +604,20 @@ local function run_method(spec)
     local logger = ft.train.Logger({ path = dir .. "/metrics.jsonl", total = args.steps, every = args.log_every,
       unit = "pairs" })
     policy:train()
+    local net = ft.dist.DataParallel(policy)
     ft.train.loop({
       steps = args.steps, logger = logger,
       next_batch = function(step) return batches[(step - 1) % #batches + 1] end,
       step = function(b)
-        local loss = ft.train.step(opt, function()
-          local lp, nc = pref.logps(policy, b.chosen_ids, b.chosen_mask, { attention_mask = b.chosen_attention_mask })
-          return -lp:sum() / nc:sum()
+        local loss
+        ft.train.step(opt, function()
+          local mine = ft.dist.shard(b)
+          local lp, nc = pref.logps(net, mine.chosen_ids, mine.chosen_mask,
+            { attention_mask = mine.chosen_attention_mask })
+          local tokens = nc:sum():item()
+          local scaled
+          scaled, loss = net:global_mean(-lp:sum() / tokens, tokens)
+          return scaled
         end, { clip = 1.0 })
         last = { loss = loss }
         return { loss = loss, items = b.chosen_ids:size(1) }
@@ -589,7 +634,7 @@ local function run_method(spec)
     local prompt_ids = {}
     for i, p in ipairs(train_prompts) do prompt_ids[i] = encode_prompt(p) end
     local fit = pref.train_grpo(policy, prompt_ids, reward, { num_generations = args.samples,
-      prompts_per_step = math.max(1, args.batch_size // 2), max_new_tokens = args.max_new, temperature = 1.0,
+      prompts_per_step = grpo_prompts, max_new_tokens = args.max_new, temperature = 1.0,
       eos_token_id = eos, beta = 0.04, lr = args.lr, weight_decay = 0, steps = args.steps,
       log_path = dir .. "/metrics.jsonl", log_every = args.log_every })
     last = fit.last or {}
@@ -613,7 +658,7 @@ local function run_method(spec)
   log("after %s: reward A %.4f (before %.4f), reward B %.4f (before %.4f), KL %.3f nats/sequence, held-out ppl "
     .. "%.4f (before %.4f)", label, after.reward_a, before.reward_a, after.reward_b, before.reward_b, after.kl,
     after.ppl, before.ppl)
-  peft.save(policy, dir .. "/adapter", { name = adapter })
+  if main then peft.save(policy, dir .. "/adapter", { name = adapter }) end
   return { method = method, label = label, beta = beta, lr = args.lr, steps = args.steps,
     trainable_params = trainable, train_seconds = train_seconds, last = last, reward_a = after.reward_a,
     reward_b = after.reward_b, kl = after.kl, ppl = after.ppl, samples = after.samples,
@@ -635,6 +680,7 @@ local method_results = {}
 for i, spec in ipairs(specs) do method_results[i] = run_method(spec) end
 
 -- ---- report -------------------------------------------------------------------------------------------
+if not main then return end -- rank 0 reports
 
 local results = {
   target = args.target, checkpoint = args.checkpoint, model = args.model, data = args.data, seed = args.seed,

@@ -3,7 +3,8 @@
 # on a tiny random GPT, uneven token counts per rank) and finetune_vision.lua (full fine-tuning
 # of the shipped ResNet-S, BatchNorm on batch statistics: SyncBatchNorm) print the same lines as
 # one process (timings apart) and write the same results within float32 rounding; only rank 0
-# prints; a distributed run stopped with --stop-at and resumed ends where an uninterrupted one does.
+# prints; a distributed run stopped with --stop-at and resumed ends where an uninterrupted one does;
+# preference.lua --compare (every method) under mpirun with --per-rank-batch equals one process.
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"
 need_mpi
 need_fortunes science
@@ -26,6 +27,36 @@ local function walk(x, y, where)
   end
 end
 for i = 4, #arg do walk(a[arg[i]], b[arg[i]], arg[i]) end
+LUA
+}
+
+# Two logs line by line: the same words, and each number within rel (of max(1, |x|)) or one unit
+# of its last printed digit (a value near a rounding boundary prints either way).
+close_lines() { # close_lines A B REL
+  "$ftlua" - "$@" <<'LUA'
+local function read(path)
+  local out = {}
+  for line in io.lines(path) do out[#out + 1] = line end
+  return out
+end
+local a, b, rel = read(arg[1]), read(arg[2]), tonumber(arg[3])
+assert(#a == #b, ("%d lines against %d"):format(#a, #b))
+local NUM = "%-?%d+%.?%d*[eE]?[-+]?%d*"
+for i = 1, #a do
+  local skeleton_a, skeleton_b = a[i]:gsub(NUM, "#"), b[i]:gsub(NUM, "#")
+  assert(skeleton_a == skeleton_b, ("line %d differs:\n%s\n%s"):format(i, a[i], b[i]))
+  local ys = {}
+  for y in b[i]:gmatch(NUM) do ys[#ys + 1] = y end
+  local k = 0
+  for x in a[i]:gmatch(NUM) do
+    k = k + 1
+    local mant, exp = x:match("^[-%d]*%.?(%d*)[eE]?([-+]?%d*)$")
+    local unit = 10 ^ (-#mant + (tonumber(exp) or 0))
+    local d = math.abs(tonumber(x) - tonumber(ys[k]))
+    assert(d <= math.max(rel * math.max(1, math.abs(tonumber(x))), unit * 1.000001),
+      ("line %d, number %d: %s against %s:\n%s\n%s"):format(i, k, x, ys[k], a[i], b[i]))
+  end
+end
 LUA
 }
 
@@ -69,6 +100,26 @@ grep -q "finetune_text.lua: the command-line options differ between ranks: rank 
   "$tmp/text4.log" || { cat "$tmp/text4.log"; fail "ranks with different options: no message naming the option"; }
 [ ! -e "$tmp/text4" ] || fail "ranks with different options made a run folder"
 echo "ok   ranks started with different options stop before any work, the option named"
+
+# ---- preference.lua --------------------------------------------------------------------------
+# Every method (--compare): the supervised stage and the trainers share their batches, GRPO its
+# prompts; the judges, pairs and evaluations are computed alike on every rank.
+need_fortunes songs-poems
+pref_steady() { steady "$1" | sed -E -e 's/[0-9]+\.[0-9]+ s\b//g' -e 's/[0-9.]+ [a-z]+\/s\b//g'; }
+pref=(scripts/preference.lua --checkpoint "$tmp/tiny.h5" --prompts 12 --samples 3 --max-new 24 --eval-prompts 6
+  --eval-samples 2 --steps 3 --judge-epochs 2 --judge-fraction 0.2 --ppl-entries 16 --threads 1 --seed 2
+  --sft-steps 4 --sft-batch-size 5 --rm-steps 3 --compare --betas 0.5)
+"$ftlua" "${pref[@]}" --batch-size 4 --out "$tmp/pref1" > "$tmp/pref1.log" 2>&1 || { cat "$tmp/pref1.log"; fail "preference.lua"; }
+grep -q "pairs: 12 of 12 prompts" "$tmp/pref1.log" || { cat "$tmp/pref1.log"; fail "preference.lua: expected 12 pairs (3 batches of 4)"; }
+mpi_run 2 "${pref[@]}" --per-rank-batch 2 --out "$tmp/pref2" > "$tmp/pref2.log" 2>&1 || { cat "$tmp/pref2.log"; fail "mpirun preference.lua"; }
+cat "$tmp/pref2.log"
+close_lines <(pref_steady "$tmp/pref1.log") <(pref_steady "$tmp/pref2.log") 1e-5 || fail "preference.lua printed other lines under mpirun"
+close_results "$tmp/pref1/results.json" "$tmp/pref2/results.json" 1e-5 before methods || fail "preference.lua results differ"
+for m in sft dpo-beta0.5 ipo simpo orpo kto rm-grpo grpo; do
+  [ -s "$tmp/pref2/$m/metrics.jsonl" ] || fail "preference.lua under mpirun: no $m/metrics.jsonl"
+  [ "$(wc -l < "$tmp/pref2/$m/metrics.jsonl")" -eq 3 ] || fail "preference.lua under mpirun: $m/metrics.jsonl is not one line per step"
+done
+echo "ok   preference.lua --compare: 2 ranks (--per-rank-batch 2) print and write what one process does (--batch-size 4)"
 
 # ---- finetune_vision.lua ---------------------------------------------------------------------
 if have_fashion_mnist; then

@@ -233,13 +233,19 @@ describe("ft.pref.train_dpo", function()
   end)
 
   it("accumulates gradients: two micro-batches make the update of the whole batch", function()
+    -- orpo's and cpo_alpha's NLL is a mean per token over the whole batch, not per micro-batch
     local batches = toy_batches(2, 6, 300)
-    local p1, p2 = policy_and_base(5, 0.1), policy_and_base(5, 0.1)
-    local r1 = pref.train_dpo(p1, batches, { lr = 1e-2, steps = 3, logger = false })
-    local r2 = pref.train_dpo(p2, batches, { lr = 1e-2, steps = 3, logger = false, gradient_accumulation_steps = 2 })
-    for i = 1, 3 do assert_same_metrics(r1.history[i], r2.history[i], 1e-5, "step " .. i) end
-    local d = max_diff(trainable(p1), trainable(p2))
-    assert(d <= 1e-5, ("parameters differ by %g"):format(d))
+    local cases = { { loss_type = "sigmoid" }, { loss_type = "orpo" }, { loss_type = "simpo", cpo_alpha = 0.5 } }
+    for _, o in ipairs(cases) do
+      local p1, p2 = policy_and_base(5, 0.1), policy_and_base(5, 0.1)
+      local r1 = pref.train_dpo(p1, batches, { lr = 1e-2, steps = 3, logger = false, loss_type = o.loss_type,
+        cpo_alpha = o.cpo_alpha })
+      local r2 = pref.train_dpo(p2, batches, { lr = 1e-2, steps = 3, logger = false, loss_type = o.loss_type,
+        cpo_alpha = o.cpo_alpha, gradient_accumulation_steps = 2 })
+      for i = 1, 3 do assert_same_metrics(r1.history[i], r2.history[i], 1e-5, o.loss_type .. " step " .. i) end
+      local d = max_diff(trainable(p1), trainable(p2))
+      assert(d <= 1e-5, ("%s: parameters differ by %g"):format(o.loss_type, d))
+    end
   end)
 
   it("runs every loss type, reference-free ones without a reference", function()

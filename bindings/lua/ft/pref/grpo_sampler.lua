@@ -18,12 +18,21 @@
 -- sampler put after it is padding. Prompts of different lengths are left-padded, with their
 -- attention mask and the positions counted from it in the log-prob passes as in sampling.
 -- Log-probs are of the logits divided by the sampling temperature, as TRL computes them.
+--
+-- The trainer samples each prompt of a step on a stream of its own, seeded from ft's generator
+-- and the prompt's place in the step (the generator then moves on by one draw), so what a
+-- prompt's completions are does not depend on the other prompts. Under mpirun (data_parallel,
+-- the default) that lets the ranks share a step: rank r samples, scores and trains on prompts
+-- r + 1, r + 1 + W, ... through ft.dist.DataParallel; the rewards, token counts and ends of
+-- every row are summed over the ranks, so the advantages, the loss's normalisation, the update
+-- and the metrics are one process's on the whole step.
 local ft = require "ft"
 local nn = require "ft.nn"
 local check = require "ft.check"
 local logps_mod = require "ft.pref.logps"
 local grpo = require "ft.pref.grpo"
 local common = require "ft.models.common"
+local shuffle = require "ft.data.shuffle"
 local T = require "ft.pref.trainer"
 
 local M = {}
@@ -172,7 +181,7 @@ function M._sample(where, model, prompts, G, opts)
     ids = out, attention_mask = attention, position_ids = padded and common.positions_from_mask(attention,
       P + C) or nil, completion_mask = completion_mask, prompt_length = P, completion_length = C, G = G,
     prompts = ids_of, prompt_of = prompt_of, eos = ended, completions = completions, size = N,
-    temperature = temperature,
+    temperature = temperature, pad = pad,
   }
 end
 
@@ -240,7 +249,8 @@ function M._score(where, list, weights, roll)
       local G = roll.G
       for row = 1, N do
         local b = roll.prompt_of[row]
-        local info = { row = row, prompt_index = b, generation = (row - 1) % G + 1, eos = roll.eos[row], ids = full[row] }
+        local at = roll.rows and roll.rows[row] or row   -- the row's place in the whole step
+        local info = { row = at, prompt_index = b, generation = (at - 1) % G + 1, eos = roll.eos[row], ids = full[row] }
         local v = r(roll.prompts[b], roll.completions[row], info)
         if type(v) ~= "number" or v ~= v or math.abs(v) == math.huge then
           error(("%s: %s returned %s for row %d (prompt %d, generation %d); a reward is a finite number"):format(
@@ -261,7 +271,7 @@ end
 
 local TRAINER_OPTIONS = { "num_generations", "prompts_per_step", "beta", "epsilon", "epsilon_high", "loss_type",
   "importance_sampling_level", "scale_rewards", "num_iterations", "ref_model", "reward_weights",
-  "gradient_accumulation_steps", "disable_dropout" }
+  "gradient_accumulation_steps", "disable_dropout", "data_parallel" }
 for _, k in ipairs(SAMPLE_OPTIONS) do TRAINER_OPTIONS[#TRAINER_OPTIONS + 1] = k end
 for _, k in ipairs(T.OPTIMIZER_OPTIONS) do TRAINER_OPTIONS[#TRAINER_OPTIONS + 1] = k end
 
@@ -278,8 +288,10 @@ GRPOTrainer.__index = GRPOTrainer
 -- against the sampling policy's log-probs); reward_weights; the optimizer: lr (1e-6),
 -- weight_decay, betas, eps or optimizer, scheduler, max_grad_norm (1.0; false: none);
 -- gradient_accumulation_steps (1: the B * G rows cut into that many micro-batches per update,
--- normalised so that the loss is the whole batch's); disable_dropout (true). Fields: policy,
--- optimizer, scheduler, G, history.
+-- normalised so that the loss is the whole batch's); disable_dropout (true); data_parallel
+-- (true: under mpirun the ranks share each step's prompts, see the top of this file). Fields:
+-- policy, net (what runs the policy's training forward: ft.dist.DataParallel(policy) when
+-- shared), shared, optimizer, scheduler, G, history.
 M.GRPOTrainerClass = GRPOTrainer
 
 local function new_grpo(where, policy, reward_fn, opts)
@@ -335,13 +347,15 @@ local function new_grpo(where, policy, reward_fn, opts)
     kind = "adapters"
   end
   local opt, sched, clip = T.optimizer_of(where, policy, opts)
+  local net, shared = T.data_parallel(where, policy, opts.data_parallel)
   if disable then
     logps_mod.disable_dropout(policy)
     for _, r in ipairs(rewards) do if nn.is_module(r) then logps_mod.disable_dropout(r) end end
     if ref and type(ref.named_modules) == "function" then logps_mod.disable_dropout(ref) end
   end
   return setmetatable({
-    where = where, policy = policy, rewards = rewards, reward_weights = opts.reward_weights, G = G,
+    where = where, policy = policy, net = net, shared = shared, rewards = rewards,
+    reward_weights = opts.reward_weights, G = G,
     prompts_per_step = per_step, beta = beta, epsilon = eps, epsilon_high = eps_high, loss_type = loss_type,
     level = level, scale = scale, num_iterations = mu, accumulation = accum, sample_opts = sample,
     ref_model = ref, reference_kind = kind, optimizer = opt, scheduler = sched, max_grad_norm = clip,
@@ -377,31 +391,162 @@ local function completion_logps(model, roll, first, len)
 end
 M.completion_logps = completion_logps
 
+-- The step's prompts in which (their places in the step), each sampled on a stream of its own:
+-- seeded from ft's generator and the prompt's place, so that what a prompt's completions are
+-- does not depend on the rank that samples it or on the prompts sampled with it. ft's
+-- generator then moves on by one draw, the same on every rank. -> one rollout per prompt.
+local function sample_each(where, policy, ids_of, which, G, opts)
+  local shared = ft.get_rng_state()
+  local seed = shuffle.mix(shuffle.GOLDEN)
+  for _, w in ipairs(shared:totable()) do seed = shuffle.mix(seed ~ w) end
+  local rolls = {}
+  local ok, err = pcall(function()
+    for k, b in ipairs(which) do
+      ft.manual_seed(shuffle.mix(seed ~ (b * shuffle.GOLDEN)))
+      rolls[k] = M._sample(where, policy, { ids_of[b] }, G, opts)
+    end
+  end)
+  ft.set_rng_state(shared)
+  ft.rand(1)
+  if not ok then error(err, 0) end
+  return rolls
+end
+
+-- One rollout of the prompts in which, laid out as one process's rollout of the whole step
+-- would be: rows in prompt order, each prompt left-padded to P (the step's longest prompt),
+-- each completion right-padded to C (the longest of the step) with pad and mask 0. rows[r] is
+-- row r's place in the whole step, prompt_of[r] its prompt's.
+local function merge(rolls, which, ids_of, P, C, G)
+  local ids, attention, cmask, prompt_of, rows, ended, completions = {}, {}, {}, {}, {}, {}, {}
+  local pad = rolls[1].pad
+  for k, roll in ipairs(rolls) do
+    local b, p, c = which[k], roll.prompt_length, roll.completion_length
+    local r_ids, r_mask = roll.ids:totable(), roll.completion_mask:totable()
+    for g = 1, G do
+      local row, am, cm = {}, {}, {}
+      for t = 1, P - p do row[t], am[t] = pad, 0 end
+      for t = 1, p do row[P - p + t], am[P - p + t] = r_ids[g][t], 1 end
+      for t = 1, C do
+        local m = t <= c and r_mask[g][t] or 0
+        row[P + t], am[P + t], cm[t] = t <= c and r_ids[g][p + t] or pad, m, m
+      end
+      local n = #ids + 1
+      ids[n], attention[n], cmask[n] = row, am, cm
+      prompt_of[n], rows[n], ended[n], completions[n] = b, (b - 1) * G + g, roll.eos[g], roll.completions[g]
+    end
+  end
+  local padded = false
+  for _, prompt in ipairs(ids_of) do padded = padded or #prompt < P end
+  local mask = ft.tensor(attention)
+  return {
+    ids = ft.tensor(ids, { dtype = "int64" }), attention_mask = mask,
+    position_ids = padded and common.positions_from_mask(mask, P + C) or nil, completion_mask = ft.tensor(cmask),
+    prompt_length = P, completion_length = C, G = G, prompts = ids_of, prompt_of = prompt_of, rows = rows,
+    eos = ended, completions = completions, size = #ids, temperature = rolls[1].temperature, pad = pad,
+  }
+end
+
+-- Each row of the whole step (N of them) as {reward, completion tokens, 1 if it reached
+-- max_new_tokens without an EOS, reward of each function (with several)}: this rank's rows
+-- filled in, summed over the ranks when they share the step.
+local function step_rows(shared, roll, N, rewards, per)
+  local K = #per > 1 and #per or 0
+  local all = {}
+  for i = 1, N do
+    local r = {}
+    for j = 1, 3 + K do r[j] = 0 end
+    all[i] = r
+  end
+  local rw, tokens = rewards:totable(), roll.completion_mask:sum(2):totable()
+  local by_fn = {}
+  for k = 1, K do by_fn[k] = per[k]:totable() end
+  for i, at in ipairs(roll.rows) do
+    local r = all[at]
+    r[1], r[2], r[3] = rw[i], tokens[i], roll.eos[i] and 0 or 1
+    for k = 1, K do r[3 + k] = by_fn[k][i] end
+  end
+  if not shared then return all end
+  return ft.dist.all_reduce(ft.tensor(all, { dtype = "float64" })):totable()
+end
+
+-- The sums of named numbers over the ranks (names in sorted order: the same on every rank).
+local function summed(shared, sums)
+  if not shared then return sums end
+  local names, values = {}, {}
+  for key in pairs(sums) do names[#names + 1] = key end
+  table.sort(names)
+  for i, key in ipairs(names) do values[i] = sums[key] end
+  local total = ft.dist.all_reduce(ft.tensor(values, { dtype = "float64" })):totable()
+  local out = {}
+  for i, key in ipairs(names) do out[key] = total[i] end
+  return out
+end
+
 --- trainer:step(prompts) -> metrics: one GRPO round on an array of prompts (int64 tensors or
--- arrays of ids): G completions each, their rewards and advantages, the sampling policy's
--- log-probs (when num_iterations > 1) and the reference's (beta > 0), then num_iterations
--- optimizer updates. metrics (TRL's, "/" written "_"): reward, reward_std, frac_reward_zero_std,
--- reward_<k> (the mean of reward function k, with several), loss, kl (beta > 0),
--- clip_ratio_low_mean, clip_ratio_high_mean, clip_ratio_region_mean (means over the updates),
--- completion_length (mean tokens, EOS included), completions_clipped_ratio (the fraction that
--- reached max_new_tokens without an EOS), grad_norm (the last update's), completions (N).
--- Also appended to trainer.history.
+-- arrays of ids): G completions each (each prompt on its own stream, see the top of this file),
+-- their rewards and advantages, the sampling policy's log-probs (when num_iterations > 1) and
+-- the reference's (beta > 0), then num_iterations optimizer updates. Shared between ranks,
+-- each takes its prompts (at least one each: prompts >= ranks) and the numbers are one
+-- process's on the whole step. metrics (TRL's, "/" written "_"): reward, reward_std,
+-- frac_reward_zero_std, reward_<k> (the mean of reward function k, with several), loss, kl
+-- (beta > 0), clip_ratio_low_mean, clip_ratio_high_mean, clip_ratio_region_mean (means over
+-- the updates), completion_length (mean tokens, EOS included), completions_clipped_ratio (the
+-- fraction that reached max_new_tokens without an EOS), grad_norm (the last update's),
+-- completions (N). Also appended to trainer.history.
 function GRPOTrainer:step(prompts)
-  local where = self.where
-  local policy = self.policy
-  local roll = M._sample(where, policy, prompts, self.G, self.sample_opts)
+  local where, policy, G = self.where, self.policy, self.G
+  if type(prompts) ~= "table" or ft.is_tensor(prompts) or #prompts == 0 then
+    check.fail(where, "prompts", "a non-empty array of prompts (int64 tensors or arrays of token ids)", prompts)
+  end
+  local vocab = T.vocab_size(policy)
+  local ids_of, P = {}, 0
+  for i, p in ipairs(prompts) do
+    ids_of[i] = prompt_ids(where, i, p, vocab)
+    P = math.max(P, #ids_of[i])
+  end
+  local B, world, rank = #ids_of, 1, 0
+  if self.shared then
+    world, rank = ft.dist.world_size(), ft.dist.rank()
+    if B < world then
+      error(("%s: a step of %d prompts leaves some of the %d ranks nothing: the ranks share each step's prompts, "
+        .. "so give at least %d (prompts_per_step), or data_parallel = false"):format(where, B, world, world), 0)
+    end
+  end
+  local which = {}
+  for b = rank + 1, B, world do which[#which + 1] = b end
+  local rolls = sample_each(where, policy, ids_of, which, G, self.sample_opts)
+  local C = 0
+  for _, r in ipairs(rolls) do C = math.max(C, r.completion_length) end
+  if self.shared then
+    C = math.tointeger(ft.dist.all_reduce(ft.tensor({ C }, { dtype = "float64" }), { op = "max" }):totable()[1])
+  end
+  local roll = merge(rolls, which, ids_of, P, C, G)
   local rewards, per = M._score(where, self.rewards, self.reward_weights, roll)
-  local adv, stats = grpo.group_advantages(rewards, self.G, { scale = self.scale })
-  local N, k = roll.size, self.accumulation
-  if k > N then
-    error(("%s: gradient_accumulation_steps = %d exceeds the step's %d completions"):format(where, k, N), 0)
+
+  -- the whole step's rewards, token counts and ends; this rank's advantages from them
+  local N = B * G
+  local all = step_rows(self.shared, roll, N, rewards, per)
+  local all_rewards, total_tokens, clipped = {}, 0, 0
+  for i, r in ipairs(all) do
+    all_rewards[i] = r[1]
+    total_tokens, clipped = total_tokens + r[2], clipped + r[3]
+  end
+  local all_adv, stats = grpo.group_advantages(ft.tensor(all_rewards), G, { scale = self.scale })
+  all_adv = all_adv:totable()
+  local mine = {}
+  for i, at in ipairs(roll.rows) do mine[i] = all_adv[at] end
+  local adv = ft.tensor(mine)
+
+  local n, k = roll.size, self.accumulation
+  if k > n then
+    error(("%s: gradient_accumulation_steps = %d exceeds the step's %d completions%s"):format(where, k, n,
+      self.shared and " on this rank" or ""), 0)
   end
   local cmask = roll.completion_mask
-  local total_tokens = cmask:sum():item()
   -- micro-batches of rows, and what each needs that does not change over the iterations
   local parts, start = {}, 1
   for i = 1, k do
-    local len = N // k + (i <= N % k and 1 or 0)
+    local len = n // k + (i <= n % k and 1 or 0)
     local p = { first = start, len = len, mask = cmask:narrow(1, start, len), adv = adv:narrow(1, start, len) }
     p.tokens = p.mask:sum():item()
     if self.num_iterations > 1 then
@@ -415,7 +560,7 @@ function GRPOTrainer:step(prompts)
     parts[i] = p
     start = start + len
   end
-  -- each micro-batch's weight makes the sum of their losses the whole batch's loss
+  -- each micro-batch's weight makes the sum of their losses (over every rank's) the whole step's
   local function weight(p)
     if self.loss_type == "dapo" then return 1 end
     if self.loss_type == "bnpo" then return p.tokens / math.max(total_tokens, 1) end
@@ -425,32 +570,36 @@ function GRPOTrainer:step(prompts)
   policy:train()
   for _ = 1, self.num_iterations do
     norm = T.update(self.optimizer, self.scheduler, self.max_grad_norm, function()
-      for _, p in ipairs(parts) do
-        local new = completion_logps(policy, roll, p.first, p.len)
-        local loss, m = grpo.grpo_loss {
-          logps_new = new, logps_old = p.old, logps_ref = p.ref, advantages = p.adv, mask = p.mask,
-          beta = self.beta, epsilon = self.epsilon, epsilon_high = self.epsilon_high, loss_type = self.loss_type,
-          importance_sampling_level = self.level,
-          num_items_in_batch = self.loss_type == "dapo" and math.max(total_tokens, 1) or nil,
-          max_completion_length = self.loss_type == "dr_grpo" and roll.completion_length or nil,
-        }
-        local w = weight(p)
-        ;(loss * w):backward()
-        sums.loss = (sums.loss or 0) + loss:item() * w
-        -- token-level metrics: each micro-batch's share of the tokens
-        local tw = p.tokens / math.max(total_tokens, 1)
-        for key, v in pairs(m) do sums[key] = (sums[key] or 0) + v * tw end
+      for i, p in ipairs(parts) do
+        local function run()
+          local new = completion_logps(self.net, roll, p.first, p.len)
+          local loss, m = grpo.grpo_loss {
+            logps_new = new, logps_old = p.old, logps_ref = p.ref, advantages = p.adv, mask = p.mask,
+            beta = self.beta, epsilon = self.epsilon, epsilon_high = self.epsilon_high, loss_type = self.loss_type,
+            importance_sampling_level = self.level,
+            num_items_in_batch = self.loss_type == "dapo" and math.max(total_tokens, 1) or nil,
+            max_completion_length = self.loss_type == "dr_grpo" and roll.completion_length or nil,
+          }
+          local w = weight(p)
+          -- DataParallel averages the ranks' gradients: world undoes that into their sum
+          ;(loss * (w * world)):backward()
+          sums.loss = (sums.loss or 0) + loss:item() * w
+          -- token-level metrics: each micro-batch's share of the tokens
+          local tw = p.tokens / math.max(total_tokens, 1)
+          for key, v in pairs(m) do sums[key] = (sums[key] or 0) + v * tw end
+        end
+        if self.shared and i < #parts then self.net:no_sync(run) else run() end
       end
     end)
   end
   local out = {}
-  for key, v in pairs(sums) do out[key] = v / self.num_iterations end
+  for key, v in pairs(summed(self.shared, sums)) do out[key] = v / self.num_iterations end
   out.reward, out.reward_std, out.frac_reward_zero_std = stats.reward, stats.reward_std, stats.frac_reward_zero_std
-  if #per > 1 then
-    for i, t in ipairs(per) do out["reward_" .. i] = t:mean():item() end
+  for f = 1, #per > 1 and #per or 0 do
+    local s = 0
+    for _, r in ipairs(all) do s = s + r[3 + f] end
+    out["reward_" .. f] = s / N
   end
-  local clipped = 0
-  for r = 1, N do if not roll.eos[r] then clipped = clipped + 1 end end
   out.completion_length = total_tokens / N
   out.completions_clipped_ratio = clipped / N
   out.grad_norm = norm

@@ -34,7 +34,7 @@ local M = {}
 local function shape_str(t) return "[" .. table.concat(t:shape(), ",") .. "]" end
 
 local OPTIONS = { "loss_type", "beta", "desirable_weight", "undesirable_weight", "ref_model", "kl_scope",
-  "gradient_accumulation_steps", "disable_dropout" }
+  "gradient_accumulation_steps", "disable_dropout", "data_parallel" }
 for _, k in ipairs(T.OPTIMIZER_OPTIONS) do OPTIONS[#OPTIONS + 1] = k end
 
 local KTOTrainer = T.class("examples")
@@ -45,12 +45,15 @@ local KTOTrainer = T.class("examples")
 -- default, the policy with its adapters disabled (KTO always has one); kl_scope ("batch" or
 -- "micro_batch": see the module's header); the optimizer: lr (1e-6, TRL's), weight_decay, betas,
 -- eps (AdamW over the trainable parameters) or optimizer, scheduler, max_grad_norm (1.0; false:
--- none); gradient_accumulation_steps (1); disable_dropout (true, as TRL). step, evaluate and fit
--- are ft.pref.trainer's Trainer's (unit "examples"); the metrics are kto_loss's (TRL's KTO
+-- none); gradient_accumulation_steps (1); disable_dropout (true, as TRL); data_parallel (true:
+-- under mpirun the ranks share every batch, the KL point is the mean over all their rows).
+-- step, evaluate and fit are ft.pref.trainer's Trainer's (unit "examples"); the metrics are
+-- kto_loss's (TRL's KTO
 -- metrics, "/" written "_"): loss, kl, rewards_chosen, logps_chosen (over the desirable
 -- examples), rewards_rejected, logps_rejected (the undesirable ones), rewards_margins (their
 -- difference, when both are present), count_chosen, count_rejected (how many of each). Fields:
--- policy (= model), optimizer, scheduler, reference_kind ("adapters" or "model"), history.
+-- policy (= model), net (ft.dist.DataParallel(policy) when shared), optimizer, scheduler,
+-- reference_kind ("adapters" or "model"), history.
 M.KTOTrainerClass = KTOTrainer
 KTOTrainer.REDUCE = { count_chosen = "sum", count_rejected = "sum" }
 
@@ -70,8 +73,10 @@ local function new_kto(where, policy, opts)
   local kind, ref = T.live_reference(where, policy, opts.ref_model)
   local opt, sched, clip = T.optimizer_of(where, policy, opts)
   if disable then T.disable_dropout(policy, ref) end
+  local net, shared = T.data_parallel(where, policy, opts.data_parallel)
   return setmetatable({
-    where = where, policy = policy, model = policy, optimizer = opt, scheduler = sched, max_grad_norm = clip,
+    where = where, policy = policy, model = policy, net = net, shared = shared, optimizer = opt, scheduler = sched,
+    max_grad_norm = clip,
     loss_type = loss_type, beta = beta, desirable_weight = wd, undesirable_weight = wu, kl_scope = scope,
     accumulation = accum, reference_kind = kind, ref_model = ref, history = {},
   }, KTOTrainer)
@@ -158,7 +163,7 @@ end
 --- trainer:prepare(batch) -> {kl =} for loss_type "kto" with kl_scope "batch": the KL rows of the
 -- whole batch (kl_point), which every micro-batch's loss uses; nil otherwise.
 function KTOTrainer:prepare(b)
-  if self.loss_type == "kto" and self.kl_scope == "batch" then return { kl = self:kl_point(b) } end
+  if self.loss_type == "kto" and self.kl_scope == "batch" then return { kl = self:mean_across(self:kl_point(b)) } end
   return nil
 end
 
@@ -166,10 +171,10 @@ end
 -- checked batch (read): the policy's summed log-probs, the reference's, the KL point
 -- (context.kl, else this batch's kl_point) and ft.pref.kto_loss.
 function KTOTrainer:loss(b, context)
-  local lp = logps_mod.logps(self.policy, b.ids, b.mask, { attention_mask = b.attention_mask })
+  local lp = logps_mod.logps(self.net, b.ids, b.mask, { attention_mask = b.attention_mask })
   local ref = T.live_reference_logps(self.policy, self.ref_model, b.ids, b.mask, b.attention_mask)
   local kl
-  if self.loss_type == "kto" then kl = context and context.kl or self:kl_point(b) end
+  if self.loss_type == "kto" then kl = context and context.kl or self:mean_across(self:kl_point(b)) end
   local loss, m = kto.kto_loss { policy = lp, reference = ref, labels = b.labels, kl = kl, beta = self.beta,
     desirable_weight = self.desirable_weight, undesirable_weight = self.undesirable_weight,
     loss_type = self.loss_type }

@@ -26,7 +26,7 @@ local M = {}
 
 local function shape_str(t) return "[" .. table.concat(t:shape(), ",") .. "]" end
 
-local OPTIONS = { "center_rewards_coefficient", "gradient_accumulation_steps", "disable_dropout" }
+local OPTIONS = { "center_rewards_coefficient", "gradient_accumulation_steps", "disable_dropout", "data_parallel" }
 for _, k in ipairs(T.OPTIMIZER_OPTIONS) do OPTIONS[#OPTIONS + 1] = k end
 
 local RewardTrainer = T.class("pairs")
@@ -35,11 +35,13 @@ local RewardTrainer = T.class("pairs")
 -- (ft.pref.reward_loss's; none by default, TRL's suggestion is 0.01); the optimizer: lr (5e-5,
 -- the default TRL's RewardConfig keeps from TrainingArguments), weight_decay, betas, eps (AdamW
 -- over the trainable parameters) or optimizer, scheduler, max_grad_norm (1.0; false: none);
--- gradient_accumulation_steps (1); disable_dropout (true: every Dropout of rm to p = 0). step,
--- evaluate and fit are ft.pref.trainer's Trainer's (unit "pairs"); the metrics are reward_loss's
--- (TRL's): loss, accuracy (the fraction of pairs whose chosen reward is the larger), margin (mean
--- chosen - rejected), rewards_chosen, rewards_rejected, mean_reward, min_reward, max_reward.
--- Fields: model (the reward model), optimizer, scheduler, history.
+-- gradient_accumulation_steps (1); disable_dropout (true: every Dropout of rm to p = 0);
+-- data_parallel (true: under mpirun the ranks share every batch). step, evaluate and fit are
+-- ft.pref.trainer's Trainer's (unit "pairs"); the metrics are reward_loss's (TRL's): loss,
+-- accuracy (the fraction of pairs whose chosen reward is the larger), margin (mean chosen -
+-- rejected), rewards_chosen, rewards_rejected, mean_reward, min_reward, max_reward.
+-- Fields: model (the reward model), net (ft.dist.DataParallel(model) when shared), optimizer,
+-- scheduler, history.
 M.RewardTrainerClass = RewardTrainer
 RewardTrainer.REDUCE = { min_reward = "min", max_reward = "max" }
 
@@ -53,8 +55,10 @@ local function new_reward(where, rm, opts)
     frozen = "the reward model has no trainable parameter (with an adapter, name its head in modules_to_save, "
       .. "e.g. ft.peft.lora(rm, {target = ..., modules_to_save = {\"score\"}}))" })
   if disable then T.disable_dropout(rm) end
+  local net, shared = T.data_parallel(where, rm, opts.data_parallel)
   return setmetatable({
-    where = where, model = rm, optimizer = opt, scheduler = sched, max_grad_norm = clip,
+    where = where, model = rm, net = net, shared = shared, optimizer = opt, scheduler = sched,
+    max_grad_norm = clip,
     center_rewards_coefficient = coef, accumulation = accum, history = {},
   }, RewardTrainer)
 end
@@ -106,7 +110,7 @@ end
 -- on ids; its result's rewards (or logits [B, 1], or the tensor itself), checked to be one value
 -- per row.
 function RewardTrainer:rewards(ids, att)
-  local out = self.model(ids, { attention_mask = att })
+  local out = self.net(ids, { attention_mask = att })
   local r = out
   if type(out) == "table" and not ft.is_tensor(out) then r = out.rewards or out.logits end
   local B = ids:size(1)

@@ -22,12 +22,13 @@ local metrics_of = require("ft.pref.metrics").pairs
 local M = {}
 
 local OPTIONS = { "policy_chosen", "policy_rejected", "chosen_tokens", "rejected_tokens", "beta", "gamma",
-  "label_smoothing", "cpo_alpha" }
+  "label_smoothing", "cpo_alpha", "nll" }
 
 --- ft.pref.simpo_loss{policy_chosen =, policy_rejected =, chosen_tokens =, rejected_tokens =,
--- beta = 2.0, gamma = 0.5, label_smoothing = 0, cpo_alpha = 0} -> loss, metrics. Inputs: [B]
--- summed log-probs and token counts (ft.pref.logps); the loss is over their means (see the
--- module's header; gamma >= 0 is TRL's simpo_gamma, the margin in reward units). metrics:
+-- beta = 2.0, gamma = 0.5, label_smoothing = 0, cpo_alpha = 0, nll =} -> loss, metrics. Inputs:
+-- [B] summed log-probs and token counts (ft.pref.logps); the loss is over their means (see the
+-- module's header; gamma >= 0 is TRL's simpo_gamma, the margin in reward units); nll (a scalar
+-- tensor with its graph) replaces the chosen NLL that cpo_alpha weighs. metrics:
 -- rewards_chosen, rewards_rejected, rewards_accuracies, rewards_margins with the rewards beta *
 -- mean log-prob, logps_chosen, logps_rejected (mean log-probs per token, as TRL logs them for
 -- SimPO) and nll_loss (the chosen NLL per token; 0 when cpo_alpha is 0, as TRL).
@@ -42,6 +43,9 @@ function M.simpo_loss(opts)
   local gamma = check.number(where, "gamma", opts.gamma, 0.5, { min = 0 })
   local e = inputs.label_smoothing(where, opts.label_smoothing)
   local alpha = check.number(where, "cpo_alpha", opts.cpo_alpha, 0, { min = 0 })
+  if opts.nll ~= nil and (not ft.is_tensor(opts.nll) or opts.nll:numel() ~= 1) then
+    check.fail(where, "nll", "a scalar tensor (the chosen NLL, with its graph)", opts.nll)
+  end
 
   local a, b = pc / nc, pr / nr
   local z = (a - b) * beta - gamma
@@ -50,7 +54,7 @@ function M.simpo_loss(opts)
   local loss = losses:mean()
   local nll = ft.tensor(0)
   if alpha > 0 then
-    nll = -pc:sum() / nc:sum()
+    nll = opts.nll and opts.nll:reshape({}) or -pc:sum() / nc:sum()
     loss = loss + nll * alpha
   end
   local metrics = metrics_of(a * beta, b * beta, a, b)

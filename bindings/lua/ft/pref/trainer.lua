@@ -28,6 +28,11 @@
 -- shuffled or batched differently from when the store was made. The store's dataset
 -- fingerprint (the wrapping sum of the examples' hashes) and count tell whether it belongs to
 -- a dataset.
+--
+-- Under mpirun the trainers are data-parallel (data_parallel = true, the default): every rank
+-- runs the same script with the same batches, trains on its share of each batch's rows through
+-- ft.dist.DataParallel, and the update, metrics and log equal one process's on the whole batch;
+-- only rank 0 writes the log and checkpoints.
 local ft = require "ft"
 local nn = require "ft.nn"
 local check = require "ft.check"
@@ -488,9 +493,10 @@ Trainer.__index = Trainer
 -- ones; default the part's rows), and may supply prepare(batch) -> context (once per batch,
 -- before the cut into micro-batches), finish(metrics) (metrics derived after averaging),
 -- check_data(data) (before fit) and REDUCE (name -> "min", "max" or "sum" instead of the
--- weighted mean). An instance holds where, model (what trains), optimizer, scheduler,
--- max_grad_norm, accumulation (micro-batches per step), history; the class holds unit ("pairs"
--- or "examples": what a row is, in the metrics, the errors and the progress line).
+-- weighted mean). An instance holds where, model (what trains), net and shared
+-- (trainer.data_parallel's), optimizer, scheduler, max_grad_norm, accumulation (micro-batches
+-- per step), history; the class holds unit ("pairs" or "examples": what a row is, in the
+-- metrics, the errors and the progress line).
 M.Trainer = Trainer
 
 --- trainer.class(unit) -> a new trainer class whose instances have Trainer's step, evaluate and
@@ -505,6 +511,23 @@ end
 -- into micro-batches (the default: nothing).
 function Trainer:prepare() return nil end
 
+--- trainer:sum_across(values) -> each number of values (an array) summed over the ranks when the
+-- trainer shares its batches between them, else values' own (as multiple results): the whole
+-- batch's totals of what each rank counted on its share. Every rank must call it alike.
+function Trainer:sum_across(values)
+  if not self.shared or self._alone then return table.unpack(values) end
+  return table.unpack(ft.dist.all_reduce(ft.tensor(values, { dtype = "float64" })):totable())
+end
+
+--- trainer:mean_across(t) -> the mean of t's entries over the rows of every rank (a number) when
+-- the trainer shares its batches between ranks, else t itself: what a class's batch statistic
+-- (KTO's KL point) takes so that it is the whole batch's. Every rank must call it alike.
+function Trainer:mean_across(t)
+  if not self.shared or self._alone then return t end
+  local sum, n = self:sum_across({ t:sum():item(), t:numel() })
+  return sum / n
+end
+
 --- trainer:finish(metrics) -> nothing: metrics derived from the averaged ones (the default: none).
 function Trainer:finish() end
 
@@ -512,7 +535,8 @@ function Trainer:finish() end
 function Trainer:check_data() end
 
 -- Metrics averaged over parts: the weighted mean of each number (weights[k], else w), or its
--- min, max or sum as reduce says.
+-- min, max or sum as reduce says. A mean whose weight is 0 (no example it averages) is kept
+-- with weight 0, so that every rank holds the same names, and left out of the result.
 local function new_acc() return { sum = {}, weight = {} } end
 
 local function accumulate(acc, reduce, m, w, weights)
@@ -524,10 +548,8 @@ local function accumulate(acc, reduce, m, w, weights)
       elseif how == "sum" then acc.sum[k] = (acc.sum[k] or 0) + v
       else
         local wk = weights and weights[k] or w
-        if wk > 0 then
-          acc.sum[k] = (acc.sum[k] or 0) + v * wk
-          acc.weight[k] = (acc.weight[k] or 0) + wk
-        end
+        acc.sum[k] = (acc.sum[k] or 0) + (wk > 0 and v * wk or 0)
+        acc.weight[k] = (acc.weight[k] or 0) + wk
       end
     end
   end
@@ -537,9 +559,71 @@ local function averaged(acc)
   local out = {}
   for k, v in pairs(acc.sum) do
     local w = acc.weight[k]
-    out[k] = w and v / w or v
+    if w == nil then out[k] = v elseif w > 0 then out[k] = v / w end
   end
   return out
+end
+
+-- The metrics of every rank's parts together (a shared trainer): the names are rank 0's (it
+-- holds a row of every batch), sums and weights added, mins and maxes taken over the ranks.
+local function across_ranks(acc, reduce)
+  local dist = ft.dist
+  local names = {}
+  for k in pairs(acc.sum) do names[#names + 1] = k end
+  table.sort(names)
+  names = dist.broadcast_value(names, 0)
+  local by_op = { sum = {}, max = {}, min = {} }
+  for _, k in ipairs(names) do
+    local how = reduce[k]
+    local op = (how == "min" or how == "max") and how or "sum"
+    local list = by_op[op]
+    list[#list + 1] = k
+  end
+  local out = new_acc()
+  for _, op in ipairs { "sum", "max", "min" } do   -- the same order on every rank
+    local list = by_op[op]
+    if #list > 0 then
+      local none = op == "max" and -math.huge or op == "min" and math.huge or 0
+      local vals = {}
+      for _, k in ipairs(list) do
+        vals[#vals + 1] = acc.sum[k] or none
+        if op == "sum" then vals[#vals + 1] = acc.weight[k] or 0 end
+      end
+      local total = dist.all_reduce(ft.tensor(vals, { dtype = "float64" }), { op = op }):totable()
+      for i, k in ipairs(list) do
+        if op == "sum" then
+          out.sum[k] = total[2 * i - 1]
+          if reduce[k] ~= "sum" then out.weight[k] = total[2 * i] end
+        elseif total[i] ~= none then
+          out.sum[k] = total[i]
+        end
+      end
+    end
+  end
+  return out
+end
+
+--- trainer.data_parallel(where, model, flag) -> net, shared: how a trainer's model trains
+-- across ranks. With flag (default true) under mpirun (ft.dist.world_size() > 1), net is
+-- ft.dist.DataParallel(model) and shared is true: every rank is handed the same batches and
+-- trains on its share of each one's rows (see Trainer:step); otherwise net is model itself.
+function M.data_parallel(where, model, flag)
+  flag = check.boolean(where, "data_parallel", flag, true)
+  if flag and ft.dist.world_size() > 1 then return ft.dist.DataParallel(model), true end
+  return model, false
+end
+
+-- This rank's rows of a checked batch (ft.dist.shard's strided share), with size = their count.
+local function my_rows(where, b, unit)
+  local world = ft.dist.world_size()
+  if b.size < world then
+    error(("%s: a batch of %d %s leaves some of the %d ranks nothing: each rank trains on its share of every "
+      .. "batch, so give at least %d per batch (or data_parallel = false)"):format(where, b.size, unit, world,
+      world), 0)
+  end
+  local mine, n = ft.dist.shard(b)
+  mine.size = n
+  return mine
 end
 
 local function set_train(model)
@@ -551,31 +635,46 @@ end
 -- of the batch's rows, so that the update is the whole batch's): the class's metrics averaged
 -- over the batch, loss, grad_norm (before clipping, nil without clipping) and the batch's rows
 -- under the class's unit (pairs = B, or examples = B). Also appended to trainer.history.
+-- Shared between ranks (mpirun, data_parallel), every rank is handed the same batch and takes
+-- its rows (ft.dist.shard's), cuts them into the micro-batches and weighs each by world size x
+-- its share of the batch's rows, since DataParallel averages the gradients: the update and
+-- the metrics (summed over the ranks) are those of one process on the whole batch.
 function Trainer:step(batch)
   local b = self:read(batch)
+  local rows = b.size
+  local world = self.shared and ft.dist.world_size() or 1
+  if self.shared then b = my_rows(self.where, b, self.unit) end
   local context = self:prepare(b)
-  local parts, sizes = M.split_rows(b, self.accumulation, self.where, self.unit)
+  local parts, sizes = M.split_rows(b, self.accumulation, self.where,
+    self.shared and (self.unit .. " of this rank's share") or self.unit)
   local acc = new_acc()
   set_train(self.model)
   local norm = M.update(self.optimizer, self.scheduler, self.max_grad_norm, function()
     for i, part in ipairs(parts) do
-      local loss, m, weights = self:loss(part, context)
-      m.loss = loss:item()
-      accumulate(acc, self.REDUCE, m, sizes[i], weights)
-      ;(loss * (sizes[i] / b.size)):backward()
+      local function run()
+        local loss, m, weights = self:loss(part, context)
+        m.loss = loss:item()
+        accumulate(acc, self.REDUCE, m, sizes[i], weights)
+        -- DataParallel averages over the ranks: world * (share of the batch) sums to the batch's
+        ;(loss * (world * sizes[i] / rows)):backward()
+      end
+      if self.shared and i < #parts then self.net:no_sync(run) else run() end
     end
   end)
+  if self.shared then acc = across_ranks(acc, self.REDUCE) end
   local out = averaged(acc)
   self:finish(out)
   out.grad_norm = norm
-  out[self.unit] = b.size
+  out[self.unit] = rows
   self.history[#self.history + 1] = out
   return out
 end
 
 --- trainer:evaluate(batches) -> metrics: the step's metrics (without grad_norm) averaged over
 -- every row of batches (an array, a loader or a function), each batch whole, in eval mode without
--- a graph and without an update; the class's unit (pairs or examples) = how many rows.
+-- a graph and without an update; the class's unit (pairs or examples) = how many rows. Shared
+-- between ranks, each evaluates its rows of every batch (a batch smaller than the world: rank
+-- 0 alone) and the metrics are summed over the ranks.
 function Trainer:evaluate(batches)
   local acc, n = new_acc(), 0
   local model = self.model
@@ -585,14 +684,23 @@ function Trainer:evaluate(batches)
   local ok, err = pcall(ft.no_grad, function()
     for batch in each_batch(self.where, batches) do
       local b = self:read(batch)
-      local loss, m, weights = self:loss(b, self:prepare(b))
-      m.loss = loss:item()
-      accumulate(acc, self.REDUCE, m, b.size, weights)
       n = n + b.size
+      -- shared: each rank its share; a batch smaller than the world is rank 0's alone
+      local alone = self.shared and b.size < ft.dist.world_size()
+      if self.shared and not alone then b = my_rows(self.where, b, self.unit) end
+      if not alone or ft.dist.is_main() then
+        self._alone = alone
+        local loss, m, weights = self:loss(b, self:prepare(b))
+        self._alone = nil
+        m.loss = loss:item()
+        accumulate(acc, self.REDUCE, m, b.size, weights)
+      end
     end
   end)
+  self._alone = nil
   if module then model:train(was) end
   if not ok then error(err, 0) end
+  if self.shared then acc = across_ranks(acc, self.REDUCE) end
   if n == 0 then error(("%s: evaluate's batches yielded no %s"):format(self.where, self.unit), 0) end
   local out = averaged(acc)
   self:finish(out)
@@ -723,7 +831,7 @@ local REFERENCE_FREE = { simpo = true, orpo = true }
 local DEFAULT_BETA = { simpo = 2.0 }
 
 local TRAINER_OPTIONS = { "loss_type", "beta", "label_smoothing", "gamma", "cpo_alpha", "ref_model", "reference",
-  "gradient_accumulation_steps", "disable_dropout" }
+  "gradient_accumulation_steps", "disable_dropout", "data_parallel" }
 for _, k in ipairs(M.OPTIMIZER_OPTIONS) do TRAINER_OPTIONS[#TRAINER_OPTIONS + 1] = k end
 
 local DPOTrainer = M.class("pairs")
@@ -737,9 +845,11 @@ local DPOTrainer = M.class("pairs")
 -- parameters) or optimizer, scheduler, max_grad_norm (1.0; false: none);
 -- gradient_accumulation_steps (1: each batch is cut into that many micro-batches, one backward
 -- each, one update per batch); disable_dropout (true, as TRL: sets every Dropout of the policy
--- and ref_model to p = 0). step, evaluate and fit are Trainer's (unit "pairs"). Fields: policy
--- (= model), optimizer, scheduler, reference_kind ("adapters", "model", "store" or "none"),
--- history (the metrics of every step).
+-- and ref_model to p = 0); data_parallel (true: under mpirun the ranks share every batch, see
+-- Trainer:step). step, evaluate and fit are Trainer's (unit "pairs"). Fields: policy (= model),
+-- net (what runs the policy's forward: ft.dist.DataParallel(policy) when shared), optimizer,
+-- scheduler, reference_kind ("adapters", "model", "store" or "none"), history (the metrics of
+-- every step).
 M.DPOTrainerClass = DPOTrainer
 
 local function new_dpo(where, policy, opts)
@@ -788,8 +898,10 @@ local function new_dpo(where, policy, opts)
   end
   local opt, sched, clip = M.optimizer_of(where, policy, opts)
   if disable then M.disable_dropout(policy, ref) end
+  local net, shared = M.data_parallel(where, policy, opts.data_parallel)
   return setmetatable({
-    where = where, policy = policy, model = policy, optimizer = opt, scheduler = sched, max_grad_norm = clip,
+    where = where, policy = policy, model = policy, net = net, shared = shared, optimizer = opt, scheduler = sched,
+    max_grad_norm = clip,
     loss_type = loss_type, beta = beta, label_smoothing = e, gamma = gamma, cpo_alpha = cpo_alpha,
     accumulation = accum, reference_kind = kind, ref_model = ref, reference = store, history = {},
   }, DPOTrainer)
@@ -818,21 +930,35 @@ function DPOTrainer:reference_logps(b)
     M.live_reference_logps(self.policy, self.ref_model, b.rejected_ids, b.rejected_mask, b.rejected_attention_mask)
 end
 
---- trainer:loss(batch) -> loss (with the policy's graph), metrics of a checked batch
+--- trainer:prepare(batch) -> {tokens =, rows =} for orpo, and simpo with cpo_alpha > 0: the
+-- chosen completions' tokens and the rows of the whole batch (over every rank when shared), so
+-- that the micro-batches' NLL terms add up to the whole batch's mean per token; nil otherwise.
+function DPOTrainer:prepare(b)
+  if self.loss_type ~= "orpo" and not (self.loss_type == "simpo" and (self.cpo_alpha or 0) > 0) then return nil end
+  local mask = b.chosen_mask
+  local tokens, rows = self:sum_across({ mask:narrow(2, 2, mask:size(2) - 1):float():sum():item(), b.size })
+  return { tokens = tokens, rows = rows }
+end
+
+--- trainer:loss(batch [, context]) -> loss (with the policy's graph), metrics of a checked batch
 -- (read_batch): the policy's log-probs, the reference's, and the trainer's loss: loss,
 -- rewards_chosen, rewards_rejected, rewards_accuracies, rewards_margins, logps_chosen,
--- logps_rejected (TRL's, "/" written "_"; simpo and orpo add theirs).
-function DPOTrainer:loss(b)
-  local pc, nc = logps_mod.logps(self.policy, b.chosen_ids, b.chosen_mask, { attention_mask = b.chosen_attention_mask })
-  local pr, nr = logps_mod.logps(self.policy, b.rejected_ids, b.rejected_mask,
+-- logps_rejected (TRL's, "/" written "_"; simpo and orpo add theirs). With prepare's context,
+-- the chosen NLL is this batch's share of the whole batch's, scaled by rows / its rows (the
+-- trainer weighs each part by its rows).
+function DPOTrainer:loss(b, context)
+  local pc, nc = logps_mod.logps(self.net, b.chosen_ids, b.chosen_mask, { attention_mask = b.chosen_attention_mask })
+  local pr, nr = logps_mod.logps(self.net, b.rejected_ids, b.rejected_mask,
     { attention_mask = b.rejected_attention_mask })
   local lt = self.loss_type
+  local nll = context and -pc:sum() * (context.rows / (b.size * math.max(context.tokens, 1))) or nil
   if lt == "simpo" then
     return losses.simpo.simpo_loss { policy_chosen = pc, policy_rejected = pr, chosen_tokens = nc, rejected_tokens = nr,
-      beta = self.beta, gamma = self.gamma, label_smoothing = self.label_smoothing, cpo_alpha = self.cpo_alpha }
+      beta = self.beta, gamma = self.gamma, label_smoothing = self.label_smoothing, cpo_alpha = self.cpo_alpha,
+      nll = nll }
   elseif lt == "orpo" then
     return losses.orpo.orpo_loss { policy_chosen = pc, policy_rejected = pr, chosen_tokens = nc, rejected_tokens = nr,
-      beta = self.beta }
+      beta = self.beta, nll = nll }
   end
   local rc, rr = self:reference_logps(b)
   return losses.dpo.dpo_loss { policy_chosen = pc, policy_rejected = pr, ref_chosen = rc, ref_rejected = rr,
