@@ -8,7 +8,7 @@ PREFIX ?= /usr/local
 # Debian packages: to build and run / to run the tests / to regenerate fixtures and benchmark.
 PACKAGES = build-essential cmake pkg-config lua5.4 liblua5.4-dev libopenblas-openmp-dev libhdf5-dev \
            libpng-dev zlib1g-dev libreadline-dev libcjson-dev libonig-dev libutf8proc-dev libopenmpi-dev openmpi-bin \
-           lua-argparse dataset-fashion-mnist fortunes
+           libdnnl-dev lua-argparse dataset-fashion-mnist fortunes
 TEST_PACKAGES = lua-busted tmux python3-h5py luarocks
 DEV_PACKAGES = python3-torch python3-h5py hdf5-tools nodejs
 

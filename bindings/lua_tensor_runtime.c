@@ -1,11 +1,12 @@
 #define _POSIX_C_SOURCE 200809L /* fileno, isatty */
 
 /* The runtime from Lua: the seeded generator (manual_seed, its state for checkpoints),
- * threads, the tensor memory counters and the cache, and the small host helpers the Lua
- * half needs (isatty, a monotonic clock). */
+ * threads, the tensor memory counters and the cache, the kernels in use, and the small host
+ * helpers the Lua half needs (isatty, a monotonic clock). */
 #include <time.h>
 #include <unistd.h>
 
+#include "ft/ops.h"
 #include "ft/runtime.h"
 #include "ftl.h"
 
@@ -81,6 +82,24 @@ static int l_empty_cache(lua_State *L) {
     return 0;
 }
 
+/* ft.kernels() -> {blas =, blas_config =, conv =, dnnl_isa =}: OpenBLAS's core and config, the
+ * convolution path, oneDNN's instruction set (ft/help/builtins.lua documents it). */
+static int l_kernels(lua_State *L) {
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, ft_blas_core());
+    lua_setfield(L, -2, "blas");
+    lua_pushstring(L, ft_blas_config());
+    lua_setfield(L, -2, "blas_config");
+    lua_pushstring(L, ft_conv_path_name());
+    lua_setfield(L, -2, "conv");
+    const char *isa = ft_conv_dnnl_isa();
+    if (isa) {
+        lua_pushstring(L, isa);
+        lua_setfield(L, -2, "dnnl_isa");
+    }
+    return 1;
+}
+
 static const luaL_Reg functions[] = {
     {"manual_seed", l_manual_seed},
     {"set_num_threads", l_set_num_threads},
@@ -93,6 +112,7 @@ static const luaL_Reg functions[] = {
     {"peak_bytes", l_peak_bytes},
     {"reset_peak_bytes", l_reset_peak_bytes},
     {"empty_cache", l_empty_cache},
+    {"kernels", l_kernels},
     {NULL, NULL},
 };
 

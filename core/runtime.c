@@ -9,8 +9,13 @@
 #include "ft/runtime.h"
 #include "ft/tensor.h"
 
-/* OpenBLAS's own setter; declared here so the core does not depend on its headers. */
+/* OpenBLAS's own setter and queries; declared here so the core does not depend on its headers. */
 extern void openblas_set_num_threads(int num_threads);
+extern char *openblas_get_corename(void);
+extern char *openblas_get_config(void);
+
+const char *ft_blas_core(void) { return openblas_get_corename(); }
+const char *ft_blas_config(void) { return openblas_get_config(); }
 
 static int num_threads = 0;
 

@@ -15,14 +15,25 @@
  * side than one at a time on all cores. Small images are grouped into one product,
  * large ones cut into row tiles (see make_plan). With fewer images than threads the
  * images run one after another and OpenBLAS threads each product. A 1x1 convolution
- * with stride 1 and no padding uses the input as its column matrix. */
+ * with stride 1 and no padding uses the input as its column matrix.
+ *
+ * Built with oneDNN (FT_HAVE_DNNL), convolutions run on its JIT kernels instead
+ * (conv_dnnl.c) except where this lowering is faster; it stays as the fallback too:
+ * FT_CONV=gemm selects it, and it takes the geometries oneDNN has no kernel for (see
+ * "choosing the path" below). */
 #include <cblas.h>
 #include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ft/autograd.h"
 #include "ft/ops.h"
+
+#ifdef FT_HAVE_DNNL
+#include "conv_dnnl.h"
+#endif
 
 typedef struct {
     int64_t n, c, h, w;     /* input [N,C,H,W] */
@@ -34,6 +45,69 @@ typedef struct {
     int64_t p;              /* columns: oH*oW */
     int direct;             /* 1x1, stride 1, no padding: input plane == column matrix */
 } conv_geom;
+
+/* ---- choosing the path -------------------------------------------------------- */
+
+/* FT_CONV picks the implementation: unset (or empty), oneDNN where it is the faster one
+ * (dnnl_takes) when built with it, else the im2col lowering; "gemm" forces the lowering,
+ * "dnnl" oneDNN for every geometry it has kernels for. Read once, at the first convolution;
+ * a bad value fails every convolution with a message naming the variable. */
+typedef enum { PATH_GEMM, PATH_AUTO, PATH_DNNL, PATH_BAD } conv_path;
+static conv_path chosen_path;
+static char path_error[160];
+static pthread_once_t path_once = PTHREAD_ONCE_INIT;
+
+static void read_path(void) {
+    const char *v = getenv("FT_CONV");
+#ifdef FT_HAVE_DNNL
+    chosen_path = PATH_AUTO;
+#else
+    chosen_path = PATH_GEMM;
+#endif
+    if (!v || !*v) return;
+    if (strcmp(v, "gemm") == 0) {
+        chosen_path = PATH_GEMM;
+    } else if (strcmp(v, "dnnl") == 0) {
+        chosen_path = PATH_DNNL;
+#ifndef FT_HAVE_DNNL
+        chosen_path = PATH_BAD;
+        snprintf(path_error, sizeof path_error,
+                 "FT_CONV=dnnl, but this build has no oneDNN (rebuild with libdnnl-dev and FT_DNNL on)");
+#endif
+    } else {
+        chosen_path = PATH_BAD;
+        snprintf(path_error, sizeof path_error, "FT_CONV=%.64s is not one of gemm, dnnl", v);
+    }
+}
+
+/* The path for convolutions, or -1 with the error set when FT_CONV is bad. */
+static int conv_path_get(conv_path *p, const char *op) {
+    pthread_once(&path_once, read_path);
+    if (chosen_path == PATH_BAD) {
+        ft_set_error("%s: %s", op, path_error);
+        return -1;
+    }
+    *p = chosen_path;
+    return 0;
+}
+
+const char *ft_conv_path_name(void) {
+    pthread_once(&path_once, read_path);
+    switch (chosen_path) {
+    case PATH_GEMM: return "gemm";
+    case PATH_AUTO: return "auto";
+    case PATH_DNNL: return "dnnl";
+    default: return "invalid";
+    }
+}
+
+const char *ft_conv_dnnl_isa(void) {
+#ifdef FT_HAVE_DNNL
+    return conv_dnnl_isa();
+#else
+    return NULL;
+#endif
+}
 
 /* Output columns ow in [*lo, *hi) read input column ow*stride + off inside [0, size). */
 static void valid_range(int64_t off, int64_t stride, int64_t size, int64_t n_out,
@@ -284,6 +358,54 @@ static int conv2d_forward(const conv_geom *g, const float *x, const float *w, co
     return 0;
 }
 
+/* ---- oneDNN -------------------------------------------------------------------- */
+
+#ifdef FT_HAVE_DNNL
+static conv_dnnl_geom dnnl_geom(const conv_geom *g) {
+    return (conv_dnnl_geom){g->n, g->c, g->h, g->w, g->o, g->kh, g->kw, g->oh, g->ow,
+                            g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->groups};
+}
+
+/* True when oneDNN takes g on `path`: every non-empty geometry when forced; by default not
+ * where the lowering measured faster (ResNet shapes, AVX-512, 2 threads), because oneDNN's
+ * reorders to and from its blocked layout outweigh its faster kernels: 1x1 convolutions (a
+ * plain sgemm here, no im2col) and ungrouped ones with few input channels (a stem on 1..8
+ * channels). */
+static bool dnnl_takes(conv_path path, const conv_geom *g) {
+    if (g->n == 0 || path == PATH_GEMM) return false;
+    if (path == PATH_DNNL) return true;
+    if (g->kh == 1 && g->kw == 1) return false;
+    return g->groups > 1 || g->c >= 16;
+}
+
+/* gb[o] = sum over images and pixels of gy[n, o, :]: the bias gradient alone. */
+static void bias_grad(const conv_geom *g, const float *gy, float *gb) {
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < g->o; o++) {
+        float s = 0.0f;
+        for (int64_t n = 0; n < g->n; n++) {
+            const float *r = gy + (n * g->o + o) * g->p;
+#pragma omp simd reduction(+ : s)
+            for (int64_t i = 0; i < g->p; i++) s += r[i];
+        }
+        gb[o] = s;
+    }
+}
+#endif
+
+/* The forward on the chosen path (the lowering where oneDNN has no kernel for g). */
+static int run_forward(conv_path path, const conv_geom *g, const float *x, const float *w,
+                       const float *bias, float *y) {
+#ifdef FT_HAVE_DNNL
+    if (dnnl_takes(path, g)) {
+        conv_dnnl_geom dg = dnnl_geom(g);
+        int rc = conv_dnnl_forward(&dg, x, w, bias, y);
+        if (rc != CONV_DNNL_UNSUPPORTED) return rc;
+    }
+#endif
+    return conv2d_forward(g, x, w, bias, y);
+}
+
 /* ---- backward ----------------------------------------------------------------- */
 
 /* node->i: [0..3] N,C,H,W  [4..6] O,kH,kW  [7..8] oH,oW  [9..14] sh,sw,ph,pw,dh,dw  [15] groups */
@@ -324,6 +446,25 @@ static int conv2d_backward(ft_node *nd, const ft_tensor *grad_output, ft_tensor 
     if (need_x && !(gx_t = ft_empty(xshape, 4, FT_FLOAT32))) goto fail;
     if (need_w && !(gw_t = ft_empty(wshape, 4, FT_FLOAT32))) goto fail;
     if (need_b && !(gb_t = ft_empty(&g.o, 1, FT_FLOAT32))) goto fail;
+
+    conv_path path;
+    if (conv_path_get(&path, "conv2d backward") < 0) goto fail;
+#ifdef FT_HAVE_DNNL
+    if (dnnl_takes(path, &g)) {
+        /* the three gradients; any geometry oneDNN refuses goes to the lowering below as a
+         * whole, which overwrites whatever was written here */
+        conv_dnnl_geom dg = dnnl_geom(&g);
+        int rc = CONV_DNNL_OK;
+        if (need_x || need_w)
+            rc = conv_dnnl_backward(&dg, need_w ? ft_f32(nd->saved[0]) : NULL,
+                                    need_x ? ft_f32(nd->saved[1]) : NULL, go,
+                                    need_x ? ft_f32(gx_t) : NULL, need_w ? ft_f32(gw_t) : NULL,
+                                    need_w && need_b ? ft_f32(gb_t) : NULL);
+        if (rc == CONV_DNNL_OK && need_b && !need_w) bias_grad(&g, go, ft_f32(gb_t));
+        if (rc == CONV_DNNL_ERROR) goto fail;
+        if (rc == CONV_DNNL_OK) goto done;
+    }
+#endif
 
     conv_plan pl = make_plan(&g);
     /* per thread: column buffer, grad_y gather buffer, grad_w and grad_b partial sums */
@@ -430,6 +571,9 @@ static int conv2d_backward(ft_node *nd, const ft_tensor *grad_output, ft_tensor 
             for (int64_t o = 0; o < g.o; o++) gb[o] += part[o];
         }
     }
+#ifdef FT_HAVE_DNNL
+done:
+#endif
     ft_release(go_t);
     grad_inputs[0] = gx_t;
     grad_inputs[1] = gw_t;
@@ -547,13 +691,14 @@ ft_tensor *ft_conv2d(const ft_tensor *x, const ft_tensor *w, const ft_tensor *b,
         return y;
     }
     conv_geom g;
-    if (check_args(x, w, b, &o, &g) < 0) return NULL;
+    conv_path path;
+    if (check_args(x, w, b, &o, &g) < 0 || conv_path_get(&path, "conv2d") < 0) return NULL;
 
     int64_t yshape[4] = {g.n, g.o, g.oh, g.ow};
     ft_tensor *xc = ft_contiguous(x), *wc = ft_contiguous(w), *bc = b ? ft_contiguous(b) : NULL;
     ft_tensor *y = ft_empty(yshape, 4, FT_FLOAT32);
     if (!xc || !wc || (b && !bc) || !y) goto fail;
-    if (g.n > 0 && conv2d_forward(&g, ft_f32(xc), ft_f32(wc), bc ? ft_f32(bc) : NULL, ft_f32(y)) < 0)
+    if (g.n > 0 && run_forward(path, &g, ft_f32(xc), ft_f32(wc), bc ? ft_f32(bc) : NULL, ft_f32(y)) < 0)
         goto fail;
 
     if (ft_grad_needed3(x, w, b)) {

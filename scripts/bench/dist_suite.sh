@@ -101,14 +101,7 @@ have_torch=0
 
 # The machine: OpenBLAS's kernels (asked of the library itself, which ftlua links too),
 # the load, the versions.
-blas=$("$torch_python" - <<'EOF' 2>/dev/null || echo "unknown|unknown"
-import ctypes
-lib = ctypes.CDLL("libopenblas.so.0")
-lib.openblas_get_corename.restype = ctypes.c_char_p
-lib.openblas_get_config.restype = ctypes.c_char_p
-print(lib.openblas_get_corename().decode() + "|" + lib.openblas_get_config().decode())
-EOF
-)
+blas=$(openblas_kernels)
 ft_blas=$(ldd "$ftlua" 2>/dev/null | awk '/libopenblas/ { print $3; exit }')
 torch_version=none
 [ "$have_torch" = 1 ] && torch_version=$("$torch_python" -c "import torch; print(torch.__version__)")

@@ -5,14 +5,17 @@ The model is GPT-2 (HF GPT2LMHeadModel's numerics) at the gpt-s preset: vocab 25
 width 384, 6 heads, context 256, pre-LN blocks, tanh GELU, causal attention scaled by
 1/sqrt(head_dim), tied lm_head. Written out with nn.Linear / nn.LayerNorm / nn.GELU and
 explicit attention math (torch 1.13 has no F.scaled_dot_product_attention). Dropout 0.
-A step is forward + mean cross-entropy against the next bytes + backward + AdamW step.
+A step is forward + mean cross-entropy against the next bytes + backward + AdamW step. With
+--lora R every projection of the blocks gets PEFT's LoRA (rank R, alpha 2R, B zero, A Kaiming-
+uniform) and only the adapters train.
 
     /usr/bin/python3 scripts/bench/gpt_s_step_torch.py --threads 2
 
-The last line is machine-readable: RESULT tokens_per_sec=<n> ms_per_step=<ms>
+The last line is machine-readable: RESULT tokens_per_sec=<n> ms_per_step=<ms> peak_rss_mb=<MiB>
 """
 import math
 import os
+import resource
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -27,6 +30,7 @@ def parse_args():
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--lora", type=positive_int, default=None, help="LoRA rank (default: full fine-tuning)")
     return parser.parse_args()
 
 
@@ -96,12 +100,41 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
+class LoRALinear(nn.Module):
+    """PEFT's LoRA on a frozen nn.Linear: base(x) + B(A(x)) * alpha / r."""
+
+    def __init__(self, base, r, alpha):
+        super().__init__()
+        self.base = base
+        self.lora_A = nn.Linear(base.in_features, r, bias=False)
+        self.lora_B = nn.Linear(r, base.out_features, bias=False)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+        self.scaling = alpha / r
+
+    def forward(self, x):
+        return self.base(x) + self.lora_B(self.lora_A(x)) * self.scaling
+
+
+def add_lora(model, r):
+    """Freezes model and wraps c_attn, both c_proj and the MLP's first projection (c_fc)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for block in model.h:
+        block.attn.c_attn = LoRALinear(block.attn.c_attn, r, 2 * r)
+        block.attn.c_proj = LoRALinear(block.attn.c_proj, r, 2 * r)
+        block.mlp[0] = LoRALinear(block.mlp[0], r, 2 * r)
+        block.mlp[2] = LoRALinear(block.mlp[2], r, 2 * r)
+
+
 def main(args):
     start(args.threads, args.seed)
     B, T = args.batch_size, args.context
     model = GPT(n_positions=max(T, 256))
+    if args.lora:
+        add_lora(model, args.lora)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.1)
     w = torch.randint(0, 256, (B, T + 1))
     x, y = w[:, :T].contiguous(), w[:, 1:].contiguous()
 
@@ -114,14 +147,18 @@ def main(args):
         return loss.item()
 
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"PyTorch {torch.__version__} GPT-S: {n_params} parameters, batch {B} x context {T}, "
-          f"{torch.get_num_threads()} threads")
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lora = f", LoRA r {args.lora}" if args.lora else ""
+    print(f"PyTorch {torch.__version__} GPT-S: {n_params} parameters ({n_train} training{lora}), batch {B} x "
+          f"context {T}, {torch.get_num_threads()} threads")
     times, loss = time_steps(step, args.warmup, args.steps)
     total = sum(times)
     median = sorted(times)[(len(times) - 1) // 2]
     print(f"{args.steps} steps: mean {1000 * total / args.steps:.1f} ms/step, median {1000 * median:.1f} ms/step, "
           f"{B * T * args.steps / total:.0f} tokens/s (loss {loss:.3f})")
-    print(f"RESULT tokens_per_sec={B * T * args.steps / total:.1f} ms_per_step={1000 * total / args.steps:.1f}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024    # KiB on Linux
+    print(f"RESULT tokens_per_sec={B * T * args.steps / total:.1f} ms_per_step={1000 * total / args.steps:.1f} "
+          f"peak_rss_mb={peak:.0f}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@
 -- scripts/bench/qwen_lora_step_torch.py is the same step in PyTorch (the Qwen shape, float32).
 -- Warm-up steps are not timed. The last line is machine-readable:
 -- RESULT tokens_per_sec=<n> ms_per_step=<ms> peak_rss_mb=<MiB> build_s=<s> weight_mb=<MiB>
+-- gflops=<the step's matrix-product work per second>
 local ft = require "ft"
 local argparse = require "argparse"
 
@@ -153,8 +154,29 @@ for name, p in model:named_parameters() do
   end
 end
 local adapter_b = 4 * n_trainable
-print(("loss %.4f, median step %.1f ms, %.1f tokens/s, peak RSS %.0f MiB, RSS now %.0f MiB, weights %.0f MiB")
-  :format(loss, 1000 * median, T / median, peak_rss_mb(), rss_after, mib(ft.quant.nbytes(model))))
+
+-- The step's matrix-product work (multiply-adds x 2), from the shape: forward, every frozen
+-- projection and lm_head once more for its input gradient (frozen weights get none),
+-- attention's two products forward and four backward (full T x T, as computed), and each
+-- adapter's two small products three times (forward, input and weight gradients).
+local function step_gflop()
+  local h, i, V, L = config.hidden_size, config.intermediate_size, config.vocab_size, layers
+  local kv = config.num_key_value_heads * (h // config.num_attention_heads)
+  local proj = { q_proj = { h, h }, k_proj = { h, kv }, v_proj = { h, kv }, o_proj = { h, h }, gate_proj = { h, i },
+    up_proj = { h, i }, down_proj = { i, h } }
+  local dense, lora = h * V, 0
+  for _, name in ipairs(targets) do
+    local io = proj[name]
+    dense = dense + L * io[1] * io[2]
+    lora = lora + L * args.r * (io[1] + io[2])
+  end
+  local attention = L * 2 * T * T * h
+  return 2 * (2 * T * dense + 3 * attention + 3 * T * lora) / 1e9
+end
+local gflop = step_gflop()
+print(("loss %.4f, median step %.1f ms, %.1f tokens/s, %.1f GFLOP a step at %.1f GFLOP/s, peak RSS %.0f MiB, RSS "
+  .. "now %.0f MiB, weights %.0f MiB"):format(loss, 1000 * median, T / median, gflop, gflop / median, peak_rss_mb(),
+  rss_after, mib(ft.quant.nbytes(model))))
 print("memory (MiB):")
 print(("  weights: quantised %.0f (%d layers' projections, %.3f bytes a weight), embedding %.0f%s, lm_head %.0f, "
   .. "other weights %.0f"):format(mib(mem.quantized_bytes), #ft.quant.modules(model), mem.bytes_per_param,
@@ -165,5 +187,5 @@ print(("  live tensors: %.0f held between steps, peak %.0f in a step (%.0f above
   .. "gradient)"):format(mib(held), mib(step_peak), mib(step_peak - held)))
 print(("  RSS: %.0f after the build (peak %.0f), %.0f after the steps, %.0f with the allocator cache emptied; "
   .. "peak %.0f"):format(rss_built, hwm_built, rss_after, rss_uncached, peak_rss_mb()))
-print(("RESULT tokens_per_sec=%.2f ms_per_step=%.1f peak_rss_mb=%.0f build_s=%.2f weight_mb=%.0f"):format(T / median,
-  1000 * median, peak_rss_mb(), build_s, mib(ft.quant.nbytes(model))))
+print(("RESULT tokens_per_sec=%.2f ms_per_step=%.1f peak_rss_mb=%.0f build_s=%.2f weight_mb=%.0f gflops=%.1f")
+  :format(T / median, 1000 * median, peak_rss_mb(), build_s, mib(ft.quant.nbytes(model)), gflop / median))

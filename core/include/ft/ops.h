@@ -82,6 +82,11 @@ ft_tensor *ft_gather(const ft_tensor *a, int dim, const ft_tensor *index);
 typedef struct { int stride[2], padding[2], dilation[2], groups; } ft_conv2d_opts;
 /* x [N,C,H,W], w [O, C/groups, kH, kW], b [O] or NULL. */
 ft_tensor *ft_conv2d(const ft_tensor *x, const ft_tensor *w, const ft_tensor *b, ft_conv2d_opts o);
+/* The convolution path FT_CONV chose: "auto" (oneDNN where it is faster, the im2col lowering
+ * elsewhere), "gemm", "dnnl", or "invalid" (a bad FT_CONV: every convolution fails). */
+const char *ft_conv_path_name(void);
+/* The instruction set of oneDNN's kernels on this CPU, or NULL in a build without oneDNN. */
+const char *ft_conv_dnnl_isa(void);
 typedef struct { int kernel[2], stride[2], padding[2]; bool ceil_mode; bool count_include_pad; } ft_pool2d_opts;
 ft_tensor *ft_max_pool2d(const ft_tensor *x, ft_pool2d_opts o);
 ft_tensor *ft_avg_pool2d(const ft_tensor *x, ft_pool2d_opts o);

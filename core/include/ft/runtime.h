@@ -10,6 +10,10 @@
  * error (and no change) for n > FT_MAX_THREADS. */
 int ft_set_num_threads(int n);
 int ft_get_num_threads(void);
+/* OpenBLAS's kernels ("Haswell", "SkylakeX" ...: picked by cpuid, or OPENBLAS_CORETYPE) and
+ * its build configuration. */
+const char *ft_blas_core(void);
+const char *ft_blas_config(void);
 
 /* One global generator (xoshiro256**): same seed + same calls = same numbers. */
 void ft_manual_seed(uint64_t seed);

@@ -10,6 +10,8 @@
 #   use_threads N         runs both sides on N OpenMP threads, waiting passively
 #   result KEY LOG        the number of KEY=<n> on LOG's last RESULT line; exits 1 when there is
 #                         none (in `x=$(result ...)`, set -e then stops the script)
+#   openblas_kernels      prints "<corename>|<config>" of the OpenBLAS both sides load (asked of
+#                         the library itself), "unknown|unknown" when it cannot be asked
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
@@ -54,3 +56,13 @@ result() {
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+
+openblas_kernels() {
+  "$torch_python" - <<'EOF' 2>/dev/null || echo "unknown|unknown"
+import ctypes
+lib = ctypes.CDLL("libopenblas.so.0")
+lib.openblas_get_corename.restype = ctypes.c_char_p
+lib.openblas_get_config.restype = ctypes.c_char_p
+print(lib.openblas_get_corename().decode() + "|" + lib.openblas_get_config().decode())
+EOF
+}

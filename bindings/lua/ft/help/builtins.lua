@@ -103,6 +103,13 @@ ft.peak_bytes(): the most ft.live_bytes() reached since the last ft.reset_peak_b
 ft.reset_peak_bytes(): starts a new peak measurement at the current live bytes.]=] },
   { "ft.empty_cache", [=[
 ft.empty_cache(): returns the allocator's cached free blocks to the system.]=] },
+  { "ft.kernels", [=[
+ft.kernels() -> {blas =, blas_config =, conv =, dnnl_isa =}: the kernels this process runs:
+OpenBLAS's core ("Haswell", "SkylakeX", "Cooperlake" ...: chosen by cpuid, or
+OPENBLAS_CORETYPE) and build configuration; the convolution path ("auto": oneDNN where it is
+faster, im2col + OpenBLAS for 1x1 convolutions and stems; "gemm" or "dnnl" as FT_CONV forces;
+"invalid" for a bad FT_CONV, which every convolution then reports); oneDNN's instruction set
+("avx512_core_bf16", "avx2" ...; nil in a build without oneDNN).]=] },
   { "ft.check_options", [=[
 ft.check_options(where, opts, valid_names): opts (or {} for nil), after checking its keys.
 An unknown key is an error naming where, the key, the valid names and the nearest one:

@@ -1,0 +1,410 @@
+/* 2-D convolution on oneDNN's C API: forward, backward-data and backward-weights.
+ *
+ * oneDNN's JIT kernels (AVX-512 or AVX2, picked at run time) compute convolutions in blocked
+ * layouts (channels in blocks of 16 or 8). Our tensors stay NCHW, so each primitive is made
+ * with "any" layouts and reorders carry its tensors from and to NCHW; the blocked copies live
+ * in one workspace buffer kept between calls.
+ *
+ * Making a primitive descriptor and its JIT code costs milliseconds, so each (kind, geometry,
+ * thread count) keeps its primitive, reorders and memory objects in a small cache, the least
+ * recently used entry making room. The thread count is part of the key because oneDNN fixes
+ * how a kernel splits its work over threads when the kernel is made.
+ *
+ * One engine and one stream serve every call; a mutex serialises calls from several threads
+ * (the stream, the workspace and the cache are shared). */
+#include "conv_dnnl.h"
+
+#include <dnnl.h>
+#include <dnnl_debug.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ft/tensor.h"
+
+enum { FWD, FWD_BIAS, BWD_DATA, BWD_WEIGHTS, BWD_WEIGHTS_BIAS };
+static const char *const KIND_NAMES[] = {"forward", "forward", "backward-data", "backward-weights",
+                                         "backward-weights", "set-up"};
+enum { SETUP = 5 };
+
+#define CACHE_SIZE 64   /* a ResNet uses ~3 kinds x 10 geometries; eval batches add a few */
+#define MAX_ARGS 3      /* the large tensors of one primitive */
+
+/* One large tensor of a primitive: our NCHW memory and, when the primitive wants another
+ * layout, its own copy in the workspace plus the reorder between the two. */
+typedef struct {
+    int arg;                    /* DNNL_ARG_SRC, ... */
+    bool out;                   /* written by the primitive (reordered back after it) */
+    dnnl_memory_t user;         /* NCHW / OIHW, pointed at the caller's buffer per call */
+    dnnl_memory_t inner;        /* the primitive's layout; NULL when it is the user's */
+    dnnl_primitive_t reorder;   /* user -> inner for inputs, inner -> user for outputs */
+    size_t offset;              /* of inner's buffer in the workspace */
+} conv_arg;
+
+typedef struct {
+    bool used;
+    int kind, threads;
+    conv_dnnl_geom g;
+    uint64_t last_use;
+    dnnl_primitive_t prim;
+    conv_arg args[MAX_ARGS];
+    int nargs;
+    dnnl_memory_t bias;         /* bias or its gradient, plain [O]; NULL without */
+    dnnl_memory_t scratch;      /* the primitive's scratchpad in the workspace; NULL without */
+    size_t scratch_offset;
+    size_t ws_bytes;            /* workspace this entry needs */
+} conv_entry;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static dnnl_engine_t engine;
+static dnnl_stream_t stream;
+static conv_entry cache[CACHE_SIZE];
+static uint64_t use_clock;
+static void *workspace;
+static size_t workspace_len;
+
+static void entry_free(conv_entry *e) {
+    for (int i = 0; i < e->nargs; i++) {
+        conv_arg *a = &e->args[i];
+        if (a->reorder) dnnl_primitive_destroy(a->reorder);
+        if (a->inner) dnnl_memory_destroy(a->inner);
+        if (a->user) dnnl_memory_destroy(a->user);
+    }
+    if (e->bias) dnnl_memory_destroy(e->bias);
+    if (e->scratch) dnnl_memory_destroy(e->scratch);
+    if (e->prim) dnnl_primitive_destroy(e->prim);
+    memset(e, 0, sizeof *e);
+}
+
+/* At exit (or when the module is unloaded): every primitive, the engine and the workspace. */
+static void release_all(void) {
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < CACHE_SIZE; i++)
+        if (cache[i].used) entry_free(&cache[i]);
+    if (stream) dnnl_stream_destroy(stream);
+    if (engine) dnnl_engine_destroy(engine);
+    stream = NULL;
+    engine = NULL;
+    free(workspace);
+    workspace = NULL;
+    workspace_len = 0;
+    pthread_mutex_unlock(&lock);
+}
+
+/* Sets the error for a failed oneDNN call; returns CONV_DNNL_ERROR. */
+static int fail(dnnl_status_t st, int kind, const char *what) {
+    ft_set_error("conv2d: oneDNN %s: %s failed (%s)", KIND_NAMES[kind], what, dnnl_status2str(st));
+    return CONV_DNNL_ERROR;
+}
+
+static int init_engine(void) {
+    if (engine) return 0;
+    dnnl_status_t st = dnnl_engine_create(&engine, dnnl_cpu, 0);
+    if (st != dnnl_success) {
+        engine = NULL;
+        return fail(st, SETUP, "creating the CPU engine");
+    }
+    st = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+    if (st != dnnl_success) {
+        dnnl_engine_destroy(engine);
+        engine = NULL;
+        stream = NULL;
+        return fail(st, SETUP, "creating a stream");
+    }
+    atexit(release_all);
+    return 0;
+}
+
+/* ---- making a primitive ------------------------------------------------------------ */
+
+/* The plain (our) descriptors of src [N,C,H,W], weights [(G,) O/G, C/G, kH, kW] and
+ * dst [N,O,oH,oW]; with tag any instead, those the primitive may choose. */
+typedef struct { dnnl_memory_desc_t src, wei, dst, bias; } conv_mds;
+
+static dnnl_status_t make_mds(const conv_dnnl_geom *g, bool any, conv_mds *m) {
+    dnnl_dims_t src = {g->n, g->c, g->h, g->w}, dst = {g->n, g->o, g->oh, g->ow};
+    dnnl_dims_t wg = {g->groups, g->o / g->groups, g->c / g->groups, g->kh, g->kw};
+    dnnl_dims_t w1 = {g->o, g->c, g->kh, g->kw}, bias = {g->o};
+    bool grouped = g->groups > 1;
+    dnnl_status_t st;
+    if ((st = dnnl_memory_desc_init_by_tag(&m->src, 4, src, dnnl_f32, any ? dnnl_format_tag_any : dnnl_nchw)))
+        return st;
+    if ((st = dnnl_memory_desc_init_by_tag(&m->dst, 4, dst, dnnl_f32, any ? dnnl_format_tag_any : dnnl_nchw)))
+        return st;
+    if ((st = dnnl_memory_desc_init_by_tag(&m->wei, grouped ? 5 : 4, grouped ? wg : w1, dnnl_f32,
+                                           any ? dnnl_format_tag_any : grouped ? dnnl_goihw : dnnl_oihw)))
+        return st;
+    return dnnl_memory_desc_init_by_tag(&m->bias, 1, bias, dnnl_f32, dnnl_x);
+}
+
+/* Fills conv_arg a for argument `arg` whose plain layout is `plain` and whose layout in the
+ * primitive is `want`: a reorder when they differ, its buffer placed at *ws in the workspace. */
+static dnnl_status_t add_arg(conv_entry *e, int arg, bool out, const dnnl_memory_desc_t *plain,
+                             const dnnl_memory_desc_t *want, size_t *ws) {
+    conv_arg *a = &e->args[e->nargs++];
+    a->arg = arg;
+    a->out = out;
+    dnnl_status_t st = dnnl_memory_create(&a->user, plain, engine, DNNL_MEMORY_NONE);
+    if (st || dnnl_memory_desc_equal(plain, want)) return st;
+    if ((st = dnnl_memory_create(&a->inner, want, engine, DNNL_MEMORY_NONE))) return st;
+    dnnl_primitive_desc_t rpd;
+    st = out ? dnnl_reorder_primitive_desc_create(&rpd, want, engine, plain, engine, NULL)
+             : dnnl_reorder_primitive_desc_create(&rpd, plain, engine, want, engine, NULL);
+    if (st) return st;
+    st = dnnl_primitive_create(&a->reorder, rpd);
+    dnnl_primitive_desc_destroy(rpd);
+    a->offset = *ws;
+    *ws += (dnnl_memory_desc_get_size(want) + 63) & ~(size_t)63;
+    return st;
+}
+
+/* The operation descriptor of `kind` over the descriptors in m. */
+static dnnl_status_t op_desc(int kind, const conv_dnnl_geom *g, const conv_mds *m,
+                             dnnl_convolution_desc_t *cd) {
+    /* oneDNN counts dilation from 0; the right/bottom padding is the same as the left/top
+     * one (its output size formula floors as ours does) */
+    dnnl_dims_t strides = {g->sh, g->sw}, dil = {g->dh - 1, g->dw - 1}, pad = {g->ph, g->pw};
+    switch (kind) {
+    case FWD:
+    case FWD_BIAS:
+        return dnnl_dilated_convolution_forward_desc_init(
+            cd, dnnl_forward_training, dnnl_convolution_direct, &m->src, &m->wei,
+            kind == FWD_BIAS ? &m->bias : NULL, &m->dst, strides, dil, pad, pad);
+    case BWD_DATA:
+        return dnnl_dilated_convolution_backward_data_desc_init(cd, dnnl_convolution_direct, &m->src,
+                                                                &m->wei, &m->dst, strides, dil, pad, pad);
+    default:
+        return dnnl_dilated_convolution_backward_weights_desc_init(
+            cd, dnnl_convolution_direct, &m->src, &m->wei, kind == BWD_WEIGHTS_BIAS ? &m->bias : NULL,
+            &m->dst, strides, dil, pad, pad);
+    }
+}
+
+/* Makes entry e for `kind` and geometry g. Backward primitives need the forward one as a
+ * hint (it fixes the layouts they agree on); it is made here and dropped. */
+static int entry_make(conv_entry *e, int kind, const conv_dnnl_geom *g, int threads) {
+    e->used = true;
+    e->kind = kind;
+    e->threads = threads;
+    e->g = *g;
+    conv_mds plain, any;
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_desc_t pd = NULL, hint = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_status_t st;
+    const char *what = "describing the convolution";
+    if ((st = make_mds(g, false, &plain)) || (st = make_mds(g, true, &any))) goto fail;
+    what = "making the primitive";
+    if ((st = dnnl_primitive_attr_create(&attr))) goto fail;
+    if ((st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user))) goto fail;
+    if (kind != FWD && kind != FWD_BIAS) {
+        if ((st = op_desc(FWD, g, &any, &cd))) goto fail;
+        if ((st = dnnl_primitive_desc_create(&hint, &cd, NULL, engine, NULL))) goto fail;
+    }
+    if ((st = op_desc(kind, g, &any, &cd))) goto fail;
+    if ((st = dnnl_primitive_desc_create(&pd, &cd, attr, engine, hint))) goto fail;
+    if ((st = dnnl_primitive_create(&e->prim, pd))) goto fail;
+
+    what = "making the reorders";
+    size_t ws = 0;
+    const dnnl_memory_desc_t *q;
+#define WANT(query, index) (q = dnnl_primitive_desc_query_md(pd, query, index))
+    switch (kind) {
+    case FWD:
+    case FWD_BIAS:
+        if ((st = add_arg(e, DNNL_ARG_SRC, false, &plain.src, WANT(dnnl_query_src_md, 0), &ws))) goto fail;
+        if ((st = add_arg(e, DNNL_ARG_WEIGHTS, false, &plain.wei, WANT(dnnl_query_weights_md, 0), &ws))) goto fail;
+        if ((st = add_arg(e, DNNL_ARG_DST, true, &plain.dst, WANT(dnnl_query_dst_md, 0), &ws))) goto fail;
+        break;
+    case BWD_DATA:
+        if ((st = add_arg(e, DNNL_ARG_WEIGHTS, false, &plain.wei, WANT(dnnl_query_weights_md, 0), &ws))) goto fail;
+        if ((st = add_arg(e, DNNL_ARG_DIFF_DST, false, &plain.dst, WANT(dnnl_query_diff_dst_md, 0), &ws))) goto fail;
+        if ((st = add_arg(e, DNNL_ARG_DIFF_SRC, true, &plain.src, WANT(dnnl_query_diff_src_md, 0), &ws))) goto fail;
+        break;
+    default:
+        if ((st = add_arg(e, DNNL_ARG_SRC, false, &plain.src, WANT(dnnl_query_src_md, 0), &ws))) goto fail;
+        if ((st = add_arg(e, DNNL_ARG_DIFF_DST, false, &plain.dst, WANT(dnnl_query_diff_dst_md, 0), &ws))) goto fail;
+        if ((st = add_arg(e, DNNL_ARG_DIFF_WEIGHTS, true, &plain.wei, WANT(dnnl_query_diff_weights_md, 0), &ws)))
+            goto fail;
+        break;
+    }
+    if (kind == FWD_BIAS || kind == BWD_WEIGHTS_BIAS) {
+        /* the bias is plain [O] in every layout oneDNN picks for f32 */
+        const dnnl_memory_desc_t *bq = kind == FWD_BIAS ? WANT(dnnl_query_weights_md, 1)
+                                                        : WANT(dnnl_query_diff_weights_md, 1);
+        if (!bq || !dnnl_memory_desc_equal(bq, &plain.bias)) {
+            st = dnnl_unimplemented;
+            goto fail;
+        }
+        if ((st = dnnl_memory_create(&e->bias, &plain.bias, engine, DNNL_MEMORY_NONE))) goto fail;
+    }
+    const dnnl_memory_desc_t *sq = WANT(dnnl_query_scratchpad_md, 0);
+#undef WANT
+    size_t scratch_bytes = sq ? dnnl_memory_desc_get_size(sq) : 0;
+    if (scratch_bytes > 0) {
+        if ((st = dnnl_memory_create(&e->scratch, sq, engine, DNNL_MEMORY_NONE))) goto fail;
+        e->scratch_offset = ws;
+        ws += (scratch_bytes + 63) & ~(size_t)63;
+    }
+    e->ws_bytes = ws;
+    dnnl_primitive_desc_destroy(pd);
+    if (hint) dnnl_primitive_desc_destroy(hint);
+    dnnl_primitive_attr_destroy(attr);
+    return CONV_DNNL_OK;
+
+fail:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (hint) dnnl_primitive_desc_destroy(hint);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    entry_free(e);
+    if (st == dnnl_unimplemented) return CONV_DNNL_UNSUPPORTED;
+    return fail(st, kind, what);
+}
+
+/* The cached entry of (kind, g, current thread count), made when missing; NULL with *rc set
+ * when it cannot be made. */
+static conv_entry *entry_get(int kind, const conv_dnnl_geom *g, int *rc) {
+    int threads = omp_get_max_threads();
+    conv_entry *slot = NULL;
+    for (int i = 0; i < CACHE_SIZE; i++) {
+        conv_entry *e = &cache[i];
+        if (e->used && e->kind == kind && e->threads == threads && memcmp(&e->g, g, sizeof *g) == 0) {
+            e->last_use = ++use_clock;
+            return e;
+        }
+        if (!e->used) {
+            if (!slot || slot->used) slot = e;   /* the first free slot */
+        } else if (!slot || (slot->used && e->last_use < slot->last_use)) {
+            slot = e;                            /* else the least recently used */
+        }
+    }
+    if (slot->used) entry_free(slot);
+    *rc = entry_make(slot, kind, g, threads);
+    if (*rc != CONV_DNNL_OK) return NULL;
+    slot->last_use = ++use_clock;
+    return slot;
+}
+
+/* ---- running one ------------------------------------------------------------------- */
+
+static int workspace_reserve(size_t bytes, int kind) {
+    if (bytes <= workspace_len) return 0;
+    free(workspace);
+    workspace_len = 0;
+    workspace = aligned_alloc(64, bytes);
+    if (!workspace) {
+        ft_set_error("conv2d: oneDNN %s: out of memory for a %zu-byte workspace", KIND_NAMES[kind], bytes);
+        return -1;
+    }
+    workspace_len = bytes;
+    return 0;
+}
+
+/* Runs entry e with the caller's buffers ptr[i] for e->args[i] and `bias` (or NULL), its own
+ * blocked copies at `ws` in the workspace: inputs are reordered in, the primitive runs, outputs
+ * are reordered out. When `have` is set, e->args[have_arg]'s copy is already made, at `have`. */
+static int entry_run(conv_entry *e, char *ws, void *const ptr[MAX_ARGS], void *bias, int have_arg,
+                     void *have) {
+    dnnl_exec_arg_t args[MAX_ARGS + 2];
+    int nargs = 0;
+    dnnl_status_t st;
+    for (int i = 0; i < e->nargs; i++) {
+        conv_arg *a = &e->args[i];
+        bool made = have && i == have_arg;
+        if ((st = dnnl_memory_set_data_handle(a->user, ptr[i]))) return fail(st, e->kind, "setting a buffer");
+        if (a->inner && (st = dnnl_memory_set_data_handle(a->inner, made ? have : ws + a->offset)))
+            return fail(st, e->kind, "setting a buffer");
+        args[nargs++] = (dnnl_exec_arg_t){a->arg, a->inner ? a->inner : a->user};
+        if (a->reorder && !a->out && !made) {
+            dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, a->user}, {DNNL_ARG_TO, a->inner}};
+            if ((st = dnnl_primitive_execute(a->reorder, stream, 2, r)))
+                return fail(st, e->kind, "reordering an input");
+        }
+    }
+    if (e->bias) {
+        if ((st = dnnl_memory_set_data_handle(e->bias, bias))) return fail(st, e->kind, "setting a buffer");
+        args[nargs++] = (dnnl_exec_arg_t){e->kind == FWD_BIAS ? DNNL_ARG_BIAS : DNNL_ARG_DIFF_BIAS, e->bias};
+    }
+    if (e->scratch) {
+        if ((st = dnnl_memory_set_data_handle(e->scratch, ws + e->scratch_offset)))
+            return fail(st, e->kind, "setting a buffer");
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, e->scratch};
+    }
+    if ((st = dnnl_primitive_execute(e->prim, stream, nargs, args)))
+        return fail(st, e->kind, "running the convolution");
+    for (int i = 0; i < e->nargs; i++) {
+        conv_arg *a = &e->args[i];
+        if (a->reorder && a->out) {
+            dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, a->inner}, {DNNL_ARG_TO, a->user}};
+            if ((st = dnnl_primitive_execute(a->reorder, stream, 2, r)))
+                return fail(st, e->kind, "reordering an output");
+        }
+    }
+    if ((st = dnnl_stream_wait(stream))) return fail(st, e->kind, "waiting for the stream");
+    return CONV_DNNL_OK;
+}
+
+int conv_dnnl_forward(const conv_dnnl_geom *g, const float *x, const float *w, const float *bias,
+                      float *y) {
+    void *ptr[MAX_ARGS] = {(void *)x, (void *)w, y};
+    int kind = bias ? FWD_BIAS : FWD, rc;
+    pthread_mutex_lock(&lock);
+    conv_entry *e = NULL;
+    if ((rc = init_engine()) == 0 && (e = entry_get(kind, g, &rc)) &&
+        (rc = workspace_reserve(e->ws_bytes, kind)) == 0)
+        rc = entry_run(e, workspace, ptr, (void *)bias, -1, NULL);
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+/* The argument index of diff_dst in the backward entries (see entry_make). */
+enum { DATA_DIFF_DST = 1, WEIGHTS_DIFF_DST = 1 };
+
+int conv_dnnl_backward(const conv_dnnl_geom *g, const float *x, const float *w, const float *gy,
+                       float *gx, float *gw, float *gb) {
+    void *data_ptr[MAX_ARGS] = {(void *)w, (void *)gy, gx}, *wei_ptr[MAX_ARGS] = {(void *)x, (void *)gy, gw};
+    int wkind = gb ? BWD_WEIGHTS_BIAS : BWD_WEIGHTS, rc;
+    pthread_mutex_lock(&lock);
+    conv_entry *data = NULL, *wei = NULL;
+    if ((rc = init_engine()) != 0) goto out;
+    /* both entries first (the second cannot evict the first: it was used last) */
+    if (gx && !(data = entry_get(BWD_DATA, g, &rc))) goto out;
+    if (gw && !(wei = entry_get(wkind, g, &rc))) goto out;
+    size_t data_ws = data ? data->ws_bytes : 0;
+    if ((rc = workspace_reserve(data_ws + (wei ? wei->ws_bytes : 0), data ? BWD_DATA : wkind))) goto out;
+    if (data && (rc = entry_run(data, workspace, data_ptr, NULL, -1, NULL))) goto out;
+    if (wei) {
+        /* grad_y's blocked copy made for backward-data serves backward-weights too when both
+         * primitives read it in the same layout */
+        void *have = NULL;
+        const conv_arg *da = data ? &data->args[DATA_DIFF_DST] : NULL, *wa = &wei->args[WEIGHTS_DIFF_DST];
+        if (da && da->inner && wa->inner) {
+            const dnnl_memory_desc_t *dm, *wm;
+            if (!dnnl_memory_get_memory_desc(da->inner, &dm) && !dnnl_memory_get_memory_desc(wa->inner, &wm) &&
+                dnnl_memory_desc_equal(dm, wm))
+                have = (char *)workspace + da->offset;
+        }
+        rc = entry_run(wei, (char *)workspace + data_ws, wei_ptr, gb, WEIGHTS_DIFF_DST, have);
+    }
+out:
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+const char *conv_dnnl_isa(void) {
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
+    case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "all";
+    }
+}
