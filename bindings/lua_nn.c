@@ -116,6 +116,15 @@ static int l_linear(lua_State *L) {
     return 1;
 }
 
+/* lora_add(result [..., out], x [..., in], A [r, in], B [out, r], scale) */
+static int l_lora_add(lua_State *L) {
+    ft_tensor *result = ftl_check_tensor(L, 1), *x = ftl_check_tensor(L, 2);
+    ft_tensor *a = ftl_check_tensor(L, 3), *b = ftl_check_tensor(L, 4);
+    double scale = luaL_checknumber(L, 5);
+    ftl_push_tensor(L, ft_lora_add(result, x, a, b, scale), "lora_add");
+    return 1;
+}
+
 /* conv2d(x [N,C,H,W], w [O,C/g,kH,kW], b [O]?, {stride=, padding=, dilation=, groups=})
  * padding may also be "valid" or "same" (stride 1, odd effective kernel). The bias may
  * be left out: conv2d(x, w, opts). */
@@ -450,6 +459,7 @@ static const luaL_Reg nn_functions[] = {
  * promotes a half input or bias of linear) or promote only some arguments (batch_norm). */
 static const luaL_Reg weight_functions[] = {
     {"linear", l_linear},
+    {"lora_add", l_lora_add},
     {"embedding", l_embedding},
     {"batch_norm", l_batch_norm},
     {NULL, NULL},

@@ -541,3 +541,118 @@ ft_tensor *ft_linear(const ft_tensor *x, const ft_tensor *weight, const ft_tenso
     ft_release(bc);
     return out;
 }
+
+/* ---- lora_add: result + scale * (x A^T) B^T --------------------------------------- */
+
+/* i[0..3] = M, in, r, out; f[0] = scale; saved[0] = x [M, in] (for A's gradient), saved[1] =
+ * low = x A^T [M, r] (for B's), saved[2] = A [r, in], saved[3] = B [out, r] */
+static int lora_add_backward(ft_node *node, const ft_tensor *g, ft_tensor **gi) {
+    int M = (int)node->i[0], nin = (int)node->i[1], r = (int)node->i[2], nout = (int)node->i[3];
+    float scale = (float)node->f[0];
+    const ft_tensor *x = node->saved[0], *low = node->saved[1], *a = node->saved[2], *b = node->saved[3];
+    if (node->inputs[0] && !(gi[0] = ft_retain((ft_tensor *)g))) return -1;   /* d result = g */
+    ft_tensor *gc = ft_contiguous(g);
+    if (!gc) return -1;
+    const float *gp = ft_f32(gc);
+    int rc = 0;
+    int64_t lshape[2] = {M, r};
+    ft_tensor *glow = (node->inputs[1] || node->inputs[2]) ? ft_empty(lshape, 2, FT_FLOAT32) : NULL;
+    if ((node->inputs[1] || node->inputs[2]) && !glow) rc = -1;
+    if (glow && M > 0 && r > 0) {   /* g_low [M, r] = scale * g [M, out] @ B [out, r] */
+        if (nout > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, r, nout, scale, gp, nout, ft_f32(b), r,
+                        0.0f, ft_f32(glow), r);
+        else
+            memset(ft_f32(glow), 0, sizeof(float) * (size_t)M * (size_t)r);
+    }
+    if (rc == 0 && node->inputs[1]) {   /* dx [M, in] = g_low @ A */
+        const ft_tensor *xin = node->inputs[1];
+        bool empty = M == 0 || r == 0 || nin == 0;
+        ft_tensor *dx = empty ? ft_zeros(xin->shape, xin->ndim, FT_FLOAT32) : ft_empty(xin->shape, xin->ndim, FT_FLOAT32);
+        if (dx && !empty)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, nin, r, 1.0f, ft_f32(glow), r, ft_f32(a), nin,
+                        0.0f, ft_f32(dx), nin);
+        if (!(gi[1] = dx)) rc = -1;
+    }
+    if (rc == 0 && node->inputs[2]) {   /* dA [r, in] = g_low^T @ x */
+        int64_t ashape[2] = {r, nin};
+        ft_tensor *da = ft_zeros(ashape, 2, FT_FLOAT32);
+        if (da && M > 0 && r > 0 && nin > 0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, nin, M, 1.0f, ft_f32(glow), r, ft_f32(x), nin,
+                        0.0f, ft_f32(da), nin);
+        if (!(gi[2] = da)) rc = -1;
+    }
+    if (rc == 0 && node->inputs[3]) {   /* dB [out, r] = scale * g^T @ low */
+        int64_t bshape[2] = {nout, r};
+        ft_tensor *db = ft_zeros(bshape, 2, FT_FLOAT32);
+        if (db && M > 0 && r > 0 && nout > 0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nout, r, M, scale, gp, nout, ft_f32(low), r, 0.0f,
+                        ft_f32(db), r);
+        if (!(gi[3] = db)) rc = -1;
+    }
+    ft_release(glow);
+    ft_release(gc);
+    return rc;
+}
+
+ft_tensor *ft_lora_add(const ft_tensor *result, const ft_tensor *x, const ft_tensor *a, const ft_tensor *b,
+                       double scale) {
+    char sr[128], sx[128], sa[128], sb[128];
+    if (expect_f32(result, "lora_add") < 0 || expect_f32(x, "lora_add") < 0 || expect_f32(a, "lora_add") < 0 ||
+        expect_f32(b, "lora_add") < 0)
+        return NULL;
+    bool ok = a->ndim == 2 && b->ndim == 2 && x->ndim >= 1 && result->ndim == x->ndim &&
+              x->shape[x->ndim - 1] == a->shape[1] && b->shape[1] == a->shape[0] &&
+              result->shape[result->ndim - 1] == b->shape[0];
+    for (int d = 0; ok && d < x->ndim - 1; d++) ok = result->shape[d] == x->shape[d];
+    if (!ok) {
+        ft_set_error("lora_add: result %s, x %s, A %s and B %s do not match (expected result [..., out], "
+                     "x [..., in], A [r, in], B [out, r])",
+                     ft_shape_str(result->shape, result->ndim, sr, sizeof sr),
+                     ft_shape_str(x->shape, x->ndim, sx, sizeof sx), ft_shape_str(a->shape, a->ndim, sa, sizeof sa),
+                     ft_shape_str(b->shape, b->ndim, sb, sizeof sb));
+        return NULL;
+    }
+    int64_t nin = a->shape[1], r = a->shape[0], nout = b->shape[0], M = 1;
+    for (int d = 0; d < x->ndim - 1; d++) M *= x->shape[d];
+    if (check_blas_dims(M, nin, r, "lora_add") < 0 || check_blas_dims(M, r, nout, "lora_add") < 0) return NULL;
+    ft_tensor *xc = plain_contiguous(x), *ac = xc ? plain_contiguous(a) : NULL;
+    ft_tensor *bc = ac ? plain_contiguous(b) : NULL, *rc = bc ? plain_contiguous(result) : NULL;
+    int64_t lshape[2] = {M, r};
+    ft_tensor *low = rc ? ft_empty(lshape, 2, FT_FLOAT32) : NULL;
+    ft_tensor *out = low ? ft_empty(result->shape, result->ndim, FT_FLOAT32) : NULL;
+    if (out) {
+        float *y = ft_f32(out), *l = ft_f32(low);
+        memcpy(y, ft_f32(rc), sizeof(float) * (size_t)(M * nout));
+        if (M > 0 && r > 0) {   /* low [M, r] = x [M, in] @ A^T, then y += scale * low @ B^T */
+            if (nin > 0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)r, (int)nin, 1.0f, ft_f32(xc),
+                            (int)nin, ft_f32(ac), (int)nin, 0.0f, l, (int)r);
+            else
+                memset(l, 0, sizeof(float) * (size_t)(M * r));
+            if (nout > 0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nout, (int)r, (float)scale, l,
+                            (int)r, ft_f32(bc), (int)r, 1.0f, y, (int)nout);
+        }
+        if (ft_grad_needed(4, (const ft_tensor *const[]){result, x, a, b})) {
+            ft_node *node = ft_node_new("lora_add", lora_add_backward, out, 4, result, x, a, b);
+            if (node) {
+                node->i[0] = M;
+                node->i[1] = nin;
+                node->i[2] = r;
+                node->i[3] = nout;
+                node->f[0] = scale;
+                node->saved[0] = ft_retain(xc);
+                node->saved[1] = ft_retain(low);
+                node->saved[2] = ft_retain(ac);
+                node->saved[3] = ft_retain(bc);
+            }
+        }
+    }
+    ft_release(xc);
+    ft_release(ac);
+    ft_release(bc);
+    ft_release(rc);
+    ft_release(low);
+    return out;
+}

@@ -67,6 +67,11 @@ ft_tensor *ft_matmul(const ft_tensor *a, const ft_tensor *b);
  * its own gradient, when it requires one, is computed in float32 a block at a time and rounded
  * once to its dtype. x and bias of those dtypes are promoted to float32. */
 ft_tensor *ft_linear(const ft_tensor *x, const ft_tensor *weight, const ft_tensor *bias);
+/* result + scale * (x @ A^T) @ B^T, LoRA's delta added in one op (two small products, the
+ * second accumulated into a copy of result): result [..., out], x [..., in], A [r, in],
+ * B [out, r], all float32; differentiable in all four. */
+ft_tensor *ft_lora_add(const ft_tensor *result, const ft_tensor *x, const ft_tensor *a, const ft_tensor *b,
+                       double scale);
 
 /* ---- shape ops (core/ops/shape.c) ------------------------------------------ */
 /* These keep the dtype: tensors of one dtype join in it; a mix with a float among them joins as

@@ -17,6 +17,11 @@ local check = ft.check
 --- F.linear(x [..., in], weight [out, in], bias [out]?) -> x @ weight^T + bias, [..., out].
 F.linear = C.linear
 
+--- F.lora_add(result [..., out], x [..., in], A [r, in], B [out, r], scale) -> result + scale *
+-- (x @ A^T) @ B^T: a LoRA adapter's delta added to its layer's output in one op (no [..., out]
+-- temporaries), differentiable in all four tensors; float32.
+F.lora_add = C.lora_add
+
 --- (x [N,C,H,W], weight [O,C/groups,kH,kW], bias?, {stride=1, padding=0|"same"|"valid", dilation=1, groups=1})
 F.conv2d = C.conv2d
 

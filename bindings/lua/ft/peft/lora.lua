@@ -202,8 +202,12 @@ local function add_dense(m, kind, name, a, x, result)
   local drop = m.lora_dropout[name]
   local la, lb = m.lora_A[name], m.lora_B[name]
   if not a.dora then
+    local xd = drop(x)
+    if kind ~= "conv2d" and xd:dtype() == "float32" and result:dtype() == "float32" then
+      return F.lora_add(result, xd, la.weight, lb.weight, a.scale)   -- one op, no [..., out] temporaries
+    end
     -- the [..., out] temporaries freed at once rather than by the collector
-    local low <close> = la(drop(x))
+    local low <close> = la(xd)
     local up <close> = lb(low)
     local delta <close> = up * a.scale
     return result + delta
