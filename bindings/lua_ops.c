@@ -383,6 +383,20 @@ static int l_index_select(lua_State *L) {
     return 1;
 }
 
+/* t:index_add(dim, index, src): a copy of t with src's slices added at the (1-based) index
+ * along dim, repeats accumulating; differentiable in t and src. */
+static int l_index_add(lua_State *L) {
+    ft_tensor *t = ftl_check_tensor(L, 1);
+    int d = ftl_check_dim(L, 2, t->ndim);
+    ftl_check_index_range(L, ftl_check_tensor(L, 3), t->ndim ? t->shape[d] : 1, "index_add", d);
+    ft_tensor *src = ftl_check_tensor(L, 4);
+    ft_tensor *idx = ftl_index_to_core(L, ftl_check_tensor(L, 3), "index_add");
+    ft_tensor *r = ft_index_add(t, d, idx, src);
+    ft_release(idx);
+    ftl_push_tensor(L, r, "index_add");
+    return 1;
+}
+
 static int l_gather(lua_State *L) {
     ft_tensor *t = ftl_check_tensor(L, 1);
     int d = ftl_check_dim(L, 2, t->ndim);
@@ -410,6 +424,7 @@ static const luaL_Reg methods[] = {
     {"argmax", l_argmax},   {"softmax", l_softmax},
     {"log_softmax", l_log_softmax},
     {"matmul", l_matmul},   {"mm", l_matmul},
+    {"index_add", l_index_add},
     {NULL, NULL},
 };
 

@@ -1,4 +1,4 @@
-/* Shape ops: cat, stack, split, index_select and gather, forward and backward.
+/* Shape ops: cat, stack, split, index_select, index_add and gather, forward and backward.
  * Kernels see contiguous tensors as [outer, size, inner] around the dim they act on;
  * they copy the elements of every dtype alike (as bits of their size), gradients sum in float32. */
 #include <omp.h>
@@ -399,6 +399,100 @@ ft_tensor *ft_index_select(const ft_tensor *a, int dim, const ft_tensor *index) 
         }
     }
     ft_release(x);
+    ft_release(ic);
+    return out;
+}
+
+/* ---- index_add ----------------------------------------------------------------- */
+
+/* i[0] = dim; saved[0] = the contiguous index. grad_base = g, grad_src = index_select(g, dim, index). */
+static int index_add_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
+    int d = (int)n->i[0];
+    if (n->inputs[0]) {
+        gi[0] = fresh_copy(g);
+        if (!gi[0]) return -1;
+    }
+    if (n->inputs[1]) {
+        ft_tensor *gd = ft_detach(g);
+        gi[1] = gd ? ft_index_select(gd, d, n->saved[0]) : NULL;
+        ft_release(gd);
+        if (!gi[1]) return -1;
+    }
+    return 0;
+}
+
+/* out = base with out[o, idx[j], :] += src[o, j, :] (repeated indices accumulate), float32. */
+ft_tensor *ft_index_add(const ft_tensor *base, int dim, const ft_tensor *index, const ft_tensor *src) {
+    char s1[128], s2[128];
+    if (check_index(index, "index_add") < 0) return NULL;
+    if (index->ndim > 1) {
+        ft_set_error("index_add: index must be 1-D, got shape %s",
+                     ft_shape_str(index->shape, index->ndim, s1, sizeof s1));
+        return NULL;
+    }
+    if (base->dtype != FT_FLOAT32 || src->dtype != FT_FLOAT32) {
+        ft_set_error("index_add: expected float32 tensors, got %s and %s", ft_dtype_name(base->dtype),
+                     ft_dtype_name(src->dtype));
+        return NULL;
+    }
+    if (base->ndim == 0) {
+        ft_set_error("index_add: cannot index a 0-dim tensor");
+        return NULL;
+    }
+    int d = ft_wrap_dim(dim, base->ndim, "index_add");
+    if (d < 0) return NULL;
+    int64_t nidx = ft_numel(index);
+    bool ok = src->ndim == base->ndim;
+    for (int k = 0; ok && k < base->ndim; k++) ok = src->shape[k] == (k == d ? nidx : base->shape[k]);
+    if (!ok) {
+        ft_set_error("index_add: source of shape %s does not fit base %s with %lld indices along dim %d",
+                     ft_shape_str(src->shape, src->ndim, s1, sizeof s1),
+                     ft_shape_str(base->shape, base->ndim, s2, sizeof s2), (long long)nidx, d);
+        return NULL;
+    }
+    ft_tensor *ic = plain_contiguous(index);
+    if (!ic) return NULL;
+    if (check_bounds(ft_i64(ic), nidx, base->shape[d], d, "index_add") < 0) {
+        ft_release(ic);
+        return NULL;
+    }
+    ft_tensor *sc = plain_contiguous(src);
+    ft_tensor *out = NULL;
+    if (sc) {
+        out = ft_empty(base->shape, base->ndim, FT_FLOAT32);
+        ft_tensor *bd = out ? ft_detach(base) : NULL;
+        if (!bd || ft_copy_(out, bd) < 0) {
+            ft_release(out);
+            out = NULL;
+        }
+        ft_release(bd);
+    }
+    if (out) {
+        int64_t outer = prod(base->shape, 0, d), size = base->shape[d], inner = prod(base->shape, d + 1, base->ndim);
+        const float *sp = ft_f32(sc);
+        const int64_t *idx = ft_i64(ic);
+        float *op = ft_f32(out);
+        /* blocks of columns never collide: the j loop inside stays serial (repeats accumulate in order) */
+        int64_t nblk = (inner + COL_BLOCK - 1) / COL_BLOCK;
+        _Pragma("omp parallel for if (outer * nidx * inner > PAR_MIN)")
+        for (int64_t b = 0; b < outer * nblk; b++) {
+            int64_t o = b / nblk, i0 = (b % nblk) * COL_BLOCK;
+            int64_t w = inner - i0 < COL_BLOCK ? inner - i0 : COL_BLOCK;
+            for (int64_t j = 0; j < nidx; j++) {
+                const float *from = sp + (o * nidx + j) * inner + i0;
+                float *to = op + (o * size + idx[j]) * inner + i0;
+                for (int64_t i = 0; i < w; i++) to[i] += from[i];
+            }
+        }
+        if (ft_grad_needed2(base, src)) {
+            ft_node *node = ft_node_new("index_add", index_add_backward, out, 2, base, src);
+            if (node) {
+                node->i[0] = d;
+                node->saved[0] = ft_retain(ic);   /* a detached alias already */
+            }
+        }
+    }
+    ft_release(sc);
     ft_release(ic);
     return out;
 }

@@ -179,6 +179,10 @@ describe("finite differences: shape ops and views", function()
   end)
   check("index_select", {x = normal{5, 3}},
         function(a) return a.x:index_select(1, ints{5, 1, 5, 3}) end)
+  check("index_add", {x = normal{5, 3}, s = normal{4, 3}},
+        function(a) return a.x:index_add(1, ints{5, 1, 5, 3}, a.s) end)
+  check("index_add dim 2", {x = normal{3, 4}, s = normal{3, 2}},
+        function(a) return a.x:index_add(2, ints{4, 4}, a.s) end)
   check("gather", {x = normal{3, 4}},
         function(a) return a.x:gather(2, ints{{1, 4}, {2, 2}, {4, 3}}) end)
   check("masked_fill", {x = normal{3, 4}}, function(a)

@@ -1,5 +1,5 @@
 -- ft.models: the one registry of model definitions (ft/models/gpt2.lua, gpt2_classifier.lua,
--- llama.lua, vit.lua, resnet.lua), and HuggingFace checkpoints in and out.
+-- llama.lua, mixtral.lua, vit.lua, resnet.lua), and HuggingFace checkpoints in and out.
 --
 --   local model = ft.models.from_pretrained("path/to/hf_dir")     -- config.json + safetensors
 --   local out = model:forward(ids, {labels = ids})                -- ids: int64 [B,T], 1-based
@@ -14,6 +14,7 @@
 --   GPT-2 classifier     GPT2ForSequenceClassification                       -
 --   Llama family         LlamaForCausalLM, MistralForCausalLM,               llama-s
 --                        Qwen2ForCausalLM (llama, mistral, qwen2)
+--   Mixtral (MoE)        MixtralForCausalLM (mixtral)                        - (mixtral.config("mixtral-s"))
 --   ViT                  ViTForImageClassification (vit)                     vit-s
 --   torchvision ResNets  ResNet (torchvision_resnet)                         resnet-s, resnet18,
 --                                                                            resnet34, resnet50
@@ -135,6 +136,7 @@ M.register("GPT2ForSequenceClassification", { module = "ft.models.gpt2_classifie
 M.register("LlamaForCausalLM", { module = "ft.models.llama", model_type = "llama", presets = { "llama-s" } })
 M.register("MistralForCausalLM", { module = "ft.models.llama", model_type = "mistral" })
 M.register("Qwen2ForCausalLM", { module = "ft.models.llama", model_type = "qwen2" })
+M.register("MixtralForCausalLM", { module = "ft.models.mixtral", model_type = "mixtral" })
 M.register("ViTForImageClassification", { module = "ft.models.vit", model_type = "vit", presets = { "vit-s" } })
 -- torchvision's structure and names, not HF's ResNetForImageClassification (model_type "resnet").
 M.register("ResNet", { module = "ft.models.resnet", model_type = "torchvision_resnet",
@@ -695,8 +697,8 @@ function M.save_pretrained(model, dir, opts)
 end
 
 -- The family modules as fields, loaded on first use: ft.models.resnet is require "ft.models.resnet"
--- (resnet_s, resnet18 ..., from_safetensors), likewise gpt2, gpt2_classifier, llama, vit.
-local FAMILIES = { gpt2 = true, gpt2_classifier = true, llama = true, vit = true, resnet = true }
+-- (resnet_s, resnet18 ..., from_safetensors), likewise gpt2, gpt2_classifier, llama, mixtral, vit.
+local FAMILIES = { gpt2 = true, gpt2_classifier = true, llama = true, mixtral = true, vit = true, resnet = true }
 setmetatable(M, {
   __index = function(t, key)
     if not FAMILIES[key] then return nil end

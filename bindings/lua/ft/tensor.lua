@@ -59,6 +59,10 @@ function Tensor:std(dim, keepdim, unbiased) return self:var(dim, keepdim, unbias
 function ft.split(t, size, dim) return t:split(size, dim) end
 --- ft.index_select(t, dim, index): t:index_select(dim, index) (1-based int64 index).
 function ft.index_select(t, dim, index) return t:index_select(dim, index) end
+--- ft.index_add(t, dim, index, src): t:index_add(dim, index, src), a copy of t with the slices of
+-- src added at the 1-based int64 index along dim (repeated indices accumulate; src has t's shape
+-- except #index along dim). Differentiable in t and src; float32 (other float dtypes promoted).
+function ft.index_add(t, dim, index, src) return t:index_add(dim, index, src) end
 --- ft.gather(t, dim, index): t:gather(dim, index) (1-based int64 index).
 function ft.gather(t, dim, index) return t:gather(dim, index) end
 --- ft.softmax(t, dim): t:softmax(dim).

@@ -81,6 +81,10 @@ ft_tensor *ft_stack(ft_tensor *const *ts, int n, int dim);
 /* Splits into pieces of `size` along dim (last may be smaller); *out is malloc'd array. */
 int ft_split(const ft_tensor *a, int64_t size, int dim, ft_tensor ***out, int *n);
 ft_tensor *ft_index_select(const ft_tensor *a, int dim, const ft_tensor *index);  /* index 1-D int64 */
+/* base with src's slices added at index along dim: out[.., index[j], ..] += src[.., j, ..]
+ * (repeated indices accumulate); src has base's shape except numel(index) along dim. float32;
+ * differentiable in base (grad g) and src (grad index_select(g, dim, index)). */
+ft_tensor *ft_index_add(const ft_tensor *base, int dim, const ft_tensor *index, const ft_tensor *src);
 ft_tensor *ft_gather(const ft_tensor *a, int dim, const ft_tensor *index);
 
 /* ---- neural-network ops (core/ops/conv.c, pool.c, norm.c, loss.c, nn.c) ---- */

@@ -303,6 +303,10 @@ t:mm(u): t:matmul(u).]=] },
 t:split(size [, dim = 1]): a list of views of size elements along dim (the last may be smaller).]=] },
   { "ft.Tensor:index_select", [=[
 t:index_select(dim, index): the slices of dim at the 1-based positions of the int64 tensor index.]=] },
+  { "ft.Tensor:index_add", [=[
+t:index_add(dim, index, src): a copy of t with the slices of src added at the 1-based positions of
+the int64 tensor index along dim (repeated positions accumulate); src has t's shape except #index
+along dim. Differentiable in t and src.]=] },
   { "ft.Tensor:gather", [=[
 t:gather(dim, index): the values of t at the 1-based positions index holds along dim (as torch.gather).]=] },
   { "ft.cat", [=[

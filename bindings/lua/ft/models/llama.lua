@@ -114,7 +114,10 @@ local function window_mask(mask, T, S, window)
   return mask and (mask + w) or w
 end
 
+--- Attention(c, window): the grouped-query self-attention of a block (q/k/v/o_proj), with rotary
+-- embeddings, the KV cache and the sliding window (nil: full causal); shared with ft.models.mixtral.
 local Attention = nn.Module:extend("LlamaAttention")
+M.Attention = Attention
 
 -- window: the sliding-window size of this layer, or nil for full causal attention.
 function Attention:init(c, window)
@@ -169,7 +172,12 @@ function MLP:forward(x)
   return self.down_proj(gated)
 end
 
+--- DecoderLayer(c, window): one pre-norm block (self_attn, mlp, the two RMSNorms); forward(x,
+-- rope, cache, mask) -> x, present. A family whose blocks differ (ft.models.mixtral) sets
+-- c.decoder_layer to its own class; a third result of its forward (a tensor) is collected per
+-- layer by LlamaModel:forward.
 local DecoderLayer = nn.Module:extend("LlamaDecoderLayer")
+M.DecoderLayer = DecoderLayer
 
 function DecoderLayer:init(c, window)
   self.self_attn = Attention(c, window)
@@ -190,7 +198,9 @@ end
 
 -- ---- the model -------------------------------------------------------------------------------------
 
--- Reads and checks the HF config; class supplies the family's defaults.
+--- llama.read_config(config, class) -> the checked config of the Llama structure; class supplies
+-- the family's defaults (hf_architecture, default_rope_theta, qkv_bias_always, sliding_windows).
+-- Families built on it (ft.models.mixtral) read their own fields after it.
 local function read_config(config, class)
   local L = common.LIMITS
   local r = common.config_reader(config, class.hf_architecture)
@@ -241,9 +251,11 @@ local function read_config(config, class)
   c.windows = class.sliding_windows(r, c.num_hidden_layers)
   return c
 end
+M.read_config = read_config
 
 --- LlamaModel(c): the decoder body (embed_tokens, layers, norm) of a checked config;
--- body(input_ids, opts) -> hidden states [B,T,C], presents.
+-- body(input_ids, opts) -> hidden states [B,T,C], presents, extras. The layers are
+-- c.decoder_layer (default DecoderLayer) built as Layer(c, window).
 local LlamaModel = nn.Module:extend("LlamaModel")
 M.LlamaModel = LlamaModel
 
@@ -254,7 +266,8 @@ function LlamaModel:init(c)
   nn.init.skip(function()
     self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
     self.layers = nn.ModuleList()
-    for i = 1, c.num_hidden_layers do self.layers:append(DecoderLayer(c, c.windows[i])) end
+    local Layer = c.decoder_layer or DecoderLayer
+    for i = 1, c.num_hidden_layers do self.layers:append(Layer(c, c.windows[i])) end
     self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
   end)
   nn.init.normal_(self.embed_tokens.weight, 0, c.initializer_range)
@@ -277,7 +290,8 @@ function LlamaModel:rope_cache(n)
 end
 
 --- (input_ids [B,T], {past_key_values=, attention_mask= [B,P+T], position_ids= 1-based [T] or [B,T],
--- inputs_embeds= [B,T,C]}) -> hidden states [B,T,C], presents (one {k, v} per layer)
+-- inputs_embeds= [B,T,C]}) -> hidden states [B,T,C], presents (one {k, v} per layer), extras
+-- (what each layer's forward returned third, e.g. Mixtral's router logits; empty for Llama)
 -- inputs_embeds replaces embed_tokens(input_ids) (input_ids is then nil); rotary positions as usual.
 function LlamaModel:forward(input_ids, opts)
   opts = opts or {}
@@ -302,11 +316,11 @@ function LlamaModel:forward(input_ids, opts)
     end
   end
   local mask = common.padding_mask(opts.attention_mask)
-  local presents = {}
+  local presents, extras = {}, {}
   for i = 1, #self.layers do
-    x, presents[i] = self.layers[i](x, rope, past and past[i], mask)
+    x, presents[i], extras[i] = self.layers[i](x, rope, past and past[i], mask)
   end
-  return self.norm(x), presents
+  return self.norm(x), presents, extras
 end
 
 --- LlamaForCausalLM(config): HF's Llama language model from an HF config table (config.json

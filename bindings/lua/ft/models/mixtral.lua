@@ -1,0 +1,373 @@
+-- ft.models.mixtral: HuggingFace's MixtralForCausalLM, a Mistral decoder whose MLP is a sparse
+-- mixture of experts (block_sparse_moe): same module tree and parameter names
+-- (model.layers.0.block_sparse_moe.gate.weight, model.layers.0.block_sparse_moe.experts.0.w1.weight
+-- ...), same numerics. Attention, RMSNorm, rotary embeddings, sliding window and the KV cache are
+-- ft.models.llama's.
+--
+--   local mixtral = require "ft.models.mixtral"
+--   local model = mixtral.MixtralForCausalLM(mixtral.config("mixtral-s"))
+--   local out = model(ids, {labels = ids, output_router_logits = true})
+--   -- out.loss = LM loss + router_aux_loss_coef * out.aux_loss; out.router_logits: one [B*T, E] a layer
+--
+-- The MoE block of a layer: router logits = gate(h) (no bias); p = softmax(logits) in float32;
+-- per token the num_experts_per_tok experts of largest p (ties: the lower index first, as
+-- torch.topk), their p renormalised to sum 1; output = sum over them of weight * expert(h), with
+-- expert(h) = w2(act(w1 h) * w3 h). Tokens are grouped by expert: each expert runs only on the
+-- rows routed to it (index_select), and its weighted output is added back (index_add). No
+-- capacity limit, no dropped tokens. The choice of experts is made outside the graph; the
+-- routing weights (gathered from p) carry the gradient to the gate.
+--
+-- Load-balancing loss (Switch Transformer, as transformers' load_balancing_loss_func): over all
+-- layers' router logits [L*N, E], p = softmax; tokens_per_expert [k, E] = the share of tokens
+-- whose j-th choice is expert e; router_prob_per_expert [E] = the mean of p; aux = E *
+-- sum(tokens_per_expert * router_prob_per_expert). With an attention_mask, padded tokens count
+-- for neither mean. Computed when config.output_router_logits (or the forward's
+-- output_router_logits option) is true; with labels, loss = lm_loss + router_aux_loss_coef * aux.
+--
+-- Config keys read: Mistral's (ft.models.llama), plus num_local_experts (default 8),
+-- num_experts_per_tok (default 2, at most num_local_experts), router_aux_loss_coef (0.001),
+-- output_router_logits (false), router_jitter_noise (0.0; in training mode the block's input
+-- is multiplied by uniform noise in [1 - j, 1 + j], as transformers does). rope_theta defaults to
+-- 1e6, as MixtralConfig's.
+--
+-- Presets (mixtral.config(name, overrides)):
+--   "mixtral-s"  byte-level MoE decoder for experiments: vocab 256, 4 layers, hidden 256,
+--                intermediate 512, 8 heads (2 key/value heads), 4 experts, top 2, context 256.
+local ft = require "ft"
+local models = require "ft.models"
+local common = require "ft.models.common"
+local llama = require "ft.models.llama"
+local nn = ft.nn
+
+local M = {}
+
+local PRESETS = {
+  ["mixtral-s"] = {
+    vocab_size = 256, hidden_size = 256, intermediate_size = 512, num_hidden_layers = 4,
+    num_attention_heads = 8, num_key_value_heads = 2, max_position_embeddings = 256,
+    rope_theta = 1e6, rms_norm_eps = 1e-5, hidden_act = "silu", attention_dropout = 0.0,
+    initializer_range = 0.02, tie_word_embeddings = false, num_local_experts = 4,
+    num_experts_per_tok = 2, router_aux_loss_coef = 0.001, output_router_logits = false,
+    router_jitter_noise = 0.0,
+  },
+}
+
+-- The keys a Mixtral config may override (what read_config reads, plus HF's metadata).
+M.CONFIG_KEYS = models.config_keys({ "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+  "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings", "rope_theta",
+  "rope_parameters", "rope_scaling", "rms_norm_eps", "hidden_act", "attention_dropout", "initializer_range",
+  "tie_word_embeddings", "sliding_window", "layer_types", "use_cache", "num_local_experts", "num_experts_per_tok",
+  "router_aux_loss_coef", "output_router_logits", "router_jitter_noise" })
+
+--- mixtral.config(preset, overrides) -> an HF-style config table for a preset, with overrides
+-- applied (unknown keys are errors).
+function M.config(name, overrides)
+  local preset = PRESETS[name]
+  if not preset then error(("mixtral.config: unknown preset '%s'"):format(tostring(name)), 2) end
+  common.check_options("mixtral.config", overrides, M.CONFIG_KEYS)
+  local config = common.copy_config(preset)
+  config.architectures = { "MixtralForCausalLM" }
+  config.model_type = "mixtral"
+  return common.copy_config(config, overrides)
+end
+
+-- ---- routing (outside the graph) ------------------------------------------------------------
+
+--- mixtral.topk(p, k) -> an array (one per row of the float tensor p [N, E]) of the k column
+-- indices (1-based) of largest value, the largest first, equal values by the lower index (as
+-- torch.topk). Reads p's values; records no graph.
+function M.topk(p, k)
+  local rows = ft.no_grad(function() return p:detach():float():totable() end)
+  local out = {}
+  for t, row in ipairs(rows) do
+    local chosen = {}
+    for j = 1, k do
+      local best
+      for e = 1, #row do
+        local v = row[e]
+        if v == v and (best == nil or v > row[best]) then
+          local taken = false
+          for jj = 1, j - 1 do if chosen[jj] == e then taken = true; break end end
+          if not taken then best = e end
+        end
+      end
+      if best == nil then   -- NaN probabilities: the lowest unchosen indices
+        for e = 1, #row do
+          local taken = false
+          for jj = 1, j - 1 do if chosen[jj] == e then taken = true; break end end
+          if not taken then best = e; break end
+        end
+      end
+      chosen[j] = best
+    end
+    out[t] = chosen
+  end
+  return out
+end
+
+local function int64(list) return ft.tensor(list, { dtype = "int64" }) end
+
+-- ---- layers ----------------------------------------------------------------------------------
+
+--- Expert(c): one expert of a MoE block, as HF's MixtralBlockSparseTop2MLP: w2(act(w1 x) * w3 x),
+-- w1 and w3 hidden -> intermediate, w2 intermediate -> hidden, no biases.
+local Expert = nn.Module:extend("MixtralBlockSparseTop2MLP")
+M.Expert = Expert
+
+function Expert:init(c)
+  self.w1 = nn.Linear(c.hidden_size, c.intermediate_size, { bias = false })
+  self.w2 = nn.Linear(c.intermediate_size, c.hidden_size, { bias = false })
+  self.w3 = nn.Linear(c.hidden_size, c.intermediate_size, { bias = false })
+  self.act = c.act
+end
+
+--- expert(x [..., hidden]) -> [..., hidden]; the [..., intermediate] temporaries are closed as it returns.
+function Expert:forward(x)
+  local g <close> = self.w1(x)
+  local a <close> = self.act(g)
+  local u <close> = self.w3(x)
+  local gated <close> = a * u
+  return self.w2(gated)
+end
+
+--- SparseMoeBlock(c): HF's MixtralSparseMoeBlock: gate (hidden -> num_local_experts, no bias) and
+-- experts (a ModuleList of Expert); block(x [B,T,C]) -> [B,T,C], router logits [B*T, E].
+local SparseMoeBlock = nn.Module:extend("MixtralSparseMoeBlock")
+M.SparseMoeBlock = SparseMoeBlock
+
+function SparseMoeBlock:init(c)
+  self.num_experts, self.top_k = c.num_local_experts, c.num_experts_per_tok
+  self.jitter_noise = c.router_jitter_noise
+  self.gate = nn.Linear(c.hidden_size, c.num_local_experts, { bias = false })
+  self.experts = nn.ModuleList()
+  for _ = 1, c.num_local_experts do self.experts:append(Expert(c)) end
+end
+
+--- block:route(flat [N,C]) -> router logits [N,E], routing weights [N,k] (p of the chosen
+-- experts, renormalised; in the graph), choice (mixtral.topk of p: per token its k experts).
+function SparseMoeBlock:route(flat)
+  local logits = self.gate(flat)
+  local p <close> = logits:softmax(2)
+  local choice = M.topk(p, self.top_k)
+  local picked <close> = p:gather(2, int64(choice))
+  local weights = picked / picked:sum(2, true)
+  return logits, weights, choice
+end
+
+--- block(x [B,T,C]) -> y [B,T,C], router logits [B*T, E]: tokens grouped by expert, each expert
+-- run on its own rows only, weighted and added back (index_add).
+function SparseMoeBlock:forward(x)
+  local B, T, C = x:size(1), x:size(2), x:size(3)
+  local flat = x:reshape(B * T, C)
+  if self.training and self.jitter_noise > 0 then
+    local j = self.jitter_noise
+    flat = flat * (ft.rand(B * T, C) * (2 * j) + (1 - j))
+  end
+  local logits, weights, choice = self:route(flat)
+  local k = self.top_k
+  local rows, slots = {}, {}
+  for e = 1, self.num_experts do rows[e], slots[e] = {}, {} end
+  for t, chosen in ipairs(choice) do
+    for j, e in ipairs(chosen) do
+      local r = rows[e]
+      r[#r + 1] = t
+      slots[e][#r] = (t - 1) * k + j   -- the position of (t, j) in weights:reshape(-1)
+    end
+  end
+  local wflat = weights:reshape(-1)
+  local out = ft.zeros(B * T, C)
+  for e = 1, self.num_experts do
+    if #rows[e] > 0 then
+      local idx = int64(rows[e])
+      local xe <close> = flat:index_select(1, idx)
+      local ye <close> = self.experts[e](xe)
+      local we <close> = wflat:index_select(1, int64(slots[e])):unsqueeze(2)
+      local weighted <close> = ye * we
+      out = out:index_add(1, idx, weighted)
+    end
+  end
+  return out:reshape(B, T, C), logits
+end
+
+function SparseMoeBlock:extra_repr()
+  return ("experts=%d, top_k=%d"):format(self.num_experts, self.top_k)
+end
+
+--- DecoderLayer(c, window): HF's MixtralDecoderLayer (self_attn, block_sparse_moe, the two
+-- RMSNorms); forward(x, rope, cache, mask) -> x, present, router logits [B*T, E].
+local DecoderLayer = llama.DecoderLayer:extend("MixtralDecoderLayer")
+M.DecoderLayer = DecoderLayer
+
+function DecoderLayer:init(c, window)
+  self.self_attn = llama.Attention(c, window)
+  self.block_sparse_moe = SparseMoeBlock(c)
+  self.input_layernorm = llama.RMSNorm(c.hidden_size, c.rms_norm_eps)
+  self.post_attention_layernorm = llama.RMSNorm(c.hidden_size, c.rms_norm_eps)
+end
+
+-- Temporaries closed as the forward returns (as in llama's DecoderLayer).
+function DecoderLayer:forward(x, rope, cache, mask)
+  local h <close> = self.input_layernorm(x)
+  local a <close>, present = self.self_attn(h, rope, cache, mask)
+  local mid <close> = x + a
+  local h2 <close> = self.post_attention_layernorm(mid)
+  local m <close>, logits = self.block_sparse_moe(h2)
+  return mid + m, present, logits
+end
+
+-- ---- the load-balancing loss -------------------------------------------------------------------
+
+--- mixtral.load_balancing_loss(router_logits, num_experts, top_k [, attention_mask]) -> the
+-- scalar auxiliary loss of transformers' load_balancing_loss_func: router_logits is an array of
+-- [N, E] tensors (one per layer, N = B*T tokens) or one [L*N, E] tensor; attention_mask [B, S]
+-- (1 = token, 0 = padding; with S > T only its last T columns, the current tokens, count).
+-- Differentiable in the logits (through the mean router probabilities).
+function M.load_balancing_loss(router_logits, num_experts, top_k, attention_mask)
+  local all = ft.is_tensor(router_logits) and router_logits or ft.cat(router_logits, 1)
+  local E = num_experts
+  if all:size(2) ~= E then
+    error(("mixtral.load_balancing_loss: router logits have %d columns, num_experts is %d"):format(all:size(2), E), 2)
+  end
+  local p = all:softmax(2)
+  local choice = M.topk(p, top_k)
+  local N = #choice
+  local weight   -- per-token weights (the mask) as a Lua array, or nil for all ones
+  local wsum = N
+  if attention_mask ~= nil then
+    local m = attention_mask
+    if not ft.is_tensor(m) or m:dim() ~= 2 then error("mixtral.load_balancing_loss: attention_mask must be a [B, S] tensor", 2) end
+    local B, S = m:size(1), m:size(2)
+    -- rows of one layer: B*T for T current tokens (an array tells; one tensor is taken as T = S)
+    local per_layer = ft.is_tensor(router_logits) and B * S or router_logits[1]:size(1)
+    local T = per_layer // B
+    if per_layer % B ~= 0 or T > S or N % per_layer ~= 0 then
+      error(("mixtral.load_balancing_loss: %d router rows do not match attention_mask [%d,%d]"):format(N, B, S), 2)
+    end
+    local cur = m:narrow(2, S - T + 1, T):float():reshape(-1):totable()
+    weight, wsum = {}, 0
+    for l = 0, N // per_layer - 1 do
+      for i = 1, per_layer do weight[l * per_layer + i] = cur[i]; wsum = wsum + cur[i] end
+    end
+    if wsum == 0 then error("mixtral.load_balancing_loss: the attention_mask masks every token", 2) end
+  end
+  -- tokens_per_expert [k, E]: the (weighted) share of tokens whose j-th choice is e; a constant.
+  local tpe = {}
+  for j = 1, top_k do
+    local row = {}
+    for e = 1, E do row[e] = 0 end
+    tpe[j] = row
+  end
+  for t, chosen in ipairs(choice) do
+    local w = weight and weight[t] or 1
+    for j, e in ipairs(chosen) do tpe[j][e] = tpe[j][e] + w end
+  end
+  for j = 1, top_k do
+    for e = 1, E do tpe[j][e] = tpe[j][e] / wsum end
+  end
+  local router_prob
+  if weight then
+    router_prob = (p * ft.tensor(weight):reshape(N, 1)):sum(1) / wsum
+  else
+    router_prob = p:mean(1)
+  end
+  return (ft.tensor(tpe) * router_prob:reshape(1, E)):sum() * E
+end
+
+-- ---- the model --------------------------------------------------------------------------------
+
+--- MixtralForCausalLM(config): HF's Mixtral language model from an HF config table (config.json
+-- decoded, or mixtral.config()); model(ids, opts) -> {logits =, loss =, aux_loss =,
+-- router_logits =, past_key_values =}.
+local MixtralForCausalLM = llama.MistralForCausalLM:extend("MixtralForCausalLM")
+M.MixtralForCausalLM = MixtralForCausalLM
+MixtralForCausalLM.hf_architecture = "MixtralForCausalLM"
+MixtralForCausalLM.hf_model_type = "mixtral"
+MixtralForCausalLM.default_rope_theta = 1e6
+MixtralForCausalLM.config_keys = M.CONFIG_KEYS
+
+-- Reads and checks the config: Mistral's structure, then the MoE fields.
+local function read_config(config)
+  local c = llama.read_config(config, MixtralForCausalLM)
+  local r = common.config_reader(config, MixtralForCausalLM.hf_architecture)
+  c.num_local_experts = r:int("num_local_experts", 8, 1, 1 << 16)
+  local k = r:int("num_experts_per_tok", 2, 1, nil)
+  if k > c.num_local_experts then
+    r:fail("config field 'num_experts_per_tok' (%d) must not exceed num_local_experts (%d)", k, c.num_local_experts)
+  end
+  c.num_experts_per_tok = k
+  c.router_aux_loss_coef = r:num("router_aux_loss_coef", 0.001, 0, math.huge)
+  c.output_router_logits = r:bool("output_router_logits", false)
+  c.router_jitter_noise = r:num("router_jitter_noise", 0.0, 0, 1)
+  c.decoder_layer = DecoderLayer
+  return c
+end
+
+--- MixtralForCausalLM.read_config(config) -> the checked config (Mistral's checks, plus the
+-- expert counts, num_experts_per_tok <= num_local_experts, the aux-loss coefficient, the jitter).
+MixtralForCausalLM.read_config = read_config
+
+--- MixtralForCausalLM.tensor_shapes(c) -> name -> shape of a checked config's model (tied copy
+-- left out), and the tied names (alias -> target).
+function MixtralForCausalLM.tensor_shapes(c)
+  local out, tied = llama.LlamaForCausalLM.tensor_shapes(c)
+  local H, I, E = c.hidden_size, c.intermediate_size, c.num_local_experts
+  for i = 0, c.num_hidden_layers - 1 do
+    local p = "model.layers." .. i .. "."
+    for _, name in ipairs({ "gate_proj", "up_proj", "down_proj" }) do
+      out[p .. "mlp." .. name .. ".weight"], out[p .. "mlp." .. name .. ".bias"] = nil, nil
+    end
+    local q = p .. "block_sparse_moe."
+    out[q .. "gate.weight"] = { E, H }
+    for e = 0, E - 1 do
+      local x = q .. "experts." .. e .. "."
+      out[x .. "w1.weight"], out[x .. "w2.weight"], out[x .. "w3.weight"] = { I, H }, { H, I }, { I, H }
+    end
+  end
+  return out, tied
+end
+
+--- MixtralForCausalLM(config): config is an HF config table (config.json decoded, or mixtral.config()).
+function MixtralForCausalLM:init(config)
+  local c = read_config(config)
+  self.config = config
+  self.num_experts, self.top_k = c.num_local_experts, c.num_experts_per_tok
+  self.router_aux_loss_coef, self.output_router_logits = c.router_aux_loss_coef, c.output_router_logits
+  self.tied = c.tie_word_embeddings
+  self.model = llama.LlamaModel(c)
+  self.lm_head = nn.init.skip(nn.Linear, c.hidden_size, c.vocab_size, { bias = false })
+  if self.tied then
+    self.lm_head.weight = self.model.embed_tokens.weight
+  else
+    nn.init.normal_(self.lm_head.weight, 0, c.initializer_range)
+  end
+end
+
+--- model(input_ids [B,T] int64 1-based, {labels=, attention_mask=, past_key_values=, use_cache=,
+-- position_ids=, inputs_embeds=, skip_logits=, output_router_logits=}) -> {logits = [B,T,V],
+-- loss =, aux_loss =, router_logits = (one [B*T, E] per layer), past_key_values =}.
+-- output_router_logits (default: the config's) adds router_logits and aux_loss; with labels the
+-- loss is then lm_loss + router_aux_loss_coef * aux_loss, as transformers'.
+function MixtralForCausalLM:forward(input_ids, opts)
+  opts = opts or {}
+  if input_ids and input_ids:dim() == 1 then input_ids = input_ids:reshape(1, -1) end
+  local h, presents, router = self.model(input_ids, opts)
+  local out = {}
+  if opts.skip_logits then
+    if not opts.labels then error("MixtralForCausalLM: skip_logits = true needs labels (it returns the loss only)", 2) end
+    out.loss = common.chunked_lm_loss(h, self.lm_head, opts.labels)
+  else
+    out.logits = self.lm_head(h)
+    if opts.labels then out.loss = common.causal_lm_loss(out.logits, opts.labels) end
+  end
+  local want = opts.output_router_logits
+  if want == nil then want = self.output_router_logits end
+  if want then
+    out.router_logits = router
+    out.aux_loss = M.load_balancing_loss(router, self.num_experts, self.top_k, opts.attention_mask)
+    if out.loss then out.loss = out.loss + self.router_aux_loss_coef * out.aux_loss end
+  end
+  if opts.use_cache then out.past_key_values = presents end
+  return out
+end
+
+return M

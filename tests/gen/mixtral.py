@@ -1,0 +1,324 @@
+#!/usr/bin/python3
+"""Reference values for ft.models.mixtral: a plain PyTorch re-implementation of transformers'
+MixtralForCausalLM forward (RMSNorm, rotary embeddings with rotate_half, grouped-query causal
+attention, the sparse MoE block, the Switch-Transformer load-balancing loss), checked first
+against the Llama golden data, then run on a small random Mixtral.
+
+Run with Debian's python3-torch (transformers is not needed):
+
+    /usr/bin/python3 tests/gen/mixtral.py      # writes tests/fixtures/mixtral/
+
+The check: a Mixtral with num_local_experts = 1 and num_experts_per_tok = 1 is a Llama (its one
+expert's w1/w3/w2 are gate_proj/up_proj/down_proj; the softmax of one logit is 1). Loaded with
+tests/fixtures/golden/hf_llama's weights it must reproduce that folder's logits, logits2 and
+loss2 (which transformers computed) within 1e-4, else the script stops.
+
+Writes tests/fixtures/mixtral/:
+
+    config.json            the random Mixtral's HF config (MixtralForCausalLM)
+    model.safetensors      its float32 weights under transformers' per-expert names
+    reference.safetensors  input_ids (0-based int64 [2,12]), labels (0-based, -100 ignored),
+                           logits [2,12,V], lm_loss, aux_loss, loss (= lm_loss + coef * aux_loss),
+                           router_logits.<layer> [B*T, E] (0-based layer), attention_mask
+                           (int64 [2,12], padding on the left of row 2) and aux_loss_masked (the
+                           load-balancing loss of the same router logits under that mask)
+    grads.safetensors      "<parameter>.grad": d loss / d parameter for every parameter
+
+The reference runs in float64 on the float32 weights; values are stored as float32. The random
+model's router is drawn with a larger spread than the other weights, and the script checks that
+no token's k-th and (k+1)-th router probabilities are within 2e-3 of each other, so the choice of
+experts is the same in any float32 implementation.
+"""
+import json
+import math
+import os
+import struct
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "fixtures", "mixtral")
+LLAMA = os.path.join(ROOT, "fixtures", "golden", "hf_llama")
+
+DTYPES = {"F32": (np.float32, torch.float32), "I64": (np.int64, torch.int64), "I32": (np.int32, torch.int32)}
+
+
+def load(path):
+    """The tensors of a safetensors file (F32 / I32 / I64) as torch tensors."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    base = 8 + n
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = info["data_offsets"]
+        np_dtype = DTYPES[info["dtype"]][0]
+        arr = np.frombuffer(raw[base + a:base + b], dtype=np_dtype).reshape(info["shape"]).copy()
+        out[name] = torch.from_numpy(arr)
+    return out
+
+
+def save(path, tensors, metadata=None):
+    """A safetensors file of float32 / int64 tensors (name -> torch tensor), written atomically."""
+    header, data = {}, b""
+    if metadata:
+        header["__metadata__"] = metadata
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous()
+        if t.dtype == torch.float64:
+            t = t.float()
+        code = {torch.float32: "F32", torch.int64: "I64"}[t.dtype]
+        raw = t.numpy().tobytes()
+        header[name] = {"dtype": code, "shape": list(t.shape), "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + data)
+    os.replace(tmp, path)
+
+
+# ---- the re-implementation ---------------------------------------------------------------------
+
+def rms_norm(x, w, eps):
+    var = x.pow(2).mean(-1, keepdim=True)
+    return w * (x * torch.rsqrt(var + eps))
+
+
+def rope(T, D, theta, dtype):
+    inv_freq = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.int64).float() / D))
+    freqs = torch.arange(T).float()[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def attention(p, pre, h, c, cos, sin, pad):
+    B, T, _ = h.shape
+    H, Hkv, D = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
+    q = (h @ p[pre + "q_proj.weight"].T).view(B, T, H, D).transpose(1, 2)
+    k = (h @ p[pre + "k_proj.weight"].T).view(B, T, Hkv, D).transpose(1, 2)
+    v = (h @ p[pre + "v_proj.weight"].T).view(B, T, Hkv, D).transpose(1, 2)
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
+    k = k.repeat_interleave(H // Hkv, dim=1)
+    v = v.repeat_interleave(H // Hkv, dim=1)
+    scores = q @ k.transpose(2, 3) / math.sqrt(D)
+    allowed = torch.ones(T, T, dtype=torch.bool).tril()
+    if pad is not None:
+        allowed = allowed[None, None] & pad.bool()[:, None, None, :]
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    y = F.softmax(scores, dim=-1) @ v
+    return y.transpose(1, 2).reshape(B, T, H * D) @ p[pre + "o_proj.weight"].T
+
+
+def topk(probs, k):
+    """torch.topk's choice: the largest first (sorted), returned as (values, indices)."""
+    return torch.topk(probs, k, dim=-1)
+
+
+def moe_block(p, pre, h, c):
+    """transformers' MixtralSparseMoeBlock: -> output [B,T,C], router logits [B*T, E]."""
+    B, T, C = h.shape
+    E, k = c["num_local_experts"], c["num_experts_per_tok"]
+    flat = h.reshape(-1, C)
+    logits = flat @ p[pre + "gate.weight"].T
+    probs = F.softmax(logits, dim=1)
+    weights, chosen = topk(probs, k)
+    weights = weights / weights.sum(dim=-1, keepdim=True)
+    out = torch.zeros_like(flat)
+    mask = F.one_hot(chosen, num_classes=E).permute(2, 1, 0)   # [E, k, N]
+    for e in range(E):
+        slot, rows = torch.where(mask[e])
+        if rows.numel() == 0:
+            continue
+        x = flat[rows]
+        w1, w2, w3 = (p[pre + "experts.%d.%s.weight" % (e, n)] for n in ("w1", "w2", "w3"))
+        y = (F.silu(x @ w1.T) * (x @ w3.T)) @ w2.T
+        out = out.index_add(0, rows, y * weights[rows, slot, None])
+    return out.reshape(B, T, C), logits
+
+
+def load_balancing_loss(router_logits, E, k, mask=None):
+    """transformers' load_balancing_loss_func."""
+    logits = torch.cat(list(router_logits), dim=0)
+    probs = F.softmax(logits, dim=-1)
+    _, chosen = torch.topk(probs, k, dim=-1)
+    expert_mask = F.one_hot(chosen, E).to(probs.dtype)   # [N, k, E]
+    if mask is None:
+        tokens_per_expert = expert_mask.mean(dim=0)
+        router_prob = probs.mean(dim=0)
+    else:
+        B, S = mask.shape
+        L = logits.shape[0] // (B * S)
+        m = mask.to(probs.dtype)
+        em = m[None, :, :, None, None].expand(L, B, S, k, E).reshape(-1, k, E)
+        tokens_per_expert = (expert_mask * em).sum(dim=0) / em.sum(dim=0)
+        rm = m[None, :, :, None].expand(L, B, S, E).reshape(-1, E)
+        router_prob = (probs * rm).sum(dim=0) / rm.sum(dim=0)
+    return (tokens_per_expert * router_prob[None, :]).sum() * E
+
+
+def forward(p, c, ids, labels=None):
+    """-> logits, lm_loss (or None), aux_loss (or None), router logits per layer."""
+    x = p["model.embed_tokens.weight"][ids]
+    B, T = ids.shape
+    cos, sin = rope(T, c["head_dim"], c["rope_theta"], x.dtype)
+    routers = []
+    for i in range(c["num_hidden_layers"]):
+        pre = "model.layers.%d." % i
+        h = rms_norm(x, p[pre + "input_layernorm.weight"], c["rms_norm_eps"])
+        x = x + attention(p, pre + "self_attn.", h, c, cos, sin, None)
+        h = rms_norm(x, p[pre + "post_attention_layernorm.weight"], c["rms_norm_eps"])
+        m, r = moe_block(p, pre + "block_sparse_moe.", h, c)
+        routers.append(r)
+        x = x + m
+    x = rms_norm(x, p["model.norm.weight"], c["rms_norm_eps"])
+    logits = x @ p["lm_head.weight"].T
+    lm_loss = None
+    if labels is not None:
+        lm_loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                  ignore_index=-100)
+    aux = None
+    if c.get("output_router_logits"):
+        aux = load_balancing_loss(routers, c["num_local_experts"], c["num_experts_per_tok"])
+    return logits, lm_loss, aux, routers
+
+
+def structure(config):
+    c = dict(config)
+    c.setdefault("head_dim", c["hidden_size"] // c["num_attention_heads"])
+    if "rope_theta" not in c:
+        c["rope_theta"] = c["rope_parameters"]["rope_theta"]
+    return c
+
+
+# ---- the check against the Llama golden data ---------------------------------------------------
+
+def check_llama():
+    with open(os.path.join(LLAMA, "config.json")) as f:
+        config = json.load(f)
+    c = structure(config)
+    c.update(num_local_experts=1, num_experts_per_tok=1, output_router_logits=False)
+    w = load(os.path.join(LLAMA, "model.safetensors"))
+    ref = load(os.path.join(LLAMA, "reference.safetensors"))
+    p = {}
+    for name, t in w.items():
+        t = t.double()
+        for old, new in (("mlp.gate_proj", "block_sparse_moe.experts.0.w1"), ("mlp.up_proj", "block_sparse_moe.experts.0.w3"),
+                         ("mlp.down_proj", "block_sparse_moe.experts.0.w2")):
+            name = name.replace(old, new)
+        p[name] = t
+    for i in range(c["num_hidden_layers"]):
+        p["model.layers.%d.block_sparse_moe.gate.weight" % i] = torch.full((1, c["hidden_size"]), 0.3, dtype=torch.float64)
+    logits, _, _, _ = forward(p, c, ref["input_ids"].long())
+    d1 = (logits - ref["logits"].double()).abs().max().item()
+    ids2 = ref["input_ids2"].long()
+    logits2, loss2, _, _ = forward(p, c, ids2, ids2)
+    d2 = (logits2 - ref["logits2"].double()).abs().max().item()
+    d3 = abs(loss2.item() - ref["loss2"].item())
+    print("one-expert Mixtral vs Llama golden: logits %.3g, logits2 %.3g, loss2 %.3g" % (d1, d2, d3))
+    assert d1 < 1e-4 and d2 < 1e-4 and d3 < 1e-5, "the re-implementation does not reproduce the Llama golden data"
+
+
+# ---- the random Mixtral ------------------------------------------------------------------------
+
+CONFIG = {
+    "architectures": ["MixtralForCausalLM"], "model_type": "mixtral",
+    "vocab_size": 64, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 64,
+    "rope_theta": 1000000.0, "rms_norm_eps": 1e-5, "hidden_act": "silu", "attention_dropout": 0.0,
+    "initializer_range": 0.02, "tie_word_embeddings": False, "sliding_window": None,
+    "num_local_experts": 4, "num_experts_per_tok": 2, "router_aux_loss_coef": 0.02,
+    "output_router_logits": True, "router_jitter_noise": 0.0, "use_cache": True,
+    "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": None, "torch_dtype": "float32",
+}
+
+
+def random_params(c, gen):
+    H, I, E, V = c["hidden_size"], c["intermediate_size"], c["num_local_experts"], c["vocab_size"]
+    q, kv = c["num_attention_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"]
+
+    def normal(*shape, std):
+        return (torch.randn(*shape, generator=gen) * std).float()
+
+    p = {"model.embed_tokens.weight": normal(V, H, std=1.0), "lm_head.weight": normal(V, H, std=0.2),
+         "model.norm.weight": 1 + normal(H, std=0.1)}
+    for i in range(c["num_hidden_layers"]):
+        pre = "model.layers.%d." % i
+        p[pre + "input_layernorm.weight"] = 1 + normal(H, std=0.1)
+        p[pre + "post_attention_layernorm.weight"] = 1 + normal(H, std=0.1)
+        for name, o, n in (("q_proj", q, H), ("k_proj", kv, H), ("v_proj", kv, H), ("o_proj", H, q)):
+            p[pre + "self_attn." + name + ".weight"] = normal(o, n, std=0.2)
+        p[pre + "block_sparse_moe.gate.weight"] = normal(E, H, std=0.5)
+        for e in range(E):
+            x = pre + "block_sparse_moe.experts.%d." % e
+            p[x + "w1.weight"] = normal(I, H, std=0.2)
+            p[x + "w3.weight"] = normal(I, H, std=0.2)
+            p[x + "w2.weight"] = normal(H, I, std=0.2)
+    return p
+
+
+def min_margin(routers, k):
+    worst = 1.0
+    for r in routers:
+        probs, _ = torch.sort(F.softmax(r.detach(), dim=-1), dim=-1, descending=True)
+        worst = min(worst, (probs[:, k - 1] - probs[:, k]).min().item())
+    return worst
+
+
+def main():
+    torch.set_num_threads(1)
+    check_llama()
+    c = structure(CONFIG)
+    B, T = 2, 12
+    for seed in range(100):
+        gen = torch.Generator().manual_seed(1234 + seed)
+        weights = random_params(c, gen)
+        ids = torch.randint(0, c["vocab_size"], (B, T), generator=gen)
+        p = {k: v.double() for k, v in weights.items()}
+        _, _, _, routers = forward(p, c, ids)
+        margin = min_margin(routers, c["num_experts_per_tok"])
+        if margin > 2e-3:
+            break
+    else:
+        raise SystemExit("no seed gives well-separated router choices")
+    print("seed %d, smallest top-k margin %.3g" % (1234 + seed, margin))
+    labels = ids.clone()
+    labels[0, 3] = -100
+    labels[1, 7] = -100
+    p = {k: v.double().requires_grad_(True) for k, v in weights.items()}
+    logits, lm_loss, aux, routers = forward(p, c, ids, labels)
+    loss = lm_loss + c["router_aux_loss_coef"] * aux
+    loss.backward()
+    mask = torch.ones(B, T, dtype=torch.int64)
+    mask[1, :3] = 0
+    aux_masked = load_balancing_loss([r.detach() for r in routers], c["num_local_experts"], c["num_experts_per_tok"], mask)
+    os.makedirs(OUT, exist_ok=True)
+    ref = {"input_ids": ids, "labels": labels, "logits": logits, "lm_loss": lm_loss.reshape(1),
+           "aux_loss": aux.reshape(1), "loss": loss.reshape(1), "attention_mask": mask,
+           "aux_loss_masked": aux_masked.reshape(1)}
+    for i, r in enumerate(routers):
+        ref["router_logits.%d" % i] = r
+    save(os.path.join(OUT, "reference.safetensors"), ref)
+    save(os.path.join(OUT, "grads.safetensors"), {k + ".grad": v.grad for k, v in p.items()})
+    save(os.path.join(OUT, "model.safetensors"), weights, metadata={"format": "pt"})
+    with open(os.path.join(OUT, "config.json.tmp"), "w") as f:
+        json.dump(CONFIG, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(os.path.join(OUT, "config.json.tmp"), os.path.join(OUT, "config.json"))
+    print("lm_loss %.6f aux_loss %.6f loss %.6f" % (lm_loss.item(), aux.item(), loss.item()))
+
+
+if __name__ == "__main__":
+    main()
