@@ -235,6 +235,7 @@ static int entry_make(conv_entry *e, int kind, const conv_dnnl_geom *g, int thre
         const dnnl_memory_desc_t *bq = kind == FWD_BIAS ? WANT(dnnl_query_weights_md, 1)
                                                         : WANT(dnnl_query_diff_weights_md, 1);
         if (!bq || !dnnl_memory_desc_equal(bq, &plain.bias)) {
+            /* a bias layout this file does not reorder: the geometry goes to the im2col path */
             st = dnnl_unimplemented;
             goto fail;
         }

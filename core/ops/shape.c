@@ -325,6 +325,24 @@ INDEX_SELECT_RUN(uint16_t)
 INDEX_SELECT_RUN(uint32_t)
 INDEX_SELECT_RUN(uint64_t)
 
+/* dst [outer, size, inner] at [o, idx[j], :] += src [outer, nidx, inner] at [o, j, :]: the
+ * backward of index_select and the forward of index_add. Blocks of columns never collide, so
+ * the j loop inside stays serial (repeated indices accumulate in order). */
+static void scatter_add(float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t size,
+                        int64_t nidx, int64_t inner) {
+    int64_t nblk = (inner + COL_BLOCK - 1) / COL_BLOCK;
+    _Pragma("omp parallel for if (outer * nidx * inner > PAR_MIN)")
+    for (int64_t b = 0; b < outer * nblk; b++) {
+        int64_t o = b / nblk, i0 = (b % nblk) * COL_BLOCK;
+        int64_t w = inner - i0 < COL_BLOCK ? inner - i0 : COL_BLOCK;
+        for (int64_t j = 0; j < nidx; j++) {
+            const float *from = src + (o * nidx + j) * inner + i0;
+            float *to = dst + (o * size + idx[j]) * inner + i0;
+            for (int64_t i = 0; i < w; i++) to[i] += from[i];
+        }
+    }
+}
+
 /* i[0] = dim; saved[0] = the contiguous index. ga[o, idx[j], :] += g[o, j, :] */
 static int index_select_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
     const ft_tensor *a = n->inputs[0], *index = n->saved[0];
@@ -333,23 +351,7 @@ static int index_select_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi)
     int64_t nidx = ft_numel(index);
     ft_tensor *gc = grad_f32(g);
     ft_tensor *ga = gc ? ft_zeros(a->shape, a->ndim, FT_FLOAT32) : NULL;
-    if (ga) {
-        const float *gp = ft_f32(gc);
-        const int64_t *idx = ft_i64(index);
-        float *ap = ft_f32(ga);
-        /* blocks of columns never collide: the j loop inside stays serial */
-        int64_t nblk = (inner + COL_BLOCK - 1) / COL_BLOCK;
-        _Pragma("omp parallel for if (outer * nidx * inner > PAR_MIN)")
-        for (int64_t b = 0; b < outer * nblk; b++) {
-            int64_t o = b / nblk, i0 = (b % nblk) * COL_BLOCK;
-            int64_t w = inner - i0 < COL_BLOCK ? inner - i0 : COL_BLOCK;
-            for (int64_t j = 0; j < nidx; j++) {
-                const float *src = gp + (o * nidx + j) * inner + i0;
-                float *dst = ap + (o * size + idx[j]) * inner + i0;
-                for (int64_t i = 0; i < w; i++) dst[i] += src[i];
-            }
-        }
-    }
+    if (ga) scatter_add(ft_f32(ga), ft_f32(gc), ft_i64(index), outer, size, nidx, inner);
     ft_release(gc);
     gi[0] = ga;
     return ga ? 0 : -1;
@@ -469,21 +471,7 @@ ft_tensor *ft_index_add(const ft_tensor *base, int dim, const ft_tensor *index, 
     }
     if (out) {
         int64_t outer = prod(base->shape, 0, d), size = base->shape[d], inner = prod(base->shape, d + 1, base->ndim);
-        const float *sp = ft_f32(sc);
-        const int64_t *idx = ft_i64(ic);
-        float *op = ft_f32(out);
-        /* blocks of columns never collide: the j loop inside stays serial (repeats accumulate in order) */
-        int64_t nblk = (inner + COL_BLOCK - 1) / COL_BLOCK;
-        _Pragma("omp parallel for if (outer * nidx * inner > PAR_MIN)")
-        for (int64_t b = 0; b < outer * nblk; b++) {
-            int64_t o = b / nblk, i0 = (b % nblk) * COL_BLOCK;
-            int64_t w = inner - i0 < COL_BLOCK ? inner - i0 : COL_BLOCK;
-            for (int64_t j = 0; j < nidx; j++) {
-                const float *from = sp + (o * nidx + j) * inner + i0;
-                float *to = op + (o * size + idx[j]) * inner + i0;
-                for (int64_t i = 0; i < w; i++) to[i] += from[i];
-            }
-        }
+        scatter_add(ft_f32(out), ft_f32(sc), ft_i64(ic), outer, size, nidx, inner);
         if (ft_grad_needed2(base, src)) {
             ft_node *node = ft_node_new("index_add", index_add_backward, out, 2, base, src);
             if (node) {

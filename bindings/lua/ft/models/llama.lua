@@ -162,20 +162,24 @@ function MLP:init(c)
   self.act = c.act
 end
 
--- The [B,T,intermediate] temporaries are closed (freed) as the forward returns, not left to
--- the collector: they are the largest tensors of a block (autograd keeps its own references).
-function MLP:forward(x)
-  local gate <close> = self.gate_proj(x)
-  local act <close> = self.act(gate)
-  local up <close> = self.up_proj(x)
-  local gated <close> = act * up
-  return self.down_proj(gated)
+--- llama.gated_mlp(act, gate, up, down, x) -> down(act(gate(x)) * up(x)): the gated MLP of
+-- Llama's blocks and of Mixtral's experts. The [..., intermediate] temporaries are closed
+-- (freed) as it returns, not left to the collector: they are the largest tensors of a block
+-- (autograd keeps its own references).
+function M.gated_mlp(act, gate, up, down, x)
+  local g <close> = gate(x)
+  local a <close> = act(g)
+  local u <close> = up(x)
+  local gated <close> = a * u
+  return down(gated)
 end
 
+function MLP:forward(x) return M.gated_mlp(self.act, self.gate_proj, self.up_proj, self.down_proj, x) end
+
 --- DecoderLayer(c, window): one pre-norm block (self_attn, mlp, the two RMSNorms); forward(x,
--- rope, cache, mask) -> x, present. A family whose blocks differ (ft.models.mixtral) sets
--- c.decoder_layer to its own class; a third result of its forward (a tensor) is collected per
--- layer by LlamaModel:forward.
+-- rope, cache, mask) -> x, present, extra. A family whose feed-forward differs
+-- (ft.models.mixtral) sets c.decoder_layer to a subclass overriding feed_forward; what that
+-- returns second (extra) is collected per layer by LlamaModel:forward.
 local DecoderLayer = nn.Module:extend("LlamaDecoderLayer")
 M.DecoderLayer = DecoderLayer
 
@@ -186,14 +190,17 @@ function DecoderLayer:init(c, window)
   self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
 end
 
--- Temporaries closed as the forward returns (as in MLP:forward).
+--- layer:feed_forward(h) -> the block's MLP output (and nothing else for Llama).
+function DecoderLayer:feed_forward(h) return self.mlp(h) end
+
+-- Temporaries closed as the forward returns (as in gated_mlp).
 function DecoderLayer:forward(x, rope, cache, mask)
   local h <close> = self.input_layernorm(x)
   local a <close>, present = self.self_attn(h, rope, cache, mask)
   local mid <close> = x + a
   local h2 <close> = self.post_attention_layernorm(mid)
-  local m <close> = self.mlp(h2)
-  return mid + m, present
+  local m <close>, extra = self:feed_forward(h2)
+  return mid + m, present, extra
 end
 
 -- ---- the model -------------------------------------------------------------------------------------
@@ -335,9 +342,10 @@ LlamaForCausalLM.default_rope_theta = 10000.0
 LlamaForCausalLM.ignore_on_load = { "rotary_emb%.inv_freq$" }
 
 LlamaForCausalLM.config_keys = M.CONFIG_KEYS
---- LlamaForCausalLM.read_config(config) -> the checked config (types, ranges, head divisibility,
--- positive epsilon and rope theta, a known activation, the sliding windows).
-LlamaForCausalLM.read_config = function(config) return read_config(config, LlamaForCausalLM) end
+--- LlamaForCausalLM.read_config(config [, class]) -> the checked config (types, ranges, head
+-- divisibility, positive epsilon and rope theta, a known activation, the sliding windows) with
+-- class's defaults (default LlamaForCausalLM; Mistral and Qwen2 inherit it, Mixtral replaces it).
+LlamaForCausalLM.read_config = function(config, class) return read_config(config, class or LlamaForCausalLM) end
 
 --- LlamaForCausalLM.tensor_shapes(c) -> name -> shape of a checked config's model (tied copy
 -- left out), and the tied names (alias -> target).
@@ -366,8 +374,9 @@ function LlamaForCausalLM.tensor_shapes(c)
 end
 
 --- LlamaForCausalLM(config): config is an HF config table (config.json decoded, or llama.config()).
+-- Returns the checked config (class.read_config's), for subclasses that build on it.
 function LlamaForCausalLM:init(config)
-  local c = read_config(config, self)   -- class fields (defaults, biases) come through self
+  local c = self.read_config(config, self)   -- class fields (defaults, biases) come through self
   self.config = config
   self.tied = c.tie_word_embeddings
   self.model = LlamaModel(c)
@@ -377,6 +386,7 @@ function LlamaForCausalLM:init(config)
   else
     nn.init.normal_(self.lm_head.weight, 0, c.initializer_range)
   end
+  return c
 end
 
 --- The modules m:gradient_checkpointing_enable() checkpoints: the decoder blocks.
@@ -397,18 +407,25 @@ end
 function LlamaForCausalLM:forward(input_ids, opts)
   opts = opts or {}
   if input_ids and input_ids:dim() == 1 then input_ids = input_ids:reshape(1, -1) end
-  local h, presents = self.model(input_ids, opts)
+  local h, presents, extras = self.model(input_ids, opts)
+  local out
   if opts.skip_logits then
-    if not opts.labels then error("LlamaForCausalLM: skip_logits = true needs labels (it returns the loss only)", 2) end
-    local out = { loss = common.chunked_lm_loss(h, self.lm_head, opts.labels) }
-    if opts.use_cache then out.past_key_values = presents end
-    return out
+    if not opts.labels then
+      error(("%s: skip_logits = true needs labels (it returns the loss only)"):format(self.hf_architecture), 2)
+    end
+    out = { loss = common.chunked_lm_loss(h, self.lm_head, opts.labels) }
+  else
+    out = { logits = self.lm_head(h) }
+    if opts.labels then out.loss = common.causal_lm_loss(out.logits, opts.labels) end
   end
-  local out = { logits = self.lm_head(h) }
-  if opts.labels then out.loss = common.causal_lm_loss(out.logits, opts.labels) end
   if opts.use_cache then out.past_key_values = presents end
+  self:add_outputs(out, extras, opts)
   return out
 end
+
+--- model:add_outputs(out, extras, opts): what a family adds to the forward's result from the
+-- layers' extras (Mixtral: router logits and the aux loss); nothing for Llama.
+function LlamaForCausalLM:add_outputs() end
 
 LlamaForCausalLM.generate = generate
 

@@ -121,14 +121,8 @@ function Expert:init(c)
   self.act = c.act
 end
 
---- expert(x [..., hidden]) -> [..., hidden]; the [..., intermediate] temporaries are closed as it returns.
-function Expert:forward(x)
-  local g <close> = self.w1(x)
-  local a <close> = self.act(g)
-  local u <close> = self.w3(x)
-  local gated <close> = a * u
-  return self.w2(gated)
-end
+--- expert(x [..., hidden]) -> [..., hidden] (llama.gated_mlp).
+function Expert:forward(x) return llama.gated_mlp(self.act, self.w1, self.w3, self.w2, x) end
 
 --- SparseMoeBlock(c): HF's MixtralSparseMoeBlock: gate (hidden -> num_local_experts, no bias) and
 -- experts (a ModuleList of Expert); block(x [B,T,C]) -> [B,T,C], router logits [B*T, E].
@@ -174,18 +168,21 @@ function SparseMoeBlock:forward(x)
       slots[e][#r] = (t - 1) * k + j   -- the position of (t, j) in weights:reshape(-1)
     end
   end
+  -- every expert's weighted rows, then one index_add of them all into the output
   local wflat = weights:reshape(-1)
-  local out = ft.zeros(B * T, C)
+  local parts, targets = {}, {}
   for e = 1, self.num_experts do
     if #rows[e] > 0 then
-      local idx = int64(rows[e])
-      local xe <close> = flat:index_select(1, idx)
+      local xe <close> = flat:index_select(1, int64(rows[e]))
       local ye <close> = self.experts[e](xe)
       local we <close> = wflat:index_select(1, int64(slots[e])):unsqueeze(2)
-      local weighted <close> = ye * we
-      out = out:index_add(1, idx, weighted)
+      parts[#parts + 1] = ye * we
+      table.move(rows[e], 1, #rows[e], #targets + 1, targets)
     end
   end
+  local all <close> = ft.cat(parts, 1)
+  for _, t in ipairs(parts) do do local done <close> = t end end
+  local out = ft.zeros(B * T, C):index_add(1, int64(targets), all)
   return out:reshape(B, T, C), logits
 end
 
@@ -205,15 +202,9 @@ function DecoderLayer:init(c, window)
   self.post_attention_layernorm = llama.RMSNorm(c.hidden_size, c.rms_norm_eps)
 end
 
--- Temporaries closed as the forward returns (as in llama's DecoderLayer).
-function DecoderLayer:forward(x, rope, cache, mask)
-  local h <close> = self.input_layernorm(x)
-  local a <close>, present = self.self_attn(h, rope, cache, mask)
-  local mid <close> = x + a
-  local h2 <close> = self.post_attention_layernorm(mid)
-  local m <close>, logits = self.block_sparse_moe(h2)
-  return mid + m, present, logits
-end
+--- layer:feed_forward(h) -> the MoE block's output, its router logits (llama's DecoderLayer
+-- forward returns them third).
+function DecoderLayer:feed_forward(h) return self.block_sparse_moe(h) end
 
 -- ---- the load-balancing loss -------------------------------------------------------------------
 
@@ -286,8 +277,8 @@ MixtralForCausalLM.default_rope_theta = 1e6
 MixtralForCausalLM.config_keys = M.CONFIG_KEYS
 
 -- Reads and checks the config: Mistral's structure, then the MoE fields.
-local function read_config(config)
-  local c = llama.read_config(config, MixtralForCausalLM)
+local function read_config(config, class)
+  local c = llama.read_config(config, class or MixtralForCausalLM)
   local r = common.config_reader(config, MixtralForCausalLM.hf_architecture)
   c.num_local_experts = r:int("num_local_experts", 8, 1, 1 << 16)
   local k = r:int("num_experts_per_tok", 2, 1, nil)
@@ -328,46 +319,23 @@ end
 
 --- MixtralForCausalLM(config): config is an HF config table (config.json decoded, or mixtral.config()).
 function MixtralForCausalLM:init(config)
-  local c = read_config(config)
-  self.config = config
+  local c = llama.LlamaForCausalLM.init(self, config)   -- through read_config above
   self.num_experts, self.top_k = c.num_local_experts, c.num_experts_per_tok
   self.router_aux_loss_coef, self.output_router_logits = c.router_aux_loss_coef, c.output_router_logits
-  self.tied = c.tie_word_embeddings
-  self.model = llama.LlamaModel(c)
-  self.lm_head = nn.init.skip(nn.Linear, c.hidden_size, c.vocab_size, { bias = false })
-  if self.tied then
-    self.lm_head.weight = self.model.embed_tokens.weight
-  else
-    nn.init.normal_(self.lm_head.weight, 0, c.initializer_range)
-  end
 end
 
 --- model(input_ids [B,T] int64 1-based, {labels=, attention_mask=, past_key_values=, use_cache=,
 -- position_ids=, inputs_embeds=, skip_logits=, output_router_logits=}) -> {logits = [B,T,V],
--- loss =, aux_loss =, router_logits = (one [B*T, E] per layer), past_key_values =}.
--- output_router_logits (default: the config's) adds router_logits and aux_loss; with labels the
--- loss is then lm_loss + router_aux_loss_coef * aux_loss, as transformers'.
-function MixtralForCausalLM:forward(input_ids, opts)
-  opts = opts or {}
-  if input_ids and input_ids:dim() == 1 then input_ids = input_ids:reshape(1, -1) end
-  local h, presents, router = self.model(input_ids, opts)
-  local out = {}
-  if opts.skip_logits then
-    if not opts.labels then error("MixtralForCausalLM: skip_logits = true needs labels (it returns the loss only)", 2) end
-    out.loss = common.chunked_lm_loss(h, self.lm_head, opts.labels)
-  else
-    out.logits = self.lm_head(h)
-    if opts.labels then out.loss = common.causal_lm_loss(out.logits, opts.labels) end
-  end
+-- loss =, aux_loss =, router_logits = (one [B*T, E] per layer), past_key_values =}: llama's
+-- forward, and with output_router_logits (default: the config's) router_logits and aux_loss;
+-- with labels the loss is then lm_loss + router_aux_loss_coef * aux_loss, as transformers'.
+function MixtralForCausalLM:add_outputs(out, router, opts)
   local want = opts.output_router_logits
   if want == nil then want = self.output_router_logits end
-  if want then
-    out.router_logits = router
-    out.aux_loss = M.load_balancing_loss(router, self.num_experts, self.top_k, opts.attention_mask)
-    if out.loss then out.loss = out.loss + self.router_aux_loss_coef * out.aux_loss end
-  end
-  if opts.use_cache then out.past_key_values = presents end
-  return out
+  if not want then return end
+  out.router_logits = router
+  out.aux_loss = M.load_balancing_loss(router, self.num_experts, self.top_k, opts.attention_mask)
+  if out.loss then out.loss = out.loss + self.router_aux_loss_coef * out.aux_loss end
 end
 
 return M
