@@ -125,6 +125,27 @@ static int l_lora_add(lua_State *L) {
     return 1;
 }
 
+/* grouped_linear(x [N, in], weight [E, out, in], sizes): sizes an array of E row counts */
+static int l_grouped_linear(lua_State *L) {
+    ft_tensor *x = ftl_check_tensor(L, 1), *w = ftl_check_tensor(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_Integer n = luaL_len(L, 3);
+    if (n != (w->ndim == 3 ? w->shape[0] : -1))
+        return luaL_error(L, "ft.grouped_linear: %d group sizes for a weight of %d groups", (int)n,
+                          w->ndim == 3 ? (int)w->shape[0] : -1);
+    int64_t *sizes = lua_newuserdatauv(L, sizeof(int64_t) * (size_t)(n > 0 ? n : 1), 0);
+    for (lua_Integer e = 1; e <= n; e++) {
+        lua_geti(L, 3, e);
+        int isnum = 0;
+        lua_Integer v = lua_tointegerx(L, -1, &isnum);
+        if (!isnum) return luaL_error(L, "ft.grouped_linear: group size %d is not an integer", (int)e);
+        sizes[e - 1] = v;
+        lua_pop(L, 1);
+    }
+    ftl_push_tensor(L, ft_grouped_linear(x, w, sizes, n), "grouped_linear");
+    return 1;
+}
+
 /* conv2d(x [N,C,H,W], w [O,C/g,kH,kW], b [O]?, {stride=, padding=, dilation=, groups=})
  * padding may also be "valid" or "same" (stride 1, odd effective kernel). The bias may
  * be left out: conv2d(x, w, opts). */
@@ -460,6 +481,7 @@ static const luaL_Reg nn_functions[] = {
 static const luaL_Reg weight_functions[] = {
     {"linear", l_linear},
     {"lora_add", l_lora_add},
+    {"grouped_linear", l_grouped_linear},
     {"embedding", l_embedding},
     {"batch_norm", l_batch_norm},
     {NULL, NULL},

@@ -3,7 +3,9 @@
  * or a transposed row-major matrix is passed as is with the matching transpose flag;
  * only other layouts are copied with ft_contiguous. A linear weight held in bfloat16,
  * float16 or float64 is widened one block at a time into a small float32 buffer (as
- * core/quant/linear.c does for quantised weights), so the whole weight never exists in float32. */
+ * core/quant/linear.c does for quantised weights), so the whole weight never exists in float32.
+ * grouped_linear runs consecutive blocks of rows through the matrices of a [groups, out, in]
+ * weight (a mixture of experts' fused expert weights), one product per group. */
 #include <cblas.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -654,5 +656,159 @@ ft_tensor *ft_lora_add(const ft_tensor *result, const ft_tensor *x, const ft_ten
     ft_release(bc);
     ft_release(rc);
     ft_release(low);
+    return out;
+}
+
+/* ---- grouped_linear: each block of rows through its own weight --------------------- */
+
+/* The [out, in] weight of group e: a view of weight [E, out, in] that records no autograd. */
+static ft_tensor *group_weight(const ft_tensor *weight, int64_t e) {
+    ft_tensor *wd = plain(weight);
+    ft_tensor *we = wd ? ft_select(wd, 0, e) : NULL;
+    ft_release(wd);
+    return we;
+}
+
+/* y rows [M, out] = x rows [M, in] @ W_e^T, W_e float32 or a storage float (widened in tiles). */
+static int group_forward(const ft_tensor *we, const float *x, int M, float *y) {
+    int64_t nout = we->shape[0], nin = we->shape[1];
+    if (we->dtype != FT_FLOAT32) return tiled_forward(we, x, M, y, 0.0f);
+    gemm_operand A = {x, CblasNoTrans, (int)(nin > 1 ? nin : 1)};
+    gemm_operand B = {ft_f32(we), CblasTrans, (int)(nin > 1 ? nin : 1)};
+    gemm(M, (int)nout, (int)nin, A, B, 0.0f, y, (int)(nout > 1 ? nout : 1));
+    return 0;
+}
+
+/* i[0..2] = E, out, in; saved[0] = x [N, in] contiguous (for the weight's gradient), saved[1] =
+ * weight (for x's), saved[2] = the int64 group sizes [E]. */
+static int grouped_linear_backward(ft_node *node, const ft_tensor *g, ft_tensor **gi) {
+    int64_t E = node->i[0], nout = node->i[1], nin = node->i[2];
+    const ft_tensor *x = node->saved[0], *w = node->saved[1];
+    const int64_t *sizes = ft_i64(node->saved[2]);
+    ft_tensor *gc = ft_contiguous(g);
+    if (!gc) return -1;
+    const float *gp = ft_f32(gc);
+    int rc = 0;
+    if (node->inputs[0]) {   /* dx rows of group e = g rows @ W_e */
+        const ft_tensor *xin = node->inputs[0];
+        ft_tensor *dx = ft_zeros(xin->shape, xin->ndim, FT_FLOAT32);
+        int64_t row = 0;
+        for (int64_t e = 0; dx && rc == 0 && e < E; row += sizes[e], e++) {
+            if (sizes[e] == 0 || nout == 0) continue;
+            ft_tensor *we = group_weight(w, e);
+            if (!we) rc = -1;
+            else if (we->dtype != FT_FLOAT32)
+                rc = tiled_backward_input(we, gp + row * nout, (int)sizes[e], ft_f32(dx) + row * nin);
+            else {
+                gemm_operand A = {gp + row * nout, CblasNoTrans, (int)nout};
+                gemm_operand B = {ft_f32(we), CblasNoTrans, (int)(nin > 1 ? nin : 1)};
+                gemm((int)sizes[e], (int)nin, (int)nout, A, B, 0.0f, ft_f32(dx) + row * nin, (int)(nin > 1 ? nin : 1));
+            }
+            ft_release(we);
+        }
+        if (!dx || rc < 0) {
+            ft_release(dx);
+            ft_release(gc);
+            return -1;
+        }
+        gi[0] = dx;
+    }
+    if (node->inputs[1]) {   /* dW_e = g rows^T @ x rows; zero for a group without rows */
+        const ft_tensor *win = node->inputs[1];
+        ft_tensor *dw = ft_zeros(win->shape, win->ndim, win->dtype);
+        int64_t row = 0;
+        for (int64_t e = 0; dw && rc == 0 && e < E; row += sizes[e], e++) {
+            if (sizes[e] == 0) continue;
+            ft_tensor *slot = ft_select(dw, 0, e);
+            if (!slot) rc = -1;
+            else if (win->dtype != FT_FLOAT32) {   /* rounded once into the weight's dtype */
+                ft_tensor *part = tiled_backward_weight(nout, nin, win->dtype, gp + row * nout,
+                                                        ft_f32(x) + row * nin, (int)sizes[e]);
+                rc = part ? ft_copy_(slot, part) : -1;
+                ft_release(part);
+            } else {
+                gemm_operand A = {gp + row * nout, CblasTrans, (int)(nout > 1 ? nout : 1)};
+                gemm_operand B = {ft_f32(x) + row * nin, CblasNoTrans, (int)(nin > 1 ? nin : 1)};
+                gemm((int)nout, (int)nin, (int)sizes[e], A, B, 0.0f, ft_f32(slot), (int)(nin > 1 ? nin : 1));
+            }
+            ft_release(slot);
+        }
+        if (!dw || rc < 0) {
+            ft_release(dw);
+            ft_release(gc);
+            return -1;
+        }
+        gi[1] = dw;
+    }
+    ft_release(gc);
+    return 0;
+}
+
+ft_tensor *ft_grouped_linear(const ft_tensor *x, const ft_tensor *weight, const int64_t *sizes, int64_t n_groups) {
+    char sx[128], sw[128];
+    if (is_storage_float(x)) {
+        ft_tensor *xf = ft_promote_f32(x);
+        ft_tensor *y = xf ? ft_grouped_linear(xf, weight, sizes, n_groups) : NULL;
+        ft_release(xf);
+        return y;
+    }
+    if (expect_f32(x, "grouped_linear") < 0) return NULL;
+    if (weight->dtype != FT_FLOAT32 && !is_storage_float(weight)) {
+        ft_set_error("grouped_linear: expected a float weight, got %s", ft_dtype_name(weight->dtype));
+        return NULL;
+    }
+    if (x->ndim != 2 || weight->ndim != 3 || x->shape[1] != weight->shape[2] || weight->shape[0] != n_groups) {
+        ft_set_error("grouped_linear: input %s and weight %s do not match %lld group sizes (expected input "
+                     "[N, in] and weight [groups, out, in])",
+                     ft_shape_str(x->shape, x->ndim, sx, sizeof sx),
+                     ft_shape_str(weight->shape, weight->ndim, sw, sizeof sw), (long long)n_groups);
+        return NULL;
+    }
+    int64_t N = x->shape[0], nout = weight->shape[1], nin = weight->shape[2], total = 0;
+    for (int64_t e = 0; e < n_groups; e++) {
+        if (sizes[e] < 0 || sizes[e] > N - total) {
+            ft_set_error("grouped_linear: group sizes must be >= 0 and sum to the %lld input rows "
+                         "(group %lld has %lld, %lld rows before it)", (long long)N, (long long)e + 1,
+                         (long long)sizes[e], (long long)total);
+            return NULL;
+        }
+        total += sizes[e];
+    }
+    if (total != N) {
+        ft_set_error("grouped_linear: group sizes sum to %lld, the input has %lld rows", (long long)total, (long long)N);
+        return NULL;
+    }
+    if (check_blas_dims(N, nin, nout, "grouped_linear") < 0) return NULL;
+    ft_tensor *xc = plain_contiguous(x);
+    int64_t oshape[2] = {N, nout};
+    ft_tensor *out = xc ? ft_zeros(oshape, 2, FT_FLOAT32) : NULL;
+    int rc = out ? 0 : -1;
+    int64_t row = 0;
+    for (int64_t e = 0; rc == 0 && e < n_groups; row += sizes[e], e++) {
+        if (sizes[e] == 0) continue;
+        ft_tensor *we = group_weight(weight, e);
+        rc = we ? group_forward(we, ft_f32(xc) + row * nin, (int)sizes[e], ft_f32(out) + row * nout) : -1;
+        ft_release(we);
+    }
+    if (rc == 0 && ft_grad_needed2(x, weight)) {
+        ft_node *node = ft_node_new("grouped_linear", grouped_linear_backward, out, 2, x, weight);
+        int64_t sshape = n_groups;
+        ft_tensor *kept = node ? ft_empty(&sshape, 1, FT_INT64) : NULL;
+        if (kept) {
+            memcpy(ft_i64(kept), sizes, sizeof(int64_t) * (size_t)n_groups);
+            node->i[0] = n_groups;
+            node->i[1] = nout;
+            node->i[2] = nin;
+            if (node->inputs[1]) node->saved[0] = ft_retain(xc);
+            if (node->inputs[0]) node->saved[1] = plain(weight);
+            node->saved[2] = kept;
+        } else
+            rc = -1;
+    }
+    ft_release(xc);
+    if (rc < 0) {
+        ft_release(out);
+        return NULL;
+    }
     return out;
 }

@@ -217,6 +217,9 @@ describe("finite differences: layers", function()
         function(a) return F.linear(a.x, a.w) end)
   check("lora_add", {r = normal{2, 3, 5}, x = normal{2, 3, 4}, a = normal{2, 4}, b = normal{5, 2}},
         function(a) return F.lora_add(a.r, a.x, a.a, a.b, 0.75) end)
+  -- groups of 2, 0 (no rows: a zero weight gradient) and 3 rows
+  check("grouped_linear", {x = normal{5, 4}, w = normal{3, 2, 4}},
+        function(a) return F.grouped_linear(a.x, a.w, {2, 0, 3}) end)
   check("pad", {x = normal{2, 3, 4}}, function(a) return F.pad(a.x, {1, 2, -1, 1}, 0.5) end)
   check("sdpa", {q = normal{2, 3, 4}, k = normal{2, 4, 4}, v = normal{2, 4, 2}},
         function(a) return F.scaled_dot_product_attention(a.q, a.k, a.v) end)

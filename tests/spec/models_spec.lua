@@ -251,9 +251,11 @@ describe("one registry for every family", function()
       ["resnet-s"] = { widths = { 4, 4, 8 } },
       resnet18 = { widths = { 2, 2, 4, 4 } }, resnet34 = { widths = { 2, 2, 4, 4 } },
       resnet50 = { widths = { 2, 2, 2, 2 } },
+      ["moe-s"] = { num_hidden_layers = 1, hidden_size = 16, intermediate_size = 8, num_attention_heads = 2,
+        num_key_value_heads = 1, num_local_experts = 3 },
     }
     local names = ft.tables.sorted_keys(models.presets)
-    assert.same({ "gpt-s", "llama-s", "resnet-s", "resnet18", "resnet34", "resnet50", "vit-s" }, names)
+    assert.same({ "gpt-s", "llama-s", "moe-s", "resnet-s", "resnet18", "resnet34", "resnet50", "vit-s" }, names)
     for _, name in ipairs(names) do
       local m = models.new(name, small[name])
       local arch = models.config(name).architectures[1]

@@ -14,7 +14,7 @@
 --   GPT-2 classifier     GPT2ForSequenceClassification                       -
 --   Llama family         LlamaForCausalLM, MistralForCausalLM,               llama-s
 --                        Qwen2ForCausalLM (llama, mistral, qwen2)
---   Mixtral (MoE)        MixtralForCausalLM (mixtral)                        - (mixtral.config("mixtral-s"))
+--   Mixtral (MoE)        MixtralForCausalLM (mixtral)                        moe-s
 --   ViT                  ViTForImageClassification (vit)                     vit-s
 --   torchvision ResNets  ResNet (torchvision_resnet)                         resnet-s, resnet18,
 --                                                                            resnet34, resnet50
@@ -136,7 +136,7 @@ M.register("GPT2ForSequenceClassification", { module = "ft.models.gpt2_classifie
 M.register("LlamaForCausalLM", { module = "ft.models.llama", model_type = "llama", presets = { "llama-s" } })
 M.register("MistralForCausalLM", { module = "ft.models.llama", model_type = "mistral" })
 M.register("Qwen2ForCausalLM", { module = "ft.models.llama", model_type = "qwen2" })
-M.register("MixtralForCausalLM", { module = "ft.models.mixtral", model_type = "mixtral" })
+M.register("MixtralForCausalLM", { module = "ft.models.mixtral", model_type = "mixtral", presets = { "moe-s" } })
 M.register("ViTForImageClassification", { module = "ft.models.vit", model_type = "vit", presets = { "vit-s" } })
 -- torchvision's structure and names, not HF's ResNetForImageClassification (model_type "resnet").
 M.register("ResNet", { module = "ft.models.resnet", model_type = "torchvision_resnet",

@@ -72,6 +72,11 @@ ft_tensor *ft_linear(const ft_tensor *x, const ft_tensor *weight, const ft_tenso
  * B [out, r], all float32; differentiable in all four. */
 ft_tensor *ft_lora_add(const ft_tensor *result, const ft_tensor *x, const ft_tensor *a, const ft_tensor *b,
                        double scale);
+/* y [N, out]: the first sizes[0] rows of x [N, in] times weight[0]^T, the next sizes[1] rows
+ * times weight[1]^T, ... (weight [n_groups, out, in]; the sizes sum to N; a group may be
+ * empty). One product per group; differentiable in x and weight; a bfloat16 / float16 /
+ * float64 weight is widened in tiles as in ft_linear. */
+ft_tensor *ft_grouped_linear(const ft_tensor *x, const ft_tensor *weight, const int64_t *sizes, int64_t n_groups);
 
 /* ---- shape ops (core/ops/shape.c) ------------------------------------------ */
 /* These keep the dtype: tensors of one dtype join in it; a mix with a float among them joins as

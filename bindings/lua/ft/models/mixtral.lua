@@ -33,6 +33,9 @@
 -- Presets (mixtral.config(name, overrides)):
 --   "mixtral-s"  byte-level MoE decoder for experiments: vocab 256, 4 layers, hidden 256,
 --                intermediate 512, 8 heads (2 key/value heads), 4 experts, top 2, context 256.
+--   "moe-s"      GPT-S-sized byte-level MoE decoder (ft.models registers it): vocab 256, 6 layers,
+--                hidden 384, 6 heads (2 key/value heads), 4 experts of intermediate 1024, top 2,
+--                context 256, aux-loss coefficient 0.01 and router logits on, for from-scratch runs.
 local ft = require "ft"
 local models = require "ft.models"
 local common = require "ft.models.common"
@@ -48,6 +51,14 @@ local PRESETS = {
     rope_theta = 1e6, rms_norm_eps = 1e-5, hidden_act = "silu", attention_dropout = 0.0,
     initializer_range = 0.02, tie_word_embeddings = false, num_local_experts = 4,
     num_experts_per_tok = 2, router_aux_loss_coef = 0.001, output_router_logits = false,
+    router_jitter_noise = 0.0,
+  },
+  ["moe-s"] = {
+    vocab_size = 256, hidden_size = 384, intermediate_size = 1024, num_hidden_layers = 6,
+    num_attention_heads = 6, num_key_value_heads = 2, max_position_embeddings = 256,
+    rope_theta = 1e6, rms_norm_eps = 1e-5, hidden_act = "silu", attention_dropout = 0.0,
+    initializer_range = 0.02, tie_word_embeddings = false, num_local_experts = 4,
+    num_experts_per_tok = 2, router_aux_loss_coef = 0.01, output_router_logits = true,
     router_jitter_noise = 0.0,
   },
 }

@@ -22,6 +22,12 @@ F.linear = C.linear
 -- temporaries), differentiable in all four tensors; float32.
 F.lora_add = C.lora_add
 
+--- F.grouped_linear(x [N, in], weight [E, out, in], sizes) -> [N, out]: the first sizes[1] rows
+-- of x times weight[1]^T, the next sizes[2] rows times weight[2]^T, ... (sizes: E row counts
+-- summing to N, zeros allowed): a mixture of experts' rows, sorted by expert, through the
+-- experts' fused weights with one product each; differentiable in x and weight.
+F.grouped_linear = C.grouped_linear
+
 --- (x [N,C,H,W], weight [O,C/groups,kH,kW], bias?, {stride=1, padding=0|"same"|"valid", dilation=1, groups=1})
 F.conv2d = C.conv2d
 
