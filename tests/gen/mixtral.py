@@ -23,6 +23,14 @@ Writes tests/fixtures/mixtral/:
                            (int64 [2,12], padding on the left of row 2) and aux_loss_masked (the
                            load-balancing loss of the same router logits under that mask)
     grads.safetensors      "<parameter>.grad": d loss / d parameter for every parameter
+    fused/                 the same model in the fused layout of newer transformers (config.json,
+                           model.safetensors with mlp.gate.weight, mlp.experts.gate_up_proj
+                           [E, 2I, H] = w1 rows then w3 rows, mlp.experts.down_proj [E, H, I];
+                           grads.safetensors from a forward over those tensors, whose logits the
+                           script checks equal the per-expert forward's)
+    lora/                  a PEFT LoRA adapter folder (r 4, alpha 8, random A and B) on q_proj,
+                           v_proj and every expert's w1/w2/w3, and reference.safetensors: logits
+                           and loss of the model with W + (alpha / r) B A in each adapted layer
 
 The reference runs in float64 on the float32 weights; values are stored as float32. The random
 model's router is drawn with a larger spread than the other weights, and the script checks that
@@ -138,13 +146,18 @@ def moe_block(p, pre, h, c):
     weights = weights / weights.sum(dim=-1, keepdim=True)
     out = torch.zeros_like(flat)
     mask = F.one_hot(chosen, num_classes=E).permute(2, 1, 0)   # [E, k, N]
+    fused = pre + "experts.gate_up_proj" in p
     for e in range(E):
         slot, rows = torch.where(mask[e])
         if rows.numel() == 0:
             continue
         x = flat[rows]
-        w1, w2, w3 = (p[pre + "experts.%d.%s.weight" % (e, n)] for n in ("w1", "w2", "w3"))
-        y = (F.silu(x @ w1.T) * (x @ w3.T)) @ w2.T
+        if fused:   # transformers 5's MixtralExperts: one [2I, H] matrix, chunked into gate and up
+            gate, up = F.linear(x, p[pre + "experts.gate_up_proj"][e]).chunk(2, dim=-1)
+            y = F.linear(F.silu(gate) * up, p[pre + "experts.down_proj"][e])
+        else:
+            w1, w2, w3 = (p[pre + "experts.%d.%s.weight" % (e, n)] for n in ("w1", "w2", "w3"))
+            y = (F.silu(x @ w1.T) * (x @ w3.T)) @ w2.T
         out = out.index_add(0, rows, y * weights[rows, slot, None])
     return out.reshape(B, T, C), logits
 
@@ -180,7 +193,8 @@ def forward(p, c, ids, labels=None):
         h = rms_norm(x, p[pre + "input_layernorm.weight"], c["rms_norm_eps"])
         x = x + attention(p, pre + "self_attn.", h, c, cos, sin, None)
         h = rms_norm(x, p[pre + "post_attention_layernorm.weight"], c["rms_norm_eps"])
-        m, r = moe_block(p, pre + "block_sparse_moe.", h, c)
+        block = pre + ("mlp." if pre + "mlp.gate.weight" in p else "block_sparse_moe.")
+        m, r = moe_block(p, block, h, c)
         routers.append(r)
         x = x + m
     x = rms_norm(x, p["model.norm.weight"], c["rms_norm_eps"])
@@ -277,6 +291,108 @@ def min_margin(routers, k):
     return worst
 
 
+def fused_layout(weights, c):
+    """The per-expert weights in the fused layout newer transformers writes: mlp.gate.weight,
+    mlp.experts.gate_up_proj [E, 2I, H] (w1 rows, then w3 rows) and mlp.experts.down_proj [E, H, I]."""
+    out = {}
+    for k, v in weights.items():
+        if ".block_sparse_moe." not in k:
+            out[k] = v
+    for i in range(c["num_hidden_layers"]):
+        pre = "model.layers.%d." % i
+        q = pre + "block_sparse_moe."
+        experts = range(c["num_local_experts"])
+        out[pre + "mlp.gate.weight"] = weights[q + "gate.weight"]
+        out[pre + "mlp.experts.gate_up_proj"] = torch.stack(
+            [torch.cat([weights[q + "experts.%d.w1.weight" % e], weights[q + "experts.%d.w3.weight" % e]]) for e in experts])
+        out[pre + "mlp.experts.down_proj"] = torch.stack([weights[q + "experts.%d.w2.weight" % e] for e in experts])
+    return out
+
+
+LORA_TARGETS = ("q_proj", "v_proj", "w1", "w2", "w3")
+LORA_R, LORA_ALPHA = 4, 8
+
+
+def lora_adapter(weights, gen):
+    """A PEFT LoRA adapter (r 4, alpha 8) on q_proj, v_proj and every expert's w1/w2/w3, with random
+    A and B (a trained adapter, not a fresh one): PEFT's file keys -> tensors."""
+    out = {}
+    for k in sorted(weights):
+        path = k[:-len(".weight")]
+        if path.split(".")[-1] in LORA_TARGETS:
+            o, n = weights[k].shape
+            out["base_model.model." + path + ".lora_A.weight"] = (torch.randn(LORA_R, n, generator=gen) * 0.3).float()
+            out["base_model.model." + path + ".lora_B.weight"] = (torch.randn(o, LORA_R, generator=gen) * 0.3).float()
+    return out
+
+
+def merged(weights, adapter):
+    """The weights with each LoRA folded in: W + (alpha / r) B A, in float64."""
+    p = {k: v.double() for k, v in weights.items()}
+    scale = LORA_ALPHA / LORA_R
+    for k in adapter:
+        if k.endswith(".lora_A.weight"):
+            path = k[len("base_model.model."):-len(".lora_A.weight")]
+            b = adapter[k.replace(".lora_A.", ".lora_B.")].double()
+            p[path + ".weight"] = p[path + ".weight"] + scale * (b @ adapter[k].double())
+    return p
+
+
+def lora_config():
+    return {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": LORA_R, "lora_alpha": LORA_ALPHA, "lora_dropout": 0.0,
+        "target_modules": sorted(LORA_TARGETS), "target_parameters": None, "bias": "none",
+        "fan_in_fan_out": False, "use_rslora": False, "use_dora": False, "init_lora_weights": True,
+        "modules_to_save": None, "rank_pattern": {}, "alpha_pattern": {}, "base_model_name_or_path": None,
+        "inference_mode": True, "layers_to_transform": None, "layers_pattern": None, "exclude_modules": None,
+        "revision": None,
+    }
+
+
+def write_json(path, value):
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+
+
+def write_fused(weights, c, ids, labels, logits):
+    """tests/fixtures/mixtral/fused/: the same model in the fused layout, its gradients from a
+    forward over the fused tensors (whose logits must equal the per-expert forward's)."""
+    fused = fused_layout(weights, c)
+    p = {k: v.double().requires_grad_(True) for k, v in fused.items()}
+    logits_f, lm_loss, aux, _ = forward(p, c, ids, labels)
+    d = (logits_f - logits).abs().max().item()
+    print("fused layout vs per-expert: logits %.3g" % d)
+    assert d < 1e-12, "the fused layout computes another function"
+    (lm_loss + c["router_aux_loss_coef"] * aux).backward()
+    out = os.path.join(OUT, "fused")
+    os.makedirs(out, exist_ok=True)
+    save(os.path.join(out, "model.safetensors"), fused, metadata={"format": "pt"})
+    save(os.path.join(out, "grads.safetensors"), {k + ".grad": v.grad for k, v in p.items()})
+    write_json(os.path.join(out, "config.json"), CONFIG)
+
+
+def write_lora(weights, c, ids, labels):
+    """tests/fixtures/mixtral/lora/: a PEFT adapter folder and the adapted model's outputs (the
+    first seed whose adapted model chooses its experts with the same 2e-3 margin)."""
+    for seed in range(100):
+        adapter = lora_adapter(weights, torch.Generator().manual_seed(99 + seed))
+        logits, lm_loss, aux, routers = forward(merged(weights, adapter), c, ids, labels)
+        margin = min_margin(routers, c["num_experts_per_tok"])
+        if margin > 2e-3:
+            break
+    else:
+        raise SystemExit("no adapter seed gives well-separated router choices")
+    out = os.path.join(OUT, "lora")
+    os.makedirs(out, exist_ok=True)
+    save(os.path.join(out, "adapter_model.safetensors"), adapter, metadata={"format": "pt"})
+    write_json(os.path.join(out, "adapter_config.json"), lora_config())
+    save(os.path.join(out, "reference.safetensors"),
+         {"logits": logits, "loss": (lm_loss + c["router_aux_loss_coef"] * aux).reshape(1)})
+    print("LoRA adapter: %d tensors, loss %.6f" % (len(adapter), (lm_loss + c["router_aux_loss_coef"] * aux).item()))
+
+
 def main():
     torch.set_num_threads(1)
     check_llama()
@@ -318,6 +434,8 @@ def main():
         f.write("\n")
     os.replace(os.path.join(OUT, "config.json.tmp"), os.path.join(OUT, "config.json"))
     print("lm_loss %.6f aux_loss %.6f loss %.6f" % (lm_loss.item(), aux.item(), loss.item()))
+    write_fused(weights, c, ids, labels, logits.detach())
+    write_lora(weights, c, ids, labels)
 
 
 if __name__ == "__main__":

@@ -300,3 +300,236 @@ describe("Mixtral configs", function()
     assert.matches("block_sparse_moe", err)
   end)
 end)
+
+-- The reference gradient of every parameter of a model, as "<name>.grad" -> tensor of a grads file.
+local function check_grads(model, ids, labels, grads_path)
+  local grads = ft.safetensors.load(grads_path)
+  model:train()
+  model:zero_grad()
+  model(ids, { labels = labels }).loss:backward()
+  model:eval()
+  local checked, total = 0, 0
+  for _ in pairs(grads) do total = total + 1 end
+  for name, p in model:named_parameters() do
+    local g = grads[name .. ".grad"]
+    assert.is_not_nil(g, "no reference gradient for " .. name)
+    assert.is_not_nil(p.grad, "no gradient for " .. name)
+    local scale = H.max_abs(g)
+    local err = max_abs_diff(p.grad, g)
+    assert(err <= 1e-3 * scale, ("%s: gradient max abs error %g, reference scale %g"):format(name, err, scale))
+    checked = checked + 1
+  end
+  assert.equal(total, checked)
+  model:zero_grad()
+end
+
+describe("MixtralForCausalLM in the fused experts layout (PyTorch reference)", function()
+  local FUSED = DIR .. "/fused"
+  local model = models.from_pretrained(FUSED)   -- its config.json does not name the layout
+  local ref = ft.safetensors.load(DIR .. "/reference.safetensors")
+  local ids, labels = ids1(ref.input_ids), labels1(ref.labels)
+
+  it("loads transformers' fused names: mlp.gate, mlp.experts.gate_up_proj [E, 2I, H], down_proj [E, H, I]", function()
+    assert.is_nil(ft.json.read(FUSED .. "/config.json").experts_layout)
+    assert.equal("fused", model.config.experts_layout)
+    local sd = model:state_dict()
+    local file = ft.safetensors.load(FUSED .. "/model.safetensors")
+    local n, m = 0, 0
+    for k, t in pairs(file) do
+      assert.is_not_nil(sd[k], k)
+      assert.equal(0, max_abs_diff(sd[k], t), k)
+      n = n + 1
+    end
+    for _ in pairs(sd) do m = m + 1 end
+    assert.equal(n, m)
+    assert.same({ 4, 96, 32 }, sd["model.layers.1.mlp.experts.gate_up_proj"]:shape())
+    assert.same({ 4, 32, 48 }, sd["model.layers.1.mlp.experts.down_proj"]:shape())
+    assert.is_nil(sd["model.layers.0.block_sparse_moe.gate.weight"])
+  end)
+
+  it("computes the reference logits, router logits, losses and aux loss", function()
+    local out = ft.no_grad(function() return model(ids, { labels = labels }) end)
+    local d = max_abs_diff(out.logits, ref.logits)
+    assert(d <= 1e-4, ("logits max abs error %g"):format(d))
+    for i, r in ipairs(out.router_logits) do
+      d = max_abs_diff(r, ref["router_logits." .. (i - 1)])
+      assert(d <= 1e-4, ("router logits %d max abs error %g"):format(i, d))
+    end
+    assert(math.abs(out.aux_loss:item() - ref.aux_loss:item()) <= 1e-5, "aux loss")
+    assert(math.abs(out.loss:item() - ref.loss:item()) <= 1e-5, "loss")
+  end)
+
+  it("computes every parameter gradient (the fused tensors' from PyTorch's forward over them)", function()
+    check_grads(model, ids, labels, FUSED .. "/grads.safetensors")
+  end)
+
+  it("converts between the layouts exactly (to_layout, convert_state_dict)", function()
+    local per_expert = models.from_pretrained(DIR)
+    local fused = per_expert:to_layout("fused")
+    local file = ft.safetensors.load(FUSED .. "/model.safetensors")
+    for k, t in pairs(fused:state_dict()) do assert.equal(0, max_abs_diff(t, file[k]), k) end
+    local back = model:to_layout("per_expert")
+    local original = ft.safetensors.load(DIR .. "/model.safetensors")
+    for k, t in pairs(back:state_dict()) do assert.equal(0, max_abs_diff(t, original[k]), k) end
+    local ok, err = pcall(mixtral.convert_state_dict, original, "stacked")
+    assert.is_false(ok)
+    assert.matches("layout must be", err)
+  end)
+
+  it("round-trips through save_pretrained in its own layout", function()
+    local dir = tmpdir()
+    models.save_pretrained(model, dir)
+    local names = ft.safetensors.load(dir .. "/model.safetensors")
+    assert.is_not_nil(names["model.layers.0.mlp.experts.gate_up_proj"])
+    assert.is_nil(names["model.layers.0.block_sparse_moe.experts.0.w1.weight"])
+    local again = models.from_pretrained(dir)
+    rmdir(dir)
+    local a = ft.no_grad(function() return model(ids).logits end)
+    local b = ft.no_grad(function() return again(ids).logits end)
+    assert.equal(0, max_abs_diff(a, b))
+  end)
+
+  it("runs the grouped experts as the dense reference computes them, in both layouts, gradients included", function()
+    for _, m in ipairs({ model, model:to_layout("per_expert") }) do
+      local layer = m.model.layers[2]
+      local block = layer.mlp or layer.block_sparse_moe
+      ft.manual_seed(11)
+      local x = ft.randn(3, 7, 32)
+      local g = ft.randn(3, 7, 32)
+      local function grads_of(forward)
+        block:zero_grad()
+        local xx = x:clone()
+        xx.requires_grad = true
+        local y = forward(block, xx)
+        y:mul(g):sum():backward()
+        local out = { x = xx.grad:clone(), y = y:detach() }
+        for name, p in block:named_parameters() do out[name] = p.grad:clone() end
+        return out
+      end
+      local grouped = grads_of(block.forward)
+      local dense = grads_of(block.forward_dense)
+      local n = 0
+      for name, t in pairs(dense) do
+        local d = max_abs_diff(grouped[name], t)
+        assert(d <= 1e-5 * math.max(1, H.max_abs(t)), ("%s: grouped vs dense max abs error %g"):format(name, d))
+        n = n + 1
+      end
+      assert(n >= 4)
+      block:zero_grad()
+    end
+  end)
+
+  it("generates with the KV cache the tokens the per-expert model generates", function()
+    local prompt = ids:narrow(2, 1, 5)
+    local a = model:generate(prompt, { max_new_tokens = 6 })
+    local b = models.from_pretrained(DIR):generate(prompt, { max_new_tokens = 6 })
+    assert.same(b:totable(), a:totable())
+    assert.same({ 2, 11 }, a:shape())
+  end)
+
+  it("rejects an unknown experts_layout, naming the field", function()
+    local ok, err = pcall(models.new, mixtral.config("mixtral-s", { experts_layout = "stacked" }))
+    assert.is_false(ok)
+    assert.matches("experts_layout", err)
+  end)
+end)
+
+describe("LoRA on Mixtral's experts", function()
+  local peft = ft.peft
+  local LORA = DIR .. "/lora"
+  local ref = ft.safetensors.load(DIR .. "/reference.safetensors")
+  local lora_ref = ft.safetensors.load(LORA .. "/reference.safetensors")
+  local ids, labels = ids1(ref.input_ids), labels1(ref.labels)
+  local TARGETS = { "q_proj", "v_proj", "w1", "w2", "w3" }
+
+  local function logits(model) return ft.no_grad(function() return model(ids).logits end) end
+
+  it("is a no-op when fresh, adapts every expert's w1/w2/w3 and keeps the router frozen", function()
+    local model = models.from_pretrained(DIR)
+    local base = logits(model)
+    peft.freeze(model)
+    peft.lora(model, { target = TARGETS, r = 4, alpha = 8 })
+    assert.equal(0, max_abs_diff(logits(model), base))
+    local trainable = {}
+    for _, e in ipairs(peft.trainable_parameters(model)) do trainable[e[1]] = true end
+    assert.is_true(trainable["model.layers.1.block_sparse_moe.experts.3.w2.lora_B.default.weight"])
+    assert.is_true(trainable["model.layers.0.self_attn.v_proj.lora_A.default.weight"])
+    for name in pairs(trainable) do assert.is_nil(name:find("gate", 1, true), name .. " trains") end
+  end)
+
+  it("trains the router on request (modules_to_save = {\"gate\"})", function()
+    local model = models.from_pretrained(DIR)
+    peft.freeze(model)
+    peft.lora(model, { target = TARGETS, r = 4, alpha = 8, modules_to_save = { "gate" } })
+    local sd = peft.adapter_state_dict(model, "default")
+    assert.is_not_nil(sd["model.layers.0.block_sparse_moe.gate.weight"])
+    assert.is_true(model.model.layers[1].block_sparse_moe.gate.weight.requires_grad)
+    assert.is_false(model.model.layers[1].self_attn.q_proj.weight.requires_grad)
+  end)
+
+  it("loads a PEFT adapter folder and computes the reference's adapted logits and loss", function()
+    local model = models.from_pretrained(DIR)
+    peft.load(model, LORA)
+    local out = ft.no_grad(function() return model(ids, { labels = labels }) end)
+    local d = max_abs_diff(out.logits, lora_ref.logits)
+    assert(d <= 1e-4, ("adapted logits max abs error %g"):format(d))
+    assert(math.abs(out.loss:item() - lora_ref.loss:item()) <= 1e-5, "adapted loss")
+  end)
+
+  it("merges into the experts and unmerges back", function()
+    local model = models.from_pretrained(DIR)
+    local w0 = model.model.layers[2].block_sparse_moe.experts[3].w1.weight:clone()
+    peft.load(model, LORA)
+    local adapted = logits(model)
+    peft.merge(model)
+    local d = max_abs_diff(logits(model), adapted)
+    assert(d <= 1e-5, ("merged logits max abs error %g"):format(d))
+    peft.unmerge(model)
+    H.assert_close(model.model.layers[2].block_sparse_moe.experts[3].w1.weight, w0, 1e-6, "w1 after unmerge")
+    d = max_abs_diff(logits(model), adapted)
+    assert(d <= 1e-5, ("unmerged logits max abs error %g"):format(d))
+  end)
+
+  it("writes the PEFT folder back with PEFT's keys and values", function()
+    local model = models.from_pretrained(DIR)
+    peft.load(model, LORA)
+    local dir = tmpdir()
+    peft.save(model, dir, { format = "peft" })
+    local mine, theirs = ft.safetensors.load(dir .. "/adapter_model.safetensors"),
+      ft.safetensors.load(LORA .. "/adapter_model.safetensors")
+    local n = 0
+    for k, t in pairs(theirs) do
+      assert.is_not_nil(mine[k], k)
+      assert.equal(0, max_abs_diff(mine[k], t), k)
+      n = n + 1
+    end
+    for _ in pairs(mine) do n = n - 1 end
+    assert.equal(0, n)
+    local config = ft.json.read(dir .. "/adapter_config.json")
+    table.sort(config.target_modules)
+    assert.same({ "q_proj", "v_proj", "w1", "w2", "w3" }, config.target_modules)
+    local again = models.from_pretrained(DIR)
+    peft.load(again, dir)
+    rmdir(dir)
+    assert.equal(0, max_abs_diff(logits(again), logits(model)))
+  end)
+end)
+
+describe("a quantised Mixtral", function()
+  it("quantises the experts and attention, keeps the routers float32, and trains LoRA over it", function()
+    local model = models.from_pretrained(DIR, { quantize = "nf4" })
+    local block = model.model.layers[1].block_sparse_moe
+    assert.equal("Linear", block.gate.__name)
+    assert.equal("float32", block.gate.weight:dtype())
+    local paths = {}
+    for _, p in ipairs(ft.quant.default_modules(models.from_pretrained(DIR))) do paths[p] = true end
+    assert.is_true(paths["model.layers.0.block_sparse_moe.experts.2.w3"])
+    assert.is_true(paths["model.layers.0.self_attn.q_proj"])
+    assert.is_nil(paths["model.layers.0.block_sparse_moe.gate"])
+    local ref = ft.safetensors.load(DIR .. "/reference.safetensors")
+    ft.peft.lora(model, { target = { "w1", "w2", "w3" }, r = 2 })
+    local out = model(ids1(ref.input_ids), { labels = labels1(ref.labels) })
+    out.loss:backward()
+    assert.is_not_nil(block.experts[1].w1.lora_A.default.weight.grad)
+  end)
+end)

@@ -631,6 +631,11 @@ function M.from_pretrained(dir, opts)
   if not ok then error(("%s: %s: %s"):format(where, config_path, tostring(class)), 0) end
   local files, source, map = weight_files(dir, where)
   local in_file, origin = weight_shapes(dir, files, source, map, where)
+  if class.config_for_weights then   -- a family with more than one layout: the file's decides
+    config = class.config_for_weights(config, in_file)
+    ok, class, shapes, tied = pcall(plan, config, kind)
+    if not ok then error(("%s: %s: %s"):format(where, config_path, tostring(class)), 0) end
+  end
   local expects = function(k) return shapes[k] ~= nil or tied[k] ~= nil end
   check_names_and_shapes(shapes, as_model_names(class, in_file, expects, tied), source, where,
     "the model of " .. config_path)

@@ -186,7 +186,9 @@ end
 -- loading or building (from_pretrained, ft.models.new, ft.quant.build): every nn.Linear and
 -- Conv1D inside the model's decoder blocks (model:checkpoint_modules()), so lm_head and the
 -- embeddings stay float32 as bitsandbytes leaves them; for a model without blocks, every
--- Linear and Conv1D.
+-- Linear and Conv1D. Layers whose path ends with a name of the model's class field
+-- float_modules stay float32 too (Mixtral's routers, "gate": a discrete choice that
+-- quantisation error would flip).
 function quant.default_modules(model)
   local paths = {}
   local blocks = type(model.checkpoint_modules) == "function" and model:checkpoint_modules() or nil
@@ -197,7 +199,11 @@ function quant.default_modules(model)
     end
   end
   for path, m in model:named_modules() do
-    if layer_kind(m) and not A.is_adapter_path(path) and (not prefix or path:sub(1, #prefix) == prefix) then
+    local kept = false
+    for _, name in ipairs(model.float_modules or {}) do
+      if path == name or path:sub(-#name - 1) == "." .. name then kept = true end
+    end
+    if layer_kind(m) and not kept and not A.is_adapter_path(path) and (not prefix or path:sub(1, #prefix) == prefix) then
       paths[#paths + 1] = path
     end
   end

@@ -282,6 +282,8 @@ function LlamaModel:init(c)
     if m.__name == "Linear" then
       nn.init.normal_(m.weight, 0, c.initializer_range)
       if m.bias then nn.init.zeros_(m.bias) end
+    elseif m.init_weights then   -- layers with their own parameters (Mixtral's fused experts)
+      m:init_weights(c.initializer_range)
     end
   end
 end

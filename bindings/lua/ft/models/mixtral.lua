@@ -1,8 +1,20 @@
 -- ft.models.mixtral: HuggingFace's MixtralForCausalLM, a Mistral decoder whose MLP is a sparse
--- mixture of experts (block_sparse_moe): same module tree and parameter names
--- (model.layers.0.block_sparse_moe.gate.weight, model.layers.0.block_sparse_moe.experts.0.w1.weight
--- ...), same numerics. Attention, RMSNorm, rotary embeddings, sliding window and the KV cache are
--- ft.models.llama's.
+-- mixture of experts: same module trees and parameter names, same numerics. Attention, RMSNorm,
+-- rotary embeddings, sliding window and the KV cache are ft.models.llama's.
+--
+-- Two expert layouts, as transformers has written them (config field experts_layout; a
+-- checkpoint's tensor names choose it on from_pretrained, and save_pretrained writes the model's):
+--   "per_expert" (default)  model.layers.N.block_sparse_moe.gate.weight [E, H] and
+--                           block_sparse_moe.experts.E.w1/w3.weight [I, H], w2.weight [H, I]
+--                           (Expert modules: Linear layers, which LoRA's target_modules reach)
+--   "fused"                 model.layers.N.mlp.gate.weight, mlp.experts.gate_up_proj [E, 2I, H]
+--                           (w1 rows, then w3 rows) and mlp.experts.down_proj [E, H, I] (one
+--                           Experts module; its grouped GEMMs are F.grouped_linear)
+-- model:to_layout(layout) and mixtral.convert_state_dict(sd, layout) convert between them.
+-- LoRA on the experts: ft.peft.lora(model, {target = {"w1", "w2", "w3"}}) in the per-expert
+-- layout (PEFT's target_modules; the router, "gate", stays frozen unless modules_to_save names
+-- it). PEFT's target_parameters form for the fused 3-D tensors is not supported: convert with
+-- to_layout("per_expert") to adapt the experts of a fused checkpoint.
 --
 --   local mixtral = require "ft.models.mixtral"
 --   local model = mixtral.MixtralForCausalLM(mixtral.config("mixtral-s"))
@@ -27,8 +39,8 @@
 -- Config keys read: Mistral's (ft.models.llama), plus num_local_experts (default 8),
 -- num_experts_per_tok (default 2, at most num_local_experts), router_aux_loss_coef (0.001),
 -- output_router_logits (false), router_jitter_noise (0.0; in training mode the block's input
--- is multiplied by uniform noise in [1 - j, 1 + j], as transformers does). rope_theta defaults to
--- 1e6, as MixtralConfig's.
+-- is multiplied by uniform noise in [1 - j, 1 + j], as transformers does), experts_layout
+-- ("per_expert"; ftlua's own, see above). rope_theta defaults to 1e6, as MixtralConfig's.
 --
 -- Presets (mixtral.config(name, overrides)):
 --   "mixtral-s"  byte-level MoE decoder for experiments: vocab 256, 4 layers, hidden 256,
@@ -41,6 +53,7 @@ local models = require "ft.models"
 local common = require "ft.models.common"
 local llama = require "ft.models.llama"
 local nn = ft.nn
+local F = nn.functional
 
 local M = {}
 
@@ -68,7 +81,7 @@ M.CONFIG_KEYS = models.config_keys({ "vocab_size", "hidden_size", "intermediate_
   "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings", "rope_theta",
   "rope_parameters", "rope_scaling", "rms_norm_eps", "hidden_act", "attention_dropout", "initializer_range",
   "tie_word_embeddings", "sliding_window", "layer_types", "use_cache", "num_local_experts", "num_experts_per_tok",
-  "router_aux_loss_coef", "output_router_logits", "router_jitter_noise" })
+  "router_aux_loss_coef", "output_router_logits", "router_jitter_noise", "experts_layout" })
 
 --- mixtral.config(preset, overrides) -> an HF-style config table for a preset, with overrides
 -- applied (unknown keys are errors).
@@ -135,8 +148,46 @@ end
 --- expert(x [..., hidden]) -> [..., hidden] (llama.gated_mlp).
 function Expert:forward(x) return llama.gated_mlp(self.act, self.w1, self.w3, self.w2, x) end
 
+--- Experts(c): an MoE block's experts in the fused layout newer transformers writes (its
+-- MixtralExperts): gate_up_proj [E, 2I, H] (expert e's w1 rows, then its w3 rows) and down_proj
+-- [E, H, I] (its w2), no biases. experts(xs [R, H], sizes) -> [R, H] for rows sorted by expert,
+-- the first sizes[1] rows expert 1's ...: two grouped GEMMs (F.grouped_linear), one per
+-- expert each, over the stacked weights.
+local Experts = nn.Module:extend("MixtralExperts")
+M.Experts = Experts
+
+function Experts:init(c)
+  local E, H, I = c.num_local_experts, c.hidden_size, c.intermediate_size
+  self.num_experts, self.intermediate_size, self.act = E, I, c.act
+  self.gate_up_proj = nn.Parameter(ft.empty(E, 2 * I, H))
+  self.down_proj = nn.Parameter(ft.empty(E, H, I))
+  self:init_weights(c.initializer_range)
+end
+
+--- experts:init_weights(std): both weights drawn from normal(0, std), as transformers'
+-- _init_weights (a no-op under ft.nn.init.skip).
+function Experts:init_weights(std)
+  nn.init.normal_(self.gate_up_proj, 0, std)
+  nn.init.normal_(self.down_proj, 0, std)
+end
+
+function Experts:forward(xs, sizes)
+  local I = self.intermediate_size
+  local h <close> = F.grouped_linear(xs, self.gate_up_proj, sizes)
+  local g <close> = h:narrow(2, 1, I)
+  local a <close> = self.act(g)
+  local u <close> = h:narrow(2, I + 1, I)
+  local gated <close> = a * u
+  return F.grouped_linear(gated, self.down_proj, sizes)
+end
+
+function Experts:extra_repr()
+  return ("experts=%d, intermediate=%d"):format(self.num_experts, self.intermediate_size)
+end
+
 --- SparseMoeBlock(c): HF's MixtralSparseMoeBlock: gate (hidden -> num_local_experts, no bias) and
--- experts (a ModuleList of Expert); block(x [B,T,C]) -> [B,T,C], router logits [B*T, E].
+-- experts: a ModuleList of Expert (c.experts_layout "per_expert") or one Experts ("fused");
+-- block(x [B,T,C]) -> [B,T,C], router logits [B*T, E].
 local SparseMoeBlock = nn.Module:extend("MixtralSparseMoeBlock")
 M.SparseMoeBlock = SparseMoeBlock
 
@@ -144,8 +195,12 @@ function SparseMoeBlock:init(c)
   self.num_experts, self.top_k = c.num_local_experts, c.num_experts_per_tok
   self.jitter_noise = c.router_jitter_noise
   self.gate = nn.Linear(c.hidden_size, c.num_local_experts, { bias = false })
-  self.experts = nn.ModuleList()
-  for _ = 1, c.num_local_experts do self.experts:append(Expert(c)) end
+  if c.experts_layout == "fused" then
+    self.experts = Experts(c)
+  else
+    self.experts = nn.ModuleList()
+    for _ = 1, c.num_local_experts do self.experts:append(Expert(c)) end
+  end
 end
 
 --- block:route(flat [N,C]) -> router logits [N,E], routing weights [N,k] (p of the chosen
@@ -159,15 +214,49 @@ function SparseMoeBlock:route(flat)
   return logits, weights, choice
 end
 
---- block(x [B,T,C]) -> y [B,T,C], router logits [B*T, E]: tokens grouped by expert, each expert
--- run on its own rows only, weighted and added back (index_add).
-function SparseMoeBlock:forward(x)
+-- The input of the block as [N, C] rows, with the router jitter of training mode.
+local function block_rows(self, x)
   local B, T, C = x:size(1), x:size(2), x:size(3)
   local flat = x:reshape(B * T, C)
   if self.training and self.jitter_noise > 0 then
     local j = self.jitter_noise
     flat = flat * (ft.rand(B * T, C) * (2 * j) + (1 - j))
   end
+  return flat
+end
+
+--- block:mix(flat [N,C], order, sizes, w [R,1]) -> [N,C]: runs the experts on routed rows and
+-- adds them up per token. order (an array of R token indices) lists expert 1's tokens, then
+-- expert 2's ...; sizes[e] is how many are expert e's; w holds each routed row's weight. The
+-- rows are gathered (index_select), each expert runs on its own rows only, and the weighted
+-- outputs go back in one index_add.
+function SparseMoeBlock:mix(flat, order, sizes, w)
+  local order_t = int64(order)
+  local ys
+  if self.experts.gate_up_proj then
+    local xs <close> = flat:index_select(1, order_t)
+    ys = self.experts(xs, sizes)
+  else
+    local parts, first = {}, 1
+    for e, n in ipairs(sizes) do
+      if n > 0 then
+        local xe <close> = flat:index_select(1, int64(table.move(order, first, first + n - 1, 1, {})))
+        parts[#parts + 1] = self.experts[e](xe)
+      end
+      first = first + n
+    end
+    ys = ft.cat(parts, 1)
+    for _, t in ipairs(parts) do do local done <close> = t end end
+  end
+  local weighted <close> = ys * w
+  do local done <close> = ys end
+  return ft.zeros(flat:size(1), flat:size(2)):index_add(1, order_t, weighted)
+end
+
+--- block(x [B,T,C]) -> y [B,T,C], router logits [B*T, E]: tokens grouped by expert, each expert
+-- run on its own rows only, weighted and added back (block:mix).
+function SparseMoeBlock:forward(x)
+  local flat = block_rows(self, x)
   local logits, weights, choice = self:route(flat)
   local k = self.top_k
   local rows, slots = {}, {}
@@ -179,43 +268,65 @@ function SparseMoeBlock:forward(x)
       slots[e][#r] = (t - 1) * k + j   -- the position of (t, j) in weights:reshape(-1)
     end
   end
-  -- every expert's weighted rows, then one index_add of them all into the output
-  local wflat = weights:reshape(-1)
-  local parts, targets = {}, {}
+  local order, slot, sizes = {}, {}, {}
   for e = 1, self.num_experts do
-    if #rows[e] > 0 then
-      local xe <close> = flat:index_select(1, int64(rows[e]))
-      local ye <close> = self.experts[e](xe)
-      local we <close> = wflat:index_select(1, int64(slots[e])):unsqueeze(2)
-      parts[#parts + 1] = ye * we
-      table.move(rows[e], 1, #rows[e], #targets + 1, targets)
-    end
+    sizes[e] = #rows[e]
+    table.move(rows[e], 1, #rows[e], #order + 1, order)
+    table.move(slots[e], 1, #slots[e], #slot + 1, slot)
   end
-  local all <close> = ft.cat(parts, 1)
-  for _, t in ipairs(parts) do do local done <close> = t end end
-  local out = ft.zeros(B * T, C):index_add(1, int64(targets), all)
-  return out:reshape(B, T, C), logits
+  local w <close> = weights:reshape(-1):index_select(1, int64(slot)):unsqueeze(2)
+  local out = self:mix(flat, order, sizes, w)
+  return out:reshape(x:size(1), x:size(2), x:size(3)), logits
+end
+
+--- block:forward_dense(x [B,T,C]) -> y, router logits: the same function computed densely, the
+-- reference the grouped path is measured against: every expert runs on every token, weighted
+-- by the [N, E] routing matrix (the renormalised top-k probabilities, zero elsewhere).
+function SparseMoeBlock:forward_dense(x)
+  local flat = block_rows(self, x)
+  local N, E = flat:size(1), self.num_experts
+  local logits = self.gate(flat)
+  local p <close> = logits:softmax(2)
+  local mask = {}
+  for t, chosen in ipairs(M.topk(p, self.top_k)) do
+    local row = {}
+    for e = 1, E do row[e] = 0 end
+    for _, e in ipairs(chosen) do row[e] = 1 end
+    mask[t] = row
+  end
+  local kept <close> = p * ft.tensor(mask)
+  local routing <close> = kept / kept:sum(2, true)
+  local order, sizes = {}, {}
+  for e = 1, E do
+    sizes[e] = N
+    for t = 1, N do order[#order + 1] = t end
+  end
+  local w <close> = routing:transpose(1, 2):contiguous():reshape(E * N, 1)
+  local out = self:mix(flat, order, sizes, w)
+  return out:reshape(x:size(1), x:size(2), x:size(3)), logits
 end
 
 function SparseMoeBlock:extra_repr()
   return ("experts=%d, top_k=%d"):format(self.num_experts, self.top_k)
 end
 
---- DecoderLayer(c, window): HF's MixtralDecoderLayer (self_attn, block_sparse_moe, the two
--- RMSNorms); forward(x, rope, cache, mask) -> x, present, router logits [B*T, E].
+--- DecoderLayer(c, window): HF's MixtralDecoderLayer (self_attn, the MoE block, the two
+-- RMSNorms); forward(x, rope, cache, mask) -> x, present, router logits [B*T, E]. The MoE block
+-- is block_sparse_moe in the per-expert layout and mlp in the fused one, as transformers names
+-- them.
 local DecoderLayer = llama.DecoderLayer:extend("MixtralDecoderLayer")
 M.DecoderLayer = DecoderLayer
 
 function DecoderLayer:init(c, window)
   self.self_attn = llama.Attention(c, window)
-  self.block_sparse_moe = SparseMoeBlock(c)
+  if c.experts_layout == "fused" then self.mlp = SparseMoeBlock(c) else self.block_sparse_moe = SparseMoeBlock(c) end
   self.input_layernorm = llama.RMSNorm(c.hidden_size, c.rms_norm_eps)
   self.post_attention_layernorm = llama.RMSNorm(c.hidden_size, c.rms_norm_eps)
 end
 
 --- layer:feed_forward(h) -> the MoE block's output, its router logits (llama's DecoderLayer
 -- forward returns them third).
-function DecoderLayer:feed_forward(h) return self.block_sparse_moe(h) end
+function DecoderLayer:feed_forward(h) return (self.block_sparse_moe or self.mlp)(h) end
 
 -- ---- the load-balancing loss -------------------------------------------------------------------
 
@@ -286,6 +397,10 @@ MixtralForCausalLM.hf_architecture = "MixtralForCausalLM"
 MixtralForCausalLM.hf_model_type = "mixtral"
 MixtralForCausalLM.default_rope_theta = 1e6
 MixtralForCausalLM.config_keys = M.CONFIG_KEYS
+-- The routers stay float32 when the model is quantised (ft.quant.default_modules).
+MixtralForCausalLM.float_modules = { "gate" }
+
+local LAYOUTS = { per_expert = true, fused = true }
 
 -- Reads and checks the config: Mistral's structure, then the MoE fields.
 local function read_config(config, class)
@@ -300,6 +415,10 @@ local function read_config(config, class)
   c.router_aux_loss_coef = r:num("router_aux_loss_coef", 0.001, 0, math.huge)
   c.output_router_logits = r:bool("output_router_logits", false)
   c.router_jitter_noise = r:num("router_jitter_noise", 0.0, 0, 1)
+  c.experts_layout = r:str("experts_layout", "per_expert")
+  if not LAYOUTS[c.experts_layout] then
+    r:fail("config field 'experts_layout' must be \"per_expert\" or \"fused\", got %q", c.experts_layout)
+  end
   c.decoder_layer = DecoderLayer
   return c
 end
@@ -318,14 +437,97 @@ function MixtralForCausalLM.tensor_shapes(c)
     for _, name in ipairs({ "gate_proj", "up_proj", "down_proj" }) do
       out[p .. "mlp." .. name .. ".weight"], out[p .. "mlp." .. name .. ".bias"] = nil, nil
     end
-    local q = p .. "block_sparse_moe."
-    out[q .. "gate.weight"] = { E, H }
-    for e = 0, E - 1 do
-      local x = q .. "experts." .. e .. "."
-      out[x .. "w1.weight"], out[x .. "w2.weight"], out[x .. "w3.weight"] = { I, H }, { H, I }, { I, H }
+    if c.experts_layout == "fused" then
+      out[p .. "mlp.gate.weight"] = { E, H }
+      out[p .. "mlp.experts.gate_up_proj"], out[p .. "mlp.experts.down_proj"] = { E, 2 * I, H }, { E, H, I }
+    else
+      local q = p .. "block_sparse_moe."
+      out[q .. "gate.weight"] = { E, H }
+      for e = 0, E - 1 do
+        local x = q .. "experts." .. e .. "."
+        out[x .. "w1.weight"], out[x .. "w2.weight"], out[x .. "w3.weight"] = { I, H }, { H, I }, { I, H }
+      end
     end
   end
   return out, tied
+end
+
+--- MixtralForCausalLM.config_for_weights(config, names) -> config: the config whose layout
+-- matches a checkpoint's tensor names (a set, name -> anything): "fused" where it has
+-- mlp.experts.gate_up_proj tensors, "per_expert" otherwise. ft.models.from_pretrained asks before
+-- it builds the model, so either layout loads whatever config.json says.
+function MixtralForCausalLM.config_for_weights(config, names)
+  local layout = "per_expert"
+  for name in pairs(names) do
+    if name:find("%.mlp%.experts%.gate_up_proj$") then layout = "fused"; break end
+  end
+  if (config.experts_layout or "per_expert") == layout then return config end
+  return common.copy_config(config, { experts_layout = layout })
+end
+
+--- mixtral.convert_state_dict(sd, layout) -> a new state dict with every MoE block's tensors in
+-- layout ("per_expert": block_sparse_moe.gate and experts.E.w1/w2/w3; "fused": mlp.gate,
+-- mlp.experts.gate_up_proj [E, 2I, H] = each expert's w1 rows then its w3 rows, down_proj
+-- [E, H, I]); the other tensors are shared, not copied. Blocks already in layout stay.
+function M.convert_state_dict(sd, layout)
+  if not LAYOUTS[layout] then
+    error(("mixtral.convert_state_dict: layout must be \"per_expert\" or \"fused\", got %s"):format(tostring(layout)), 2)
+  end
+  local out = {}
+  for k, t in pairs(sd) do out[k] = t end
+  ft.no_grad(function()
+    if layout == "fused" then
+      for k in pairs(sd) do
+        local p = k:match("^(.*%.)block_sparse_moe%.gate%.weight$")
+        if p then
+          local q = p .. "block_sparse_moe."
+          local gate_up, down = {}, {}
+          local e = 0
+          while sd[q .. "experts." .. e .. ".w1.weight"] do
+            local x = q .. "experts." .. e .. "."
+            gate_up[e + 1] = ft.cat({ sd[x .. "w1.weight"], sd[x .. "w3.weight"] }, 1)
+            down[e + 1] = sd[x .. "w2.weight"]
+            for _, w in ipairs({ "w1", "w2", "w3" }) do out[x .. w .. ".weight"] = nil end
+            e = e + 1
+          end
+          out[q .. "gate.weight"] = nil
+          out[p .. "mlp.gate.weight"] = sd[k]
+          out[p .. "mlp.experts.gate_up_proj"] = ft.stack(gate_up, 1)
+          out[p .. "mlp.experts.down_proj"] = ft.stack(down, 1)
+        end
+      end
+    else
+      for k in pairs(sd) do
+        local p = k:match("^(.*%.)mlp%.experts%.gate_up_proj$")
+        if p then
+          local gate_up, down = sd[k], sd[p .. "mlp.experts.down_proj"]
+          local I = gate_up:size(2) // 2
+          for e = 1, gate_up:size(1) do
+            local x = p .. "block_sparse_moe.experts." .. (e - 1) .. "."
+            local ge = gate_up:select(1, e)
+            out[x .. "w1.weight"] = ge:narrow(1, 1, I):clone()
+            out[x .. "w3.weight"] = ge:narrow(1, I + 1, I):clone()
+            out[x .. "w2.weight"] = down:select(1, e):clone()
+          end
+          out[k], out[p .. "mlp.experts.down_proj"], out[p .. "mlp.gate.weight"] = nil, nil, nil
+          out[p .. "block_sparse_moe.gate.weight"] = sd[p .. "mlp.gate.weight"]
+        end
+      end
+    end
+  end)
+  return out
+end
+
+--- model:to_layout(layout) -> a new MixtralForCausalLM with the same weights (copied) in the
+-- experts layout "per_expert" or "fused", in the same mode (train/eval); its config says the
+-- layout, so save_pretrained writes that layout.
+function MixtralForCausalLM:to_layout(layout)
+  local sd = M.convert_state_dict(self:state_dict(), layout)
+  local config = common.copy_config(self.config, { experts_layout = layout })
+  local model = nn.init.skip(M.MixtralForCausalLM, config)
+  model:load_state_dict(sd)
+  if self.training then model:train() else model:eval() end
+  return model
 end
 
 --- MixtralForCausalLM(config): config is an HF config table (config.json decoded, or mixtral.config()).
