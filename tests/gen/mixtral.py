@@ -31,6 +31,10 @@ Writes tests/fixtures/mixtral/:
     lora/                  a PEFT LoRA adapter folder (r 4, alpha 8, random A and B) on q_proj,
                            v_proj and every expert's w1/w2/w3, and reference.safetensors: logits
                            and loss of the model with W + (alpha / r) B A in each adapted layer
+    fused/lora/            a PEFT adapter with target_parameters (PEFT's ParamWrapper) on the fused
+                           gate_up_proj / down_proj, plus q_proj / v_proj, under PEFT's nested
+                           names (mlp.experts.base_layer.lora_A.weight is gate_up_proj's), and the
+                           adapted logits and loss (delta[e] = scale * B_e A_e as PEFT's einsum)
 
 The reference runs in float64 on the float32 weights; values are stored as float32. The random
 model's router is drawn with a larger spread than the other weights, and the script checks that
@@ -373,6 +377,76 @@ def write_fused(weights, c, ids, labels, logits):
     write_json(os.path.join(out, "config.json"), CONFIG)
 
 
+PARAM_TARGETS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
+
+
+def param_adapter(fused, c, gen):
+    """A PEFT LoRA adapter with target_parameters (PEFT's ParamWrapper, r 4, alpha 8) on the fused
+    gate_up_proj and down_proj of every layer, plus q_proj and v_proj through target_modules, with
+    random A and B. PEFT wraps each targeted parameter in its own wrapper, nested in the module's
+    parameter order: gate_up_proj (registered first) inside, its tensors under one base_layer."""
+    E, r = c["num_local_experts"], LORA_R
+    out = {}
+    for k in sorted(fused):
+        if k.endswith(".q_proj.weight") or k.endswith(".v_proj.weight"):
+            o, n = fused[k].shape
+            path = k[:-len(".weight")]
+            out["base_model.model." + path + ".lora_A.weight"] = (torch.randn(r, n, generator=gen) * 0.3).float()
+            out["base_model.model." + path + ".lora_B.weight"] = (torch.randn(o, r, generator=gen) * 0.3).float()
+    for i in range(c["num_hidden_layers"]):
+        experts = "base_model.model.model.layers.%d.mlp.experts." % i
+        for name, wrapped in (("gate_up_proj", experts + "base_layer."), ("down_proj", experts)):
+            _, o, n = fused["model.layers.%d.mlp.experts.%s" % (i, name)].shape   # [E, out, in]
+            out[wrapped + "lora_A.weight"] = (torch.randn(r * E, n, generator=gen) * 0.3).float()
+            out[wrapped + "lora_B.weight"] = (torch.randn(o, r * E, generator=gen) * 0.3).float()
+    return out
+
+
+def param_merged(fused, adapter, c):
+    """The fused weights with the adapter folded in, by PEFT's ParamWrapper.get_delta_weight for
+    [E, out, in] parameters: einsum("o r e, e r i -> e o i", B.reshape(out, r, E),
+    A.reshape(E, r, in)) * alpha / r (and W + scale B A for q_proj / v_proj)."""
+    p = {k: v.double() for k, v in fused.items()}
+    E, scale = c["num_local_experts"], LORA_ALPHA / LORA_R
+    for i in range(c["num_hidden_layers"]):
+        experts = "base_model.model.model.layers.%d.mlp.experts." % i
+        for name, wrapped in (("gate_up_proj", experts + "base_layer."), ("down_proj", experts)):
+            a = adapter[wrapped + "lora_A.weight"].double()
+            b = adapter[wrapped + "lora_B.weight"].double()
+            delta = torch.einsum("o r e, e r i -> e o i", b.reshape(b.shape[0], -1, E), a.reshape(E, -1, a.shape[-1]))
+            key = "model.layers.%d.mlp.experts.%s" % (i, name)
+            p[key] = p[key] + delta * scale
+    for k in adapter:
+        if k.endswith(".lora_A.weight") and ".mlp.experts." not in k:
+            path = k[len("base_model.model."):-len(".lora_A.weight")]
+            b = adapter[k.replace(".lora_A.", ".lora_B.")].double()
+            p[path + ".weight"] = p[path + ".weight"] + scale * (b @ adapter[k].double())
+    return p
+
+
+def write_param_lora(weights, c, ids, labels):
+    """tests/fixtures/mixtral/fused/lora/: the target_parameters adapter folder on the fused
+    model, and the adapted model's logits and loss (the first seed with well-separated routing)."""
+    fused = fused_layout(weights, c)
+    for seed in range(100):
+        adapter = param_adapter(fused, c, torch.Generator().manual_seed(500 + seed))
+        logits, lm_loss, aux, routers = forward(param_merged(fused, adapter, c), c, ids, labels)
+        if min_margin(routers, c["num_experts_per_tok"]) > 2e-3:
+            break
+    else:
+        raise SystemExit("no adapter seed gives well-separated router choices")
+    config = lora_config()
+    config["target_modules"] = ["q_proj", "v_proj"]
+    config["target_parameters"] = PARAM_TARGETS
+    out = os.path.join(OUT, "fused", "lora")
+    os.makedirs(out, exist_ok=True)
+    save(os.path.join(out, "adapter_model.safetensors"), adapter, metadata={"format": "pt"})
+    write_json(os.path.join(out, "adapter_config.json"), config)
+    loss = lm_loss + c["router_aux_loss_coef"] * aux
+    save(os.path.join(out, "reference.safetensors"), {"logits": logits, "loss": loss.reshape(1)})
+    print("target_parameters adapter: %d tensors, loss %.6f" % (len(adapter), loss.item()))
+
+
 def write_lora(weights, c, ids, labels):
     """tests/fixtures/mixtral/lora/: a PEFT adapter folder and the adapted model's outputs (the
     first seed whose adapted model chooses its experts with the same 2e-3 margin)."""
@@ -436,6 +510,7 @@ def main():
     print("lm_loss %.6f aux_loss %.6f loss %.6f" % (lm_loss.item(), aux.item(), loss.item()))
     write_fused(weights, c, ids, labels, logits.detach())
     write_lora(weights, c, ids, labels)
+    write_param_lora(weights, c, ids, labels)
 
 
 if __name__ == "__main__":

@@ -533,3 +533,113 @@ describe("a quantised Mixtral", function()
     assert.is_not_nil(block.experts[1].w1.lora_A.default.weight.grad)
   end)
 end)
+
+describe("LoRA on the fused experts (target_parameters, PEFT's ParamWrapper)", function()
+  local peft = ft.peft
+  local FUSED = DIR .. "/fused"
+  local PLORA = FUSED .. "/lora"
+  local ref = ft.safetensors.load(DIR .. "/reference.safetensors")
+  local plora_ref = ft.safetensors.load(PLORA .. "/reference.safetensors")
+  local ids, labels = ids1(ref.input_ids), labels1(ref.labels)
+  local function logits(model) return ft.no_grad(function() return model(ids).logits end) end
+
+  it("loads a PEFT target_parameters folder and computes the reference's adapted logits and loss", function()
+    local model = models.from_pretrained(FUSED)
+    peft.load(model, PLORA)
+    local experts = model.model.layers[1].mlp.experts
+    assert.same({ 16, 32 }, experts.lora_A.default.gate_up_proj.weight:shape())   -- [r*E, H]
+    assert.same({ 96, 16 }, experts.lora_B.default.gate_up_proj.weight:shape())   -- [2I, r*E]
+    local out = ft.no_grad(function() return model(ids, { labels = labels }) end)
+    local d = max_abs_diff(out.logits, plora_ref.logits)
+    assert(d <= 1e-4, ("adapted logits max abs error %g"):format(d))
+    assert(math.abs(out.loss:item() - plora_ref.loss:item()) <= 1e-5, "adapted loss")
+  end)
+
+  it("is a no-op when fresh and trains only its A and B (the router and the experts frozen)", function()
+    local model = models.from_pretrained(FUSED)
+    local base = logits(model)
+    peft.lora(model, { target_parameters = { "gate_up_proj", "down_proj" }, r = 2 })
+    assert.equal(0, max_abs_diff(logits(model), base))
+    local names = {}
+    for _, e in ipairs(peft.trainable_parameters(model)) do names[#names + 1] = e[1] end
+    table.sort(names)
+    assert.equal(8, #names)   -- A and B of two parameters in two layers
+    for _, n in ipairs(names) do assert.matches("%.mlp%.experts%.lora_[AB]%.default%.", n) end
+  end)
+
+  it("gives A and B the gradients of finite differences", function()
+    local model = models.from_pretrained(FUSED)
+    peft.load(model, PLORA)
+    local B = model.model.layers[2].mlp.experts.lora_B.default.down_proj.weight
+    local A = model.model.layers[1].mlp.experts.lora_A.default.gate_up_proj.weight
+    local function loss() return model(ids, { labels = labels }).loss end
+    model:zero_grad()
+    loss():backward()
+    for _, case in ipairs({ { B, 5, 3 }, { B, 20, 11 }, { A, 7, 30 } }) do
+      local t, i, j = case[1], case[2], case[3]
+      local g = t.grad[i][j]:item()
+      local v = t[i][j]:item()
+      local eps = 1e-2
+      local function at(x)
+        ft.no_grad(function() t[i][j] = x end)
+        return ft.no_grad(function() return loss():item() end)
+      end
+      local fd = (at(v + eps) - at(v - eps)) / (2 * eps)
+      at(v)
+      assert(math.abs(fd - g) <= 2e-3 + 2e-2 * math.abs(fd), ("d loss/d [%d,%d]: %g, finite differences %g"):format(i, j, g, fd))
+    end
+  end)
+
+  it("merges into the 3-D weights and unmerges back", function()
+    local model = models.from_pretrained(FUSED)
+    local w0 = model.model.layers[1].mlp.experts.gate_up_proj:clone()
+    peft.load(model, PLORA)
+    local adapted = logits(model)
+    peft.merge(model)
+    assert(max_abs_diff(logits(model), adapted) <= 1e-5, "merged logits")
+    assert(max_abs_diff(model.model.layers[1].mlp.experts.gate_up_proj, w0) > 0, "the merge changed nothing")
+    peft.unmerge(model)
+    H.assert_close(model.model.layers[1].mlp.experts.gate_up_proj, w0, 1e-6, "gate_up_proj after unmerge")
+    assert(max_abs_diff(logits(model), adapted) <= 1e-5, "unmerged logits")
+  end)
+
+  it("writes the PEFT folder back with PEFT's nested keys, and it loads again", function()
+    local model = models.from_pretrained(FUSED)
+    peft.load(model, PLORA)
+    local dir = tmpdir()
+    peft.save(model, dir, { format = "peft" })
+    local mine, theirs = ft.safetensors.load(dir .. "/adapter_model.safetensors"),
+      ft.safetensors.load(PLORA .. "/adapter_model.safetensors")
+    local n = 0
+    for k, t in pairs(theirs) do
+      assert.is_not_nil(mine[k], k)
+      assert.equal(0, max_abs_diff(mine[k], t), k)
+      n = n + 1
+    end
+    for _ in pairs(mine) do n = n - 1 end
+    assert.equal(0, n)
+    assert.is_not_nil(mine["base_model.model.model.layers.0.mlp.experts.base_layer.lora_A.weight"])
+    local config = ft.json.read(dir .. "/adapter_config.json")
+    assert.same({ "mlp.experts.gate_up_proj", "mlp.experts.down_proj" }, config.target_parameters)
+    local again = models.from_pretrained(FUSED)
+    peft.load(again, dir)
+    rmdir(dir)
+    assert.equal(0, max_abs_diff(logits(again), logits(model)))
+  end)
+
+  it("rejects 2-D parameters, unmatched names, dropout and DoRA, naming them", function()
+    local model = models.from_pretrained(FUSED)
+    local cases = {
+      { { target_parameters = { "mlp.gate.weight" } }, "2%-D" },
+      { { target_parameters = { "w9_proj" } }, "w9_proj" },
+      { { target_parameters = { "down_proj" }, dropout = 0.1 }, "dropout" },
+      { { target_parameters = { "down_proj" }, dora = true }, "dora" },
+    }
+    for _, case in ipairs(cases) do
+      local ok, err = pcall(peft.lora, model, case[1])
+      assert.is_false(ok)
+      assert.matches(case[2], err)
+    end
+    assert.same({}, peft.adapters(model))
+  end)
+end)

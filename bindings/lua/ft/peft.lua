@@ -24,7 +24,8 @@ local peft = {}
 -- ---- adapters -------------------------------------------------------------------------------
 
 --- peft.lora(model, opts) -> name: adds a LoRA (or DoRA, dora = true) adapter to the layers
--- matching opts.target; options as ft.peft.lora (target, r, alpha, dropout, dora, ...).
+-- matching opts.target and to the 3-D expert weights opts.target_parameters names; options as
+-- ft.peft.lora (target, target_parameters, r, alpha, dropout, dora, ...).
 function peft.lora(model, opts) return A.kind("lora").attach(model, opts or {}) end
 
 --- peft.ia3(model [, opts]) -> name: adds an (IA)3 adapter (defaults per model type); options

@@ -12,9 +12,9 @@
 --                           Experts module; its grouped GEMMs are F.grouped_linear)
 -- model:to_layout(layout) and mixtral.convert_state_dict(sd, layout) convert between them.
 -- LoRA on the experts: ft.peft.lora(model, {target = {"w1", "w2", "w3"}}) in the per-expert
--- layout (PEFT's target_modules; the router, "gate", stays frozen unless modules_to_save names
--- it). PEFT's target_parameters form for the fused 3-D tensors is not supported: convert with
--- to_layout("per_expert") to adapt the experts of a fused checkpoint.
+-- layout (PEFT's target_modules), ft.peft.lora(model, {target_parameters = {"gate_up_proj",
+-- "down_proj"}}) in the fused one (PEFT's target_parameters: a rank-r adapter per expert along
+-- dim 0); the router, "gate", stays frozen unless modules_to_save names it.
 --
 --   local mixtral = require "ft.models.mixtral"
 --   local model = mixtral.MixtralForCausalLM(mixtral.config("mixtral-s"))

@@ -10,6 +10,11 @@
 --   base_model.model.<path>.lora_A.weight / lora_B.weight     (Linear, Conv1D, Conv2d)
 --   base_model.model.<path>.lora_embedding_A / lora_embedding_B  (Embedding, no .weight)
 --   base_model.model.<path>.lora_magnitude_vector             (DoRA; [1, out, 1, 1] for Conv2d)
+--   base_model.model.<path>[.base_layer...].lora_A.weight     (target_parameters: PEFT nests one
+--                                                             wrapper per parameter, the first
+--                                                             in the module's order innermost,
+--                                                             so the k-th of n sits under n - k
+--                                                             base_layer levels)
 --   base_model.model.<path>.<param>                           (modules_to_save)
 --   base_model.model.<path>.base_layer.bias, or <path>.bias    (bias = "all" / "lora_only":
 --                                                             adapted layers / the others)
@@ -297,6 +302,12 @@ local function peft_entries(model, name, config)
       if st.kind == "embedding" then
         entries[peft_key(path, "lora_embedding_A")] = { tensor = m.lora_embedding_A[name] }
         entries[peft_key(path, "lora_embedding_B")] = { tensor = m.lora_embedding_B[name] }
+      elseif st.kind == "params" then
+        for k, p in ipairs(a.params) do
+          local wrapped = path .. (".base_layer"):rep(#a.params - k)
+          entries[peft_key(wrapped, "lora_A.weight")] = { tensor = m.lora_A[name][p].weight }
+          entries[peft_key(wrapped, "lora_B.weight")] = { tensor = m.lora_B[name][p].weight }
+        end
       else
         entries[peft_key(path, "lora_A.weight")] = { tensor = m.lora_A[name].weight }
         entries[peft_key(path, "lora_B.weight")] = { tensor = m.lora_B[name].weight }
@@ -364,7 +375,7 @@ end
 -- The adapter_config.json table for adapter name.
 local function peft_config(model, name, config, opts)
   local target, exclude = as_list(config.target), as_list(config.exclude)
-  if not all_plain(target) or (exclude and not all_plain(exclude)) then
+  if target and (not all_plain(target) or (exclude and not all_plain(exclude))) then
     target, exclude = adapted_paths(model, name), nil   -- Lua patterns: name the layers
   end
   local mts = as_list(config.modules_to_save)
@@ -413,7 +424,7 @@ local function peft_config(model, name, config, opts)
     rank_pattern = pattern_for_peft(model, name, config.rank_pattern or {}, "r", config.r),
     revision = opts.revision or null,
     target_modules = copy(target),
-    target_parameters = null,
+    target_parameters = copy(config.target_parameters),
     task_type = opts.task_type or null,
     trainable_token_indices = null,
     use_bdlora = null,
@@ -495,11 +506,23 @@ local UNSUPPORTED = {
   { "layer_replication", function(v) return not is_null(v) end },
   { "lora_bias", function(v) return v == true end },
   { "use_qalora", function(v) return v == true end },
-  { "target_parameters", function(v) return not is_null(v) and not (type(v) == "table" and #v == 0) end },
   { "trainable_token_indices", function(v) return not is_null(v) end },
   { "alora_invocation_tokens", function(v) return not is_null(v) end },
   { "use_bdlora", function(v) return not is_null(v) and v ~= false end },
 }
+
+-- target_parameters of a PEFT config as a list of names, or nil.
+local function parameter_targets(cfg, fail)
+  local v = cfg.target_parameters
+  if is_null(v) or (type(v) == "table" and #v == 0) then return nil end
+  if type(v) ~= "table" then fail("target_parameters must be a list of parameter names") end
+  local out = {}
+  for i, t in ipairs(v) do
+    if type(t) ~= "string" then fail("target_parameters must be a list of parameter names") end
+    out[i] = t
+  end
+  return out
+end
 
 -- The module paths PEFT adapts for cfg (target_modules minus exclude_modules, PEFT's rules).
 local function peft_targets(model, cfg, fail)
@@ -522,6 +545,7 @@ local function peft_targets(model, cfg, fail)
     end
   end
   local tm = cfg.target_modules
+  if is_null(tm) and parameter_targets(cfg, fail) then return {} end
   if is_null(tm) then fail("target_modules is null; the file does not say which layers the adapter adapts") end
   if tm == "all-linear" then fail("target_modules 'all-linear' is not supported here; list the layers") end
   local target = matcher(tm, "target_modules")
@@ -581,7 +605,9 @@ local function attach_options(model, cfg, name, fail)
   local paths = peft_targets(model, cfg, fail)
   local tm, ex = cfg.target_modules, cfg.exclude_modules
   local target, exclude = paths, nil
-  if type(tm) == "table" and all_plain(tm) and (is_null(ex) or (type(ex) == "table" and all_plain(ex))) then
+  if #paths == 0 then
+    target = nil   -- target_parameters alone
+  elseif type(tm) == "table" and all_plain(tm) and (is_null(ex) or (type(ex) == "table" and all_plain(ex))) then
     target, exclude = {}, nil
     for i, t in ipairs(tm) do target[i] = t end
     if not is_null(ex) then
@@ -608,7 +634,7 @@ local function attach_options(model, cfg, name, fail)
     return v
   end
   return {
-    name = name, target = target, exclude = exclude,
+    name = name, target = target, exclude = exclude, target_parameters = parameter_targets(cfg, fail),
     r = get("r", 8), alpha = get("lora_alpha", 8), dropout = get("lora_dropout", 0.0),
     rslora = get("use_rslora", false), dora = get("use_dora", false), init = init,
     bias = get("bias", "none"), modules_to_save = mts,

@@ -45,6 +45,15 @@
 -- where, with dropout active in training, base(x) - bias is recomputed on the dropped-out x.
 -- Embedding: y = mag * base(ids) + mag * scale * (A^T[ids] B^T).
 --
+-- target_parameters = {names} (PEFT's target_parameters): 3-D parameters [E, out, in] of
+-- stacked experts (Mixtral's fused mlp.experts.gate_up_proj / down_proj), each named by a
+-- dotted suffix of its path; with target, or alone. Each gets lora_A.<name>.<param> (Linear
+-- in -> r*E, weight [r*E, in]) and lora_B.<name>.<param> (r*E -> out, weight [out, r*E]), a
+-- rank-r adapter per expert as PEFT's ParamWrapper: delta[e] = scale * B_e A_e with A_e =
+-- A:reshape(E, r, in)[e] and B_e = B:reshape(out, r, E)[:, :, e]; forward computes the module
+-- with W + delta in place of W (so every expert's GEMM stays one GEMM), and merge adds delta
+-- to W. No dropout and no DoRA there (PEFT refuses both).
+--
 -- modules_to_save: the listed modules are shared by every adapter naming them (PEFT keeps a
 -- copy per adapter): their parameters train and belong to the adapter's state_dict, and
 -- switching adapters off does not switch those modules back.
@@ -148,8 +157,30 @@ local function container(m, key, class)
   return c
 end
 
+-- The per-expert LoRA pair of 3-D parameter p [E, out, in] of m (target_parameters).
+local function create_param_layers(m, name, a)
+  local la_all, lb_all = ModuleDict(), ModuleDict()
+  for _, p in ipairs(a.params) do
+    local w = m._parameters[p]
+    local E, out_f, in_f = w:size(1), w:size(2), w:size(3)
+    local la = nn.Linear(in_f, a.r * E, { bias = false })
+    local lb = nn.Linear(a.r * E, out_f, { bias = false })
+    if a.init == true then
+      nn.init.kaiming_uniform_(la.weight, { a = math.sqrt(5) })
+    elseif a.init == "gaussian" then
+      nn.init.normal_(la.weight, 0, 1 / a.r)
+    end
+    if a.init ~= false then nn.init.zeros_(lb.weight) end
+    la_all[p], lb_all[p] = la, lb
+  end
+  container(m, "lora_A", ModuleDict)[name] = la_all
+  container(m, "lora_B", ModuleDict)[name] = lb_all
+  for _, key in ipairs({ "lora_A", "lora_B" }) do nn.Module.train(m._modules[key], m.training) end
+end
+
 -- Adds adapter name (settings a = {r, alpha, scale, dora, dropout, init}) to layer m.
 local function create_layers(m, kind, name, a)
+  if kind == "params" then return create_param_layers(m, name, a) end
   local in_f, out_f = features(m, kind)
   local r = a.r
   if kind == "embedding" then
@@ -235,13 +266,42 @@ end
 
 local unmerge_module
 
+-- delta [E, out, in] of 3-D parameter p of m for adapter name: scale * B_e A_e per expert.
+local function param_delta(m, name, p, a)
+  local w = m._parameters[p]
+  local E, out_f, in_f = w:size(1), w:size(2), w:size(3)
+  local A3 <close> = m.lora_A[name][p].weight:reshape(E, a.r, in_f)
+  local B3 <close> = m.lora_B[name][p].weight:reshape(out_f, a.r, E):permute(3, 1, 2)
+  local prod <close> = B3:matmul(A3)
+  return prod * a.scale
+end
+
+-- The rest of m's chain run with W + delta in place of each adapted parameter W (restored after,
+-- also when it fails).
+local function forward_with_deltas(m, name, a, inner, ...)
+  local saved = {}
+  for _, p in ipairs(a.params) do
+    local w = m._parameters[p]
+    saved[p] = w
+    m._parameters[p] = w + param_delta(m, name, p, a)
+  end
+  local out = table.pack(pcall(inner, ...))
+  for p, w in pairs(saved) do m._parameters[p] = w end
+  if not out[1] then error(out[2], 0) end
+  return table.unpack(out, 2, out.n)
+end
+
 --- lora.forward(m, name, inner, x, ...): adapter name's link in layer m's forward chain: the
 -- rest of the chain (other LoRA adapters added earlier, then the layer) plus this adapter's
 -- delta, unless it is merged into the weight.
 function lora.forward(m, name, inner, x, ...)
-  local result = inner(x, ...)
   local st = rawget(m, "_lora")
   local a = st.adapters[name]
+  if st.kind == "params" then
+    if a.merged then return inner(x, ...) end
+    return forward_with_deltas(m, name, a, inner, x, ...)
+  end
+  local result = inner(x, ...)
   if a.merged then return result end
   if st.kind == "embedding" then return add_embedding(m, name, a, x, result) end
   local out = add_dense(m, st.kind, name, a, x, result)
@@ -254,6 +314,11 @@ end
 -- The weight w (base layout) with adapter name merged in; for DoRA also the norm to keep.
 local function merged_weight(m, st, name, w)
   local a, kind = st.adapters[name], st.kind
+  if kind == "params" then
+    local out = {}
+    for _, p in ipairs(a.params) do out[p] = w[p] + param_delta(m, name, p, a):detach() end
+    return out
+  end
   local delta = lora_product(m, kind, name):detach() * a.scale
   if not a.dora then return w + from_out_major(kind, delta, w:shape()) end
   local v = out_major(kind, w) + delta
@@ -264,6 +329,11 @@ end
 
 local function unmerged_weight(m, st, name, w)
   local a, kind = st.adapters[name], st.kind
+  if kind == "params" then
+    local out = {}
+    for _, p in ipairs(a.params) do out[p] = w[p] - param_delta(m, name, p, a):detach() end
+    return out
+  end
   local delta = lora_product(m, kind, name):detach() * a.scale
   if not a.dora then return w - from_out_major(kind, delta, w:shape()) end
   local factor = magnitude(m, name):detach() / a.merge_norm
@@ -271,15 +341,35 @@ local function unmerged_weight(m, st, name, w)
 end
 
 local function all_finite(t)
+  if not ft.is_tensor(t) then   -- the adapted parameters of a target_parameters layer
+    for _, v in pairs(t) do
+      if not all_finite(v) then return false end
+    end
+    return true
+  end
   return (t - t):ne(0):sum():item() == 0   -- NaN - NaN and Inf - Inf are NaN
 end
 
--- The layer's weight as float32 values in its own layout (a quantised base dequantised).
-local function dense_weight(m) return require("ft.quant").dense_weight(m) end
+-- The layer's weight as float32 values in its own layout (a quantised base dequantised); for
+-- target_parameters, its adapted parameters (name -> tensor).
+local function dense_weight(m, st)
+  if st and st.kind == "params" then
+    local out = {}
+    for p in pairs(st.params) do out[p] = m._parameters[p] end
+    return out
+  end
+  return require("ft.quant").dense_weight(m)
+end
 
 -- Writes w into layer m's weight; a quantised base (ft.quant) is requantised from w, keeping
 -- its kind (the requantising merge and its unmerge).
 local function set_weight(m, w)
+  if not ft.is_tensor(w) then
+    ft.no_grad(function()
+      for p, v in pairs(w) do m._parameters[p]:copy_(v) end
+    end)
+    return
+  end
   local q = rawget(m, "weight")
   if ft._quant.is_qweight(q) then return require("ft.quant").set_weight(m, w, q:kind(), q:label() or m.__name) end
   ft.no_grad(function() m.weight:copy_(w) end)
@@ -292,7 +382,7 @@ function unmerge_module(m)
     while #st.merged > 0 do
       local name = table.remove(st.merged)
       local a = st.adapters[name]
-      set_weight(m, unmerged_weight(m, st, name, dense_weight(m)))
+      set_weight(m, unmerged_weight(m, st, name, dense_weight(m, st)))
       a.merged, a.merge_norm = false, nil
     end
   end)
@@ -330,7 +420,7 @@ local function merge_into(m, st, names)
     for _, n in ipairs(names) do
       local a = st.adapters[n]
       if a and not a.merged then
-        local w, norm = merged_weight(m, st, n, dense_weight(m))
+        local w, norm = merged_weight(m, st, n, dense_weight(m, st))
         set_weight(m, w)
         a.merged, a.merge_norm = true, norm
         st.merged[#st.merged + 1] = n
@@ -451,7 +541,7 @@ function lora.merge(model, opts)
   local plans = {}
   for _, e in ipairs(adapted_layers(model)) do
     local path, m, st = e[1], e[2], e[3]
-    local w, steps = dense_weight(m), {}
+    local w, steps = dense_weight(m, st), {}
     ft.no_grad(function()
       for _, name in ipairs(names) do
         local a = st.adapters[name]
@@ -528,7 +618,7 @@ lora.merged_adapters = lora.merged
 -- ---- options -------------------------------------------------------------------------------------
 
 --- The options of attach (ft.peft.lora).
-lora.options = { "target", "exclude", "r", "alpha", "dropout", "rslora", "dora", "init", "bias",
+lora.options = { "target", "target_parameters", "exclude", "r", "alpha", "dropout", "rslora", "dora", "init", "bias",
   "modules_to_save", "rank_pattern", "alpha_pattern", "fan_in_fan_out", "name" }
 local PEFT_NAMES = { target_modules = "target", exclude_modules = "exclude", lora_alpha = "alpha",
   lora_dropout = "dropout", use_rslora = "rslora", use_dora = "dora", init_lora_weights = "init" }
@@ -567,9 +657,18 @@ local function read_options(opts)
   ft.check_options(WHERE, opts, lora.options)
   local c = {}
   c.name = opts.name == nil and "default" or opts.name
-  if opts.target == nil then fail("option 'target' is required (a module name or a list of names)") end
-  if not is_name_list(opts.target) then fail("option 'target' must be a name or a list of names") end
+  if opts.target == nil and opts.target_parameters == nil then
+    fail("option 'target' is required (a module name or a list of names), or 'target_parameters'")
+  end
+  if opts.target ~= nil and not is_name_list(opts.target) then fail("option 'target' must be a name or a list of names") end
   c.target = opts.target
+  if opts.target_parameters ~= nil then
+    if not is_name_list(opts.target_parameters) then
+      fail("option 'target_parameters' must be a parameter name or a list of names")
+    end
+    c.target_parameters = type(opts.target_parameters) == "string" and { opts.target_parameters }
+      or { table.unpack(opts.target_parameters) }
+  end
   if opts.exclude ~= nil and not is_name_list(opts.exclude) then
     fail("option 'exclude' must be a name or a list of names")
   end
@@ -606,6 +705,10 @@ local function read_options(opts)
     fail("option 'fan_in_fan_out' must be true or false")
   end
   c.fan_in_fan_out = opts.fan_in_fan_out
+  if c.target_parameters and (c.dropout > 0 or c.dora) then
+    fail("option 'target_parameters' does not go with %s (as in PEFT: the delta is added to the weight, "
+      .. "not computed from the input)", c.dora and "dora = true" or "dropout > 0")
+  end
   return c
 end
 
@@ -712,6 +815,45 @@ local function candidates(model)
   return table.concat(out, ", ")
 end
 
+local function same_list(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do
+    if a[i] ~= b[i] then return false end
+  end
+  return true
+end
+
+-- The modules with parameters named by target_parameters (a dotted suffix of the parameter's
+-- path): array of {path, module, names in the module's parameter order}. Each must be 3-D.
+local function target_parameters(model, names)
+  local out, hit = {}, {}
+  for path, m in model:named_modules() do
+    if not is_adapter_path(path) then
+      local params = {}
+      for _, pn in ipairs(m._parameter_names) do
+        local full = (path == "" and "" or path .. ".") .. pn
+        for _, t in ipairs(names) do
+          if full == t or full:sub(-#t - 1) == "." .. t then
+            local w = m._parameters[pn]
+            if w:dim() ~= 3 then
+              fail("target_parameters: %s is %d-D; LoRA on parameters adapts 3-D stacked expert weights [E, out, in] "
+                .. "(use target for a layer)", full, w:dim())
+            end
+            params[#params + 1] = pn
+            hit[t] = true
+            break
+          end
+        end
+      end
+      if #params > 0 then out[#out + 1] = { path, m, params } end
+    end
+  end
+  for _, t in ipairs(names) do
+    if not hit[t] then fail("target_parameters: '%s' matches no parameter of the model (%s)", t, model.__name) end
+  end
+  return out
+end
+
 local function matched_by(path, target)
   if type(target) == "string" then return target end
   for _, t in ipairs(target) do
@@ -727,12 +869,23 @@ function lora.attach(model, opts)
   local c = read_options(opts or {})
   local name = c.name
   A.check_new_name(model, name, WHERE)
-  local found = A.find_modules(model, c.target, c.exclude)
-  if #found == 0 then
+  local found = c.target and A.find_modules(model, c.target, c.exclude) or {}
+  if c.target and #found == 0 then
     fail("target %s matches no module of the model (%s); layers LoRA can adapt: %s", describe(c.target),
       model.__name, candidates(model))
   end
   local plan, any_conv1d = {}, false
+  for _, e in ipairs(c.target_parameters and target_parameters(model, c.target_parameters) or {}) do
+    local path, m, params = e[1], e[2], e[3]
+    local st = rawget(m, "_lora")
+    if st and (st.kind ~= "params" or not same_list(st.order, params)) then
+      fail("module %s already carries LoRA adapters on %s; every adapter there must target the same parameters "
+        .. "(as in PEFT)", path, st.kind == "params" and table.concat(st.order, ", ") or "its weight")
+    end
+    plan[#plan + 1] = { path, m, "params", { r = c.r, alpha = c.alpha,
+      scale = c.rslora and c.alpha / math.sqrt(c.r) or c.alpha / c.r, dora = false, dropout = 0, init = c.init,
+      merged = false, params = params } }
+  end
   for _, e in ipairs(found) do
     local path, m = e[1], e[2]
     local kind = kind_of(m)
@@ -774,6 +927,10 @@ function lora.attach(model, opts)
     if not st then
       -- per layer: each adapter's settings and merge state, and the merge order
       st = { kind = kind, adapters = {}, merged = {} }
+      if kind == "params" then   -- the adapted parameters, as a set and in the module's order
+        st.order, st.params = a.params, {}
+        for _, p in ipairs(a.params) do st.params[p] = true end
+      end
       rawset(m, "_lora", st)
     end
     st.adapters[name] = a
