@@ -110,6 +110,12 @@ bad pretrain_text.lua "--context" --context 1
 bad pretrain_text.lua "--eval-every" --eval-every=-1
 bad pretrain_text.lua "--clip" --clip 0
 bad pretrain_text.lua "--config" --config huge
+bad pretrain_text.lua "--router-aux-loss-coef is an option of --config moe-s" --router-aux-loss-coef 0.1
+bad pretrain_text.lua "--router-aux-loss-coef" --config moe-s --router-aux-loss-coef=-0.5
+bad pretrain_text.lua "--load-every is an option of --config moe-s" --config gpt-mini --load-every 5
+bad pretrain_text.lua "--load-every" --config moe-s --load-every 0
+bad pretrain_text.lua "--dropout" --config moe-s --dropout 0.1
+bad pretrain_text.lua "--layers" --layers 0
 
 # ---- the cases that read a data set first ----
 if have_fashion_mnist; then

@@ -195,6 +195,36 @@ describe("ft.plot.line", function()
     for col = round(L.px(4)) + 1, round(L.px(5)) - 3 do assert.is_true(coloured(col), "drawn at " .. col) end
   end)
 
+  it("draws a dashed series as runs of its colour and gaps, the pattern running on across points", function()
+    local L = plot.line{xlim = {0, 10}, ylim = {0, 1}, markers = false, legend = false,
+                        series = {flat_series(0.25, BLUE), {x = {0, 3, 7, 10}, y = {0.75, 0.75, 0.75, 0.75},
+                                  color = RED, dash = {6, 6}}}}
+    local px = pixels(L.image)
+    local solid, dashed = round(L.py(0.25)), round(L.py(0.75))
+    local first, last = round(L.px(0)) + 3, round(L.px(10)) - 3
+    local runs, run, longest_gap, gap = 0, 0, 0, 0
+    for col = first, last do
+      assert.is_true(is_colour(px(solid, col), BLUE_RGB), "solid line at " .. col)
+      if is_colour(px(dashed, col), RED_RGB) then
+        if run == 0 then runs = runs + 1 end
+        run, gap = run + 1, 0
+        assert.is_true(run <= 6 + 2 + 1, "a dash longer than on + linewidth at " .. col)
+      else
+        run, gap = 0, gap + 1
+        longest_gap = math.max(longest_gap, gap)
+      end
+    end
+    -- 12 pixels a period over the frame's width, whatever the points
+    local expected = (last - first + 1) / 12
+    assert.is_true(math.abs(runs - expected) <= 2, ("%d dashes, expected about %.1f"):format(runs, expected))
+    assert.is_true(longest_gap >= 2 and longest_gap <= 6, "gap " .. longest_gap)
+    local default = plot.line{series = {{name = "d", y = {1, 1}, dash = true}}}
+    assert.is_truthy(default.image)
+    H.assert_mentions(H.error_of(plot.line, {series = {{name = "d", y = {1}, dash = {0, 3}}}}), "'d'", "dash")
+    H.assert_mentions(H.error_of(plot.line, {series = {{name = "d", y = {1}, dash = "--"}}}), "'d'", "dash")
+    H.assert_mentions(H.error_of(plot.scatter, {series = {{name = "d", y = {1}, dash = true}}}), "dash")
+  end)
+
   it("accepts 1-D tensors and defaults x to 1..#y", function()
     local L = plot.line{series = {{name = "loss", y = ft.tensor{3, 2, 1.5, 1.2}}}}
     assert.is_true(L.xlim[1] < 1 and L.xlim[1] > 0.5 and L.xlim[2] > 4 and L.xlim[2] < 4.5)

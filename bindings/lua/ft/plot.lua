@@ -16,12 +16,15 @@
 -- "upper left", "lower left", "lower right", "outside" or false), grid (true), font_scale
 -- (1, or 2 from 900 x 600 up). line and scatter also take xlim, xscale / yscale ("linear" or
 -- "log") and marker_size; line takes linewidth and markers (default: on when no series has
--- more than 30 points). A series is {name =, x =, y =, color =, labels =} (bar: values =
--- instead of x and y); x defaults to 1..#y; values may be Lua arrays or 1-D tensors; color
--- is "#rrggbb" or {r, g, b} in [0, 1] (default: a 10-colour palette in series order);
--- labels (scatter; also accepted as label) names each point. Non-finite values, and values
--- <= 0 on a log axis, are skipped, leaving a gap in the line. Without xlim / ylim the axes
--- span the data plus 5% on each side (bars always include 0).
+-- more than 30 points). A series is {name =, x =, y =, color =, labels =, dash =} (bar:
+-- values = instead of x and y); x defaults to 1..#y; values may be Lua arrays or 1-D tensors;
+-- color is "#rrggbb" or {r, g, b} in [0, 1] (default: a 10-colour palette in series order);
+-- labels (scatter; also accepted as label) names each point; dash (line) draws the series
+-- dashed: true, or {on, off} in pixels along the line (default {4, 6} times the font scale;
+-- each dash's round caps add the line width to it, so a dash looks linewidth longer and a gap
+-- linewidth shorter), the pattern running on across the points and on the legend swatch.
+-- Non-finite values, and values <= 0 on a log axis, are skipped, leaving a gap in the line.
+-- Without xlim / ylim the axes span the data plus 5% on each side (bars always include 0).
 --
 -- Each call returns a layout table describing the drawn chart:
 --   image          the chart as a [3, height, width] float tensor in [0, 1]
@@ -191,7 +194,7 @@ local KIND_OPTIONS = {
   bar = {"categories"},
 }
 local SERIES_FIELDS = {
-  line = {"name", "x", "y", "color"},
+  line = {"name", "x", "y", "color", "dash"},
   scatter = {"name", "x", "y", "color", "labels", "label"},
   bar = {"name", "values", "color"},
 }
@@ -324,9 +327,16 @@ local function xy_series(kind, opts)
         fail(kind, "series '%s': labels must be an array of %d strings (one per point)", label, #x)
       end
     end
+    local dash = s.dash
+    if dash ~= nil and dash ~= false and dash ~= true then
+      if type(dash) ~= "table" or #dash ~= 2 or type(dash[1]) ~= "number" or type(dash[2]) ~= "number"
+         or not (dash[1] > 0 and dash[1] < 1000 and dash[2] > 0 and dash[2] < 1000) then
+        fail(kind, "series '%s': dash must be true, false or {on, off} with lengths in (0, 1000) pixels", label)
+      end
+    end
     out[i] = {name = s.name and canvas.printable(s.name), label = label, x = x, y = y, labels = labels,
               color = parse_color(kind, label, s.color or PALETTE[(i - 1) % #PALETTE + 1]),
-              shape = canvas.SHAPES[(i - 1) % #canvas.SHAPES + 1]}
+              shape = canvas.SHAPES[(i - 1) % #canvas.SHAPES + 1], dash = dash or nil}
   end
   return out
 end
@@ -552,6 +562,26 @@ end
 
 -- ---- line and scatter -----------------------------------------------------------------------
 
+-- The segment (ax, ay) -> (bx, by) drawn dashed: dash = {on, off} pixels, phase = how far into
+-- the pattern the segment starts. Returns the phase at its end (so a polyline's pattern runs on).
+local function dashed_segment(c, ax, ay, bx, by, color, width, dash, phase)
+  local len = sqrt((bx - ax) ^ 2 + (by - ay) ^ 2)
+  local on, period = dash[1], dash[1] + dash[2]
+  local t = 0
+  while t < len do
+    local at = (phase + t) % period
+    if at < on then
+      local e = min(len, t + on - at)
+      c:segment(ax + (bx - ax) * t / len, ay + (by - ay) * t / len, ax + (bx - ax) * e / len,
+                ay + (by - ay) * e / len, color, width)
+      t = e
+    else
+      t = t + period - at
+    end
+  end
+  return (phase + len) % period
+end
+
 local function xy_chart(kind, opts)
   check_options(kind, opts)
   local series = xy_series(kind, opts)
@@ -580,6 +610,9 @@ local function xy_chart(kind, opts)
     for _, sr in ipairs(series) do markers = markers and #sr.x <= 30 end
   end
   local lines = kind == "line"
+  for _, sr in ipairs(series) do
+    if sr.dash == true then sr.dash = {4 * s, 6 * s} end
+  end
 
   local entries = {}
   for _, sr in ipairs(series) do
@@ -608,6 +641,7 @@ local function xy_chart(kind, opts)
   c.clip = {chart.left, chart.top, chart.right, chart.bottom}
   for k, sr in ipairs(series) do
     local pts, n = points[k], #sr.x
+    local phase = 0
     for i = 1, n do
       local p = pts[i]
       if p then
@@ -615,7 +649,11 @@ local function xy_chart(kind, opts)
         if lines then
           local q = pts[i + 1]
           if q then
-            c:segment(p[1], p[2], q[1], q[2], sr.color, linewidth)
+            if sr.dash then
+              phase = dashed_segment(c, p[1], p[2], q[1], q[2], sr.color, linewidth, sr.dash, phase)
+            else
+              c:segment(p[1], p[2], q[1], q[2], sr.color, linewidth)
+            end
             local steps = min(ceil(sqrt((q[1] - p[1]) ^ 2 + (q[2] - p[2]) ^ 2) / 4), 200)
             for j = 1, steps - 1 do
               samples[#samples + 1] = p[1] + (q[1] - p[1]) * j / steps
@@ -653,7 +691,11 @@ local function xy_chart(kind, opts)
 
   draw_axes(chart)
   local legend = draw_legend(chart, entries, swatch_w, samples, function(sr, x, y)
-    if lines then c:segment(x - swatch_w / 2 + s, y, x + swatch_w / 2 - s, y, sr.color, linewidth) end
+    if lines and sr.dash then
+      dashed_segment(c, x - swatch_w / 2 + s, y, x + swatch_w / 2 - s, y, sr.color, linewidth, sr.dash, 0)
+    elseif lines then
+      c:segment(x - swatch_w / 2 + s, y, x + swatch_w / 2 - s, y, sr.color, linewidth)
+    end
     if markers then c:marker(x, y, sr.shape, marker_r, sr.color) end
   end)
   local colors = {}

@@ -305,8 +305,10 @@ function text.fortune_datasets(opts)
 end
 
 --- load_checkpoint(path) -> model (eval mode), meta: a checkpoint of scripts/pretrain_text.lua
--- (e.g. models/gpt_fortunes.h5). The model is built from meta.config (an HF config) and loaded
--- strictly; meta is the file's metadata with config, held_out and separator decoded from JSON.
+-- (e.g. models/gpt_fortunes.h5, or a moe-s run's moe_fortunes.h5). The model is built from
+-- meta.config (an HF config: GPT2LMHeadModel, MixtralForCausalLM or any registered architecture,
+-- through ft.models.new) and loaded strictly; meta is the file's metadata with config, held_out,
+-- separator and (MoE) expert_shares decoded from JSON.
 function text.load_checkpoint(path)
   local where = "ft.text.load_checkpoint"
   local sd, meta = ft.load(path)
@@ -316,7 +318,7 @@ function text.load_checkpoint(path)
   end
   local out = {}
   for k, v in pairs(meta) do out[k] = v end
-  for _, k in ipairs({ "config", "held_out", "separator" }) do
+  for _, k in ipairs({ "config", "held_out", "separator", "expert_shares" }) do
     if type(meta[k]) == "string" then out[k] = ft.json.decode(meta[k]) end
   end
   local model = ft.models.new(out.config)
