@@ -13,6 +13,9 @@
 #                  projections, 1 x 256 tokens (qwen_lora_step.lua / _torch.py; about 6 GiB),
 #                  whose matrix work is also put against the machine's float32 matrix-product
 #                  peak (matmul_peak.lua)
+#   moe-s          one Mixtral sparse MoE block (hidden 384, intermediate 1024, 4 experts, top 2;
+#                  per-expert layout, grouped path), forward + backward on 8 x 256 tokens
+#                  (moe_block.lua / moe_block_torch.py; compare_moe_block.sh has every variant)
 #
 #   scripts/bench/suite.sh [--out DIR] [--rounds N] [--threads N] [--quick]
 #
@@ -52,9 +55,10 @@ mkdir -p "$out"
 use_threads "$threads"
 bench=$root/scripts/bench
 t=(--threads "$threads")
-resnet_steps=(--steps 10) gpt_steps=(--steps 10) qwen=(--steps 3)
+resnet_steps=(--steps 10) gpt_steps=(--steps 10) qwen=(--steps 3) moe_steps=(--steps 10)
 if [ "$quick" = 1 ]; then
   rounds=1 resnet_steps=(--steps 2 --warmup 1) gpt_steps=(--steps 2 --warmup 1) qwen=(--steps 1 --layers 2)
+  moe_steps=(--steps 2 --warmup 1)
 fi
 
 # name | ftlua arguments | PyTorch arguments | the RESULT key of the speed | its unit
@@ -64,6 +68,7 @@ workloads=(
   "gpt-full|$bench/gpt_s_step.lua ${gpt_steps[*]}|$bench/gpt_s_step_torch.py ${gpt_steps[*]}|tokens_per_sec|tokens/s"
   "gpt-lora|$bench/gpt_s_step.lua --lora 8 ${gpt_steps[*]}|$bench/gpt_s_step_torch.py --lora 8 ${gpt_steps[*]}|tokens_per_sec|tokens/s"
   "qwen-lora|$bench/qwen_lora_step.lua ${qwen[*]}|$bench/qwen_lora_step_torch.py ${qwen[*]}|tokens_per_sec|tokens/s"
+  "moe-s|$bench/moe_block.lua ${moe_steps[*]}|$bench/moe_block_torch.py ${moe_steps[*]}|tokens_per_sec|tokens/s"
 )
 
 openblas_kernels > "$tmp/blas"
