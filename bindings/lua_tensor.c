@@ -6,6 +6,7 @@
 
 #include "ft/autograd.h"
 #include "ft/ops.h"
+#include "ft/runtime.h"
 #include "ftl.h"
 
 /* ---- inspection ------------------------------------------------------------------------ */
@@ -301,15 +302,23 @@ static int l_copy_(lua_State *L) {
     return 1;
 }
 
+/* Random fills draw into t itself when it is contiguous float32 (a large weight needs no
+ * same-size temporary), else into a float32 temporary copied in; the draws are the same. */
 static int l_uniform_(lua_State *L) {
     ft_tensor *t = check_inplace(L, "uniform_");
     double lo = luaL_optnumber(L, 2, 0), hi = luaL_optnumber(L, 3, 1);
-    ft_tensor *r = ft_rand(t->shape, t->ndim);
+    bool direct = t->dtype == FT_FLOAT32 && ft_is_contiguous(t);
+    ft_tensor *r = direct ? t : ft_empty(t->shape, t->ndim, FT_FLOAT32);
     if (!r) return ftl_error(L, "uniform_");
     float *p = ft_f32(r);
-    for (int64_t i = 0, n = ft_numel(r); i < n; i++) p[i] = (float)(lo + (hi - lo) * p[i]);
-    ft_copy_(t, r);
-    ft_release(r);
+    for (int64_t i = 0, n = ft_numel(r); i < n; i++) {
+        float u = (float)ft_rng_uniform();   /* rounded first, as ft_rand's draws */
+        p[i] = (float)(lo + (hi - lo) * u);
+    }
+    if (!direct) {
+        ft_copy_(t, r);
+        ft_release(r);
+    }
     lua_settop(L, 1);
     return 1;
 }
@@ -317,12 +326,17 @@ static int l_uniform_(lua_State *L) {
 static int l_normal_(lua_State *L) {
     ft_tensor *t = check_inplace(L, "normal_");
     double mean = luaL_optnumber(L, 2, 0), std = luaL_optnumber(L, 3, 1);
-    ft_tensor *r = ft_randn(t->shape, t->ndim);
+    bool direct = t->dtype == FT_FLOAT32 && ft_is_contiguous(t);
+    ft_tensor *r = direct ? t : ft_empty(t->shape, t->ndim, FT_FLOAT32);
     if (!r) return ftl_error(L, "normal_");
     float *p = ft_f32(r);
-    for (int64_t i = 0, n = ft_numel(r); i < n; i++) p[i] = (float)(mean + std * p[i]);
-    ft_copy_(t, r);
-    ft_release(r);
+    int64_t n = ft_numel(r);
+    ft_rng_fill_normal(p, n);
+    for (int64_t i = 0; i < n; i++) p[i] = (float)(mean + std * p[i]);
+    if (!direct) {
+        ft_copy_(t, r);
+        ft_release(r);
+    }
     lua_settop(L, 1);
     return 1;
 }
