@@ -34,6 +34,37 @@ end
 
 local function rmdir(path) os.execute("rm -rf '" .. path .. "'") end
 
+-- The reference gradient of every parameter of a model, as "<name>.grad" -> tensor of a grads file.
+local function check_grads(model, ids, labels, grads_path)
+  local grads = ft.safetensors.load(grads_path)
+  model:train()
+  model:zero_grad()
+  model(ids, { labels = labels }).loss:backward()
+  model:eval()
+  local checked, total = 0, 0
+  for _ in pairs(grads) do total = total + 1 end
+  for name, p in model:named_parameters() do
+    local g = grads[name .. ".grad"]
+    assert.is_not_nil(g, "no reference gradient for " .. name)
+    assert.is_not_nil(p.grad, "no gradient for " .. name)
+    local scale = H.max_abs(g)
+    local err = max_abs_diff(p.grad, g)
+    assert(err <= 1e-3 * scale, ("%s: gradient max abs error %g, reference scale %g"):format(name, err, scale))
+    checked = checked + 1
+  end
+  assert.equal(total, checked)
+  model:zero_grad()
+end
+
+-- Asserts that two name -> tensor tables hold the same names and bit-equal tensors.
+local function assert_same_tensors(actual, expected)
+  for k, t in pairs(expected) do
+    assert.is_not_nil(actual[k], "missing " .. k)
+    assert.equal(0, max_abs_diff(actual[k], t), k)
+  end
+  for k in pairs(actual) do assert.is_not_nil(expected[k], "unexpected " .. k) end
+end
+
 describe("MixtralForCausalLM (PyTorch reference)", function()
   local model = models.from_pretrained(DIR)
   local ref = ft.safetensors.load(DIR .. "/reference.safetensors")
@@ -44,17 +75,8 @@ describe("MixtralForCausalLM (PyTorch reference)", function()
     assert.equal("MixtralForCausalLM", models.model_types.mixtral)
     assert.equal("MixtralForCausalLM", model.hf_architecture)
     assert.is_false(model.training)
-    local file = ft.safetensors.load(DIR .. "/model.safetensors")
     local sd = model:state_dict()
-    local n = 0
-    for k, t in pairs(file) do
-      assert.is_not_nil(sd[k], k)
-      assert(max_abs_diff(sd[k], t) == 0, k)
-      n = n + 1
-    end
-    local m = 0
-    for _ in pairs(sd) do m = m + 1 end
-    assert.equal(n, m)
+    assert_same_tensors(sd, ft.safetensors.load(DIR .. "/model.safetensors"))
     assert.is_not_nil(sd["model.layers.1.block_sparse_moe.experts.3.w2.weight"])
     assert.is_not_nil(sd["model.layers.0.block_sparse_moe.gate.weight"])
   end)
@@ -83,25 +105,7 @@ describe("MixtralForCausalLM (PyTorch reference)", function()
   end)
 
   it("computes every parameter gradient of loss = lm_loss + coef * aux_loss", function()
-    local grads = ft.safetensors.load(DIR .. "/grads.safetensors")
-    model:train()
-    model:zero_grad()
-    local out = model(ids, { labels = labels })
-    out.loss:backward()
-    model:eval()
-    local checked, total = 0, 0
-    for _ in pairs(grads) do total = total + 1 end
-    for name, p in model:named_parameters() do
-      local g = grads[name .. ".grad"]
-      assert.is_not_nil(g, "no reference gradient for " .. name)
-      assert.is_not_nil(p.grad, "no gradient for " .. name)
-      local scale = H.max_abs(g)
-      local err = max_abs_diff(p.grad, g)
-      assert(err <= 1e-3 * scale, ("%s: gradient max abs error %g, reference scale %g"):format(name, err, scale))
-      checked = checked + 1
-    end
-    assert.equal(total, checked)
-    model:zero_grad()
+    check_grads(model, ids, labels, DIR .. "/grads.safetensors")
   end)
 
   it("computes the load-balancing loss under an attention mask as transformers", function()
@@ -301,28 +305,6 @@ describe("Mixtral configs", function()
   end)
 end)
 
--- The reference gradient of every parameter of a model, as "<name>.grad" -> tensor of a grads file.
-local function check_grads(model, ids, labels, grads_path)
-  local grads = ft.safetensors.load(grads_path)
-  model:train()
-  model:zero_grad()
-  model(ids, { labels = labels }).loss:backward()
-  model:eval()
-  local checked, total = 0, 0
-  for _ in pairs(grads) do total = total + 1 end
-  for name, p in model:named_parameters() do
-    local g = grads[name .. ".grad"]
-    assert.is_not_nil(g, "no reference gradient for " .. name)
-    assert.is_not_nil(p.grad, "no gradient for " .. name)
-    local scale = H.max_abs(g)
-    local err = max_abs_diff(p.grad, g)
-    assert(err <= 1e-3 * scale, ("%s: gradient max abs error %g, reference scale %g"):format(name, err, scale))
-    checked = checked + 1
-  end
-  assert.equal(total, checked)
-  model:zero_grad()
-end
-
 describe("MixtralForCausalLM in the fused experts layout (PyTorch reference)", function()
   local FUSED = DIR .. "/fused"
   local model = models.from_pretrained(FUSED)   -- its config.json does not name the layout
@@ -333,15 +315,7 @@ describe("MixtralForCausalLM in the fused experts layout (PyTorch reference)", f
     assert.is_nil(ft.json.read(FUSED .. "/config.json").experts_layout)
     assert.equal("fused", model.config.experts_layout)
     local sd = model:state_dict()
-    local file = ft.safetensors.load(FUSED .. "/model.safetensors")
-    local n, m = 0, 0
-    for k, t in pairs(file) do
-      assert.is_not_nil(sd[k], k)
-      assert.equal(0, max_abs_diff(sd[k], t), k)
-      n = n + 1
-    end
-    for _ in pairs(sd) do m = m + 1 end
-    assert.equal(n, m)
+    assert_same_tensors(sd, ft.safetensors.load(FUSED .. "/model.safetensors"))
     assert.same({ 4, 96, 32 }, sd["model.layers.1.mlp.experts.gate_up_proj"]:shape())
     assert.same({ 4, 32, 48 }, sd["model.layers.1.mlp.experts.down_proj"]:shape())
     assert.is_nil(sd["model.layers.0.block_sparse_moe.gate.weight"])
@@ -366,11 +340,9 @@ describe("MixtralForCausalLM in the fused experts layout (PyTorch reference)", f
   it("converts between the layouts exactly (to_layout, convert_state_dict)", function()
     local per_expert = models.from_pretrained(DIR)
     local fused = per_expert:to_layout("fused")
-    local file = ft.safetensors.load(FUSED .. "/model.safetensors")
-    for k, t in pairs(fused:state_dict()) do assert.equal(0, max_abs_diff(t, file[k]), k) end
-    local back = model:to_layout("per_expert")
+    assert_same_tensors(fused:state_dict(), ft.safetensors.load(FUSED .. "/model.safetensors"))
     local original = ft.safetensors.load(DIR .. "/model.safetensors")
-    for k, t in pairs(back:state_dict()) do assert.equal(0, max_abs_diff(t, original[k]), k) end
+    assert_same_tensors(model:to_layout("per_expert"):state_dict(), original)
     local ok, err = pcall(mixtral.convert_state_dict, original, "stacked")
     assert.is_false(ok)
     assert.matches("layout must be", err)
@@ -495,16 +467,8 @@ describe("LoRA on Mixtral's experts", function()
     peft.load(model, LORA)
     local dir = tmpdir()
     peft.save(model, dir, { format = "peft" })
-    local mine, theirs = ft.safetensors.load(dir .. "/adapter_model.safetensors"),
-      ft.safetensors.load(LORA .. "/adapter_model.safetensors")
-    local n = 0
-    for k, t in pairs(theirs) do
-      assert.is_not_nil(mine[k], k)
-      assert.equal(0, max_abs_diff(mine[k], t), k)
-      n = n + 1
-    end
-    for _ in pairs(mine) do n = n - 1 end
-    assert.equal(0, n)
+    local mine = ft.safetensors.load(dir .. "/adapter_model.safetensors")
+    assert_same_tensors(mine, ft.safetensors.load(LORA .. "/adapter_model.safetensors"))
     local config = ft.json.read(dir .. "/adapter_config.json")
     table.sort(config.target_modules)
     assert.same({ "q_proj", "v_proj", "w1", "w2", "w3" }, config.target_modules)
@@ -608,16 +572,8 @@ describe("LoRA on the fused experts (target_parameters, PEFT's ParamWrapper)", f
     peft.load(model, PLORA)
     local dir = tmpdir()
     peft.save(model, dir, { format = "peft" })
-    local mine, theirs = ft.safetensors.load(dir .. "/adapter_model.safetensors"),
-      ft.safetensors.load(PLORA .. "/adapter_model.safetensors")
-    local n = 0
-    for k, t in pairs(theirs) do
-      assert.is_not_nil(mine[k], k)
-      assert.equal(0, max_abs_diff(mine[k], t), k)
-      n = n + 1
-    end
-    for _ in pairs(mine) do n = n - 1 end
-    assert.equal(0, n)
+    local mine = ft.safetensors.load(dir .. "/adapter_model.safetensors")
+    assert_same_tensors(mine, ft.safetensors.load(PLORA .. "/adapter_model.safetensors"))
     assert.is_not_nil(mine["base_model.model.model.layers.0.mlp.experts.base_layer.lora_A.weight"])
     local config = ft.json.read(dir .. "/adapter_config.json")
     assert.same({ "mlp.experts.gate_up_proj", "mlp.experts.down_proj" }, config.target_parameters)
@@ -641,5 +597,11 @@ describe("LoRA on the fused experts (target_parameters, PEFT's ParamWrapper)", f
       assert.matches(case[2], err)
     end
     assert.same({}, peft.adapters(model))
+    -- a second adapter on the same module must target the same parameters, as in PEFT
+    peft.lora(model, { target_parameters = { "down_proj" }, r = 2 })
+    local ok, err = pcall(peft.lora, model, { target_parameters = { "gate_up_proj", "down_proj" }, name = "other" })
+    assert.is_false(ok)
+    assert.matches("same parameters", err)
+    assert.same({ "default" }, peft.adapters(model))
   end)
 end)

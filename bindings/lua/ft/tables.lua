@@ -20,16 +20,21 @@ function M.sorted_keys(t)
   return keys
 end
 
---- ft.tables.same_shape(a, b) -> true when a and b have the same shape. Each is a tensor or an
--- array of sizes ({2, 3}); a tensor and a size array compare too.
-function M.same_shape(a, b)
-  if ft.is_tensor(a) then a = a:shape() end
-  if ft.is_tensor(b) then b = b:shape() end
+--- ft.tables.same_array(a, b) -> true when arrays a and b hold equal values in the same order.
+function M.same_array(a, b)
   if #a ~= #b then return false end
   for i = 1, #a do
     if a[i] ~= b[i] then return false end
   end
   return true
+end
+
+--- ft.tables.same_shape(a, b) -> true when a and b have the same shape. Each is a tensor or an
+-- array of sizes ({2, 3}); a tensor and a size array compare too.
+function M.same_shape(a, b)
+  if ft.is_tensor(a) then a = a:shape() end
+  if ft.is_tensor(b) then b = b:shape() end
+  return M.same_array(a, b)
 end
 
 return M

@@ -815,14 +815,6 @@ local function candidates(model)
   return table.concat(out, ", ")
 end
 
-local function same_list(a, b)
-  if #a ~= #b then return false end
-  for i = 1, #a do
-    if a[i] ~= b[i] then return false end
-  end
-  return true
-end
-
 -- The modules with parameters named by target_parameters (a dotted suffix of the parameter's
 -- path): array of {path, module, names in the module's parameter order}. Each must be 3-D.
 local function target_parameters(model, names)
@@ -878,7 +870,7 @@ function lora.attach(model, opts)
   for _, e in ipairs(c.target_parameters and target_parameters(model, c.target_parameters) or {}) do
     local path, m, params = e[1], e[2], e[3]
     local st = rawget(m, "_lora")
-    if st and (st.kind ~= "params" or not same_list(st.order, params)) then
+    if st and (st.kind ~= "params" or not ft.tables.same_array(st.order, params)) then
       fail("module %s already carries LoRA adapters on %s; every adapter there must target the same parameters "
         .. "(as in PEFT)", path, st.kind == "params" and table.concat(st.order, ", ") or "its weight")
     end
