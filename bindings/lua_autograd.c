@@ -11,6 +11,11 @@
  * run it there. A backward started from C outside Lua has none, and such nodes then fail. */
 static _Thread_local lua_State *backward_thread = NULL;
 
+/* How many checkpoint recomputations are running fn on this OS thread (0 outside one): layers
+ * with side effects in forward (BatchNorm's running statistics) skip them when it is > 0, so a
+ * checkpointed forward has them once. */
+static _Thread_local int recomputing = 0;
+
 /* t:backward([grad] [, {retain_graph=false}]): gradients of t into the leaves' .grad; grad
  * (t's shape) may be left out for a one-element t. */
 static int l_backward(lua_State *L) {
@@ -127,7 +132,8 @@ static int seed_backward(void *user, int n_outputs, const ft_tensor *const *grad
 
 /* lua_CFunction(call): reruns fn under grad mode on fresh detached inputs with the forward's
  * generator state, backpropagates the outputs' gradients through that graph and sets the
- * inputs' gradients. Runs protected; the caller restores the grad mode and generator. */
+ * inputs' gradients. Runs protected; the caller restores the grad mode, the generator and the
+ * recomputing depth. */
 static int recompute(lua_State *L) {
     recompute_call *c = lua_touserdata(L, 1);
     checkpoint_state *s = c->state;
@@ -152,7 +158,9 @@ static int recompute(lua_State *L) {
     for (int i = 1; i <= s->nargs; i++) lua_rawgeti(L, args, i);
     ft_rng_set_state(s->rng);
     ft_set_grad_enabled(true);
+    recomputing++; /* back to its value by the caller, should fn raise an error */
     lua_call(L, s->nargs, LUA_MULTRET);
+    recomputing--;
     ft_set_grad_enabled(false);
 
     int top = lua_gettop(L), found = 0;
@@ -230,11 +238,13 @@ static int checkpoint_backward(void *user, int n_outputs, const ft_tensor *const
     uint64_t rng[4];
     ft_rng_get_state(rng);
     bool mode = ft_grad_enabled();
+    int depth = recomputing;
     lua_pushcfunction(L, recompute);
     lua_pushlightuserdata(L, &call);
     int status = lua_pcall(L, 1, 0, 0);
     ft_rng_set_state(rng); /* what runs after the backward sees the generator as without checkpointing */
     ft_set_grad_enabled(mode);
+    recomputing = depth;
     if (status == LUA_OK) return 0;
     const char *msg = lua_tostring(L, -1);
     ft_set_error("ft.autograd.checkpoint: recomputing fn in backward failed: %s",
@@ -316,8 +326,17 @@ static int l_checkpoint(lua_State *L) {
     return top - first + 1;
 }
 
+/* ft.autograd.is_recomputing() -> true while a checkpoint's backward reruns its fn (the
+ * recomputation's forward, on this thread), false otherwise, the first forward included. A
+ * layer that updates state in forward (BatchNorm's running statistics) leaves it alone then. */
+static int l_is_recomputing(lua_State *L) {
+    lua_pushboolean(L, recomputing > 0);
+    return 1;
+}
+
 static const luaL_Reg autograd_functions[] = {
     {"checkpoint", l_checkpoint},
+    {"is_recomputing", l_is_recomputing},
     {NULL, NULL},
 };
 

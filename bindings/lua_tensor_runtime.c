@@ -82,10 +82,11 @@ static int l_empty_cache(lua_State *L) {
     return 0;
 }
 
-/* ft.kernels() -> {blas =, blas_config =, conv =, dnnl_isa =}: OpenBLAS's core and config, the
- * convolution path, oneDNN's instruction set (ft/help/builtins.lua documents it). */
+/* ft.kernels() -> {blas =, blas_config =, conv =, dnnl_isa =, matmul_precision =,
+ * matmul_bf16 =}: OpenBLAS's core and config, the convolution path, oneDNN's instruction set,
+ * the matmul precision and the kernel of bfloat16 products (ft/help/builtins.lua documents it). */
 static int l_kernels(lua_State *L) {
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 6);
     lua_pushstring(L, ft_blas_core());
     lua_setfield(L, -2, "blas");
     lua_pushstring(L, ft_blas_config());
@@ -97,6 +98,27 @@ static int l_kernels(lua_State *L) {
         lua_pushstring(L, isa);
         lua_setfield(L, -2, "dnnl_isa");
     }
+    lua_pushstring(L, ft_matmul_precision());
+    lua_setfield(L, -2, "matmul_precision");
+    const char *bf16 = ft_matmul_bf16_kernel();
+    if (bf16) {
+        lua_pushstring(L, bf16);
+        lua_setfield(L, -2, "matmul_bf16");
+    }
+    return 1;
+}
+
+/* ft.set_matmul_precision(name) -> the previous one: "float32" or "bfloat16" (see
+ * ft_set_matmul_precision; ft/help/builtins.lua documents it). */
+static int l_set_matmul_precision(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    lua_pushstring(L, ft_matmul_precision());
+    if (ft_set_matmul_precision(name) < 0) return ftl_error(L, "set_matmul_precision");
+    return 1;
+}
+
+static int l_get_matmul_precision(lua_State *L) {
+    lua_pushstring(L, ft_matmul_precision());
     return 1;
 }
 
@@ -113,6 +135,8 @@ static const luaL_Reg functions[] = {
     {"reset_peak_bytes", l_reset_peak_bytes},
     {"empty_cache", l_empty_cache},
     {"kernels", l_kernels},
+    {"set_matmul_precision", l_set_matmul_precision},
+    {"get_matmul_precision", l_get_matmul_precision},
     {NULL, NULL},
 };
 

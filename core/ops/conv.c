@@ -33,6 +33,7 @@
 
 #ifdef FT_HAVE_DNNL
 #include "conv_dnnl.h"
+#include "dnnl_common.h"
 #endif
 
 typedef struct {
@@ -103,7 +104,7 @@ const char *ft_conv_path_name(void) {
 
 const char *ft_conv_dnnl_isa(void) {
 #ifdef FT_HAVE_DNNL
-    return conv_dnnl_isa();
+    return ft_dnnl_isa();
 #else
     return NULL;
 #endif

@@ -10,24 +10,23 @@
  * recently used entry making room. The thread count is part of the key because oneDNN fixes
  * how a kernel splits its work over threads when the kernel is made.
  *
- * One engine and one stream serve every call; a mutex serialises calls from several threads
- * (the stream, the workspace and the cache are shared). */
+ * The engine, the stream and the lock are dnnl_common.c's; the lock also guards this file's
+ * workspace and cache. */
 #include "conv_dnnl.h"
 
 #include <dnnl.h>
 #include <dnnl_debug.h>
 #include <omp.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dnnl_common.h"
 #include "ft/tensor.h"
 
 enum { FWD, FWD_BIAS, BWD_DATA, BWD_WEIGHTS, BWD_WEIGHTS_BIAS };
 static const char *const KIND_NAMES[] = {"forward", "forward", "backward-data", "backward-weights",
-                                         "backward-weights", "set-up"};
-enum { SETUP = 5 };
+                                         "backward-weights"};
 
 #define CACHE_SIZE 64   /* a ResNet uses ~3 kinds x 10 geometries; eval batches add a few */
 #define MAX_ARGS 3      /* the large tensors of one primitive */
@@ -57,9 +56,6 @@ typedef struct {
     size_t ws_bytes;            /* workspace this entry needs */
 } conv_entry;
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static dnnl_engine_t engine;
-static dnnl_stream_t stream;
 static conv_entry cache[CACHE_SIZE];
 static uint64_t use_clock;
 static void *workspace;
@@ -78,19 +74,15 @@ static void entry_free(conv_entry *e) {
     memset(e, 0, sizeof *e);
 }
 
-/* At exit (or when the module is unloaded): every primitive, the engine and the workspace. */
+/* At exit: every primitive and the workspace. */
 static void release_all(void) {
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&ft_dnnl_lock);
     for (int i = 0; i < CACHE_SIZE; i++)
         if (cache[i].used) entry_free(&cache[i]);
-    if (stream) dnnl_stream_destroy(stream);
-    if (engine) dnnl_engine_destroy(engine);
-    stream = NULL;
-    engine = NULL;
     free(workspace);
     workspace = NULL;
     workspace_len = 0;
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&ft_dnnl_lock);
 }
 
 /* Sets the error for a failed oneDNN call; returns CONV_DNNL_ERROR. */
@@ -100,20 +92,11 @@ static int fail(dnnl_status_t st, int kind, const char *what) {
 }
 
 static int init_engine(void) {
-    if (engine) return 0;
-    dnnl_status_t st = dnnl_engine_create(&engine, dnnl_cpu, 0);
-    if (st != dnnl_success) {
-        engine = NULL;
-        return fail(st, SETUP, "creating the CPU engine");
-    }
-    st = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
-    if (st != dnnl_success) {
-        dnnl_engine_destroy(engine);
-        engine = NULL;
-        stream = NULL;
-        return fail(st, SETUP, "creating a stream");
-    }
-    atexit(release_all);
+    static bool started;
+    if (started) return 0;
+    if (ft_dnnl_start("conv2d") < 0) return CONV_DNNL_ERROR;
+    atexit(release_all);   /* runs before dnnl_common's release of the engine */
+    started = true;
     return 0;
 }
 
@@ -146,12 +129,12 @@ static dnnl_status_t add_arg(conv_entry *e, int arg, bool out, const dnnl_memory
     conv_arg *a = &e->args[e->nargs++];
     a->arg = arg;
     a->out = out;
-    dnnl_status_t st = dnnl_memory_create(&a->user, plain, engine, DNNL_MEMORY_NONE);
+    dnnl_status_t st = dnnl_memory_create(&a->user, plain, ft_dnnl_engine, DNNL_MEMORY_NONE);
     if (st || dnnl_memory_desc_equal(plain, want)) return st;
-    if ((st = dnnl_memory_create(&a->inner, want, engine, DNNL_MEMORY_NONE))) return st;
+    if ((st = dnnl_memory_create(&a->inner, want, ft_dnnl_engine, DNNL_MEMORY_NONE))) return st;
     dnnl_primitive_desc_t rpd;
-    st = out ? dnnl_reorder_primitive_desc_create(&rpd, want, engine, plain, engine, NULL)
-             : dnnl_reorder_primitive_desc_create(&rpd, plain, engine, want, engine, NULL);
+    st = out ? dnnl_reorder_primitive_desc_create(&rpd, want, ft_dnnl_engine, plain, ft_dnnl_engine, NULL)
+             : dnnl_reorder_primitive_desc_create(&rpd, plain, ft_dnnl_engine, want, ft_dnnl_engine, NULL);
     if (st) return st;
     st = dnnl_primitive_create(&a->reorder, rpd);
     dnnl_primitive_desc_destroy(rpd);
@@ -201,10 +184,10 @@ static int entry_make(conv_entry *e, int kind, const conv_dnnl_geom *g, int thre
     if ((st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user))) goto fail;
     if (kind != FWD && kind != FWD_BIAS) {
         if ((st = op_desc(FWD, g, &any, &cd))) goto fail;
-        if ((st = dnnl_primitive_desc_create(&hint, &cd, NULL, engine, NULL))) goto fail;
+        if ((st = dnnl_primitive_desc_create(&hint, &cd, NULL, ft_dnnl_engine, NULL))) goto fail;
     }
     if ((st = op_desc(kind, g, &any, &cd))) goto fail;
-    if ((st = dnnl_primitive_desc_create(&pd, &cd, attr, engine, hint))) goto fail;
+    if ((st = dnnl_primitive_desc_create(&pd, &cd, attr, ft_dnnl_engine, hint))) goto fail;
     if ((st = dnnl_primitive_create(&e->prim, pd))) goto fail;
 
     what = "making the reorders";
@@ -239,13 +222,13 @@ static int entry_make(conv_entry *e, int kind, const conv_dnnl_geom *g, int thre
             st = dnnl_unimplemented;
             goto fail;
         }
-        if ((st = dnnl_memory_create(&e->bias, &plain.bias, engine, DNNL_MEMORY_NONE))) goto fail;
+        if ((st = dnnl_memory_create(&e->bias, &plain.bias, ft_dnnl_engine, DNNL_MEMORY_NONE))) goto fail;
     }
     const dnnl_memory_desc_t *sq = WANT(dnnl_query_scratchpad_md, 0);
 #undef WANT
     size_t scratch_bytes = sq ? dnnl_memory_desc_get_size(sq) : 0;
     if (scratch_bytes > 0) {
-        if ((st = dnnl_memory_create(&e->scratch, sq, engine, DNNL_MEMORY_NONE))) goto fail;
+        if ((st = dnnl_memory_create(&e->scratch, sq, ft_dnnl_engine, DNNL_MEMORY_NONE))) goto fail;
         e->scratch_offset = ws;
         ws += (scratch_bytes + 63) & ~(size_t)63;
     }
@@ -320,7 +303,7 @@ static int entry_run(conv_entry *e, char *ws, void *const ptr[MAX_ARGS], void *b
         args[nargs++] = (dnnl_exec_arg_t){a->arg, a->inner ? a->inner : a->user};
         if (a->reorder && !a->out && !made) {
             dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, a->user}, {DNNL_ARG_TO, a->inner}};
-            if ((st = dnnl_primitive_execute(a->reorder, stream, 2, r)))
+            if ((st = dnnl_primitive_execute(a->reorder, ft_dnnl_stream, 2, r)))
                 return fail(st, e->kind, "reordering an input");
         }
     }
@@ -333,17 +316,17 @@ static int entry_run(conv_entry *e, char *ws, void *const ptr[MAX_ARGS], void *b
             return fail(st, e->kind, "setting a buffer");
         args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, e->scratch};
     }
-    if ((st = dnnl_primitive_execute(e->prim, stream, nargs, args)))
+    if ((st = dnnl_primitive_execute(e->prim, ft_dnnl_stream, nargs, args)))
         return fail(st, e->kind, "running the convolution");
     for (int i = 0; i < e->nargs; i++) {
         conv_arg *a = &e->args[i];
         if (a->reorder && a->out) {
             dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, a->inner}, {DNNL_ARG_TO, a->user}};
-            if ((st = dnnl_primitive_execute(a->reorder, stream, 2, r)))
+            if ((st = dnnl_primitive_execute(a->reorder, ft_dnnl_stream, 2, r)))
                 return fail(st, e->kind, "reordering an output");
         }
     }
-    if ((st = dnnl_stream_wait(stream))) return fail(st, e->kind, "waiting for the stream");
+    if ((st = dnnl_stream_wait(ft_dnnl_stream))) return fail(st, e->kind, "waiting for the stream");
     return CONV_DNNL_OK;
 }
 
@@ -351,12 +334,12 @@ int conv_dnnl_forward(const conv_dnnl_geom *g, const float *x, const float *w, c
                       float *y) {
     void *ptr[MAX_ARGS] = {(void *)x, (void *)w, y};
     int kind = bias ? FWD_BIAS : FWD, rc;
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&ft_dnnl_lock);
     conv_entry *e = NULL;
     if ((rc = init_engine()) == 0 && (e = entry_get(kind, g, &rc)) &&
         (rc = workspace_reserve(e->ws_bytes, kind)) == 0)
         rc = entry_run(e, workspace, ptr, (void *)bias, -1, NULL);
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&ft_dnnl_lock);
     return rc;
 }
 
@@ -367,7 +350,7 @@ int conv_dnnl_backward(const conv_dnnl_geom *g, const float *x, const float *w, 
                        float *gx, float *gw, float *gb) {
     void *data_ptr[MAX_ARGS] = {(void *)w, (void *)gy, gx}, *wei_ptr[MAX_ARGS] = {(void *)x, (void *)gy, gw};
     int wkind = gb ? BWD_WEIGHTS_BIAS : BWD_WEIGHTS, rc;
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&ft_dnnl_lock);
     conv_entry *data = NULL, *wei = NULL;
     if ((rc = init_engine()) != 0) goto out;
     /* both entries first (the second cannot evict the first: it was used last) */
@@ -390,22 +373,6 @@ int conv_dnnl_backward(const conv_dnnl_geom *g, const float *x, const float *w, 
         rc = entry_run(wei, (char *)workspace + data_ws, wei_ptr, gb, WEIGHTS_DIFF_DST, have);
     }
 out:
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&ft_dnnl_lock);
     return rc;
-}
-
-const char *conv_dnnl_isa(void) {
-    switch (dnnl_get_effective_cpu_isa()) {
-    case dnnl_cpu_isa_sse41: return "sse41";
-    case dnnl_cpu_isa_avx: return "avx";
-    case dnnl_cpu_isa_avx2: return "avx2";
-    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
-    case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
-    case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
-    case dnnl_cpu_isa_avx512_core: return "avx512_core";
-    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
-    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
-    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
-    default: return "all";
-    }
 }

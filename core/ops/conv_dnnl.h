@@ -30,7 +30,4 @@ int conv_dnnl_forward(const conv_dnnl_geom *g, const float *x, const float *w, c
 int conv_dnnl_backward(const conv_dnnl_geom *g, const float *x, const float *w, const float *gy,
                        float *gx, float *gw, float *gb);
 
-/* The instruction set oneDNN's kernels use on this CPU ("avx512_core_bf16", "avx2", ...). */
-const char *conv_dnnl_isa(void);
-
 #endif

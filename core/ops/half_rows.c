@@ -1,7 +1,7 @@
-/* Rows of a bfloat16 / float16 / float64 / float32 matrix widened to float32. bfloat16 is a
- * shift; float16 uses the F16C instructions (every AVX2 CPU, the build's baseline, has them:
- * eight exact conversions per instruction, where the compiler's _Float16 without -mf16c
- * converts in software one element at a time). */
+/* Rows of a bfloat16 / float16 / float64 / float32 matrix widened to float32 (and float32
+ * arrays rounded to bfloat16). bfloat16 is a shift; float16 uses the F16C instructions (every
+ * AVX2 CPU, the build's baseline, has them: eight exact conversions per instruction, where the
+ * compiler's _Float16 without -mf16c converts in software one element at a time). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -61,4 +61,9 @@ void ft_block_to_f32(const ft_tensor *w, int64_t row0, int64_t nrows, int64_t co
 
 void ft_rows_to_f32(const ft_tensor *w, int64_t row0, int64_t nrows, float *dst) {
     ft_block_to_f32(w, row0, nrows, 0, w->shape[1], dst);
+}
+
+void ft_f32_to_bf16_n(const float *src, int64_t n, uint16_t *dst) {
+    #pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (int64_t i = 0; i < n; i++) dst[i] = ft_f32_to_bf16(src[i]);
 }

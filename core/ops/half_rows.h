@@ -16,5 +16,8 @@ void ft_row_to_f32(const ft_tensor *w, int64_t r, float *dst);
 /* The block of rows [row0, row0 + nrows) and columns [col0, col0 + ncols) into dst as a
  * row-major float32 [nrows, ncols] block. */
 void ft_block_to_f32(const ft_tensor *w, int64_t row0, int64_t nrows, int64_t col0, int64_t ncols, float *dst);
+/* n float32 values rounded to bfloat16 (nearest even, as ft_f32_to_bf16) into dst; large arrays
+ * on the OpenMP threads. For the bfloat16 products' other operand. */
+void ft_f32_to_bf16_n(const float *src, int64_t n, uint16_t *dst);
 
 #endif

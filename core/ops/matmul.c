@@ -4,6 +4,8 @@
  * only other layouts are copied with ft_contiguous. A linear weight held in bfloat16,
  * float16 or float64 is widened one block at a time into a small float32 buffer (as
  * core/quant/linear.c does for quantised weights), so the whole weight never exists in float32.
+ * Under the bfloat16 matmul precision (matmul_precision.c) a bfloat16 weight is read as it is
+ * by oneDNN's bf16 kernels instead, the other operand rounded to bfloat16.
  * grouped_linear runs consecutive blocks of rows through the matrices of a [groups, out, in]
  * weight (a mixture of experts' fused expert weights), one product per group. */
 #include <cblas.h>
@@ -16,6 +18,7 @@
 #include "ft/ops.h"
 #include "ft/tensor.h"
 #include "half_rows.h"
+#include "matmul_precision.h"
 
 static int expect_f32(const ft_tensor *a, const char *op) {
     if (a->dtype == FT_FLOAT32) return 0;
@@ -359,6 +362,41 @@ static int tiled_backward_input(const ft_tensor *w, const float *dy, int M, floa
     return 0;
 }
 
+/* y [M, N] (+)= round_bf16(a [M, K]) @ b on the bfloat16 kernels, b a bfloat16 [K, N] matrix at
+ * strides (sk, sn) from b's first element: 0, -1, or 1 when there is no kernel for it. */
+static int bf16_product(int64_t M, int64_t N, int64_t K, const float *a, const ft_tensor *b, int64_t sk,
+                        int64_t sn, bool accumulate, float *y) {
+    int64_t n = M * K;
+    ft_tensor *ab = ft_empty(&n, 1, FT_BFLOAT16);   /* a tensor, so that it counts in ft_live_bytes */
+    if (!ab) return -1;
+    ft_f32_to_bf16_n(a, n, ft_data(ab));
+    int rc = ft_bf16_product(M, N, K, ft_data(ab), K, ft_data(b), sk, sn, accumulate, y, N);
+    ft_release(ab);
+    return rc;
+}
+
+/* Whether a product of M rows with the weight w [out, in] runs on the bfloat16 kernels. */
+static bool bf16_ready(const ft_tensor *w, int M) {
+    return w->dtype == FT_BFLOAT16 && M > 0 && w->shape[0] > 0 && w->shape[1] > 0 && ft_bf16_products("linear") == 1;
+}
+
+/* y [M, out] (+)= x [M, in] @ W^T for a bfloat16 W [out, in]: the bfloat16 kernels under that
+ * precision, else (or where they have no kernel) the float32 tiles. */
+static int half_forward(const ft_tensor *w, const float *x, int M, float *y, float beta) {
+    int rc = 1;
+    if (bf16_ready(w, M))
+        rc = bf16_product(M, w->shape[0], w->shape[1], x, w, w->strides[1], w->strides[0], beta != 0.0f, y);
+    return rc > 0 ? tiled_forward(w, x, M, y, beta) : rc;
+}
+
+/* dx [M, in] = dy [M, out] @ W, as half_forward chooses. */
+static int half_backward_input(const ft_tensor *w, const float *dy, int M, float *dx) {
+    int rc = 1;
+    if (bf16_ready(w, M))
+        rc = bf16_product(M, w->shape[1], w->shape[0], dy, w, w->strides[0], w->strides[1], false, dx);
+    return rc > 0 ? tiled_backward_input(w, dy, M, dx) : rc;
+}
+
 static void keep_buffer(void *owner) { (void)owner; }   /* buf itself owns the memory */
 
 /* dW [rows, cols] in dtype = G^T [rows, M] @ X [M, cols], computed in float32 a block at a time
@@ -419,7 +457,7 @@ static int linear_backward(ft_node *node, const ft_tensor *g, ft_tensor **gi) {
         if (node->inputs[0]) {
             const ft_tensor *x = node->inputs[0];
             ft_tensor *dx = ft_empty(x->shape, x->ndim, FT_FLOAT32);
-            if (dx && tiled_backward_input(w, ft_f32(g2), M, ft_f32(dx)) < 0) {
+            if (dx && half_backward_input(w, ft_f32(g2), M, ft_f32(dx)) < 0) {
                 ft_release(dx);
                 dx = NULL;
             }
@@ -477,6 +515,7 @@ static bool is_storage_float(const ft_tensor *t) { return t && t->dtype != FT_FL
 ft_tensor *ft_linear(const ft_tensor *x, const ft_tensor *weight, const ft_tensor *bias) {
     char sx[128], sw[128], sb[128];
     if (is_storage_float(x) || is_storage_float(bias)) return linear_promoted(x, weight, bias);
+    if (ft_bf16_products("linear") < 0) return NULL;   /* a bad FT_MATMUL_PRECISION */
     bool tiled = is_storage_float(weight);   /* bfloat16, float16, float64: widened tile by tile */
     if (expect_f32(x, "linear") < 0 || (!tiled && expect_f32(weight, "linear") < 0) ||
         (bias && expect_f32(bias, "linear") < 0))
@@ -513,7 +552,7 @@ ft_tensor *ft_linear(const ft_tensor *x, const ft_tensor *weight, const ft_tenso
             for (int64_t r = 0; r < M; r++) memcpy(y + r * nout, bp, sizeof(float) * (size_t)nout);
         }
         if (tiled) {
-            if (tiled_forward(wr, ft_f32(xc), (int)M, y, bc ? 1.0f : 0.0f) < 0) {
+            if (half_forward(wr, ft_f32(xc), (int)M, y, bc ? 1.0f : 0.0f) < 0) {
                 ft_release(out);
                 out = NULL;
             }
@@ -672,7 +711,7 @@ static ft_tensor *group_weight(const ft_tensor *weight, int64_t e) {
 /* y rows [M, out] = x rows [M, in] @ W_e^T, W_e float32 or a storage float (widened in tiles). */
 static int group_forward(const ft_tensor *we, const float *x, int M, float *y) {
     int64_t nout = we->shape[0], nin = we->shape[1];
-    if (we->dtype != FT_FLOAT32) return tiled_forward(we, x, M, y, 0.0f);
+    if (we->dtype != FT_FLOAT32) return half_forward(we, x, M, y, 0.0f);
     gemm_operand A = {x, CblasNoTrans, (int)(nin > 1 ? nin : 1)};
     gemm_operand B = {ft_f32(we), CblasTrans, (int)(nin > 1 ? nin : 1)};
     gemm(M, (int)nout, (int)nin, A, B, 0.0f, y, (int)(nout > 1 ? nout : 1));
@@ -698,7 +737,7 @@ static int grouped_linear_backward(ft_node *node, const ft_tensor *g, ft_tensor 
             ft_tensor *we = group_weight(w, e);
             if (!we) rc = -1;
             else if (we->dtype != FT_FLOAT32)
-                rc = tiled_backward_input(we, gp + row * nout, (int)sizes[e], ft_f32(dx) + row * nin);
+                rc = half_backward_input(we, gp + row * nout, (int)sizes[e], ft_f32(dx) + row * nin);
             else {
                 gemm_operand A = {gp + row * nout, CblasNoTrans, (int)nout};
                 gemm_operand B = {ft_f32(we), CblasNoTrans, (int)(nin > 1 ? nin : 1)};

@@ -1,10 +1,14 @@
 /* The linear layer over a quantised weight, forward and backward (for the input and bias).
  * The weight is dequantised a block of rows at a time into one small float32 buffer; each
- * block is one cblas_sgemm. The whole weight never exists in float32. */
+ * block is one cblas_sgemm, or under the bfloat16 matmul precision (core/ops/matmul_precision.c)
+ * the block is rounded to bfloat16 and multiplied on the bf16 kernels with the other operand
+ * rounded once. The whole weight never exists in float32. */
 #include <cblas.h>
 #include <limits.h>
 #include <string.h>
 
+#include "../ops/half_rows.h"
+#include "../ops/matmul_precision.h"
 #include "ft/autograd.h"
 #include "ft/ops.h"
 #include "ft/quant.h"
@@ -18,40 +22,80 @@ static int64_t tile_rows(const ft_qweight *q) {
     return t < rows ? t : rows;
 }
 
-/* The dequantisation buffer: a tensor, so that it counts in ft_live_bytes. */
-static ft_tensor *tile_buffer(const ft_qweight *q) {
-    int64_t n = tile_rows(q) * ft_qweight_cols(q);
-    return ft_empty(&n, 1, FT_FLOAT32);
+/* What the tiles of one product use: the float32 dequantisation buffer and, on the bfloat16
+ * path, the block and the other operand [M, n] rounded to bfloat16. Tensors, so that they
+ * count in ft_live_bytes. */
+typedef struct {
+    ft_tensor *buf, *block_bf16, *other_bf16;
+} tiles;
+
+static void tiles_release(tiles *t) {
+    ft_release(t->buf);
+    ft_release(t->block_bf16);
+    ft_release(t->other_bf16);
+}
+
+static int tiles_make(const ft_qweight *q, const float *other, int64_t M, int64_t n, tiles *t) {
+    memset(t, 0, sizeof *t);
+    int bf16 = ft_bf16_products("quant_linear");
+    int64_t size = tile_rows(q) * ft_qweight_cols(q), other_size = M * n;
+    if (bf16 < 0 || !(t->buf = ft_empty(&size, 1, FT_FLOAT32))) return -1;
+    if (!bf16) return 0;
+    t->block_bf16 = ft_empty(&size, 1, FT_BFLOAT16);
+    t->other_bf16 = t->block_bf16 ? ft_empty(&other_size, 1, FT_BFLOAT16) : NULL;
+    if (!t->other_bf16) {
+        tiles_release(t);
+        return -1;
+    }
+    ft_f32_to_bf16_n(other, other_size, ft_data(t->other_bf16));
+    return 0;
+}
+
+/* Rows [r0, r0 + nr) of W dequantised into t->buf, and on the bfloat16 path rounded into
+ * t->block_bf16. */
+static void tiles_load(const ft_qweight *q, const tiles *t, int64_t r0, int64_t nr) {
+    ft_dequantize_rows(q, r0, nr, ft_f32(t->buf));
+    if (t->block_bf16) ft_f32_to_bf16_n(ft_f32(t->buf), nr * ft_qweight_cols(q), ft_data(t->block_bf16));
 }
 
 /* y [M, rows] (+)= x [M, cols] @ W^T, one block of W's rows at a time. */
 static int forward_tiles(const ft_qweight *q, const float *x, int64_t M, float *y, float beta) {
     int64_t rows = ft_qweight_rows(q), cols = ft_qweight_cols(q), tile = tile_rows(q);
-    ft_tensor *buf = tile_buffer(q);
-    if (!buf) return -1;
-    for (int64_t r0 = 0; r0 < rows; r0 += tile) {
+    tiles t;
+    if (tiles_make(q, x, M, cols, &t) < 0) return -1;
+    int rc = 0;
+    for (int64_t r0 = 0; r0 < rows && rc >= 0; r0 += tile) {
         int64_t nr = rows - r0 < tile ? rows - r0 : tile;
-        ft_dequantize_rows(q, r0, nr, ft_f32(buf));
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nr, (int)cols, 1.0f, x, (int)cols,
-                    ft_f32(buf), (int)cols, beta, y + r0, (int)rows);
+        tiles_load(q, &t, r0, nr);
+        rc = t.block_bf16 ? ft_bf16_product(M, nr, cols, ft_data(t.other_bf16), cols, ft_data(t.block_bf16), 1,
+                                            cols, beta != 0.0f, y + r0, rows)
+                          : 1;
+        if (rc > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nr, (int)cols, 1.0f, x, (int)cols,
+                        ft_f32(t.buf), (int)cols, beta, y + r0, (int)rows);
     }
-    ft_release(buf);
-    return 0;
+    tiles_release(&t);
+    return rc < 0 ? -1 : 0;
 }
 
 /* dx [M, cols] = dy [M, rows] @ W, summed over blocks of W's rows. */
 static int backward_tiles(const ft_qweight *q, const float *dy, int64_t M, float *dx) {
     int64_t rows = ft_qweight_rows(q), cols = ft_qweight_cols(q), tile = tile_rows(q);
-    ft_tensor *buf = tile_buffer(q);
-    if (!buf) return -1;
-    for (int64_t r0 = 0; r0 < rows; r0 += tile) {
+    tiles t;
+    if (tiles_make(q, dy, M, rows, &t) < 0) return -1;
+    int rc = 0;
+    for (int64_t r0 = 0; r0 < rows && rc >= 0; r0 += tile) {
         int64_t nr = rows - r0 < tile ? rows - r0 : tile;
-        ft_dequantize_rows(q, r0, nr, ft_f32(buf));
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)cols, (int)nr, 1.0f, dy + r0,
-                    (int)rows, ft_f32(buf), (int)cols, r0 == 0 ? 0.0f : 1.0f, dx, (int)cols);
+        tiles_load(q, &t, r0, nr);
+        rc = t.block_bf16 ? ft_bf16_product(M, cols, nr, (const uint16_t *)ft_data(t.other_bf16) + r0, rows,
+                                            ft_data(t.block_bf16), cols, 1, r0 > 0, dx, cols)
+                          : 1;
+        if (rc > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)cols, (int)nr, 1.0f, dy + r0,
+                        (int)rows, ft_f32(t.buf), (int)cols, r0 == 0 ? 0.0f : 1.0f, dx, (int)cols);
     }
-    ft_release(buf);
-    return 0;
+    tiles_release(&t);
+    return rc < 0 ? -1 : 0;
 }
 
 static void release_qweight(void *ctx) { ft_qweight_release(ctx); }

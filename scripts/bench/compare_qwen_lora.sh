@@ -12,7 +12,9 @@
 # (the PyTorch twin stays float32); DTYPE=bfloat16 (or float16) gives the ftlua side a half-precision
 # frozen base built one weight in float32 at a time (the PyTorch twin stays float32); SKIP_LOGITS=1 computes ftlua's loss without the whole
 # logits (model(ids, {labels =, skip_logits = true})). Both change what is compared: use them
-# for ftlua's memory, not for the speed ratio.
+# for ftlua's memory, not for the speed ratio. MATMUL_PRECISION=bfloat16 multiplies ftlua's
+# bfloat16 or quantised base on the bfloat16 kernels (ft.set_matmul_precision: activations
+# rounded to bfloat16, float32 sums; the PyTorch twin stays float32).
 # OpenBLAS kernels are the environment's (OPENBLAS_CORETYPE, printed below).
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"
 check_args 3 "$@"
@@ -27,6 +29,7 @@ ft_extra=()
 [ -n "${QUANTIZE:-}" ] && ft_extra+=(--quantize "$QUANTIZE")
 [ -n "${DTYPE:-}" ] && ft_extra+=(--dtype "$DTYPE")
 [ "${SKIP_LOGITS:-0}" = 1 ] && ft_extra+=(--skip-logits)
+[ -n "${MATMUL_PRECISION:-}" ] && ft_extra+=(--matmul-precision "$MATMUL_PRECISION")
 echo "OpenBLAS kernels: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(auto)}"
 
 echo "== ftlua: $layers layers, 1 x 256 tokens, $threads threads"

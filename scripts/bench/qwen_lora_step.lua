@@ -13,7 +13,7 @@
 --   ftlua scripts/bench/qwen_lora_step.lua --model mistral-7b --quantize nf4 --context 128
 -- With --quantize the model is built by ft.models.new(config, nil, {quantize = kind}): each
 -- projection is initialised, quantised and freed in turn, so the float32 model never exists
--- (the embeddings, lm_head, norms and biases stay float32). A memory breakdown follows: the
+-- (the embeddings, lm_head, norms and biases stay float32, or take --dtype). A memory breakdown follows: the
 -- weights by kind, the adapter with its gradients and AdamW state, the peak of live tensor
 -- bytes in a step above what is held between steps, and the resident size after the build,
 -- after the steps, and once the allocator's cache of freed buffers is emptied. --skip-logits
@@ -61,15 +61,14 @@ parser:flag("--skip-logits", "Compute the loss in chunks of positions, without t
 parser:option("--quantize", "Quantise the frozen projections while building (nf4, nf4_fp32 or int8; ftlua only: "
   .. "the PyTorch twin has no such base)."):choices({ "nf4", "nf4_fp32", "int8" })
 parser:option("--dtype", "The frozen base's dtype (ftlua only: the PyTorch twin is float32; built one weight in "
-  .. "float32 at a time).", "float32"):choices({ "float32", "bfloat16", "float16" })
+  .. "float32 at a time); with --quantize, that of the weights left unquantised (embedding, norms).", "float32"):choices({ "float32", "bfloat16", "float16" })
+parser:option("--matmul-precision", "How products with the bfloat16 or quantised base multiply "
+  .. "(ft.set_matmul_precision; ftlua only).", "float32"):choices({ "float32", "bfloat16" })
 local args = ft.recipe.parse(parser)
-if args.quantize and args.dtype ~= "float32" then
-  ft.recipe.usage_error(parser, "--dtype and --quantize do not go together (a quantised base keeps its other weights "
-    .. "in float32)")
-end
 
 if args.threads then ft.set_num_threads(args.threads) end
 ft.manual_seed(args.seed)
+ft.set_matmul_precision(args.matmul_precision)
 
 local function status_mb(field)
   local f = assert(io.open("/proc/self/status"))
@@ -87,8 +86,8 @@ local layers = config.num_hidden_layers
 local targets = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" }
 
 local t_build = ft.clock()
-local model = ft.models.new(config, nil, args.quantize and { quantize = args.quantize, modules = targets }
-  or { dtype = args.dtype })
+local model = ft.models.new(config, nil, { quantize = args.quantize, modules = args.quantize and targets,
+  dtype = args.dtype })
 local quantized_s = ft.clock() - t_build
 ft.peft.lora(model, { target = targets, r = args.r, alpha = 2 * args.r })
 local build_s = ft.clock() - t_build
@@ -122,6 +121,9 @@ print(("ftlua %s-shaped: %d layers%s%s, %d parameters (%d trainable), 1 x %d tok
     .. (args.skip_logits and " (loss without the logits)" or ""),
     args.quantize and ", " .. args.quantize .. " base" or "", mem.quantized_params + mem.dense_params, n_trainable,
     T, ft.get_num_threads(), build_s, quantized_s, build_s - quantized_s))
+local kernels = ft.kernels()
+print(("kernels: OpenBLAS %s; matmul precision %s (bfloat16 products: %s)"):format(kernels.blas,
+  kernels.matmul_precision, kernels.matmul_bf16 or "none"))
 for _ = 1, args.warmup do step() end
 collectgarbage()
 local held = ft.live_bytes()   -- weights, adapter, gradients, AdamW state

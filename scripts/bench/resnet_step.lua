@@ -3,11 +3,13 @@
 --
 --   ftlua scripts/bench/resnet_step.lua --threads 2                    # batch 128, every layer trains
 --   ftlua scripts/bench/resnet_step.lua --mode frozen --steps 5        # conv1, bn1, layer1, layer2 frozen
+--   ftlua scripts/bench/resnet_step.lua --gradient-checkpointing       # stages recomputed in backward
 --
 -- The model is ft.models.new("resnet-s"); scripts/bench/resnet_step_torch.py is the same step in
 -- PyTorch. --mode frozen freezes conv1 + bn1 + layer1 + layer2 with ft.peft.freeze (their
 -- BatchNorm layers keep their running statistics, as scripts/bench/peft_freeze.lua does), so
--- backward stops at layer3 and AdamW updates the rest. Warm-up steps are not timed.
+-- backward stops at layer3 and AdamW updates the rest. --gradient-checkpointing checkpoints the
+-- stages (layer1 .. layer3, model:gradient_checkpointing_enable()). Warm-up steps are not timed.
 -- FT_CONV=gemm | dnnl picks the convolution path (see core/ops/conv.c). --shapes prints the
 -- state_dict's names and shapes (scripts/bench/compare_resnet.sh checks them against PyTorch's).
 -- The last line is machine-readable:
@@ -26,6 +28,7 @@ parser:option("--steps", "Timed steps.", "10"):convert(positive)
 parser:option("--warmup", "Untimed steps first.", "2"):convert(ft.recipe.integer({ min = 0 }))
 parser:option("--threads", "Threads (default: all cores)."):convert(positive)
 parser:option("--seed", "Random seed.", "1"):convert(ft.recipe.integer({}))
+parser:flag("--gradient-checkpointing", "Recompute each stage's activations in backward.")
 parser:flag("--shapes", "Print \"name shape\" of every state_dict entry (as the PyTorch twin's --shapes) and exit.")
 local args = ft.recipe.parse(parser)
 
@@ -54,6 +57,7 @@ if args.shapes then
   return
 end
 model:train()
+if args.gradient_checkpointing then model:gradient_checkpointing_enable() end
 if args.mode == "frozen" then ft.peft.freeze(model, { "^conv1$", "^bn1$", "^layer1$", "^layer2$" }) end
 local params = {}
 for i, e in ipairs(ft.peft.trainable_parameters(model)) do params[i] = e[2] end
@@ -72,8 +76,9 @@ end
 
 local n_train = 0
 for _, p in ipairs(params) do n_train = n_train + p:numel() end
-print(("ftlua ResNet-S (%s): %d parameters, %d training, batch %d, %d threads, conv path %s"):format(args.mode,
-  model:num_parameters(), n_train, B, ft.get_num_threads(), os.getenv("FT_CONV") or "default"))
+print(("ftlua ResNet-S (%s%s): %d parameters, %d training, batch %d, %d threads, conv path %s"):format(args.mode,
+  args.gradient_checkpointing and ", gradient checkpointing" or "", model:num_parameters(), n_train, B,
+  ft.get_num_threads(), os.getenv("FT_CONV") or "default"))
 for _ = 1, args.warmup do step() end
 local times = {}
 local loss

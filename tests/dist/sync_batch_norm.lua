@@ -4,7 +4,8 @@
 -- for 2-D, 3-D and 4-D inputs and shares of different sizes; and a ResNet-S converted with
 -- SyncBatchNorm.convert and trained under DataParallel must end where one process with plain
 -- BatchNorm ends on the whole batch, while the same ResNet with plain BatchNorm under
--- DataParallel must not (each rank normalises with its own rows' statistics).
+-- DataParallel must not (each rank normalises with its own rows' statistics). With gradient
+-- checkpointing of the stages the SyncBatchNorm ResNet-S must train exactly as without it.
 local ft = require "ft"
 local T = require "common"
 
@@ -150,6 +151,17 @@ assert(model.layer2[1].downsample[2].num_batches_tracked:item() == STEPS, "num_b
 model:eval()
 ref:eval()
 T.within(max_diff(model(batches[1].x), ref(batches[1].x)), 1e-5, "SyncBatchNorm ResNet-S: eval-mode logits")
+
+-- Gradient checkpointing of its stages: every rank reruns each stage's exchanges in backward,
+-- and the rerun leaves the running statistics alone: the run without checkpointing, exactly.
+local checkpointed = resnet(100 + rank, true)
+checkpointed:gradient_checkpointing_enable()
+local checkpointed_grads = train(checkpointed, true)
+T.within(grad_diff(checkpointed_grads, grads), 0, "checkpointed SyncBatchNorm ResNet-S: first step's gradients")
+T.within(T.max_param_diff(checkpointed, model), 0, "checkpointed SyncBatchNorm ResNet-S: parameters after " ..
+  STEPS .. " steps")
+T.within(max_buffer_diff(checkpointed, model), 0, "checkpointed SyncBatchNorm ResNet-S: running statistics")
+assert(checkpointed.layer2[1].downsample[2].num_batches_tracked:item() == STEPS, "num_batches_tracked, checkpointed")
 
 -- The control: plain BatchNorm under DataParallel normalises with each rank's own rows.
 local plain = resnet(100 + rank, false)

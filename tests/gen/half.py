@@ -9,6 +9,13 @@ Run with Debian's python3-torch (1.13):
 Writes tests/fixtures/half/ (float32 and int64 tensors only: the runtime's safetensors reader is
 not what these tests check, so no half tensor is stored):
 
+    bf16_products.safetensors  the bfloat16 matmul precision (ft.set_matmul_precision): products
+                         of float32 activations with a bfloat16 weight where the activations (in
+                         backward, the output gradient) are rounded to bfloat16 by torch's .to() and
+                         multiplied exactly, "<case>.<name>": x, w (bfloat16 values), b, g and
+                         y = x.bf16 @ w^T + b, dx = g.bf16 @ w computed in float64; x holds the
+                         rounding edge values too. `grouped.*`: a [3, out, in] weight and row
+                         groups of 10, 0 and 30.
     convert.safetensors  float32 -> bfloat16 / float16 by torch's .to(): `input` (float32 values
                          chosen at the edges: ties at several exponents, which round half to even,
                          values just either side of a tie, float32 and float16 subnormals, the
@@ -295,8 +302,38 @@ def promotion_cases(out):
             half_grad(out, c + "d_mul", d_mul, d_mul.abs(), dt)
 
 
+def bf16_product_cases():
+    out = {}
+    g = torch.Generator().manual_seed(23)
+    for case, (m, k, n) in {"small": (37, 300, 129), "wide": (64, 896, 1024)}.items():
+        x = torch.randn(m, k, generator=g)
+        edges = torch.tensor([v for v in edge_values() if abs(v) < 1e4], dtype=torch.float32)
+        x.view(-1)[: edges.numel()] = edges   # activations on the rounding ties and either side of them
+        w = rounded(torch.randn(n, k, generator=g) * 0.05, torch.bfloat16)
+        b = torch.randn(n, generator=g)
+        gy = torch.randn(m, n, generator=g)
+        xr, gr = rounded(x, torch.bfloat16).double(), rounded(gy, torch.bfloat16).double()
+        out.update({case + ".x": x, case + ".w": w, case + ".b": b, case + ".g": gy,
+                    case + ".y": xr @ w.double().T + b.double(), case + ".dx": gr @ w.double()})
+    sizes = [10, 0, 30]
+    x = torch.randn(sum(sizes), 64, generator=g)
+    w = rounded(torch.randn(3, 48, 64, generator=g) * 0.1, torch.bfloat16)
+    gy = torch.randn(sum(sizes), 48, generator=g)
+    ys, dxs, row = [], [], 0
+    for e, size in enumerate(sizes):
+        xr = rounded(x[row:row + size], torch.bfloat16).double()
+        gr = rounded(gy[row:row + size], torch.bfloat16).double()
+        ys.append(xr @ w[e].double().T)
+        dxs.append(gr @ w[e].double())
+        row += size
+    out.update({"grouped.x": x, "grouped.w": w, "grouped.g": gy, "grouped.y": torch.cat(ys),
+                "grouped.dx": torch.cat(dxs)})
+    return out
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    save(os.path.join(OUT, "bf16_products.safetensors"), bf16_product_cases())
     torch.set_num_threads(1)
     save(os.path.join(OUT, "convert.safetensors"), conversions())
     out = {}

@@ -1,4 +1,5 @@
--- Gradient checkpointing: ft.autograd.checkpoint and Module:gradient_checkpointing_enable.
+-- Gradient checkpointing: ft.autograd.checkpoint and Module:gradient_checkpointing_enable, and
+-- BatchNorm (ResNet stages) under it: running statistics updated once a step.
 -- Gradients with checkpointing must equal those without, bit for bit: the recomputation runs
 -- the same kernels on the same inputs with the same generator state, and the incoming
 -- gradients reach it unchanged.
@@ -179,6 +180,34 @@ describe("ft.autograd.checkpoint", function()
     ft.autograd.checkpoint(f, x):sum():backward()
     assert.equal(after, ft.rand(1):item())
   end)
+
+  it("is_recomputing: false in the forward, true in the recomputation (nested too), false after", function()
+    local seen = {}
+    local function inner(a)
+      seen[#seen + 1] = "inner " .. tostring(ft.autograd.is_recomputing())
+      return a:tanh()
+    end
+    local function outer(a)
+      seen[#seen + 1] = "outer " .. tostring(ft.autograd.is_recomputing())
+      return ft.autograd.checkpoint(inner, a * 2)
+    end
+    assert.is_false(ft.autograd.is_recomputing())
+    local x = ft.randn(3); x.requires_grad = true
+    local y = ft.autograd.checkpoint(outer, x)
+    assert.same({ "outer false", "inner false" }, seen)
+    seen = {}
+    y:sum():backward()
+    -- the outer rerun (and the inner checkpoint's forward in it), then the inner one's rerun
+    assert.same({ "outer true", "inner true", "inner true" }, seen)
+    assert.is_false(ft.autograd.is_recomputing())
+    -- a recomputation that fails leaves it false
+    local z = ft.autograd.checkpoint(function(a)
+      if ft.autograd.is_recomputing() then error("second run") end
+      return a * 2
+    end, x)
+    assert.is_false(pcall(function() z:sum():backward() end))
+    assert.is_false(ft.autograd.is_recomputing())
+  end)
 end)
 
 describe("Module:gradient_checkpointing_enable", function()
@@ -328,5 +357,155 @@ describe("Module:gradient_checkpointing_enable", function()
     assert.error_matches(function() plain:gradient_checkpointing_enable({ module = {} }) end, "did you mean 'modules'")
     plain:gradient_checkpointing_enable({ modules = { plain[1] } })
     assert.is_true(plain.is_gradient_checkpointing)
+  end)
+end)
+
+-- BatchNorm updates its running statistics in a training forward; the recomputation must not
+-- update them again (torch.utils.checkpoint does), and must normalise as the forward did.
+describe("BatchNorm and ResNet stages under gradient checkpointing", function()
+  local H = require "helpers"
+
+  -- name -> a copy of every buffer (running_mean, running_var, num_batches_tracked).
+  local function buffers_of(model)
+    local out = {}
+    for name, t in model:named_buffers() do out[name] = t:clone() end
+    return out
+  end
+
+  local function assert_same_buffers(a, b)
+    local n = 0
+    for name, t in pairs(a) do
+      assert(b[name], "no buffer " .. name .. " with checkpointing")
+      if t:dtype() == "int64" then H.assert_equal_ints(b[name], t, name)
+      else H.assert_bits_equal(b[name], t, name) end
+      n = n + 1
+    end
+    for name in pairs(b) do assert(a[name], "unexpected buffer " .. name) end
+    assert.is_true(n > 0)
+  end
+
+  -- A ResNet-S with narrow stages (3 stages of 2 BasicBlocks, widths 8, 16, 32: 15 BatchNorm2d
+  -- layers), the same weights for the same seed, in training mode.
+  local function resnet()
+    ft.manual_seed(21)
+    local m = ft.models.resnet.resnet_s({ widths = { 8, 16, 32 } })
+    m:train()
+    return m
+  end
+
+  -- One training step on 4 images 1x16x16: the input's gradient (nil when it needs none).
+  local function step(model, input_grad)
+    ft.manual_seed(22)
+    local x = ft.randn(4, 1, 16, 16)
+    x.requires_grad = input_grad
+    F.cross_entropy(model(x), ft.randint(1, 10, { 4 })):backward()
+    return x.grad
+  end
+
+  for _, layer in ipairs({ "BatchNorm2d", "SyncBatchNorm" }) do
+    it(layer .. " normalises as the forward did and updates its statistics once", function()
+      ft.manual_seed(3)
+      local ref, bn = nn[layer](5, { momentum = 0.3 }), nn[layer](5, { momentum = 0.3 })
+      local x = ft.randn(4, 5, 3, 3) * 2 + 1
+      ref(x)
+      local outputs = {}
+      local y = ft.autograd.checkpoint(function(a)
+        local out = bn(a)
+        outputs[#outputs + 1] = out:detach():clone()
+        return out
+      end, x)
+      y:sum():backward()
+      assert.equal(2, #outputs)
+      H.assert_bits_equal(outputs[2], outputs[1], "the recomputation's output")
+      assert.equal(1, bn.num_batches_tracked:item())
+      H.assert_bits_equal(bn.running_mean, ref.running_mean, "running_mean")
+      H.assert_bits_equal(bn.running_var, ref.running_var, "running_var")
+      assert.is_not_nil(bn.weight.grad)
+    end)
+  end
+
+  it("ResNet's checkpoint_modules are its stages", function()
+    local model = resnet()
+    local stages = model:checkpoint_modules()
+    assert.equal(3, #stages)
+    for i = 1, 3 do assert.equal(model["layer" .. i], stages[i]) end
+  end)
+
+  it("ResNet-S in training: the same gradients and running statistics, updated once", function()
+    local plain, checkpointed = resnet(), resnet()
+    assert_same_buffers(buffers_of(plain), buffers_of(checkpointed))
+    local gx = step(plain, true)
+    checkpointed:gradient_checkpointing_enable()
+    local gx2 = step(checkpointed, true)
+    H.assert_bits_equal(gx2, gx, "input gradient")
+    assert_same_grads(grads_of(plain), grads_of(checkpointed))
+    local stats = buffers_of(checkpointed)
+    assert_same_buffers(buffers_of(plain), stats)
+    assert.equal(1, stats["layer2.1.bn2.num_batches_tracked"]:item())
+    -- a second step still matches
+    step(plain, false)
+    step(checkpointed, false)
+    assert_same_grads(grads_of(plain), grads_of(checkpointed))
+    assert_same_buffers(buffers_of(plain), buffers_of(checkpointed))
+  end)
+
+  it("ResNet-S with a frozen prefix: stem and layer1 frozen by ft.peft, or the stem by requires_grad", function()
+    for _, how in ipairs({ "peft", "requires_grad" }) do
+      local plain, checkpointed = resnet(), resnet()
+      for _, m in ipairs({ plain, checkpointed }) do
+        if how == "peft" then
+          ft.peft.freeze(m, { "^conv1$", "^bn1$", "^layer1$" }) -- their BatchNorm: bn_policy "eval"
+        else
+          m.conv1:requires_grad_(false)
+          m.bn1:requires_grad_(false) -- still trains its statistics
+        end
+      end
+      local before = buffers_of(plain)
+      step(plain, false) -- layer1's input requires no grad
+      checkpointed:gradient_checkpointing_enable()
+      local calls, real = 0, ft.autograd.checkpoint
+      ft.autograd.checkpoint = function(...) calls = calls + 1; return real(...) end
+      local ok, err = pcall(step, checkpointed, false)
+      ft.autograd.checkpoint = real
+      assert(ok, err)
+      -- a frozen layer1 on an input that needs no grad keeps no graph: it is not checkpointed
+      assert.equal(how == "peft" and 2 or 3, calls)
+      local want = grads_of(plain)
+      assert.is_nil(want["conv1.weight"])
+      assert.is_not_nil(want["layer2.0.conv1.weight"])
+      if how == "peft" then assert.is_nil(want["layer1.0.conv1.weight"]) end
+      assert_same_grads(want, grads_of(checkpointed))
+      local stats = buffers_of(checkpointed)
+      assert_same_buffers(buffers_of(plain), stats)
+      local frozen = how == "peft" and 0 or 1
+      assert.equal(frozen, stats["layer1.0.bn1.num_batches_tracked"]:item())
+      H.assert_equal_ints(stats["bn1.num_batches_tracked"], before["bn1.num_batches_tracked"] + frozen, how)
+      assert.equal(1, stats["layer3.1.bn2.num_batches_tracked"]:item())
+    end
+  end)
+
+  it("ResNet-S in eval mode or under ft.no_grad: checkpointing changes nothing", function()
+    local plain, checkpointed = resnet(), resnet()
+    checkpointed:gradient_checkpointing_enable()
+    ft.manual_seed(23)
+    local x = ft.randn(4, 1, 16, 16)
+    local calls, real = 0, ft.autograd.checkpoint
+    ft.autograd.checkpoint = function(...) calls = calls + 1; return real(...) end
+    local ok, err = pcall(function()
+      -- training mode without grad mode: batch statistics, running statistics updated once
+      local y_plain = ft.no_grad(function() return plain(x) end)
+      local y = ft.no_grad(function() return checkpointed(x) end)
+      H.assert_bits_equal(y, y_plain, "output under ft.no_grad")
+      assert_same_buffers(buffers_of(plain), buffers_of(checkpointed))
+      plain:eval()
+      checkpointed:eval()
+      local before = buffers_of(checkpointed)
+      y_plain, y = plain(x), checkpointed(x)
+      H.assert_bits_equal(y, y_plain, "output in eval mode")
+      assert_same_buffers(before, buffers_of(checkpointed))
+    end)
+    ft.autograd.checkpoint = real
+    assert(ok, err)
+    assert.equal(0, calls)
   end)
 end)

@@ -279,7 +279,8 @@ end
 -- seed, same modules). The size is checked against the machine's memory with the quantised
 -- layers at their quantised size. dtype = "bfloat16" | "float16" | "float64" builds the float
 -- weights in that dtype the same way, one weight in float32 at a time: the values of
--- ft.models.new followed by m:to(dtype).
+-- ft.models.new followed by m:to(dtype); with quantize, it is the dtype of the weights left
+-- unquantised (embeddings, lm_head, norms), converted once the model is built.
 function M.new(name_or_config, overrides, opts)
   local where = "ft.models.new"
   local config = name_or_config
@@ -291,10 +292,6 @@ function M.new(name_or_config, overrides, opts)
       error(("%s: option 'dtype' must be one of bfloat16, float16, float32, float64, got %s"):format(where,
         tostring(opts.dtype)), 0)
     end
-    if opts.dtype ~= nil and kind then
-      error(where .. ": options 'dtype' and 'quantize' do not go together (a quantised model keeps its other "
-        .. "weights in float32)", 0)
-    end
     if type(config) == "string" then
       config = preset_config(config, overrides, where)
     else
@@ -305,13 +302,14 @@ function M.new(name_or_config, overrides, opts)
   if not ok then error(err, 2) end
   local built, model = pcall(function()
     local class, shapes = plan(config, kind)
-    if opts.dtype and opts.dtype ~= "float32" then
+    if opts.dtype and opts.dtype ~= "float32" and not kind then
       return build_in_dtype(function() return class(config) end, opts.dtype)
     end
     if not kind then return class(config) end
     local what = class.hf_architecture or "model"
-    return require("ft.quant").build_as(where, function() return class(config) end, kind, opts.modules,
+    local m = require("ft.quant").build_as(where, function() return class(config) end, kind, opts.modules,
       function(_, targets) check_quantized_size(shapes, targets, kind, what) end)
+    return opts.dtype and m:to(opts.dtype) or m   -- the weights left unquantised
   end)
   if not built then
     local msg = tostring(model)
@@ -606,7 +604,8 @@ end
 -- dtype = "bfloat16" | "float16" | "float32" | "float64": the dtype of the weights; by default
 -- each keeps the file's (a BF16 checkpoint gives a bfloat16 model: half the memory, computed in
 -- float32; m:to converts later; full fine-tuning needs float32 weights, adapters are float32
--- anyway). Weights in the file's dtype are used straight from the file's mapping, copy-on-write:
+-- anyway). With quantize, dtype is that of the weights left unquantised (float32 without it):
+-- {quantize = "nf4", dtype = "bfloat16"} halves the embeddings and lm_head. Weights in the file's dtype are used straight from the file's mapping, copy-on-write:
 -- nothing is copied or resident until read, and a weight that training writes becomes a private
 -- copy (the file never changes).
 function M.from_pretrained(dir, opts)
@@ -615,10 +614,6 @@ function M.from_pretrained(dir, opts)
   if opts.dtype ~= nil and not FLOAT_DTYPES[opts.dtype] then
     error(("%s: option 'dtype' must be one of bfloat16, float16, float32, float64, got %s"):format(where,
       tostring(opts.dtype)), 2)
-  end
-  if opts.dtype ~= nil and opts.quantize ~= nil then
-    error(where .. ": options 'dtype' and 'quantize' do not go together (a quantised model keeps its other weights "
-      .. "in float32)", 2)
   end
   if type(dir) ~= "string" then error(where .. ": a directory path expected, got " .. type(dir), 2) end
   local qok, kind = pcall(quantize_option, where, opts)
@@ -645,6 +640,7 @@ function M.from_pretrained(dir, opts)
     for name, path in pairs(origin) do located[name] = { path = path, name = name } end
     model = load_quantized(class, config, config_path, shapes, tied, as_model_names(class, located, expects, tied),
       kind, opts.modules, where)
+    if opts.dtype then model:to(opts.dtype) end   -- the weights left unquantised
   else
     -- Built without random initialisation: the weights read next overwrite every tensor.
     ok, model = pcall(ft.nn.init.skip, class, config)

@@ -67,6 +67,18 @@ ft_tensor *ft_matmul(const ft_tensor *a, const ft_tensor *b);
  * its own gradient, when it requires one, is computed in float32 a block at a time and rounded
  * once to its dtype. x and bias of those dtypes are promoted to float32. */
 ft_tensor *ft_linear(const ft_tensor *x, const ft_tensor *weight, const ft_tensor *bias);
+/* The matmul precision of products with a bfloat16 weight (ft_linear, ft_quant_linear):
+ * "float32" (default; the weight widened to float32, float32 multiplies) or "bfloat16" (the
+ * other operand, activations or output gradients, rounded to bfloat16 and multiplied on
+ * oneDNN's bf16 kernels with float32 sums: about twice as fast on CPUs with AVX512-BF16, where
+ * it exists; elsewhere it computes as float32). FT_MATMUL_PRECISION sets it at start. 0, or -1
+ * with the error set for another name. */
+int ft_set_matmul_precision(const char *name);
+/* "float32", "bfloat16", or "invalid" (a bad FT_MATMUL_PRECISION: such products fail). */
+const char *ft_matmul_precision(void);
+/* The oneDNN kernel bfloat16 products run on ("brg:avx512_core_bf16"), or NULL where there is
+ * none (no oneDNN in this build, or only its reference kernels on this CPU). */
+const char *ft_matmul_bf16_kernel(void);
 /* result + scale * (x @ A^T) @ B^T, LoRA's delta added in one op (two small products, the
  * second accumulated into a copy of result): result [..., out], x [..., in], A [r, in],
  * B [out, r], all float32; differentiable in all four. */

@@ -104,12 +104,28 @@ ft.reset_peak_bytes(): starts a new peak measurement at the current live bytes.]
   { "ft.empty_cache", [=[
 ft.empty_cache(): returns the allocator's cached free blocks to the system.]=] },
   { "ft.kernels", [=[
-ft.kernels() -> {blas =, blas_config =, conv =, dnnl_isa =}: the kernels this process runs:
-OpenBLAS's core ("Haswell", "SkylakeX", "Cooperlake" ...: chosen by cpuid, or
-OPENBLAS_CORETYPE) and build configuration; the convolution path ("auto": oneDNN where it is
-faster, im2col + OpenBLAS for 1x1 convolutions and stems; "gemm" or "dnnl" as FT_CONV forces;
-"invalid" for a bad FT_CONV, which every convolution then reports); oneDNN's instruction set
-("avx512_core_bf16", "avx2" ...; nil in a build without oneDNN).]=] },
+ft.kernels() -> {blas =, blas_config =, conv =, dnnl_isa =, matmul_precision =, matmul_bf16 =}:
+the kernels this process runs: OpenBLAS's core ("Haswell", "SkylakeX", "Cooperlake" ...: chosen
+by cpuid, or OPENBLAS_CORETYPE) and build configuration; the convolution path ("auto": oneDNN
+where it is faster, im2col + OpenBLAS for 1x1 convolutions and stems; "gemm" or "dnnl" as
+FT_CONV forces; "invalid" for a bad FT_CONV, which every convolution then reports); oneDNN's
+instruction set ("avx512_core_bf16", "avx2" ...; nil in a build without oneDNN); the matmul
+precision (ft.set_matmul_precision; "invalid" for a bad FT_MATMUL_PRECISION, which every linear
+then reports); the oneDNN kernel of bfloat16 products ("brg:avx512_core_bf16"; nil where there
+is none, and bfloat16 precision then computes as float32).]=] },
+  { "ft.set_matmul_precision", [=[
+ft.set_matmul_precision(name) -> the previous precision. How products with a bfloat16 weight
+(linear layers of a bfloat16 model, a tied bfloat16 lm_head, NF4 / int8 quantised linears) are
+computed. "float32" (the default): the weight widened to float32, float32 multiplies; the
+result is the float32 product of the weight's values. "bfloat16": the activations (in backward,
+the output gradients) rounded to bfloat16 and multiplied on oneDNN's bf16 dot-product kernels
+with float32 sums (quantised weights are dequantised to bfloat16): about twice the float32 rate
+on CPUs with AVX512-BF16, at the accuracy of bfloat16 activations (what PyTorch's bfloat16
+autocast gives). float32 and float16 weights are unaffected; where ft.kernels().matmul_bf16 is
+nil, "bfloat16" computes as "float32". The environment variable FT_MATMUL_PRECISION sets the
+value at start.]=] },
+  { "ft.get_matmul_precision", [=[
+ft.get_matmul_precision() -> "float32" or "bfloat16" (see ft.set_matmul_precision).]=] },
   { "ft.check_options", [=[
 ft.check_options(where, opts, valid_names): opts (or {} for nil), after checking its keys.
 An unknown key is an error naming where, the key, the valid names and the nearest one:
@@ -122,6 +138,10 @@ float tensor results join the graph through one node whose backward reruns fn (g
 the forward's RNG state) and backpropagates through it: less memory for one more forward, the
 same gradients. Tensors with a graph that fn uses must be passed as arguments.
 Module:gradient_checkpointing_enable() applies it to a model's blocks.]=] },
+  { "ft.autograd.is_recomputing", [=[
+ft.autograd.is_recomputing() -> true while a checkpoint's backward reruns its fn, else false.
+The first forward of ft.autograd.checkpoint sees false. Layers that update state in forward
+(BatchNorm's running statistics) leave it alone while it is true, so it changes once a step.]=] },
   { "ft.no_grad", [=[
 ft.no_grad(fn, ...): runs fn(...) without recording the graph and returns what fn returns.
 The previous grad mode comes back even when fn raises an error.]=] },

@@ -246,6 +246,15 @@ function ResNet:forward(x)
   return self.fc(x:reshape(x:size(1), -1))
 end
 
+--- The modules m:gradient_checkpointing_enable() checkpoints: the stages (layer1 .. layerN,
+-- each a Sequential of blocks). BatchNorm updates its running statistics once a step even so:
+-- the recomputation in backward leaves them alone (ft.autograd.is_recomputing).
+function ResNet:checkpoint_modules()
+  local stages = {}
+  for i = 1, self.num_stages do stages[i] = self["layer" .. i] end
+  return stages
+end
+
 -- The builder's cfg (checked: unknown keys are errors naming the builder) over its defaults.
 -- cfg.arch may name the builder itself, as the shipped checkpoints' configs record it
 -- ({"arch": "resnet_s", "num_classes": 6}); another arch is an error.

@@ -203,13 +203,17 @@ function BatchNorm:check_input(x) end
 -- self.bn_policy (set by ft.peft when it freezes or unfreezes the layer): "eval" computes as
 -- in eval mode even while the model trains (running statistics used, never updated), so a
 -- frozen layer stays bit-identical; "train" or nil follows self.training.
+-- A gradient checkpoint's recomputation (ft.autograd.is_recomputing()) normalises with the
+-- batch statistics as the first forward did but leaves the running statistics alone: the
+-- first forward already updated them, and the step must update them once.
 function BatchNorm:forward(x)
   self:check_input(x)
   local training = self.training and self.bn_policy ~= "eval"
-  if training and self.track_running_stats then self.num_batches_tracked:add_(1) end
+  local track = self.track_running_stats and not (training and ft.autograd.is_recomputing())
+  if training and track then self.num_batches_tracked:add_(1) end
   -- Batch statistics in training, or when no running statistics are kept.
   local use_batch = training or not self.track_running_stats
-  local update = not training or self.track_running_stats
+  local update = not training or track
   return F.batch_norm(x, update and self.running_mean or nil, update and self.running_var or nil,
     self.weight, self.bias, { training = use_batch, momentum = self.momentum, eps = self.eps })
 end

@@ -553,10 +553,25 @@ Module.is_gradient_checkpointing = false
 -- A module being checkpointed has an instance forward (the wrapper below) and a record
 -- _checkpoint = {on =, base = its forward before, previous = the instance forward it replaced}.
 -- The wrapper checkpoints only while on, training and with grad mode, so it stays harmless
--- where something (an adapter chain joining later) has wrapped it in turn.
+-- where something (an adapter chain joining later) has wrapped it in turn; and only when a
+-- tensor argument or a parameter of m requires grad: else the plain forward keeps no graph and
+-- the recomputation would be work for nothing (a frozen stage before the trained ones).
+local function needs_grad(m, ...)
+  for i = 1, select("#", ...) do
+    local a = select(i, ...)
+    if is_tensor(a) and a.requires_grad then return true end
+  end
+  for _, p in ipairs(m:parameters()) do
+    if p.requires_grad then return true end
+  end
+  return false
+end
+
 local function checkpointed_forward(m, ...)
   local rec = rawget(m, "_checkpoint")
-  if rec.on and m.training and ft.is_grad_enabled() then return ft.autograd.checkpoint(rec.base, m, ...) end
+  if rec.on and m.training and ft.is_grad_enabled() and needs_grad(m, ...) then
+    return ft.autograd.checkpoint(rec.base, m, ...)
+  end
   return rec.base(m, ...)
 end
 
@@ -585,10 +600,12 @@ end
 -- its intermediate results are recomputed in backward instead of kept (less memory for one
 -- more forward of those modules; gradients are the same). modules (an array or a ModuleList,
 -- modules inside m) defaults to m:checkpoint_modules(), which models define (their decoder
--- blocks or stages); for a module without it, pass modules. No effect in eval mode or under
--- ft.no_grad. Adapters inside the modules (LoRA on their Linear layers) keep working; an
--- adapter on a listed module itself (ReFT on a block) should join after this call, or
--- checkpointing of that module ends when it leaves. Sets m.is_gradient_checkpointing; returns m.
+-- blocks or stages); for a module without it, pass modules. No effect in eval mode, under
+-- ft.no_grad, or on a module whose parameters and tensor arguments all require no grad (a
+-- frozen prefix: nothing to recompute). Adapters inside the modules (LoRA on their Linear
+-- layers) keep working; an adapter on a listed module itself (ReFT on a block) should join
+-- after this call, or checkpointing of that module ends when it leaves. Sets
+-- m.is_gradient_checkpointing; returns m.
 function Module:gradient_checkpointing_enable(opts)
   local where = "ft.nn.Module:gradient_checkpointing_enable"
   opts = ft.check_options(where, opts, { "modules" })

@@ -69,7 +69,10 @@ function SyncBatchNorm:forward(x)
   -- Eval mode, or a frozen layer: BatchNorm's computation (running statistics, or without them
   -- this rank's batch statistics, as torch's SyncBatchNorm outside training).
   if not training then return BatchNorm.forward(self, x) end
-  if self.track_running_stats then self.num_batches_tracked:add_(1) end
+  -- A checkpoint's recomputation exchanges and normalises as the first forward did (every rank
+  -- recomputes) but does not update the running statistics a second time.
+  local track = self.track_running_stats and not ft.autograd.is_recomputing()
+  if track then self.num_batches_tracked:add_(1) end
 
   x = float32(x)
   local c = self.num_features
@@ -95,7 +98,7 @@ function SyncBatchNorm:forward(x)
   local y = (x - mean:reshape(view)) * scale:reshape(view)
   if bias then y = y + bias:reshape(view) end
 
-  if self.track_running_stats then
+  if track then
     local momentum = self.momentum
     ft.no_grad(function()
       blend(self.running_mean, mean:detach(), momentum)
