@@ -117,9 +117,9 @@ describe("bfloat16 matmul precision", function()
   for _, kind in ipairs({ "nf4", "int8" }) do
     it(kind .. " linear: the product of the operands rounded to bfloat16, over several tiles", function()
       ft.manual_seed(5)
-      -- 1000 rows of 700: 374 rows a dequantisation tile, so three tiles and an accumulation
-      local q = ft._quant.quantize(ft.randn(1000, 700) * 0.05, kind, false)
-      local x, b, g = ft.randn(19, 700), ft.randn(1000), ft.randn(19, 1000)
+      -- 600 rows of 4096: 256 rows a dequantisation tile, so three tiles and two accumulations
+      local q = ft._quant.quantize(ft.randn(600, 4096) * 0.05, kind, false)
+      local x, b, g = ft.randn(19, 4096), ft.randn(600), ft.randn(19, 600)
       local y, dx = with_precision("bfloat16", function()
         local xl = x:clone():requires_grad_()
         local out = ft._quant.linear(xl, q, b)

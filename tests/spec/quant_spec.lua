@@ -197,8 +197,8 @@ describe("ft._quant.linear", function()
   end)
 
   it("never holds the whole weight in float32", function()
-    local q = Q.quantize(ft.randn(1024, 2048) * 0.02, "nf4")   -- 8 MiB as float32
-    local x = ft.randn(4, 2048)
+    local q = Q.quantize(ft.randn(4096, 4096) * 0.02, "nf4")   -- 64 MiB as float32, 4 MiB tiles
+    local x = ft.randn(4, 4096)
     x.requires_grad = true
     collectgarbage()
     ft.reset_peak_bytes()
@@ -206,7 +206,7 @@ describe("ft._quant.linear", function()
     local y = Q.linear(x, q)
     y:sum():backward()
     local extra = ft.peak_bytes() - before
-    assert(extra < 3 * 2 ^ 20, ("forward + backward used %d bytes beyond the weight"):format(extra))
+    assert(extra < 8 * 2 ^ 20, ("forward + backward used %d bytes beyond the weight"):format(extra))
   end)
 
   it("raises clear errors", function()
