@@ -510,13 +510,12 @@ static ft_tensor *linear_promoted(const ft_tensor *x, const ft_tensor *weight, c
     return y;
 }
 
-static bool is_storage_float(const ft_tensor *t) { return t && t->dtype != FT_FLOAT32 && ft_dtype_is_float(t->dtype); }
 
 ft_tensor *ft_linear(const ft_tensor *x, const ft_tensor *weight, const ft_tensor *bias) {
     char sx[128], sw[128], sb[128];
-    if (is_storage_float(x) || is_storage_float(bias)) return linear_promoted(x, weight, bias);
+    if (ft_is_storage_float(x) || ft_is_storage_float(bias)) return linear_promoted(x, weight, bias);
     if (ft_bf16_products("linear") < 0) return NULL;   /* a bad FT_MATMUL_PRECISION */
-    bool tiled = is_storage_float(weight);   /* bfloat16, float16, float64: widened tile by tile */
+    bool tiled = ft_is_storage_float(weight);   /* bfloat16, float16, float64: widened tile by tile */
     if (expect_f32(x, "linear") < 0 || (!tiled && expect_f32(weight, "linear") < 0) ||
         (bias && expect_f32(bias, "linear") < 0))
         return NULL;
@@ -785,14 +784,14 @@ static int grouped_linear_backward(ft_node *node, const ft_tensor *g, ft_tensor 
 
 ft_tensor *ft_grouped_linear(const ft_tensor *x, const ft_tensor *weight, const int64_t *sizes, int64_t n_groups) {
     char sx[128], sw[128];
-    if (is_storage_float(x)) {
+    if (ft_is_storage_float(x)) {
         ft_tensor *xf = ft_promote_f32(x);
         ft_tensor *y = xf ? ft_grouped_linear(xf, weight, sizes, n_groups) : NULL;
         ft_release(xf);
         return y;
     }
     if (expect_f32(x, "grouped_linear") < 0) return NULL;
-    if (weight->dtype != FT_FLOAT32 && !is_storage_float(weight)) {
+    if (weight->dtype != FT_FLOAT32 && !ft_is_storage_float(weight)) {
         ft_set_error("grouped_linear: expected a float weight, got %s", ft_dtype_name(weight->dtype));
         return NULL;
     }

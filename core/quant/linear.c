@@ -5,6 +5,7 @@
  * rounded once. The whole weight never exists in float32. */
 #include <cblas.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "../ops/half_rows.h"
@@ -132,9 +133,20 @@ static int quant_linear_backward(ft_node *node, const ft_tensor *g, ft_tensor **
     return rc;
 }
 
+/* x or bias in a storage dtype (a bfloat16 model's bias): promoted (differentiably) to float32. */
+static ft_tensor *quant_linear_promoted(const ft_tensor *x, const ft_qweight *q, const ft_tensor *bias) {
+    ft_tensor *xf = ft_promote_f32(x), *bf = bias ? ft_promote_f32(bias) : NULL;
+    ft_tensor *y = xf && (bf || !bias) ? ft_quant_linear(xf, q, bf) : NULL;
+    ft_release(xf);
+    ft_release(bf);
+    return y;
+}
+
+
 ft_tensor *ft_quant_linear(const ft_tensor *x, const ft_qweight *q, const ft_tensor *bias) {
     char sx[128], sb[128];
     int64_t nout = ft_qweight_rows(q), nin = ft_qweight_cols(q);
+    if (ft_is_storage_float(x) || ft_is_storage_float(bias)) return quant_linear_promoted(x, q, bias);
     if (x->dtype != FT_FLOAT32 || (bias && bias->dtype != FT_FLOAT32)) {
         ft_set_error("quant_linear: expected float32 input and bias, got %s and %s", ft_dtype_name(x->dtype),
                      bias ? ft_dtype_name(bias->dtype) : "none");

@@ -11,7 +11,8 @@
 #
 # FTLUA selects the ftlua binary (default build/ftlua). KIND=int8 or nf4_fp32 picks another
 # base; GRADIENT_CHECKPOINTING=0 keeps every block's activations instead; MATMUL_PRECISION=bfloat16
-# multiplies the dequantised tiles on the bfloat16 kernels (ft.set_matmul_precision). One warm-up step
+# multiplies the dequantised tiles on the bfloat16 kernels (ft.set_matmul_precision); DTYPE=bfloat16
+# keeps the embedding, lm_head and norms in bfloat16 (float32 by default). One warm-up step
 # runs before the timed ones. The build draws 7 billion normal numbers: minutes.
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"
 check_args 2 "$@"
@@ -23,6 +24,7 @@ case "$kind" in nf4|nf4_fp32|int8) ;; *) echo "$(basename "$0"): KIND must be nf
 extra=(--gradient-checkpointing)
 [ "${GRADIENT_CHECKPOINTING:-1}" = 0 ] && extra=()
 [ -n "${MATMUL_PRECISION:-}" ] && extra+=(--matmul-precision "$MATMUL_PRECISION")
+[ -n "${DTYPE:-}" ] && extra+=(--dtype "$DTYPE")
 use_threads "$threads"
 
 echo "== ftlua: Mistral-7B-shaped, $kind base, 1 x 128 tokens, $threads threads, $steps timed steps"

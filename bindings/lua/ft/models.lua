@@ -268,6 +268,16 @@ local function build_in_dtype(fn, dtype)
   return model
 end
 
+-- The weights a quantised model left unquantised (embeddings, lm_head, norms) converted to
+-- dtype; their float32 copies go back to the system rather than into the allocator's cache,
+-- where nothing of their size would reuse them.
+local function unquantised_to(model, dtype)
+  model:to(dtype)
+  collectgarbage()
+  ft.empty_cache()
+  return model
+end
+
 --- ft.models.new(preset or config, overrides, opts) -> a new randomly initialised model, from a
 -- preset name (ft.models.presets) or an HF-style config table (its "architectures" /
 -- "model_type" picks the class). The config is checked before anything is allocated.
@@ -309,7 +319,7 @@ function M.new(name_or_config, overrides, opts)
     local what = class.hf_architecture or "model"
     local m = require("ft.quant").build_as(where, function() return class(config) end, kind, opts.modules,
       function(_, targets) check_quantized_size(shapes, targets, kind, what) end)
-    return opts.dtype and m:to(opts.dtype) or m   -- the weights left unquantised
+    return opts.dtype and unquantised_to(m, opts.dtype) or m
   end)
   if not built then
     local msg = tostring(model)
@@ -640,7 +650,7 @@ function M.from_pretrained(dir, opts)
     for name, path in pairs(origin) do located[name] = { path = path, name = name } end
     model = load_quantized(class, config, config_path, shapes, tied, as_model_names(class, located, expects, tied),
       kind, opts.modules, where)
-    if opts.dtype then model:to(opts.dtype) end   -- the weights left unquantised
+    if opts.dtype then unquantised_to(model, opts.dtype) end
   else
     -- Built without random initialisation: the weights read next overwrite every tensor.
     ok, model = pcall(ft.nn.init.skip, class, config)

@@ -57,6 +57,7 @@ static inline bool ft_dtype_is_float(ft_dtype d) { return d != FT_INT64; }
 /* bfloat16 or float16. */
 static inline bool ft_dtype_is_half(ft_dtype d) { return d == FT_BFLOAT16 || d == FT_FLOAT16; }
 
+
 /* ---- size arithmetic --------------------------------------------------------- */
 /* Sizes, element counts, strides and byte counts are int64 products and sums of sizes;
  * every one is computed with these, which report overflow instead of wrapping. */
@@ -109,6 +110,10 @@ ft_tensor *ft_from_external(void *data, size_t nbytes, const int64_t *shape, int
 int64_t ft_numel(const ft_tensor *t);
 bool ft_is_contiguous(const ft_tensor *t);
 bool ft_same_shape(const ft_tensor *a, const ft_tensor *b);
+/* t (may be NULL) holds bfloat16, float16 or float64: a storage dtype ops compute in float32. */
+static inline bool ft_is_storage_float(const ft_tensor *t) {
+    return t && t->dtype != FT_FLOAT32 && ft_dtype_is_float(t->dtype);
+}
 static inline float *ft_f32(const ft_tensor *t) { return (float *)t->storage->data + t->offset; }
 static inline int64_t *ft_i64(const ft_tensor *t) { return (int64_t *)t->storage->data + t->offset; }
 /* First element's address whatever the dtype. */
