@@ -2,13 +2,7 @@
  * keyed by size when freed: a training loop allocates the same sizes every step, so
  * they are reused instead of faulting fresh pages in, and resident memory follows the
  * loop's peak instead of growing with malloc's heap fragmentation. Sizes are rounded up
- * to classes (four per power of two) so that batches of varying length reuse them too.
- * The cache never takes the large blocks' mapped memory (handed out plus cached) more than a
- * quarter above the most ever handed out at once: a request the cache cannot serve first
- * unmaps cached blocks of other sizes until it fits, so phases that free one set of sizes and
- * then need another (a recomputed stage under gradient checkpointing) do not hold both. The
- * quarter is slack for the blocks a loop frees and takes again in another order: without it,
- * a ResNet step spent a fifth of its time faulting pages in. */
+ * to classes (four per power of two) so that batches of varying length reuse them too. */
 #define _DEFAULT_SOURCE
 #include <pthread.h>
 #include <stdbool.h>
@@ -33,16 +27,7 @@ typedef struct {
 static block cache[CACHE_SLOTS];
 static int cache_len = 0;
 static size_t cache_bytes = 0;
-static size_t large_live = 0;        /* bytes of large blocks handed out (their classes) */
-static size_t large_live_peak = 0;   /* the most of them at once, ever */
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* Unmaps the oldest cached block (the front of the array); cache_lock held. */
-static void evict_oldest(void) {
-    munmap(cache[0].ptr, cache[0].size);
-    cache_bytes -= cache[0].size;
-    memmove(cache, cache + 1, sizeof(block) * (size_t)--cache_len);
-}
 
 /* The size class of a large request (LARGE_BYTES <= nbytes <= MAX_BYTES): rounded up to a
  * quarter of its power of two (at most 25% more, usually less), then to whole pages. */
@@ -82,8 +67,6 @@ static void *alloc_block(size_t nbytes, bool *fresh) {
     }
     size_t size = large_size(nbytes);
     pthread_mutex_lock(&cache_lock);
-    large_live += size;
-    if (large_live > large_live_peak) large_live_peak = large_live;
     for (int i = cache_len - 1; i >= 0; i--) {
         if (cache[i].size == size) {
             void *p = cache[i].ptr;
@@ -93,14 +76,8 @@ static void *alloc_block(size_t nbytes, bool *fresh) {
             return p;
         }
     }
-    while (cache_len > 0 && large_live + cache_bytes > large_live_peak + large_live_peak / 4) evict_oldest();
     pthread_mutex_unlock(&cache_lock);
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-        pthread_mutex_lock(&cache_lock);
-        large_live -= size;
-        pthread_mutex_unlock(&cache_lock);
-    }
     *fresh = p != MAP_FAILED;
     return p == MAP_FAILED ? NULL : p;
 }
@@ -132,9 +109,12 @@ void ft_free(void *ptr, size_t nbytes) {
     }
     size_t size = large_size(nbytes);
     pthread_mutex_lock(&cache_lock);
-    large_live -= size;
     /* Make room: evict the oldest blocks (front of the array) first. */
-    while (cache_len > 0 && (cache_len == CACHE_SLOTS || cache_bytes + size > CACHE_MAX_BYTES)) evict_oldest();
+    while (cache_len > 0 && (cache_len == CACHE_SLOTS || cache_bytes + size > CACHE_MAX_BYTES)) {
+        munmap(cache[0].ptr, cache[0].size);
+        cache_bytes -= cache[0].size;
+        memmove(cache, cache + 1, sizeof(block) * (size_t)--cache_len);
+    }
     if (size <= CACHE_MAX_BYTES) {
         cache[cache_len++] = (block){ptr, size};
         cache_bytes += size;

@@ -13,6 +13,11 @@
 #                  projections, 1 x 256 tokens (qwen_lora_step.lua / _torch.py; about 6 GiB),
 #                  whose matrix work is also put against the machine's float32 matrix-product
 #                  peak (matmul_peak.lua)
+#   qwen-lora-bf16 the same with ftlua's base in bfloat16, gradient checkpointing and bfloat16
+#                  products (--matmul-precision bfloat16) against PyTorch in float32 with
+#                  checkpointing; its matrix work put against the bfloat16 products' peak
+#                  (matmul_peak.lua --dtype bfloat16). Left out where ft.kernels() has no
+#                  bfloat16 product kernel.
 #   moe-s          one Mixtral sparse MoE block (hidden 384, intermediate 1024, 4 experts, top 2;
 #                  per-expert layout, grouped path), forward + backward on 8 x 256 tokens
 #                  (moe_block.lua / moe_block_torch.py; compare_moe_block.sh has every variant)
@@ -68,13 +73,15 @@ workloads=(
   "gpt-full|$bench/gpt_s_step.lua ${gpt_steps[*]}|$bench/gpt_s_step_torch.py ${gpt_steps[*]}|tokens_per_sec|tokens/s"
   "gpt-lora|$bench/gpt_s_step.lua --lora 8 ${gpt_steps[*]}|$bench/gpt_s_step_torch.py --lora 8 ${gpt_steps[*]}|tokens_per_sec|tokens/s"
   "qwen-lora|$bench/qwen_lora_step.lua ${qwen[*]}|$bench/qwen_lora_step_torch.py ${qwen[*]}|tokens_per_sec|tokens/s"
+  "qwen-lora-bf16|$bench/qwen_lora_step.lua --dtype bfloat16 --matmul-precision bfloat16 --gradient-checkpointing ${qwen[*]}|$bench/qwen_lora_step_torch.py --gradient-checkpointing ${qwen[*]}|tokens_per_sec|tokens/s"
   "moe-s|$bench/moe_block.lua ${moe_steps[*]}|$bench/moe_block_torch.py ${moe_steps[*]}|tokens_per_sec|tokens/s"
 )
 
 openblas_kernels > "$tmp/blas"
 blas=$(cat "$tmp/blas")
-kernels=$("$ftlua" -e 'local k = ft.kernels(); print(k.conv .. "|" .. (k.dnnl_isa or "none"))')
-conv_path=${kernels%%|*} dnnl_isa=${kernels#*|}
+kernels=$("$ftlua" -e 'local k = ft.kernels(); print(k.conv .. "|" .. (k.dnnl_isa or "none") .. "|" .. (k.matmul_bf16 or "none"))')
+conv_path=${kernels%%|*} rest=${kernels#*|}
+dnnl_isa=${rest%%|*} matmul_bf16=${rest#*|}
 cat > "$out/env.json" <<JSON
 {
   "date": "$(date -Iseconds)",
@@ -86,6 +93,7 @@ cat > "$out/env.json" <<JSON
   "openblas_config": "${blas#*|}",
   "ftlua_conv_path": "$conv_path",
   "ftlua_dnnl_isa": "$dnnl_isa",
+  "ftlua_matmul_bf16": "$matmul_bf16",
   "torch": "$("$torch_python" -c 'import torch; print(torch.__version__)')",
   "load_start": "$(cut -d' ' -f1-3 /proc/loadavg)"
 }
@@ -109,10 +117,18 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 "$ftlua" "$bench/matmul_peak.lua" "${t[@]}" > "$out/matmul_peak.log" 2>&1
 peak=$(result gflops "$out/matmul_peak.log")
 echo "float32 matrix-product peak: $peak GFLOP/s (matmul_peak.lua)"
+if [ "$matmul_bf16" != none ]; then
+  "$ftlua" "$bench/matmul_peak.lua" --dtype bfloat16 "${t[@]}" > "$out/matmul_peak_bf16.log" 2>&1
+  peak_bf16=$(result gflops "$out/matmul_peak_bf16.log")
+  echo "bfloat16 products' peak: $peak_bf16 GFLOP/s ($matmul_bf16; matmul_peak.lua --dtype bfloat16)"
+else
+  echo "no bfloat16 product kernel here: the qwen-lora-bf16 row is left out"
+fi
 
 rows=()
 for w in "${workloads[@]}"; do
   IFS='|' read -r name ft_args torch_args key unit <<< "$w"
+  [ "$name" = qwen-lora-bf16 ] && [ "$matmul_bf16" = none ] && continue
   : > "$tmp/ft" ; : > "$tmp/torch" ; : > "$tmp/ft_rss" ; : > "$tmp/torch_rss"
   for r in $(seq 1 "$rounds"); do
     # shellcheck disable=SC2086  # the argument strings split into words on purpose
@@ -127,11 +143,13 @@ for w in "${workloads[@]}"; do
   a=$(median < "$tmp/ft") b=$(median < "$tmp/torch")
   ra=$(median < "$tmp/ft_rss") rb=$(median < "$tmp/torch_rss")
   extra=
-  if [ "$name" = qwen-lora ]; then
+  if [ "$name" = qwen-lora ] || [ "$name" = qwen-lora-bf16 ]; then
     : > "$tmp/gf"
     for r in $(seq 1 "$rounds"); do result gflops "$out/$name-ftlua-$r.log" >> "$tmp/gf"; done
     gf=$(median < "$tmp/gf")
-    extra=$(awk -v g="$gf" -v p="$peak" 'BEGIN { printf "%.1f GFLOP/s = %.0f%% of peak", g, 100 * g / p }')
+    p=$peak what="float32"
+    [ "$name" = qwen-lora-bf16 ] && p=$peak_bf16 what="bfloat16"
+    extra=$(awk -v g="$gf" -v p="$p" -v w="$what" 'BEGIN { printf "%.1f GFLOP/s = %.0f%% of the %s peak", g, 100 * g / p, w }')
   fi
   row=$(awk -v n="$name" -v a="$a" -v b="$b" -v u="$unit" -v ra="$ra" -v rb="$rb" -v x="$extra" 'BEGIN {
     printf "| %s | %.1f %s | %.1f %s | %.2fx | %d | %d | %.2f | %s |", n, a, u, b, u, a / b, ra, rb, ra / rb, x }')
@@ -141,7 +159,7 @@ done
 
 {
   echo "$(date -Iseconds): $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $threads threads each;" \
-    "OpenBLAS ${blas%%|*}; ftlua convolutions: $conv_path (oneDNN $dnnl_isa); PyTorch $("$torch_python" -c 'import torch; print(torch.__version__)');" \
+    "OpenBLAS ${blas%%|*}; ftlua convolutions: $conv_path (oneDNN $dnnl_isa); bfloat16 products: $matmul_bf16; PyTorch $("$torch_python" -c 'import torch; print(torch.__version__)');" \
     "median of $rounds alternating rounds"
   echo
   echo "| workload | ftlua | PyTorch | ratio | ftlua peak RSS MiB | PyTorch peak RSS MiB | RSS ratio | matrix work |"

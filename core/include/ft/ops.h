@@ -74,7 +74,7 @@ ft_tensor *ft_linear(const ft_tensor *x, const ft_tensor *weight, const ft_tenso
  * it exists; elsewhere it computes as float32). FT_MATMUL_PRECISION sets it at start. 0, or -1
  * with the error set for another name. */
 int ft_set_matmul_precision(const char *name);
-/* "float32", "bfloat16", or "invalid" (a bad FT_MATMUL_PRECISION: such products fail). */
+/* "float32", "bfloat16", or "invalid" (a bad FT_MATMUL_PRECISION: every linear fails). */
 const char *ft_matmul_precision(void);
 /* The oneDNN kernel bfloat16 products run on ("brg:avx512_core_bf16"), or NULL where there is
  * none (no oneDNN in this build, or only its reference kernels on this CPU). */
