@@ -14,15 +14,7 @@ local HALVES = { bf16 = "bfloat16", f16 = "float16" }
 local UNIT = { bf16 = 2 ^ -8, f16 = 2 ^ -11 }   -- unit roundoff: half the spacing relative to the value
 local RTOL = 1e-5
 
-local function case(name)
-  local c = {}
-  for k, v in pairs(ops) do
-    local field = k:match("^" .. name:gsub("%p", "%%%0") .. "%.(.+)$")
-    if field then c[field] = v end
-  end
-  assert(next(c), "no fixture case " .. name)
-  return c
-end
+local function case(name) return H.case_of(ops, name) end
 
 -- A half leaf of dtype dt holding the (exactly representable) values of t.
 local function half_leaf(t, dt)

@@ -193,6 +193,18 @@ function H.load_cases(file)
   return cases
 end
 
+-- The tensors of one case of a flat fixture table ("<case>.<name>" keys): {name = tensor}.
+-- Fails when the fixture has no such case.
+function H.case_of(tensors, name)
+  local c = {}
+  for k, v in pairs(tensors) do
+    local field = k:match("^" .. name:gsub("%p", "%%%0") .. "%.(.+)$")
+    if field then c[field] = v end
+  end
+  assert(next(c), "no fixture case " .. name)
+  return c
+end
+
 -- pcall(fn) must fail; returns the error message (as a string).
 function H.error_of(fn, ...)
   local ok, err = pcall(fn, ...)

@@ -16,15 +16,7 @@ local has_kernel = ft.kernels().matmul_bf16 ~= nil
 -- most, well inside 1e-5 of the scale at these sizes
 local RTOL = 1e-5
 
-local function case(name)
-  local c = {}
-  for k, v in pairs(fx) do
-    local field = k:match("^" .. name .. "%.(.+)$")
-    if field then c[field] = v end
-  end
-  assert(next(c), "no fixture case " .. name)
-  return c
-end
+local function case(name) return H.case_of(fx, name) end
 
 -- fn() under the matmul precision p, restoring the previous one even when fn fails.
 local function with_precision(p, fn)
