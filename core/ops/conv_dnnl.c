@@ -43,10 +43,9 @@ typedef struct {
 } conv_arg;
 
 typedef struct {
-    bool used;
+    ft_dnnl_slot slot;   /* first: see ft_dnnl_slot_to_fill */
     int kind, threads;
     conv_dnnl_geom g;
-    uint64_t last_use;
     dnnl_primitive_t prim;
     conv_arg args[MAX_ARGS];
     int nargs;
@@ -57,7 +56,6 @@ typedef struct {
 } conv_entry;
 
 static conv_entry cache[CACHE_SIZE];
-static uint64_t use_clock;
 static void *workspace;
 static size_t workspace_len;
 
@@ -78,7 +76,7 @@ static void entry_free(conv_entry *e) {
 static void release_all(void) {
     pthread_mutex_lock(&ft_dnnl_lock);
     for (int i = 0; i < CACHE_SIZE; i++)
-        if (cache[i].used) entry_free(&cache[i]);
+        if (cache[i].slot.used) entry_free(&cache[i]);
     free(workspace);
     workspace = NULL;
     workspace_len = 0;
@@ -168,7 +166,7 @@ static dnnl_status_t op_desc(int kind, const conv_dnnl_geom *g, const conv_mds *
 /* Makes entry e for `kind` and geometry g. Backward primitives need the forward one as a
  * hint (it fixes the layouts they agree on); it is made here and dropped. */
 static int entry_make(conv_entry *e, int kind, const conv_dnnl_geom *g, int threads) {
-    e->used = true;
+    e->slot.used = true;
     e->kind = kind;
     e->threads = threads;
     e->g = *g;
@@ -251,24 +249,19 @@ fail:
  * when it cannot be made. */
 static conv_entry *entry_get(int kind, const conv_dnnl_geom *g, int *rc) {
     int threads = omp_get_max_threads();
-    conv_entry *slot = NULL;
     for (int i = 0; i < CACHE_SIZE; i++) {
         conv_entry *e = &cache[i];
-        if (e->used && e->kind == kind && e->threads == threads && memcmp(&e->g, g, sizeof *g) == 0) {
-            e->last_use = ++use_clock;
+        if (e->slot.used && e->kind == kind && e->threads == threads && memcmp(&e->g, g, sizeof *g) == 0) {
+            e->slot.last_use = ft_dnnl_tick();
             return e;
         }
-        if (!e->used) {
-            if (!slot || slot->used) slot = e;   /* the first free slot */
-        } else if (!slot || (slot->used && e->last_use < slot->last_use)) {
-            slot = e;                            /* else the least recently used */
-        }
     }
-    if (slot->used) entry_free(slot);
-    *rc = entry_make(slot, kind, g, threads);
+    conv_entry *fresh = &cache[ft_dnnl_slot_to_fill(cache, sizeof cache[0], CACHE_SIZE)];
+    if (fresh->slot.used) entry_free(fresh);
+    *rc = entry_make(fresh, kind, g, threads);
     if (*rc != CONV_DNNL_OK) return NULL;
-    slot->last_use = ++use_clock;
-    return slot;
+    fresh->slot.last_use = ft_dnnl_tick();
+    return fresh;
 }
 
 /* ---- running one ------------------------------------------------------------------- */

@@ -40,6 +40,22 @@ int ft_dnnl_start(const char *op) {
     return 0;
 }
 
+uint64_t ft_dnnl_tick(void) {
+    static uint64_t clock;
+    return ++clock;
+}
+
+int ft_dnnl_slot_to_fill(const void *entries, size_t stride, int n) {
+    int pick = 0;
+    for (int i = 0; i < n; i++) {
+        const ft_dnnl_slot *e = (const ft_dnnl_slot *)((const char *)entries + (size_t)i * stride);
+        const ft_dnnl_slot *best = (const ft_dnnl_slot *)((const char *)entries + (size_t)pick * stride);
+        if (!e->used) return i;
+        if (e->last_use < best->last_use) pick = i;
+    }
+    return pick;
+}
+
 const char *ft_dnnl_isa(void) {
     switch (dnnl_get_effective_cpu_isa()) {
     case dnnl_cpu_isa_sse41: return "sse41";

@@ -24,15 +24,13 @@ typedef struct {
 } product_key;
 
 typedef struct {
-    bool used;
+    ft_dnnl_slot slot;   /* first: see ft_dnnl_slot_to_fill */
     product_key key;
-    uint64_t last_use;
     dnnl_primitive_t prim;
     dnnl_memory_t a, b, y;
 } product_entry;
 
 static product_entry cache[CACHE_SIZE];
-static uint64_t use_clock;
 
 static void entry_free(product_entry *e) {
     if (e->a) dnnl_memory_destroy(e->a);
@@ -45,7 +43,7 @@ static void entry_free(product_entry *e) {
 static void release_all(void) {
     pthread_mutex_lock(&ft_dnnl_lock);
     for (int i = 0; i < CACHE_SIZE; i++)
-        if (cache[i].used) entry_free(&cache[i]);
+        if (cache[i].slot.used) entry_free(&cache[i]);
     pthread_mutex_unlock(&ft_dnnl_lock);
 }
 
@@ -109,7 +107,7 @@ static int entry_make(product_entry *e, const product_key *k) {
     dnnl_primitive_desc_t pd;
     int rc = describe(k, &pd);
     if (rc != MATMUL_DNNL_OK) return rc;
-    e->used = true;
+    e->slot.used = true;
     e->key = *k;
     dnnl_status_t st;
     if ((st = dnnl_primitive_create(&e->prim, pd)) ||
@@ -129,24 +127,19 @@ static int entry_make(product_entry *e, const product_key *k) {
 
 /* The cached entry of key k, made when missing; NULL with *rc set when it cannot be made. */
 static product_entry *entry_get(const product_key *k, int *rc) {
-    product_entry *slot = NULL;
     for (int i = 0; i < CACHE_SIZE; i++) {
         product_entry *e = &cache[i];
-        if (e->used && memcmp(&e->key, k, sizeof *k) == 0) {
-            e->last_use = ++use_clock;
+        if (e->slot.used && memcmp(&e->key, k, sizeof *k) == 0) {
+            e->slot.last_use = ft_dnnl_tick();
             return e;
         }
-        if (!e->used) {
-            if (!slot || slot->used) slot = e;   /* the first free slot */
-        } else if (!slot || (slot->used && e->last_use < slot->last_use)) {
-            slot = e;                            /* else the least recently used */
-        }
     }
-    if (slot->used) entry_free(slot);
-    *rc = entry_make(slot, k);
+    product_entry *fresh = &cache[ft_dnnl_slot_to_fill(cache, sizeof cache[0], CACHE_SIZE)];
+    if (fresh->slot.used) entry_free(fresh);
+    *rc = entry_make(fresh, k);
     if (*rc != MATMUL_DNNL_OK) return NULL;
-    slot->last_use = ++use_clock;
-    return slot;
+    fresh->slot.last_use = ft_dnnl_tick();
+    return fresh;
 }
 
 int matmul_dnnl_bf16(int64_t M, int64_t N, int64_t K, const uint16_t *a, int64_t lda, const uint16_t *b,
