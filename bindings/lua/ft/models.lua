@@ -290,7 +290,7 @@ end
 -- layers at their quantised size. dtype = "bfloat16" | "float16" | "float64" builds the float
 -- weights in that dtype the same way, one weight in float32 at a time: the values of
 -- ft.models.new followed by m:to(dtype); with quantize, it is the dtype of the weights left
--- unquantised (embeddings, lm_head, norms), converted once the model is built.
+-- unquantised (embeddings, lm_head, norms), each converted as it is initialised.
 function M.new(name_or_config, overrides, opts)
   local where = "ft.models.new"
   local config = name_or_config
@@ -318,7 +318,7 @@ function M.new(name_or_config, overrides, opts)
     if not kind then return class(config) end
     local what = class.hf_architecture or "model"
     local m = require("ft.quant").build_as(where, function() return class(config) end, kind, opts.modules,
-      function(_, targets) check_quantized_size(shapes, targets, kind, what) end)
+      function(_, targets) check_quantized_size(shapes, targets, kind, what) end, opts.dtype)
     return opts.dtype and unquantised_to(m, opts.dtype) or m
   end)
   if not built then
@@ -538,14 +538,17 @@ end
 
 -- Puts tensor t (just read) in the place of model's tensor k: t itself when dtype and shape
 -- agree (no copy: the file's buffer becomes the parameter, requires_grad kept, tied aliases
--- following), else converted into the existing tensor.
-local function adopt(model, k, t, tied, source, where)
+-- following), else converted into the existing tensor. With dtype, a float t is first
+-- converted to it (if it is not already) and always taken: the model's tensor becomes dtype.
+local function adopt(model, k, t, tied, source, where, dtype)
   local m, name = owner_of(model, k)
   local old = m[name]
   if (t:dtype() == "int64") ~= (old:dtype() == "int64") then
     error(("%s: tensor %s is %s in %s, the model expects %s"):format(where, k, t:dtype(), source, old:dtype()), 0)
   end
-  if t:dtype() ~= old:dtype() or shape_str(t:shape()) ~= shape_str(old:shape()) then
+  if dtype and t:dtype() ~= "int64" and t:dtype() ~= dtype then t = t:to(dtype) end
+  local want = (dtype and t:dtype() ~= "int64") and dtype or old:dtype()
+  if t:dtype() ~= want or shape_str(t:shape()) ~= shape_str(old:shape()) then
     ft.no_grad(function() old:copy_(t) end)
     return
   end
@@ -562,8 +565,9 @@ end
 
 -- from_pretrained with opts.quantize = kind: the model tree built with untouched weights, then
 -- each tensor read from its file on its own; the weights of the selected layers are quantised
--- from what was read and freed at once, the others become the model's tensors. Returns model.
-local function load_quantized(class, config, config_path, shapes, tied, sources, kind, modules, where)
+-- from what was read and freed at once, the others become the model's tensors (in dtype when
+-- it is given). Returns model.
+local function load_quantized(class, config, config_path, shapes, tied, sources, kind, modules, dtype, where)
   local quant = require "ft.quant"
   ft.empty_cache()   -- the tree's weights must be fresh, untouched pages
   local ok, model = pcall(ft.nn.init.skip, class, config)
@@ -583,7 +587,7 @@ local function load_quantized(class, config, config_path, shapes, tied, sources,
         do local done <close> = t end   -- this layer's float32 copy goes before the next one is read
         ft.empty_cache()                 -- back to the system, not kept in the allocator's cache
       else
-        adopt(model, k, t, tied, src.path, where)
+        adopt(model, k, t, tied, src.path, where, dtype)   -- a file in dtype: its mapping, no copy
       end
     end
   end
@@ -649,7 +653,7 @@ function M.from_pretrained(dir, opts)
     local located = {}
     for name, path in pairs(origin) do located[name] = { path = path, name = name } end
     model = load_quantized(class, config, config_path, shapes, tied, as_model_names(class, located, expects, tied),
-      kind, opts.modules, where)
+      kind, opts.modules, opts.dtype, where)
     if opts.dtype then unquantised_to(model, opts.dtype) end
   else
     -- Built without random initialisation: the weights read next overwrite every tensor.

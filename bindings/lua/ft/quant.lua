@@ -307,9 +307,11 @@ function quant.build(fn, kind, opts)
   return quant.build_as(where, fn, kind, opts.modules, opts.check)
 end
 
---- ft.quant.build_as(where, fn, kind, modules, check) -> model: ft.quant.build with its
+--- ft.quant.build_as(where, fn, kind, modules, check, dtype) -> model: ft.quant.build with its
 -- options as arguments and errors starting with where (ft.models.new builds through it).
-function quant.build_as(where, fn, kind, modules, check)
+-- dtype ("bfloat16", ...: optional) is that of the float weights left unquantised, each
+-- initialised in float32 on its own and converted, so no float32 copy of them all exists.
+function quant.build_as(where, fn, kind, modules, check, dtype)
   ft.empty_cache()   -- weights allocated next must be fresh pages, not reused (resident) blocks
   local records, model = nn.init.defer(fn)
   if not nn.is_module(model) then error(where .. ": fn must return a ft.nn model, got " .. type(model), 0) end
@@ -319,10 +321,15 @@ function quant.build_as(where, fn, kind, modules, check)
   for _, e in ipairs(targets) do
     if not quant.is_quantized(e[2]) then target_of[e[2].weight] = e end
   end
-  nn.init.replay(records, function(t) return target_of[t] ~= nil end, function(t, buf)
+  local converted = function(t) return dtype ~= nil and t:dtype() ~= "int64" and t:dtype() ~= dtype end
+  nn.init.replay(records, function(t) return target_of[t] ~= nil or converted(t) end, function(t, buf)
     local e = target_of[t]
-    quant.set_weight(e[2], buf, kind, e[1])
-    target_of[t] = nil
+    if e then
+      quant.set_weight(e[2], buf, kind, e[1])
+      target_of[t] = nil
+    else
+      ft.no_grad(function() t:set_(buf:to(dtype)) end)
+    end
   end)
   -- Selected layers that no initialiser wrote keep the values fn() left them.
   for t, e in pairs(target_of) do quant.set_weight(e[2], t:detach(), kind, e[1]) end
