@@ -14,15 +14,19 @@
 #include "ft/ops.h"
 #include "ft/quant.h"
 
-/* Floats of the dequantisation buffer (4 MiB), and at least TILE_MIN_ROWS rows: a product
- * with fewer output columns runs far below its peak (a Mistral-7B down_proj, [4096, 14336],
- * ran at 60 GFLOP/s with 18-row tiles, 144 with 256). */
+/* Floats of the dequantisation buffer (4 MiB), and at least TILE_MIN_ROWS rows while that
+ * stays within TILE_MAX_FLOATS (16 MiB): a product with fewer output columns runs far below
+ * its peak (a Mistral-7B down_proj, [4096, 14336], ran at 60 GFLOP/s with 18-row tiles, 144
+ * with 256). */
 #define TILE_FLOATS (1 << 20)
+#define TILE_MAX_FLOATS (4 << 20)
 #define TILE_MIN_ROWS 256
 
 static int64_t tile_rows(const ft_qweight *q) {
-    int64_t rows = ft_qweight_rows(q), t = TILE_FLOATS / ft_qweight_cols(q);
-    if (t < TILE_MIN_ROWS) t = TILE_MIN_ROWS;
+    int64_t rows = ft_qweight_rows(q), cols = ft_qweight_cols(q) > 0 ? ft_qweight_cols(q) : 1;
+    int64_t t = TILE_FLOATS / cols, most = TILE_MAX_FLOATS / cols;
+    if (t < TILE_MIN_ROWS) t = TILE_MIN_ROWS < most ? TILE_MIN_ROWS : most;
+    if (t < 1) t = 1;
     return t < rows ? t : rows;
 }
 
