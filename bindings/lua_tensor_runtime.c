@@ -3,6 +3,9 @@
 /* The runtime from Lua: the seeded generator (manual_seed, its state for checkpoints),
  * threads, the tensor memory counters and the cache, the kernels in use, and the small host
  * helpers the Lua half needs (isatty, a monotonic clock). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,6 +75,24 @@ static int l_peak_bytes(lua_State *L) {
     return 1;
 }
 
+/* ft.resident_bytes() -> rss, peak: the process's resident memory now and its peak (Linux's
+ * VmRSS and VmHWM from /proc/self/status), in bytes; nil where the system has no such file. */
+static int l_resident_bytes(lua_State *L) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    long long rss = -1, hwm = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "VmRSS:", 6) == 0) rss = atoll(line + 6);
+        else if (strncmp(line, "VmHWM:", 6) == 0) hwm = atoll(line + 6);
+    }
+    fclose(f);
+    if (rss < 0 || hwm < 0) return 0;
+    lua_pushinteger(L, (lua_Integer)rss * 1024);
+    lua_pushinteger(L, (lua_Integer)hwm * 1024);
+    return 2;
+}
+
 static int l_reset_peak_bytes(lua_State *L) {
     ft_reset_peak_bytes();
     return 0;
@@ -133,6 +154,7 @@ static const luaL_Reg functions[] = {
     {"live_bytes", l_live_bytes},
     {"peak_bytes", l_peak_bytes},
     {"reset_peak_bytes", l_reset_peak_bytes},
+    {"resident_bytes", l_resident_bytes},
     {"empty_cache", l_empty_cache},
     {"kernels", l_kernels},
     {"set_matmul_precision", l_set_matmul_precision},

@@ -77,12 +77,8 @@ local args = ft.recipe.parse(parser)
 if args.threads then ft.set_num_threads(args.threads) end
 ft.manual_seed(args.seed)
 
-local function peak_rss_mb()
-  local f = assert(io.open("/proc/self/status"))
-  local kb = tonumber(f:read("a"):match("VmHWM:%s*(%d+)"))
-  f:close()
-  return kb / 1024
-end
+-- The process's peak resident memory in MiB (ft.resident_bytes: Linux's VmHWM).
+local function peak_rss_mb() return select(2, ft.resident_bytes()) / 2 ^ 20 end
 
 local B = args.batch_size or DEFAULT_BATCH[args.model]
 local T = args.context or DEFAULT_CONTEXT[args.model]

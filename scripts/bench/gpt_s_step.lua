@@ -55,14 +55,8 @@ local function step()
   return loss:item()   -- reads the loss back, as a training loop does
 end
 
--- The process's peak resident memory in MiB (Linux's VmHWM).
-local function peak_rss_mb()
-  for line in io.lines("/proc/self/status") do
-    local kb = line:match("^VmHWM:%s*(%d+)")
-    if kb then return tonumber(kb) / 1024 end
-  end
-  return 0 / 0
-end
+-- The process's peak resident memory in MiB (ft.resident_bytes: Linux's VmHWM).
+local function peak_rss_mb() return select(2, ft.resident_bytes()) / 2 ^ 20 end
 
 print(("ftlua GPT-S: %d parameters (%d training%s), batch %d x context %d, %d threads"):format(model:num_parameters(),
   model:num_parameters({ trainable = true }), args.lora and (", LoRA r " .. args.lora) or "", B, T,

@@ -37,11 +37,10 @@ local args = parser:parse()
 if args.steps and args.steps < 1 then parser:error("--steps must be at least 1") end
 if args.threads < 1 then parser:error("--threads must be at least 1") end
 
-local function status_kb(field)
-  local f = assert(io.open("/proc/self/status"))
-  local text = f:read("a")
-  f:close()
-  return tonumber(text:match(field .. ":%s*(%d+)"))
+-- The process's resident memory now and at its peak, in kB (ft.resident_bytes).
+local function resident_kb()
+  local rss, peak = ft.resident_bytes()
+  return rss // 1024, peak // 1024
 end
 
 local function mib(bytes) return bytes / 2 ^ 20 end
@@ -112,9 +111,9 @@ local function run_one(name)
     local t0 = ft.clock()
     step()
     times[i] = ft.clock() - t0
-    if i == 1 then rss_first = status_kb("VmRSS") end
+    if i == 1 then rss_first = resident_kb() end
   end
-  local rss_last, hwm = status_kb("VmRSS"), status_kb("VmHWM")
+  local rss_last, hwm = resident_kb()
   local peak = ft.peak_bytes()
   collectgarbage()
   collectgarbage()

@@ -111,14 +111,9 @@ local function expert_rows()
   return table.concat(counts, "/")
 end
 
--- The process's resident memory in MiB: its peak (VmHWM) or its current (VmRSS).
-local function rss_mb(field)
-  for line in io.lines("/proc/self/status") do
-    local kb = line:match("^" .. field .. ":%s*(%d+)")
-    if kb then return tonumber(kb) / 1024 end
-  end
-  return 0 / 0
-end
+-- The process's resident memory in MiB, now and at its peak (ft.resident_bytes).
+local function rss_mb() return (ft.resident_bytes()) / 2 ^ 20 end
+local function peak_rss_mb() return select(2, ft.resident_bytes()) / 2 ^ 20 end
 
 if args.save then
   local out = { x = x:detach():clone(), g = g:clone() }
@@ -143,7 +138,7 @@ print(("ftlua MoE block %s (hidden %d, intermediate %d, %d experts, top %d), %s 
   .. "%d threads, OpenBLAS %s"):format(args.shape, H, c.intermediate_size, c.num_local_experts,
   c.num_experts_per_tok, args.layout, args.path, B, T, H, ft.get_num_threads(), kernels.blas or "?"))
 print(("expert rows (of %d tokens x top %d): %s"):format(N, c.num_experts_per_tok, expert_rows()))
-local base = rss_mb("VmRSS")
+local base = rss_mb()
 for _ = 1, args.warmup do step() end
 local times = {}
 local loss
@@ -167,4 +162,4 @@ print(("%d steps: mean %.1f ms, median %.1f ms (min %.1f, max %.1f), %.0f tokens
   :format(args.steps, 1000 * total / args.steps, 1000 * median, 1000 * times[1], 1000 * times[#times], N / median, loss))
 print(("RESULT tokens_per_sec=%.1f ms_per_step=%.2f ms_mean=%.2f step_cpu_ms=%.2f gflops=%.1f peak_rss_mb=%.0f "
   .. "base_rss_mb=%.0f"):format(N / median, 1000 * median, 1000 * total / args.steps, 1000 * cpu, flops / median / 1e9,
-  rss_mb("VmHWM"), base))
+  peak_rss_mb(), base))

@@ -70,14 +70,8 @@ if args.threads then ft.set_num_threads(args.threads) end
 ft.manual_seed(args.seed)
 ft.set_matmul_precision(args.matmul_precision)
 
-local function status_mb(field)
-  local f = assert(io.open("/proc/self/status"))
-  local kb = tonumber(f:read("a"):match(field .. ":%s*(%d+)"))
-  f:close()
-  return kb / 1024
-end
-local function peak_rss_mb() return status_mb("VmHWM") end
-local function rss_mb() return status_mb("VmRSS") end
+local function peak_rss_mb() return select(2, ft.resident_bytes()) / 2 ^ 20 end
+local function rss_mb() return (ft.resident_bytes()) / 2 ^ 20 end
 local function mib(bytes) return bytes / 2 ^ 20 end
 
 local shape = SHAPES[args.model]

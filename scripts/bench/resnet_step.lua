@@ -35,13 +35,8 @@ local args = ft.recipe.parse(parser)
 if args.threads then ft.set_num_threads(args.threads) end
 ft.manual_seed(args.seed)
 
--- The peak resident set of this process so far (VmHWM), in MiB.
-local function peak_rss_mb()
-  local f = assert(io.open("/proc/self/status"))
-  local text = f:read("a")
-  f:close()
-  return tonumber(text:match("VmHWM:%s*(%d+)")) / 1024
-end
+-- The process's peak resident memory in MiB (ft.resident_bytes: Linux's VmHWM).
+local function peak_rss_mb() return select(2, ft.resident_bytes()) / 2 ^ 20 end
 
 local B = args.batch_size
 local model = ft.models.new("resnet-s")

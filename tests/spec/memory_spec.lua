@@ -132,6 +132,15 @@ describe("memory", function()
     assert.are.equal(before, ft.live_bytes())
   end)
 
+  it("ft.resident_bytes reports the process's resident memory and its peak, which touching 64 MiB raises", function()
+    local rss, peak = ft.resident_bytes()
+    assert.is_true(math.type(rss) == "integer" and rss > 0 and peak >= rss, ("rss %s, peak %s"):format(rss, peak))
+    local t <close> = ft.ones(16 << 20)   -- 64 MiB, every page written
+    local rss2, peak2 = ft.resident_bytes()
+    assert.is_true(rss2 >= rss + 60 * 2 ^ 20, ("resident %d -> %d bytes"):format(rss, rss2))
+    assert.is_true(peak2 >= rss2, "the peak is at least what is resident")
+  end)
+
   it("frees a tensor at once with <close>", function()
     collectgarbage()
     collectgarbage()

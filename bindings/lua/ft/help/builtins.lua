@@ -101,6 +101,10 @@ ft.live_bytes(): bytes held by tensor storages now.]=] },
 ft.peak_bytes(): the most ft.live_bytes() reached since the last ft.reset_peak_bytes().]=] },
   { "ft.reset_peak_bytes", [=[
 ft.reset_peak_bytes(): starts a new peak measurement at the current live bytes.]=] },
+  { "ft.resident_bytes", [=[
+ft.resident_bytes() -> rss, peak: the process's resident memory now and the most it has held
+(Linux's VmRSS and VmHWM), in bytes: what the allocator's cache, libraries and mapped files
+hold beside the tensors; nothing where /proc/self/status does not exist.]=] },
   { "ft.empty_cache", [=[
 ft.empty_cache(): returns the allocator's cached free blocks to the system.]=] },
   { "ft.kernels", [=[
