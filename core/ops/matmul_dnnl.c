@@ -169,10 +169,10 @@ int matmul_dnnl_bf16(int64_t M, int64_t N, int64_t K, const uint16_t *a, int64_t
 
 const char *matmul_dnnl_bf16_kernel(void) {
     static char name[64];
-    static int known;   /* 0 not asked yet, 1 a fast kernel, -1 none */
+    static _Atomic int known;   /* 0 not asked yet, 1 a fast kernel, -1 none */
+    if (known) return known > 0 ? name : NULL;   /* every linear asks: no lock once known */
     pthread_mutex_lock(&ft_dnnl_lock);
     if (!known) {
-        known = -1;
         /* a probe: the shape of a weight read transposed, as linear's forward does */
         product_key k = {64, 64, 64, 64, 1, 64, 64, 0, 1};
         dnnl_primitive_desc_t pd;
@@ -181,8 +181,8 @@ const char *matmul_dnnl_bf16_kernel(void) {
             dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
             snprintf(name, sizeof name, "%s", impl ? impl : "oneDNN");
             dnnl_primitive_desc_destroy(pd);
-            known = 1;
         }
+        known = name[0] ? 1 : -1;   /* published after name is written */
     }
     pthread_mutex_unlock(&ft_dnnl_lock);
     return known > 0 ? name : NULL;
