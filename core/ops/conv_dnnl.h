@@ -7,17 +7,20 @@
 
 #include <stdint.h>
 
-/* One convolution's geometry: the cache key of its primitives (with the thread count). */
+/* One convolution's geometry and algorithm: the cache key of its primitives (with the thread
+ * count). */
 typedef struct {
     int64_t n, c, h, w;                 /* input [N,C,H,W] */
     int64_t o, kh, kw;                  /* weight [O, C/groups, kH, kW] */
     int64_t oh, ow;                     /* output [N,O,oH,oW] */
     int64_t sh, sw, ph, pw, dh, dw;     /* stride, padding (both sides), dilation (>= 1) */
     int64_t groups;
+    int64_t winograd;                   /* 1: Winograd F(4x4, 3x3) instead of the direct algorithm */
 } conv_dnnl_geom;
 
 /* Return values of the functions below: done, failed (ft_set_error says why), or a geometry
- * oneDNN has no kernel for (nothing written; the caller takes the im2col path). */
+ * oneDNN has no kernel for with that algorithm (nothing written; the caller tries the direct
+ * algorithm or the im2col path). A geometry found unsupported stays known as such. */
 enum { CONV_DNNL_OK = 0, CONV_DNNL_ERROR = -1, CONV_DNNL_UNSUPPORTED = 1 };
 
 /* y = conv(x, w) + bias; bias [O] or NULL. */

@@ -3,13 +3,15 @@
 # on each convolution path and with PyTorch (the same model written out in
 # scripts/bench/resnet_step_torch.py), at the same thread count, with every parameter training
 # ("full") and with conv1 + bn1 + layer1 + layer2 frozen ("frozen"). The runs alternate
-# (PyTorch, ftlua gemm, ftlua default, ftlua dnnl, then again) so that a slow spell of a
+# (PyTorch, ftlua gemm, ftlua default, ftlua dnnl, ftlua winograd, then again) so that a slow spell of a
 # shared machine falls on all of them; each configuration reports the median of its rounds.
 #
 #   scripts/bench/compare_resnet.sh [THREADS (default 2)] [STEPS (default 10)] [ROUNDS (default 3)]
 #
-# ftlua's paths: FT_CONV=gemm (im2col + OpenBLAS), the default (oneDNN where it is faster),
-# FT_CONV=dnnl (oneDNN for every convolution); the oneDNN ones are left out when ftlua was
+# ftlua's paths: FT_CONV=gemm (im2col + OpenBLAS), the default (oneDNN where it is faster,
+# Winograd for 3x3 stride-1 layers), FT_CONV=dnnl (oneDNN's direct kernels for every
+# convolution), FT_CONV=winograd (oneDNN for every convolution, Winograd wherever it has the
+# kernel); the oneDNN ones are left out when ftlua was
 # built without oneDNN. First the two models' state_dict shapes are checked to be the same.
 # FTLUA selects the ftlua binary (default build/ftlua); PyTorch is Debian's /usr/bin/python3.
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"
@@ -34,8 +36,8 @@ echo "== same model: $(wc -l < "$tmp/ftlua.shapes") state_dict entries of the sa
 labels=(gemm)
 values=(gemm)
 if FT_CONV=dnnl "$ftlua" -e 'ft.nn.functional.conv2d(ft.randn(1, 16, 4, 4), ft.randn(1, 16, 3, 3))' 2>/dev/null; then
-  labels+=(default dnnl)
-  values+=("" dnnl)
+  labels+=(default dnnl winograd)
+  values+=("" dnnl winograd)
 else
   echo "== ftlua has no oneDNN: only FT_CONV=gemm is timed"
 fi

@@ -10,8 +10,9 @@
 -- BatchNorm layers keep their running statistics, as scripts/bench/peft_freeze.lua does), so
 -- backward stops at layer3 and AdamW updates the rest. --gradient-checkpointing checkpoints the
 -- stages (layer1 .. layer3, model:gradient_checkpointing_enable()). Warm-up steps are not timed.
--- FT_CONV=gemm | dnnl picks the convolution path (see core/ops/conv.c). --shapes prints the
--- state_dict's names and shapes (scripts/bench/compare_resnet.sh checks them against PyTorch's).
+-- FT_CONV=gemm | dnnl | winograd picks the convolution path (see core/ops/conv.c). --shapes
+-- prints the state_dict's names and shapes (scripts/bench/compare_resnet.sh checks them against
+-- PyTorch's).
 -- The last line is machine-readable:
 --   RESULT samples_per_sec=<n> ms_per_step=<mean ms> median_ms=<ms> peak_rss_mb=<MiB>
 local ft = require "ft"

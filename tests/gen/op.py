@@ -326,6 +326,10 @@ record("mse_loss_sum", {"input": randn(3, 4), "target": randn(3, 4)},
        lambda a: F.mse_loss(a["input"], a["target"], reduction="sum"))
 record("mse_loss_none", {"input": randn(3, 4), "target": randn(3, 4)},
        lambda a: F.mse_loss(a["input"], a["target"], reduction="none"))
+# Wide enough (32 channels, 3x3, stride 1) for oneDNN's Winograd kernels, which the default
+# convolution path picks for such layers.
+record("conv2d_winograd", {"x": randn(4, 32, 12, 12), "w": randn(32, 32, 3, 3) / 17, "b": randn(32)},
+       lambda a: F.conv2d(a["x"], a["w"], a["b"], padding=1))
 
 
 def main():

@@ -111,8 +111,10 @@ ft.empty_cache(): returns the allocator's cached free blocks to the system.]=] }
 ft.kernels() -> {blas =, blas_config =, conv =, dnnl_isa =, matmul_precision =, matmul_bf16 =}:
 the kernels this process runs: OpenBLAS's core ("Haswell", "SkylakeX", "Cooperlake" ...: chosen
 by cpuid, or OPENBLAS_CORETYPE) and build configuration; the convolution path ("auto": oneDNN
-where it is faster, im2col + OpenBLAS for 1x1 convolutions and stems; "gemm" or "dnnl" as
-FT_CONV forces; "invalid" for a bad FT_CONV, which every convolution then reports); oneDNN's
+where it is faster, its Winograd kernels for 3x3 stride-1 layers, im2col + OpenBLAS for 1x1
+convolutions and stems; "gemm", "dnnl" (oneDNN's direct kernels everywhere) or "winograd"
+(oneDNN everywhere, Winograd wherever it has the kernel) as FT_CONV forces; "invalid" for a
+bad FT_CONV, which every convolution then reports); oneDNN's
 instruction set ("avx512_core_bf16", "avx2" ...; nil in a build without oneDNN); the matmul
 precision (ft.set_matmul_precision; "invalid" for a bad FT_MATMUL_PRECISION, which every linear
 then reports); the oneDNN kernel of bfloat16 products ("brg:avx512_core_bf16"; nil where there
