@@ -635,8 +635,16 @@ static int lora_add_backward(ft_node *node, const ft_tensor *g, ft_tensor **gi) 
     return rc;
 }
 
-ft_tensor *ft_lora_add(const ft_tensor *result, const ft_tensor *x, const ft_tensor *a, const ft_tensor *b,
-                       double scale) {
+/* Whether result's buffer may take the delta: the caller's is the only handle on it and on its
+ * storage (so no node saved it and no view reads it), and no other operand lives there. */
+static bool reusable(const ft_tensor *result, const ft_tensor *x, const ft_tensor *a, const ft_tensor *b, bool reuse) {
+    const ft_storage *s = result->storage;
+    return reuse && result->refcount == 1 && s->refcount == 1 && result->offset == 0 && ft_is_contiguous(result) &&
+           x->storage != s && a->storage != s && b->storage != s;
+}
+
+static ft_tensor *lora_add(const ft_tensor *result, const ft_tensor *x, const ft_tensor *a, const ft_tensor *b,
+                           double scale, bool reuse) {
     char sr[128], sx[128], sa[128], sb[128];
     if (expect_f32(result, "lora_add") < 0 || expect_f32(x, "lora_add") < 0 || expect_f32(a, "lora_add") < 0 ||
         expect_f32(b, "lora_add") < 0)
@@ -656,14 +664,15 @@ ft_tensor *ft_lora_add(const ft_tensor *result, const ft_tensor *x, const ft_ten
     int64_t nin = a->shape[1], r = a->shape[0], nout = b->shape[0], M = 1;
     for (int d = 0; d < x->ndim - 1; d++) M *= x->shape[d];
     if (check_blas_dims(M, nin, r, "lora_add") < 0 || check_blas_dims(M, r, nout, "lora_add") < 0) return NULL;
+    bool in_place = reusable(result, x, a, b, reuse);
     ft_tensor *xc = plain_contiguous(x), *ac = xc ? plain_contiguous(a) : NULL;
     ft_tensor *bc = ac ? plain_contiguous(b) : NULL, *rc = bc ? plain_contiguous(result) : NULL;
     int64_t lshape[2] = {M, r};
     ft_tensor *low = rc ? ft_empty(lshape, 2, FT_FLOAT32) : NULL;
-    ft_tensor *out = low ? ft_empty(result->shape, result->ndim, FT_FLOAT32) : NULL;
+    ft_tensor *out = !low ? NULL : in_place ? ft_detach(result) : ft_empty(result->shape, result->ndim, FT_FLOAT32);
     if (out) {
         float *y = ft_f32(out), *l = ft_f32(low);
-        memcpy(y, ft_f32(rc), sizeof(float) * (size_t)(M * nout));
+        if (!in_place) memcpy(y, ft_f32(rc), sizeof(float) * (size_t)(M * nout));
         if (M > 0 && r > 0) {   /* low [M, r] = x [M, in] @ A^T, then y += scale * low @ B^T */
             if (nin > 0)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)r, (int)nin, 1.0f, ft_f32(xc),
@@ -695,6 +704,16 @@ ft_tensor *ft_lora_add(const ft_tensor *result, const ft_tensor *x, const ft_ten
     ft_release(rc);
     ft_release(low);
     return out;
+}
+
+ft_tensor *ft_lora_add(const ft_tensor *result, const ft_tensor *x, const ft_tensor *a, const ft_tensor *b,
+                       double scale) {
+    return lora_add(result, x, a, b, scale, false);
+}
+
+ft_tensor *ft_lora_add_reusing(ft_tensor *result, const ft_tensor *x, const ft_tensor *a, const ft_tensor *b,
+                               double scale) {
+    return lora_add(result, x, a, b, scale, true);
 }
 
 /* ---- grouped_linear: each block of rows through its own weight --------------------- */

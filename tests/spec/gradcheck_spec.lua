@@ -217,6 +217,9 @@ describe("finite differences: layers", function()
         function(a) return F.linear(a.x, a.w) end)
   check("lora_add", {r = normal{2, 3, 5}, x = normal{2, 3, 4}, a = normal{2, 4}, b = normal{5, 2}},
         function(a) return F.lora_add(a.r, a.x, a.a, a.b, 0.75) end)
+  -- consume: the delta added in the buffer of an op's output, whose node still passes the gradient
+  check("lora_add_consume", {r = normal{2, 3, 5}, x = normal{2, 3, 4}, a = normal{2, 4}, b = normal{5, 2}},
+        function(a) return F.lora_add(a.r * 1.5, a.x, a.a, a.b, 0.75, true) end)
   -- groups of 2, 0 (no rows: a zero weight gradient) and 3 rows
   check("grouped_linear", {x = normal{5, 4}, w = normal{3, 2, 4}},
         function(a) return F.grouped_linear(a.x, a.w, {2, 0, 3}) end)

@@ -560,3 +560,47 @@ describe("ft.peft.lora errors", function()
     H.assert_mentions(H.error_of(lora.merge, lin, { names = { "nope" } }), "'nope'")
   end)
 end)
+
+describe("F.lora_add with consume", function()
+  -- result [M, out] from an op, as a layer's output is; x [M, in], A [r, in], B [out, r]
+  local M, nin, nout, r = 64, 32, 4096, 4
+  local function operands(seed)
+    ft.manual_seed(seed)
+    local x, w = ft.randn(M, nin):requires_grad_(), ft.randn(nout, nin)
+    local a, b = ft.randn(r, nin):requires_grad_(), ft.randn(nout, r):requires_grad_()
+    return x, w, a, b
+  end
+
+  it("adds the delta in result's buffer, gives the same values and gradients, and closes result", function()
+    local x1, w1, a1, b1 = operands(7)
+    local x2, w2, a2, b2 = operands(7)
+    local want = F.lora_add(F.linear(x1, w1), x1, a1, b1, 0.5)
+    local result = F.linear(x2, w2)
+    local before = ft.live_bytes()
+    ft.reset_peak_bytes()
+    local got = F.lora_add(result, x2, a2, b2, 0.5, true)
+    -- only low = x A^T [M, r] is new (1 KiB): the [M, out] output is result's buffer (1 MiB),
+    -- where a copy would have held both at once
+    local new_bytes = ft.peak_bytes() - before
+    assert(new_bytes < 4 * M * nout / 100, ("%d new bytes"):format(new_bytes))
+    H.assert_mentions(H.error_of(function() return result:sum() end), "closed")
+    identical(got, want, "output")
+    local g = ft.randn(M, nout)
+    want:mul(g):sum():backward()
+    got:mul(g):sum():backward()
+    for _, p in ipairs { { x1, x2, "x" }, { a1, a2, "A" }, { b1, b2, "B" } } do identical(p[2].grad, p[1].grad, p[3]) end
+  end)
+
+  it("copies when something else holds result's buffer", function()
+    local x, w, a, b = operands(8)
+    local result = F.linear(x, w)
+    local view = result:reshape(M * nout)
+    local kept = H.flat(view)
+    local out = F.lora_add(result, x, a, b, 0.5, true)
+    assert.same(kept, H.flat(view))   -- the view still reads the layer's output
+    identical(out, F.lora_add(F.linear(x, w), x, a, b, 0.5), "output beside a view")
+    local same, a_out = F.linear(x, w), ft.randn(r, nout)   -- result as x too: x A^T must read it unchanged
+    identical(F.lora_add(same, same, a_out, b, 0.5, true):detach(),
+      F.lora_add(F.linear(x, w), F.linear(x, w), a_out, b, 0.5):detach(), "result as x")
+  end)
+end)

@@ -84,6 +84,13 @@ const char *ft_matmul_bf16_kernel(void);
  * B [out, r], all float32; differentiable in all four. */
 ft_tensor *ft_lora_add(const ft_tensor *result, const ft_tensor *x, const ft_tensor *a, const ft_tensor *b,
                        double scale);
+/* ft_lora_add for a caller that is done with result: when nothing else holds result or its
+ * storage (refcounts 1, contiguous, no other operand there), the delta is added in its buffer,
+ * which the output then shares (no copy); otherwise as ft_lora_add. The caller must not read
+ * result's values afterwards; result's own gradient node is still run (and a node that read its
+ * output would hold it, which rules the reuse out). */
+ft_tensor *ft_lora_add_reusing(ft_tensor *result, const ft_tensor *x, const ft_tensor *a, const ft_tensor *b,
+                               double scale);
 /* y [N, out]: the first sizes[0] rows of x [N, in] times weight[0]^T, the next sizes[1] rows
  * times weight[1]^T, ... (weight [n_groups, out, in]; the sizes sum to N; a group may be
  * empty). One product per group; differentiable in x and weight; a bfloat16 / float16 /

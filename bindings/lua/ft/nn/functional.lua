@@ -17,9 +17,11 @@ local check = ft.check
 --- F.linear(x [..., in], weight [out, in], bias [out]?) -> x @ weight^T + bias, [..., out].
 F.linear = C.linear
 
---- F.lora_add(result [..., out], x [..., in], A [r, in], B [out, r], scale) -> result + scale *
--- (x @ A^T) @ B^T: a LoRA adapter's delta added to its layer's output in one op (no [..., out]
--- temporaries), differentiable in all four tensors; float32.
+--- F.lora_add(result [..., out], x [..., in], A [r, in], B [out, r], scale [, consume]) -> result
+-- + scale * (x @ A^T) @ B^T: a LoRA adapter's delta added to its layer's output in one op (no
+-- [..., out] temporaries), differentiable in all four tensors; float32. consume = true gives
+-- result up: the call closes it and, when nothing else holds its buffer, adds the delta there
+-- instead of into a copy.
 F.lora_add = C.lora_add
 
 --- F.grouped_linear(x [N, in], weight [E, out, in], sizes) -> [N, out]: the first sizes[1] rows

@@ -228,14 +228,16 @@ local function base_without_bias(m, kind, x)
     groups = m.groups })
 end
 
--- result + this adapter's contribution, for Linear, Conv1D and Conv2d.
+-- result + this adapter's contribution, for Linear, Conv1D and Conv2d; result (the rest of the
+-- chain's output, used by nothing else) may be closed by the call.
 local function add_dense(m, kind, name, a, x, result)
   local drop = m.lora_dropout[name]
   local la, lb = m.lora_A[name], m.lora_B[name]
   if not a.dora then
     local xd = drop(x)
     if kind ~= "conv2d" and xd:dtype() == "float32" and result:dtype() == "float32" then
-      return F.lora_add(result, xd, la.weight, lb.weight, a.scale)   -- one op, no [..., out] temporaries
+      -- one op, the delta added in result's own buffer: no [..., out] temporaries or copies
+      return F.lora_add(result, xd, la.weight, lb.weight, a.scale, true)
     end
     -- the [..., out] temporaries freed at once rather than by the collector
     local low <close> = la(xd)
@@ -305,7 +307,7 @@ function lora.forward(m, name, inner, x, ...)
   if a.merged then return result end
   if st.kind == "embedding" then return add_embedding(m, name, a, x, result) end
   local out = add_dense(m, st.kind, name, a, x, result)
-  do local consumed <close> = result end   -- the base output: freed now, not by the collector
+  do local consumed <close> = result end   -- the base output: freed now (if add_dense has not)
   return out
 end
 
