@@ -19,6 +19,12 @@ ft_tensor *ftl_to_tensor(lua_State *L, int idx) {
     return *ud;
 }
 
+void ftl_close_tensor(lua_State *L, int idx) {
+    ft_tensor **ud = luaL_checkudata(L, idx, FTL_TENSOR_MT);
+    ft_release(*ud);
+    *ud = NULL;
+}
+
 ft_tensor *ftl_check_tensor(lua_State *L, int idx) {
     ft_tensor *t = ftl_to_tensor(L, idx);
     if (!t) {

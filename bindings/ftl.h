@@ -26,6 +26,9 @@ ft_tensor *ftl_to_tensor(lua_State *L, int idx);
 ft_tensor *ftl_check_tensor_like(lua_State *L, int idx);
 /* A new tensor of dtype from a (nested) table of numbers at idx. */
 ft_tensor *ftl_table_to_tensor(lua_State *L, int idx, ft_dtype dtype);
+/* Closes the tensor handle at idx (as <close> and the collector do): its reference is released
+ * and later uses raise "the tensor was closed". Closing twice is harmless. */
+void ftl_close_tensor(lua_State *L, int idx);
 /* Pushes t as a userdata, taking over the caller's reference. t == NULL raises the
  * core's last error prefixed with "ft.<op>: ". */
 void ftl_push_tensor(lua_State *L, ft_tensor *t, const char *op);

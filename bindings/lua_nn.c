@@ -121,14 +121,11 @@ static int l_lora_add(lua_State *L) {
     ft_tensor *result = ftl_check_tensor(L, 1), *x = ftl_check_tensor(L, 2);
     ft_tensor *a = ftl_check_tensor(L, 3), *b = ftl_check_tensor(L, 4);
     double scale = luaL_checknumber(L, 5);
+    if (!lua_isnoneornil(L, 6)) luaL_checktype(L, 6, LUA_TBOOLEAN);
     bool consume = lua_toboolean(L, 6);
     ftl_push_tensor(L, consume ? ft_lora_add_reusing(result, x, a, b, scale) : ft_lora_add(result, x, a, b, scale),
                     "lora_add");
-    if (consume) {   /* result is given up: its handle is freed, as __close would */
-        ft_tensor **ud = luaL_checkudata(L, 1, FTL_TENSOR_MT);
-        ft_release(*ud);
-        *ud = NULL;
-    }
+    if (consume) ftl_close_tensor(L, 1);   /* result is given up */
     return 1;
 }
 

@@ -401,9 +401,7 @@ static int l_requires_grad_(lua_State *L) {
 /* ---- metatable ------------------------------------------------------------------------------ */
 
 static int l_gc(lua_State *L) {
-    ft_tensor **ud = luaL_checkudata(L, 1, FTL_TENSOR_MT);
-    ft_release(*ud);
-    *ud = NULL;
+    ftl_close_tensor(L, 1);
     return 0;
 }
 

@@ -584,6 +584,7 @@ describe("F.lora_add with consume", function()
     local new_bytes = ft.peak_bytes() - before
     assert(new_bytes < 4 * M * nout / 100, ("%d new bytes"):format(new_bytes))
     H.assert_mentions(H.error_of(function() return result:sum() end), "closed")
+    H.assert_mentions(H.error_of(F.lora_add, got, x2, a2, b2, 0.5, "yes"), "boolean expected")
     identical(got, want, "output")
     local g = ft.randn(M, nout)
     want:mul(g):sum():backward()
