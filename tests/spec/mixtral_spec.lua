@@ -448,18 +448,24 @@ describe("LoRA on Mixtral's experts", function()
     assert(math.abs(out.loss:item() - lora_ref.loss:item()) <= 1e-5, "adapted loss")
   end)
 
+  -- The merged and the unmerged model are held to PEFT's adapted logits with the tolerance the
+  -- adapter itself meets above. Merged and adapter logits are two float32 roundings of the same
+  -- function: each lies 5e-6 to 8e-6 from PyTorch's on these logits of up to 4, so their
+  -- distance from each other reaches 1.1e-5 on some BLAS kernels. The adapter moves the logits
+  -- by about 6, so a wrong or missing merge stands far outside the bound.
   it("merges into the experts and unmerges back", function()
     local model = models.from_pretrained(DIR)
-    local w0 = model.model.layers[2].block_sparse_moe.experts[3].w1.weight:clone()
+    local w1 = function() return model.model.layers[2].block_sparse_moe.experts[3].w1.weight end
+    local w0 = w1():clone()
     peft.load(model, LORA)
-    local adapted = logits(model)
     peft.merge(model)
-    local d = max_abs_diff(logits(model), adapted)
-    assert(d <= 1e-5, ("merged logits max abs error %g"):format(d))
+    assert(max_abs_diff(w1(), w0) > 1e-3, "the merge left w1 as it was")
+    local d = max_abs_diff(logits(model), lora_ref.logits)
+    assert(d <= 1e-4, ("merged logits max abs error %g"):format(d))
     peft.unmerge(model)
-    H.assert_close(model.model.layers[2].block_sparse_moe.experts[3].w1.weight, w0, 1e-6, "w1 after unmerge")
-    d = max_abs_diff(logits(model), adapted)
-    assert(d <= 1e-5, ("unmerged logits max abs error %g"):format(d))
+    H.assert_close(w1(), w0, 1e-6, "w1 after unmerge")
+    d = max_abs_diff(logits(model), lora_ref.logits)
+    assert(d <= 1e-4, ("unmerged logits max abs error %g"):format(d))
   end)
 
   it("writes the PEFT folder back with PEFT's keys and values", function()
@@ -558,13 +564,14 @@ describe("LoRA on the fused experts (target_parameters, PEFT's ParamWrapper)", f
     local model = models.from_pretrained(FUSED)
     local w0 = model.model.layers[1].mlp.experts.gate_up_proj:clone()
     peft.load(model, PLORA)
-    local adapted = logits(model)
     peft.merge(model)
-    assert(max_abs_diff(logits(model), adapted) <= 1e-5, "merged logits")
+    local d = max_abs_diff(logits(model), plora_ref.logits)
+    assert(d <= 1e-4, ("merged logits max abs error %g"):format(d))
     assert(max_abs_diff(model.model.layers[1].mlp.experts.gate_up_proj, w0) > 0, "the merge changed nothing")
     peft.unmerge(model)
     H.assert_close(model.model.layers[1].mlp.experts.gate_up_proj, w0, 1e-6, "gate_up_proj after unmerge")
-    assert(max_abs_diff(logits(model), adapted) <= 1e-5, "unmerged logits")
+    d = max_abs_diff(logits(model), plora_ref.logits)
+    assert(d <= 1e-4, ("unmerged logits max abs error %g"):format(d))
   end)
 
   it("writes the PEFT folder back with PEFT's nested keys, and it loads again", function()
