@@ -131,6 +131,35 @@ describe("elementwise unary ops match PyTorch", function()
   case("exp_T", function(a) return a.x_T:exp() end)
 end)
 
+-- sigmoid and SiLU over their whole range, held per element: at most 2 ulp of the float64
+-- reference for the output (1e-36 absolute below float32's normal range, where float32 itself
+-- underflows); the gradients, computed from the saved float32 output as PyTorch computes them,
+-- also carry that output's rounding near saturation: 8 ulp plus 2^-23 |g|.
+describe("sigmoid and SiLU match PyTorch to the ulp from underflow to saturation", function()
+  local ULP = 2 ^ -23
+  local function check(name, fn)
+    case(name, fn)
+    it(name .. ", per element", function()
+      local c = cases[name]
+      local x = c.x:clone():requires_grad_()
+      local y = fn({ x = x })
+      ;(y * c.g):sum():backward()
+      local xs, ys, es = H.flat(c.x), H.flat(y), H.flat(c.out)
+      local gs, dxs, des = H.flat(c.g), H.flat(x.grad), H.flat(c.grad_x)
+      for i = 1, #xs do
+        local err = math.abs(ys[i] - es[i])
+        assert(err <= 2 * ULP * math.abs(es[i]) + 1e-36,
+               ("%s(%.9g) = %.9g, PyTorch %.9g"):format(name, xs[i], ys[i], es[i]))
+        err = math.abs(dxs[i] - des[i])
+        assert(err <= 8 * ULP * math.abs(des[i]) + ULP * math.abs(gs[i]) + 1e-36,
+               ("%s'(%.9g) g = %.9g, PyTorch %.9g"):format(name, xs[i], dxs[i], des[i]))
+      end
+    end)
+  end
+  check("sigmoid_wide", function(a) return a.x:sigmoid() end)
+  check("silu_wide", function(a) return F.silu(a.x) end)
+end)
+
 describe("reductions match PyTorch", function()
   case("sum_all", function(a) return a.x:sum() end)
   case("sum_dim2", function(a) return a.x:sum(2) end)
