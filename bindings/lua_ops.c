@@ -60,6 +60,11 @@ static int l_mul(lua_State *L) { return arith(L, "mul", ft_mul, ft_mul_scalar, m
 static int l_div(lua_State *L) { return arith(L, "div", ft_div, div_scalar, ft_rdiv_scalar); }
 static int l_pow(lua_State *L) { return arith(L, "pow", ft_pow, ft_pow_scalar, NULL); }
 
+static int l_silu_mul(lua_State *L) {
+    ftl_push_tensor(L, ft_silu_mul(ftl_check_tensor(L, 1), ftl_check_tensor(L, 2)), "silu_mul");
+    return 1;
+}
+
 static int l_neg(lua_State *L) {
     ftl_push_tensor(L, ft_neg(ftl_check_tensor(L, 1)), "neg");
     return 1;
@@ -439,7 +444,7 @@ static const luaL_Reg metamethods[] = {
 };
 
 static const luaL_Reg functions[] = {
-    {"where", l_where}, {"matmul", l_matmul}, {"gelu", l_gelu}, {NULL, NULL},
+    {"where", l_where}, {"matmul", l_matmul}, {"gelu", l_gelu}, {"silu_mul", l_silu_mul}, {NULL, NULL},
 };
 
 static const luaL_Reg shape_functions[] = {

@@ -302,7 +302,8 @@ typedef enum { SAVE_NONE, SAVE_INPUT, SAVE_OUTPUT } save_kind;
     X(SUB, "sub", (x - y), sub_backward, 0, 0)                                                     \
     X(MUL, "mul", (x * y), mul_backward, GRAD_B, GRAD_A)                                           \
     X(DIV, "div", (x / y), div_backward, GRAD_B, GRAD_A | GRAD_B)                                  \
-    X(POW, "pow", (powf(x, y)), pow_backward, GRAD_A | GRAD_B, GRAD_A | GRAD_B)
+    X(POW, "pow", (powf(x, y)), pow_backward, GRAD_A | GRAD_B, GRAD_A | GRAD_B)                   \
+    X(SILU_MUL, "silu_mul", (x * sigmoid_no_libm(x) * y), silu_mul_backward, GRAD_A | GRAD_B, GRAD_A)
 
 #define AS_ENUM_U(E, ...) U_##E,
 #define AS_ENUM_B(E, ...) B_##E,
@@ -421,7 +422,7 @@ static int mul_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
 }
 
 /* Three-operand float kernels over a broadcast output shape. */
-typedef enum { T_DIV_BW_B, T_POW_BW_A, T_POW_BW_B, T_WHERE } ternary_op;
+typedef enum { T_DIV_BW_B, T_POW_BW_A, T_POW_BW_B, T_SILU_MUL_BW_A, T_WHERE } ternary_op;
 
 static ft_tensor *ternary_f32(ternary_op op, const ft_tensor *x, const ft_tensor *y,
                               const ft_tensor *z, const int64_t *shape, int ndim) {
@@ -443,6 +444,9 @@ static ft_tensor *ternary_f32(ternary_op op, const ft_tensor *x, const ft_tensor
     case T_POW_BW_B:   /* g * a^b * log(a), 0 where a == 0 and b >= 0 */
         LOOP3(&p, float, X, float, Y, float, Z, float, O,
               (y == 0.0f && z >= 0.0f) ? 0.0f : x * (powf(y, z) * logf(y)));
+        break;
+    case T_SILU_MUL_BW_A:   /* g * up * silu'(gate): x = g, y = gate, z = up */
+        LOOP3(&p, float, X, float, Y, float, Z, float, O, x * z * silu_grad(y));
         break;
     case T_WHERE:      /* x is the condition */
         LOOP3(&p, float, X, float, Y, float, Z, float, O, x != 0.0f ? y : z);
@@ -485,6 +489,21 @@ static int pow_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
     return 0;
 }
 
+/* saved[0] = gate, saved[1] = up (only when the gate's gradient is needed):
+ * d gate = g * up * silu'(gate), d up = g * silu(gate). */
+static int silu_mul_backward(ft_node *n, const ft_tensor *g, ft_tensor **gi) {
+    for (int k = 0; k < 2; k++) {
+        if (!n->inputs[k]) continue;
+        ft_tensor *full = k == 0 ? ternary_f32(T_SILU_MUL_BW_A, g, n->saved[0], n->saved[1], g->shape, g->ndim)
+                                 : binary_f32(B_SILU_MUL, n->saved[0], g, g->shape, g->ndim);
+        if (!full) return -1;
+        gi[k] = reduce_grad(full, n->inputs[k]);
+        ft_release(full);
+        if (!gi[k]) return -1;
+    }
+    return 0;
+}
+
 typedef struct {
     const char *name;
     ft_backward_fn backward;
@@ -494,7 +513,7 @@ typedef struct {
 #define AS_BINARY_INFO(E, NAME, FWD, BWD, SA, SB) [B_##E] = {NAME, BWD, SA, SB},
 static const binary_info binary_table[] = {BINARY_OPS(AS_BINARY_INFO)};
 _Static_assert(sizeof binary_table / sizeof binary_table[0] == B_COUNT, "one binary_table row per binary op");
-_Static_assert(B_COUNT == 5, "binary op added or removed: update ft/ops.h, the bindings and the tests");
+_Static_assert(B_COUNT == 6, "binary op added or removed: update ft/ops.h, the bindings and the tests");
 
 /* Shared driver of the arithmetic binary ops. int64 with int64 stays int64 for
  * add/sub/mul; any other mix computes in float32. */
@@ -532,6 +551,7 @@ ft_tensor *ft_sub(const ft_tensor *a, const ft_tensor *b) { return arith(B_SUB, 
 ft_tensor *ft_mul(const ft_tensor *a, const ft_tensor *b) { return arith(B_MUL, a, b); }
 ft_tensor *ft_div(const ft_tensor *a, const ft_tensor *b) { return arith(B_DIV, a, b); }
 ft_tensor *ft_pow(const ft_tensor *a, const ft_tensor *b) { return arith(B_POW, a, b); }
+ft_tensor *ft_silu_mul(const ft_tensor *gate, const ft_tensor *up) { return arith(B_SILU_MUL, gate, up); }
 
 /* ---- unary kernels ------------------------------------------------------------- */
 

@@ -80,6 +80,7 @@ static ft_tensor *f_sub(ft_tensor **in, const void *c) { (void)c; return ft_sub(
 static ft_tensor *f_mul(ft_tensor **in, const void *c) { (void)c; return ft_mul(in[0], in[1]); }
 static ft_tensor *f_div(ft_tensor **in, const void *c) { (void)c; return ft_div(in[0], in[1]); }
 static ft_tensor *f_pow(ft_tensor **in, const void *c) { (void)c; return ft_pow(in[0], in[1]); }
+static ft_tensor *f_silu_mul(ft_tensor **in, const void *c) { (void)c; return ft_silu_mul(in[0], in[1]); }
 static ft_tensor *f_add_s(ft_tensor **in, const void *c) { return ft_add_scalar(in[0], ((const params *)c)->p0); }
 static ft_tensor *f_mul_s(ft_tensor **in, const void *c) { return ft_mul_scalar(in[0], ((const params *)c)->p0); }
 static ft_tensor *f_pow_s(ft_tensor **in, const void *c) { return ft_pow_scalar(in[0], ((const params *)c)->p0); }
@@ -231,6 +232,17 @@ static void test_elementwise_values(void) {
     r = ft_sigmoid(tu);
     check_values("sigmoid", r, e, 6, 1e-6);
     ft_release(r);
+    /* silu(u) * [1, 2, 3] broadcast along u's rows */
+    {
+        float up[] = {1, 2, 3};
+        int64_t s3[] = {3};
+        ft_tensor *tup = tensor(up, s3, 1);
+        for (int i = 0; i < 6; i++) e[i] = u[i] / (1 + exp(-u[i])) * up[i % 3];
+        r = ft_silu_mul(tu, tup);
+        check_values("silu_mul [2,3]*[3]", r, e, 6, 1e-6);
+        ft_release(r);
+        ft_release(tup);
+    }
 
     /* comparisons give float 0/1 */
     float v[] = {3, 2, 1};
@@ -552,7 +564,7 @@ static void test_shape_values(void) {
 /* ---- gradient tests ------------------------------------------------------------ */
 
 static void test_elementwise_grads(void) {
-    int64_t s23[] = {2, 3}, s3[] = {3}, s213[] = {2, 1, 3}, s41[] = {4, 1}, s12[] = {1, 2};
+    int64_t s23[] = {2, 3}, s3[] = {3}, s213[] = {2, 1, 3}, s41[] = {4, 1}, s12[] = {1, 2}, s32[] = {3, 2};
     params none = {0};
     {
         ft_tensor *in[] = {leaf(uniform(s23, 2, -1, 1)), leaf(uniform(s3, 1, -1, 1))};
@@ -574,6 +586,16 @@ static void test_elementwise_grads(void) {
     {
         ft_tensor *in[] = {transposed_leaf(3, 2, -1, 1), leaf(uniform(s12, 2, -1, 1))};
         gradcheck_ops("mul transposed [3,2]*[1,2]", f_mul, in, 2, &none);
+        release_all(in, 2);
+    }
+    {
+        ft_tensor *in[] = {leaf(uniform(s23, 2, -3, 3)), leaf(uniform(s3, 1, -2, 2))};
+        gradcheck_ops("silu_mul [2,3]*[3] (broadcast)", f_silu_mul, in, 2, &none);
+        release_all(in, 2);
+    }
+    {
+        ft_tensor *in[] = {transposed_leaf(3, 2, -3, 3), leaf(uniform(s32, 2, -2, 2))};
+        gradcheck_ops("silu_mul transposed gate [3,2]*[3,2]", f_silu_mul, in, 2, &none);
         release_all(in, 2);
     }
     {

@@ -341,6 +341,10 @@ def wide():
 # Held to a few ulp per element (not relative to the largest value) by the spec.
 record("sigmoid_wide", {"x": wide()}, lambda a: a["x"].sigmoid())
 record("silu_wide", {"x": wide()}, lambda a: F.silu(a["x"]))
+record("silu_mul", {"gate": randn(3, 4) * 3, "up": randn(3, 4)}, lambda a: F.silu(a["gate"]) * a["up"])
+record("silu_mul_broadcast", {"gate": randn(2, 3, 4) * 3, "up": randn(3, 1)},
+       lambda a: F.silu(a["gate"]) * a["up"])
+record("silu_mul_T", {"gate_T": randn(4, 3) * 3, "up": randn(3, 4)}, lambda a: F.silu(a["gate_T"]) * a["up"])
 
 def main():
     tmp = OUT + ".tmp"

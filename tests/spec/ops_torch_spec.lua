@@ -160,6 +160,17 @@ describe("sigmoid and SiLU match PyTorch to the ulp from underflow to saturation
   check("silu_wide", function(a) return F.silu(a.x) end)
 end)
 
+describe("silu_mul (the gated MLP's silu(gate) * up) matches PyTorch", function()
+  case("silu_mul", function(a) return F.silu_mul(a.gate, a.up) end)
+  case("silu_mul_broadcast", function(a) return F.silu_mul(a.gate, a.up) end)
+  case("silu_mul_T", function(a) return F.silu_mul(a.gate_T, a.up) end)
+  it("names the shapes that do not broadcast", function()
+    local ok, err = pcall(F.silu_mul, ft.randn(2, 3), ft.randn(4))
+    assert.is_false(ok)
+    assert.matches("silu_mul: shapes %[2,3%] and %[4%] cannot broadcast", err)
+  end)
+end)
+
 describe("reductions match PyTorch", function()
   case("sum_all", function(a) return a.x:sum() end)
   case("sum_dim2", function(a) return a.x:sum(2) end)

@@ -22,6 +22,9 @@ ft_tensor *ft_sub(const ft_tensor *a, const ft_tensor *b);
 ft_tensor *ft_mul(const ft_tensor *a, const ft_tensor *b);
 ft_tensor *ft_div(const ft_tensor *a, const ft_tensor *b);
 ft_tensor *ft_pow(const ft_tensor *a, const ft_tensor *b);          /* a ^ b, both differentiable */
+/* silu(gate) * up in one pass, the gated MLP's activation (Llama, Qwen2, Mistral, Mixtral):
+ * no silu(gate) tensor in the forward, and backward keeps only gate and up. Broadcasts. */
+ft_tensor *ft_silu_mul(const ft_tensor *gate, const ft_tensor *up);
 ft_tensor *ft_add_scalar(const ft_tensor *a, double s);
 ft_tensor *ft_mul_scalar(const ft_tensor *a, double s);
 ft_tensor *ft_pow_scalar(const ft_tensor *a, double exponent);

@@ -278,6 +278,8 @@ t:sigmoid() or ft.sigmoid(t): 1 / (1 + e^-x) elementwise.]=] },
 t:relu() or ft.relu(t): max(x, 0) elementwise.]=] },
   { "ft.Tensor:silu", [=[
 t:silu() or ft.silu(t): x * sigmoid(x) elementwise (also F.silu).]=] },
+  { "ft.silu_mul", [=[
+ft.silu_mul(gate, up): silu(gate) * up in one pass, with broadcasting (also F.silu_mul); backward keeps only gate and up.]=] },
   { "ft.Tensor:gelu", [=[
 t:gelu([approximate]): GELU, exact (erf, "none") or the "tanh" form; also t:gelu{approximate = "tanh"}.]=] },
   { "ft.Tensor:clamp", [=[

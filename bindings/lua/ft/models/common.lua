@@ -166,6 +166,22 @@ function M.activation(name, reader, field)
   return fn
 end
 
+-- The gated forms act(gate) * up that the core computes in one op.
+local GATED = { silu = F.silu_mul, swish = F.silu_mul }
+
+--- The gated activation (gate, up) -> act(gate) * up of the gated MLPs, for HF's activation
+-- `name` (checked as M.activation checks it): F.silu_mul for silu / swish, one pass that keeps
+-- only gate and up for backward; otherwise act(gate) * up with act's output freed at once.
+function M.gated_activation(name, reader, field)
+  local act = M.activation(name, reader, field)
+  local fused = GATED[name]
+  if fused then return fused end
+  return function(gate, up)
+    local a <close> = act(gate)
+    return a * up
+  end
+end
+
 --- Attention of the model definitions: q [B,Hq,T,D], k and v [B,Hkv,S,D] (Hkv divides Hq)
 -- -> [B,Hq,T,D]. opts: {causal=, attn_mask= (additive, broadcast to [B,Hq,T,S]), scale=,
 -- dropout_p=, training=}. causal aligns the diagonal bottom-right, so that with a KV cache of

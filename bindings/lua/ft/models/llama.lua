@@ -159,22 +159,22 @@ function MLP:init(c)
   self.gate_proj = nn.Linear(c.hidden_size, c.intermediate_size, { bias = c.mlp_bias })
   self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, { bias = c.mlp_bias })
   self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, { bias = c.mlp_bias })
-  self.act = c.act
+  self.gated_act = c.gated_act
 end
 
---- llama.gated_mlp(act, gate, up, down, x) -> down(act(gate(x)) * up(x)): the gated MLP of
--- Llama's blocks and of Mixtral's experts. The [..., intermediate] temporaries are closed
--- (freed) as it returns, not left to the collector: they are the largest tensors of a block
--- (autograd keeps its own references).
-function M.gated_mlp(act, gate, up, down, x)
+--- llama.gated_mlp(gated_act, gate, up, down, x) -> down(gated_act(gate(x), up(x))), where
+-- gated_act(g, u) is act(g) * u (common.gated_activation): the gated MLP of Llama's blocks and
+-- of Mixtral's experts. The [..., intermediate] temporaries are closed (freed) as it returns,
+-- not left to the collector: they are the largest tensors of a block (autograd keeps its own
+-- references).
+function M.gated_mlp(gated_act, gate, up, down, x)
   local g <close> = gate(x)
-  local a <close> = act(g)
   local u <close> = up(x)
-  local gated <close> = a * u
+  local gated <close> = gated_act(g, u)
   return down(gated)
 end
 
-function MLP:forward(x) return M.gated_mlp(self.act, self.gate_proj, self.up_proj, self.down_proj, x) end
+function MLP:forward(x) return M.gated_mlp(self.gated_act, self.gate_proj, self.up_proj, self.down_proj, x) end
 
 --- DecoderLayer(c, window): one pre-norm block (self_attn, mlp, the two RMSNorms); forward(x,
 -- rope, cache, mask) -> x, present, extra. A family whose feed-forward differs
@@ -255,6 +255,7 @@ local function read_config(config, class)
     r:fail("config field 'rope_theta' must be a positive number, got %s", tostring(c.rope_theta))
   end
   c.act = common.activation(c.hidden_act, r, "hidden_act")
+  c.gated_act = common.gated_activation(c.hidden_act, r, "hidden_act")
   c.windows = class.sliding_windows(r, c.num_hidden_layers)
   return c
 end

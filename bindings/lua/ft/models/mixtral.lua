@@ -142,11 +142,11 @@ function Expert:init(c)
   self.w1 = nn.Linear(c.hidden_size, c.intermediate_size, { bias = false })
   self.w2 = nn.Linear(c.intermediate_size, c.hidden_size, { bias = false })
   self.w3 = nn.Linear(c.hidden_size, c.intermediate_size, { bias = false })
-  self.act = c.act
+  self.gated_act = c.gated_act
 end
 
 --- expert(x [..., hidden]) -> [..., hidden] (llama.gated_mlp).
-function Expert:forward(x) return llama.gated_mlp(self.act, self.w1, self.w3, self.w2, x) end
+function Expert:forward(x) return llama.gated_mlp(self.gated_act, self.w1, self.w3, self.w2, x) end
 
 --- Experts(c): an MoE block's experts in the fused layout newer transformers writes (its
 -- MixtralExperts): gate_up_proj [E, 2I, H] (expert e's w1 rows, then its w3 rows) and down_proj
@@ -158,7 +158,7 @@ M.Experts = Experts
 
 function Experts:init(c)
   local E, H, I = c.num_local_experts, c.hidden_size, c.intermediate_size
-  self.num_experts, self.intermediate_size, self.act = E, I, c.act
+  self.num_experts, self.intermediate_size, self.gated_act = E, I, c.gated_act
   self.gate_up_proj = nn.Parameter(ft.empty(E, 2 * I, H))
   self.down_proj = nn.Parameter(ft.empty(E, H, I))
   self:init_weights(c.initializer_range)
@@ -175,9 +175,8 @@ function Experts:forward(xs, sizes)
   local I = self.intermediate_size
   local h <close> = F.grouped_linear(xs, self.gate_up_proj, sizes)
   local g <close> = h:narrow(2, 1, I)
-  local a <close> = self.act(g)
   local u <close> = h:narrow(2, I + 1, I)
-  local gated <close> = a * u
+  local gated <close> = self.gated_act(g, u)
   return F.grouped_linear(gated, self.down_proj, sizes)
 end
 

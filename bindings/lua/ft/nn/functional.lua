@@ -112,6 +112,9 @@ function F.sigmoid(x) return x:sigmoid() end
 F.gelu = ft.gelu
 --- F.silu(x): x * sigmoid(x), the same function as x:silu()
 F.silu = ft.silu
+--- F.silu_mul(gate, up) -> silu(gate) * up (broadcasting), in one pass: the gated MLP's
+-- activation. Its backward keeps gate and up only, not silu(gate) as well.
+F.silu_mul = ft.silu_mul
 --- F.softmax(x, dim) -> exp(x) / sum(exp(x)) along dim (1-based; negative from the end).
 function F.softmax(x, dim) return x:softmax(dim) end
 --- F.log_softmax(x, dim) -> log(softmax(x, dim)), computed stably (max subtracted first).
