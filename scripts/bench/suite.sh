@@ -22,14 +22,17 @@
 #                  per-expert layout, grouped path), forward + backward on 8 x 256 tokens
 #                  (moe_block.lua / moe_block_torch.py; compare_moe_block.sh has every variant)
 #
-#   scripts/bench/suite.sh [--out DIR] [--rounds N] [--threads N] [--quick]
+#   scripts/bench/suite.sh [--out DIR] [--rounds N] [--threads N] [--quick] [--only NAME,...]
 #
 # --out is the results folder (default runs/bench-suite-<YYYYmmdd-HHMMSS>; new or empty): each
 # run's log, env.json (date, CPU, OpenBLAS's kernels, ftlua's convolution path, versions) and
 # summary.txt (the table). --rounds: turns per side (default 3); --threads: both sides'
 # threads (default 2); --quick: 1 round of fewer steps and a 2-layer Qwen shape, to check that
 # everything runs. OpenBLAS's kernels are the environment's (OPENBLAS_CORETYPE is left as it
-# is and reported). FTLUA selects the ftlua binary (default build/ftlua).
+# is and reported). --only runs the named workloads alone (say --only qwen-lora --rounds 5).
+# Each row also gives the range of the per-round ratios (round r of ftlua against round r of
+# PyTorch), to show how far one pair of runs can move on the machine. FTLUA selects the ftlua
+# binary (default build/ftlua).
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"
 
 me=$(basename "$0")
@@ -37,6 +40,7 @@ out=
 rounds=3
 threads=2
 quick=0
+only=
 positive() { case "$2" in ''|*[!0-9]*|0) echo "$me: $1: expected a positive integer, got '$2' (see --help)" >&2; exit 2 ;; esac; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -47,16 +51,10 @@ while [ $# -gt 0 ]; do
     --threads) [ $# -ge 2 ] || { echo "$me: --threads needs a number (see --help)" >&2; exit 2; }
       positive --threads "$2"; threads=$2; shift 2 ;;
     --quick) quick=1; shift ;;
+    --only) [ $# -ge 2 ] || { echo "$me: --only needs workload names (see --help)" >&2; exit 2; }; only=$2; shift 2 ;;
     *) echo "$me: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-"$torch_python" -c "import torch" 2>/dev/null || { echo "$me: PyTorch is not installed (Debian package python3-torch)" >&2; exit 1; }
-out=${out:-runs/bench-suite-$(date +%Y%m%d-%H%M%S)}
-if [ -e "$out" ] && [ -n "$(ls -A "$out" 2>/dev/null)" ]; then
-  echo "$me: --out $out already holds files; choose a new folder" >&2
-  exit 2
-fi
-mkdir -p "$out"
 use_threads "$threads"
 bench=$root/scripts/bench
 t=(--threads "$threads")
@@ -76,6 +74,18 @@ workloads=(
   "qwen-lora-bf16|$bench/qwen_lora_step.lua --dtype bfloat16 --matmul-precision bfloat16 --gradient-checkpointing ${qwen[*]}|$bench/qwen_lora_step_torch.py --gradient-checkpointing ${qwen[*]}|tokens_per_sec|tokens/s"
   "moe-s|$bench/moe_block.lua ${moe_steps[*]}|$bench/moe_block_torch.py ${moe_steps[*]}|tokens_per_sec|tokens/s"
 )
+
+names=$(printf '%s\n' "${workloads[@]}" | cut -d'|' -f1 | paste -sd, -)
+for n in ${only//,/ }; do
+  case ",$names," in *",$n,"*) ;; *) echo "$me: --only: unknown workload '$n'; workloads: ${names//,/, }" >&2; exit 2 ;; esac
+done
+"$torch_python" -c "import torch" 2>/dev/null || { echo "$me: PyTorch is not installed (Debian package python3-torch)" >&2; exit 1; }
+out=${out:-runs/bench-suite-$(date +%Y%m%d-%H%M%S)}
+if [ -e "$out" ] && [ -n "$(ls -A "$out" 2>/dev/null)" ]; then
+  echo "$me: --out $out already holds files; choose a new folder" >&2
+  exit 2
+fi
+mkdir -p "$out"
 
 openblas_kernels > "$tmp/blas"
 blas=$(cat "$tmp/blas")
@@ -129,6 +139,7 @@ rows=()
 for w in "${workloads[@]}"; do
   IFS='|' read -r name ft_args torch_args key unit <<< "$w"
   [ "$name" = qwen-lora-bf16 ] && [ "$matmul_bf16" = none ] && continue
+  [ -n "$only" ] && case ",$only," in *",$name,"*) ;; *) continue ;; esac
   : > "$tmp/ft" ; : > "$tmp/torch" ; : > "$tmp/ft_rss" ; : > "$tmp/torch_rss"
   for r in $(seq 1 "$rounds"); do
     # shellcheck disable=SC2086  # the argument strings split into words on purpose
@@ -141,6 +152,8 @@ for w in "${workloads[@]}"; do
     result peak_rss_mb "$out/$name-ftlua-$r.log" >> "$tmp/ft_rss"
   done
   a=$(median < "$tmp/ft") b=$(median < "$tmp/torch")
+  spread=$(paste "$tmp/ft" "$tmp/torch" | awk '{ q = $1 / $2; if (NR == 1 || q < lo) lo = q; if (NR == 1 || q > hi) hi = q }
+    END { printf "%.2f-%.2fx", lo, hi }')
   ra=$(median < "$tmp/ft_rss") rb=$(median < "$tmp/torch_rss")
   extra=
   if [ "$name" = qwen-lora ] || [ "$name" = qwen-lora-bf16 ]; then
@@ -151,8 +164,8 @@ for w in "${workloads[@]}"; do
     [ "$name" = qwen-lora-bf16 ] && p=$peak_bf16 what="bfloat16"
     extra=$(awk -v g="$gf" -v p="$p" -v w="$what" 'BEGIN { printf "%.1f GFLOP/s = %.0f%% of the %s peak", g, 100 * g / p, w }')
   fi
-  row=$(awk -v n="$name" -v a="$a" -v b="$b" -v u="$unit" -v ra="$ra" -v rb="$rb" -v x="$extra" 'BEGIN {
-    printf "| %s | %.1f %s | %.1f %s | %.2fx | %d | %d | %.2f | %s |", n, a, u, b, u, a / b, ra, rb, ra / rb, x }')
+  row=$(awk -v n="$name" -v a="$a" -v b="$b" -v u="$unit" -v s="$spread" -v ra="$ra" -v rb="$rb" -v x="$extra" 'BEGIN {
+    printf "| %s | %.1f %s | %.1f %s | %.2fx | %s | %d | %d | %.2f | %s |", n, a, u, b, u, a / b, s, ra, rb, ra / rb, x }')
   rows+=("$row")
   echo "$row"
 done
@@ -162,8 +175,8 @@ done
     "OpenBLAS ${blas%%|*}; ftlua convolutions: $conv_path (oneDNN $dnnl_isa); bfloat16 products: $matmul_bf16; PyTorch $("$torch_python" -c 'import torch; print(torch.__version__)');" \
     "median of $rounds alternating rounds"
   echo
-  echo "| workload | ftlua | PyTorch | ratio | ftlua peak RSS MiB | PyTorch peak RSS MiB | RSS ratio | matrix work |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+  echo "| workload | ftlua | PyTorch | ratio | round ratios | ftlua peak RSS MiB | PyTorch peak RSS MiB | RSS ratio | matrix work |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
   printf '%s\n' "${rows[@]}"
 } > "$out/summary.txt"
 echo

@@ -138,6 +138,8 @@ for s in scripts/bench/*.sh; do
   if bash "$s" nope > "$tmp/out" 2>&1; then fail "$s nope: exit status 0"; fi
   [ "$(wc -l < "$tmp/out")" -eq 1 ] || fail "$s nope: expected a one-line message"
 done
+if bash scripts/bench/suite.sh --only qwen-lora,nope > "$tmp/out" 2>&1; then fail "suite.sh --only nope: exit status 0"; fi
+grep -q "unknown workload 'nope'; workloads: resnet-full, " "$tmp/out" || fail "suite.sh --only nope: $(cat "$tmp/out")"
 for s in scripts/bench/*.py; do
   out=$(python3 "$s" --help 2>&1) || fail "$s --help: non-zero exit (PyTorch need not be installed for it)"
   grep -q "^usage: " <<< "$out" || fail "$s --help prints no usage"
