@@ -64,7 +64,7 @@ ft.manual_seed(args.seed)
 local overrides = { experts_layout = args.layout }
 for k, v in pairs(SHAPES[args.shape]) do overrides[k] = v end
 local c = mixtral.MixtralForCausalLM.read_config(mixtral.config("moe-s", overrides))
-assert(c.act, "read_config gave no activation (c.act)")
+assert(c.gated_act, "read_config gave no activation (c.gated_act)")
 local block = mixtral.SparseMoeBlock(c)
 block:train()   -- router_jitter_noise is 0 in the preset: training mode adds nothing
 ft.no_grad(function()

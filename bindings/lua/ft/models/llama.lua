@@ -254,7 +254,6 @@ local function read_config(config, class)
   if type(c.rope_theta) ~= "number" or not (c.rope_theta > 0 and c.rope_theta < math.huge) then
     r:fail("config field 'rope_theta' must be a positive number, got %s", tostring(c.rope_theta))
   end
-  c.act = common.activation(c.hidden_act, r, "hidden_act")
   c.gated_act = common.gated_activation(c.hidden_act, r, "hidden_act")
   c.windows = class.sliding_windows(r, c.num_hidden_layers)
   return c
